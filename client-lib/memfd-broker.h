@@ -1,0 +1,207 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef MEMFD_BROKER_H
+#define MEMFD_BROKER_H
+
+/*
+ * libmemfd-broker: shared-memory regions from memfd-brokerd.
+ *
+ * A client is one connection to the broker. Regions are sealed memfds the
+ * broker hands out; map them to share memory with other processes without
+ * copying. Every function returning int gives 0 (or a documented count) on
+ * success and a negative errno on failure; none sets errno as its way of
+ * reporting, and none prints. Errors every call that talks to the broker can
+ * return, besides those listed for it:
+ *   -ENOTCONN     the client's connection is gone (the broker closed it or
+ *                 mfb_client_free() was called while regions were alive);
+ *   -EBADMSG      the broker sent something that is not a valid reply;
+ *   -ENOMEM       out of memory;
+ *   any error of sendmsg()/recvmsg() on the socket (-ECONNRESET, -EPIPE).
+ * When the broker refuses a request, its reason is also available as text
+ * from mfb_client_error_message().
+ *
+ * A client and its regions are not thread-safe: use one client per thread,
+ * or serialize calls on it.
+ */
+
+#include <fcntl.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Longest region name in bytes, NUL excluded. Names are printable ASCII without spaces. */
+#define MFB_NAME_MAX 255
+
+/* Environment variable that names the broker's socket. */
+#define MFB_SOCKET_ENV "MEMFD_BROKER_SOCKET"
+
+/* mfb_region_stat.state bits. */
+#define MFB_REGION_REMOVED 0x1U /* the name was removed; no new opens; freed when the last holder lets go */
+
+typedef struct mfb_client mfb_client;
+typedef struct mfb_region mfb_region;
+
+/* What the broker knows about a region: the IPC_STAT of memfd-broker. */
+typedef struct mfb_region_stat {
+        uint64_t handle;
+        uint64_t size;
+        uid_t uid;              /* owner */
+        gid_t gid;
+        uid_t creator_uid;
+        gid_t creator_gid;
+        mode_t mode;            /* permission bits */
+        pid_t creator_pid;
+        pid_t last_pid;         /* pid of the last create, open, seal or release */
+        uint32_t nattch;        /* connections holding the region */
+        uint32_t seals;         /* F_SEAL_* bits of the memfd */
+        uint32_t state;         /* MFB_REGION_* bits */
+        struct timespec create_time;
+        struct timespec attach_time;    /* last open; zero if never */
+        struct timespec detach_time;    /* last release; zero if never */
+        struct timespec change_time;    /* last seal */
+        char name[MFB_NAME_MAX + 1];    /* "" for an anonymous region */
+} mfb_region_stat;
+
+/*
+ * The socket path a client uses when given none: $MEMFD_BROKER_SOCKET if
+ * set and non-empty, else $XDG_RUNTIME_DIR/memfd-broker.sock for a non-root
+ * user whose XDG_RUNTIME_DIR is set, else /run/memfd-broker.sock.
+ * Writes it to buf (size bytes, NUL-terminated). Returns 0, -EINVAL for a
+ * NULL buf, or -ENAMETOOLONG if it does not fit in buf or in a socket address.
+ */
+int mfb_default_socket_path(char *buf, size_t size);
+
+/*
+ * Connects to the broker at socket_path (NULL: mfb_default_socket_path())
+ * and negotiates the protocol version. On success *ret is a new client,
+ * owned by the caller, to be freed with mfb_client_free(); the socket_path
+ * string is only borrowed. Errors: -EINVAL (ret NULL), -ENAMETOOLONG (path
+ * too long for a socket address), -ENOENT / -ECONNREFUSED / -EACCES (no
+ * broker listening there, or no permission), -EPROTONOSUPPORT (the broker
+ * speaks no protocol version this library does).
+ */
+int mfb_client_connect(const char *socket_path, mfb_client **ret);
+
+/*
+ * Closes the connection; the broker then releases every region it held for
+ * this client (named regions stay until removed). Regions still alive keep
+ * their fds and mappings and must still be freed with mfb_region_free();
+ * the memory behind the client is freed with the last of them. Accepts
+ * NULL. Always returns NULL, for `c = mfb_client_free(c);`.
+ */
+mfb_client *mfb_client_free(mfb_client *c);
+
+/*
+ * The broker's text for the last refused request on this client ("region is
+ * sealed"), or "" if there was none. The string is owned by the client and
+ * valid until its next call. c must not be NULL.
+ */
+const char *mfb_client_error_message(const mfb_client *c);
+
+/*
+ * Creates a region of size bytes, zero-filled, with the caller's uid/gid as
+ * owner and mode 0600. With name NULL it is anonymous, alive while anyone
+ * holds it; with a name it persists in the broker until removed. The region
+ * is opened read-write. On success *ret is a new region owned by the caller
+ * (free it with mfb_region_free()); name is borrowed.
+ * Errors: -EINVAL (c or ret NULL, size 0, or name empty or not printable
+ * ASCII without spaces), -ENAMETOOLONG (name longer than MFB_NAME_MAX),
+ * -EFBIG (size above the broker's limit), -EEXIST (the name is taken),
+ * -ENOSPC / -EDQUOT (a broker limit on regions or bytes was reached).
+ */
+int mfb_region_create(mfb_client *c, const char *name, uint64_t size, mfb_region **ret);
+
+/*
+ * Opens the named region with access O_RDONLY or O_RDWR. On success *ret is
+ * a new region owned by the caller; name is borrowed. Each open is a
+ * reference the broker holds for this client until mfb_region_free().
+ * Errors: -EINVAL (bad arguments or name, access not O_RDONLY/O_RDWR),
+ * -ENAMETOOLONG, -ENOENT (no region of that name), -EPERM (O_RDWR on a sealed
+ * region), -EACCES (the region's mode does not allow it).
+ */
+int mfb_region_open(mfb_client *c, const char *name, int access, mfb_region **ret);
+
+/* As mfb_region_open(), by handle; also reaches anonymous regions. -ENOENT also for a removed region. */
+int mfb_region_open_handle(mfb_client *c, uint64_t handle, int access, mfb_region **ret);
+
+/*
+ * Maps the whole region (MAP_SHARED) and stores the address in *ret_addr.
+ * The mapping is writable if the region was opened O_RDWR and is not sealed,
+ * read-only otherwise. It belongs to the region: repeated calls return the
+ * same address, mfb_region_seal() and mfb_region_free() unmap it.
+ * Errors: -EINVAL (NULL argument), or what mmap() failed with.
+ */
+int mfb_region_map(mfb_region *r, void **ret_addr);
+
+/*
+ * Seals the region's contents: from now on nobody can write them, not the
+ * creator, not any other holder (F_SEAL_WRITE, enforced by the kernel). The
+ * region must be open O_RDWR. Unmaps this region's own mapping first (the
+ * kernel refuses the seal while any writable mapping exists), so an address
+ * from mfb_region_map() is invalid afterwards; call it again for a
+ * read-only mapping. Errors: -EINVAL (NULL), -EPERM (opened read-only),
+ * -EBUSY (another process still has a writable mapping of it).
+ */
+int mfb_region_seal(mfb_region *r);
+
+/*
+ * Removes the region's name, like IPC_RMID: the name can be reused at once,
+ * nobody can open the region any more, and it is freed when the last holder
+ * releases it. Holders keep their fds and mappings. Errors: -EINVAL (NULL),
+ * -ENOENT (already removed).
+ */
+int mfb_region_remove(mfb_region *r);
+
+/* As mfb_region_remove(), by name, without opening the region first. */
+int mfb_remove(mfb_client *c, const char *name);
+
+/* As mfb_region_remove(), by handle. */
+int mfb_remove_handle(mfb_client *c, uint64_t handle);
+
+/* Fills *ret with the broker's view of the region. Errors: -EINVAL, -ENOENT. */
+int mfb_region_stat_get(mfb_region *r, mfb_region_stat *ret);
+
+/* As mfb_region_stat_get(), by name or by handle, without opening the region. */
+int mfb_stat(mfb_client *c, const char *name, mfb_region_stat *ret);
+int mfb_stat_handle(mfb_client *c, uint64_t handle, mfb_region_stat *ret);
+
+/*
+ * Lists every region the broker has, in handle order. On success
+ * *ret_entries is an array of *ret_count entries allocated with malloc()
+ * and owned by the caller (free() it; it is NULL when the count is 0).
+ * Errors: -EINVAL (NULL argument).
+ */
+int mfb_list(mfb_client *c, mfb_region_stat **ret_entries, size_t *ret_count);
+
+/* The region's handle: unique for the broker's lifetime, never 0. r must not be NULL. */
+uint64_t mfb_region_handle(const mfb_region *r);
+
+/* The region's size in bytes. r must not be NULL. */
+uint64_t mfb_region_size(const mfb_region *r);
+
+/* O_RDONLY or O_RDWR, as the region was opened. r must not be NULL. */
+int mfb_region_access(const mfb_region *r);
+
+/*
+ * The region's memfd: borrowed, owned by the region and closed by
+ * mfb_region_free(); dup it (F_DUPFD_CLOEXEC) to keep it longer. Already
+ * verified: a regular file, sealed against shrinking and growing, at least
+ * mfb_region_size() bytes. r must not be NULL.
+ */
+int mfb_region_fd(const mfb_region *r);
+
+/*
+ * Unmaps the region, closes its fd and tells the broker this client no
+ * longer holds it. Accepts NULL. Always returns NULL.
+ */
+mfb_region *mfb_region_free(mfb_region *r);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,67 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/*
+ * Validation and construction of wire records (proto/wire.h), shared by the
+ * daemon and the client library so that both sides agree on what is valid.
+ * Nothing here does I/O or allocates.
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "wire.h"
+
+/*
+ * Checks that a region name is acceptable: 1..MFB_WIRE_NAME_MAX bytes of
+ * printable ASCII without spaces (0x21..0x7e). Returns 0, -EINVAL for an
+ * empty name or a bad byte, -ENAMETOOLONG for a long one. name is borrowed.
+ */
+int mfb_name_check(const char *name);
+
+/*
+ * Fills a wire name from a C string (NULL or "" gives the empty name, which
+ * means "anonymous" or "by handle"). Returns 0 or the errors of
+ * mfb_name_check(); ret_name is untouched on failure.
+ */
+int mfb_wire_name_set(struct mfb_wire_name *ret_name, const char *name);
+
+/*
+ * Checks a received wire name: valid bytes, NUL-terminated, zero padding.
+ * Returns its length (0 for the empty name) or -EBADMSG.
+ */
+int mfb_wire_name_check(const struct mfb_wire_name *name);
+
+/* Fills a header. size is the whole record's size, header included. */
+void mfb_wire_header_init(struct mfb_wire_header *ret_header, uint16_t opcode, uint64_t cookie,
+                          int32_t status, uint16_t nfds, uint32_t size);
+
+/*
+ * The exact body size a request with this opcode must have, or -EOPNOTSUPP
+ * for an opcode that is not a request of this protocol version.
+ */
+int mfb_wire_request_body_size(uint16_t opcode);
+
+/*
+ * Checks a received request record of len bytes: a well-formed header (size
+ * matches len, flags, status, nfds and reserved zero) whose body size fits
+ * its opcode. On success copies the header to ret_header and returns 0.
+ * Errors: -EBADMSG when no trustworthy header could be read (ret_header
+ * untouched); -EOPNOTSUPP for an unknown opcode and -EMSGSIZE for a body of
+ * the wrong size, in both cases with ret_header filled so that the caller
+ * can answer with the request's cookie.
+ */
+int mfb_wire_request_check(const void *record, size_t len, struct mfb_wire_header *ret_header);
+
+/*
+ * Checks a received reply record of len bytes that came with nfds file
+ * descriptors: the reply bit, size matching len, nfds matching, and a body
+ * that fits its opcode (any text of at most MFB_WIRE_ERROR_MESSAGE_MAX bytes
+ * for an error; count entries for LIST). Returns 0 and fills ret_header,
+ * or -EBADMSG.
+ */
+int mfb_wire_reply_check(const void *record, size_t len, size_t nfds, struct mfb_wire_header *ret_header);
+
+/* Human-readable opcode name for logs ("CREATE"), "UNKNOWN" for others. */
+const char *mfb_wire_opcode_name(uint16_t opcode);

@@ -1,0 +1,219 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/*
+ * The memfd-broker wire format, version 1.
+ *
+ * This header is the single source of truth for record layouts, opcodes and
+ * limits; proto/PROTOCOL.md describes the same in prose and must be kept in
+ * step with it. Both the daemon and the client library include it.
+ *
+ * Every record is one SOCK_SEQPACKET message: a struct mfb_wire_header
+ * followed by exactly the body its opcode defines. Fields are fixed width,
+ * in the host's byte order (both peers run on the same host), naturally
+ * aligned; every record size is a multiple of 8 except error replies,
+ * whose body is a text message. Reserved fields and padding must be zero.
+ *
+ * Bump MFB_WIRE_VERSION if any layout, opcode or meaning below changes in a
+ * way an existing peer would misread.
+ */
+
+#include <fcntl.h>
+#include <stdint.h>
+
+#define MFB_WIRE_VERSION 1U
+
+/* Limits. Each is stated in PROTOCOL.md; HELLO reports them to clients. */
+#define MFB_WIRE_RECORD_MAX             65536U  /* bytes in one record, header included */
+#define MFB_WIRE_NAME_MAX               255U    /* bytes in a region name, NUL excluded */
+#define MFB_WIRE_FDS_PER_RECORD_MAX     1U      /* fds the broker attaches to one reply */
+#define MFB_WIRE_REQUESTS_IN_FLIGHT_MAX 64U     /* unanswered requests per connection before the broker stops reading */
+#define MFB_WIRE_ERROR_MESSAGE_MAX      255U    /* bytes of text in an error reply */
+#define MFB_WIRE_LIST_ENTRIES_MAX       128U    /* region entries in one LIST reply */
+
+/*
+ * Seal bits, as the kernel defines them for F_ADD_SEALS / F_GET_SEALS.
+ * glibc 2.36 lacks the newer ones; they are part of the kernel ABI.
+ */
+#ifndef F_SEAL_FUTURE_WRITE
+#define F_SEAL_FUTURE_WRITE 0x0010
+#endif
+#ifndef F_SEAL_EXEC
+#define F_SEAL_EXEC 0x0020
+#endif
+
+/* Opcodes. A reply carries its request's opcode with MFB_WIRE_REPLY set. */
+enum mfb_wire_opcode {
+        MFB_OP_HELLO   = 0x0001,
+        MFB_OP_CREATE  = 0x0002,
+        MFB_OP_OPEN    = 0x0003,
+        MFB_OP_SEAL    = 0x0004,
+        MFB_OP_STAT    = 0x0005,
+        MFB_OP_LIST    = 0x0006,
+        MFB_OP_RELEASE = 0x0007,
+        MFB_OP_REMOVE  = 0x0008,
+};
+#define MFB_WIRE_REPLY 0x8000U
+
+/*
+ *  0               1               2               3
+ *  0 1 2 3 4 5 6 7 0 1 2 3 4 5 6 7 0 1 2 3 4 5 6 7 0 1 2 3 4 5 6 7
+ * +---------------------------------------------------------------+
+ * |                 size (record bytes, header included)          |
+ * +-------------------------------+-------------------------------+
+ * |            opcode             |         flags (zero)          |
+ * +-------------------------------+-------------------------------+
+ * |                      cookie (low 32 bits)                     |
+ * |                      cookie (high 32 bits)                    |
+ * +---------------------------------------------------------------+
+ * |           status (replies: 0 or -errno; requests: 0)          |
+ * +-------------------------------+-------------------------------+
+ * |   nfds (replies; requests 0)  |        reserved (zero)        |
+ * +-------------------------------+-------------------------------+
+ */
+struct mfb_wire_header {
+        uint32_t size;
+        uint16_t opcode;
+        uint16_t flags;
+        uint64_t cookie;
+        int32_t status;
+        uint16_t nfds;
+        uint16_t reserved;
+};
+
+/* A region name: NUL-padded; the bytes after the first NUL must be zero. */
+struct mfb_wire_name {
+        char bytes[MFB_WIRE_NAME_MAX + 1];
+};
+
+/* HELLO: the first request on every connection. */
+struct mfb_wire_hello_request {
+        uint32_t version_min;
+        uint32_t version_max;
+};
+
+/* Capability bits in the HELLO reply: what this broker and kernel support. */
+#define MFB_CAP_SEAL_FUTURE_WRITE 0x1U  /* F_SEAL_FUTURE_WRITE */
+#define MFB_CAP_NOEXEC_SEAL       0x2U  /* regions are created with MFD_NOEXEC_SEAL */
+#define MFB_CAP_HUGETLB           0x4U  /* MFD_HUGETLB regions can be created */
+
+struct mfb_wire_hello_reply {
+        uint32_t version;
+        uint32_t reserved;
+        uint64_t capabilities;
+        uint64_t region_size_max;
+        uint32_t record_max;
+        uint32_t name_max;
+        uint32_t fds_per_record_max;
+        uint32_t requests_in_flight_max;
+        uint32_t list_entries_max;
+        uint32_t reserved2;
+};
+
+/* Access requested by OPEN and granted in a region reply. */
+#define MFB_ACCESS_READ  0x1U
+#define MFB_ACCESS_WRITE 0x2U
+
+/* State bits in struct mfb_wire_region_info. */
+#define MFB_STATE_REMOVED 0x1U  /* its name was removed; no new opens */
+
+/*
+ * Everything known about one region (the IPC_STAT of memfd-broker).
+ * Times are nanoseconds since the Unix epoch (CLOCK_REALTIME), 0 for never.
+ */
+struct mfb_wire_region_info {
+        uint64_t handle;
+        uint64_t size;
+        uint32_t uid;           /* owner */
+        uint32_t gid;
+        uint32_t creator_uid;
+        uint32_t creator_gid;
+        uint32_t mode;          /* permission bits, 0600 by default */
+        uint32_t creator_pid;
+        uint32_t last_pid;      /* pid of the last CREATE, OPEN, SEAL or RELEASE */
+        uint32_t nattch;        /* connections holding the region */
+        uint32_t seals;         /* F_GET_SEALS of the memfd */
+        uint32_t state;         /* MFB_STATE_* */
+        uint64_t create_time;
+        uint64_t attach_time;
+        uint64_t detach_time;
+        uint64_t change_time;
+        struct mfb_wire_name name;      /* empty for an anonymous region */
+};
+
+/* CREATE: reply is struct mfb_wire_region_reply with one read-write fd. */
+struct mfb_wire_create_request {
+        uint64_t size;
+        uint32_t flags;         /* zero in version 1 */
+        uint32_t mode;          /* permission bits; 0 means 0600 */
+        struct mfb_wire_name name;      /* empty for an anonymous region */
+};
+
+/*
+ * OPEN: by name (name non-empty, handle 0) or by handle (name empty).
+ * Reply is struct mfb_wire_region_reply with one fd of the granted access.
+ */
+struct mfb_wire_open_request {
+        uint64_t handle;
+        uint32_t access;        /* MFB_ACCESS_READ, or MFB_ACCESS_READ | MFB_ACCESS_WRITE */
+        uint32_t reserved;
+        struct mfb_wire_name name;
+};
+
+struct mfb_wire_region_reply {
+        uint32_t access;        /* granted: MFB_ACCESS_* bits */
+        uint32_t reserved;
+        struct mfb_wire_region_info info;
+};
+
+/* SEAL: adds F_SEAL_WRITE or F_SEAL_FUTURE_WRITE to a region the caller holds writable. */
+struct mfb_wire_seal_request {
+        uint64_t handle;
+        uint32_t seals;
+        uint32_t reserved;
+};
+
+/* STAT and REMOVE: by name (name non-empty, handle 0) or by handle (name empty). */
+struct mfb_wire_lookup_request {
+        uint64_t handle;
+        struct mfb_wire_name name;
+};
+
+/* STAT and SEAL reply: struct mfb_wire_region_info. */
+
+/* LIST: regions with handles greater than after_handle, in ascending order. */
+struct mfb_wire_list_request {
+        uint64_t after_handle;
+};
+
+/* Followed by count struct mfb_wire_region_info entries. */
+struct mfb_wire_list_reply {
+        uint32_t count;
+        uint32_t more;          /* 1 if regions after the last entry exist */
+};
+
+/* RELEASE: drops one reference this connection holds. Reply has no body. */
+struct mfb_wire_release_request {
+        uint64_t handle;
+};
+
+/* REMOVE: request is struct mfb_wire_lookup_request; reply has no body. */
+
+/* Errors: status < 0 and the body is up to MFB_WIRE_ERROR_MESSAGE_MAX bytes of UTF-8 text, no NUL. */
+
+_Static_assert(sizeof(struct mfb_wire_header) == 24, "header layout");
+_Static_assert(sizeof(struct mfb_wire_name) == 256, "name layout");
+_Static_assert(sizeof(struct mfb_wire_hello_request) == 8, "hello request layout");
+_Static_assert(sizeof(struct mfb_wire_hello_reply) == 48, "hello reply layout");
+_Static_assert(sizeof(struct mfb_wire_region_info) == 344, "region info layout");
+_Static_assert(sizeof(struct mfb_wire_create_request) == 272, "create layout");
+_Static_assert(sizeof(struct mfb_wire_open_request) == 272, "open layout");
+_Static_assert(sizeof(struct mfb_wire_region_reply) == 352, "region reply layout");
+_Static_assert(sizeof(struct mfb_wire_seal_request) == 16, "seal layout");
+_Static_assert(sizeof(struct mfb_wire_lookup_request) == 264, "lookup layout");
+_Static_assert(sizeof(struct mfb_wire_list_request) == 8, "list request layout");
+_Static_assert(sizeof(struct mfb_wire_list_reply) == 8, "list reply layout");
+_Static_assert(sizeof(struct mfb_wire_release_request) == 8, "release layout");
+_Static_assert(sizeof(struct mfb_wire_header) + sizeof(struct mfb_wire_list_reply)
+               + MFB_WIRE_LIST_ENTRIES_MAX * sizeof(struct mfb_wire_region_info) <= MFB_WIRE_RECORD_MAX,
+               "a full LIST reply fits in one record");
