@@ -1,0 +1,227 @@
+/* SPDX-License-Identifier: MIT */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "macro.h"
+
+#define ARGS_MAX 64
+
+static long long now_ms(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
+}
+
+/* Polling interval for conditions nothing notifies us of (a connectable socket, an fd count). */
+static void pause_briefly(void) {
+        struct timespec ts = { .tv_nsec = 2 * 1000 * 1000 };
+
+        nanosleep(&ts, NULL);
+}
+
+static unsigned count_fds(const char *dir) {
+        DIR *d = opendir(dir);
+        struct dirent *e;
+        unsigned n = 0;
+
+        ck_assert_msg(d, "opendir %s: %s", dir, strerror(errno));
+        while ((e = readdir(d)))
+                if (e->d_name[0] != '.')
+                        n++;
+        closedir(d);
+        return n - 1; /* the fd of the opendir itself */
+}
+
+unsigned test_fd_count(void) {
+        return count_fds("/proc/self/fd");
+}
+
+unsigned test_broker_fd_count(const struct test_broker *b) {
+        char path[64];
+
+        snprintf(path, sizeof(path), "/proc/%d/fd", (int) b->pid);
+        return count_fds(path) + 1; /* the opendir fd was ours, not the broker's */
+}
+
+bool test_broker_wait_fd_count(const struct test_broker *b, unsigned want) {
+        long long deadline = now_ms() + TEST_TIMEOUT_MS;
+
+        while (test_broker_fd_count(b) != want) {
+                if (now_ms() > deadline)
+                        return false;
+                pause_briefly();
+        }
+        return true;
+}
+
+int test_raw_connect(const struct test_broker *b) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        int fd;
+
+        fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+        ck_assert_int_ge(fd, 0);
+        memcpy(sa.sun_path, b->socket_path, strlen(b->socket_path) + 1);
+        if (connect(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0) {
+                int r = -errno;
+                close(fd);
+                return r;
+        }
+        return fd;
+}
+
+static int split_words(char *s, const char **argv, int max) {
+        int n = 0;
+
+        for (char *w = strtok(s, " \t"); w && n < max; w = strtok(NULL, " \t"))
+                argv[n++] = w;
+        return n;
+}
+
+void test_broker_start(struct test_broker *b, const char *const *extra_args) {
+        const char *brokerd = getenv("MFB_BROKERD");
+        const char *base = getenv("MFB_TEST_DIR");
+        const char *wrapper = getenv("MFB_BROKER_WRAPPER");
+        char wrapper_copy[1024] = "";
+        const char *argv[ARGS_MAX];
+        long long deadline;
+        int argc = 0;
+
+        ck_assert_msg(brokerd, "MFB_BROKERD is not set");
+        ck_assert_msg(base, "MFB_TEST_DIR is not set");
+
+        memset(b, 0, sizeof(*b));
+        snprintf(b->dir, sizeof(b->dir), "%s/broker.XXXXXX", base);
+        ck_assert_msg(mkdtemp(b->dir), "mkdtemp: %s", strerror(errno));
+        ck_assert_int_lt(snprintf(b->socket_path, sizeof(b->socket_path), "%s/s", b->dir),
+                         (int) sizeof(b->socket_path));
+
+        if (wrapper)
+                snprintf(wrapper_copy, sizeof(wrapper_copy), "%s", wrapper);
+        argc = split_words(wrapper_copy, argv, ARGS_MAX - 8);
+        argv[argc++] = brokerd;
+        argv[argc++] = "--socket";
+        argv[argc++] = b->socket_path;
+        argv[argc++] = "--log-level";
+        argv[argc++] = "warning";
+        for (; extra_args && *extra_args && argc < ARGS_MAX - 1; extra_args++)
+                argv[argc++] = *extra_args;
+        argv[argc] = NULL;
+
+        b->pid = fork();
+        ck_assert_int_ge(b->pid, 0);
+        if (b->pid == 0) {
+                prctl(PR_SET_PDEATHSIG, SIGTERM);
+                execvp(argv[0], (char **) argv);
+                fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
+                _exit(127);
+        }
+
+        deadline = now_ms() + TEST_TIMEOUT_MS;
+        for (;;) {
+                int status, fd = test_raw_connect(b);
+
+                if (fd >= 0) {
+                        close(fd);
+                        return;
+                }
+                ck_assert_msg(waitpid(b->pid, &status, WNOHANG) == 0, "broker exited at startup (status 0x%x)", status);
+                ck_assert_msg(now_ms() < deadline, "broker did not accept connections on %s", b->socket_path);
+                pause_briefly();
+        }
+}
+
+int test_wait_child(pid_t pid) {
+        int pidfd, status;
+        struct pollfd p;
+
+        pidfd = (int) syscall(SYS_pidfd_open, pid, 0);
+        ck_assert_msg(pidfd >= 0, "pidfd_open: %s", strerror(errno));
+        p = (struct pollfd) { .fd = pidfd, .events = POLLIN };
+        if (poll(&p, 1, TEST_TIMEOUT_MS) != 1) {
+                kill(pid, SIGKILL);
+                waitpid(pid, &status, 0);
+                close(pidfd);
+                ck_abort_msg("process %d did not exit in time", (int) pid);
+        }
+        close(pidfd);
+        ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+        return status;
+}
+
+void test_broker_stop(struct test_broker *b) {
+        int status;
+
+        ck_assert_int_eq(kill(b->pid, SIGTERM), 0);
+        status = test_wait_child(b->pid);
+        ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "broker exit status 0x%x", status);
+        ck_assert_msg(access(b->socket_path, F_OK) < 0 && errno == ENOENT, "broker left its socket behind");
+        ck_assert_msg(rmdir(b->dir) == 0, "rmdir %s: %s", b->dir, strerror(errno));
+        b->pid = 0;
+}
+
+pid_t test_fork(int (*fn)(void *arg), void *arg) {
+        pid_t pid;
+
+        fflush(NULL);
+        pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0)
+                _exit(fn(arg));
+        return pid;
+}
+
+static unsigned fds_at_setup;
+
+void test_fd_leak_setup(void) {
+        fds_at_setup = test_fd_count();
+}
+
+void test_fd_leak_teardown(void) {
+        ck_assert_uint_eq(test_fd_count(), fds_at_setup);
+}
+
+struct test_broker test_broker;
+
+void test_broker_setup(void) {
+        test_fd_leak_setup();
+        test_broker_start(&test_broker, NULL);
+}
+
+void test_broker_teardown(void) {
+        test_broker_stop(&test_broker);
+        test_fd_leak_teardown();
+}
+
+int test_pipe_signal(int fd) {
+        char c = 1;
+
+        return write(fd, &c, 1) == 1 ? 0 : -1;
+}
+
+int test_pipe_wait(int fd) {
+        char c;
+
+        return read(fd, &c, 1) == 1 ? 0 : -1;
+}
+
+void test_child_succeeded(pid_t pid) {
+        int status = test_wait_child(pid);
+
+        ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                      "child %d failed (status 0x%x)", (int) pid, status);
+}

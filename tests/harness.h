@@ -1,0 +1,79 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/*
+ * The multi-process test harness: starts a real memfd-brokerd on a socket in
+ * a temporary folder, counts fds, and waits on conditions with timeouts.
+ * Every function fails the current Check test on error.
+ */
+
+#include <check.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <sys/types.h>
+#include <sys/un.h>
+
+/* How long any wait in the tests may take before it counts as a failure. */
+#define TEST_TIMEOUT_MS 20000
+
+struct test_broker {
+        pid_t pid;
+        char dir[PATH_MAX];
+        char socket_path[sizeof(((struct sockaddr_un *) 0)->sun_path)];
+};
+
+/*
+ * Starts $MFB_BROKERD (prefixed by the words of $MFB_BROKER_WRAPPER, such as
+ * valgrind) with --socket in a fresh folder under $MFB_TEST_DIR, plus
+ * extra_args (NULL-terminated, may be NULL), and returns once it accepts
+ * connections. The broker gets SIGTERM if the test process dies first.
+ */
+void test_broker_start(struct test_broker *b, const char *const *extra_args);
+
+/* SIGTERM, waits for a clean exit (status 0) and checks that the socket file and the folder are gone. */
+void test_broker_stop(struct test_broker *b);
+
+/* How many fds the broker process has open now. */
+unsigned test_broker_fd_count(const struct test_broker *b);
+
+/* Waits until the broker has exactly want fds open; false on timeout. */
+bool test_broker_wait_fd_count(const struct test_broker *b, unsigned want);
+
+/* How many fds this process has open now. */
+unsigned test_fd_count(void);
+
+/* A raw SOCK_SEQPACKET connection to the broker, for speaking the protocol by hand. */
+int test_raw_connect(const struct test_broker *b);
+
+/* Waits up to TEST_TIMEOUT_MS for a child to exit and returns its wait status. */
+int test_wait_child(pid_t pid);
+
+/* Forks; the child runs fn(arg) and exits with its return value. */
+pid_t test_fork(int (*fn)(void *arg), void *arg);
+
+/* Checked-fixture helpers that fail a test which leaks fds. */
+void test_fd_leak_setup(void);
+void test_fd_leak_teardown(void);
+
+/* A checked fixture: a broker of its own for every test, and the fd leak check. */
+extern struct test_broker test_broker;
+void test_broker_setup(void);
+void test_broker_teardown(void);
+
+/* One byte through a pipe, to step two processes in turn. 0 or -1; safe in children. */
+int test_pipe_signal(int fd);
+int test_pipe_wait(int fd);
+
+/* In forked children, which must not call Check: report, and fail with the line. */
+#define TEST_CHILD_CHECK(cond)                                                          \
+        do {                                                                            \
+                if (!(cond)) {                                                          \
+                        fprintf(stderr, "%s:%d: child check failed: %s\n", __FILE__,    \
+                                __LINE__, #cond);                                       \
+                        return __LINE__ % 250 + 1;                                      \
+                }                                                                       \
+        } while (0)
+
+/* Waits for a child from test_fork() and fails the test unless it exited 0. */
+void test_child_succeeded(pid_t pid);

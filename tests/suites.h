@@ -1,0 +1,12 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* Every Check suite; tests/runner.c runs them all. */
+
+#include <check.h>
+
+Suite *codec_suite(void);
+Suite *fdpass_suite(void);
+Suite *sharing_suite(void);
+Suite *lifetime_suite(void);
+Suite *bad_input_suite(void);

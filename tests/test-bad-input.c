@@ -1,0 +1,292 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Hostile and broken clients, speaking the protocol by hand: each gets an
+ * error or loses its connection, and the broker goes on serving others
+ * without leaking an fd.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "codec.h"
+#include "fdpass.h"
+#include "harness.h"
+#include "macro.h"
+#include "memfd-broker.h"
+#include "suites.h"
+
+static unsigned baseline;
+
+static void setup(void) {
+        test_broker_setup();
+        baseline = test_broker_fd_count(&test_broker);
+}
+
+/* After every test: the broker serves a well-behaved client and holds nothing for the bad one. */
+static void teardown(void) {
+        mfb_client *c = NULL;
+        mfb_region *r = NULL;
+
+        ck_assert_int_eq(mfb_client_connect(test_broker.socket_path, &c), 0);
+        ck_assert_int_eq(mfb_region_create(c, NULL, 4096, &r), 0);
+        mfb_region_free(r);
+        mfb_client_free(c);
+        ck_assert_msg(test_broker_wait_fd_count(&test_broker, baseline),
+                      "broker has %u fds open, %u before the test", test_broker_fd_count(&test_broker), baseline);
+        test_broker_teardown();
+}
+
+static void send_raw(int fd, const void *buf, size_t len) {
+        ck_assert_int_eq(send(fd, buf, len, MSG_NOSIGNAL), (ssize_t) len);
+}
+
+/* Waits for the next record; returns its length, 0 if the broker closed the connection. */
+static ssize_t recv_raw(int fd, void *buf, size_t size, size_t *ret_nfds) {
+        int fds[MFB_FDS_RECV_MAX];
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        size_t nfds = 0;
+        ssize_t n;
+
+        ck_assert_int_eq(poll(&p, 1, TEST_TIMEOUT_MS), 1);
+        n = mfb_record_recv(fd, buf, size, fds, &nfds, MSG_DONTWAIT);
+        ck_assert_int_ge(n, 0);
+        mfb_close_fds(fds, nfds);
+        if (ret_nfds)
+                *ret_nfds = nfds;
+        return n;
+}
+
+static void assert_dropped(int fd) {
+        char buf[MFB_WIRE_RECORD_MAX];
+
+        ck_assert_int_eq(recv_raw(fd, buf, sizeof(buf), NULL), 0);
+}
+
+/* Sends a request of opcode with body and returns the reply's status. */
+static int32_t request(int fd, uint16_t opcode, const void *body, size_t body_len, const int *fds, size_t nfds) {
+        union {
+                struct mfb_wire_header h;
+                uint8_t bytes[MFB_WIRE_RECORD_MAX];
+        } rec;
+        struct mfb_wire_header h;
+        size_t got_fds;
+        ssize_t n;
+
+        ck_assert_uint_le(sizeof(rec.h) + body_len, sizeof(rec));
+        mfb_wire_header_init(&rec.h, opcode, 0x1234, 0, 0, sizeof(rec.h) + body_len);
+        memcpy(rec.bytes + sizeof(rec.h), body, body_len);
+        ck_assert_int_eq(mfb_record_send(fd, &rec, sizeof(rec.h) + body_len, fds, nfds, 0), 0);
+
+        n = recv_raw(fd, &rec, sizeof(rec), &got_fds);
+        ck_assert_int_gt(n, 0);
+        ck_assert_int_eq(mfb_wire_reply_check(&rec, n, got_fds, &h), 0);
+        ck_assert_uint_eq(h.opcode, opcode | MFB_WIRE_REPLY);
+        ck_assert_uint_eq(h.cookie, 0x1234);
+        return h.status;
+}
+
+static int connect_hello(void) {
+        struct mfb_wire_hello_request hello = { .version_min = 1, .version_max = 1 };
+        int fd = test_raw_connect(&test_broker);
+
+        ck_assert_int_ge(fd, 0);
+        ck_assert_int_eq(request(fd, MFB_OP_HELLO, &hello, sizeof(hello), NULL, 0), 0);
+        return fd;
+}
+
+START_TEST(garbage_drops_the_connection) {
+        char garbage[100];
+        int fd = test_raw_connect(&test_broker);
+
+        for (size_t i = 0; i < sizeof(garbage); i++)
+                garbage[i] = (char) (i * 37 + 11);
+        send_raw(fd, garbage, sizeof(garbage));
+        assert_dropped(fd);
+        close(fd);
+}
+END_TEST
+
+START_TEST(truncated_header_drops_the_connection) {
+        struct mfb_wire_header h;
+        int fd = connect_hello();
+
+        mfb_wire_header_init(&h, MFB_OP_LIST, 1, 0, 0, sizeof(h));
+        send_raw(fd, &h, sizeof(h) - 4);
+        assert_dropped(fd);
+        close(fd);
+}
+END_TEST
+
+START_TEST(lying_size_drops_the_connection) {
+        struct {
+                struct mfb_wire_header h;
+                struct mfb_wire_list_request body;
+        } rec = { 0 };
+        int fd = connect_hello();
+
+        mfb_wire_header_init(&rec.h, MFB_OP_LIST, 1, 0, 0, sizeof(rec) + 4096);
+        send_raw(fd, &rec, sizeof(rec));
+        assert_dropped(fd);
+        close(fd);
+}
+END_TEST
+
+START_TEST(oversized_record_drops_the_connection) {
+        static uint8_t big[MFB_WIRE_RECORD_MAX + 4096];
+        int fd = connect_hello();
+
+        mfb_wire_header_init((struct mfb_wire_header *) big, MFB_OP_LIST, 1, 0, 0, sizeof(big));
+        send_raw(fd, big, sizeof(big));
+        assert_dropped(fd);
+        close(fd);
+}
+END_TEST
+
+START_TEST(unknown_opcode_and_wrong_body_size) {
+        struct mfb_wire_list_request list = { 0 };
+        uint8_t body[16] = { 0 };
+        int fd = connect_hello();
+
+        ck_assert_int_eq(request(fd, 0x0777, body, sizeof(body), NULL, 0), -EOPNOTSUPP);
+        ck_assert_int_eq(request(fd, MFB_OP_LIST, body, sizeof(body), NULL, 0), -EMSGSIZE);
+        /* The connection is still good. */
+        ck_assert_int_eq(request(fd, MFB_OP_LIST, &list, sizeof(list), NULL, 0), 0);
+        close(fd);
+}
+END_TEST
+
+START_TEST(hello_comes_first_and_once) {
+        struct mfb_wire_hello_request hello = { .version_min = 1, .version_max = 1 };
+        struct mfb_wire_hello_request future = { .version_min = 2, .version_max = 9 };
+        struct mfb_wire_list_request list = { 0 };
+        int fd = test_raw_connect(&test_broker);
+
+        ck_assert_int_eq(request(fd, MFB_OP_LIST, &list, sizeof(list), NULL, 0), -EPROTO);
+        ck_assert_int_eq(request(fd, MFB_OP_HELLO, &future, sizeof(future), NULL, 0), -EPROTONOSUPPORT);
+        ck_assert_int_eq(request(fd, MFB_OP_HELLO, &hello, sizeof(hello), NULL, 0), 0);
+        ck_assert_int_eq(request(fd, MFB_OP_HELLO, &hello, sizeof(hello), NULL, 0), -EPROTO);
+        close(fd);
+}
+END_TEST
+
+START_TEST(attached_fds_are_refused_and_closed) {
+        struct mfb_wire_create_request create = { .size = 4096 };
+        int p[2], fd = connect_hello();
+        int attached[3];
+
+        ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
+        attached[0] = p[0];
+        attached[1] = p[1];
+        attached[2] = p[0];
+        ck_assert_int_eq(request(fd, MFB_OP_CREATE, &create, sizeof(create), attached, 3), -EBADMSG);
+        mfb_close_fds(p, 2);
+        /* Our end of the connection is the only extra fd the broker may hold. */
+        ck_assert(test_broker_wait_fd_count(&test_broker, baseline + 1));
+        close(fd);
+}
+END_TEST
+
+START_TEST(bad_sizes_are_refused) {
+        struct mfb_wire_create_request create = { .size = 0 };
+        int fd = connect_hello();
+
+        ck_assert_int_eq(request(fd, MFB_OP_CREATE, &create, sizeof(create), NULL, 0), -EINVAL);
+        create.size = UINT64_MAX;
+        ck_assert_int_eq(request(fd, MFB_OP_CREATE, &create, sizeof(create), NULL, 0), -EFBIG);
+        create.size = 4096;
+        create.mode = 01777;
+        ck_assert_int_eq(request(fd, MFB_OP_CREATE, &create, sizeof(create), NULL, 0), -EINVAL);
+        create.mode = 0;
+        create.flags = 0x80;
+        ck_assert_int_eq(request(fd, MFB_OP_CREATE, &create, sizeof(create), NULL, 0), -EINVAL);
+        close(fd);
+}
+END_TEST
+
+START_TEST(bad_names_are_refused) {
+        struct mfb_wire_create_request create = { .size = 4096 };
+        struct mfb_wire_open_request open_req = { .access = MFB_ACCESS_READ };
+        int fd = connect_hello();
+
+        /* 256 name bytes and no terminating NUL. */
+        memset(create.name.bytes, 'x', sizeof(create.name.bytes));
+        ck_assert_int_eq(request(fd, MFB_OP_CREATE, &create, sizeof(create), NULL, 0), -EBADMSG);
+
+        memset(&create.name, 0, sizeof(create.name));
+        memcpy(create.name.bytes, "bad name", 8);
+        ck_assert_int_eq(request(fd, MFB_OP_CREATE, &create, sizeof(create), NULL, 0), -EBADMSG);
+
+        /* Both a handle and a name, then neither. */
+        open_req.handle = 1;
+        memcpy(open_req.name.bytes, "x", 1);
+        ck_assert_int_eq(request(fd, MFB_OP_OPEN, &open_req, sizeof(open_req), NULL, 0), -EINVAL);
+        memset(&open_req, 0, sizeof(open_req));
+        open_req.access = MFB_ACCESS_READ;
+        ck_assert_int_eq(request(fd, MFB_OP_OPEN, &open_req, sizeof(open_req), NULL, 0), -EINVAL);
+        open_req.handle = 1;
+        open_req.access = MFB_ACCESS_WRITE;
+        ck_assert_int_eq(request(fd, MFB_OP_OPEN, &open_req, sizeof(open_req), NULL, 0), -EINVAL);
+        close(fd);
+}
+END_TEST
+
+START_TEST(release_of_what_is_not_held) {
+        struct mfb_wire_release_request release = { .handle = 999999 };
+        int fd = connect_hello();
+
+        ck_assert_int_eq(request(fd, MFB_OP_RELEASE, &release, sizeof(release), NULL, 0), -ENOENT);
+        close(fd);
+}
+END_TEST
+
+/* A client that sends requests and never reads the replies only stalls itself. */
+START_TEST(a_client_that_never_reads) {
+        struct {
+                struct mfb_wire_header h;
+                struct mfb_wire_list_request body;
+        } rec = { 0 };
+        mfb_client *c = NULL;
+        mfb_region_stat *entries = NULL;
+        size_t n;
+        int fd = connect_hello();
+
+        mfb_wire_header_init(&rec.h, MFB_OP_LIST, 1, 0, 0, sizeof(rec));
+        /* Enough requests to fill the socket buffer with replies; the rest wait in the kernel. */
+        ck_assert_int_eq(fcntl(fd, F_SETFL, O_NONBLOCK), 0);
+        for (int i = 0; i < 10000; i++)
+                if (send(fd, &rec, sizeof(rec), MSG_NOSIGNAL) < 0) {
+                        ck_assert_int_eq(errno, EAGAIN);
+                        break;
+                }
+
+        ck_assert_int_eq(mfb_client_connect(test_broker.socket_path, &c), 0);
+        ck_assert_int_eq(mfb_list(c, &entries, &n), 0);
+        mfb_client_free(c);
+        close(fd);
+}
+END_TEST
+
+Suite *bad_input_suite(void) {
+        Suite *s = suite_create("bad-input");
+        TCase *tc = tcase_create("bad-input");
+
+        tcase_set_timeout(tc, 60);
+        tcase_add_checked_fixture(tc, setup, teardown);
+        tcase_add_test(tc, garbage_drops_the_connection);
+        tcase_add_test(tc, truncated_header_drops_the_connection);
+        tcase_add_test(tc, lying_size_drops_the_connection);
+        tcase_add_test(tc, oversized_record_drops_the_connection);
+        tcase_add_test(tc, unknown_opcode_and_wrong_body_size);
+        tcase_add_test(tc, hello_comes_first_and_once);
+        tcase_add_test(tc, attached_fds_are_refused_and_closed);
+        tcase_add_test(tc, bad_sizes_are_refused);
+        tcase_add_test(tc, bad_names_are_refused);
+        tcase_add_test(tc, release_of_what_is_not_held);
+        tcase_add_test(tc, a_client_that_never_reads);
+        suite_add_tcase(s, tc);
+        return s;
+}
