@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "fdpass.h"
 #include "harness.h"
 #include "macro.h"
 #include "memfd-broker.h"
