@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "codec.h"
 #include "harness.h"
 #include "macro.h"
 
@@ -92,6 +93,29 @@ static int split_words(char *s, const char **argv, int max) {
         return n;
 }
 
+/*
+ * The readiness probe must be gone from the broker too before the test
+ * counts its fds: a HELLO round trip proves the broker accepted it, and its
+ * fd count then drops by one once it has seen the close.
+ */
+static void probe_and_close(const struct test_broker *b, int fd) {
+        struct {
+                struct mfb_wire_header h;
+                struct mfb_wire_hello_request body;
+        } hello = { .body = { .version_min = MFB_WIRE_VERSION, .version_max = MFB_WIRE_VERSION } };
+        uint8_t reply[MFB_WIRE_RECORD_MAX];
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        unsigned with_probe;
+
+        mfb_wire_header_init(&hello.h, MFB_OP_HELLO, 1, 0, 0, sizeof(hello));
+        ck_assert_int_eq(send(fd, &hello, sizeof(hello), MSG_NOSIGNAL), (ssize_t) sizeof(hello));
+        ck_assert_int_eq(poll(&p, 1, TEST_TIMEOUT_MS), 1);
+        ck_assert_int_gt(recv(fd, reply, sizeof(reply), 0), 0);
+        with_probe = test_broker_fd_count(b);
+        close(fd);
+        ck_assert_msg(test_broker_wait_fd_count(b, with_probe - 1), "broker kept the probe connection");
+}
+
 void test_broker_start(struct test_broker *b, const char *const *extra_args) {
         const char *brokerd = getenv("MFB_BROKERD");
         const char *base = getenv("MFB_TEST_DIR");
@@ -126,6 +150,8 @@ void test_broker_start(struct test_broker *b, const char *const *extra_args) {
         ck_assert_int_ge(b->pid, 0);
         if (b->pid == 0) {
                 prctl(PR_SET_PDEATHSIG, SIGTERM);
+                /* Only stdio: the broker's fd counts must not include the test runner's pipes. */
+                close_range(3, ~0U, 0);
                 execvp(argv[0], (char **) argv);
                 fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
                 _exit(127);
@@ -136,7 +162,7 @@ void test_broker_start(struct test_broker *b, const char *const *extra_args) {
                 int status, fd = test_raw_connect(b);
 
                 if (fd >= 0) {
-                        close(fd);
+                        probe_and_close(b, fd);
                         return;
                 }
                 ck_assert_msg(waitpid(b->pid, &status, WNOHANG) == 0, "broker exited at startup (status 0x%x)", status);

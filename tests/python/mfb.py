@@ -139,7 +139,7 @@ class Client:
         """Sends one request and returns the reply's body (and fds if want_fds)."""
         self.cookie += 1
         self.sock.sendmsg([HEADER.pack(HEADER.size + len(body), opcode, 0, self.cookie, 0, 0, 0) + body])
-        data, fds, flags, _ = socket.recv_fds(self.sock, RECORD_MAX, 1, socket.MSG_CMSG_CLOEXEC)
+        data, fds, flags = self._recv()
         try:
             if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
                 raise ProtocolError("truncated reply")
@@ -159,6 +159,17 @@ class Client:
             raise
         body = data[HEADER.size:]
         return (body, fds) if want_fds else body
+
+    def _recv(self):
+        """One record and its fds, close-on-exec (socket.recv_fds drops its flags argument)."""
+        fd_size = struct.calcsize("i")
+        data, ancdata, flags, _ = self.sock.recvmsg(RECORD_MAX, socket.CMSG_SPACE(fd_size), socket.MSG_CMSG_CLOEXEC)
+        fds = []
+        for level, kind, cdata in ancdata:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                usable = len(cdata) - len(cdata) % fd_size
+                fds.extend(struct.unpack("%di" % (usable // fd_size), cdata[:usable]))
+        return data, fds, flags
 
     def _region(self, opcode, body):
         reply, fds = self._call(opcode, body, want_fds=1)

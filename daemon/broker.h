@@ -1,0 +1,41 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/*
+ * The broker: the event loop, the listening socket, every connection and
+ * the region table, and the signals that stop it.
+ */
+
+#include <event2/event.h>
+
+#include "config.h"
+
+struct connection;
+struct listener;
+struct region_table;
+
+struct broker {
+        struct event_base *base;
+        const struct config *config;
+        struct region_table *regions;
+        struct listener *listener;
+        struct event *signal_events[3];
+        struct connection *connections;         /* every open connection, newest first */
+        void *record;                           /* MFB_WIRE_RECORD_MAX bytes: the request being handled */
+};
+
+/*
+ * Sets up a broker listening on config->socket_path. config is borrowed and
+ * must outlive the broker. Returns 0, or -errno after logging why.
+ */
+int broker_new(const struct config *config, struct broker **ret);
+
+/* Serves clients until SIGTERM or SIGINT. Returns 0, or -errno after logging why. */
+int broker_run(struct broker *b);
+
+/*
+ * Closes every connection (releasing what they held) and every region,
+ * and removes the socket file if this broker created it. Accepts NULL;
+ * returns NULL.
+ */
+struct broker *broker_free(struct broker *b);

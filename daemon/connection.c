@@ -1,0 +1,301 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "broker.h"
+#include "connection.h"
+#include "fdpass.h"
+#include "hashmap.h"
+#include "log.h"
+#include "macro.h"
+#include "region.h"
+#include "request.h"
+#include "wire.h"
+
+/* Records read per wakeup at most, so that a busy client cannot starve the others. */
+#define RECORDS_PER_WAKEUP 32U
+
+struct reply {
+        struct reply *next;
+        int fd;                 /* owned; -1 for none */
+        size_t len;
+        uint8_t record[];
+};
+
+static struct reply *reply_free(struct reply *q) {
+        safe_close(q->fd);
+        free(q);
+        return NULL;
+}
+
+static void reading_set(struct connection *c, bool on) {
+        if (c->reading == on)
+                return;
+        if (on)
+                event_add(c->read_event, NULL);
+        else
+                event_del(c->read_event);
+        c->reading = on;
+}
+
+static int queue_push(struct connection *c, const void *record, size_t len, int fd) {
+        _cleanup_(closep) int copy = -1;
+        struct reply *q;
+
+        /* The borrowed fd may be closed before the socket has room (a region freed by a pipelined RELEASE). */
+        if (fd >= 0) {
+                copy = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+                if (copy < 0)
+                        return negative_errno();
+        }
+        q = malloc(sizeof(*q) + len);
+        if (!q)
+                return -ENOMEM;
+        *q = (struct reply) { .fd = TAKE_FD(copy), .len = len };
+        memcpy(q->record, record, len);
+
+        if (c->queue_tail)
+                c->queue_tail->next = q;
+        else {
+                c->queue_head = q;
+                event_add(c->write_event, NULL);
+        }
+        c->queue_tail = q;
+        c->n_queued++;
+        if (c->n_queued >= MFB_WIRE_REQUESTS_IN_FLIGHT_MAX)
+                reading_set(c, false);
+        return 0;
+}
+
+static int send_record(struct connection *c, const void *record, size_t len, int fd) {
+        return mfb_record_send(c->fd, record, len, &fd, fd >= 0 ? 1 : 0, MSG_DONTWAIT);
+}
+
+int connection_reply(struct connection *c, const void *record, size_t len, int fd) {
+        int r;
+
+        if (!c->queue_head) {
+                r = send_record(c, record, len, fd);
+                if (r != -EAGAIN)
+                        return r;
+        }
+        return queue_push(c, record, len, fd);
+}
+
+/* Sends queued replies until the socket is full. Returns 0, or -errno when the connection is broken. */
+static int queue_flush(struct connection *c) {
+        while (c->queue_head) {
+                struct reply *q = c->queue_head;
+                int r;
+
+                r = send_record(c, q->record, q->len, q->fd);
+                if (r == -EAGAIN)
+                        break;
+                if (r < 0)
+                        return r;
+                c->queue_head = q->next;
+                if (!c->queue_head)
+                        c->queue_tail = NULL;
+                c->n_queued--;
+                reply_free(q);
+        }
+        if (!c->queue_head)
+                event_del(c->write_event);
+        reading_set(c, c->n_queued < MFB_WIRE_REQUESTS_IN_FLIGHT_MAX);
+        return 0;
+}
+
+static void drop(struct connection *c, int error) {
+        log_debug_errno(error, "Dropping the connection of pid %d uid %u: %m", (int) c->creds.pid, c->creds.uid);
+        connection_free(c);
+}
+
+static void on_writable(evutil_socket_t fd, short what, void *userdata) {
+        struct connection *c = userdata;
+        int r;
+
+        r = queue_flush(c);
+        if (r < 0)
+                drop(c, r);
+}
+
+/*
+ * Reads and handles one record. Returns 1, 0 when the peer closed the
+ * connection, -EAGAIN when no record is waiting, or another -errno to drop
+ * the connection.
+ */
+static int read_one(struct connection *c) {
+        int fds[MFB_FDS_RECV_MAX];
+        size_t nfds = 0;
+        ssize_t n;
+        int r;
+
+        n = mfb_record_recv(c->fd, c->broker->record, MFB_WIRE_RECORD_MAX, fds, &nfds, MSG_DONTWAIT);
+        if (n <= 0)
+                return (int) n;
+        /* Requests never carry fds in version 1; request_handle() refuses the request. */
+        mfb_close_fds(fds, nfds);
+        r = request_handle(c, c->broker->record, (size_t) n, nfds);
+        return r < 0 ? r : 1;
+}
+
+static void on_readable(evutil_socket_t fd, short what, void *userdata) {
+        struct connection *c = userdata;
+
+        for (unsigned i = 0; i < RECORDS_PER_WAKEUP && c->reading; i++) {
+                int r = read_one(c);
+
+                if (r == -EAGAIN)
+                        return;
+                if (r == 0) {
+                        log_debug("Connection of pid %d uid %u closed", (int) c->creds.pid, c->creds.uid);
+                        connection_free(c);
+                        return;
+                }
+                if (r < 0) {
+                        drop(c, r);
+                        return;
+                }
+        }
+}
+
+int connection_new(struct broker *b, int fd) {
+        socklen_t len = sizeof(struct ucred);
+        struct connection *c;
+        int r;
+
+        c = calloc(1, sizeof(*c));
+        if (!c) {
+                safe_close(fd);
+                return log_error_errno(ENOMEM, "Failed to accept a connection: %m");
+        }
+        c->broker = b;
+        c->fd = fd;
+        c->next = b->connections;
+        if (c->next)
+                c->next->prev = c;
+        b->connections = c;
+
+        /* The peer's identity as of connect(), before it can do anything else. */
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c->creds, &len) < 0) {
+                r = log_error_errno(errno, "Failed to read the credentials of a new connection: %m");
+                connection_free(c);
+                return r;
+        }
+
+        r = hashmap_new(&hashmap_u64_ops, &c->holds);
+        if (r >= 0) {
+                c->read_event = event_new(b->base, fd, EV_READ | EV_PERSIST, on_readable, c);
+                c->write_event = event_new(b->base, fd, EV_WRITE | EV_PERSIST, on_writable, c);
+                if (!c->read_event || !c->write_event)
+                        r = -ENOMEM;
+        }
+        if (r < 0) {
+                log_error_errno(r, "Failed to set up the connection of pid %d: %m", (int) c->creds.pid);
+                connection_free(c);
+                return r;
+        }
+        reading_set(c, true);
+
+        log_debug("New connection of pid %d uid %u gid %u", (int) c->creds.pid, c->creds.uid, c->creds.gid);
+        return 0;
+}
+
+static void release_all(struct connection *c) {
+        uint64_t now = region_now();
+        void *v;
+
+        for (size_t i = 0; hashmap_iterate(c->holds, &i, &v);) {
+                struct hold *h = v;
+
+                h->region->detach_time = now;
+                h->region->last_pid = c->creds.pid;
+                region_drop_holder(c->broker->regions, h->region);
+                free(h);
+        }
+}
+
+struct connection *connection_free(struct connection *c) {
+        if (!c)
+                return NULL;
+
+        if (c->prev)
+                c->prev->next = c->next;
+        else
+                c->broker->connections = c->next;
+        if (c->next)
+                c->next->prev = c->prev;
+
+        if (c->holds) {
+                release_all(c);
+                hashmap_free(c->holds);
+        }
+        while (c->queue_head) {
+                struct reply *q = c->queue_head;
+
+                c->queue_head = q->next;
+                reply_free(q);
+        }
+        if (c->read_event)
+                event_free(c->read_event);
+        if (c->write_event)
+                event_free(c->write_event);
+        safe_close(c->fd);
+        free(c);
+        return NULL;
+}
+
+struct hold *connection_get_hold(struct connection *c, uint64_t handle) {
+        return hashmap_get(c->holds, &handle);
+}
+
+int connection_hold(struct connection *c, struct region *r, bool writable) {
+        struct hold *h = connection_get_hold(c, r->handle);
+        int k;
+
+        if (!h) {
+                h = calloc(1, sizeof(*h));
+                if (!h)
+                        return -ENOMEM;
+                *h = (struct hold) { .handle = r->handle, .region = r };
+                k = hashmap_put(c->holds, &h->handle, h);
+                if (k < 0) {
+                        free(h);
+                        return k;
+                }
+                region_add_holder(r);
+        }
+        h->count++;
+        if (writable)
+                h->writable++;
+        c->n_references++;
+        return 0;
+}
+
+int connection_release(struct connection *c, uint64_t handle) {
+        struct hold *h = connection_get_hold(c, handle);
+        struct region *r;
+
+        if (!h)
+                return -ENOENT;
+        r = h->region;
+        r->detach_time = region_now();
+        r->last_pid = c->creds.pid;
+
+        /* Keeping a read-write reference longer only lets this client SEAL, which takes rights away. */
+        if (h->writable == h->count)
+                h->writable--;
+        h->count--;
+        c->n_references--;
+        if (h->count == 0) {
+                hashmap_remove(c->holds, &h->handle);
+                free(h);
+                region_drop_holder(c->broker->regions, r);
+        }
+        return 0;
+}

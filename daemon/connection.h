@@ -1,0 +1,85 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/*
+ * One client connection: its socket, the peer's credentials, the regions
+ * it holds, and the queue of replies the socket could not take yet.
+ *
+ * Replies go out in request order. One is sent at once when nothing is
+ * queued; otherwise it waits in the queue, and EV_WRITE is armed only
+ * while the queue is not empty. While MFB_WIRE_REQUESTS_IN_FLIGHT_MAX
+ * replies are queued the connection is not read, so a client that does
+ * not read its replies stalls only itself.
+ */
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+struct broker;
+struct event;
+struct hashmap;
+struct region;
+struct reply;
+
+/* The references one connection holds to one region. */
+struct hold {
+        uint64_t handle;        /* the key in the connection's holds */
+        struct region *region;
+        uint32_t count;         /* CREATEs and OPENs not released yet */
+        uint32_t writable;      /* how many of them are read-write */
+};
+
+struct connection {
+        struct broker *broker;
+        struct connection *prev, *next;         /* in broker->connections */
+        int fd;
+        struct ucred creds;                     /* SO_PEERCRED, taken at accept */
+        struct event *read_event;               /* added while reading */
+        struct event *write_event;              /* added while replies are queued */
+        bool reading;
+        bool hello_done;
+        struct reply *queue_head, *queue_tail;
+        uint32_t n_queued;
+        struct hashmap *holds;                  /* handle → struct hold */
+        uint32_t n_references;                  /* the sum of every hold's count */
+};
+
+/*
+ * Starts serving a client on fd, an accepted socket, which the connection
+ * owns from then on (it is closed on failure too). Returns 0, or -errno
+ * after logging why. The broker owns the connection: it lives until the
+ * client goes, is dropped, or broker_free().
+ */
+int connection_new(struct broker *b, int fd);
+
+/*
+ * Releases every reference the connection holds (freeing regions that this
+ * ends), drops its queued replies and closes its socket. Accepts NULL;
+ * returns NULL.
+ */
+struct connection *connection_free(struct connection *c);
+
+/*
+ * Sends a reply record of len bytes with fd attached (-1 for none). fd is
+ * borrowed: it is sent at once, or the connection queues a duplicate of it
+ * and closes that once sent. Returns 0, or -errno when the connection is
+ * broken and must be freed.
+ */
+int connection_reply(struct connection *c, const void *record, size_t len, int fd);
+
+/* The hold on handle, or NULL when the connection holds no reference to it. */
+struct hold *connection_get_hold(struct connection *c, uint64_t handle);
+
+/*
+ * Adds one reference to r, read-write if writable. Limits are the caller's
+ * to check. Returns 0 or -ENOMEM.
+ */
+int connection_hold(struct connection *c, struct region *r, bool writable);
+
+/*
+ * Drops one reference to handle, a read-only one first if there are both,
+ * and frees the region if that ends its life. Returns 0, or -ENOENT when
+ * the connection holds no reference to handle.
+ */
+int connection_release(struct connection *c, uint64_t handle);

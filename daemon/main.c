@@ -1,0 +1,170 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+
+#include <event2/event.h>
+
+#include "broker.h"
+#include "config.h"
+#include "log.h"
+
+static void help(void) {
+        printf("Usage: %s [OPTIONS]\n"
+               "\n"
+               "Creates sealed memfd shared-memory regions and hands them to clients over a Unix socket.\n"
+               "\n"
+               "  --socket PATH                 listen on PATH (default: $MEMFD_BROKER_SOCKET, else\n"
+               "                                $XDG_RUNTIME_DIR/" CONFIG_SOCKET_NAME " when not root, else\n"
+               "                                " CONFIG_SOCKET_PATH_SYSTEM ")\n"
+               "  --max-region-size BYTES       largest region, with an optional K, M, G or T suffix\n"
+               "                                (default %" PRIu64 "G)\n"
+               "  --max-regions N               most regions alive at once (default %u)\n"
+               "  --max-holds-per-connection N  most region references one connection holds (default %u)\n"
+               "  --log-level LEVEL             err, warning, notice, info or debug (default info)\n"
+               "  --help                        show this help\n"
+               "  --version                     show the version\n",
+               program_invocation_short_name, CONFIG_MAX_REGION_SIZE_DEFAULT >> 30, CONFIG_MAX_REGIONS_DEFAULT,
+               CONFIG_MAX_HOLDS_PER_CONNECTION_DEFAULT);
+}
+
+/* Returns 1 to run, 0 to exit successfully (--help, --version), or -errno after logging why. */
+static int parse_args(int argc, char *argv[], struct config *c) {
+        enum {
+                ARG_SOCKET = 0x100,
+                ARG_MAX_REGION_SIZE,
+                ARG_MAX_REGIONS,
+                ARG_MAX_HOLDS_PER_CONNECTION,
+                ARG_LOG_LEVEL,
+                ARG_VERSION,
+        };
+        static const struct option options[] = {
+                { "socket", required_argument, NULL, ARG_SOCKET },
+                { "max-region-size", required_argument, NULL, ARG_MAX_REGION_SIZE },
+                { "max-regions", required_argument, NULL, ARG_MAX_REGIONS },
+                { "max-holds-per-connection", required_argument, NULL, ARG_MAX_HOLDS_PER_CONNECTION },
+                { "log-level", required_argument, NULL, ARG_LOG_LEVEL },
+                { "help", no_argument, NULL, 'h' },
+                { "version", no_argument, NULL, ARG_VERSION },
+                {}
+        };
+        int opt, r;
+
+        opterr = 0;
+        while ((opt = getopt_long(argc, argv, ":h", options, NULL)) >= 0) {
+                switch (opt) {
+                case ARG_SOCKET:
+                        if (!*optarg) {
+                                log_error("--socket needs a path");
+                                return -EINVAL;
+                        }
+                        r = config_set_socket_path(c, optarg);
+                        if (r < 0)
+                                return log_error_errno(r, "Failed to set the socket path: %m");
+                        break;
+                case ARG_MAX_REGION_SIZE:
+                        r = config_parse_size(optarg, &c->max_region_size);
+                        if (r < 0)
+                                return log_error_errno(r, "Invalid --max-region-size '%s' (%m): expected 1 to 2^63-1 "
+                                                       "bytes, such as 4096, 64K or 16G", optarg);
+                        break;
+                case ARG_MAX_REGIONS:
+                        r = config_parse_count(optarg, &c->max_regions);
+                        if (r < 0)
+                                return log_error_errno(r, "Invalid --max-regions '%s' (%m): expected 1 to %u",
+                                                       optarg, UINT32_MAX);
+                        break;
+                case ARG_MAX_HOLDS_PER_CONNECTION:
+                        r = config_parse_count(optarg, &c->max_holds_per_connection);
+                        if (r < 0)
+                                return log_error_errno(r, "Invalid --max-holds-per-connection '%s' (%m): "
+                                                       "expected 1 to %u", optarg, UINT32_MAX);
+                        break;
+                case ARG_LOG_LEVEL:
+                        r = log_level_from_string(optarg);
+                        if (r < 0)
+                                return log_error_errno(r, "Invalid --log-level '%s': expected err, warning, notice, "
+                                                       "info or debug", optarg);
+                        c->log_level = r;
+                        log_set_max_level(r);
+                        break;
+                case 'h':
+                        help();
+                        return 0;
+                case ARG_VERSION:
+                        puts("memfd-brokerd " PACKAGE_VERSION);
+                        return 0;
+                case ':':
+                        log_error("Option %s needs a value; see --help", argv[optind - 1]);
+                        return -EINVAL;
+                default:
+                        log_error("Unknown option %s; see --help", argv[optind - 1]);
+                        return -EINVAL;
+                }
+        }
+        if (optind < argc) {
+                log_error("Unexpected argument %s; see --help", argv[optind]);
+                return -EINVAL;
+        }
+        return 1;
+}
+
+/* Each region costs the broker one fd, so take every fd the hard limit allows. */
+static void raise_fd_limit(void) {
+        struct rlimit rl;
+
+        if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
+                log_warning_errno(errno, "Failed to read the limit on open files: %m");
+                return;
+        }
+        if (rl.rlim_cur == rl.rlim_max)
+                return;
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+                log_warning_errno(errno, "Failed to raise the limit on open files to %llu: %m",
+                                  (unsigned long long) rl.rlim_max);
+        else
+                log_debug("Raised the limit on open files to %llu", (unsigned long long) rl.rlim_max);
+}
+
+int main(int argc, char *argv[]) {
+        struct broker *b = NULL;
+        struct config config;
+        int r;
+
+        config_init(&config);
+        log_set_max_level(config.log_level);
+        r = parse_args(argc, argv, &config);
+        if (r > 0 && !config.socket_path) {
+                r = config_set_default_socket_path(&config);
+                if (r < 0)
+                        log_error_errno(r, "Failed to find the socket path: %m");
+                else
+                        r = 1;
+        }
+        if (r <= 0) {
+                config_done(&config);
+                return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+        }
+
+        raise_fd_limit();
+        /* Replies use MSG_NOSIGNAL; this covers everything else that could write to a closed peer. */
+        signal(SIGPIPE, SIG_IGN);
+
+        r = broker_new(&config, &b);
+        if (r >= 0) {
+                log_notice("memfd-brokerd " PACKAGE_VERSION " listening on %s", config.socket_path);
+                r = broker_run(b);
+                log_info("memfd-brokerd stopped");
+        }
+
+        broker_free(b);
+        config_done(&config);
+        /* Frees libevent's global state, so that leak checkers see a clean exit. */
+        libevent_global_shutdown();
+        return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -1,0 +1,415 @@
+/* SPDX-License-Identifier: MIT */
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "hashmap.h"
+#include "log.h"
+#include "macro.h"
+#include "region.h"
+
+/* Debian 12's headers predate it; it is part of the kernel ABI since Linux 6.3. */
+#ifndef MFD_NOEXEC_SEAL
+#define MFD_NOEXEC_SEAL 0x0008U
+#endif
+
+/* The kernel refuses memfd names longer than this (NAME_MAX minus "memfd:"). */
+#define MEMFD_NAME_MAX 249
+
+/* Dead slots in the handle order are compacted away once there are more of them than live ones, and this many. */
+#define ORDER_DEAD_MIN 64
+
+/*
+ * The handle order, for LIST: an array of slots in ascending handle order
+ * (new regions have the largest handle, so they are appended). A freed
+ * region leaves a dead slot that keeps its handle, so that a binary search
+ * still finds any handle's place; next points at or before the next live
+ * slot, and lookups shorten those chains as they follow them (path halving,
+ * as in a disjoint-set forest), so skipping runs of dead slots is amortized
+ * O(1). Compaction keeps the array within twice the live regions.
+ */
+struct order_slot {
+        uint64_t handle;
+        struct region *region;  /* NULL: dead */
+        size_t next;            /* == own index while live */
+};
+
+struct region_table {
+        struct hashmap *by_handle;
+        struct hashmap *by_name;
+        struct order_slot *slots;
+        size_t n_slots;
+        size_t n_allocated;
+        uint64_t last_handle;
+        uint64_t max_region_size;
+        uint32_t max_regions;
+        unsigned memfd_flags;
+        bool future_write_seal;
+};
+
+/* Running out of fds is a load condition, worth a warning; other failures are errors. */
+static bool errno_is_fd_shortage(int error) {
+        return error == EMFILE || error == ENFILE;
+}
+
+uint64_t region_now(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (uint64_t) ts.tv_sec * UINT64_C(1000000000) + (uint64_t) ts.tv_nsec;
+}
+
+/* What this kernel supports, found out once so that HELLO can report it. */
+static int probe_kernel(struct region_table *t) {
+        _cleanup_(closep) int fd = -1;
+
+        t->memfd_flags = MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_NOEXEC_SEAL;
+        fd = memfd_create("mfb:probe", t->memfd_flags);
+        if (fd < 0 && errno == EINVAL) {
+                t->memfd_flags &= ~MFD_NOEXEC_SEAL;
+                fd = memfd_create("mfb:probe", t->memfd_flags);
+        }
+        if (fd < 0)
+                return negative_errno();
+
+        t->future_write_seal = fcntl(fd, F_ADD_SEALS, F_SEAL_FUTURE_WRITE) == 0;
+        log_debug("Kernel support: MFD_NOEXEC_SEAL %s, F_SEAL_FUTURE_WRITE %s",
+                  t->memfd_flags & MFD_NOEXEC_SEAL ? "yes" : "no", t->future_write_seal ? "yes" : "no");
+        return 0;
+}
+
+int region_table_new(uint64_t max_region_size, uint32_t max_regions, struct region_table **ret) {
+        struct region_table *t;
+        int r;
+
+        t = calloc(1, sizeof(*t));
+        if (!t)
+                return -ENOMEM;
+        t->max_region_size = max_region_size;
+        t->max_regions = max_regions;
+
+        r = hashmap_new(&hashmap_u64_ops, &t->by_handle);
+        if (r >= 0)
+                r = hashmap_new(&hashmap_string_ops, &t->by_name);
+        if (r >= 0)
+                r = probe_kernel(t);
+        if (r < 0) {
+                region_table_free(t);
+                return r;
+        }
+        *ret = t;
+        return 0;
+}
+
+static void region_free_unlinked(struct region *r) {
+        safe_close(r->fd);
+        free(r->name);
+        free(r);
+}
+
+struct region_table *region_table_free(struct region_table *t) {
+        if (!t)
+                return NULL;
+        for (size_t i = 0; i < t->n_slots; i++)
+                if (t->slots[i].region)
+                        region_free_unlinked(t->slots[i].region);
+        free(t->slots);
+        hashmap_free(t->by_handle);
+        hashmap_free(t->by_name);
+        free(t);
+        return NULL;
+}
+
+uint64_t region_table_max_region_size(const struct region_table *t) {
+        return t->max_region_size;
+}
+
+uint32_t region_table_max_regions(const struct region_table *t) {
+        return t->max_regions;
+}
+
+uint64_t region_table_capabilities(const struct region_table *t) {
+        return (t->future_write_seal ? MFB_CAP_SEAL_FUTURE_WRITE : 0) |
+               (t->memfd_flags & MFD_NOEXEC_SEAL ? MFB_CAP_NOEXEC_SEAL : 0);
+}
+
+/* The first live slot at or after i, or n_slots. */
+static size_t order_find(struct region_table *t, size_t i) {
+        while (i < t->n_slots && t->slots[i].next != i) {
+                size_t n = t->slots[i].next;
+
+                if (n < t->n_slots)
+                        t->slots[i].next = t->slots[n].next;
+                i = n;
+        }
+        return i;
+}
+
+static int order_append(struct region_table *t, struct region *r) {
+        if (t->n_slots == t->n_allocated) {
+                size_t n = t->n_allocated ? t->n_allocated * 2 : 64;
+                struct order_slot *slots = reallocarray(t->slots, n, sizeof(*slots));
+
+                if (!slots)
+                        return -ENOMEM;
+                t->slots = slots;
+                t->n_allocated = n;
+        }
+        r->slot = t->n_slots;
+        t->slots[t->n_slots] = (struct order_slot) { .handle = r->handle, .region = r, .next = t->n_slots };
+        t->n_slots++;
+        return 0;
+}
+
+static void order_compact(struct region_table *t) {
+        size_t n = 0;
+
+        for (size_t i = 0; i < t->n_slots; i++) {
+                struct region *r = t->slots[i].region;
+
+                if (!r)
+                        continue;
+                r->slot = n;
+                t->slots[n] = (struct order_slot) { .handle = r->handle, .region = r, .next = n };
+                n++;
+        }
+        t->n_slots = n;
+}
+
+static void order_remove(struct region_table *t, struct region *r) {
+        size_t live = hashmap_size(t->by_handle), dead;
+
+        t->slots[r->slot].region = NULL;
+        t->slots[r->slot].next = r->slot + 1;
+        dead = t->n_slots - live;
+        if (dead >= ORDER_DEAD_MIN && dead > live)
+                order_compact(t);
+}
+
+struct region *region_next(struct region_table *t, uint64_t after) {
+        size_t lo = 0, hi = t->n_slots;
+
+        /* The first slot, live or dead, with a larger handle. */
+        while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+
+                if (t->slots[mid].handle <= after)
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        lo = order_find(t, lo);
+        return lo < t->n_slots ? t->slots[lo].region : NULL;
+}
+
+/* Unlinks r from every index and frees it. */
+static void region_destroy(struct region_table *t, struct region *r) {
+        log_debug("Region %" PRIu64 " freed", r->handle);
+        if (r->name)
+                hashmap_remove(t->by_name, r->name);
+        hashmap_remove(t->by_handle, &r->handle);
+        order_remove(t, r);
+        region_free_unlinked(r);
+}
+
+static void region_destroy_if_unused(struct region_table *t, struct region *r) {
+        if (!r->name && r->nattch == 0)
+                region_destroy(t, r);
+}
+
+/* The memfd of a new region, sized and sealed against resizing; the caller owns it. */
+static int region_memfd_new(const struct region_table *t, uint64_t size, const char *name) {
+        _cleanup_(closep) int fd = -1;
+        char debug_name[MEMFD_NAME_MAX + 1];
+
+        /* The name shows in /proc/PID/fd and in the client's /proc/PID/maps. */
+        snprintf(debug_name, sizeof(debug_name), "mfb:%s", name ?: "anon");
+        fd = memfd_create(debug_name, t->memfd_flags);
+        if (fd < 0)
+                return log_full_errno(errno_is_fd_shortage(errno) ? LOG_WARNING : LOG_ERR, errno,
+                                      "Failed to create a memfd: %m");
+
+        /* Only sets the size; no page is allocated until someone touches it. */
+        if (ftruncate(fd, (off_t) size) < 0)
+                return log_debug_errno(errno, "Failed to size a region to %" PRIu64 " bytes: %m", size);
+
+        /*
+         * The broker owns its memfds: 0600 makes a reopen through
+         * /proc/PID/fd fail for other users, so that a read-only fd cannot
+         * be turned into a writable one by anyone but the broker's user.
+         */
+        if (fchmod(fd, 0600) < 0)
+                return log_error_errno(errno, "Failed to chmod a memfd: %m");
+
+        if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) < 0)
+                return log_error_errno(errno, "Failed to seal a memfd against resizing: %m");
+
+        return TAKE_FD(fd);
+}
+
+int region_create(struct region_table *t, uint64_t size, const char *name, mode_t mode,
+                  const struct ucred *creds, struct region **ret) {
+        struct region *r;
+        int fd, k;
+
+        if (size == 0)
+                return -EINVAL;
+        if (size > t->max_region_size)
+                return -EFBIG;
+        if (name && hashmap_get(t->by_name, name))
+                return -EEXIST;
+        if (hashmap_size(t->by_handle) >= t->max_regions)
+                return -ENOSPC;
+
+        fd = region_memfd_new(t, size, name);
+        if (fd < 0)
+                return fd;
+
+        r = calloc(1, sizeof(*r));
+        if (!r) {
+                safe_close(fd);
+                return -ENOMEM;
+        }
+        *r = (struct region) {
+                .handle = t->last_handle + 1,
+                .size = size,
+                .fd = fd,
+                .uid = creds->uid,
+                .gid = creds->gid,
+                .creator_uid = creds->uid,
+                .creator_gid = creds->gid,
+                .mode = mode,
+                .creator_pid = creds->pid,
+                .last_pid = creds->pid,
+                .create_time = region_now(),
+        };
+        r->change_time = r->create_time;
+
+        if (name) {
+                r->name = strdup(name);
+                if (!r->name) {
+                        region_free_unlinked(r);
+                        return -ENOMEM;
+                }
+        }
+
+        k = hashmap_put(t->by_handle, &r->handle, r);
+        if (k < 0) {
+                region_free_unlinked(r);
+                return k;
+        }
+        k = name ? hashmap_put(t->by_name, r->name, r) : 0;
+        if (k >= 0)
+                k = order_append(t, r);
+        if (k < 0) {
+                if (name)
+                        hashmap_remove(t->by_name, r->name);
+                hashmap_remove(t->by_handle, &r->handle);
+                region_free_unlinked(r);
+                return k;
+        }
+
+        /* Only now: a handle is never reused, but a failed create need not burn one. */
+        t->last_handle = r->handle;
+        *ret = r;
+        return 0;
+}
+
+struct region *region_get_by_handle(const struct region_table *t, uint64_t handle) {
+        return hashmap_get(t->by_handle, &handle);
+}
+
+struct region *region_get_by_name(const struct region_table *t, const char *name) {
+        return hashmap_get(t->by_name, name);
+}
+
+void region_add_holder(struct region *r) {
+        r->nattch++;
+}
+
+void region_drop_holder(struct region_table *t, struct region *r) {
+        assert(r->nattch > 0);
+        r->nattch--;
+        region_destroy_if_unused(t, r);
+}
+
+void region_remove(struct region_table *t, struct region *r) {
+        assert(!r->removed);
+        r->removed = true;
+        if (r->name) {
+                hashmap_remove(t->by_name, r->name);
+                free(r->name);
+                r->name = NULL;
+        }
+        region_destroy_if_unused(t, r);
+}
+
+int region_open_read_only(const struct region *r) {
+        char path[sizeof("/proc/self/fd/") + 3 * sizeof(int)];
+        int fd;
+
+        /* A new open file description: O_RDONLY for real, unlike a copy of the broker's fd. */
+        snprintf(path, sizeof(path), "/proc/self/fd/%d", r->fd);
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return log_full_errno(errno_is_fd_shortage(errno) ? LOG_WARNING : LOG_ERR, errno,
+                                      "Failed to reopen region %" PRIu64 " read-only: %m", r->handle);
+        return fd;
+}
+
+int region_get_seals(const struct region *r) {
+        int seals = fcntl(r->fd, F_GET_SEALS);
+
+        return seals < 0 ? negative_errno() : seals;
+}
+
+int region_seal_write(struct region *r) {
+        int seals = region_get_seals(r);
+
+        if (seals < 0)
+                return log_error_errno(seals, "Failed to read the seals of region %" PRIu64 ": %m", r->handle);
+        if (seals & F_SEAL_WRITE)
+                return 0;
+        /* A holder of the read-write fd may have added F_SEAL_SEAL itself. */
+        if (seals & F_SEAL_SEAL)
+                return -EPERM;
+        if (fcntl(r->fd, F_ADD_SEALS, F_SEAL_WRITE) < 0) {
+                if (errno == EBUSY)
+                        return -EBUSY;
+                return log_error_errno(errno, "Failed to seal region %" PRIu64 ": %m", r->handle);
+        }
+        return 0;
+}
+
+void region_info(const struct region *r, struct mfb_wire_region_info *ret) {
+        int seals = region_get_seals(r);
+
+        *ret = (struct mfb_wire_region_info) {
+                .handle = r->handle,
+                .size = r->size,
+                .uid = r->uid,
+                .gid = r->gid,
+                .creator_uid = r->creator_uid,
+                .creator_gid = r->creator_gid,
+                .mode = r->mode,
+                .creator_pid = (uint32_t) r->creator_pid,
+                .last_pid = (uint32_t) r->last_pid,
+                .nattch = r->nattch,
+                .seals = seals < 0 ? 0 : (uint32_t) seals,
+                .state = r->removed ? MFB_STATE_REMOVED : 0,
+                .create_time = r->create_time,
+                .attach_time = r->attach_time,
+                .detach_time = r->detach_time,
+                .change_time = r->change_time,
+        };
+        if (r->name)
+                memcpy(ret->name.bytes, r->name, strlen(r->name));
+}

@@ -1,0 +1,122 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/*
+ * The region table: every region the broker holds, by handle, by name and
+ * in handle order.
+ *
+ * A region owns one memfd, the broker's read-write fd, sealed against
+ * shrinking and growing from its creation on, so that no fd that leaves
+ * the broker can be used to resize it. A region lives while it has a name
+ * that was not removed, or while any connection holds it (nattch > 0);
+ * when neither is true any more, the table closes its memfd and frees it.
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#include "wire.h"
+
+struct region {
+        uint64_t handle;        /* from 1 up, never reused */
+        uint64_t size;
+        char *name;             /* NULL when anonymous or removed */
+        int fd;                 /* the broker's read-write memfd, owned */
+        uid_t uid;
+        gid_t gid;
+        uid_t creator_uid;
+        gid_t creator_gid;
+        mode_t mode;
+        pid_t creator_pid;
+        pid_t last_pid;
+        uint32_t nattch;        /* connections holding it */
+        bool removed;
+        uint64_t create_time;   /* CLOCK_REALTIME nanoseconds, 0 for never */
+        uint64_t attach_time;
+        uint64_t detach_time;
+        uint64_t change_time;
+        size_t slot;            /* index in the table's handle order */
+};
+
+struct region_table;
+
+/*
+ * Creates an empty table with the broker's limits, and probes what the
+ * kernel supports (MFD_NOEXEC_SEAL, F_SEAL_FUTURE_WRITE). Returns 0 or
+ * -errno (-ENOMEM, or a failing memfd_create()).
+ */
+int region_table_new(uint64_t max_region_size, uint32_t max_regions, struct region_table **ret);
+
+/* Closes every region's memfd and frees the table. Accepts NULL; returns NULL. */
+struct region_table *region_table_free(struct region_table *t);
+
+uint64_t region_table_max_region_size(const struct region_table *t);
+uint32_t region_table_max_regions(const struct region_table *t);
+
+/* MFB_CAP_* bits for the HELLO reply. */
+uint64_t region_table_capabilities(const struct region_table *t);
+
+/*
+ * Creates a region of size bytes, named name (NULL for anonymous; borrowed,
+ * copied), owned by creds, with permission bits mode. Its memfd is sealed
+ * against shrinking and growing, and no page of it is touched. The region
+ * starts with nattch 0: the caller adds its holder at once, or removes it
+ * with region_remove() (which frees it) if that fails. Returns 0 and the
+ * region (owned by the table), or -EINVAL (size 0), -EFBIG (size above the
+ * limit), -EEXIST (name taken), -ENOSPC (region limit reached), -EMFILE or
+ * -ENFILE (out of file descriptors), -ENOMEM, or another -errno of the
+ * kernel's.
+ */
+int region_create(struct region_table *t, uint64_t size, const char *name, mode_t mode,
+                  const struct ucred *creds, struct region **ret);
+
+/* The region with this handle, removed ones included, or NULL. */
+struct region *region_get_by_handle(const struct region_table *t, uint64_t handle);
+
+/* The region with this name (never a removed one), or NULL. name is borrowed. */
+struct region *region_get_by_name(const struct region_table *t, const char *name);
+
+/*
+ * The first region whose handle is above after, in handle order, or NULL.
+ * O(log n) for any after, even a handle that no longer exists.
+ */
+struct region *region_next(struct region_table *t, uint64_t after);
+
+/* Counts one more connection holding r. */
+void region_add_holder(struct region *r);
+
+/* Counts one connection fewer; frees r if that ends its life. */
+void region_drop_holder(struct region_table *t, struct region *r);
+
+/*
+ * Removes r's name (which may be reused at once) and marks it removed, so
+ * that no one can open it; frees r if nobody holds it. r must not be
+ * removed already.
+ */
+void region_remove(struct region_table *t, struct region *r);
+
+/*
+ * A new read-only fd of r's memfd (a fresh open of it, not a copy of the
+ * broker's read-write fd), owned by the caller. Returns the fd, or -errno
+ * (-EMFILE or -ENFILE when the broker is out of file descriptors).
+ */
+int region_open_read_only(const struct region *r);
+
+/* The memfd's seals (F_SEAL_*), read from the kernel, or -errno. */
+int region_get_seals(const struct region *r);
+
+/*
+ * Adds F_SEAL_WRITE (the seal already being there is success). Returns 0,
+ * -EBUSY while a writable shared mapping of the region exists, -EPERM when
+ * F_SEAL_SEAL forbids new seals, or another -errno.
+ */
+int region_seal_write(struct region *r);
+
+/* Fills the wire description of r, seals read live. */
+void region_info(const struct region *r, struct mfb_wire_region_info *ret);
+
+/* CLOCK_REALTIME in nanoseconds, for the region times. */
+uint64_t region_now(void);
