@@ -166,7 +166,7 @@ struct mfb_wire_region_reply {
         struct mfb_wire_region_info info;
 };
 
-/* SEAL: adds F_SEAL_WRITE or F_SEAL_FUTURE_WRITE to a region the caller holds writable. */
+/* SEAL: adds F_SEAL_WRITE to a region the caller holds writable. */
 struct mfb_wire_seal_request {
         uint64_t handle;
         uint32_t seals;
