@@ -6,6 +6,7 @@
 
 #include <event2/event.h>
 
+#include "activation.h"
 #include "broker.h"
 #include "connection.h"
 #include "listener.h"
@@ -52,7 +53,7 @@ static void broker_freep(struct broker **b) {
 
 int broker_new(const struct config *config, struct broker **ret) {
         _cleanup_(broker_freep) struct broker *b = NULL;
-        int r;
+        int listen_fd, r;
 
         b = calloc(1, sizeof(*b));
         if (!b)
@@ -76,9 +77,20 @@ int broker_new(const struct config *config, struct broker **ret) {
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the region table: %m");
 
-        r = listener_new_path(b->base, config->socket_path, on_accept, b, &b->listener);
+        r = activation_listen_fd(&listen_fd);
         if (r < 0)
                 return r;
+        if (r > 0) {
+                r = listener_new_fd(b->base, listen_fd, on_accept, b, &b->listener);
+                if (r < 0)
+                        return r;
+                log_notice("memfd-brokerd " PACKAGE_VERSION " serving on the socket passed by the service manager");
+        } else {
+                r = listener_new_path(b->base, config->socket_path, on_accept, b, &b->listener);
+                if (r < 0)
+                        return r;
+                log_notice("memfd-brokerd " PACKAGE_VERSION " listening on %s", config->socket_path);
+        }
 
         *ret = TAKE_PTR(b);
         return 0;

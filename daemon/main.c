@@ -157,7 +157,6 @@ int main(int argc, char *argv[]) {
 
         r = broker_new(&config, &b);
         if (r >= 0) {
-                log_notice("memfd-brokerd " PACKAGE_VERSION " listening on %s", config.socket_path);
                 r = broker_run(b);
                 log_info("memfd-brokerd stopped");
         }

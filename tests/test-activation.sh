@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Socket activation: the broker serves on the listening socket that
+# systemd-socket-activate passes (as systemd does), instead of binding its own.
+set -euo pipefail
+: "${MFB_BROKERD:?}" "${MFB_BROKERCTL:?}"
+
+dir=$(mktemp -d "${TMPDIR:-/tmp}/mfb-act.XXXXXX")
+pid=
+cleanup() {
+    [ -z "$pid" ] || { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; }
+    rm -rf "$dir"
+}
+trap cleanup EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+# The activator listens at once and starts the broker (in its own process) on
+# the first connection, which then waits in the backlog until it is accepted.
+# shellcheck disable=SC2086 # the wrapper is a list of words
+systemd-socket-activate --seqpacket -l "$dir/s" ${MFB_BROKER_WRAPPER:-} "$MFB_BROKERD" --log-level notice \
+    2>"$dir/log" &
+pid=$!
+ctl() { "$MFB_BROKERCTL" --socket "$dir/s" "$@"; }
+for _ in $(seq 1 2000); do [ -S "$dir/s" ] && break; sleep 0.01; done
+[ -S "$dir/s" ] || fail "systemd-socket-activate did not create its socket"
+
+ctl create activated 4K >/dev/null || fail "create through the activated socket"
+printf 'via activation' | ctl write activated
+[ "$(ctl cat activated | head -c 14)" = "via activation" ] || fail "cat through the activated socket"
+grep -q 'passed by the service manager' "$dir/log" || fail "the broker did not use the passed socket: $(cat "$dir/log")"
+
+kill "$pid"
+wait "$pid" || fail "broker exited with status $?"
+pid=
+echo "socket activation: all checks passed"
