@@ -11,16 +11,26 @@
  * success and a negative errno on failure; none sets errno as its way of
  * reporting, and none prints. Errors every call that talks to the broker can
  * return, besides those listed for it:
- *   -ENOTCONN     the client's connection is gone (the broker closed it or
- *                 mfb_client_free() was called while regions were alive);
- *   -EBADMSG      the broker sent something that is not a valid reply;
+ *   -ENOTCONN     the client's connection is gone (the broker closed it, an
+ *                 earlier error below closed it, or mfb_client_free() was
+ *                 called while regions were alive);
+ *   -EBADMSG      the broker sent something that is not a valid reply (the
+ *                 connection is closed then: later calls give -ENOTCONN), or
+ *                 an fd that failed the checks of mfb_region_fd() (that fd is
+ *                 closed and its reference given back; the client stays usable);
  *   -ENOMEM       out of memory;
- *   any error of sendmsg()/recvmsg() on the socket (-ECONNRESET, -EPIPE).
+ *   any error of sendmsg()/recvmsg() on the socket (-ECONNRESET, -EPIPE),
+ *                 after which the connection is closed.
  * When the broker refuses a request, its reason is also available as text
  * from mfb_client_error_message().
  *
- * A client and its regions are not thread-safe: use one client per thread,
- * or serialize calls on it.
+ * Calls block until the broker answers. A client and its regions are not
+ * thread-safe: use one client per thread, or serialize calls on it. After
+ * fork(), only one of the two processes may go on using a client and its
+ * regions, because the connection is shared and the broker sees it close
+ * only when both let go. The other may exec, or call mfb_client_free()
+ * first and then mfb_region_free() on its copies (which then only unmap
+ * and close, without a word to the broker).
  */
 
 #include <fcntl.h>
@@ -69,20 +79,25 @@ typedef struct mfb_region_stat {
 /*
  * The socket path a client uses when given none: $MEMFD_BROKER_SOCKET if
  * set and non-empty, else $XDG_RUNTIME_DIR/memfd-broker.sock for a non-root
- * user whose XDG_RUNTIME_DIR is set, else /run/memfd-broker.sock.
- * Writes it to buf (size bytes, NUL-terminated). Returns 0, -EINVAL for a
- * NULL buf, or -ENAMETOOLONG if it does not fit in buf or in a socket address.
+ * user (effective uid) whose XDG_RUNTIME_DIR is set and non-empty, else
+ * /run/memfd-broker.sock. In a setuid or setgid program the environment is
+ * ignored (secure_getenv()), so that the caller cannot pick its broker.
+ * Writes it to buf (size bytes, NUL-terminated; untouched on failure).
+ * Returns 0, -EINVAL for a NULL buf, or -ENAMETOOLONG if it does not fit in
+ * buf or in a socket address (107 bytes).
  */
 int mfb_default_socket_path(char *buf, size_t size);
 
 /*
  * Connects to the broker at socket_path (NULL: mfb_default_socket_path())
  * and negotiates the protocol version. On success *ret is a new client,
- * owned by the caller, to be freed with mfb_client_free(); the socket_path
- * string is only borrowed. Errors: -EINVAL (ret NULL), -ENAMETOOLONG (path
- * too long for a socket address), -ENOENT / -ECONNREFUSED / -EACCES (no
- * broker listening there, or no permission), -EPROTONOSUPPORT (the broker
- * speaks no protocol version this library does).
+ * owned by the caller, to be freed with mfb_client_free(); it owns its
+ * socket (close-on-exec). socket_path is only borrowed. Errors: -EINVAL
+ * (ret NULL, or socket_path empty), -ENAMETOOLONG (path too long for a
+ * socket address), -ENOENT / -ECONNREFUSED / -EACCES (no broker listening
+ * there, or no permission), -EPROTONOSUPPORT (the broker speaks no protocol
+ * version this library does), -ENOMEM, or another error of socket() or
+ * connect(). *ret is untouched on failure.
  */
 int mfb_client_connect(const char *socket_path, mfb_client **ret);
 
@@ -96,9 +111,12 @@ int mfb_client_connect(const char *socket_path, mfb_client **ret);
 mfb_client *mfb_client_free(mfb_client *c);
 
 /*
- * The broker's text for the last refused request on this client ("region is
- * sealed"), or "" if there was none. The string is owned by the client and
- * valid until its next call. c must not be NULL.
+ * Why the last call on this client or one of its regions failed, in the
+ * broker's words ("region is sealed"): set when the broker refused the
+ * request, "" when that call succeeded, failed before or without the
+ * broker refusing it, or the broker gave no text. One line of text, control
+ * characters replaced by '?'. The string is owned by the client and valid
+ * until the next call on it or its regions. Returns "" for NULL.
  */
 const char *mfb_client_error_message(const mfb_client *c);
 
@@ -107,7 +125,8 @@ const char *mfb_client_error_message(const mfb_client *c);
  * owner and mode 0600. With name NULL it is anonymous, alive while anyone
  * holds it; with a name it persists in the broker until removed. The region
  * is opened read-write. On success *ret is a new region owned by the caller
- * (free it with mfb_region_free()); name is borrowed.
+ * (free it with mfb_region_free()), holding the client's reference to the
+ * region; name is borrowed.
  * Errors: -EINVAL (c or ret NULL, size 0, or name empty or not printable
  * ASCII without spaces), -ENAMETOOLONG (name longer than MFB_NAME_MAX),
  * -EFBIG (size above the broker's limit), -EEXIST (the name is taken),
@@ -116,35 +135,57 @@ const char *mfb_client_error_message(const mfb_client *c);
 int mfb_region_create(mfb_client *c, const char *name, uint64_t size, mfb_region **ret);
 
 /*
- * Opens the named region with access O_RDONLY or O_RDWR. On success *ret is
- * a new region owned by the caller; name is borrowed. Each open is a
- * reference the broker holds for this client until mfb_region_free().
- * Errors: -EINVAL (bad arguments or name, access not O_RDONLY/O_RDWR),
- * -ENAMETOOLONG, -ENOENT (no region of that name), -EPERM (O_RDWR on a sealed
- * region), -EACCES (the region's mode does not allow it).
+ * Opens the named region with access O_RDONLY or O_RDWR (exactly those
+ * values, no other flags). On success *ret is a new region owned by the
+ * caller; name is borrowed. Each open is a reference the broker holds for
+ * this client until mfb_region_free().
+ * Errors: -EINVAL (c, name or ret NULL, a bad name, access not
+ * O_RDONLY/O_RDWR), -ENAMETOOLONG, -ENOENT (no region of that name), -EPERM
+ * (O_RDWR on a sealed region), -EACCES (the region's mode does not allow it),
+ * -ENOSPC (the broker's limit on references one connection holds).
  */
 int mfb_region_open(mfb_client *c, const char *name, int access, mfb_region **ret);
 
-/* As mfb_region_open(), by handle; also reaches anonymous regions. -ENOENT also for a removed region. */
+/*
+ * As mfb_region_open(), by handle; also reaches anonymous regions. -EINVAL
+ * also for handle 0; -ENOENT also for a removed region.
+ */
 int mfb_region_open_handle(mfb_client *c, uint64_t handle, int access, mfb_region **ret);
 
 /*
  * Maps the whole region (MAP_SHARED) and stores the address in *ret_addr.
- * The mapping is writable if the region was opened O_RDWR and is not sealed,
- * read-only otherwise. It belongs to the region: repeated calls return the
- * same address, mfb_region_seal() and mfb_region_free() unmap it.
- * Errors: -EINVAL (NULL argument), or what mmap() failed with.
+ * The mapping is writable if the region was opened O_RDWR and is not sealed
+ * (F_SEAL_WRITE or F_SEAL_FUTURE_WRITE), read-only otherwise. It belongs to
+ * the region: repeated calls return the same address, mfb_region_seal() and
+ * mfb_region_free() unmap it. A writable mapping is not inherited by
+ * children made with fork() (MADV_DONTFORK): a child holding it would keep
+ * anyone from sealing the region for as long as it lives. Does not talk to
+ * the broker. Errors: -EINVAL (NULL argument), -EFBIG (larger than the
+ * address space of a 32-bit process), or what mmap() or madvise() failed
+ * with (-ENOMEM).
  */
 int mfb_region_map(mfb_region *r, void **ret_addr);
+
+/*
+ * As mfb_region_map(), for a caller that is going to write: the mapping is
+ * writable, or the call fails with -EPERM (the region was opened O_RDONLY,
+ * or is sealed, or is already mapped read-only because it was sealed when
+ * mapped). Unlike checking the seals first, this cannot race with a peer
+ * sealing the region in between.
+ */
+int mfb_region_map_writable(mfb_region *r, void **ret_addr);
 
 /*
  * Seals the region's contents: from now on nobody can write them, not the
  * creator, not any other holder (F_SEAL_WRITE, enforced by the kernel). The
  * region must be open O_RDWR. Unmaps this region's own mapping first (the
  * kernel refuses the seal while any writable mapping exists), so an address
- * from mfb_region_map() is invalid afterwards; call it again for a
- * read-only mapping. Errors: -EINVAL (NULL), -EPERM (opened read-only),
- * -EBUSY (another process still has a writable mapping of it).
+ * from mfb_region_map() is invalid afterwards, even if the broker then
+ * refuses; call it again for a read-only mapping. Sealing a sealed region
+ * succeeds. Errors: -EINVAL (NULL), -EPERM (opened read-only), -ENOTCONN
+ * (the mapping is left alone then), -EBUSY (a writable mapping of it still
+ * exists elsewhere: in another process, of another mfb_region of the same
+ * region, or made from mfb_region_fd()).
  */
 int mfb_region_seal(mfb_region *r);
 
@@ -156,47 +197,64 @@ int mfb_region_seal(mfb_region *r);
  */
 int mfb_region_remove(mfb_region *r);
 
-/* As mfb_region_remove(), by name, without opening the region first. */
+/*
+ * As mfb_region_remove(), by name, without opening the region first; name
+ * is borrowed. Errors: -EINVAL (NULL, or a bad name), -ENAMETOOLONG,
+ * -ENOENT (no region of that name).
+ */
 int mfb_remove(mfb_client *c, const char *name);
 
-/* As mfb_region_remove(), by handle. */
+/* As mfb_region_remove(), by handle. -EINVAL also for handle 0. */
 int mfb_remove_handle(mfb_client *c, uint64_t handle);
 
-/* Fills *ret with the broker's view of the region. Errors: -EINVAL, -ENOENT. */
+/*
+ * Fills *ret with the broker's view of the region (untouched on failure).
+ * Errors: -EINVAL (NULL), -ENOENT.
+ */
 int mfb_region_stat_get(mfb_region *r, mfb_region_stat *ret);
 
-/* As mfb_region_stat_get(), by name or by handle, without opening the region. */
+/*
+ * As mfb_region_stat_get(), by name or by handle, without opening the
+ * region; name is borrowed. A removed region can still be looked up by
+ * handle while it lives. Errors: -EINVAL (NULL, a bad name, handle 0),
+ * -ENAMETOOLONG, -ENOENT.
+ */
 int mfb_stat(mfb_client *c, const char *name, mfb_region_stat *ret);
 int mfb_stat_handle(mfb_client *c, uint64_t handle, mfb_region_stat *ret);
 
 /*
- * Lists every region the broker has, in handle order. On success
+ * Lists every region the broker has, in handle order, asking page by page;
+ * regions created or freed meanwhile may or may not appear. On success
  * *ret_entries is an array of *ret_count entries allocated with malloc()
- * and owned by the caller (free() it; it is NULL when the count is 0).
- * Errors: -EINVAL (NULL argument).
+ * and owned by the caller (free() it; it is NULL when the count is 0). Both
+ * are untouched on failure. Errors: -EINVAL (NULL argument).
  */
 int mfb_list(mfb_client *c, mfb_region_stat **ret_entries, size_t *ret_count);
 
-/* The region's handle: unique for the broker's lifetime, never 0. r must not be NULL. */
+/* The region's handle: unique for the broker's lifetime, never 0. 0 for NULL. */
 uint64_t mfb_region_handle(const mfb_region *r);
 
-/* The region's size in bytes. r must not be NULL. */
+/* The region's size in bytes. 0 for NULL. */
 uint64_t mfb_region_size(const mfb_region *r);
 
-/* O_RDONLY or O_RDWR, as the region was opened. r must not be NULL. */
+/* O_RDONLY or O_RDWR, as the region was opened. -EINVAL for NULL. */
 int mfb_region_access(const mfb_region *r);
 
 /*
  * The region's memfd: borrowed, owned by the region and closed by
  * mfb_region_free(); dup it (F_DUPFD_CLOEXEC) to keep it longer. Already
  * verified: a regular file, sealed against shrinking and growing, at least
- * mfb_region_size() bytes. r must not be NULL.
+ * mfb_region_size() bytes, opened with exactly the access granted
+ * (mfb_region_access()). -EINVAL for NULL.
  */
 int mfb_region_fd(const mfb_region *r);
 
 /*
  * Unmaps the region, closes its fd and tells the broker this client no
- * longer holds it. Accepts NULL. Always returns NULL.
+ * longer holds it (waiting for its answer, so that the next request on any
+ * connection sees the region released; skipped once the connection is
+ * gone, which released it already). Frees a client given to
+ * mfb_client_free() with its last region. Accepts NULL. Always returns NULL.
  */
 mfb_region *mfb_region_free(mfb_region *r);
 

@@ -61,7 +61,7 @@ END_TEST
 
 START_TEST(empty_and_eof) {
         int fds[MFB_FDS_RECV_MAX];
-        char buf[16];
+        char buf[16] = { 0 };
         size_t nfds;
 
         ck_assert_int_eq(mfb_record_send(pair[0], buf, 0, NULL, 0, 0), -EINVAL);

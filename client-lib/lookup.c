@@ -1,0 +1,201 @@
+/* SPDX-License-Identifier: MIT */
+#include <assert.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client.h"
+#include "codec.h"
+#include "lookup.h"
+#include "macro.h"
+
+#define NSEC_PER_SEC UINT64_C(1000000000)
+
+_Static_assert(MFB_NAME_MAX == MFB_WIRE_NAME_MAX, "public and wire name limits agree");
+_Static_assert(sizeof(((mfb_region_stat *) NULL)->name) == sizeof(struct mfb_wire_name), "name copies whole");
+
+static struct timespec timespec_from_ns(uint64_t ns) {
+        return (struct timespec) {
+                .tv_sec = (time_t) (ns / NSEC_PER_SEC),
+                .tv_nsec = (long) (ns % NSEC_PER_SEC),
+        };
+}
+
+int region_info_check(const struct mfb_wire_region_info *info) {
+        assert(info);
+
+        if (info->handle == 0 || info->size == 0 || mfb_wire_name_check(&info->name) < 0)
+                return -EBADMSG;
+        return 0;
+}
+
+int region_info_convert(const struct mfb_wire_region_info *info, mfb_region_stat *ret) {
+        int r;
+
+        assert(ret);
+
+        r = region_info_check(info);
+        if (r < 0)
+                return r;
+
+        *ret = (mfb_region_stat) {
+                .handle = info->handle,
+                .size = info->size,
+                .uid = (uid_t) info->uid,
+                .gid = (gid_t) info->gid,
+                .creator_uid = (uid_t) info->creator_uid,
+                .creator_gid = (gid_t) info->creator_gid,
+                .mode = (mode_t) info->mode,
+                .creator_pid = (pid_t) info->creator_pid,
+                .last_pid = (pid_t) info->last_pid,
+                .nattch = info->nattch,
+                .seals = info->seals,
+                .state = info->state,
+                .create_time = timespec_from_ns(info->create_time),
+                .attach_time = timespec_from_ns(info->attach_time),
+                .detach_time = timespec_from_ns(info->detach_time),
+                .change_time = timespec_from_ns(info->change_time),
+        };
+        /* Checked above: NUL-terminated and zero-padded. */
+        memcpy(ret->name, info->name.bytes, sizeof(ret->name));
+        return 0;
+}
+
+/* Exactly one of a name and a handle addresses the region. */
+static int lookup_request_init(struct mfb_wire_lookup_request *ret, const char *name, uint64_t handle) {
+        assert(ret);
+        assert(!name != !handle);
+
+        *ret = (struct mfb_wire_lookup_request) { .handle = handle };
+        return mfb_wire_name_set(&ret->name, name);
+}
+
+int lookup_stat(mfb_client *c, const char *name, uint64_t handle, mfb_region_stat *ret) {
+        struct mfb_wire_lookup_request request;
+        struct mfb_wire_region_info info;
+        struct client_reply reply;
+        int r;
+
+        assert(c);
+        assert(ret);
+
+        r = lookup_request_init(&request, name, handle);
+        if (r < 0)
+                return r;
+        r = client_call(c, MFB_OP_STAT, &request, sizeof(request), &reply);
+        if (r < 0)
+                return r;
+
+        memcpy(&info, reply.body, sizeof(info));
+        if (region_info_convert(&info, ret) < 0)
+                return client_protocol_error(c);
+        return 0;
+}
+
+int lookup_remove(mfb_client *c, const char *name, uint64_t handle) {
+        struct mfb_wire_lookup_request request;
+        struct client_reply reply;
+        int r;
+
+        assert(c);
+
+        r = lookup_request_init(&request, name, handle);
+        if (r < 0)
+                return r;
+        return client_call(c, MFB_OP_REMOVE, &request, sizeof(request), &reply);
+}
+
+_public_ int mfb_stat(mfb_client *c, const char *name, mfb_region_stat *ret) {
+        if (!c || !name || !*name || !ret)
+                return -EINVAL;
+
+        client_error_clear(c);
+        return lookup_stat(c, name, 0, ret);
+}
+
+_public_ int mfb_stat_handle(mfb_client *c, uint64_t handle, mfb_region_stat *ret) {
+        if (!c || handle == 0 || !ret)
+                return -EINVAL;
+
+        client_error_clear(c);
+        return lookup_stat(c, NULL, handle, ret);
+}
+
+_public_ int mfb_remove(mfb_client *c, const char *name) {
+        if (!c || !name || !*name)
+                return -EINVAL;
+
+        client_error_clear(c);
+        return lookup_remove(c, name, 0);
+}
+
+_public_ int mfb_remove_handle(mfb_client *c, uint64_t handle) {
+        if (!c || handle == 0)
+                return -EINVAL;
+
+        client_error_clear(c);
+        return lookup_remove(c, NULL, handle);
+}
+
+/*
+ * Appends one LIST reply's entries to *entries (*n of them so far, room for
+ * *allocated). Returns the reply's "more" flag, or -errno.
+ */
+static int list_page(mfb_client *c, uint64_t after, mfb_region_stat **entries, size_t *n, size_t *allocated) {
+        struct mfb_wire_list_request request = { .after_handle = after };
+        struct mfb_wire_list_reply head;
+        struct client_reply reply;
+        int r;
+
+        r = client_call(c, MFB_OP_LIST, &request, sizeof(request), &reply);
+        if (r < 0)
+                return r;
+
+        /* mfb_wire_reply_check() matched the body's size to count. */
+        memcpy(&head, reply.body, sizeof(head));
+        /* A page that does not advance would make us ask forever. */
+        if (head.count == 0 && head.more)
+                return client_protocol_error(c);
+
+        if (*n + head.count > *allocated) {
+                size_t want = *allocated * 2 > *n + head.count ? *allocated * 2 : *n + head.count;
+                mfb_region_stat *p = reallocarray(*entries, want, sizeof(**entries));
+
+                if (!p)
+                        return -ENOMEM;
+                *entries = p;
+                *allocated = want;
+        }
+
+        for (uint32_t i = 0; i < head.count; i++) {
+                struct mfb_wire_region_info info;
+
+                memcpy(&info, reply.body + sizeof(head) + i * sizeof(info), sizeof(info));
+                /* Ascending handles above after, or the paging above could loop. */
+                if (info.handle <= after || region_info_convert(&info, *entries + *n) < 0)
+                        return client_protocol_error(c);
+                after = info.handle;
+                (*n)++;
+        }
+        return (int) head.more;
+}
+
+_public_ int mfb_list(mfb_client *c, mfb_region_stat **ret_entries, size_t *ret_count) {
+        _cleanup_(freep) mfb_region_stat *entries = NULL;
+        size_t n = 0, allocated = 0;
+        int more;
+
+        if (!c || !ret_entries || !ret_count)
+                return -EINVAL;
+
+        client_error_clear(c);
+        do {
+                more = list_page(c, n > 0 ? entries[n - 1].handle : 0, &entries, &n, &allocated);
+                if (more < 0)
+                        return more;
+        } while (more);
+
+        *ret_entries = n > 0 ? TAKE_PTR(entries) : NULL;
+        *ret_count = n;
+        return 0;
+}

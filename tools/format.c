@@ -1,0 +1,311 @@
+/* SPDX-License-Identifier: MIT */
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pwd.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "format.h"
+#include "macro.h"
+
+/* glibc 2.36 lacks the newer seals; they are kernel ABI. */
+#ifndef F_SEAL_FUTURE_WRITE
+#define F_SEAL_FUTURE_WRITE 0x0010
+#endif
+#ifndef F_SEAL_EXEC
+#define F_SEAL_EXEC 0x0020
+#endif
+
+/* "2024-11-22T20:05:01.123456789+01:00", with room to spare. */
+#define TIME_STRING_MAX 64
+/* A user name, or a uid in decimal. */
+#define OWNER_STRING_MAX 64
+
+/* A few words describing a bit set; other bits go into one hexadecimal word. */
+struct words {
+        const char *word[8];
+        size_t n;
+        char other[16];
+};
+
+static void words_add(struct words *w, const char *word) {
+        if (w->n < ELEMENTSOF(w->word))
+                w->word[w->n++] = word;
+}
+
+static void seal_words(uint32_t seals, struct words *ret) {
+        static const struct {
+                uint32_t bit;
+                const char *name;
+        } table[] = {
+                { F_SEAL_SEAL, "seal" },
+                { F_SEAL_SHRINK, "shrink" },
+                { F_SEAL_GROW, "grow" },
+                { F_SEAL_WRITE, "write" },
+                { F_SEAL_FUTURE_WRITE, "future-write" },
+                { F_SEAL_EXEC, "exec" },
+        };
+        uint32_t unknown = seals;
+
+        *ret = (struct words) {};
+        for (size_t i = 0; i < ELEMENTSOF(table); i++)
+                if (seals & table[i].bit) {
+                        words_add(ret, table[i].name);
+                        unknown &= ~table[i].bit;
+                }
+        if (unknown) {
+                snprintf(ret->other, sizeof(ret->other), "0x%" PRIx32, unknown);
+                words_add(ret, ret->other);
+        }
+}
+
+/* What a user wants to know first: can it still change, and can it still be opened. */
+static void state_words(const mfb_region_stat *st, struct words *ret) {
+        *ret = (struct words) {};
+        if (st->seals & F_SEAL_WRITE)
+                words_add(ret, "sealed");
+        else if (st->seals & F_SEAL_FUTURE_WRITE)
+                words_add(ret, "future-write-sealed");
+        else
+                words_add(ret, "writable");
+        if (st->state & MFB_REGION_REMOVED)
+                words_add(ret, "removed");
+        if (st->state & ~MFB_REGION_REMOVED) {
+                snprintf(ret->other, sizeof(ret->other), "0x%" PRIx32, st->state & ~MFB_REGION_REMOVED);
+                words_add(ret, ret->other);
+        }
+}
+
+static void words_print(FILE *f, const struct words *w, const char *empty) {
+        if (w->n == 0)
+                fputs(empty, f);
+        for (size_t i = 0; i < w->n; i++)
+                fprintf(f, "%s%s", i > 0 ? "," : "", w->word[i]);
+}
+
+/* The width words_print() takes. */
+static size_t words_width(const struct words *w, const char *empty) {
+        size_t len = 0;
+
+        if (w->n == 0)
+                return strlen(empty);
+        for (size_t i = 0; i < w->n; i++)
+                len += (i > 0) + strlen(w->word[i]);
+        return len;
+}
+
+static bool time_never(struct timespec t) {
+        return t.tv_sec == 0 && t.tv_nsec == 0;
+}
+
+/* ISO 8601 in local time, nanoseconds and UTC offset included, so that it is unambiguous. */
+static const char *time_string(struct timespec t, char buf[static TIME_STRING_MAX]) {
+        struct tm tm;
+        size_t n;
+        long off;
+
+        if (!localtime_r(&t.tv_sec, &tm)) {
+                snprintf(buf, TIME_STRING_MAX, "@%lld.%09ld", (long long) t.tv_sec, t.tv_nsec);
+                return buf;
+        }
+        n = strftime(buf, TIME_STRING_MAX, "%Y-%m-%dT%H:%M:%S", &tm);
+        off = tm.tm_gmtoff / 60;
+        snprintf(buf + n, TIME_STRING_MAX - n, ".%09ld%c%02ld:%02ld",
+                 t.tv_nsec, off < 0 ? '-' : '+', labs(off) / 60, labs(off) % 60);
+        return buf;
+}
+
+/* The user's name, or the uid in decimal when it has none. */
+static const char *owner_string(uid_t uid, char buf[static OWNER_STRING_MAX]) {
+        const struct passwd *pw = getpwuid(uid);
+
+        if (pw && strlen(pw->pw_name) < OWNER_STRING_MAX)
+                return strcpy(buf, pw->pw_name);
+        snprintf(buf, OWNER_STRING_MAX, "%u", (unsigned) uid);
+        return buf;
+}
+
+/* "64 MiB", "1.5 KiB": the size in the largest binary unit it reaches. */
+static void size_print(FILE *f, uint64_t size) {
+        static const char units[] = "KMGTPE";
+        unsigned u = 0;
+
+        while (u < sizeof(units) - 1 && size >> (10 * (u + 1)) >= 1)
+                u++;
+        if (u == 0)
+                fprintf(f, "%" PRIu64 " B", size);
+        else if (size % (UINT64_C(1) << (10 * u)) == 0)
+                fprintf(f, "%" PRIu64 " %ciB", size >> (10 * u), units[u - 1]);
+        else
+                fprintf(f, "%.1f %ciB", (double) size / (double) (UINT64_C(1) << (10 * u)), units[u - 1]);
+}
+
+static void time_line(FILE *f, const char *label, struct timespec t) {
+        char buf[TIME_STRING_MAX];
+
+        fprintf(f, "%-10s %s\n", label, time_never(t) ? "never" : time_string(t, buf));
+}
+
+void format_stat(FILE *f, const mfb_region_stat *st) {
+        char owner[OWNER_STRING_MAX], creator[OWNER_STRING_MAX];
+        struct words w;
+
+        fprintf(f, "%-10s %" PRIu64 "\n", "handle:", st->handle);
+        fprintf(f, "%-10s %s\n", "name:", *st->name ? st->name : "-");
+        fprintf(f, "%-10s %" PRIu64 " (", "size:", st->size);
+        size_print(f, st->size);
+        fputs(")\n", f);
+        fprintf(f, "%-10s %s (uid %u, gid %u)\n", "owner:", owner_string(st->uid, owner),
+                (unsigned) st->uid, (unsigned) st->gid);
+        fprintf(f, "%-10s %s (uid %u, gid %u), pid %d\n", "creator:", owner_string(st->creator_uid, creator),
+                (unsigned) st->creator_uid, (unsigned) st->creator_gid, (int) st->creator_pid);
+        fprintf(f, "%-10s %04o\n", "mode:", (unsigned) st->mode);
+        fprintf(f, "%-10s %" PRIu32 "\n", "nattch:", st->nattch);
+        fprintf(f, "%-10s %d\n", "last pid:", (int) st->last_pid);
+        seal_words(st->seals, &w);
+        fprintf(f, "%-10s ", "seals:");
+        words_print(f, &w, "none");
+        state_words(st, &w);
+        fprintf(f, "\n%-10s ", "state:");
+        words_print(f, &w, "");
+        fputc('\n', f);
+        time_line(f, "created:", st->create_time);
+        time_line(f, "attached:", st->attach_time);
+        time_line(f, "detached:", st->detach_time);
+        time_line(f, "changed:", st->change_time);
+}
+
+static void json_string(FILE *f, const char *s) {
+        fputc('"', f);
+        for (; *s; s++) {
+                unsigned char ch = (unsigned char) *s;
+
+                if (ch == '"' || ch == '\\')
+                        fprintf(f, "\\%c", ch);
+                else if (ch < 0x20 || ch == 0x7f)
+                        fprintf(f, "\\u%04x", ch);
+                else
+                        fputc(ch, f);
+        }
+        fputc('"', f);
+}
+
+static void json_words(FILE *f, const struct words *w) {
+        fputc('[', f);
+        for (size_t i = 0; i < w->n; i++) {
+                if (i > 0)
+                        fputs(", ", f);
+                json_string(f, w->word[i]);
+        }
+        fputc(']', f);
+}
+
+static void json_time(FILE *f, const char *key, struct timespec t) {
+        char buf[TIME_STRING_MAX];
+
+        fprintf(f, ", \"%s\": ", key);
+        if (time_never(t))
+                fputs("null", f);
+        else
+                json_string(f, time_string(t, buf));
+}
+
+static void stat_json(FILE *f, const mfb_region_stat *st) {
+        struct words w;
+
+        fprintf(f, "{\"handle\": %" PRIu64 ", \"name\": ", st->handle);
+        if (*st->name)
+                json_string(f, st->name);
+        else
+                fputs("null", f);
+        fprintf(f, ", \"size\": %" PRIu64 ", \"uid\": %u, \"gid\": %u, \"creator_uid\": %u, \"creator_gid\": %u"
+                ", \"mode\": %u, \"creator_pid\": %d, \"last_pid\": %d, \"nattch\": %" PRIu32,
+                st->size, (unsigned) st->uid, (unsigned) st->gid, (unsigned) st->creator_uid,
+                (unsigned) st->creator_gid, (unsigned) st->mode, (int) st->creator_pid, (int) st->last_pid,
+                st->nattch);
+        seal_words(st->seals, &w);
+        fputs(", \"seals\": ", f);
+        json_words(f, &w);
+        state_words(st, &w);
+        fputs(", \"state\": ", f);
+        json_words(f, &w);
+        json_time(f, "create_time", st->create_time);
+        json_time(f, "attach_time", st->attach_time);
+        json_time(f, "detach_time", st->detach_time);
+        json_time(f, "change_time", st->change_time);
+        fputc('}', f);
+}
+
+void format_stat_json(FILE *f, const mfb_region_stat *st) {
+        stat_json(f, st);
+        fputc('\n', f);
+}
+
+void format_list_json(FILE *f, const mfb_region_stat *entries, size_t n) {
+        fputc('[', f);
+        for (size_t i = 0; i < n; i++) {
+                fputs(i > 0 ? ",\n " : "\n ", f);
+                stat_json(f, &entries[i]);
+        }
+        fputs(n > 0 ? "\n]\n" : "]\n", f);
+}
+
+/* Column widths of the table: at least the header's, at most what the widest entry needs. */
+struct widths {
+        int handle, name, owner, size, nattch, seals;
+};
+
+static int width_max(int w, int len) {
+        return len > w ? len : w;
+}
+
+static void widths_measure(const mfb_region_stat *entries, size_t n, struct widths *ret) {
+        *ret = (struct widths) {
+                .handle = (int) strlen("HANDLE"),
+                .name = (int) strlen("NAME"),
+                .owner = (int) strlen("OWNER"),
+                .size = (int) strlen("SIZE"),
+                .nattch = (int) strlen("NATTCH"),
+                .seals = (int) strlen("SEALS"),
+        };
+        for (size_t i = 0; i < n; i++) {
+                const mfb_region_stat *st = &entries[i];
+                char owner[OWNER_STRING_MAX];
+                struct words w;
+
+                seal_words(st->seals, &w);
+                ret->handle = width_max(ret->handle, snprintf(NULL, 0, "%" PRIu64, st->handle));
+                ret->name = width_max(ret->name, *st->name ? (int) strlen(st->name) : 1);
+                ret->owner = width_max(ret->owner, (int) strlen(owner_string(st->uid, owner)));
+                ret->size = width_max(ret->size, snprintf(NULL, 0, "%" PRIu64, st->size));
+                ret->nattch = width_max(ret->nattch, snprintf(NULL, 0, "%" PRIu32, st->nattch));
+                ret->seals = width_max(ret->seals, (int) words_width(&w, "none"));
+        }
+}
+
+void format_list(FILE *f, const mfb_region_stat *entries, size_t n) {
+        struct widths wd;
+
+        widths_measure(entries, n, &wd);
+        fprintf(f, "%*s %-*s %-*s MODE %*s %*s %-*s STATE\n", wd.handle, "HANDLE", wd.name, "NAME",
+                wd.owner, "OWNER", wd.size, "SIZE", wd.nattch, "NATTCH", wd.seals, "SEALS");
+
+        for (size_t i = 0; i < n; i++) {
+                const mfb_region_stat *st = &entries[i];
+                char owner[OWNER_STRING_MAX];
+                struct words w;
+
+                fprintf(f, "%*" PRIu64 " %-*s %-*s %04o %*" PRIu64 " %*" PRIu32 " ", wd.handle, st->handle,
+                        wd.name, *st->name ? st->name : "-", wd.owner, owner_string(st->uid, owner),
+                        (unsigned) st->mode, wd.size, st->size, wd.nattch, st->nattch);
+                seal_words(st->seals, &w);
+                words_print(f, &w, "none");
+                fprintf(f, "%*s", wd.seals - (int) words_width(&w, "none") + 1, "");
+                state_words(st, &w);
+                words_print(f, &w, "");
+                fputc('\n', f);
+        }
+}
