@@ -51,6 +51,7 @@ extern "C" {
 
 /* mfb_region_stat.state bits. */
 #define MFB_REGION_REMOVED 0x1U /* the name was removed; no new opens; freed when the last holder lets go */
+#define MFB_REGION_HUGETLB 0x2U /* backed by huge pages */
 
 typedef struct mfb_client mfb_client;
 typedef struct mfb_region mfb_region;
@@ -134,6 +135,25 @@ const char *mfb_client_error_message(const mfb_client *c);
  */
 int mfb_region_create(mfb_client *c, const char *name, uint64_t size, mfb_region **ret);
 
+/* Flags for mfb_region_create_with(). */
+#define MFB_CREATE_HUGETLB 0x1U /* huge pages (MFD_HUGETLB); size a multiple of the huge page size */
+#define MFB_CREATE_RESERVE 0x2U /* allocate every page now (fallocate), charged to the caller's memory cgroup */
+
+/*
+ * As mfb_region_create(), with permission bits mode (0 for 0600; only 0777
+ * bits) and MFB_CREATE_* flags. MFB_CREATE_RESERVE makes running out of
+ * memory an error here (-ENOSPC or -ENOMEM, the region released again)
+ * instead of a SIGBUS at first touch; the pages are allocated by this
+ * process, so they are charged to its memory cgroup, as touching them would.
+ * Errors: those of mfb_region_create(); -EINVAL also for unknown flags or
+ * mode bits, or a hugetlb size that is not a multiple of the huge page size;
+ * -ENOMEM for MFB_CREATE_HUGETLB when the system has too few huge pages
+ * reserved (vm.nr_hugepages); -EOPNOTSUPP when the broker's kernel has no
+ * hugetlb memfds.
+ */
+int mfb_region_create_with(mfb_client *c, const char *name, uint64_t size, mode_t mode, unsigned flags,
+                           mfb_region **ret);
+
 /*
  * Opens the named region with access O_RDONLY or O_RDWR (exactly those
  * values, no other flags). On success *ret is a new region owned by the
@@ -192,10 +212,45 @@ int mfb_region_seal(mfb_region *r);
 /*
  * Removes the region's name, like IPC_RMID: the name can be reused at once,
  * nobody can open the region any more, and it is freed when the last holder
- * releases it. Holders keep their fds and mappings. Errors: -EINVAL (NULL),
- * -ENOENT (already removed).
+ * releases it. Holders keep their fds and mappings. Only the region's
+ * owner, its creator or root may remove it. Errors: -EINVAL (NULL),
+ * -ENOENT (already removed), -EPERM (not owner, creator or root).
  */
 int mfb_region_remove(mfb_region *r);
+
+/*
+ * Seals the region against writes through any fd or mapping made from now
+ * on (F_SEAL_FUTURE_WRITE), while this region's existing writable mapping
+ * keeps working: for a producer that goes on writing while every later open
+ * is read-only. The region must be open O_RDWR. Errors: -EINVAL (NULL),
+ * -EPERM (opened read-only), -EOPNOTSUPP (the broker's kernel lacks
+ * F_SEAL_FUTURE_WRITE).
+ */
+int mfb_region_seal_future_write(mfb_region *r);
+
+/*
+ * Waits until a region named name exists and is sealed (F_SEAL_WRITE or
+ * F_SEAL_FUTURE_WRITE), then opens it read-only, like Plasma's Get. A
+ * timeout_ms of 0 does not wait, -1 waits without limit. On success *ret is
+ * a new region owned by the caller; name is borrowed. The client can do
+ * nothing else while it waits. Errors: -EINVAL, -ENAMETOOLONG, -ETIMEDOUT,
+ * -EIDRM (the region was removed while waited for), -EACCES (its mode does
+ * not allow reading).
+ */
+int mfb_region_wait(mfb_client *c, const char *name, int64_t timeout_ms, mfb_region **ret);
+
+/*
+ * Changes a region's permission bits (the IPC_SET of memfd-broker). Only
+ * its owner, its creator or root may. Errors: -EINVAL (bad arguments or
+ * mode bits outside 0777), -ENOENT, -EPERM (not owner, creator or root).
+ */
+int mfb_chmod(mfb_client *c, const char *name, mode_t mode);
+
+/*
+ * Changes a region's owner uid and gid; (uid_t) -1 or (gid_t) -1 leaves one
+ * unchanged. Only its owner, its creator or root may. Errors: as mfb_chmod().
+ */
+int mfb_chown(mfb_client *c, const char *name, uid_t uid, gid_t gid);
 
 /*
  * As mfb_region_remove(), by name, without opening the region first; name
@@ -209,7 +264,8 @@ int mfb_remove_handle(mfb_client *c, uint64_t handle);
 
 /*
  * Fills *ret with the broker's view of the region (untouched on failure).
- * Errors: -EINVAL (NULL), -ENOENT.
+ * Needs read permission, as IPC_STAT does. Errors: -EINVAL (NULL), -ENOENT,
+ * -EACCES.
  */
 int mfb_region_stat_get(mfb_region *r, mfb_region_stat *ret);
 
@@ -223,7 +279,8 @@ int mfb_stat(mfb_client *c, const char *name, mfb_region_stat *ret);
 int mfb_stat_handle(mfb_client *c, uint64_t handle, mfb_region_stat *ret);
 
 /*
- * Lists every region the broker has, in handle order, asking page by page;
+ * Lists every region the caller may read (all of them for root), in handle
+ * order, asking page by page;
  * regions created or freed meanwhile may or may not appear. On success
  * *ret_entries is an array of *ret_count entries allocated with malloc()
  * and owned by the caller (free() it; it is NULL when the count is 0). Both

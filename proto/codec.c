@@ -73,6 +73,10 @@ int mfb_wire_request_body_size(uint16_t opcode) {
                 return sizeof(struct mfb_wire_list_request);
         case MFB_OP_RELEASE:
                 return sizeof(struct mfb_wire_release_request);
+        case MFB_OP_SET:
+                return sizeof(struct mfb_wire_set_request);
+        case MFB_OP_WAIT:
+                return sizeof(struct mfb_wire_wait_request);
         default:
                 return -EOPNOTSUPP;
         }
@@ -106,11 +110,13 @@ static int reply_shape(uint16_t opcode, size_t *ret_body, size_t *ret_nfds) {
                 return 0;
         case MFB_OP_CREATE:
         case MFB_OP_OPEN:
+        case MFB_OP_WAIT:
                 *ret_body = sizeof(struct mfb_wire_region_reply);
                 *ret_nfds = 1;
                 return 0;
         case MFB_OP_SEAL:
         case MFB_OP_STAT:
+        case MFB_OP_SET:
                 *ret_body = sizeof(struct mfb_wire_region_info);
                 *ret_nfds = 0;
                 return 0;
@@ -172,6 +178,8 @@ const char *mfb_wire_opcode_name(uint16_t opcode) {
                 [MFB_OP_LIST] = "LIST",
                 [MFB_OP_RELEASE] = "RELEASE",
                 [MFB_OP_REMOVE] = "REMOVE",
+                [MFB_OP_SET] = "SET",
+                [MFB_OP_WAIT] = "WAIT",
         };
 
         opcode &= ~MFB_WIRE_REPLY;

@@ -52,6 +52,8 @@ enum mfb_wire_opcode {
         MFB_OP_LIST    = 0x0006,
         MFB_OP_RELEASE = 0x0007,
         MFB_OP_REMOVE  = 0x0008,
+        MFB_OP_SET     = 0x0009,
+        MFB_OP_WAIT    = 0x000A,
 };
 #define MFB_WIRE_REPLY 0x8000U
 
@@ -116,6 +118,7 @@ struct mfb_wire_hello_reply {
 
 /* State bits in struct mfb_wire_region_info. */
 #define MFB_STATE_REMOVED 0x1U  /* its name was removed; no new opens */
+#define MFB_STATE_HUGETLB 0x2U  /* created with MFB_CREATE_HUGETLB */
 
 /*
  * Everything known about one region (the IPC_STAT of memfd-broker).
@@ -141,10 +144,13 @@ struct mfb_wire_region_info {
         struct mfb_wire_name name;      /* empty for an anonymous region */
 };
 
+/* CREATE flags. */
+#define MFB_CREATE_HUGETLB 0x1U /* back the region with huge pages (MFD_HUGETLB) */
+
 /* CREATE: reply is struct mfb_wire_region_reply with one read-write fd. */
 struct mfb_wire_create_request {
         uint64_t size;
-        uint32_t flags;         /* zero in version 1 */
+        uint32_t flags;         /* MFB_CREATE_* */
         uint32_t mode;          /* permission bits; 0 means 0600 */
         struct mfb_wire_name name;      /* empty for an anonymous region */
 };
@@ -166,7 +172,10 @@ struct mfb_wire_region_reply {
         struct mfb_wire_region_info info;
 };
 
-/* SEAL: adds F_SEAL_WRITE to a region the caller holds writable. */
+/*
+ * SEAL: adds F_SEAL_WRITE, or F_SEAL_FUTURE_WRITE, to a region the caller
+ * holds writable. Reply: struct mfb_wire_region_info.
+ */
 struct mfb_wire_seal_request {
         uint64_t handle;
         uint32_t seals;
@@ -199,6 +208,36 @@ struct mfb_wire_release_request {
 
 /* REMOVE: request is struct mfb_wire_lookup_request; reply has no body. */
 
+/* SET fields (the IPC_SET of memfd-broker): which of mode, uid, gid to change. */
+#define MFB_SET_MODE 0x1U
+#define MFB_SET_UID  0x2U
+#define MFB_SET_GID  0x4U
+
+/* SET: by name or by handle, as lookups. Reply: struct mfb_wire_region_info. */
+struct mfb_wire_set_request {
+        uint64_t handle;
+        uint32_t fields;        /* MFB_SET_* */
+        uint32_t mode;
+        uint32_t uid;
+        uint32_t gid;
+        struct mfb_wire_name name;
+};
+
+/* WAIT timeout meaning "until it happens". */
+#define MFB_WAIT_FOREVER UINT64_MAX
+
+/*
+ * WAIT: until a region of this name exists and is sealed (F_SEAL_WRITE or
+ * F_SEAL_FUTURE_WRITE), then opens it read-only. Reply: struct
+ * mfb_wire_region_reply with one read-only fd.
+ */
+struct mfb_wire_wait_request {
+        uint64_t timeout_ns;    /* 0: do not wait; MFB_WAIT_FOREVER: no timeout */
+        uint32_t access;        /* MFB_ACCESS_READ */
+        uint32_t reserved;
+        struct mfb_wire_name name;
+};
+
 /* Errors: status < 0 and the body is up to MFB_WIRE_ERROR_MESSAGE_MAX bytes of UTF-8 text, no NUL. */
 
 _Static_assert(sizeof(struct mfb_wire_header) == 24, "header layout");
@@ -214,6 +253,8 @@ _Static_assert(sizeof(struct mfb_wire_lookup_request) == 264, "lookup layout");
 _Static_assert(sizeof(struct mfb_wire_list_request) == 8, "list request layout");
 _Static_assert(sizeof(struct mfb_wire_list_reply) == 8, "list reply layout");
 _Static_assert(sizeof(struct mfb_wire_release_request) == 8, "release layout");
+_Static_assert(sizeof(struct mfb_wire_set_request) == 280, "set layout");
+_Static_assert(sizeof(struct mfb_wire_wait_request) == 272, "wait layout");
 _Static_assert(sizeof(struct mfb_wire_header) + sizeof(struct mfb_wire_list_reply)
                + MFB_WIRE_LIST_ENTRIES_MAX * sizeof(struct mfb_wire_region_info) <= MFB_WIRE_RECORD_MAX,
                "a full LIST reply fits in one record");
