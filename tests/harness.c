@@ -251,3 +251,21 @@ void test_child_succeeded(pid_t pid) {
         ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
                       "child %d failed (status 0x%x)", (int) pid, status);
 }
+
+void test_steps_open(struct test_steps *ret) {
+        int up[2], down[2];
+
+        ck_assert_int_eq(pipe2(up, O_CLOEXEC), 0);
+        ck_assert_int_eq(pipe2(down, O_CLOEXEC), 0);
+        *ret = (struct test_steps) {
+                .to_parent = up[1], .from_child = up[0],
+                .to_child = down[1], .from_parent = down[0],
+        };
+}
+
+void test_steps_close(struct test_steps *s) {
+        s->to_parent = safe_close(s->to_parent);
+        s->from_parent = safe_close(s->from_parent);
+        s->to_child = safe_close(s->to_child);
+        s->from_child = safe_close(s->from_child);
+}

@@ -61,6 +61,14 @@ extern struct test_broker test_broker;
 void test_broker_setup(void);
 void test_broker_teardown(void);
 
+/* Two pipes with which a test and one child step in turn. */
+struct test_steps {
+        int to_parent, from_parent;     /* the child's ends */
+        int to_child, from_child;       /* the test's ends */
+};
+void test_steps_open(struct test_steps *ret);
+void test_steps_close(struct test_steps *s);
+
 /* One byte through a pipe, to step two processes in turn. 0 or -1; safe in children. */
 int test_pipe_signal(int fd);
 int test_pipe_wait(int fd);

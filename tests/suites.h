@@ -10,3 +10,5 @@ Suite *fdpass_suite(void);
 Suite *sharing_suite(void);
 Suite *lifetime_suite(void);
 Suite *bad_input_suite(void);
+Suite *access_suite(void);
+Suite *wait_suite(void);

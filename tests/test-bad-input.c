@@ -6,7 +6,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -17,6 +16,7 @@
 #include "harness.h"
 #include "macro.h"
 #include "memfd-broker.h"
+#include "raw.h"
 #include "suites.h"
 
 static unsigned baseline;
@@ -44,58 +44,14 @@ static void send_raw(int fd, const void *buf, size_t len) {
         ck_assert_int_eq(send(fd, buf, len, MSG_NOSIGNAL), (ssize_t) len);
 }
 
-/* Waits for the next record; returns its length, 0 if the broker closed the connection. */
-static ssize_t recv_raw(int fd, void *buf, size_t size, size_t *ret_nfds) {
-        int fds[MFB_FDS_RECV_MAX];
-        struct pollfd p = { .fd = fd, .events = POLLIN };
-        size_t nfds = 0;
-        ssize_t n;
-
-        ck_assert_int_eq(poll(&p, 1, TEST_TIMEOUT_MS), 1);
-        n = mfb_record_recv(fd, buf, size, fds, &nfds, MSG_DONTWAIT);
-        ck_assert_int_ge(n, 0);
-        mfb_close_fds(fds, nfds);
-        if (ret_nfds)
-                *ret_nfds = nfds;
-        return n;
-}
-
 static void assert_dropped(int fd) {
         char buf[MFB_WIRE_RECORD_MAX];
 
-        ck_assert_int_eq(recv_raw(fd, buf, sizeof(buf), NULL), 0);
-}
-
-/* Sends a request of opcode with body and returns the reply's status. */
-static int32_t request(int fd, uint16_t opcode, const void *body, size_t body_len, const int *fds, size_t nfds) {
-        union {
-                struct mfb_wire_header h;
-                uint8_t bytes[MFB_WIRE_RECORD_MAX];
-        } rec;
-        struct mfb_wire_header h;
-        size_t got_fds;
-        ssize_t n;
-
-        ck_assert_uint_le(sizeof(rec.h) + body_len, sizeof(rec));
-        mfb_wire_header_init(&rec.h, opcode, 0x1234, 0, 0, sizeof(rec.h) + body_len);
-        memcpy(rec.bytes + sizeof(rec.h), body, body_len);
-        ck_assert_int_eq(mfb_record_send(fd, &rec, sizeof(rec.h) + body_len, fds, nfds, 0), 0);
-
-        n = recv_raw(fd, &rec, sizeof(rec), &got_fds);
-        ck_assert_int_gt(n, 0);
-        ck_assert_int_eq(mfb_wire_reply_check(&rec, n, got_fds, &h), 0);
-        ck_assert_uint_eq(h.opcode, opcode | MFB_WIRE_REPLY);
-        ck_assert_uint_eq(h.cookie, 0x1234);
-        return h.status;
+        ck_assert_int_eq(raw_recv(fd, buf, sizeof(buf), NULL), 0);
 }
 
 static int connect_hello(void) {
-        struct mfb_wire_hello_request hello = { .version_min = 1, .version_max = 1 };
-        int fd = test_raw_connect(&test_broker);
-
-        ck_assert_int_ge(fd, 0);
-        ck_assert_int_eq(request(fd, MFB_OP_HELLO, &hello, sizeof(hello), NULL, 0), 0);
-        return fd;
+        return raw_connect_hello(&test_broker);
 }
 
 START_TEST(garbage_drops_the_connection) {
@@ -151,10 +107,10 @@ START_TEST(unknown_opcode_and_wrong_body_size) {
         uint8_t body[16] = { 0 };
         int fd = connect_hello();
 
-        ck_assert_int_eq(request(fd, 0x0777, body, sizeof(body), NULL, 0), -EOPNOTSUPP);
-        ck_assert_int_eq(request(fd, MFB_OP_LIST, body, sizeof(body), NULL, 0), -EMSGSIZE);
+        ck_assert_int_eq(raw_request(fd, 0x0777, body, sizeof(body), NULL, 0), -EOPNOTSUPP);
+        ck_assert_int_eq(raw_request(fd, MFB_OP_LIST, body, sizeof(body), NULL, 0), -EMSGSIZE);
         /* The connection is still good. */
-        ck_assert_int_eq(request(fd, MFB_OP_LIST, &list, sizeof(list), NULL, 0), 0);
+        ck_assert_int_eq(raw_request(fd, MFB_OP_LIST, &list, sizeof(list), NULL, 0), 0);
         close(fd);
 }
 END_TEST
@@ -165,10 +121,10 @@ START_TEST(hello_comes_first_and_once) {
         struct mfb_wire_list_request list = { 0 };
         int fd = test_raw_connect(&test_broker);
 
-        ck_assert_int_eq(request(fd, MFB_OP_LIST, &list, sizeof(list), NULL, 0), -EPROTO);
-        ck_assert_int_eq(request(fd, MFB_OP_HELLO, &future, sizeof(future), NULL, 0), -EPROTONOSUPPORT);
-        ck_assert_int_eq(request(fd, MFB_OP_HELLO, &hello, sizeof(hello), NULL, 0), 0);
-        ck_assert_int_eq(request(fd, MFB_OP_HELLO, &hello, sizeof(hello), NULL, 0), -EPROTO);
+        ck_assert_int_eq(raw_request(fd, MFB_OP_LIST, &list, sizeof(list), NULL, 0), -EPROTO);
+        ck_assert_int_eq(raw_request(fd, MFB_OP_HELLO, &future, sizeof(future), NULL, 0), -EPROTONOSUPPORT);
+        ck_assert_int_eq(raw_request(fd, MFB_OP_HELLO, &hello, sizeof(hello), NULL, 0), 0);
+        ck_assert_int_eq(raw_request(fd, MFB_OP_HELLO, &hello, sizeof(hello), NULL, 0), -EPROTO);
         close(fd);
 }
 END_TEST
@@ -182,7 +138,7 @@ START_TEST(attached_fds_are_refused_and_closed) {
         attached[0] = p[0];
         attached[1] = p[1];
         attached[2] = p[0];
-        ck_assert_int_eq(request(fd, MFB_OP_CREATE, &create, sizeof(create), attached, 3), -EBADMSG);
+        ck_assert_int_eq(raw_request(fd, MFB_OP_CREATE, &create, sizeof(create), attached, 3), -EBADMSG);
         mfb_close_fds(p, 2);
         /* Our end of the connection is the only extra fd the broker may hold. */
         ck_assert(test_broker_wait_fd_count(&test_broker, baseline + 1));
@@ -194,15 +150,15 @@ START_TEST(bad_sizes_are_refused) {
         struct mfb_wire_create_request create = { .size = 0 };
         int fd = connect_hello();
 
-        ck_assert_int_eq(request(fd, MFB_OP_CREATE, &create, sizeof(create), NULL, 0), -EINVAL);
+        ck_assert_int_eq(raw_request(fd, MFB_OP_CREATE, &create, sizeof(create), NULL, 0), -EINVAL);
         create.size = UINT64_MAX;
-        ck_assert_int_eq(request(fd, MFB_OP_CREATE, &create, sizeof(create), NULL, 0), -EFBIG);
+        ck_assert_int_eq(raw_request(fd, MFB_OP_CREATE, &create, sizeof(create), NULL, 0), -EFBIG);
         create.size = 4096;
         create.mode = 01777;
-        ck_assert_int_eq(request(fd, MFB_OP_CREATE, &create, sizeof(create), NULL, 0), -EINVAL);
+        ck_assert_int_eq(raw_request(fd, MFB_OP_CREATE, &create, sizeof(create), NULL, 0), -EINVAL);
         create.mode = 0;
         create.flags = 0x80;
-        ck_assert_int_eq(request(fd, MFB_OP_CREATE, &create, sizeof(create), NULL, 0), -EINVAL);
+        ck_assert_int_eq(raw_request(fd, MFB_OP_CREATE, &create, sizeof(create), NULL, 0), -EINVAL);
         close(fd);
 }
 END_TEST
@@ -214,22 +170,22 @@ START_TEST(bad_names_are_refused) {
 
         /* 256 name bytes and no terminating NUL. */
         memset(create.name.bytes, 'x', sizeof(create.name.bytes));
-        ck_assert_int_eq(request(fd, MFB_OP_CREATE, &create, sizeof(create), NULL, 0), -EBADMSG);
+        ck_assert_int_eq(raw_request(fd, MFB_OP_CREATE, &create, sizeof(create), NULL, 0), -EBADMSG);
 
         memset(&create.name, 0, sizeof(create.name));
         memcpy(create.name.bytes, "bad name", 8);
-        ck_assert_int_eq(request(fd, MFB_OP_CREATE, &create, sizeof(create), NULL, 0), -EBADMSG);
+        ck_assert_int_eq(raw_request(fd, MFB_OP_CREATE, &create, sizeof(create), NULL, 0), -EBADMSG);
 
         /* Both a handle and a name, then neither. */
         open_req.handle = 1;
         memcpy(open_req.name.bytes, "x", 1);
-        ck_assert_int_eq(request(fd, MFB_OP_OPEN, &open_req, sizeof(open_req), NULL, 0), -EINVAL);
+        ck_assert_int_eq(raw_request(fd, MFB_OP_OPEN, &open_req, sizeof(open_req), NULL, 0), -EINVAL);
         memset(&open_req, 0, sizeof(open_req));
         open_req.access = MFB_ACCESS_READ;
-        ck_assert_int_eq(request(fd, MFB_OP_OPEN, &open_req, sizeof(open_req), NULL, 0), -EINVAL);
+        ck_assert_int_eq(raw_request(fd, MFB_OP_OPEN, &open_req, sizeof(open_req), NULL, 0), -EINVAL);
         open_req.handle = 1;
         open_req.access = MFB_ACCESS_WRITE;
-        ck_assert_int_eq(request(fd, MFB_OP_OPEN, &open_req, sizeof(open_req), NULL, 0), -EINVAL);
+        ck_assert_int_eq(raw_request(fd, MFB_OP_OPEN, &open_req, sizeof(open_req), NULL, 0), -EINVAL);
         close(fd);
 }
 END_TEST
@@ -238,7 +194,7 @@ START_TEST(release_of_what_is_not_held) {
         struct mfb_wire_release_request release = { .handle = 999999 };
         int fd = connect_hello();
 
-        ck_assert_int_eq(request(fd, MFB_OP_RELEASE, &release, sizeof(release), NULL, 0), -ENOENT);
+        ck_assert_int_eq(raw_request(fd, MFB_OP_RELEASE, &release, sizeof(release), NULL, 0), -ENOENT);
         close(fd);
 }
 END_TEST

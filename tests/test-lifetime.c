@@ -118,6 +118,64 @@ START_TEST(remove_frees_the_name_and_keeps_holders) {
 }
 END_TEST
 
+/* Holds "shared-rmid" from another process across its removal. */
+static int hold_across_remove(void *arg) {
+        const struct test_steps *p = arg;
+        mfb_client *c = NULL;
+        mfb_region *r = NULL;
+        const char *mem;
+
+        TEST_CHILD_CHECK(mfb_client_connect(test_broker.socket_path, &c) == 0);
+        TEST_CHILD_CHECK(mfb_region_open(c, "shared-rmid", O_RDONLY, &r) == 0);
+        TEST_CHILD_CHECK(mfb_region_map(r, (void **) &mem) == 0);
+        TEST_CHILD_CHECK(test_pipe_signal(p->to_parent) == 0);
+
+        TEST_CHILD_CHECK(test_pipe_wait(p->from_parent) == 0);
+        TEST_CHILD_CHECK(strcmp(mem, "before removal") == 0);
+        mfb_region_free(r);
+        mfb_client_free(c);
+        return 0;
+}
+
+START_TEST(remove_while_another_process_holds) {
+        mfb_client *c = connect_or_fail();
+        mfb_region *r = NULL, *fresh = NULL;
+        mfb_region_stat st;
+        struct test_steps st_pipes;
+        uint64_t old;
+        unsigned with_old;
+        char *mem;
+        pid_t pid;
+
+        ck_assert_int_eq(mfb_region_create(c, "shared-rmid", 4096, &r), 0);
+        old = mfb_region_handle(r);
+        ck_assert_int_eq(mfb_region_map(r, (void **) &mem), 0);
+        strcpy(mem, "before removal");
+        mfb_region_free(r);
+
+        test_steps_open(&st_pipes);
+        pid = test_fork(hold_across_remove, &st_pipes);
+        ck_assert_int_eq(test_pipe_wait(st_pipes.from_child), 0);
+
+        ck_assert_int_eq(mfb_remove(c, "shared-rmid"), 0);
+        ck_assert_int_eq(mfb_region_create(c, "shared-rmid", 4096, &fresh), 0);
+        ck_assert_int_eq(mfb_stat_handle(c, old, &st), 0);
+        ck_assert(st.state & MFB_REGION_REMOVED);
+        ck_assert_uint_eq(st.nattch, 1);
+        with_old = test_broker_fd_count(&test_broker);
+
+        /* The holder reads its data after the removal, then lets go: the old memfd closes. */
+        ck_assert_int_eq(test_pipe_signal(st_pipes.to_child), 0);
+        test_child_succeeded(pid);
+        ck_assert(test_broker_wait_fd_count(&test_broker, with_old - 2));
+        ck_assert_int_eq(mfb_stat_handle(c, old, &st), -ENOENT);
+
+        mfb_region_free(fresh);
+        test_steps_close(&st_pipes);
+        mfb_client_free(c);
+}
+END_TEST
+
 static void assert_recent(struct timespec t, struct timespec since) {
         ck_assert(t.tv_sec > since.tv_sec || (t.tv_sec == since.tv_sec && t.tv_nsec >= since.tv_nsec));
 }
@@ -262,6 +320,7 @@ Suite *lifetime_suite(void) {
         tcase_add_test(tc, named_region_outlives_its_creator);
         tcase_add_test(tc, anonymous_region_dies_with_its_last_holder);
         tcase_add_test(tc, remove_frees_the_name_and_keeps_holders);
+        tcase_add_test(tc, remove_while_another_process_holds);
         tcase_add_test(tc, stat_describes_the_region);
         tcase_add_test(tc, list_pages_through_every_region);
         tcase_add_test(tc, names_are_unique_and_checked);

@@ -21,12 +21,6 @@
 /* Far larger than any record, so the bytes cannot have travelled over the socket. */
 #define SHARED_SIZE (16U << 20)
 
-/* The pipe ends a child uses to step in turn with the test. */
-struct steps {
-        int to_parent;
-        int from_parent;
-};
-
 static uint8_t pattern_byte(size_t i) {
         return (uint8_t) (i * 131 + 7);
 }
@@ -36,7 +30,7 @@ static uint8_t pattern_byte(size_t i) {
  * place: a reader that sees the change has the same memory, not a copy.
  */
 static int producer_main(void *arg) {
-        struct steps *p = arg;
+        const struct test_steps *p = arg;
         mfb_client *c = NULL;
         mfb_region *r = NULL;
         uint8_t *mem;
@@ -59,19 +53,16 @@ static int producer_main(void *arg) {
 }
 
 START_TEST(two_processes_share_memory) {
-        int up[2], down[2];
-        struct steps p;
+        struct test_steps st;
         mfb_client *c = NULL;
         mfb_region *r = NULL;
         const uint8_t *mem;
         pid_t pid;
 
-        ck_assert_int_eq(pipe2(up, O_CLOEXEC), 0);
-        ck_assert_int_eq(pipe2(down, O_CLOEXEC), 0);
-        p = (struct steps) { .to_parent = up[1], .from_parent = down[0] };
-        pid = test_fork(producer_main, &p);
+        test_steps_open(&st);
+        pid = test_fork(producer_main, &st);
 
-        ck_assert_int_eq(test_pipe_wait(up[0]), 0);
+        ck_assert_int_eq(test_pipe_wait(st.from_child), 0);
         ck_assert_int_eq(mfb_client_connect(test_broker.socket_path, &c), 0);
         ck_assert_int_eq(mfb_region_open(c, "shared", O_RDONLY, &r), 0);
         ck_assert_uint_eq(mfb_region_size(r), SHARED_SIZE);
@@ -82,23 +73,22 @@ START_TEST(two_processes_share_memory) {
                         ck_abort_msg("byte %zu differs", i);
 
         /* The producer writes after we mapped: we see it without any further request. */
-        ck_assert_int_eq(test_pipe_signal(down[1]), 0);
-        ck_assert_int_eq(test_pipe_wait(up[0]), 0);
+        ck_assert_int_eq(test_pipe_signal(st.to_child), 0);
+        ck_assert_int_eq(test_pipe_wait(st.from_child), 0);
         ck_assert_int_eq(memcmp(mem, "LIVE", 4), 0);
         ck_assert_int_eq(mem[4], pattern_byte(4));
 
-        ck_assert_int_eq(test_pipe_signal(down[1]), 0);
+        ck_assert_int_eq(test_pipe_signal(st.to_child), 0);
         test_child_succeeded(pid);
         mfb_region_free(r);
         mfb_client_free(c);
-        mfb_close_fds(up, 2);
-        mfb_close_fds(down, 2);
+        test_steps_close(&st);
 }
 END_TEST
 
 /* Holds the region read-only from before the seal and tries every way to write it after. */
 static int reader_main(void *arg) {
-        struct steps *p = arg;
+        const struct test_steps *p = arg;
         mfb_client *c = NULL;
         mfb_region *r = NULL, *rw = NULL;
         char proc[64];
@@ -131,11 +121,11 @@ static int reader_main(void *arg) {
 }
 
 START_TEST(seal_stops_every_writer) {
-        int up[2], down[2], fd;
-        struct steps p;
+        int fd;
+        struct test_steps st;
         mfb_client *c = NULL;
         mfb_region *r = NULL;
-        mfb_region_stat st;
+        mfb_region_stat info;
         char *mem;
         pid_t pid;
 
@@ -144,16 +134,14 @@ START_TEST(seal_stops_every_writer) {
         ck_assert_int_eq(mfb_region_map(r, (void **) &mem), 0);
         memcpy(mem, "final", 5);
 
-        ck_assert_int_eq(pipe2(up, O_CLOEXEC), 0);
-        ck_assert_int_eq(pipe2(down, O_CLOEXEC), 0);
-        p = (struct steps) { .to_parent = up[1], .from_parent = down[0] };
-        pid = test_fork(reader_main, &p);
-        ck_assert_int_eq(test_pipe_wait(up[0]), 0);
+        test_steps_open(&st);
+        pid = test_fork(reader_main, &st);
+        ck_assert_int_eq(test_pipe_wait(st.from_child), 0);
 
         ck_assert_int_eq(mfb_region_seal(r), 0);
-        ck_assert_int_eq(mfb_region_stat_get(r, &st), 0);
-        ck_assert(st.seals & F_SEAL_WRITE);
-        ck_assert_int_eq(test_pipe_signal(down[1]), 0);
+        ck_assert_int_eq(mfb_region_stat_get(r, &info), 0);
+        ck_assert(info.seals & F_SEAL_WRITE);
+        ck_assert_int_eq(test_pipe_signal(st.to_child), 0);
 
         /* The creator is bound as well: no writable mapping, no writes, no resizing. */
         fd = mfb_region_fd(r);
@@ -171,8 +159,7 @@ START_TEST(seal_stops_every_writer) {
         test_child_succeeded(pid);
         mfb_region_free(r);
         mfb_client_free(c);
-        mfb_close_fds(up, 2);
-        mfb_close_fds(down, 2);
+        test_steps_close(&st);
 }
 END_TEST
 
@@ -195,7 +182,7 @@ END_TEST
 
 /* A process that keeps a writable mapping blocks the seal until it lets go. */
 static int writer_main(void *arg) {
-        struct steps *p = arg;
+        const struct test_steps *p = arg;
         mfb_client *c = NULL;
         mfb_region *r = NULL;
         void *mem;
@@ -212,32 +199,28 @@ static int writer_main(void *arg) {
 }
 
 START_TEST(seal_refused_while_another_writer_maps) {
-        int up[2], down[2];
-        struct steps p;
+        struct test_steps st;
         mfb_client *c = NULL;
         mfb_region *r = NULL;
         pid_t pid;
 
         ck_assert_int_eq(mfb_client_connect(test_broker.socket_path, &c), 0);
         ck_assert_int_eq(mfb_region_create(c, "busy", 4096, &r), 0);
-        ck_assert_int_eq(pipe2(up, O_CLOEXEC), 0);
-        ck_assert_int_eq(pipe2(down, O_CLOEXEC), 0);
-        p = (struct steps) { .to_parent = up[1], .from_parent = down[0] };
-        pid = test_fork(writer_main, &p);
-        ck_assert_int_eq(test_pipe_wait(up[0]), 0);
+        test_steps_open(&st);
+        pid = test_fork(writer_main, &st);
+        ck_assert_int_eq(test_pipe_wait(st.from_child), 0);
 
         ck_assert_int_eq(mfb_region_seal(r), -EBUSY);
         ck_assert_msg(strlen(mfb_client_error_message(c)) > 0, "EBUSY comes with an explanation");
 
-        ck_assert_int_eq(test_pipe_signal(down[1]), 0);
-        ck_assert_int_eq(test_pipe_wait(up[0]), 0);
+        ck_assert_int_eq(test_pipe_signal(st.to_child), 0);
+        ck_assert_int_eq(test_pipe_wait(st.from_child), 0);
         ck_assert_int_eq(mfb_region_seal(r), 0);
 
         test_child_succeeded(pid);
         mfb_region_free(r);
         mfb_client_free(c);
-        mfb_close_fds(up, 2);
-        mfb_close_fds(down, 2);
+        test_steps_close(&st);
 }
 END_TEST
 
@@ -245,7 +228,7 @@ END_TEST
 
 /* Creates anonymous regions, maps them, says so and waits to be killed. */
 static int holder_main(void *arg) {
-        struct steps *p = arg;
+        const struct test_steps *p = arg;
         mfb_client *c = NULL;
         mfb_region *r;
         void *mem;
@@ -263,14 +246,13 @@ static int holder_main(void *arg) {
 
 START_TEST(killed_client_releases_its_regions) {
         unsigned baseline = test_broker_fd_count(&test_broker);
-        int up[2], status;
-        struct steps p;
+        int status;
+        struct test_steps st;
         pid_t pid;
 
-        ck_assert_int_eq(pipe2(up, O_CLOEXEC), 0);
-        p = (struct steps) { .to_parent = up[1], .from_parent = -1 };
-        pid = test_fork(holder_main, &p);
-        ck_assert_int_eq(test_pipe_wait(up[0]), 0);
+        test_steps_open(&st);
+        pid = test_fork(holder_main, &st);
+        ck_assert_int_eq(test_pipe_wait(st.from_child), 0);
         /* One fd per region and one for the connection. */
         ck_assert_uint_eq(test_broker_fd_count(&test_broker), baseline + HELD_REGIONS + 1);
 
@@ -279,7 +261,7 @@ START_TEST(killed_client_releases_its_regions) {
         ck_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
         ck_assert_msg(test_broker_wait_fd_count(&test_broker, baseline),
                       "broker still has %u fds, baseline %u", test_broker_fd_count(&test_broker), baseline);
-        mfb_close_fds(up, 2);
+        test_steps_close(&st);
 }
 END_TEST
 

@@ -1,0 +1,90 @@
+/* SPDX-License-Identifier: MIT */
+#include <linux/sockios.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "codec.h"
+#include "fdpass.h"
+#include "raw.h"
+
+int raw_connect_hello(const struct test_broker *b) {
+        struct mfb_wire_hello_request hello = { .version_min = MFB_WIRE_VERSION, .version_max = MFB_WIRE_VERSION };
+        int fd = test_raw_connect(b);
+
+        ck_assert_int_ge(fd, 0);
+        ck_assert_int_eq(raw_request(fd, MFB_OP_HELLO, &hello, sizeof(hello), NULL, 0), 0);
+        return fd;
+}
+
+void raw_send(int fd, uint16_t opcode, const void *body, size_t len, const int *fds, size_t nfds) {
+        static union {
+                struct mfb_wire_header h;
+                uint8_t bytes[MFB_WIRE_RECORD_MAX];
+        } rec;
+
+        ck_assert_uint_le(sizeof(rec.h) + len, sizeof(rec));
+        mfb_wire_header_init(&rec.h, opcode, RAW_COOKIE, 0, 0, sizeof(rec.h) + len);
+        memcpy(rec.bytes + sizeof(rec.h), body, len);
+        ck_assert_int_eq(mfb_record_send(fd, &rec, sizeof(rec.h) + len, fds, nfds, 0), 0);
+}
+
+ssize_t raw_recv(int fd, void *buf, size_t size, int *ret_fd) {
+        int fds[MFB_FDS_RECV_MAX];
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        size_t nfds = 0;
+        ssize_t n;
+
+        ck_assert_int_eq(poll(&p, 1, TEST_TIMEOUT_MS), 1);
+        n = mfb_record_recv(fd, buf, size, fds, &nfds, MSG_DONTWAIT);
+        ck_assert_int_ge(n, 0);
+        if (ret_fd) {
+                *ret_fd = nfds > 0 ? fds[0] : -1;
+                if (nfds > 0)
+                        mfb_close_fds(fds + 1, nfds - 1);
+        } else
+                mfb_close_fds(fds, nfds);
+        return n;
+}
+
+int32_t raw_reply(int fd, uint16_t opcode, void *body, size_t body_size, int *ret_fd) {
+        static uint8_t rec[MFB_WIRE_RECORD_MAX];
+        struct mfb_wire_header h;
+        int got_fd = -1;
+        ssize_t n;
+
+        n = raw_recv(fd, rec, sizeof(rec), &got_fd);
+        ck_assert_int_gt(n, 0);
+        ck_assert_int_eq(mfb_wire_reply_check(rec, n, got_fd >= 0 ? 1 : 0, &h), 0);
+        ck_assert_uint_eq(h.opcode, opcode | MFB_WIRE_REPLY);
+        ck_assert_uint_eq(h.cookie, RAW_COOKIE);
+        if (body)
+                memcpy(body, rec + sizeof(h),
+                       (size_t) n - sizeof(h) < body_size ? (size_t) n - sizeof(h) : body_size);
+        if (ret_fd)
+                *ret_fd = got_fd;
+        else if (got_fd >= 0)
+                close(got_fd);
+        return h.status;
+}
+
+int32_t raw_request(int fd, uint16_t opcode, const void *body, size_t len, const int *fds, size_t nfds) {
+        raw_send(fd, opcode, body, len, fds, nfds);
+        return raw_reply(fd, opcode, NULL, 0, NULL);
+}
+
+void raw_wait_consumed(int fd) {
+        struct timespec pause = { .tv_nsec = 1000 * 1000 };
+        int queued;
+
+        for (int waited_ms = 0;; waited_ms++) {
+                ck_assert_int_eq(ioctl(fd, SIOCOUTQ, &queued), 0);
+                if (queued == 0)
+                        return;
+                ck_assert_msg(waited_ms < TEST_TIMEOUT_MS, "the broker did not read the request");
+                nanosleep(&pause, NULL);
+        }
+}

@@ -1,0 +1,48 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/*
+ * Speaking the protocol by hand, for tests that need what the library will
+ * not do: malformed records, pipelining, waiting on the broker's progress.
+ * Every function fails the current Check test on error. Requests carry the
+ * cookie RAW_COOKIE.
+ */
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "harness.h"
+#include "wire.h"
+
+#define RAW_COOKIE 0x1234U
+
+/* A connection to b that has done HELLO. */
+int raw_connect_hello(const struct test_broker *b);
+
+/* Sends a request of opcode with body (len bytes) and nfds borrowed fds attached. */
+void raw_send(int fd, uint16_t opcode, const void *body, size_t len, const int *fds, size_t nfds);
+
+/*
+ * Waits for the next record; returns its length, 0 if the broker closed the
+ * connection. The fds that came with it are closed, but for the first one
+ * when ret_fd is not NULL: that one is the caller's (-1 if none came).
+ */
+ssize_t raw_recv(int fd, void *buf, size_t size, int *ret_fd);
+
+/*
+ * Receives the reply to a request of opcode, checks it (codec, opcode,
+ * cookie) and returns its status. The reply's body, if body is not NULL,
+ * is copied there (body_size bytes at most); its fd as in raw_recv().
+ */
+int32_t raw_reply(int fd, uint16_t opcode, void *body, size_t body_size, int *ret_fd);
+
+/* raw_send() and raw_reply(), closing any fd the reply carries. */
+int32_t raw_request(int fd, uint16_t opcode, const void *body, size_t len, const int *fds, size_t nfds);
+
+/*
+ * Waits until the broker has read everything sent on fd (SIOCOUTQ is 0):
+ * since it handles a request as it reads it, the request has then been
+ * handled, or is pending as a WAIT.
+ */
+void raw_wait_consumed(int fd);

@@ -1,0 +1,192 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * WAIT: consumers that ask for a region before it is published get it once
+ * it is sealed; timeouts, removal and vanished waiters. Waiters speak the
+ * protocol by hand so that the test knows when the broker has their WAIT.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "codec.h"
+#include "harness.h"
+#include "macro.h"
+#include "memfd-broker.h"
+#include "raw.h"
+#include "suites.h"
+
+#define WAITERS 100
+
+static mfb_client *connect_or_fail(void) {
+        mfb_client *c = NULL;
+
+        ck_assert_int_eq(mfb_client_connect(test_broker.socket_path, &c), 0);
+        return c;
+}
+
+/* Sends WAIT for name and returns once the broker holds it pending. */
+static void send_wait(int fd, const char *name, uint64_t timeout_ns) {
+        struct mfb_wire_wait_request req = { .timeout_ns = timeout_ns, .access = MFB_ACCESS_READ };
+
+        ck_assert_int_eq(mfb_wire_name_set(&req.name, name), 0);
+        raw_send(fd, MFB_OP_WAIT, &req, sizeof(req), NULL, 0);
+        raw_wait_consumed(fd);
+}
+
+/* Publishes a sealed region name holding text, and returns it. */
+static mfb_region *publish(mfb_client *c, const char *name, const char *text) {
+        mfb_region *r = NULL;
+        char *mem;
+
+        ck_assert_int_eq(mfb_region_create_with(c, name, 4096, 0644, 0, &r), 0);
+        ck_assert_int_eq(mfb_region_map(r, (void **) &mem), 0);
+        strcpy(mem, text);
+        ck_assert_int_eq(mfb_region_seal(r), 0);
+        return r;
+}
+
+/* Receives a WAIT's region reply and checks that its fd shows text. */
+static void assert_woken_with(int fd, const char *text) {
+        struct mfb_wire_region_reply reply;
+        const char *mem;
+        int region_fd;
+
+        ck_assert_int_eq(raw_reply(fd, MFB_OP_WAIT, &reply, sizeof(reply), &region_fd), 0);
+        ck_assert_int_ge(region_fd, 0);
+        ck_assert_uint_eq(reply.access, MFB_ACCESS_READ);
+        ck_assert(reply.info.seals & F_SEAL_WRITE);
+        ck_assert_int_eq(fcntl(region_fd, F_GETFL) & O_ACCMODE, O_RDONLY);
+        mem = mmap(NULL, 4096, PROT_READ, MAP_SHARED, region_fd, 0);
+        ck_assert(mem != MAP_FAILED);
+        ck_assert_str_eq(mem, text);
+        munmap((void *) mem, 4096);
+        close(region_fd);
+}
+
+START_TEST(a_waiter_gets_the_region_once_it_is_sealed) {
+        mfb_client *producer = connect_or_fail();
+        mfb_region *r = NULL;
+        char *mem;
+        int waiter = raw_connect_hello(&test_broker);
+
+        send_wait(waiter, "frame", MFB_WAIT_FOREVER);
+
+        /* Existing but unsealed is not enough. */
+        ck_assert_int_eq(mfb_region_create_with(producer, "frame", 4096, 0644, 0, &r), 0);
+        ck_assert_int_eq(mfb_region_map(r, (void **) &mem), 0);
+        strcpy(mem, "frame 1");
+        ck_assert_int_eq(poll(&(struct pollfd) { .fd = waiter, .events = POLLIN }, 1, 0), 0);
+        ck_assert_int_eq(mfb_region_seal(r), 0);
+        assert_woken_with(waiter, "frame 1");
+
+        mfb_region_free(r);
+        mfb_client_free(producer);
+        close(waiter);
+}
+END_TEST
+
+START_TEST(every_one_of_many_waiters_is_woken) {
+        mfb_client *producer = connect_or_fail();
+        mfb_region *r;
+        int waiters[WAITERS];
+
+        for (int i = 0; i < WAITERS; i++) {
+                waiters[i] = raw_connect_hello(&test_broker);
+                send_wait(waiters[i], "popular", MFB_WAIT_FOREVER);
+        }
+        r = publish(producer, "popular", "for all");
+        for (int i = 0; i < WAITERS; i++) {
+                assert_woken_with(waiters[i], "for all");
+                close(waiters[i]);
+        }
+        mfb_region_free(r);
+        mfb_client_free(producer);
+}
+END_TEST
+
+START_TEST(the_library_waits_and_times_out) {
+        mfb_client *c = connect_or_fail();
+        mfb_region *r = NULL, *got = NULL;
+        const char *mem;
+
+        ck_assert_int_eq(mfb_region_wait(c, "absent", 0, &got), -ETIMEDOUT);
+        ck_assert_int_eq(mfb_region_wait(c, "absent", 50, &got), -ETIMEDOUT);
+        ck_assert_str_ne(mfb_client_error_message(c), "");
+
+        /* Already published: no waiting at all. */
+        r = publish(c, "ready", "at once");
+        ck_assert_int_eq(mfb_region_wait(c, "ready", -1, &got), 0);
+        ck_assert_int_eq(mfb_region_access(got), O_RDONLY);
+        ck_assert_int_eq(mfb_region_map(got, (void **) &mem), 0);
+        ck_assert_str_eq(mem, "at once");
+        mfb_region_free(got);
+        mfb_region_free(r);
+        mfb_client_free(c);
+}
+END_TEST
+
+START_TEST(remove_wakes_waiters_with_an_error) {
+        mfb_client *c = connect_or_fail();
+        mfb_region *r = NULL;
+        int waiter = raw_connect_hello(&test_broker);
+
+        ck_assert_int_eq(mfb_region_create(c, "doomed", 4096, &r), 0);
+        send_wait(waiter, "doomed", MFB_WAIT_FOREVER);
+        ck_assert_int_eq(mfb_remove(c, "doomed"), 0);
+        ck_assert_int_eq(raw_reply(waiter, MFB_OP_WAIT, NULL, 0, NULL), -EIDRM);
+
+        mfb_region_free(r);
+        mfb_client_free(c);
+        close(waiter);
+}
+END_TEST
+
+START_TEST(a_vanished_waiter_is_forgotten) {
+        unsigned baseline = test_broker_fd_count(&test_broker);
+        mfb_client *c;
+        mfb_region *r;
+        int waiter = raw_connect_hello(&test_broker);
+
+        send_wait(waiter, "later", MFB_WAIT_FOREVER);
+        close(waiter);
+        ck_assert(test_broker_wait_fd_count(&test_broker, baseline));
+
+        c = connect_or_fail();
+        r = publish(c, "later", "nobody waits");
+        mfb_region_free(r);
+        ck_assert_int_eq(mfb_remove(c, "later"), 0);
+        mfb_client_free(c);
+        ck_assert(test_broker_wait_fd_count(&test_broker, baseline));
+}
+END_TEST
+
+START_TEST(a_waiter_times_out) {
+        int waiter = raw_connect_hello(&test_broker);
+
+        send_wait(waiter, "never", 20 * 1000 * 1000);
+        ck_assert_int_eq(raw_reply(waiter, MFB_OP_WAIT, NULL, 0, NULL), -ETIMEDOUT);
+        /* The connection serves requests again. */
+        send_wait(waiter, "never", 0);
+        ck_assert_int_eq(raw_reply(waiter, MFB_OP_WAIT, NULL, 0, NULL), -ETIMEDOUT);
+        close(waiter);
+}
+END_TEST
+
+Suite *wait_suite(void) {
+        Suite *s = suite_create("wait");
+        TCase *tc = tcase_create("wait");
+
+        tcase_set_timeout(tc, 60);
+        tcase_add_checked_fixture(tc, test_broker_setup, test_broker_teardown);
+        tcase_add_test(tc, a_waiter_gets_the_region_once_it_is_sealed);
+        tcase_add_test(tc, every_one_of_many_waiters_is_woken);
+        tcase_add_test(tc, the_library_waits_and_times_out);
+        tcase_add_test(tc, remove_wakes_waiters_with_an_error);
+        tcase_add_test(tc, a_vanished_waiter_is_forgotten);
+        tcase_add_test(tc, a_waiter_times_out);
+        suite_add_tcase(s, tc);
+        return s;
+}
