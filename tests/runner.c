@@ -42,8 +42,6 @@ int main(void) {
         srunner_add_suite(sr, sharing_suite());
         srunner_add_suite(sr, lifetime_suite());
         srunner_add_suite(sr, bad_input_suite());
-        srunner_add_suite(sr, access_suite());
-        srunner_add_suite(sr, wait_suite());
         srunner_run_all(sr, CK_NORMAL);
         failed = srunner_ntests_failed(sr);
         srunner_free(sr);
