@@ -20,9 +20,11 @@
 #define ERRNO_MAX 4095
 
 /* The largest request body of this protocol version: a request record fits on the stack. */
-#define REQUEST_BODY_MAX sizeof(struct mfb_wire_create_request)
+#define REQUEST_BODY_MAX sizeof(struct mfb_wire_set_request)
+_Static_assert(sizeof(struct mfb_wire_create_request) <= REQUEST_BODY_MAX, "request buffer");
 _Static_assert(sizeof(struct mfb_wire_open_request) <= REQUEST_BODY_MAX, "request buffer");
 _Static_assert(sizeof(struct mfb_wire_lookup_request) <= REQUEST_BODY_MAX, "request buffer");
+_Static_assert(sizeof(struct mfb_wire_wait_request) <= REQUEST_BODY_MAX, "request buffer");
 
 #define SUN_PATH_SIZE sizeof(((struct sockaddr_un *) NULL)->sun_path)
 

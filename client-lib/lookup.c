@@ -14,6 +14,12 @@
 _Static_assert(MFB_NAME_MAX == MFB_WIRE_NAME_MAX, "public and wire name limits agree");
 _Static_assert(sizeof(((mfb_region_stat *) NULL)->name) == sizeof(struct mfb_wire_name), "name copies whole");
 
+/* The wire's state bits that mean something to callers, as MFB_REGION_* bits; newer ones are dropped. */
+static uint32_t state_from_wire(uint32_t state) {
+        return (state & MFB_STATE_REMOVED ? MFB_REGION_REMOVED : 0) |
+               (state & MFB_STATE_HUGETLB ? MFB_REGION_HUGETLB : 0);
+}
+
 static struct timespec timespec_from_ns(uint64_t ns) {
         return (struct timespec) {
                 .tv_sec = (time_t) (ns / NSEC_PER_SEC),
@@ -50,7 +56,7 @@ int region_info_convert(const struct mfb_wire_region_info *info, mfb_region_stat
                 .last_pid = (pid_t) info->last_pid,
                 .nattch = info->nattch,
                 .seals = info->seals,
-                .state = info->state,
+                .state = state_from_wire(info->state),
                 .create_time = timespec_from_ns(info->create_time),
                 .attach_time = timespec_from_ns(info->attach_time),
                 .detach_time = timespec_from_ns(info->detach_time),
@@ -135,6 +141,46 @@ _public_ int mfb_remove_handle(mfb_client *c, uint64_t handle) {
 
         client_error_clear(c);
         return lookup_remove(c, NULL, handle);
+}
+
+/* SET of the region called name: the fields given, the others left out of the request and unchanged. */
+static int lookup_set(mfb_client *c, const char *name, uint32_t fields, mode_t mode, uid_t uid, gid_t gid) {
+        struct mfb_wire_set_request request = {
+                .fields = fields,
+                .mode = fields & MFB_SET_MODE ? (uint32_t) mode : 0,
+                .uid = fields & MFB_SET_UID ? (uint32_t) uid : 0,
+                .gid = fields & MFB_SET_GID ? (uint32_t) gid : 0,
+        };
+        struct client_reply reply;
+        int r;
+
+        assert(c);
+        assert(name);
+        assert(fields != 0);
+
+        r = mfb_wire_name_set(&request.name, name);
+        if (r < 0)
+                return r;
+        return client_call(c, MFB_OP_SET, &request, sizeof(request), &reply);
+}
+
+_public_ int mfb_chmod(mfb_client *c, const char *name, mode_t mode) {
+        if (!c || !name || !*name || (mode & ~(mode_t) 0777))
+                return -EINVAL;
+
+        client_error_clear(c);
+        return lookup_set(c, name, MFB_SET_MODE, mode, 0, 0);
+}
+
+_public_ int mfb_chown(mfb_client *c, const char *name, uid_t uid, gid_t gid) {
+        uint32_t fields = (uid != (uid_t) -1 ? MFB_SET_UID : 0) | (gid != (gid_t) -1 ? MFB_SET_GID : 0);
+
+        /* Nothing to change is no request: the broker refuses an empty set of fields. */
+        if (!c || !name || !*name || fields == 0)
+                return -EINVAL;
+
+        client_error_clear(c);
+        return lookup_set(c, name, fields, 0, uid, gid);
 }
 
 /*

@@ -4,7 +4,7 @@
 /*
  * What the broker says about regions: checking and converting its region
  * info, and the requests that address a region by name or handle without
- * holding it (STAT, REMOVE, LIST). Internal.
+ * holding it (STAT, REMOVE, SET, LIST). Internal.
  */
 
 #include <stdint.h>

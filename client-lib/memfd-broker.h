@@ -39,6 +39,17 @@
 #include <sys/types.h>
 #include <time.h>
 
+/*
+ * Seal bits newer than some C libraries (glibc 2.36 lacks these two), for
+ * testing mfb_region_stat.seals; they are kernel ABI.
+ */
+#ifndef F_SEAL_FUTURE_WRITE
+#define F_SEAL_FUTURE_WRITE 0x0010
+#endif
+#ifndef F_SEAL_EXEC
+#define F_SEAL_EXEC 0x0020
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -142,14 +153,16 @@ int mfb_region_create(mfb_client *c, const char *name, uint64_t size, mfb_region
 /*
  * As mfb_region_create(), with permission bits mode (0 for 0600; only 0777
  * bits) and MFB_CREATE_* flags. MFB_CREATE_RESERVE makes running out of
- * memory an error here (-ENOSPC or -ENOMEM, the region released again)
- * instead of a SIGBUS at first touch; the pages are allocated by this
- * process, so they are charged to its memory cgroup, as touching them would.
+ * memory an error here (-ENOSPC or -ENOMEM, the region released again and,
+ * if named, its name removed) instead of a SIGBUS at first touch; the pages
+ * are allocated by this process with fallocate(), so they are charged to its
+ * memory cgroup, as touching them would. Ownership as in mfb_region_create().
  * Errors: those of mfb_region_create(); -EINVAL also for unknown flags or
  * mode bits, or a hugetlb size that is not a multiple of the huge page size;
  * -ENOMEM for MFB_CREATE_HUGETLB when the system has too few huge pages
  * reserved (vm.nr_hugepages); -EOPNOTSUPP when the broker's kernel has no
- * hugetlb memfds.
+ * hugetlb memfds; for MFB_CREATE_RESERVE, what fallocate() failed with
+ * (-ENOSPC, -ENOMEM; -EPERM if a peer sealed the region in between).
  */
 int mfb_region_create_with(mfb_client *c, const char *name, uint64_t size, mode_t mode, unsigned flags,
                            mfb_region **ret);
@@ -222,33 +235,56 @@ int mfb_region_remove(mfb_region *r);
  * Seals the region against writes through any fd or mapping made from now
  * on (F_SEAL_FUTURE_WRITE), while this region's existing writable mapping
  * keeps working: for a producer that goes on writing while every later open
- * is read-only. The region must be open O_RDWR. Errors: -EINVAL (NULL),
- * -EPERM (opened read-only), -EOPNOTSUPP (the broker's kernel lacks
- * F_SEAL_FUTURE_WRITE).
+ * is read-only. Unlike mfb_region_seal() it leaves the mapping alone, so
+ * mfb_region_map() goes on returning the same writable address; a region not
+ * mapped yet can only be mapped read-only afterwards. The region must be
+ * open O_RDWR. Sealing a region that has this seal succeeds; a later
+ * mfb_region_seal() may still add F_SEAL_WRITE. Waiters of
+ * mfb_region_wait() see the region as published. Errors: -EINVAL (NULL),
+ * -EPERM (opened read-only, or a holder added F_SEAL_SEAL to the memfd
+ * itself), -EOPNOTSUPP (the broker's kernel lacks F_SEAL_FUTURE_WRITE).
  */
 int mfb_region_seal_future_write(mfb_region *r);
 
 /*
  * Waits until a region named name exists and is sealed (F_SEAL_WRITE or
  * F_SEAL_FUTURE_WRITE), then opens it read-only, like Plasma's Get. A
- * timeout_ms of 0 does not wait, -1 waits without limit. On success *ret is
- * a new region owned by the caller; name is borrowed. The client can do
- * nothing else while it waits. Errors: -EINVAL, -ENAMETOOLONG, -ETIMEDOUT,
- * -EIDRM (the region was removed while waited for), -EACCES (its mode does
- * not allow reading).
+ * timeout_ms of 0 does not wait, -1 waits without limit (as does one beyond
+ * 584 years); the broker keeps the time, and the call blocks until it
+ * answers: signals do not end the wait, so use a timeout to stay responsive.
+ * The region must be sealed through the broker (mfb_region_seal(),
+ * mfb_region_seal_future_write()) to end a pending wait. On success *ret is
+ * a new region owned by the caller, as from mfb_region_open(); name is
+ * borrowed; *ret is untouched on failure. The client can do nothing else
+ * while it waits. Errors: -EINVAL (c, name or ret NULL, a bad name,
+ * timeout_ms below -1), -ENAMETOOLONG, -ETIMEDOUT (no sealed region of that
+ * name, or none the caller may read, within the timeout), -EIDRM (the region
+ * was removed while waited for), -EACCES (the sealed region's mode does not
+ * allow reading), -ENOSPC (the broker's limit on references one connection
+ * holds).
  */
 int mfb_region_wait(mfb_client *c, const char *name, int64_t timeout_ms, mfb_region **ret);
 
 /*
- * Changes a region's permission bits (the IPC_SET of memfd-broker). Only
- * its owner, its creator or root may. Errors: -EINVAL (bad arguments or
- * mode bits outside 0777), -ENOENT, -EPERM (not owner, creator or root).
+ * Changes the permission bits of the region called name (the IPC_SET of
+ * memfd-broker); name is borrowed. Only its owner, its creator or root may.
+ * Unlike at creation, mode 0 means no bits: only root may then open or stat
+ * the region, while its owner and creator may still change it. Later opens
+ * see the new mode;
+ * fds already handed out keep their access. Errors: -EINVAL (c or name NULL,
+ * a bad name, mode bits outside 0777), -ENAMETOOLONG, -ENOENT (no region of
+ * that name), -EPERM (not owner, creator or root).
  */
 int mfb_chmod(mfb_client *c, const char *name, mode_t mode);
 
 /*
- * Changes a region's owner uid and gid; (uid_t) -1 or (gid_t) -1 leaves one
- * unchanged. Only its owner, its creator or root may. Errors: as mfb_chmod().
+ * Changes the owner uid and gid of the region called name; (uid_t) -1 or
+ * (gid_t) -1 leaves one unchanged. name is borrowed. Only its owner, its
+ * creator or root may; the creator keeps that right after giving the
+ * region away. The region's size then counts against the new owner's
+ * per-uid limits. Errors: those of mfb_chmod(); -EINVAL also when both are
+ * -1; -EDQUOT (the new owner has no room for the region under the broker's
+ * per-uid limits; nothing changed).
  */
 int mfb_chown(mfb_client *c, const char *name, uid_t uid, gid_t gid);
 

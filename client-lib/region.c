@@ -13,6 +13,8 @@
 #include "lookup.h"
 #include "macro.h"
 
+#define NSEC_PER_MSEC UINT64_C(1000000)
+
 struct mfb_region {
         mfb_client *client;     /* counted in its n_regions, so it outlives mfb_client_free() */
         uint64_t handle;
@@ -106,18 +108,62 @@ static int region_request(mfb_client *c, uint16_t opcode, const void *request, s
         return 0;
 }
 
-_public_ int mfb_region_create(mfb_client *c, const char *name, uint64_t size, mfb_region **ret) {
-        struct mfb_wire_create_request request = { .size = size };
+/*
+ * Allocates every page of the region now (the broker never touches them),
+ * so that running out of memory shows here rather than as SIGBUS later.
+ */
+static int region_reserve(mfb_region *r) {
+        /* shmem and hugetlbfs give up on a signal; what they allocated so far stays, so go on. */
+        while (fallocate(r->fd, 0, 0, (off_t) r->size) < 0)
+                if (errno != EINTR)
+                        return negative_errno();
+        return 0;
+}
+
+_public_ int mfb_region_create_with(mfb_client *c, const char *name, uint64_t size, mode_t mode, unsigned flags,
+                                    mfb_region **ret) {
+        struct mfb_wire_create_request request = {
+                .size = size,
+                /* MFB_CREATE_RESERVE is the library's own work; the broker knows only HUGETLB. */
+                .flags = flags & MFB_CREATE_HUGETLB,
+                .mode = (uint32_t) mode,
+        };
+        mfb_region *region;
         int r;
 
-        if (!c || (name && !*name) || size == 0 || !ret)
+        if (!c || (name && !*name) || size == 0 || (mode & ~(mode_t) 0777) ||
+            (flags & ~(MFB_CREATE_HUGETLB | MFB_CREATE_RESERVE)) || !ret)
                 return -EINVAL;
+        /* fallocate() takes an off_t; no broker makes regions that large anyway. */
+        if ((flags & MFB_CREATE_RESERVE) && size > INT64_MAX)
+                return -EFBIG;
 
         client_error_clear(c);
         r = mfb_wire_name_set(&request.name, name);
         if (r < 0)
                 return r;
-        return region_request(c, MFB_OP_CREATE, &request, sizeof(request), O_RDWR, size, ret);
+        r = region_request(c, MFB_OP_CREATE, &request, sizeof(request), O_RDWR, size, &region);
+        if (r < 0)
+                return r;
+
+        if (flags & MFB_CREATE_RESERVE) {
+                r = region_reserve(region);
+                if (r < 0) {
+                        /* A failed create leaves nothing behind: not even a name, which would block a retry. */
+                        if (name)
+                                (void) lookup_remove(c, NULL, region->handle);
+                        mfb_region_free(region);
+                        client_error_clear(c);
+                        return r;
+                }
+        }
+
+        *ret = region;
+        return 0;
+}
+
+_public_ int mfb_region_create(mfb_client *c, const char *name, uint64_t size, mfb_region **ret) {
+        return mfb_region_create_with(c, name, size, 0, 0, ret);
 }
 
 static int region_open(mfb_client *c, const char *name, uint64_t handle, int access, mfb_region **ret) {
@@ -243,6 +289,48 @@ _public_ int mfb_region_seal(mfb_region *r) {
                 .seals = F_SEAL_WRITE,
         };
         return client_call(r->client, MFB_OP_SEAL, &request, sizeof(request), &reply);
+}
+
+_public_ int mfb_region_seal_future_write(mfb_region *r) {
+        struct mfb_wire_seal_request request;
+        struct client_reply reply;
+
+        if (!r)
+                return -EINVAL;
+
+        client_error_clear(r->client);
+        if (r->access != O_RDWR)
+                return -EPERM;
+
+        /* Our writable mapping stays: the kernel lets existing ones write on under this seal. */
+        request = (struct mfb_wire_seal_request) {
+                .handle = r->handle,
+                .seals = F_SEAL_FUTURE_WRITE,
+        };
+        return client_call(r->client, MFB_OP_SEAL, &request, sizeof(request), &reply);
+}
+
+_public_ int mfb_region_wait(mfb_client *c, const char *name, int64_t timeout_ms, mfb_region **ret) {
+        struct mfb_wire_wait_request request = { .access = MFB_ACCESS_READ };
+        int r;
+
+        if (!c || !name || !*name || timeout_ms < -1 || !ret)
+                return -EINVAL;
+
+        if (timeout_ms < 0)
+                request.timeout_ns = MFB_WAIT_FOREVER;
+        else if ((uint64_t) timeout_ms >= MFB_WAIT_FOREVER / NSEC_PER_MSEC)
+                /* Beyond 584 years: no different from waiting without limit. */
+                request.timeout_ns = MFB_WAIT_FOREVER;
+        else
+                request.timeout_ns = (uint64_t) timeout_ms * NSEC_PER_MSEC;
+
+        client_error_clear(c);
+        r = mfb_wire_name_set(&request.name, name);
+        if (r < 0)
+                return r;
+        /* Blocks in recvmsg() until the broker answers: the timeout is the broker's to keep. */
+        return region_request(c, MFB_OP_WAIT, &request, sizeof(request), O_RDONLY, 0, ret);
 }
 
 _public_ int mfb_region_remove(mfb_region *r) {

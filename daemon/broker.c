@@ -12,7 +12,9 @@
 #include "listener.h"
 #include "log.h"
 #include "macro.h"
+#include "quota.h"
 #include "region.h"
+#include "wait.h"
 #include "wire.h"
 
 static const int handled_signals[] = { SIGTERM, SIGINT, SIGHUP };
@@ -51,6 +53,23 @@ static void broker_freep(struct broker **b) {
         broker_free(*b);
 }
 
+/*
+ * An event base that reports a peer closing its end (EV_CLOSED) on a
+ * socket that is not being read: a connection with a pending WAIT is not
+ * read, yet must not outlive its client.
+ */
+static struct event_base *event_base_new_early_close(void) {
+        struct event_config *cfg = event_config_new();
+        struct event_base *base;
+
+        if (!cfg)
+                return NULL;
+        base = event_config_require_features(cfg, EV_FEATURE_EARLY_CLOSE) == 0 ? event_base_new_with_config(cfg)
+                                                                                 : NULL;
+        event_config_free(cfg);
+        return base;
+}
+
 int broker_new(const struct config *config, struct broker **ret) {
         _cleanup_(broker_freep) struct broker *b = NULL;
         int listen_fd, r;
@@ -61,9 +80,12 @@ int broker_new(const struct config *config, struct broker **ret) {
         b->config = config;
 
         event_set_log_callback(log_libevent);
-        b->base = event_base_new();
+        b->base = event_base_new_early_close();
+        if (!b->base)
+                return log_error_errno(ENOTSUP, "Failed to set up an event loop that notices closed connections "
+                                       "(EV_FEATURE_EARLY_CLOSE, epoll): %m");
         b->record = malloc(MFB_WIRE_RECORD_MAX);
-        if (!b->base || !b->record)
+        if (!b->record)
                 return log_error_errno(ENOMEM, "Failed to start: %m");
 
         for (size_t i = 0; i < ELEMENTSOF(handled_signals); i++) {
@@ -73,9 +95,19 @@ int broker_new(const struct config *config, struct broker **ret) {
                                                sigabbrev_np(handled_signals[i]));
         }
 
-        r = region_table_new(config->max_region_size, config->max_regions, &b->regions);
+        r = quota_new(&(struct quota_limits) {
+                        .regions = config->max_regions_per_uid,
+                        .bytes = config->max_bytes_per_uid,
+                        .connections = config->max_connections_per_uid,
+                }, &b->quota);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the accounting per uid: %m");
+        r = region_table_new(config->max_region_size, config->max_regions, b->quota, &b->regions);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the region table: %m");
+        r = wait_table_new(b->base, &b->waits);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the table of waiters: %m");
 
         r = activation_listen_fd(&listen_fd);
         if (r < 0)
@@ -106,11 +138,13 @@ struct broker *broker_free(struct broker *b) {
         if (!b)
                 return NULL;
 
-        /* Connections first: they release their references to regions. */
+        /* Connections first: they release their references to regions and forget their WAITs. */
         while (b->connections)
                 connection_free(b->connections);
         listener_free(b->listener);
+        wait_table_free(b->waits);
         region_table_free(b->regions);
+        quota_free(b->quota);
         for (size_t i = 0; i < ELEMENTSOF(b->signal_events); i++)
                 if (b->signal_events[i])
                         event_free(b->signal_events[i]);

@@ -2,8 +2,9 @@
 #pragma once
 
 /*
- * The broker: the event loop, the listening socket, every connection and
- * the region table, and the signals that stop it.
+ * The broker: the event loop, the listening socket, every connection, the
+ * region table, the per-uid accounting, the pending WAITs, and the signals
+ * that stop it.
  */
 
 #include <event2/event.h>
@@ -12,12 +13,16 @@
 
 struct connection;
 struct listener;
+struct quota;
 struct region_table;
+struct wait_table;
 
 struct broker {
         struct event_base *base;
         const struct config *config;
+        struct quota *quota;
         struct region_table *regions;
+        struct wait_table *waits;
         struct listener *listener;
         struct event *signal_events[3];
         struct connection *connections;         /* every open connection, newest first */

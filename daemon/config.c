@@ -7,12 +7,16 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "parse.h"
 
 void config_init(struct config *c) {
         *c = (struct config) {
                 .max_region_size = CONFIG_MAX_REGION_SIZE_DEFAULT,
                 .max_regions = CONFIG_MAX_REGIONS_DEFAULT,
                 .max_holds_per_connection = CONFIG_MAX_HOLDS_PER_CONNECTION_DEFAULT,
+                .max_regions_per_uid = CONFIG_MAX_REGIONS_PER_UID_DEFAULT,
+                .max_bytes_per_uid = CONFIG_MAX_BYTES_PER_UID_DEFAULT,
+                .max_connections_per_uid = CONFIG_MAX_CONNECTIONS_PER_UID_DEFAULT,
                 .log_level = LOG_INFO,
         };
 }
@@ -48,47 +52,6 @@ int config_set_default_socket_path(struct config *c) {
                 return 0;
         }
         return config_set_socket_path(c, CONFIG_SOCKET_PATH_SYSTEM);
-}
-
-/* Decimal digits only: strtoull() would also take spaces, signs and "0x". */
-static int parse_decimal(const char *s, char **ret_end, uint64_t *ret) {
-        unsigned long long v;
-        char *end;
-
-        if (*s < '0' || *s > '9')
-                return -EINVAL;
-        errno = 0;
-        v = strtoull(s, &end, 10);
-        if (errno == ERANGE)
-                return -ERANGE;
-        *ret_end = end;
-        *ret = v;
-        return 0;
-}
-
-int config_parse_size(const char *s, uint64_t *ret) {
-        static const char suffixes[] = "KMGT";
-        unsigned shift = 0;
-        uint64_t v;
-        char *end;
-        int r;
-
-        r = parse_decimal(s, &end, &v);
-        if (r < 0)
-                return r;
-        if (*end != '\0') {
-                const char *p = strchr(suffixes, *end);
-
-                if (!p || end[1] != '\0')
-                        return -EINVAL;
-                shift = 10 * (unsigned) (p - suffixes + 1);
-        }
-        if (v == 0)
-                return -EINVAL;
-        if (v > (uint64_t) INT64_MAX >> shift)
-                return -ERANGE;
-        *ret = v << shift;
-        return 0;
 }
 
 int config_parse_count(const char *s, uint32_t *ret) {

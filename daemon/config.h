@@ -8,6 +8,9 @@
 #define CONFIG_MAX_REGION_SIZE_DEFAULT          (UINT64_C(64) << 30)
 #define CONFIG_MAX_REGIONS_DEFAULT              262144U
 #define CONFIG_MAX_HOLDS_PER_CONNECTION_DEFAULT 65536U
+#define CONFIG_MAX_REGIONS_PER_UID_DEFAULT      65536U
+#define CONFIG_MAX_BYTES_PER_UID_DEFAULT        (UINT64_C(256) << 30)
+#define CONFIG_MAX_CONNECTIONS_PER_UID_DEFAULT  1024U
 #define CONFIG_SOCKET_NAME                      "memfd-broker.sock"
 #define CONFIG_SOCKET_PATH_SYSTEM               "/run/" CONFIG_SOCKET_NAME
 
@@ -16,6 +19,9 @@ struct config {
         uint64_t max_region_size;
         uint32_t max_regions;
         uint32_t max_holds_per_connection;
+        uint32_t max_regions_per_uid;           /* root is exempt from the per-uid limits */
+        uint64_t max_bytes_per_uid;
+        uint32_t max_connections_per_uid;
         int log_level;
 };
 
@@ -34,13 +40,6 @@ int config_set_socket_path(struct config *c, const char *path);
  * XDG_RUNTIME_DIR set, else /run/memfd-broker.sock. Returns 0 or -ENOMEM.
  */
 int config_set_default_socket_path(struct config *c);
-
-/*
- * Parses a byte count: decimal digits with an optional K, M, G or T suffix
- * (powers of 1024). Returns 0 and sets *ret, or -EINVAL for a malformed or
- * zero value, -ERANGE for one above INT64_MAX (the largest file size).
- */
-int config_parse_size(const char *s, uint64_t *ret);
 
 /* Parses a decimal count from 1 to UINT32_MAX. Returns 0, -EINVAL or -ERANGE. */
 int config_parse_count(const char *s, uint32_t *ret);

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -13,12 +14,17 @@
 #include "hashmap.h"
 #include "log.h"
 #include "macro.h"
+#include "quota.h"
 #include "region.h"
 #include "request.h"
+#include "wait.h"
 #include "wire.h"
 
 /* Records read per wakeup at most, so that a busy client cannot starve the others. */
 #define RECORDS_PER_WAKEUP 32U
+
+/* Unread records discarded at most before a connection that was told why is closed. */
+#define RECORDS_DISCARDED_MAX 1024U
 
 struct reply {
         struct reply *next;
@@ -33,30 +39,30 @@ static struct reply *reply_free(struct reply *q) {
         return NULL;
 }
 
-static void reading_set(struct connection *c, bool on) {
+void connection_update_reading(struct connection *c) {
+        bool on = !c->waiter && !c->closing && c->n_queued < MFB_WIRE_REQUESTS_IN_FLIGHT_MAX;
+
         if (c->reading == on)
                 return;
-        if (on)
+        if (on) {
+                event_del(c->close_event);
                 event_add(c->read_event, NULL);
-        else
+        } else {
                 event_del(c->read_event);
+                event_add(c->close_event, NULL);
+        }
         c->reading = on;
 }
 
+/* Queues a reply with fd (owned, -1 for none), which is closed on failure too. */
 static int queue_push(struct connection *c, const void *record, size_t len, int fd) {
-        _cleanup_(closep) int copy = -1;
+        _cleanup_(closep) int owned = fd;
         struct reply *q;
 
-        /* The borrowed fd may be closed before the socket has room (a region freed by a pipelined RELEASE). */
-        if (fd >= 0) {
-                copy = fcntl(fd, F_DUPFD_CLOEXEC, 3);
-                if (copy < 0)
-                        return negative_errno();
-        }
         q = malloc(sizeof(*q) + len);
         if (!q)
                 return -ENOMEM;
-        *q = (struct reply) { .fd = TAKE_FD(copy), .len = len };
+        *q = (struct reply) { .fd = TAKE_FD(owned), .len = len };
         memcpy(q->record, record, len);
 
         if (c->queue_tail)
@@ -67,8 +73,7 @@ static int queue_push(struct connection *c, const void *record, size_t len, int 
         }
         c->queue_tail = q;
         c->n_queued++;
-        if (c->n_queued >= MFB_WIRE_REQUESTS_IN_FLIGHT_MAX)
-                reading_set(c, false);
+        connection_update_reading(c);
         return 0;
 }
 
@@ -77,14 +82,37 @@ static int send_record(struct connection *c, const void *record, size_t len, int
 }
 
 int connection_reply(struct connection *c, const void *record, size_t len, int fd) {
-        int r;
+        int copy = -1, r;
 
         if (!c->queue_head) {
                 r = send_record(c, record, len, fd);
                 if (r != -EAGAIN)
                         return r;
         }
-        return queue_push(c, record, len, fd);
+        /* The borrowed fd may be closed before the socket has room (a region freed by a pipelined RELEASE). */
+        if (fd >= 0) {
+                copy = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+                if (copy < 0)
+                        return negative_errno();
+        }
+        return queue_push(c, record, len, copy);
+}
+
+int connection_reply_consume_fd(struct connection *c, const void *record, size_t len, int fd) {
+        _cleanup_(closep) int owned = fd;
+        int r;
+
+        if (!c->queue_head) {
+                r = send_record(c, record, len, owned);
+                if (r != -EAGAIN)
+                        return r;
+        }
+        return queue_push(c, record, len, TAKE_FD(owned));
+}
+
+void connection_close_when_sent(struct connection *c) {
+        c->closing = true;
+        connection_update_reading(c);
 }
 
 /* Sends queued replies until the socket is full. Returns 0, or -errno when the connection is broken. */
@@ -106,12 +134,33 @@ static int queue_flush(struct connection *c) {
         }
         if (!c->queue_head)
                 event_del(c->write_event);
-        reading_set(c, c->n_queued < MFB_WIRE_REQUESTS_IN_FLIGHT_MAX);
+        connection_update_reading(c);
         return 0;
 }
 
-static void drop(struct connection *c, int error) {
-        log_debug_errno(error, "Dropping the connection of pid %d uid %u: %m", (int) c->creds.pid, c->creds.uid);
+void connection_drop(struct connection *c, int error) {
+        log_debug_errno(error, "Dropping the connection of pid %d uid %u: %m", (int) c->peer.creds.pid,
+                        c->peer.creds.uid);
+        connection_free(c);
+}
+
+/*
+ * Frees a closing connection whose replies are sent. What the client sent
+ * after its last answered request is read and discarded first: closing a
+ * socket with unread data makes the kernel report ECONNRESET to the peer
+ * before the reply it has yet to read.
+ */
+static void close_answered(struct connection *c) {
+        int fds[MFB_FDS_RECV_MAX];
+        size_t nfds;
+
+        for (unsigned i = 0; i < RECORDS_DISCARDED_MAX; i++) {
+                if (mfb_record_recv(c->fd, c->broker->record, MFB_WIRE_RECORD_MAX, fds, &nfds, MSG_DONTWAIT) <= 0)
+                        break;
+                mfb_close_fds(fds, nfds);
+        }
+        log_debug("Closing the connection of pid %d uid %u, which was told why", (int) c->peer.creds.pid,
+                  c->peer.creds.uid);
         connection_free(c);
 }
 
@@ -121,7 +170,18 @@ static void on_writable(evutil_socket_t fd, short what, void *userdata) {
 
         r = queue_flush(c);
         if (r < 0)
-                drop(c, r);
+                connection_drop(c, r);
+        else if (c->closing && !c->queue_head)
+                close_answered(c);
+}
+
+/* The peer closed (or shut down its sending side) while the connection was not read. */
+static void on_closed(evutil_socket_t fd, short what, void *userdata) {
+        struct connection *c = userdata;
+
+        log_debug("Connection of pid %d uid %u closed%s", (int) c->peer.creds.pid, c->peer.creds.uid,
+                  c->waiter ? " while its WAIT was pending" : "");
+        connection_free(c);
 }
 
 /*
@@ -151,21 +211,36 @@ static void on_readable(evutil_socket_t fd, short what, void *userdata) {
                 int r = read_one(c);
 
                 if (r == -EAGAIN)
-                        return;
+                        break;
                 if (r == 0) {
-                        log_debug("Connection of pid %d uid %u closed", (int) c->creds.pid, c->creds.uid);
+                        log_debug("Connection of pid %d uid %u closed", (int) c->peer.creds.pid, c->peer.creds.uid);
                         connection_free(c);
                         return;
                 }
                 if (r < 0) {
-                        drop(c, r);
+                        connection_drop(c, r);
                         return;
                 }
         }
+        if (c->closing && !c->queue_head)
+                close_answered(c);
+}
+
+/* Counts c against its uid's connection limit. Returns 0, or -EDQUOT to close it at once. */
+static int count_connection(struct connection *c) {
+        int r;
+
+        r = quota_add_connection(c->broker->quota, c->peer.creds.uid);
+        if (r == -EDQUOT)
+                return log_debug_errno(r, "Closing a connection of uid %u at once: it has too many refused "
+                                       "connections waiting already", c->peer.creds.uid);
+        if (r < 0)
+                return log_error_errno(r, "Failed to count the connection of pid %d: %m", (int) c->peer.creds.pid);
+        c->quota = r > 0 ? CONNECTION_REFUSED : CONNECTION_COUNTED;
+        return 0;
 }
 
 int connection_new(struct broker *b, int fd) {
-        socklen_t len = sizeof(struct ucred);
         struct connection *c;
         int r;
 
@@ -182,8 +257,9 @@ int connection_new(struct broker *b, int fd) {
         b->connections = c;
 
         /* The peer's identity as of connect(), before it can do anything else. */
-        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c->creds, &len) < 0) {
-                r = log_error_errno(errno, "Failed to read the credentials of a new connection: %m");
+        r = peer_get(fd, &c->peer);
+        if (r < 0) {
+                log_error_errno(r, "Failed to read the credentials of a new connection: %m");
                 connection_free(c);
                 return r;
         }
@@ -191,18 +267,26 @@ int connection_new(struct broker *b, int fd) {
         r = hashmap_new(&hashmap_u64_ops, &c->holds);
         if (r >= 0) {
                 c->read_event = event_new(b->base, fd, EV_READ | EV_PERSIST, on_readable, c);
+                c->close_event = event_new(b->base, fd, EV_CLOSED | EV_PERSIST, on_closed, c);
                 c->write_event = event_new(b->base, fd, EV_WRITE | EV_PERSIST, on_writable, c);
-                if (!c->read_event || !c->write_event)
+                if (!c->read_event || !c->close_event || !c->write_event)
                         r = -ENOMEM;
         }
         if (r < 0) {
-                log_error_errno(r, "Failed to set up the connection of pid %d: %m", (int) c->creds.pid);
+                log_error_errno(r, "Failed to set up the connection of pid %d: %m", (int) c->peer.creds.pid);
                 connection_free(c);
                 return r;
         }
-        reading_set(c, true);
+        r = count_connection(c);
+        if (r < 0) {
+                connection_free(c);
+                return r;
+        }
+        connection_update_reading(c);
 
-        log_debug("New connection of pid %d uid %u gid %u", (int) c->creds.pid, c->creds.uid, c->creds.gid);
+        log_debug("New connection of pid %d uid %u gid %u, %zu supplementary groups%s", (int) c->peer.creds.pid,
+                  c->peer.creds.uid, c->peer.creds.gid, c->peer.n_groups,
+                  c->quota == CONNECTION_REFUSED ? ", over the connection limit" : "");
         return 0;
 }
 
@@ -214,7 +298,7 @@ static void release_all(struct connection *c) {
                 struct hold *h = v;
 
                 h->region->detach_time = now;
-                h->region->last_pid = c->creds.pid;
+                h->region->last_pid = c->peer.creds.pid;
                 region_drop_holder(c->broker->regions, h->region);
                 free(h);
         }
@@ -231,6 +315,7 @@ struct connection *connection_free(struct connection *c) {
         if (c->next)
                 c->next->prev = c->prev;
 
+        wait_forget(c);
         if (c->holds) {
                 release_all(c);
                 hashmap_free(c->holds);
@@ -243,8 +328,13 @@ struct connection *connection_free(struct connection *c) {
         }
         if (c->read_event)
                 event_free(c->read_event);
+        if (c->close_event)
+                event_free(c->close_event);
         if (c->write_event)
                 event_free(c->write_event);
+        if (c->quota != CONNECTION_UNCOUNTED)
+                quota_remove_connection(c->broker->quota, c->peer.creds.uid, c->quota == CONNECTION_REFUSED);
+        peer_done(&c->peer);
         safe_close(c->fd);
         free(c);
         return NULL;
@@ -285,7 +375,7 @@ int connection_release(struct connection *c, uint64_t handle) {
                 return -ENOENT;
         r = h->region;
         r->detach_time = region_now();
-        r->last_pid = c->creds.pid;
+        r->last_pid = c->peer.creds.pid;
 
         /* Keeping a read-write reference longer only lets this client SEAL, which takes rights away. */
         if (h->writable == h->count)

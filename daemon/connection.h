@@ -7,20 +7,31 @@
  *
  * Replies go out in request order. One is sent at once when nothing is
  * queued; otherwise it waits in the queue, and EV_WRITE is armed only
- * while the queue is not empty. While MFB_WIRE_REQUESTS_IN_FLIGHT_MAX
- * replies are queued the connection is not read, so a client that does
- * not read its replies stalls only itself.
+ * while the queue is not empty. The connection is not read while
+ * MFB_WIRE_REQUESTS_IN_FLIGHT_MAX replies are queued, so a client that
+ * does not read its replies stalls only itself; nor while its WAIT is
+ * pending, so that replies stay in request order. While it is not read,
+ * the peer closing its end is still noticed (EV_CLOSED).
  */
 
 #include <stdbool.h>
 #include <stdint.h>
-#include <sys/socket.h>
+
+#include "access.h"
 
 struct broker;
 struct event;
 struct hashmap;
 struct region;
 struct reply;
+struct waiter;
+
+/* How the connection counts against its uid's connection limit. */
+enum connection_quota {
+        CONNECTION_UNCOUNTED,   /* not yet */
+        CONNECTION_COUNTED,     /* within the limit */
+        CONNECTION_REFUSED,     /* over it: its first request is refused, then it is closed */
+};
 
 /* The references one connection holds to one region. */
 struct hold {
@@ -34,11 +45,15 @@ struct connection {
         struct broker *broker;
         struct connection *prev, *next;         /* in broker->connections */
         int fd;
-        struct ucred creds;                     /* SO_PEERCRED, taken at accept */
+        struct peer peer;                       /* taken at accept */
         struct event *read_event;               /* added while reading */
+        struct event *close_event;              /* added while not reading, to notice the peer leave */
         struct event *write_event;              /* added while replies are queued */
         bool reading;
         bool hello_done;
+        bool closing;                           /* freed once its queued replies are sent */
+        enum connection_quota quota;
+        struct waiter *waiter;                  /* its pending WAIT, owned; NULL when none */
         struct reply *queue_head, *queue_tail;
         uint32_t n_queued;
         struct hashmap *holds;                  /* handle → struct hold */
@@ -60,6 +75,9 @@ int connection_new(struct broker *b, int fd);
  */
 struct connection *connection_free(struct connection *c);
 
+/* Logs why c is dropped, at debug level (it concerns that client only), and frees it. */
+void connection_drop(struct connection *c, int error);
+
 /*
  * Sends a reply record of len bytes with fd attached (-1 for none). fd is
  * borrowed: it is sent at once, or the connection queues a duplicate of it
@@ -67,6 +85,25 @@ struct connection *connection_free(struct connection *c);
  * broken and must be freed.
  */
 int connection_reply(struct connection *c, const void *record, size_t len, int fd);
+
+/*
+ * As connection_reply(), but takes fd (not -1), which is closed once sent,
+ * or at once on failure: no duplicate is needed, so running out of file
+ * descriptors cannot make the reply fail.
+ */
+int connection_reply_consume_fd(struct connection *c, const void *record, size_t len, int fd);
+
+/*
+ * Reads c again if nothing stops it (a pending WAIT, a full queue, the
+ * connection closing), or stops: call it when one of those changed.
+ */
+void connection_update_reading(struct connection *c);
+
+/*
+ * Stops reading c, which is freed once its queued replies are sent. Only
+ * for the handler of one of c's requests: c is freed after it returns.
+ */
+void connection_close_when_sent(struct connection *c);
 
 /* The hold on handle, or NULL when the connection holds no reference to it. */
 struct hold *connection_get_hold(struct connection *c, uint64_t handle);

@@ -11,6 +11,7 @@
 
 #include "broker.h"
 #include "config.h"
+#include "parse.h"
 #include "log.h"
 
 static void help(void) {
@@ -25,11 +26,17 @@ static void help(void) {
                "                                (default %" PRIu64 "G)\n"
                "  --max-regions N               most regions alive at once (default %u)\n"
                "  --max-holds-per-connection N  most region references one connection holds (default %u)\n"
+               "  --max-regions-per-uid N       most regions one uid owns (default %u)\n"
+               "  --max-bytes-per-uid BYTES     most bytes in the regions one uid owns, with an optional\n"
+               "                                K, M, G or T suffix (default %" PRIu64 "G)\n"
+               "  --max-connections-per-uid N   most connections one uid has open (default %u)\n"
+               "                                (root is exempt from the limits per uid)\n"
                "  --log-level LEVEL             err, warning, notice, info or debug (default info)\n"
                "  --help                        show this help\n"
                "  --version                     show the version\n",
                program_invocation_short_name, CONFIG_MAX_REGION_SIZE_DEFAULT >> 30, CONFIG_MAX_REGIONS_DEFAULT,
-               CONFIG_MAX_HOLDS_PER_CONNECTION_DEFAULT);
+               CONFIG_MAX_HOLDS_PER_CONNECTION_DEFAULT, CONFIG_MAX_REGIONS_PER_UID_DEFAULT,
+               CONFIG_MAX_BYTES_PER_UID_DEFAULT >> 30, CONFIG_MAX_CONNECTIONS_PER_UID_DEFAULT);
 }
 
 /* Returns 1 to run, 0 to exit successfully (--help, --version), or -errno after logging why. */
@@ -39,6 +46,9 @@ static int parse_args(int argc, char *argv[], struct config *c) {
                 ARG_MAX_REGION_SIZE,
                 ARG_MAX_REGIONS,
                 ARG_MAX_HOLDS_PER_CONNECTION,
+                ARG_MAX_REGIONS_PER_UID,
+                ARG_MAX_BYTES_PER_UID,
+                ARG_MAX_CONNECTIONS_PER_UID,
                 ARG_LOG_LEVEL,
                 ARG_VERSION,
         };
@@ -47,6 +57,9 @@ static int parse_args(int argc, char *argv[], struct config *c) {
                 { "max-region-size", required_argument, NULL, ARG_MAX_REGION_SIZE },
                 { "max-regions", required_argument, NULL, ARG_MAX_REGIONS },
                 { "max-holds-per-connection", required_argument, NULL, ARG_MAX_HOLDS_PER_CONNECTION },
+                { "max-regions-per-uid", required_argument, NULL, ARG_MAX_REGIONS_PER_UID },
+                { "max-bytes-per-uid", required_argument, NULL, ARG_MAX_BYTES_PER_UID },
+                { "max-connections-per-uid", required_argument, NULL, ARG_MAX_CONNECTIONS_PER_UID },
                 { "log-level", required_argument, NULL, ARG_LOG_LEVEL },
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, ARG_VERSION },
@@ -67,7 +80,7 @@ static int parse_args(int argc, char *argv[], struct config *c) {
                                 return log_error_errno(r, "Failed to set the socket path: %m");
                         break;
                 case ARG_MAX_REGION_SIZE:
-                        r = config_parse_size(optarg, &c->max_region_size);
+                        r = parse_size(optarg, &c->max_region_size);
                         if (r < 0)
                                 return log_error_errno(r, "Invalid --max-region-size '%s' (%m): expected 1 to 2^63-1 "
                                                        "bytes, such as 4096, 64K or 16G", optarg);
@@ -82,6 +95,24 @@ static int parse_args(int argc, char *argv[], struct config *c) {
                         r = config_parse_count(optarg, &c->max_holds_per_connection);
                         if (r < 0)
                                 return log_error_errno(r, "Invalid --max-holds-per-connection '%s' (%m): "
+                                                       "expected 1 to %u", optarg, UINT32_MAX);
+                        break;
+                case ARG_MAX_REGIONS_PER_UID:
+                        r = config_parse_count(optarg, &c->max_regions_per_uid);
+                        if (r < 0)
+                                return log_error_errno(r, "Invalid --max-regions-per-uid '%s' (%m): expected 1 to %u",
+                                                       optarg, UINT32_MAX);
+                        break;
+                case ARG_MAX_BYTES_PER_UID:
+                        r = parse_size(optarg, &c->max_bytes_per_uid);
+                        if (r < 0)
+                                return log_error_errno(r, "Invalid --max-bytes-per-uid '%s' (%m): expected 1 to "
+                                                       "2^63-1 bytes, such as 4096, 64K or 16G", optarg);
+                        break;
+                case ARG_MAX_CONNECTIONS_PER_UID:
+                        r = config_parse_count(optarg, &c->max_connections_per_uid);
+                        if (r < 0)
+                                return log_error_errno(r, "Invalid --max-connections-per-uid '%s' (%m): "
                                                        "expected 1 to %u", optarg, UINT32_MAX);
                         break;
                 case ARG_LOG_LEVEL:

@@ -12,8 +12,10 @@
 #include <unistd.h>
 
 #include "hashmap.h"
+#include "hugetlb.h"
 #include "log.h"
 #include "macro.h"
+#include "quota.h"
 #include "region.h"
 
 /* Debian 12's headers predate it; it is part of the kernel ABI since Linux 6.3. */
@@ -51,8 +53,10 @@ struct region_table {
         uint64_t last_handle;
         uint64_t max_region_size;
         uint32_t max_regions;
+        struct quota *quota;            /* borrowed */
         unsigned memfd_flags;
         bool future_write_seal;
+        uint64_t hugetlb_page_size;     /* 0: no hugetlb memfds */
 };
 
 /* Running out of fds is a load condition, worth a warning; other failures are errors. */
@@ -65,6 +69,32 @@ uint64_t region_now(void) {
 
         clock_gettime(CLOCK_REALTIME, &ts);
         return (uint64_t) ts.tv_sec * UINT64_C(1000000000) + (uint64_t) ts.tv_nsec;
+}
+
+/*
+ * Whether hugetlb memfds can be made, and of what page size. Whether any
+ * huge pages are free is asked at each CREATE: the administrator may
+ * reserve some at any time.
+ */
+static void probe_hugetlb(struct region_table *t) {
+        _cleanup_(closep) int fd = -1;
+        uint64_t size;
+        int r;
+
+        fd = memfd_create("mfb:probe", t->memfd_flags | MFD_HUGETLB);
+        if (fd < 0) {
+                /* EINVAL: no hugetlbfs, or no huge page size at all. Anything else is unexpected but not fatal. */
+                if (errno != EINVAL)
+                        log_warning_errno(errno, "Failed to probe for hugetlb memfds, offering none: %m");
+                return;
+        }
+        r = hugetlb_page_size(&size);
+        if (r < 0) {
+                log_warning_errno(r, "Failed to read the huge page size from /proc/meminfo, offering no hugetlb "
+                                  "memfds: %m");
+                return;
+        }
+        t->hugetlb_page_size = size;
 }
 
 /* What this kernel supports, found out once so that HELLO can report it. */
@@ -81,12 +111,15 @@ static int probe_kernel(struct region_table *t) {
                 return negative_errno();
 
         t->future_write_seal = fcntl(fd, F_ADD_SEALS, F_SEAL_FUTURE_WRITE) == 0;
-        log_debug("Kernel support: MFD_NOEXEC_SEAL %s, F_SEAL_FUTURE_WRITE %s",
-                  t->memfd_flags & MFD_NOEXEC_SEAL ? "yes" : "no", t->future_write_seal ? "yes" : "no");
+        probe_hugetlb(t);
+        log_debug("Kernel support: MFD_NOEXEC_SEAL %s, F_SEAL_FUTURE_WRITE %s, MFD_HUGETLB %s",
+                  t->memfd_flags & MFD_NOEXEC_SEAL ? "yes" : "no", t->future_write_seal ? "yes" : "no",
+                  t->hugetlb_page_size > 0 ? "yes" : "no");
         return 0;
 }
 
-int region_table_new(uint64_t max_region_size, uint32_t max_regions, struct region_table **ret) {
+int region_table_new(uint64_t max_region_size, uint32_t max_regions, struct quota *quota,
+                     struct region_table **ret) {
         struct region_table *t;
         int r;
 
@@ -95,6 +128,7 @@ int region_table_new(uint64_t max_region_size, uint32_t max_regions, struct regi
                 return -ENOMEM;
         t->max_region_size = max_region_size;
         t->max_regions = max_regions;
+        t->quota = quota;
 
         r = hashmap_new(&hashmap_u64_ops, &t->by_handle);
         if (r >= 0)
@@ -138,7 +172,12 @@ uint32_t region_table_max_regions(const struct region_table *t) {
 
 uint64_t region_table_capabilities(const struct region_table *t) {
         return (t->future_write_seal ? MFB_CAP_SEAL_FUTURE_WRITE : 0) |
-               (t->memfd_flags & MFD_NOEXEC_SEAL ? MFB_CAP_NOEXEC_SEAL : 0);
+               (t->memfd_flags & MFD_NOEXEC_SEAL ? MFB_CAP_NOEXEC_SEAL : 0) |
+               (t->hugetlb_page_size > 0 ? MFB_CAP_HUGETLB : 0);
+}
+
+uint64_t region_table_hugetlb_page_size(const struct region_table *t) {
+        return t->hugetlb_page_size;
 }
 
 /* The first live slot at or after i, or n_slots. */
@@ -217,6 +256,7 @@ static void region_destroy(struct region_table *t, struct region *r) {
                 hashmap_remove(t->by_name, r->name);
         hashmap_remove(t->by_handle, &r->handle);
         order_remove(t, r);
+        quota_remove_region(t->quota, r->uid, r->size);
         region_free_unlinked(r);
 }
 
@@ -226,13 +266,13 @@ static void region_destroy_if_unused(struct region_table *t, struct region *r) {
 }
 
 /* The memfd of a new region, sized and sealed against resizing; the caller owns it. */
-static int region_memfd_new(const struct region_table *t, uint64_t size, const char *name) {
+static int region_memfd_new(const struct region_table *t, uint64_t size, const char *name, bool hugetlb) {
         _cleanup_(closep) int fd = -1;
         char debug_name[MEMFD_NAME_MAX + 1];
 
         /* The name shows in /proc/PID/fd and in the client's /proc/PID/maps. */
         snprintf(debug_name, sizeof(debug_name), "mfb:%s", name ?: "anon");
-        fd = memfd_create(debug_name, t->memfd_flags);
+        fd = memfd_create(debug_name, t->memfd_flags | (hugetlb ? MFD_HUGETLB : 0));
         if (fd < 0)
                 return log_full_errno(errno_is_fd_shortage(errno) ? LOG_WARNING : LOG_ERR, errno,
                                       "Failed to create a memfd: %m");
@@ -255,7 +295,13 @@ static int region_memfd_new(const struct region_table *t, uint64_t size, const c
         return TAKE_FD(fd);
 }
 
-int region_create(struct region_table *t, uint64_t size, const char *name, mode_t mode,
+/* Frees a region that was never linked into the table, and its quota charge. */
+static void region_free_uncharge(struct region_table *t, struct region *r) {
+        quota_remove_region(t->quota, r->uid, r->size);
+        region_free_unlinked(r);
+}
+
+int region_create(struct region_table *t, uint64_t size, const char *name, mode_t mode, bool hugetlb,
                   const struct ucred *creds, struct region **ret) {
         struct region *r;
         int fd, k;
@@ -268,14 +314,20 @@ int region_create(struct region_table *t, uint64_t size, const char *name, mode_
                 return -EEXIST;
         if (hashmap_size(t->by_handle) >= t->max_regions)
                 return -ENOSPC;
+        k = quota_add_region(t->quota, creds->uid, size);
+        if (k < 0)
+                return k;
 
-        fd = region_memfd_new(t, size, name);
-        if (fd < 0)
+        fd = region_memfd_new(t, size, name, hugetlb);
+        if (fd < 0) {
+                quota_remove_region(t->quota, creds->uid, size);
                 return fd;
+        }
 
         r = calloc(1, sizeof(*r));
         if (!r) {
                 safe_close(fd);
+                quota_remove_region(t->quota, creds->uid, size);
                 return -ENOMEM;
         }
         *r = (struct region) {
@@ -289,6 +341,7 @@ int region_create(struct region_table *t, uint64_t size, const char *name, mode_
                 .mode = mode,
                 .creator_pid = creds->pid,
                 .last_pid = creds->pid,
+                .hugetlb = hugetlb,
                 .create_time = region_now(),
         };
         r->change_time = r->create_time;
@@ -296,14 +349,14 @@ int region_create(struct region_table *t, uint64_t size, const char *name, mode_
         if (name) {
                 r->name = strdup(name);
                 if (!r->name) {
-                        region_free_unlinked(r);
+                        region_free_uncharge(t, r);
                         return -ENOMEM;
                 }
         }
 
         k = hashmap_put(t->by_handle, &r->handle, r);
         if (k < 0) {
-                region_free_unlinked(r);
+                region_free_uncharge(t, r);
                 return k;
         }
         k = name ? hashmap_put(t->by_name, r->name, r) : 0;
@@ -313,7 +366,7 @@ int region_create(struct region_table *t, uint64_t size, const char *name, mode_
                 if (name)
                         hashmap_remove(t->by_name, r->name);
                 hashmap_remove(t->by_handle, &r->handle);
-                region_free_unlinked(r);
+                region_free_uncharge(t, r);
                 return k;
         }
 
@@ -371,21 +424,39 @@ int region_get_seals(const struct region *r) {
         return seals < 0 ? negative_errno() : seals;
 }
 
-int region_seal_write(struct region *r) {
+int region_seal(struct region *r, int seal) {
         int seals = region_get_seals(r);
 
+        assert(seal == F_SEAL_WRITE || seal == F_SEAL_FUTURE_WRITE);
         if (seals < 0)
                 return log_error_errno(seals, "Failed to read the seals of region %" PRIu64 ": %m", r->handle);
-        if (seals & F_SEAL_WRITE)
+        if (seals & seal)
                 return 0;
         /* A holder of the read-write fd may have added F_SEAL_SEAL itself. */
         if (seals & F_SEAL_SEAL)
                 return -EPERM;
-        if (fcntl(r->fd, F_ADD_SEALS, F_SEAL_WRITE) < 0) {
+        /* Only F_SEAL_WRITE waits for writable mappings to go; F_SEAL_FUTURE_WRITE lets them be. */
+        if (fcntl(r->fd, F_ADD_SEALS, seal) < 0) {
                 if (errno == EBUSY)
                         return -EBUSY;
                 return log_error_errno(errno, "Failed to seal region %" PRIu64 ": %m", r->handle);
         }
+        return 0;
+}
+
+bool region_is_sealed(const struct region *r) {
+        int seals = region_get_seals(r);
+
+        return seals >= 0 && (seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE));
+}
+
+int region_set_owner(struct region_table *t, struct region *r, uid_t uid) {
+        int k;
+
+        k = quota_move_region(t->quota, r->uid, uid, r->size);
+        if (k < 0)
+                return k;
+        r->uid = uid;
         return 0;
 }
 
@@ -404,7 +475,7 @@ void region_info(const struct region *r, struct mfb_wire_region_info *ret) {
                 .last_pid = (uint32_t) r->last_pid,
                 .nattch = r->nattch,
                 .seals = seals < 0 ? 0 : (uint32_t) seals,
-                .state = r->removed ? MFB_STATE_REMOVED : 0,
+                .state = (r->removed ? MFB_STATE_REMOVED : 0) | (r->hugetlb ? MFB_STATE_HUGETLB : 0),
                 .create_time = r->create_time,
                 .attach_time = r->attach_time,
                 .detach_time = r->detach_time,

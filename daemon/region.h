@@ -34,6 +34,7 @@ struct region {
         pid_t last_pid;
         uint32_t nattch;        /* connections holding it */
         bool removed;
+        bool hugetlb;           /* backed by huge pages */
         uint64_t create_time;   /* CLOCK_REALTIME nanoseconds, 0 for never */
         uint64_t attach_time;
         uint64_t detach_time;
@@ -41,14 +42,17 @@ struct region {
         size_t slot;            /* index in the table's handle order */
 };
 
+struct quota;
 struct region_table;
 
 /*
- * Creates an empty table with the broker's limits, and probes what the
- * kernel supports (MFD_NOEXEC_SEAL, F_SEAL_FUTURE_WRITE). Returns 0 or
- * -errno (-ENOMEM, or a failing memfd_create()).
+ * Creates an empty table with the broker's limits, which charges the
+ * regions' owners in quota (borrowed; it must outlive the table), and
+ * probes what the kernel supports (MFD_NOEXEC_SEAL, F_SEAL_FUTURE_WRITE,
+ * MFD_HUGETLB). Returns 0 or -errno (-ENOMEM, or a failing memfd_create()).
  */
-int region_table_new(uint64_t max_region_size, uint32_t max_regions, struct region_table **ret);
+int region_table_new(uint64_t max_region_size, uint32_t max_regions, struct quota *quota,
+                     struct region_table **ret);
 
 /* Closes every region's memfd and frees the table. Accepts NULL; returns NULL. */
 struct region_table *region_table_free(struct region_table *t);
@@ -59,18 +63,23 @@ uint32_t region_table_max_regions(const struct region_table *t);
 /* MFB_CAP_* bits for the HELLO reply. */
 uint64_t region_table_capabilities(const struct region_table *t);
 
+/* The size of the huge pages hugetlb regions are made of, or 0 when the kernel cannot make them. */
+uint64_t region_table_hugetlb_page_size(const struct region_table *t);
+
 /*
  * Creates a region of size bytes, named name (NULL for anonymous; borrowed,
- * copied), owned by creds, with permission bits mode. Its memfd is sealed
- * against shrinking and growing, and no page of it is touched. The region
- * starts with nattch 0: the caller adds its holder at once, or removes it
- * with region_remove() (which frees it) if that fails. Returns 0 and the
- * region (owned by the table), or -EINVAL (size 0), -EFBIG (size above the
- * limit), -EEXIST (name taken), -ENOSPC (region limit reached), -EMFILE or
- * -ENFILE (out of file descriptors), -ENOMEM, or another -errno of the
+ * copied), owned by creds and charged to its uid, with permission bits
+ * mode, backed by huge pages if hugetlb (the caller checked that the size
+ * suits them). Its memfd is sealed against shrinking and growing, and no
+ * page of it is touched. The region starts with nattch 0: the caller adds
+ * its holder at once, or removes it with region_remove() (which frees it)
+ * if that fails. Returns 0 and the region (owned by the table), or -EINVAL
+ * (size 0), -EFBIG (size above the limit), -EEXIST (name taken), -ENOSPC
+ * (region limit reached), -EDQUOT (the owner's quota is used up), -EMFILE
+ * or -ENFILE (out of file descriptors), -ENOMEM, or another -errno of the
  * kernel's.
  */
-int region_create(struct region_table *t, uint64_t size, const char *name, mode_t mode,
+int region_create(struct region_table *t, uint64_t size, const char *name, mode_t mode, bool hugetlb,
                   const struct ucred *creds, struct region **ret);
 
 /* The region with this handle, removed ones included, or NULL. */
@@ -109,11 +118,21 @@ int region_open_read_only(const struct region *r);
 int region_get_seals(const struct region *r);
 
 /*
- * Adds F_SEAL_WRITE (the seal already being there is success). Returns 0,
- * -EBUSY while a writable shared mapping of the region exists, -EPERM when
- * F_SEAL_SEAL forbids new seals, or another -errno.
+ * Adds seal, F_SEAL_WRITE or F_SEAL_FUTURE_WRITE (the seal already being
+ * there is success). Returns 0, -EBUSY for F_SEAL_WRITE while a writable
+ * shared mapping of the region exists, -EPERM when F_SEAL_SEAL forbids new
+ * seals, or another -errno.
  */
-int region_seal_write(struct region *r);
+int region_seal(struct region *r, int seal);
+
+/* Whether r is sealed against writes (F_SEAL_WRITE or F_SEAL_FUTURE_WRITE), seals read live. */
+bool region_is_sealed(const struct region *r);
+
+/*
+ * Makes uid the owner of r, moving the quota charge for it. Returns 0, or
+ * -EDQUOT when uid has no room for it, or -ENOMEM; r is unchanged then.
+ */
+int region_set_owner(struct region_table *t, struct region *r, uid_t uid);
 
 /* Fills the wire description of r, seals read live. */
 void region_info(const struct region *r, struct mfb_wire_region_info *ret);

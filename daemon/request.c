@@ -1,21 +1,27 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "access.h"
 #include "broker.h"
 #include "codec.h"
 #include "connection.h"
+#include "hugetlb.h"
 #include "log.h"
-#include "macro.h"
+#include "quota.h"
 #include "region.h"
+#include "reply.h"
 #include "request.h"
+#include "wait.h"
 #include "wire.h"
 
 #define MODE_DEFAULT 0600U
+
+/* What an error message calls a region: "region NAME", or "region HANDLE" when it has no name. */
+#define REGION_LABEL_MAX (sizeof("region ") + MFB_WIRE_NAME_MAX)
 
 /*
  * Every handler replies exactly once, an error reply included, and returns
@@ -23,82 +29,18 @@
  * Helpers that may reply early return 1 when the handler should go on.
  */
 
-/* Sends record (len bytes, header first) as the reply to request, filling in its header. */
-static int reply(struct connection *c, const struct mfb_wire_header *request, struct mfb_wire_header *record,
-                 size_t len, int fd) {
-        mfb_wire_header_init(record, request->opcode | MFB_WIRE_REPLY, request->cookie, 0, fd >= 0 ? 1 : 0,
-                             (uint32_t) len);
-        return connection_reply(c, record, len, fd);
-}
-
-static int reply_error(struct connection *c, const struct mfb_wire_header *request, int error,
-                       const char *format, ...) __attribute__((format(printf, 4, 5)));
-
-/* Replies with status error (a negative errno) and a message for a human, cut at MFB_WIRE_ERROR_MESSAGE_MAX bytes. */
-static int reply_error(struct connection *c, const struct mfb_wire_header *request, int error,
-                       const char *format, ...) {
-        struct {
-                struct mfb_wire_header header;
-                char message[MFB_WIRE_ERROR_MESSAGE_MAX + 1];
-        } rec;
-        size_t len;
-        va_list ap;
-        int n;
-
-        va_start(ap, format);
-        n = vsnprintf(rec.message, sizeof(rec.message), format, ap);
-        va_end(ap);
-        len = n < 0 ? 0 : (size_t) n < MFB_WIRE_ERROR_MESSAGE_MAX ? (size_t) n : MFB_WIRE_ERROR_MESSAGE_MAX;
-
-        log_debug_errno(error, "%s of pid %d uid %u refused: %.*s (%m)", mfb_wire_opcode_name(request->opcode),
-                        (int) c->creds.pid, c->creds.uid, (int) len, rec.message);
-        mfb_wire_header_init(&rec.header, request->opcode | MFB_WIRE_REPLY, request->cookie, error, 0,
-                             (uint32_t) (sizeof(rec.header) + len));
-        return connection_reply(c, &rec, sizeof(rec.header) + len, -1);
-}
-
-/* The errors of the kernel or of memory that PROTOCOL.md has no specific answer for. */
-static int reply_failure(struct connection *c, const struct mfb_wire_header *request, int error, const char *what) {
-        if (error == -EMFILE || error == -ENFILE)
-                return reply_error(c, request, -ENOSPC, "the broker is out of file descriptors");
-        if (error == -ENOMEM)
-                return reply_error(c, request, error, "the broker is out of memory");
-        return reply_error(c, request, error, "%s: %s", what, strerror(-error));
+static const char *region_label(const struct region *r, char buf[static REGION_LABEL_MAX]) {
+        if (r->name)
+                snprintf(buf, REGION_LABEL_MAX, "region %s", r->name);
+        else
+                snprintf(buf, REGION_LABEL_MAX, "region %" PRIu64, r->handle);
+        return buf;
 }
 
 static int reply_bad_name(struct connection *c, const struct mfb_wire_header *request) {
         return reply_error(c, request, -EBADMSG,
                            "bad name field: 1 to %u printable ASCII bytes without spaces, then zero bytes",
                            MFB_WIRE_NAME_MAX);
-}
-
-static int reply_info(struct connection *c, const struct mfb_wire_header *request, const struct region *r) {
-        struct {
-                struct mfb_wire_header header;
-                struct mfb_wire_region_info body;
-        } rec;
-
-        region_info(r, &rec.body);
-        return reply(c, request, &rec.header, sizeof(rec), -1);
-}
-
-/* fd is borrowed. */
-static int reply_region(struct connection *c, const struct mfb_wire_header *request, const struct region *r,
-                        uint32_t access, int fd) {
-        struct {
-                struct mfb_wire_header header;
-                struct mfb_wire_region_reply body;
-        } rec = {};
-
-        rec.body.access = access;
-        region_info(r, &rec.body.info);
-        return reply(c, request, &rec.header, sizeof(rec), fd);
-}
-
-static int reply_empty(struct connection *c, const struct mfb_wire_header *request) {
-        struct mfb_wire_header rec;
-
-        return reply(c, request, &rec, sizeof(rec), -1);
 }
 
 /*
@@ -129,14 +71,44 @@ static int lookup(struct connection *c, const struct mfb_wire_header *request, u
         return 1;
 }
 
-/* Returns 1 if the connection may hold one more reference, or replies with the error. */
-static int check_hold_limit(struct connection *c, const struct mfb_wire_header *request) {
-        uint32_t max = c->broker->config->max_holds_per_connection;
+/*
+ * Returns 1 if c may have access (MFB_ACCESS_*) to r, or replies -EACCES
+ * saying that it may not "VERB region NAME HOW".
+ */
+static int check_access(struct connection *c, const struct mfb_wire_header *request, const struct region *r,
+                        uint32_t access, const char *verb, const char *how) {
+        char label[REGION_LABEL_MAX];
 
-        if (c->n_references < max)
+        if (access_may(&c->peer, r, access))
                 return 1;
-        return reply_error(c, request, -ENOSPC, "this connection holds %" PRIu32 " references, the broker's limit",
-                           max);
+        return reply_error(c, request, -EACCES, "mode 0%03o does not let uid %u %s %s%s", (unsigned) r->mode,
+                           c->peer.creds.uid, verb, region_label(r, label), how);
+}
+
+/* Returns 1 if c owns r (may change or remove it), or replies -EPERM saying that it may not do what. */
+static int check_owner(struct connection *c, const struct mfb_wire_header *request, const struct region *r,
+                       const char *what) {
+        char label[REGION_LABEL_MAX];
+
+        if (access_owns(&c->peer, r))
+                return 1;
+        return reply_error(c, request, -EPERM, "only the owner (uid %u), the creator (uid %u) or root may %s %s",
+                           (unsigned) r->uid, (unsigned) r->creator_uid, what, region_label(r, label));
+}
+
+/* Replies -EDQUOT for uid's regions or bytes, whichever a region of size bytes more would exceed. */
+static int reply_region_quota(struct connection *c, const struct mfb_wire_header *request, uid_t uid,
+                              uint64_t size) {
+        const struct quota_limits *limits = quota_limits(c->broker->quota);
+        struct quota_usage usage;
+
+        quota_usage(c->broker->quota, uid, &usage);
+        if (usage.regions >= limits->regions)
+                return reply_error(c, request, -EDQUOT, "uid %u owns %" PRIu32 " regions, the broker's limit per uid",
+                                   (unsigned) uid, usage.regions);
+        return reply_error(c, request, -EDQUOT,
+                           "uid %u owns %" PRIu64 " bytes in regions; %" PRIu64 " more would pass the broker's "
+                           "limit of %" PRIu64 " per uid", (unsigned) uid, usage.bytes, size, limits->bytes);
 }
 
 static int handle_hello(struct connection *c, const struct mfb_wire_header *h, const void *body) {
@@ -167,30 +139,63 @@ static int handle_hello(struct connection *c, const struct mfb_wire_header *h, c
                 .requests_in_flight_max = MFB_WIRE_REQUESTS_IN_FLIGHT_MAX,
                 .list_entries_max = MFB_WIRE_LIST_ENTRIES_MAX,
         };
-        log_debug("HELLO of pid %d uid %u: version %u", (int) c->creds.pid, c->creds.uid, MFB_WIRE_VERSION);
-        return reply(c, h, &rec.header, sizeof(rec), -1);
+        log_debug("HELLO of pid %d uid %u: version %u", (int) c->peer.creds.pid, c->peer.creds.uid, MFB_WIRE_VERSION);
+        return reply_record(c, h, &rec.header, sizeof(rec), -1);
+}
+
+/*
+ * Returns 1 if a hugetlb region of size bytes can be made, or replies why
+ * not. Free huge pages are checked now, so that a shortage is an error
+ * here rather than a SIGBUS in whichever client touches the pages first;
+ * it is only a check, nothing is reserved.
+ */
+static int check_hugetlb(struct connection *c, const struct mfb_wire_header *h, uint64_t size) {
+        uint64_t page_size = region_table_hugetlb_page_size(c->broker->regions), free_bytes;
+        int k;
+
+        if (page_size == 0)
+                return reply_error(c, h, -EOPNOTSUPP, "the broker's kernel cannot make hugetlb memfds");
+        if (size % page_size != 0)
+                return reply_error(c, h, -EINVAL, "size %" PRIu64 " is not a multiple of the huge page size, %" PRIu64
+                                   " KiB", size, page_size / 1024);
+        k = hugetlb_free_bytes(&free_bytes);
+        if (k < 0)
+                return reply_failure(c, h, k, "reading the free huge pages from /proc/meminfo failed");
+        if (free_bytes < size)
+                return reply_error(c, h, -ENOMEM,
+                                   "not enough huge pages reserved: %" PRIu64 " KiB free of the %" PRIu64
+                                   " KiB needed; see vm.nr_hugepages", free_bytes / 1024, size / 1024);
+        return 1;
 }
 
 static int handle_create(struct connection *c, const struct mfb_wire_header *h, const void *body) {
         struct region_table *t = c->broker->regions;
         struct mfb_wire_create_request req;
         struct region *r;
+        bool hugetlb;
         int name_len, k;
 
         memcpy(&req, body, sizeof(req));
         name_len = mfb_wire_name_check(&req.name);
         if (name_len < 0)
                 return reply_bad_name(c, h);
-        if (req.flags != 0)
-                return reply_error(c, h, -EINVAL, "flags must be 0, not 0x%" PRIx32, req.flags);
+        if (req.flags & ~MFB_CREATE_HUGETLB)
+                return reply_error(c, h, -EINVAL, "flags 0x%" PRIx32 " has bits other than 0x%x (MFB_CREATE_HUGETLB)",
+                                   req.flags, MFB_CREATE_HUGETLB);
         if (req.mode & ~0777U)
                 return reply_error(c, h, -EINVAL, "mode 0%" PRIo32 " has bits outside 0777", req.mode);
-        k = check_hold_limit(c, h);
+        hugetlb = req.flags & MFB_CREATE_HUGETLB;
+        if (hugetlb) {
+                k = check_hugetlb(c, h, req.size);
+                if (k <= 0)
+                        return k;
+        }
+        k = reply_unless_hold_allowed(c, h);
         if (k <= 0)
                 return k;
 
-        k = region_create(t, req.size, name_len > 0 ? req.name.bytes : NULL, req.mode ?: MODE_DEFAULT,
-                          &c->creds, &r);
+        k = region_create(t, req.size, name_len > 0 ? req.name.bytes : NULL, req.mode ?: MODE_DEFAULT, hugetlb,
+                          &c->peer.creds, &r);
         switch (k) {
         case 0:
                 break;
@@ -204,6 +209,8 @@ static int handle_create(struct connection *c, const struct mfb_wire_header *h, 
         case -ENOSPC:
                 return reply_error(c, h, k, "the broker's limit of %" PRIu32 " regions is reached",
                                    region_table_max_regions(t));
+        case -EDQUOT:
+                return reply_region_quota(c, h, c->peer.creds.uid, req.size);
         default:
                 return reply_failure(c, h, k, "creating the region failed");
         }
@@ -214,13 +221,13 @@ static int handle_create(struct connection *c, const struct mfb_wire_header *h, 
                 return reply_failure(c, h, k, "holding the region failed");
         }
 
-        log_debug("CREATE of pid %d uid %u: region %" PRIu64 ", %" PRIu64 " bytes, name %s, mode 0%o",
-                  (int) c->creds.pid, c->creds.uid, r->handle, r->size, r->name ?: "(none)", (unsigned) r->mode);
+        log_debug("CREATE of pid %d uid %u: region %" PRIu64 ", %" PRIu64 " bytes, name %s, mode 0%o%s",
+                  (int) c->peer.creds.pid, c->peer.creds.uid, r->handle, r->size, r->name ?: "(none)",
+                  (unsigned) r->mode, hugetlb ? ", huge pages" : "");
         return reply_region(c, h, r, MFB_ACCESS_READ | MFB_ACCESS_WRITE, r->fd);
 }
 
 static int handle_open(struct connection *c, const struct mfb_wire_header *h, const void *body) {
-        _cleanup_(closep) int read_only_fd = -1;
         struct mfb_wire_open_request req;
         struct region *r;
         bool writable;
@@ -238,8 +245,12 @@ static int handle_open(struct connection *c, const struct mfb_wire_header *h, co
         k = lookup(c, h, req.handle, name_len > 0 ? req.name.bytes : NULL, false, &r);
         if (k <= 0)
                 return k;
-
         writable = req.access & MFB_ACCESS_WRITE;
+        k = check_access(c, h, r, req.access, "open", writable ? " read-write" : " read-only");
+        if (k <= 0)
+                return k;
+
+        /* After the permission check, so that a refused caller learns nothing of the seals. */
         if (writable) {
                 int seals = region_get_seals(r);
 
@@ -248,24 +259,7 @@ static int handle_open(struct connection *c, const struct mfb_wire_header *h, co
                 if (seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE))
                         return reply_error(c, h, -EPERM, "region is sealed");
         }
-        k = check_hold_limit(c, h);
-        if (k <= 0)
-                return k;
-
-        if (!writable) {
-                read_only_fd = region_open_read_only(r);
-                if (read_only_fd < 0)
-                        return reply_failure(c, h, read_only_fd, "opening the region failed");
-        }
-        k = connection_hold(c, r, writable);
-        if (k < 0)
-                return reply_failure(c, h, k, "holding the region failed");
-        r->attach_time = region_now();
-        r->last_pid = c->creds.pid;
-
-        log_debug("OPEN of pid %d uid %u: region %" PRIu64 " %s", (int) c->creds.pid, c->creds.uid, r->handle,
-                  writable ? "read-write" : "read-only");
-        return reply_region(c, h, r, req.access, writable ? r->fd : read_only_fd);
+        return reply_open(c, h, r, writable);
 }
 
 static int handle_seal(struct connection *c, const struct mfb_wire_header *h, const void *body) {
@@ -277,9 +271,13 @@ static int handle_seal(struct connection *c, const struct mfb_wire_header *h, co
         memcpy(&req, body, sizeof(req));
         if (req.reserved != 0)
                 return reply_error(c, h, -EBADMSG, "reserved field is not zero");
-        if (req.seals != F_SEAL_WRITE)
-                return reply_error(c, h, -EINVAL, "seals must be 0x%x (F_SEAL_WRITE), not 0x%" PRIx32,
-                                   (unsigned) F_SEAL_WRITE, req.seals);
+        if (req.seals != F_SEAL_WRITE && req.seals != F_SEAL_FUTURE_WRITE)
+                return reply_error(c, h, -EINVAL,
+                                   "seals must be 0x%x (F_SEAL_WRITE) or 0x%x (F_SEAL_FUTURE_WRITE), not 0x%" PRIx32,
+                                   (unsigned) F_SEAL_WRITE, (unsigned) F_SEAL_FUTURE_WRITE, req.seals);
+        if (req.seals == F_SEAL_FUTURE_WRITE &&
+            !(region_table_capabilities(c->broker->regions) & MFB_CAP_SEAL_FUTURE_WRITE))
+                return reply_error(c, h, -EOPNOTSUPP, "the broker's kernel has no F_SEAL_FUTURE_WRITE");
         hold = connection_get_hold(c, req.handle);
         if (!hold)
                 return reply_error(c, h, -ENOENT, "this connection does not hold region %" PRIu64, req.handle);
@@ -287,7 +285,7 @@ static int handle_seal(struct connection *c, const struct mfb_wire_header *h, co
                 return reply_error(c, h, -EPERM, "this connection holds region %" PRIu64 " read-only", req.handle);
         r = hold->region;
 
-        k = region_seal_write(r);
+        k = region_seal(r, (int) req.seals);
         if (k == -EBUSY)
                 return reply_error(c, h, k, "a writable mapping of the region still exists; unmap it first");
         if (k == -EPERM)
@@ -295,10 +293,14 @@ static int handle_seal(struct connection *c, const struct mfb_wire_header *h, co
         if (k < 0)
                 return reply_failure(c, h, k, "sealing the region failed");
         r->change_time = region_now();
-        r->last_pid = c->creds.pid;
+        r->last_pid = c->peer.creds.pid;
 
-        log_debug("SEAL of pid %d uid %u: region %" PRIu64, (int) c->creds.pid, c->creds.uid, r->handle);
-        return reply_info(c, h, r);
+        log_debug("SEAL of pid %d uid %u: region %" PRIu64 " with 0x%" PRIx32, (int) c->peer.creds.pid,
+                  c->peer.creds.uid, r->handle, req.seals);
+        /* The sealer's reply first: it asked first, and the waiters may be many. */
+        k = reply_info(c, h, r);
+        wait_wake_readers(c->broker->waits, r);
+        return k;
 }
 
 static int handle_stat(struct connection *c, const struct mfb_wire_header *h, const void *body) {
@@ -313,8 +315,11 @@ static int handle_stat(struct connection *c, const struct mfb_wire_header *h, co
         k = lookup(c, h, req.handle, name_len > 0 ? req.name.bytes : NULL, true, &r);
         if (k <= 0)
                 return k;
+        k = check_access(c, h, r, MFB_ACCESS_READ, "stat", "");
+        if (k <= 0)
+                return k;
 
-        log_debug("STAT of pid %d uid %u: region %" PRIu64, (int) c->creds.pid, c->creds.uid, r->handle);
+        log_debug("STAT of pid %d uid %u: region %" PRIu64, (int) c->peer.creds.pid, c->peer.creds.uid, r->handle);
         return reply_info(c, h, r);
 }
 
@@ -330,13 +335,19 @@ static int handle_list(struct connection *c, const struct mfb_wire_header *h, co
         uint32_t n = 0;
 
         memcpy(&req, body, sizeof(req));
-        for (r = region_next(t, req.after_handle); r && n < MFB_WIRE_LIST_ENTRIES_MAX; r = region_next(t, r->handle))
+        /* Regions the caller may not read are skipped, as if they did not exist. */
+        for (r = region_next(t, req.after_handle); r; r = region_next(t, r->handle)) {
+                if (!access_may(&c->peer, r, MFB_ACCESS_READ))
+                        continue;
+                if (n == MFB_WIRE_LIST_ENTRIES_MAX)
+                        break;
                 region_info(r, &rec.entries[n++]);
+        }
         rec.body = (struct mfb_wire_list_reply) { .count = n, .more = r != NULL };
 
-        log_debug("LIST of pid %d uid %u: %" PRIu32 " regions after %" PRIu64 "%s", (int) c->creds.pid,
-                  c->creds.uid, n, req.after_handle, r ? ", more to come" : "");
-        return reply(c, h, &rec.header, offsetof(__typeof__(rec), entries) + n * sizeof(rec.entries[0]), -1);
+        log_debug("LIST of pid %d uid %u: %" PRIu32 " regions after %" PRIu64 "%s", (int) c->peer.creds.pid,
+                  c->peer.creds.uid, n, req.after_handle, r ? ", more to come" : "");
+        return reply_record(c, h, &rec.header, offsetof(__typeof__(rec), entries) + n * sizeof(rec.entries[0]), -1);
 }
 
 static int handle_release(struct connection *c, const struct mfb_wire_header *h, const void *body) {
@@ -347,7 +358,8 @@ static int handle_release(struct connection *c, const struct mfb_wire_header *h,
                 return reply_error(c, h, -ENOENT, "this connection holds no reference to region %" PRIu64,
                                    req.handle);
 
-        log_debug("RELEASE of pid %d uid %u: region %" PRIu64, (int) c->creds.pid, c->creds.uid, req.handle);
+        log_debug("RELEASE of pid %d uid %u: region %" PRIu64, (int) c->peer.creds.pid, c->peer.creds.uid,
+                  req.handle);
         return reply_empty(c, h);
 }
 
@@ -363,10 +375,102 @@ static int handle_remove(struct connection *c, const struct mfb_wire_header *h, 
         k = lookup(c, h, req.handle, name_len > 0 ? req.name.bytes : NULL, false, &r);
         if (k <= 0)
                 return k;
+        k = check_owner(c, h, r, "remove");
+        if (k <= 0)
+                return k;
 
-        log_debug("REMOVE of pid %d uid %u: region %" PRIu64, (int) c->creds.pid, c->creds.uid, r->handle);
+        log_debug("REMOVE of pid %d uid %u: region %" PRIu64, (int) c->peer.creds.pid, c->peer.creds.uid,
+                  r->handle);
+        /* While r still has its name, which the waiters are listed by. */
+        wait_wake_removed(c->broker->waits, r);
         region_remove(c->broker->regions, r);
         return reply_empty(c, h);
+}
+
+static int handle_set(struct connection *c, const struct mfb_wire_header *h, const void *body) {
+        const uint32_t all = MFB_SET_MODE | MFB_SET_UID | MFB_SET_GID;
+        struct mfb_wire_set_request req;
+        struct region *r;
+        int name_len, k;
+
+        memcpy(&req, body, sizeof(req));
+        name_len = mfb_wire_name_check(&req.name);
+        if (name_len < 0)
+                return reply_bad_name(c, h);
+        if (req.fields == 0 || (req.fields & ~all))
+                return reply_error(c, h, -EINVAL, "fields 0x%" PRIx32 " must be a non-empty set of 0x1 (mode), "
+                                   "0x2 (uid) and 0x4 (gid)", req.fields);
+        if ((!(req.fields & MFB_SET_MODE) && req.mode != 0) || (!(req.fields & MFB_SET_UID) && req.uid != 0) ||
+            (!(req.fields & MFB_SET_GID) && req.gid != 0))
+                return reply_error(c, h, -EINVAL, "a field not named in fields must be 0");
+        if (req.mode & ~0777U)
+                return reply_error(c, h, -EINVAL, "mode 0%" PRIo32 " has bits outside 0777", req.mode);
+        /* The kernel's "no id" value (what chown(2) takes as "unchanged"), never a real owner. */
+        if (((req.fields & MFB_SET_UID) && req.uid == (uint32_t) -1) ||
+            ((req.fields & MFB_SET_GID) && req.gid == (uint32_t) -1))
+                return reply_error(c, h, -EINVAL, "4294967295 is not a valid uid or gid; leave the field out instead");
+        k = lookup(c, h, req.handle, name_len > 0 ? req.name.bytes : NULL, true, &r);
+        if (k <= 0)
+                return k;
+        k = check_owner(c, h, r, "change");
+        if (k <= 0)
+                return k;
+
+        /* The one change that can fail goes first, so that a refused SET changes nothing. */
+        if (req.fields & MFB_SET_UID) {
+                k = region_set_owner(c->broker->regions, r, req.uid);
+                if (k == -EDQUOT)
+                        return reply_region_quota(c, h, req.uid, r->size);
+                if (k < 0)
+                        return reply_failure(c, h, k, "changing the owner failed");
+        }
+        if (req.fields & MFB_SET_GID)
+                r->gid = req.gid;
+        if (req.fields & MFB_SET_MODE)
+                r->mode = req.mode;
+        r->change_time = region_now();
+        r->last_pid = c->peer.creds.pid;
+
+        log_debug("SET of pid %d uid %u: region %" PRIu64 " uid %u gid %u mode 0%o", (int) c->peer.creds.pid,
+                  c->peer.creds.uid, r->handle, (unsigned) r->uid, (unsigned) r->gid, (unsigned) r->mode);
+        k = reply_info(c, h, r);
+        /* Waiters that could not read the region before may now. */
+        wait_wake_readers(c->broker->waits, r);
+        return k;
+}
+
+static int handle_wait(struct connection *c, const struct mfb_wire_header *h, const void *body) {
+        struct mfb_wire_wait_request req;
+        struct region *r;
+        int name_len, k;
+
+        memcpy(&req, body, sizeof(req));
+        if (req.reserved != 0)
+                return reply_error(c, h, -EBADMSG, "reserved field is not zero");
+        name_len = mfb_wire_name_check(&req.name);
+        if (name_len < 0)
+                return reply_bad_name(c, h);
+        if (name_len == 0)
+                return reply_error(c, h, -EINVAL, "WAIT needs a name");
+        if (req.access != MFB_ACCESS_READ)
+                return reply_error(c, h, -EINVAL, "access must be 0x1 (read-only), not 0x%" PRIx32, req.access);
+
+        r = region_get_by_name(c->broker->regions, req.name.bytes);
+        if (r && region_is_sealed(r)) {
+                k = check_access(c, h, r, MFB_ACCESS_READ, "open", " read-only");
+                if (k <= 0)
+                        return k;
+                return reply_open(c, h, r, false);
+        }
+        if (req.timeout_ns == 0)
+                return reply_error(c, h, -ETIMEDOUT, "no sealed region is named %s", req.name.bytes);
+
+        k = wait_start(c->broker->waits, c, h, req.name.bytes, req.timeout_ns);
+        if (k < 0)
+                return reply_failure(c, h, k, "waiting failed");
+        log_debug("WAIT of pid %d uid %u: for %s, %s", (int) c->peer.creds.pid, c->peer.creds.uid, req.name.bytes,
+                  req.timeout_ns == MFB_WAIT_FOREVER ? "without timeout" : "with a timeout");
+        return 0;
 }
 
 int request_handle(struct connection *c, const void *record, size_t len, size_t nfds) {
@@ -378,6 +482,12 @@ int request_handle(struct connection *c, const void *record, size_t len, size_t 
         /* No header to trust, so no cookie to answer with. */
         if (r == -EBADMSG)
                 return r;
+        if (c->quota == CONNECTION_REFUSED) {
+                r = reply_error(c, &h, -EDQUOT, "uid %u has %" PRIu32 " connections, the broker's limit per uid",
+                                c->peer.creds.uid, quota_limits(c->broker->quota)->connections);
+                connection_close_when_sent(c);
+                return r;
+        }
         if (nfds > 0)
                 return reply_error(c, &h, -EBADMSG, "file descriptors are not accepted from clients");
         if (r == -EMSGSIZE)
@@ -404,6 +514,10 @@ int request_handle(struct connection *c, const void *record, size_t len, size_t 
                 return handle_release(c, &h, body);
         case MFB_OP_REMOVE:
                 return handle_remove(c, &h, body);
+        case MFB_OP_SET:
+                return handle_set(c, &h, body);
+        case MFB_OP_WAIT:
+                return handle_wait(c, &h, body);
         default:
                 return reply_error(c, &h, -EOPNOTSUPP, "unknown opcode 0x%x", (unsigned) h.opcode);
         }

@@ -131,6 +131,8 @@ void test_broker_start(struct test_broker *b, const char *const *extra_args) {
         memset(b, 0, sizeof(*b));
         snprintf(b->dir, sizeof(b->dir), "%s/broker.XXXXXX", base);
         ck_assert_msg(mkdtemp(b->dir), "mkdtemp: %s", strerror(errno));
+        /* Other uids (the access tests) must reach the socket inside. */
+        ck_assert_msg(chmod(b->dir, 0755) == 0, "chmod: %s", strerror(errno));
         ck_assert_int_lt(snprintf(b->socket_path, sizeof(b->socket_path), "%s/s", b->dir),
                          (int) sizeof(b->socket_path));
 

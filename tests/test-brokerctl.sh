@@ -74,6 +74,39 @@ expect_error small write small "$dir/big"
 printf 'hello' | ctl write small
 [ "$(ctl cat small | head -c 5)" = hello ] || fail "write from stdin"
 
+# Sealing again is not an error; a sealed region cannot be written.
+ctl seal demo || fail "sealing a sealed region failed"
+ctl seal demo --future-write || fail "a write seal does not cover the future-write one"
+expect_error demo write demo "$dir/data"
+
+# chmod, chown, create --mode: stat shows what was set.
+field() { ctl stat "$1" --json | python3 -c "import json,sys; print(json.load(sys.stdin)['$2'])"; }
+ctl create moded 4K --mode 0640 >/dev/null
+[ "$(field moded mode)" = $((8#640)) ] || fail "create --mode 0640 gave mode $(field moded mode)"
+ctl chmod 604 moded
+[ "$(field moded mode)" = $((8#604)) ] || fail "chmod 604 gave mode $(field moded mode)"
+ctl chown 65534:65534 moded
+[ "$(field moded uid)" = 65534 ] && [ "$(field moded gid)" = 65534 ] || fail "chown did not take"
+ctl chown :0 moded
+[ "$(field moded uid)" = 65534 ] && [ "$(field moded gid)" = 0 ] || fail "chown :GROUP changed more than the group"
+status=0; ctl chmod 1777 moded >/dev/null 2>&1 || status=$?
+[ "$status" -eq 2 ] || fail "chmod with more than permission bits exited $status"
+
+# wait: a sealed region is there at once; one that never comes times out.
+[ "$(ctl wait demo --timeout 5)" = "$handle" ] || fail "wait on a sealed region did not print its handle"
+start=$(date +%s%N)
+expect_error never wait never --timeout 0.2
+elapsed_ms=$(( ($(date +%s%N) - start) / 1000000 ))
+[ "$elapsed_ms" -ge 200 ] || fail "wait gave up after $elapsed_ms ms, before its 0.2 s timeout"
+expect_error moded wait moded --timeout 0
+
+# stat and rm by handle.
+moded_handle=$(field moded handle)
+[ "$(ctl stat --handle "$moded_handle" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["name"])')" = moded ] \
+    || fail "stat --handle found another region"
+ctl rm --handle "$moded_handle"
+expect_error moded stat moded
+
 # rm: gone from list, name reusable.
 ctl rm demo
 ctl rm small

@@ -11,14 +11,6 @@
 #include "format.h"
 #include "macro.h"
 
-/* glibc 2.36 lacks the newer seals; they are kernel ABI. */
-#ifndef F_SEAL_FUTURE_WRITE
-#define F_SEAL_FUTURE_WRITE 0x0010
-#endif
-#ifndef F_SEAL_EXEC
-#define F_SEAL_EXEC 0x0020
-#endif
-
 /* "2024-11-22T20:05:01.123456789+01:00", with room to spare. */
 #define TIME_STRING_MAX 64
 /* A user name, or a uid in decimal. */
@@ -62,7 +54,7 @@ static void seal_words(uint32_t seals, struct words *ret) {
         }
 }
 
-/* What a user wants to know first: can it still change, and can it still be opened. */
+/* What a user wants to know first: can it still change, can it still be opened, what backs it. */
 static void state_words(const mfb_region_stat *st, struct words *ret) {
         *ret = (struct words) {};
         if (st->seals & F_SEAL_WRITE)
@@ -73,10 +65,8 @@ static void state_words(const mfb_region_stat *st, struct words *ret) {
                 words_add(ret, "writable");
         if (st->state & MFB_REGION_REMOVED)
                 words_add(ret, "removed");
-        if (st->state & ~MFB_REGION_REMOVED) {
-                snprintf(ret->other, sizeof(ret->other), "0x%" PRIx32, st->state & ~MFB_REGION_REMOVED);
-                words_add(ret, ret->other);
-        }
+        if (st->state & MFB_REGION_HUGETLB)
+                words_add(ret, "hugetlb");
 }
 
 static void words_print(FILE *f, const struct words *w, const char *empty) {

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * memfd-brokerctl: creates, fills, seals, shows and removes the regions of
- * memfd-brokerd from the command line. An ordinary client of the library.
+ * memfd-brokerctl: creates, fills, seals, waits for, shows, changes and
+ * removes the regions of memfd-brokerd from the command line. An ordinary
+ * client of the library.
  *
  * Exit status: 0 on success, 1 when an operation fails (one line on stderr
  * naming the command, the region and the reason), 2 for a usage error.
@@ -9,7 +10,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <grp.h>
 #include <inttypes.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -23,6 +26,7 @@
 #include "format.h"
 #include "macro.h"
 #include "memfd-broker.h"
+#include "parse.h"
 
 #define PROGRAM "memfd-brokerctl"
 #define _printf_(a, b) __attribute__((format(printf, a, b)))
@@ -31,15 +35,49 @@
 /* The most one read() moves into the region: larger reads are no faster, and an error or a signal wastes less. */
 #define COPY_CHUNK ((size_t) 1 << 20)
 
+/* The options a command may take, as bits of struct command.options. */
+enum {
+        OPTION_JSON         = 1U << 0,
+        OPTION_HANDLE       = 1U << 1,
+        OPTION_MODE         = 1U << 2,
+        OPTION_HUGETLB      = 1U << 3,
+        OPTION_RESERVE      = 1U << 4,
+        OPTION_FUTURE_WRITE = 1U << 5,
+        OPTION_TIMEOUT      = 1U << 6,
+};
+
+static const struct {
+        unsigned bit;
+        const char *name;
+        int has_arg;
+} command_options[] = {
+        { OPTION_JSON,         "json",         no_argument },
+        { OPTION_HANDLE,       "handle",       required_argument },
+        { OPTION_MODE,         "mode",         required_argument },
+        { OPTION_HUGETLB,      "hugetlb",      no_argument },
+        { OPTION_RESERVE,      "reserve",      no_argument },
+        { OPTION_FUTURE_WRITE, "future-write", no_argument },
+        { OPTION_TIMEOUT,      "timeout",      required_argument },
+};
+
 struct options {
         const char *socket_path;        /* NULL: the library's default */
         bool json;
+        uint64_t handle;                /* --handle, standing for the NAME word; 0 when not given */
+        mode_t mode;                    /* --mode; 0 for the broker's default */
+        unsigned create_flags;          /* MFB_CREATE_* from --hugetlb and --reserve */
+        bool future_write;
+        int64_t timeout_ms;             /* --timeout; -1 without it, for no limit */
+        const char *timeout;            /* --timeout as given, to say it back in the error */
 };
+
+#define NO_NAME (-1)
 
 struct command {
         const char *name;
-        size_t args_min, args_max;
-        bool takes_json;
+        size_t args_min, args_max;      /* words, NAME included */
+        int name_arg;                   /* which word is the region's NAME, or NO_NAME */
+        unsigned options;               /* OPTION_* bits it takes */
         int (*run)(const struct options *o, char **args, size_t n_args);
 };
 
@@ -110,31 +148,96 @@ static bool name_valid(const char *name) {
         return true;
 }
 
-/* Decimal bytes, or with a K, M, G or T suffix (powers of 1024). Zero is refused. */
-static int parse_size(const char *s, uint64_t *ret) {
-        static const char suffixes[] = "KMGT";
+/* Octal permission bits, at most 0777, as chmod(1) takes them in numbers. */
+static int parse_mode(const char *s, mode_t *ret) {
+        unsigned long v;
+        char *end;
+
+        if (*s < '0' || *s > '7')
+                return -EINVAL;
+        errno = 0;
+        v = strtoul(s, &end, 8);
+        if (errno != 0 || *end != '\0' || v > 0777)
+                return -EINVAL;
+        *ret = (mode_t) v;
+        return 0;
+}
+
+/* A decimal number below limit. */
+static int parse_number(const char *s, uint64_t limit, uint64_t *ret) {
         unsigned long long v;
-        unsigned shift = 0;
         char *end;
 
         if (*s < '0' || *s > '9')
                 return -EINVAL;
         errno = 0;
         v = strtoull(s, &end, 10);
-        if (errno == ERANGE)
-                return -ERANGE;
-        if (*end != '\0') {
-                const char *p = strchr(suffixes, *end);
-
-                if (!p || end[1] != '\0')
-                        return -EINVAL;
-                shift = 10 * (unsigned) (p - suffixes + 1);
-        }
-        if (v == 0)
+        if (errno != 0 || *end != '\0' || v >= limit)
                 return -EINVAL;
-        if (v > UINT64_MAX >> shift)
-                return -ERANGE;
-        *ret = (uint64_t) v << shift;
+        *ret = v;
+        return 0;
+}
+
+/*
+ * Seconds, with a fraction if wanted ("2", "0.25", ".5"), as whole
+ * milliseconds for the library, rounded up so that a wait never ends
+ * before the time asked for. Exact decimal arithmetic: no locale, no
+ * binary fractions.
+ */
+static int parse_timeout(const char *s, int64_t *ret_ms) {
+        const char *p = s;
+        uint64_t seconds = 0, ms;
+        bool digits = false;
+
+        for (; *p >= '0' && *p <= '9'; p++, digits = true) {
+                seconds = seconds * 10 + (uint64_t) (*p - '0');
+                /* Room left for the milliseconds and the rounding, in the library's int64_t. */
+                if (seconds > INT64_MAX / 1000 - 1)
+                        return -ERANGE;
+        }
+        ms = seconds * 1000;
+        if (*p == '.') {
+                bool rest = false;
+
+                /* The first three digits are milliseconds; any other non-zero one rounds up. */
+                for (uint64_t scale = 100; *++p >= '0' && *p <= '9'; scale /= 10, digits = true)
+                        if (scale > 0)
+                                ms += scale * (uint64_t) (*p - '0');
+                        else if (*p != '0')
+                                rest = true;
+                ms += rest;
+        }
+        if (!digits || *p != '\0')
+                return -EINVAL;
+        *ret_ms = (int64_t) ms;
+        return 0;
+}
+
+/*
+ * A user or group as chown(1) reads it: a name the system knows, else a
+ * number. (uid_t) -1 is not an id but "unchanged", so it is refused.
+ */
+static int parse_id(const char *s, bool group, uint32_t *ret) {
+        uint64_t v;
+
+        if (!group) {
+                const struct passwd *pw = getpwnam(s);
+
+                if (pw) {
+                        *ret = (uint32_t) pw->pw_uid;
+                        return 0;
+                }
+        } else {
+                const struct group *gr = getgrnam(s);
+
+                if (gr) {
+                        *ret = (uint32_t) gr->gr_gid;
+                        return 0;
+                }
+        }
+        if (parse_number(s, UINT32_MAX, &v) < 0)
+                return -EINVAL;
+        *ret = (uint32_t) v;
         return 0;
 }
 
@@ -147,14 +250,18 @@ static int cmd_create(const struct options *o, char **args, size_t n_args) {
 
         k = parse_size(args[1], &size);
         if (k == -ERANGE)
-                return usage_error("size '%s' is too large", args[1]);
+                return usage_error("create: size '%s' is too large", args[1]);
         if (k < 0)
-                return usage_error("invalid size '%s': bytes, or a number with K, M, G or T", args[1]);
+                return usage_error("create: invalid size '%s': bytes, or a number with K, M, G or T", args[1]);
 
         k = client_open(o, "create", name, &c);
         if (k != 0)
                 return k;
-        k = mfb_region_create(c, name, size, &r);
+        k = mfb_region_create_with(c, name, size, o->mode, o->create_flags, &r);
+        /* Without the broker's word, these come from allocating the pages here. */
+        if ((k == -ENOSPC || k == -ENOMEM) && (o->create_flags & MFB_CREATE_RESERVE) &&
+            !*mfb_client_error_message(c))
+                return fail("create", name, "cannot reserve its %" PRIu64 " bytes: %s", size, strerror(-k));
         if (k < 0)
                 return fail_errno(c, k, "create", name);
 
@@ -252,6 +359,14 @@ static int cmd_write(const struct options *o, char **args, size_t n_args) {
         return EXIT_SUCCESS;
 }
 
+/* Whether the region already has the seal asked for (F_SEAL_WRITE covers the future-write one too). */
+static bool already_sealed(mfb_client *c, const char *name, bool future_write) {
+        uint32_t wanted = future_write ? F_SEAL_WRITE | F_SEAL_FUTURE_WRITE : F_SEAL_WRITE;
+        mfb_region_stat st;
+
+        return mfb_stat(c, name, &st) == 0 && (st.seals & wanted) != 0;
+}
+
 static int cmd_seal(const struct options *o, char **args, size_t n_args) {
         _cleanup_(client_freep) mfb_client *c = NULL;
         _cleanup_(region_freep) mfb_region *r = NULL;
@@ -263,7 +378,10 @@ static int cmd_seal(const struct options *o, char **args, size_t n_args) {
                 return k;
         k = mfb_region_open(c, name, O_RDWR, &r);
         if (k >= 0)
-                k = mfb_region_seal(r);
+                k = o->future_write ? mfb_region_seal_future_write(r) : mfb_region_seal(r);
+        else if (already_sealed(c, name, o->future_write))
+                /* Opening read-write is refused once sealed; sealing again is not an error. */
+                return EXIT_SUCCESS;
         if (k < 0)
                 return fail_errno(c, k, "seal", name);
         return EXIT_SUCCESS;
@@ -307,18 +425,29 @@ static int cmd_cat(const struct options *o, char **args, size_t n_args) {
         return EXIT_SUCCESS;
 }
 
+/* What error lines call the region: its NAME, or "handle N" for --handle. */
+#define REGION_LABEL_MAX (MFB_NAME_MAX + 1)
+
+static const char *region_label(const struct options *o, char **args, char buf[static REGION_LABEL_MAX]) {
+        if (o->handle == 0)
+                return args[0];
+        snprintf(buf, REGION_LABEL_MAX, "handle %" PRIu64, o->handle);
+        return buf;
+}
+
 static int cmd_stat(const struct options *o, char **args, size_t n_args) {
         _cleanup_(client_freep) mfb_client *c = NULL;
-        const char *name = args[0];
+        char buf[REGION_LABEL_MAX];
+        const char *label = region_label(o, args, buf);
         mfb_region_stat st;
         int k;
 
-        k = client_open(o, "stat", name, &c);
+        k = client_open(o, "stat", label, &c);
         if (k != 0)
                 return k;
-        k = mfb_stat(c, name, &st);
+        k = o->handle != 0 ? mfb_stat_handle(c, o->handle, &st) : mfb_stat(c, args[0], &st);
         if (k < 0)
-                return fail_errno(c, k, "stat", name);
+                return fail_errno(c, k, "stat", label);
 
         if (o->json)
                 format_stat_json(stdout, &st);
@@ -349,43 +478,147 @@ static int cmd_list(const struct options *o, char **args, size_t n_args) {
 
 static int cmd_rm(const struct options *o, char **args, size_t n_args) {
         _cleanup_(client_freep) mfb_client *c = NULL;
+        char buf[REGION_LABEL_MAX];
+        const char *label = region_label(o, args, buf);
+        int k;
+
+        k = client_open(o, "rm", label, &c);
+        if (k != 0)
+                return k;
+        k = o->handle != 0 ? mfb_remove_handle(c, o->handle) : mfb_remove(c, args[0]);
+        if (k < 0)
+                return fail_errno(c, k, "rm", label);
+        return EXIT_SUCCESS;
+}
+
+static int cmd_chmod(const struct options *o, char **args, size_t n_args) {
+        _cleanup_(client_freep) mfb_client *c = NULL;
+        const char *name = args[1];
+        mode_t mode;
+        int k;
+
+        if (parse_mode(args[0], &mode) < 0)
+                return usage_error("chmod: invalid mode '%s': octal permission bits, 0 to 0777", args[0]);
+
+        k = client_open(o, "chmod", name, &c);
+        if (k != 0)
+                return k;
+        k = mfb_chmod(c, name, mode);
+        if (k < 0)
+                return fail_errno(c, k, "chmod", name);
+        return EXIT_SUCCESS;
+}
+
+/*
+ * USER, USER:GROUP, :GROUP (the group only) or USER: (USER and its login
+ * group), as chown(1) reads them. Splits arg at its colon.
+ */
+static int parse_owner(char *arg, uid_t *ret_uid, gid_t *ret_gid) {
+        char *group = strchr(arg, ':');
+        const struct passwd *pw;
+        uint32_t uid = (uint32_t) -1, gid = (uint32_t) -1;
+
+        if (group)
+                *group++ = '\0';
+        if (*arg && parse_id(arg, false, &uid) < 0)
+                return usage_error("chown: unknown user '%s'", arg);
+        if (group && *group && parse_id(group, true, &gid) < 0)
+                return usage_error("chown: unknown group '%s'", group);
+        if (group && !*group) {
+                pw = *arg ? getpwuid((uid_t) uid) : NULL;
+                if (!pw)
+                        return usage_error("chown: '%s:' names no user with a login group", arg);
+                gid = (uint32_t) pw->pw_gid;
+        }
+        if (uid == (uint32_t) -1 && gid == (uint32_t) -1)
+                return usage_error("chown: missing user and group");
+        *ret_uid = (uid_t) uid;
+        *ret_gid = (gid_t) gid;
+        return -1;
+}
+
+static int cmd_chown(const struct options *o, char **args, size_t n_args) {
+        _cleanup_(client_freep) mfb_client *c = NULL;
+        const char *name = args[1];
+        uid_t uid = (uid_t) -1;
+        gid_t gid = (gid_t) -1;
+        int k;
+
+        k = parse_owner(args[0], &uid, &gid);
+        if (k >= 0)
+                return k;
+
+        k = client_open(o, "chown", name, &c);
+        if (k != 0)
+                return k;
+        k = mfb_chown(c, name, uid, gid);
+        if (k < 0)
+                return fail_errno(c, k, "chown", name);
+        return EXIT_SUCCESS;
+}
+
+static int cmd_wait(const struct options *o, char **args, size_t n_args) {
+        _cleanup_(client_freep) mfb_client *c = NULL;
+        _cleanup_(region_freep) mfb_region *r = NULL;
         const char *name = args[0];
         int k;
 
-        k = client_open(o, "rm", name, &c);
+        k = client_open(o, "wait", name, &c);
         if (k != 0)
                 return k;
-        k = mfb_remove(c, name);
+        k = mfb_region_wait(c, name, o->timeout_ms, &r);
+        /* In the unit the user gave, rather than the broker's milliseconds. */
+        if (k == -ETIMEDOUT && o->timeout)
+                return fail("wait", name, "no sealed region named %s appeared within %s s", name, o->timeout);
         if (k < 0)
-                return fail_errno(c, k, "rm", name);
+                return fail_errno(c, k, "wait", name);
+
+        printf("%" PRIu64 "\n", mfb_region_handle(r));
         return EXIT_SUCCESS;
 }
 
 static const struct command commands[] = {
-        { "create", 2, 2, false, cmd_create },
-        { "write",  1, 2, false, cmd_write },
-        { "seal",   1, 1, false, cmd_seal },
-        { "cat",    1, 1, false, cmd_cat },
-        { "stat",   1, 1, true,  cmd_stat },
-        { "list",   0, 0, true,  cmd_list },
-        { "rm",     1, 1, false, cmd_rm },
+        { "create", 2, 2, 0,       OPTION_MODE | OPTION_HUGETLB | OPTION_RESERVE, cmd_create },
+        { "write",  1, 2, 0,       0,                                             cmd_write },
+        { "seal",   1, 1, 0,       OPTION_FUTURE_WRITE,                           cmd_seal },
+        { "wait",   1, 1, 0,       OPTION_TIMEOUT,                                cmd_wait },
+        { "cat",    1, 1, 0,       0,                                             cmd_cat },
+        { "stat",   1, 1, 0,       OPTION_JSON | OPTION_HANDLE,                   cmd_stat },
+        { "list",   0, 0, NO_NAME, OPTION_JSON,                                   cmd_list },
+        { "chmod",  2, 2, 1,       0,                                             cmd_chmod },
+        { "chown",  2, 2, 1,       0,                                             cmd_chown },
+        { "rm",     1, 1, 0,       OPTION_HANDLE,                                 cmd_rm },
 };
 
 static void help(void) {
         printf("Usage: " PROGRAM " [--socket PATH] COMMAND [ARGUMENTS]\n"
                "\n"
-               "Creates, fills, seals, shows and removes the shared-memory regions of memfd-brokerd.\n"
+               "Creates, fills, seals, waits for, shows, changes and removes the shared-memory\n"
+               "regions of memfd-brokerd.\n"
                "\n"
                "Commands:\n"
-               "  create NAME SIZE     create a named region of SIZE bytes (suffixes K, M, G, T:\n"
-               "                       powers of 1024) and print its handle; it stays until rm\n"
+               "  create NAME SIZE [--mode MODE] [--hugetlb] [--reserve]\n"
+               "                       create a named region of SIZE bytes (suffixes K, M, G, T:\n"
+               "                       powers of 1024) and print its handle; it stays until rm.\n"
+               "                       --mode: octal permission bits (default 0600); --hugetlb:\n"
+               "                       back it with huge pages; --reserve: allocate its memory now\n"
                "  write NAME [FILE]    copy FILE (or standard input, also for \"-\") into the region\n"
                "                       from its start; fails if the data does not fit\n"
-               "  seal NAME            make the region's contents immutable, for everyone\n"
+               "  seal NAME [--future-write]\n"
+               "                       make the region's contents immutable, for everyone; with\n"
+               "                       --future-write, only for what is opened or mapped from now\n"
+               "  wait NAME [--timeout SECONDS]\n"
+               "                       wait until a region NAME exists and is sealed, then print\n"
+               "                       its handle; without --timeout, wait as long as it takes\n"
                "  cat NAME             write the region's contents to standard output\n"
-               "  stat NAME [--json]   show everything the broker knows about the region\n"
-               "  list [--json]        list every region, like ipcs -m\n"
-               "  rm NAME              remove the name; the region goes with its last holder\n"
+               "  stat NAME|--handle N [--json]\n"
+               "                       show everything the broker knows about the region\n"
+               "  list [--json]        list every region you may read, like ipcs -m\n"
+               "  chmod MODE NAME      change the region's permission bits (octal)\n"
+               "  chown USER[:GROUP] NAME\n"
+               "                       change the region's owner, or only its group with :GROUP;\n"
+               "                       names or numbers\n"
+               "  rm NAME|--handle N   remove the name; the region goes with its last holder\n"
                "\n"
                "Options:\n"
                "  --socket PATH        the broker's socket (default: $" MFB_SOCKET_ENV ", else\n"
@@ -432,34 +665,102 @@ static int parse_global_options(int argc, char *argv[], struct options *o) {
         return -1;
 }
 
-/*
- * A command's arguments: its words, and --json where it takes it; "--"
- * ends the options, so that a name may start with a dash. Moves the words
- * to the front of args and stores their count. Returns -1 or an exit status.
- */
-static int parse_command_args(const struct command *cmd, char **args, size_t n, struct options *o, size_t *ret_n) {
-        bool options_done = false;
-        size_t words = 0;
+/* Stores the value of one of cmd's options. Returns -1 or an exit status. */
+static int option_set(const struct command *cmd, unsigned bit, const char *value, struct options *o) {
+        uint64_t handle;
+        int k;
 
-        for (size_t i = 0; i < n; i++) {
-                if (!options_done && strcmp(args[i], "--") == 0)
-                        options_done = true;
-                else if (!options_done && cmd->takes_json && strcmp(args[i], "--json") == 0)
-                        o->json = true;
-                else if (!options_done && args[i][0] == '-' && args[i][1] != '\0')
-                        return usage_error("%s: unknown option '%s'", cmd->name, args[i]);
-                else
-                        args[words++] = args[i];
+        switch (bit) {
+        case OPTION_JSON:
+                o->json = true;
+                break;
+        case OPTION_HANDLE:
+                if (parse_number(value, UINT64_MAX, &handle) < 0 || handle == 0)
+                        return usage_error("%s: invalid handle '%s': a positive decimal number", cmd->name, value);
+                o->handle = handle;
+                break;
+        case OPTION_MODE:
+                /* The library and the broker read 0 as "the default"; a user writing 0 means something else. */
+                if (parse_mode(value, &o->mode) < 0 || o->mode == 0)
+                        return usage_error("%s: invalid mode '%s': octal permission bits, 1 to 0777", cmd->name,
+                                           value);
+                break;
+        case OPTION_HUGETLB:
+                o->create_flags |= MFB_CREATE_HUGETLB;
+                break;
+        case OPTION_RESERVE:
+                o->create_flags |= MFB_CREATE_RESERVE;
+                break;
+        case OPTION_FUTURE_WRITE:
+                o->future_write = true;
+                break;
+        case OPTION_TIMEOUT:
+                k = parse_timeout(value, &o->timeout_ms);
+                if (k == -ERANGE)
+                        return usage_error("%s: timeout '%s' is too large", cmd->name, value);
+                if (k < 0)
+                        return usage_error("%s: invalid timeout '%s': seconds, such as 5 or 0.25", cmd->name, value);
+                o->timeout = value;
+                break;
+        default:
+                abort();
         }
+        return -1;
+}
 
-        if (words < cmd->args_min)
+/*
+ * A command's options and words, from argv[0] (the command) to argv[argc
+ * - 1]. Options may come anywhere among the words; "--" ends them, so that
+ * a name may start with a dash. Stores the words' start and count. Returns
+ * -1 to go on, or an exit status.
+ */
+static int parse_command_args(const struct command *cmd, int argc, char **argv, struct options *o,
+                              char ***ret_words, size_t *ret_n) {
+        struct option longopts[ELEMENTSOF(command_options) + 1] = {};
+        size_t n_longopts = 0, words, args_min = cmd->args_min, args_max = cmd->args_max;
+        int opt, k;
+
+        for (size_t i = 0; i < ELEMENTSOF(command_options); i++)
+                if (cmd->options & command_options[i].bit)
+                        longopts[n_longopts++] = (struct option) {
+                                .name = command_options[i].name,
+                                .has_arg = command_options[i].has_arg,
+                                .val = 0x100 + (int) i,
+                        };
+
+        /* 0: start over after the global options, and permute again: "stat demo --json" works. */
+        optind = 0;
+        opterr = 0;
+        while ((opt = getopt_long(argc, argv, ":", longopts, NULL)) >= 0)
+                switch (opt) {
+                case ':':
+                        return usage_error("%s: option '%s' needs an argument", cmd->name, argv[optind - 1]);
+                case '?':
+                        if (optopt != 0)
+                                return usage_error("%s: unknown option '-%c'", cmd->name, optopt);
+                        return usage_error("%s: unknown option '%s'", cmd->name, argv[optind - 1]);
+                default:
+                        k = option_set(cmd, command_options[opt - 0x100].bit, optarg, o);
+                        if (k >= 0)
+                                return k;
+                }
+
+        /* --handle stands for the NAME word. */
+        if (o->handle != 0) {
+                args_min--;
+                args_max--;
+        }
+        words = (size_t) (argc - optind);
+        if (words > args_max && o->handle != 0)
+                return usage_error("%s: give a NAME or --handle, not both", cmd->name);
+        if (words < args_min)
                 return usage_error("%s: missing arguments", cmd->name);
-        if (words > cmd->args_max)
+        if (words > args_max)
                 return usage_error("%s: too many arguments", cmd->name);
-        /* Every command's first word is a region name. */
-        if (words > 0 && !name_valid(args[0]))
+        if (cmd->name_arg != NO_NAME && o->handle == 0 && !name_valid(argv[optind + cmd->name_arg]))
                 return usage_error("%s: invalid region name '%s': 1 to %d bytes of printable ASCII without spaces",
-                                   cmd->name, args[0], MFB_NAME_MAX);
+                                   cmd->name, argv[optind + cmd->name_arg], MFB_NAME_MAX);
+        *ret_words = argv + optind;
         *ret_n = words;
         return -1;
 }
@@ -476,8 +777,9 @@ static int flush_stdout(void) {
 }
 
 int main(int argc, char *argv[]) {
-        struct options o = {};
+        struct options o = { .timeout_ms = -1 };
         const struct command *cmd = NULL;
+        char **args = NULL;
         size_t n_args = 0;
         int k;
 
@@ -493,14 +795,14 @@ int main(int argc, char *argv[]) {
         if (!cmd)
                 return usage_error("unknown command '%s'", argv[optind]);
 
-        k = parse_command_args(cmd, argv + optind + 1, (size_t) (argc - optind - 1), &o, &n_args);
+        k = parse_command_args(cmd, argc - optind, argv + optind, &o, &args, &n_args);
         if (k >= 0)
                 return k;
 
         /* A closed pipe shows as EPIPE, which cat and flush_stdout() expect, not as a signal. */
         signal(SIGPIPE, SIG_IGN);
 
-        k = cmd->run(&o, argv + optind + 1, n_args);
+        k = cmd->run(&o, args, n_args);
         if (k != EXIT_SUCCESS)
                 return k;
         return flush_stdout();

@@ -11,13 +11,26 @@ import os
 import socket
 import stat as _stat
 import struct
+import termios
 
 VERSION = 1
 RECORD_MAX = 65536
 NAME_MAX = 255
 
-HELLO, CREATE, OPEN, SEAL, STAT, LIST, RELEASE, REMOVE = range(1, 9)
+HELLO, CREATE, OPEN, SEAL, STAT, LIST, RELEASE, REMOVE, SET, WAIT = range(1, 11)
 REPLY = 0x8000
+
+CAP_SEAL_FUTURE_WRITE = 0x1
+CAP_NOEXEC_SEAL = 0x2
+CAP_HUGETLB = 0x4
+
+CREATE_HUGETLB = 0x1
+
+SET_MODE = 0x1
+SET_UID = 0x2
+SET_GID = 0x4
+
+WAIT_FOREVER = 0xFFFFFFFFFFFFFFFF
 
 ACCESS_READ = 0x1
 ACCESS_WRITE = 0x2
@@ -30,6 +43,7 @@ F_SEAL_FUTURE_WRITE = 0x10
 F_GET_SEALS = 1034  # F_LINUX_SPECIFIC_BASE + 10
 
 STATE_REMOVED = 0x1
+STATE_HUGETLB = 0x2
 
 HEADER = struct.Struct("=IHHQiHH")  # size, opcode, flags, cookie, status, nfds, reserved
 NAME = "256s"
@@ -44,6 +58,8 @@ LOOKUP_REQUEST = struct.Struct("=Q" + NAME)
 LIST_REQUEST = struct.Struct("=Q")
 LIST_REPLY_HEAD = struct.Struct("=II")
 RELEASE_REQUEST = struct.Struct("=Q")
+SET_REQUEST = struct.Struct("=QIIII" + NAME)
+WAIT_REQUEST = struct.Struct("=QII" + NAME)
 
 INFO_FIELDS = (
     "handle size uid gid creator_uid creator_gid mode creator_pid last_pid "
@@ -118,13 +134,17 @@ class Region:
 class Client:
     def __init__(self, path=None):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self.sock.connect(path or default_socket_path())
         self.cookie = 0
-        body = self._call(HELLO, HELLO_REQUEST.pack(VERSION, VERSION))
-        hello = HELLO_REPLY.unpack(body)
-        self.version, self.capabilities, self.region_size_max = hello[0], hello[2], hello[3]
-        if self.version != VERSION:
-            raise ProtocolError("broker chose version %d" % self.version)
+        try:
+            self.sock.connect(path or default_socket_path())
+            body = self._call(HELLO, HELLO_REQUEST.pack(VERSION, VERSION))
+            hello = HELLO_REPLY.unpack(body)
+            self.version, self.capabilities, self.region_size_max = hello[0], hello[2], hello[3]
+            if self.version != VERSION:
+                raise ProtocolError("broker chose version %d" % self.version)
+        except BaseException:
+            self.sock.close()
+            raise
 
     def close(self):
         self.sock.close()
@@ -137,16 +157,24 @@ class Client:
 
     def _call(self, opcode, body, want_fds=0):
         """Sends one request and returns the reply's body (and fds if want_fds)."""
+        return self._receive(opcode, self._send(opcode, body), want_fds)
+
+    def _send(self, opcode, body):
+        """Sends one request and returns its cookie."""
         self.cookie += 1
         self.sock.sendmsg([HEADER.pack(HEADER.size + len(body), opcode, 0, self.cookie, 0, 0, 0) + body])
+        return self.cookie
+
+    def _receive(self, opcode, cookie, want_fds=0):
+        """The reply to the request sent with cookie, the next one to arrive: its body (and fds if want_fds)."""
         data, fds, flags = self._recv()
         try:
             if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
                 raise ProtocolError("truncated reply")
             if not data:
                 raise ConnectionResetError("the broker closed the connection")
-            size, rop, rflags, cookie, status, nfds, reserved = HEADER.unpack_from(data)
-            if size != len(data) or rop != opcode | REPLY or cookie != self.cookie or nfds != len(fds):
+            size, rop, rflags, rcookie, status, nfds, reserved = HEADER.unpack_from(data)
+            if size != len(data) or rop != opcode | REPLY or rcookie != cookie or nfds != len(fds):
                 raise ProtocolError("reply does not match the request")
             if status < 0:
                 message = data[HEADER.size:].decode("utf-8", "replace")
@@ -161,22 +189,23 @@ class Client:
         return (body, fds) if want_fds else body
 
     def _recv(self):
-        """One record and its fds, close-on-exec (socket.recv_fds drops its flags argument)."""
-        fd_size = struct.calcsize("i")
-        data, ancdata, flags, _ = self.sock.recvmsg(RECORD_MAX, socket.CMSG_SPACE(fd_size), socket.MSG_CMSG_CLOEXEC)
-        fds = []
-        for level, kind, cdata in ancdata:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                usable = len(cdata) - len(cdata) % fd_size
-                fds.extend(struct.unpack("%di" % (usable // fd_size), cdata[:usable]))
-        return data, fds, flags
+        return recv_record(self.sock)
 
-    def _region(self, opcode, body):
-        reply, fds = self._call(opcode, body, want_fds=1)
+    def unread(self):
+        """Bytes sent on this connection that the broker has not read yet: 0 once it holds a WAIT."""
+        return unread(self.sock)
+
+    def _region(self, opcode, body, asked):
+        return self._region_reply(asked, *self._call(opcode, body, want_fds=1))
+
+    def _region_reply(self, asked, reply, fds):
+        """A Region from a region reply and its fd, which must grant the access asked for."""
         access, _ = REGION_REPLY_HEAD.unpack_from(reply)
         info = _info(reply[REGION_REPLY_HEAD.size:])
         fd = fds[0]
         try:
+            if access != asked:
+                raise ProtocolError("granted access 0x%x, not the 0x%x asked for" % (access, asked))
             _verify(fd, info["size"], access)
         except BaseException:
             os.close(fd)
@@ -184,15 +213,42 @@ class Client:
             raise
         return Region(self, fd, access, info)
 
-    def create(self, size, name=None, mode=0):
-        return self._region(CREATE, CREATE_REQUEST.pack(size, 0, mode, _name_field(name)))
+    def create(self, size, name=None, mode=0, flags=0):
+        """A new region, read-write; mode 0 means 0600, flags are CREATE_* bits."""
+        return self._region(CREATE, CREATE_REQUEST.pack(size, flags, mode, _name_field(name)),
+                            ACCESS_READ | ACCESS_WRITE)
 
     def open(self, name=None, handle=0, write=False):
         access = ACCESS_READ | (ACCESS_WRITE if write else 0)
-        return self._region(OPEN, OPEN_REQUEST.pack(handle, access, 0, _name_field(name)))
+        return self._region(OPEN, OPEN_REQUEST.pack(handle, access, 0, _name_field(name)), access)
 
     def seal(self, handle, seals=F_SEAL_WRITE):
+        """Adds F_SEAL_WRITE, or F_SEAL_FUTURE_WRITE (which leaves existing writable mappings working)."""
         return _info(self._call(SEAL, SEAL_REQUEST.pack(handle, seals, 0)))
+
+    def _set(self, name, handle, fields, mode=0, uid=0, gid=0):
+        return _info(self._call(SET, SET_REQUEST.pack(handle, fields, mode, uid, gid, _name_field(name))))
+
+    def chmod(self, mode, name=None, handle=0):
+        """SET of the mode bits; returns the region info after the change."""
+        return self._set(name, handle, SET_MODE, mode=mode)
+
+    def chown(self, uid=None, gid=None, name=None, handle=0):
+        """SET of the owner uid and/or gid (None leaves one unchanged); returns the region info."""
+        fields = (SET_UID if uid is not None else 0) | (SET_GID if gid is not None else 0)
+        return self._set(name, handle, fields, uid=uid or 0, gid=gid or 0)
+
+    def wait(self, name, timeout_ns=WAIT_FOREVER):
+        """Blocks until a region called name is sealed, then returns it opened read-only."""
+        return self.wait_finish(self.wait_start(name, timeout_ns))
+
+    def wait_start(self, name, timeout_ns=WAIT_FOREVER):
+        """Sends WAIT and returns its cookie for wait_finish(); send nothing else on this client in between."""
+        return self._send(WAIT, WAIT_REQUEST.pack(timeout_ns, ACCESS_READ, 0, _name_field(name)))
+
+    def wait_finish(self, cookie):
+        """The answer to wait_start(): the region read-only, or BrokerError (ETIMEDOUT, EIDRM, EACCES)."""
+        return self._region_reply(ACCESS_READ, *self._receive(WAIT, cookie, want_fds=1))
 
     def stat(self, name=None, handle=0):
         return _info(self._call(STAT, LOOKUP_REQUEST.pack(handle, _name_field(name))))
@@ -214,6 +270,23 @@ class Client:
 
     def remove(self, name=None, handle=0):
         self._call(REMOVE, LOOKUP_REQUEST.pack(handle, _name_field(name)))
+
+
+def recv_record(sock):
+    """One record, its fds (close-on-exec) and recvmsg flags (socket.recv_fds drops its flags argument)."""
+    fd_size = struct.calcsize("i")
+    data, ancdata, flags, _ = sock.recvmsg(RECORD_MAX, socket.CMSG_SPACE(fd_size), socket.MSG_CMSG_CLOEXEC)
+    fds = []
+    for level, kind, cdata in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            usable = len(cdata) - len(cdata) % fd_size
+            fds.extend(struct.unpack("%di" % (usable // fd_size), cdata[:usable]))
+    return data, fds, flags
+
+
+def unread(sock):
+    """Bytes sent on a Unix socket that its peer has not read yet (SIOCOUTQ, which is TIOCOUTQ)."""
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
 
 
 def _verify(fd, size, access):

@@ -3,11 +3,21 @@
 Runs under `make check` (tests/test-python.sh) with MFB_BROKERD and
 MFB_BROKERCTL naming the built programs. Each test gets a broker of its own
 on a socket in a temporary folder.
+
+memfd-brokerctl is the C client. Where a test needs a WAIT held by the
+broker before it publishes, it waits for exactly that: the waiter's
+unread bytes (SIOCOUTQ) dropping to 0 once the broker has read the WAIT. For
+a waiting memfd-brokerctl it sees that through a Relay between the tool and
+the broker.
 """
 
 import errno
+import grp
+import json
 import os
+import pwd
 import shlex
+import socket
 import subprocess
 import sys
 import tempfile
@@ -18,6 +28,61 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mfb  # noqa: E402
 
 TIMEOUT = 20
+MS = 1000 * 1000  # nanoseconds
+
+
+def wait_until(condition, what):
+    """Polls condition() until it holds; fails after TIMEOUT seconds."""
+    deadline = time.monotonic() + TIMEOUT
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting until " + what)
+        time.sleep(0.001)
+
+
+class Relay:
+    """Passes one client's records to the broker and back, one at a time, so that
+    a test knows when the broker has read each of the client's requests."""
+
+    def __init__(self, folder, broker_path):
+        self.path = os.path.join(folder, "relay.sock")
+        self.broker_path = broker_path
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.listener.bind(self.path)
+        self.listener.listen(1)
+        self.listener.settimeout(TIMEOUT)
+        self.client = self.broker = None
+
+    def accept(self):
+        self.client, _ = self.listener.accept()
+        self.client.settimeout(TIMEOUT)
+        self.broker = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.broker.settimeout(TIMEOUT)
+        self.broker.connect(self.broker_path)
+
+    def request(self):
+        """Passes the client's next request on and returns its opcode once the broker has read it."""
+        data, fds, _ = mfb.recv_record(self.client)
+        assert data and not fds, "the client closed, or sent fds"
+        self.broker.sendmsg([data])
+        wait_until(lambda: mfb.unread(self.broker) == 0, "the broker read the request")
+        return mfb.HEADER.unpack_from(data)[1]
+
+    def reply(self):
+        """Passes the broker's next reply (and its fd) back; returns its opcode and status."""
+        data, fds, _ = mfb.recv_record(self.broker)
+        try:
+            socket.send_fds(self.client, [data], fds)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        _, opcode, _, _, status, _, _ = mfb.HEADER.unpack_from(data)
+        return opcode & ~mfb.REPLY, status
+
+    def close(self):
+        for s in (self.client, self.broker, self.listener):
+            if s:
+                s.close()
 
 
 class BrokerTest(unittest.TestCase):
@@ -48,6 +113,41 @@ class BrokerTest(unittest.TestCase):
     def ctl(self, *args, data=None):
         return subprocess.run([os.environ["MFB_BROKERCTL"], "--socket", self.path, *args],
                               input=data, capture_output=True, check=True, timeout=TIMEOUT).stdout
+
+    def ctl_json(self, *args):
+        return json.loads(self.ctl(*args, "--json"))
+
+    def ctl_fails(self, *args, data=None):
+        """Runs a command that must fail with one line on stderr; returns that line."""
+        p = subprocess.run([os.environ["MFB_BROKERCTL"], "--socket", self.path, *args],
+                           input=data, capture_output=True, timeout=TIMEOUT)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        lines = p.stderr.decode().splitlines()
+        self.assertEqual(len(lines), 1, lines)
+        return lines[0]
+
+    def consumed(self, client):
+        """Returns once the broker has read every request sent on client (such as a WAIT it now holds)."""
+        wait_until(lambda: client.unread() == 0, "the broker read the request")
+
+    def ctl_wait_through_relay(self, name):
+        """Starts `memfd-brokerctl wait name` and returns once the broker holds its WAIT."""
+        relay = Relay(self.dir.name, self.path)
+        self.addCleanup(relay.close)
+        tool = subprocess.Popen([os.environ["MFB_BROKERCTL"], "--socket", relay.path, "wait", name,
+                                 "--timeout", str(TIMEOUT)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.addCleanup(tool.kill)
+        relay.accept()
+        self.assertEqual(relay.request(), mfb.HELLO)
+        self.assertEqual(relay.reply(), (mfb.HELLO, 0))
+        self.assertEqual(relay.request(), mfb.WAIT)
+        self.assertIsNone(tool.poll())
+        return relay, tool
+
+    def fill(self, region, payload):
+        m = region.map()
+        m[:len(payload)] = payload
+        m.close()
 
     def test_create_open_seal_stat(self):
         with self.client.create(8192, name="py") as r:
@@ -101,6 +201,166 @@ class BrokerTest(unittest.TestCase):
             m.close()
             self.client.seal(r.handle)
         self.assertEqual(self.ctl("cat", "from-py"), payload)
+
+
+    def test_python_waits_for_a_c_producer(self):
+        payload = os.urandom(70000)
+        cookie = self.client.wait_start("c-later", 10 * TIMEOUT * 1000 * MS)
+        self.consumed(self.client)
+        self.ctl("create", "c-later", "96K", "--mode", "0644")
+        self.ctl("write", "c-later", data=payload)
+        self.ctl("seal", "c-later")
+        with self.client.wait_finish(cookie) as r:
+            self.assertEqual(r.access, mfb.ACCESS_READ)
+            self.assertEqual(r.info["name"], "c-later")
+            self.assertTrue(r.seals() & mfb.F_SEAL_WRITE)
+            self.assertEqual(r.map()[:len(payload)], payload)
+            self.assertEqual(self.ctl_json("stat", "c-later")["nattch"], 1)
+        # Ready already: answered at once, even without waiting.
+        with self.client.wait("c-later", 0) as r:
+            self.assertEqual(r.map()[:len(payload)], payload)
+
+    def test_c_waits_for_a_python_producer(self):
+        payload = os.urandom(30000)
+        with self.client.create(len(payload), name="py-later") as r:
+            self.fill(r, payload)
+            relay, tool = self.ctl_wait_through_relay("py-later")
+            self.client.seal(r.handle)
+            self.assertEqual(relay.reply(), (mfb.WAIT, 0))
+            self.assertEqual(relay.request(), mfb.RELEASE)  # the tool lets go as it exits
+            self.assertEqual(relay.reply(), (mfb.RELEASE, 0))
+            out, err = tool.communicate(timeout=TIMEOUT)
+            self.assertEqual((tool.returncode, err), (0, b""))
+            self.assertEqual(int(out), r.handle)
+        self.assertEqual(self.ctl("cat", "py-later"), payload)
+
+    def test_c_wait_ends_when_python_removes(self):
+        with self.client.create(4096, name="doomed"):
+            relay, tool = self.ctl_wait_through_relay("doomed")
+            self.client.remove(name="doomed")
+            self.assertEqual(relay.reply(), (mfb.WAIT, -errno.EIDRM))
+            out, err = tool.communicate(timeout=TIMEOUT)
+        self.assertEqual((tool.returncode, out), (1, b""))
+        self.assertRegex(err.decode(), r"^memfd-brokerctl: wait doomed: .*removed.*\n$")
+
+    def test_python_wait_ends_when_c_removes(self):
+        self.ctl("create", "doomed", "4K")
+        cookie = self.client.wait_start("doomed")
+        self.consumed(self.client)
+        self.ctl("rm", "doomed")
+        with self.assertRaises(mfb.BrokerError) as e:
+            self.client.wait_finish(cookie)
+        self.assertEqual(e.exception.errno, errno.EIDRM)
+
+    def test_wait_timeouts(self):
+        for timeout_ns in (0, 30 * MS):
+            with self.assertRaises(mfb.BrokerError) as e:
+                self.client.wait("absent", timeout_ns)
+            self.assertEqual(e.exception.errno, errno.ETIMEDOUT)
+        start = time.monotonic()
+        line = self.ctl_fails("wait", "absent", "--timeout", "0.05")
+        self.assertGreaterEqual(time.monotonic() - start, 0.05)
+        self.assertEqual(line, "memfd-brokerctl: wait absent: no sealed region named absent appeared within 0.05 s")
+        # Unsealed is not ready.
+        self.ctl("create", "absent", "4K")
+        self.ctl_fails("wait", "absent", "--timeout", "0")
+
+    def test_future_write_seal_from_python(self):
+        if not self.client.capabilities & mfb.CAP_SEAL_FUTURE_WRITE:
+            self.skipTest("the broker's kernel lacks F_SEAL_FUTURE_WRITE")
+        with self.client.create(4096, name="live") as r:
+            m = r.map()
+            m[:3] = b"v1\0"
+            info = self.client.seal(r.handle, mfb.F_SEAL_FUTURE_WRITE)
+            self.assertTrue(info["seals"] & mfb.F_SEAL_FUTURE_WRITE)
+            self.assertFalse(info["seals"] & mfb.F_SEAL_WRITE)
+            self.assertEqual(self.ctl("cat", "live")[:3], b"v1\0")
+            m[:3] = b"v2\0"  # the producer's mapping goes on writing
+            self.assertEqual(self.ctl("cat", "live")[:3], b"v2\0")
+            self.assertIn("region is sealed", self.ctl_fails("write", "live", data=b"x"))
+            stat = self.ctl_json("stat", "live")
+            self.assertIn("future-write", stat["seals"])
+            self.assertEqual(stat["state"], ["future-write-sealed"])
+            self.assertEqual(int(self.ctl("wait", "live", "--timeout", "0")), r.handle)  # published
+            with self.assertRaises(mfb.BrokerError) as e:
+                self.client.open(name="live", write=True)
+            self.assertEqual(e.exception.errno, errno.EPERM)
+            m.close()
+
+    def test_future_write_seal_from_c_wakes_python(self):
+        if not self.client.capabilities & mfb.CAP_SEAL_FUTURE_WRITE:
+            self.skipTest("the broker's kernel lacks F_SEAL_FUTURE_WRITE")
+        self.ctl("create", "stream", "4K")
+        with mfb.Client(self.path) as producer, producer.open(name="stream", write=True) as w:
+            m = w.map()
+            cookie = self.client.wait_start("stream")
+            self.consumed(self.client)
+            self.ctl("seal", "stream", "--future-write")
+            with self.client.wait_finish(cookie) as r:
+                self.assertTrue(r.seals() & mfb.F_SEAL_FUTURE_WRITE)
+                view = r.map()
+                m[:5] = b"after"  # written after the seal, through the earlier mapping
+                self.assertEqual(view[:5], b"after")
+                view.close()
+            m.close()
+
+    def test_modes_and_owners_across_clients(self):
+        me, group = pwd.getpwuid(os.getuid()).pw_name, grp.getgrgid(os.getgid()).gr_name
+        self.ctl("create", "perm", "4K", "--mode", "640")
+        info = self.client.stat(name="perm")
+        self.assertEqual((info["mode"], info["uid"], info["gid"]), (0o640, os.getuid(), os.getgid()))
+        self.client.chmod(0o604, name="perm")
+        self.assertEqual(self.ctl_json("stat", "perm")["mode"], 0o604)
+        self.ctl("chmod", "600", "perm")
+        self.assertEqual(self.client.stat(name="perm")["mode"], 0o600)
+
+        # Given away (readable by others, so that a non-root test still sees it), then taken back as creator.
+        self.client.chmod(0o644, name="perm")
+        info = self.client.chown(uid=65534, gid=65534, name="perm")
+        self.assertEqual((info["uid"], info["gid"], info["creator_uid"]), (65534, 65534, os.getuid()))
+        self.ctl("chown", "%d:%d" % (os.getuid(), os.getgid()), "perm")
+        self.assertEqual(self.client.stat(name="perm")["uid"], os.getuid())
+        self.ctl("chown", ":65534", "perm")  # the group alone
+        info = self.client.stat(name="perm")
+        self.assertEqual((info["uid"], info["gid"]), (os.getuid(), 65534))
+        self.ctl("chown", "%s:%s" % (me, group), "perm")
+        info = self.ctl_json("stat", "perm")
+        self.assertEqual((info["uid"], info["gid"]), (os.getuid(), os.getgid()))
+        handle = self.client.chown(gid=65534, name="perm")["handle"]
+        self.assertEqual(self.ctl_json("stat", "--handle", str(handle))["gid"], 65534)
+
+        with self.client.create(4096, name="py-perm", mode=0o640) as r:
+            self.assertEqual(r.info["mode"], 0o640)
+            self.assertEqual(self.ctl_json("stat", "py-perm")["mode"], 0o640)
+            self.assertEqual(self.ctl_json("stat", "--handle", str(r.handle))["name"], "py-perm")
+            self.ctl("rm", "--handle", str(r.handle))
+            self.assertEqual(self.client.stat(handle=r.handle)["state"], mfb.STATE_REMOVED)
+        with self.assertRaises(mfb.BrokerError) as e:
+            self.client.chmod(0o1000, name="perm")
+        self.assertEqual(e.exception.errno, errno.EINVAL)
+        self.assertIn("chmod", self.ctl_fails("chmod", "600", "missing"))
+
+    def test_hugetlb(self):
+        page, free = hugepages()
+        if not self.client.capabilities & mfb.CAP_HUGETLB or free < 2:
+            self.skipTest("needs hugetlb memfds and 2 free huge pages (vm.nr_hugepages)")
+        with self.client.create(page, name="huge-py", flags=mfb.CREATE_HUGETLB) as r:
+            self.assertEqual(r.info["state"], mfb.STATE_HUGETLB)
+            self.fill(r, b"huge")
+            self.assertIn("hugetlb", self.ctl_json("stat", "huge-py")["state"])
+        self.ctl("create", "huge-c", str(page), "--hugetlb", "--reserve")
+        self.assertEqual(self.client.stat(name="huge-c")["state"], mfb.STATE_HUGETLB)
+        self.assertIn("huge page", self.ctl_fails("create", "odd", str(page + 4096), "--hugetlb"))
+
+
+def hugepages():
+    """The default huge page size in bytes and how many are free, from /proc/meminfo."""
+    fields = {}
+    with open("/proc/meminfo") as f:
+        for line in f:
+            key, value = line.split(":")
+            fields[key] = int(value.split()[0])
+    return fields["Hugepagesize"] * 1024, fields["HugePages_Free"]
 
 
 if __name__ == "__main__":

@@ -1,0 +1,61 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "hugetlb.h"
+#include "macro.h"
+
+static void fclosep(FILE **f) {
+        if (*f)
+                fclose(*f);
+}
+
+/* Reads the two huge page lines of /proc/meminfo. */
+static int read_meminfo(uint64_t *ret_page_size, uint64_t *ret_free_pages) {
+        _cleanup_(fclosep) FILE *f = NULL;
+        bool have_size = false, have_free = false;
+        uint64_t page_kib = 0, free_pages = 0;
+        char line[256];
+
+        f = fopen("/proc/meminfo", "re");
+        if (!f)
+                return negative_errno();
+        while (!(have_size && have_free) && fgets(line, sizeof(line), f)) {
+                if (sscanf(line, "Hugepagesize: %" SCNu64 " kB", &page_kib) == 1)
+                        have_size = true;
+                else if (sscanf(line, "HugePages_Free: %" SCNu64, &free_pages) == 1)
+                        have_free = true;
+        }
+        if (ferror(f))
+                return -EIO;
+        /* Without huge page support the lines are missing, or the size is 0. */
+        if (!have_size || !have_free || page_kib == 0 || page_kib > UINT64_MAX / 1024)
+                return -ENOENT;
+        *ret_page_size = page_kib * 1024;
+        *ret_free_pages = free_pages;
+        return 0;
+}
+
+int hugetlb_page_size(uint64_t *ret) {
+        uint64_t size, free_pages;
+        int r;
+
+        r = read_meminfo(&size, &free_pages);
+        if (r < 0)
+                return r;
+        *ret = size;
+        return 0;
+}
+
+int hugetlb_free_bytes(uint64_t *ret) {
+        uint64_t size, free_pages;
+        int r;
+
+        r = read_meminfo(&size, &free_pages);
+        if (r < 0)
+                return r;
+        *ret = free_pages > UINT64_MAX / size ? UINT64_MAX : free_pages * size;
+        return 0;
+}

@@ -1,0 +1,19 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* Huge pages of the default size, as /proc/meminfo reports them. */
+
+#include <stdint.h>
+
+/*
+ * The default huge page size in bytes ("Hugepagesize:"). Returns 0, or
+ * -ENOENT when the kernel reports none, or another -errno.
+ */
+int hugetlb_page_size(uint64_t *ret);
+
+/*
+ * The bytes in free huge pages of the default size ("HugePages_Free:"
+ * times "Hugepagesize:"). Returns 0, or -ENOENT when the kernel reports
+ * none, or another -errno.
+ */
+int hugetlb_free_bytes(uint64_t *ret);
