@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <stdbool.h>
+#include <stdlib.h>
 #include <sys/socket.h>
 
 #include <systemd/sd-daemon.h>
@@ -8,37 +10,67 @@
 #include "log.h"
 #include "macro.h"
 
-int activation_listen_fd(int *ret_fd) {
-        int n, listen_fd = -1;
+void passed_fds_free(struct passed_fd *fds, size_t n_fds) {
+        for (size_t i = 0; i < n_fds; i++) {
+                safe_close(fds[i].fd);
+                free(fds[i].name);
+        }
+        free(fds);
+}
 
-        n = sd_listen_fds(1);
+int activation_take_fds(int *ret_listen_fd, struct passed_fd **ret_fds, size_t *ret_n_fds) {
+        _cleanup_(closep) int listen_fd = -1;
+        struct passed_fd *fds = NULL;
+        char **names = NULL;
+        size_t n_fds = 0;
+        bool sockets = false;
+        int n, r = 0;
+
+        n = sd_listen_fds_with_names(true, &names);
         if (n < 0)
-                return log_error_errno(n, "Failed to read the sockets passed by the service manager: %m");
-        if (n == 0) {
-                *ret_fd = -1;
-                return 0;
+                return log_error_errno(n, "Failed to read the fds passed by the service manager: %m");
+        if (n > 0) {
+                fds = calloc((size_t) n, sizeof(*fds));
+                if (!fds)
+                        r = log_error_errno(ENOMEM, "Failed to take the fds passed by the service manager: %m");
         }
 
-        for (int fd = SD_LISTEN_FDS_START; fd < SD_LISTEN_FDS_START + n; fd++) {
+        for (int i = 0; i < n; i++) {
+                _cleanup_(freep) char *name = names[i];
+                int fd = SD_LISTEN_FDS_START + i;
+
+                if (r < 0) {
+                        safe_close(fd);
+                        continue;
+                }
+                if (sd_is_socket(fd, AF_UNSPEC, 0, -1) <= 0) {
+                        /* Not a socket: something the broker kept in the fd store. */
+                        fds[n_fds++] = (struct passed_fd) { .fd = fd, .name = TAKE_PTR(name) };
+                        continue;
+                }
+                sockets = true;
                 if (sd_is_socket_unix(fd, SOCK_SEQPACKET, 1, NULL, 0) <= 0) {
-                        log_warning("Passed fd %d is not a listening AF_UNIX SOCK_SEQPACKET socket; closing it", fd);
+                        log_warning("Passed socket %s (fd %d) is not a listening AF_UNIX SOCK_SEQPACKET socket; "
+                                    "closing it", name, fd);
                         safe_close(fd);
                 } else if (listen_fd >= 0) {
-                        log_error("More than one listening socket was passed (fds %d and %d); "
-                                  "use one ListenSequentialPacket=", listen_fd, fd);
+                        r = log_error_errno(EINVAL, "More than one listening socket was passed (fds %d and %d); "
+                                            "use one ListenSequentialPacket=", listen_fd, fd);
                         safe_close(fd);
-                        listen_fd = safe_close(listen_fd);
-                        for (fd++; fd < SD_LISTEN_FDS_START + n; fd++)
-                                safe_close(fd);
-                        return -EINVAL;
                 } else
                         listen_fd = fd;
         }
-        if (listen_fd < 0) {
-                log_error("None of the %d passed fds is a listening AF_UNIX SOCK_SEQPACKET socket; "
-                          "the socket unit needs ListenSequentialPacket=", n);
-                return -EINVAL;
+        free(names);
+
+        if (r >= 0 && sockets && listen_fd < 0)
+                r = log_error_errno(EINVAL, "None of the sockets passed is a listening AF_UNIX SOCK_SEQPACKET "
+                                    "socket; the socket unit needs ListenSequentialPacket=");
+        if (r < 0) {
+                passed_fds_free(fds, n_fds);
+                return r;
         }
-        *ret_fd = listen_fd;
-        return 1;
+        *ret_listen_fd = TAKE_FD(listen_fd);
+        *ret_fds = fds;
+        *ret_n_fds = n_fds;
+        return 0;
 }

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <inttypes.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,6 +14,8 @@
 #include "listener.h"
 #include "log.h"
 #include "macro.h"
+#include "notify.h"
+#include "persist.h"
 #include "quota.h"
 #include "region.h"
 #include "wait.h"
@@ -35,6 +39,40 @@ static void on_accept(int fd, void *userdata) {
 
         /* A failure is logged and costs this client only. */
         (void) connection_new(b, fd);
+}
+
+/* Bytes for people: "1.5 GiB". */
+static void format_bytes(uint64_t bytes, char *buf, size_t size) {
+        static const char units[][4] = { "KiB", "MiB", "GiB", "TiB", "PiB", "EiB" };
+        double v = (double) bytes;
+        size_t i = 0;
+
+        if (bytes < 1024) {
+                snprintf(buf, size, "%" PRIu64 " B", bytes);
+                return;
+        }
+        for (v /= 1024; v >= 1024 && i + 1 < ELEMENTSOF(units); i++)
+                v /= 1024;
+        snprintf(buf, size, "%.1f %s", v, units[i]);
+}
+
+static void broker_status(char *buf, size_t size, void *userdata) {
+        struct broker *b = userdata;
+        struct region_usage u;
+        char bytes[32];
+
+        region_table_usage(b->regions, &u);
+        format_bytes(u.bytes, bytes, sizeof(bytes));
+        snprintf(buf, size, "regions: %zu (named: %zu), size: %s, connections: %" PRIu32, u.regions, u.named,
+                 bytes, b->n_connections);
+}
+
+/* Without a service manager that keeps fds, the passed fds that are not sockets are of no use. */
+static void close_unused(struct passed_fd *fds, size_t n_fds) {
+        for (size_t i = 0; i < n_fds; i++)
+                log_warning("Passed fd %s (fd %d) is not a socket, and nothing is kept across restarts without "
+                            "$NOTIFY_SOCKET; closing it", fds[i].name, fds[i].fd);
+        passed_fds_free(fds, n_fds);
 }
 
 static void log_libevent(int severity, const char *message) {
@@ -72,7 +110,10 @@ static struct event_base *event_base_new_early_close(void) {
 
 int broker_new(const struct config *config, struct broker **ret) {
         _cleanup_(broker_freep) struct broker *b = NULL;
-        int listen_fd, r;
+        _cleanup_(closep) int listen_fd = -1;
+        struct passed_fd *passed;
+        size_t n_passed;
+        int r;
 
         b = calloc(1, sizeof(*b));
         if (!b)
@@ -109,11 +150,23 @@ int broker_new(const struct config *config, struct broker **ret) {
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the table of waiters: %m");
 
-        r = activation_listen_fd(&listen_fd);
+        r = activation_take_fds(&listen_fd, &passed, &n_passed);
         if (r < 0)
                 return r;
-        if (r > 0) {
-                r = listener_new_fd(b->base, listen_fd, on_accept, b, &b->listener);
+        r = notifier_new(b->base, broker_status, b, &b->notifier);
+        if (r < 0) {
+                passed_fds_free(passed, n_passed);
+                return log_error_errno(r, "Failed to set up notifying the service manager: %m");
+        }
+        if (b->notifier) {
+                r = persist_new(b->base, b->regions, passed, n_passed, &b->persist);
+                if (r < 0)
+                        return r;
+        } else
+                close_unused(passed, n_passed);
+
+        if (listen_fd >= 0) {
+                r = listener_new_fd(b->base, TAKE_FD(listen_fd), on_accept, b, &b->listener);
                 if (r < 0)
                         return r;
                 log_notice("memfd-brokerd " PACKAGE_VERSION " serving on the socket passed by the service manager");
@@ -129,9 +182,13 @@ int broker_new(const struct config *config, struct broker **ret) {
 }
 
 int broker_run(struct broker *b) {
+        int r = 0;
+
+        notifier_ready(b->notifier);
         if (event_base_dispatch(b->base) < 0)
-                return log_error_errno(EIO, "The event loop failed: %m");
-        return 0;
+                r = log_error_errno(EIO, "The event loop failed: %m");
+        notifier_stopping(b->notifier);
+        return r;
 }
 
 struct broker *broker_free(struct broker *b) {
@@ -141,6 +198,10 @@ struct broker *broker_free(struct broker *b) {
         /* Connections first: they release their references to regions and forget their WAITs. */
         while (b->connections)
                 connection_free(b->connections);
+        /* With the times of those releases, for the next broker. */
+        persist_flush(b->persist);
+        persist_free(b->persist);
+        notifier_free(b->notifier);
         listener_free(b->listener);
         wait_table_free(b->waits);
         region_table_free(b->regions);

@@ -3,8 +3,9 @@
 
 /*
  * The broker: the event loop, the listening socket, every connection, the
- * region table, the per-uid accounting, the pending WAITs, and the signals
- * that stop it.
+ * region table, the per-uid accounting, the pending WAITs, the signals
+ * that stop it, and under systemd what it tells the service manager and
+ * keeps across restarts.
  */
 
 #include <event2/event.h>
@@ -13,6 +14,8 @@
 
 struct connection;
 struct listener;
+struct notifier;
+struct persist;
 struct quota;
 struct region_table;
 struct wait_table;
@@ -26,21 +29,29 @@ struct broker {
         struct listener *listener;
         struct event *signal_events[3];
         struct connection *connections;         /* every open connection, newest first */
+        uint32_t n_connections;
+        struct notifier *notifier;              /* NULL when not under a service manager */
+        struct persist *persist;                /* NULL when not under a service manager */
         void *record;                           /* MFB_WIRE_RECORD_MAX bytes: the request being handled */
 };
 
 /*
- * Sets up a broker listening on config->socket_path. config is borrowed and
- * must outlive the broker. Returns 0, or -errno after logging why.
+ * Sets up a broker listening on the socket the service manager passed, or
+ * else on config->socket_path, with the regions the service manager kept
+ * (persist.h). config is borrowed and must outlive the broker. Returns 0,
+ * or -errno after logging why.
  */
 int broker_new(const struct config *config, struct broker **ret);
 
-/* Serves clients until SIGTERM or SIGINT. Returns 0, or -errno after logging why. */
+/*
+ * Tells the service manager that it is ready, and serves clients until
+ * SIGTERM or SIGINT. Returns 0, or -errno after logging why.
+ */
 int broker_run(struct broker *b);
 
 /*
  * Closes every connection (releasing what they held) and every region,
- * and removes the socket file if this broker created it. Accepts NULL;
- * returns NULL.
+ * saving what the next broker restores, and removes the socket file if
+ * this broker created it. Accepts NULL; returns NULL.
  */
 struct broker *broker_free(struct broker *b);

@@ -14,6 +14,8 @@
 #include "hashmap.h"
 #include "log.h"
 #include "macro.h"
+#include "notify.h"
+#include "persist.h"
 #include "quota.h"
 #include "region.h"
 #include "request.h"
@@ -222,6 +224,8 @@ static void on_readable(evutil_socket_t fd, short what, void *userdata) {
                         return;
                 }
         }
+        /* Once per wakeup, not per request: the notifier coalesces anyway. */
+        notifier_status_changed(c->broker->notifier);
         if (c->closing && !c->queue_head)
                 close_answered(c);
 }
@@ -255,6 +259,8 @@ int connection_new(struct broker *b, int fd) {
         if (c->next)
                 c->next->prev = c;
         b->connections = c;
+        b->n_connections++;
+        notifier_status_changed(b->notifier);
 
         /* The peer's identity as of connect(), before it can do anything else. */
         r = peer_get(fd, &c->peer);
@@ -299,6 +305,7 @@ static void release_all(struct connection *c) {
 
                 h->region->detach_time = now;
                 h->region->last_pid = c->peer.creds.pid;
+                persist_region_touched(c->broker->persist, h->region);
                 region_drop_holder(c->broker->regions, h->region);
                 free(h);
         }
@@ -314,6 +321,8 @@ struct connection *connection_free(struct connection *c) {
                 c->broker->connections = c->next;
         if (c->next)
                 c->next->prev = c->prev;
+        c->broker->n_connections--;
+        notifier_status_changed(c->broker->notifier);
 
         wait_forget(c);
         if (c->holds) {
@@ -376,6 +385,7 @@ int connection_release(struct connection *c, uint64_t handle) {
         r = h->region;
         r->detach_time = region_now();
         r->last_pid = c->peer.creds.pid;
+        persist_region_touched(c->broker->persist, r);
 
         /* Keeping a read-write reference longer only lets this client SEAL, which takes rights away. */
         if (h->writable == h->count)

@@ -122,6 +122,19 @@ int quota_add_region(struct quota *q, uid_t uid, uint64_t size) {
         return 0;
 }
 
+int quota_charge_region(struct quota *q, uid_t uid, uint64_t size) {
+        struct quota_user *u;
+
+        if (uid == 0)
+                return 0;
+        u = user_get_or_add(q, uid);
+        if (!u)
+                return -ENOMEM;
+        u->usage.regions++;
+        u->usage.bytes += size;
+        return 0;
+}
+
 void quota_remove_region(struct quota *q, uid_t uid, uint64_t size) {
         struct quota_user *u;
 

@@ -45,7 +45,13 @@ void quota_usage(const struct quota *q, uid_t uid, struct quota_usage *ret);
  */
 int quota_add_region(struct quota *q, uid_t uid, uint64_t size);
 
-/* Undoes quota_add_region(). */
+/*
+ * Charges uid for a region of size bytes that exists already (kept across
+ * a restart), even beyond its limits. Returns 0 or -ENOMEM.
+ */
+int quota_charge_region(struct quota *q, uid_t uid, uint64_t size);
+
+/* Undoes quota_add_region() or quota_charge_region(). */
 void quota_remove_region(struct quota *q, uid_t uid, uint64_t size);
 
 /*

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/param.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -51,6 +52,7 @@ struct region_table {
         size_t n_slots;
         size_t n_allocated;
         uint64_t last_handle;
+        uint64_t bytes;                 /* in all regions */
         uint64_t max_region_size;
         uint32_t max_regions;
         struct quota *quota;            /* borrowed */
@@ -252,6 +254,7 @@ struct region *region_next(struct region_table *t, uint64_t after) {
 /* Unlinks r from every index and frees it. */
 static void region_destroy(struct region_table *t, struct region *r) {
         log_debug("Region %" PRIu64 " freed", r->handle);
+        t->bytes -= r->size;
         if (r->name)
                 hashmap_remove(t->by_name, r->name);
         hashmap_remove(t->by_handle, &r->handle);
@@ -372,8 +375,51 @@ int region_create(struct region_table *t, uint64_t size, const char *name, mode_
 
         /* Only now: a handle is never reused, but a failed create need not burn one. */
         t->last_handle = r->handle;
+        t->bytes += size;
         *ret = r;
         return 0;
+}
+
+int region_adopt(struct region_table *t, struct region *r) {
+        int k;
+
+        if (r->handle <= t->last_handle)
+                return -EINVAL;
+        if (hashmap_get(t->by_name, r->name))
+                return -EEXIST;
+        k = quota_charge_region(t->quota, r->uid, r->size);
+        if (k < 0)
+                return k;
+        k = hashmap_put(t->by_handle, &r->handle, r);
+        if (k >= 0) {
+                k = hashmap_put(t->by_name, r->name, r);
+                if (k >= 0) {
+                        k = order_append(t, r);
+                        if (k < 0)
+                                hashmap_remove(t->by_name, r->name);
+                }
+                if (k < 0)
+                        hashmap_remove(t->by_handle, &r->handle);
+        }
+        if (k < 0) {
+                quota_remove_region(t->quota, r->uid, r->size);
+                return k;
+        }
+        t->last_handle = r->handle;
+        t->bytes += r->size;
+        return 0;
+}
+
+void region_table_skip_handles(struct region_table *t, uint64_t handle) {
+        t->last_handle = MAX(t->last_handle, handle);
+}
+
+void region_table_usage(const struct region_table *t, struct region_usage *ret) {
+        *ret = (struct region_usage) {
+                .regions = hashmap_size(t->by_handle),
+                .named = hashmap_size(t->by_name),
+                .bytes = t->bytes,
+        };
 }
 
 struct region *region_get_by_handle(const struct region_table *t, uint64_t handle) {

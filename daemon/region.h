@@ -40,6 +40,15 @@ struct region {
         uint64_t detach_time;
         uint64_t change_time;
         size_t slot;            /* index in the table's handle order */
+        uint32_t saved_slot;    /* where it is in the saved state (persist.h); 0 when not saved */
+        bool saved_dirty;       /* changed since saved; waiting for persist_flush() */
+};
+
+/* What the table holds, for the status line. */
+struct region_usage {
+        size_t regions;
+        size_t named;
+        uint64_t bytes;
 };
 
 struct quota;
@@ -81,6 +90,23 @@ uint64_t region_table_hugetlb_page_size(const struct region_table *t);
  */
 int region_create(struct region_table *t, uint64_t size, const char *name, mode_t mode, bool hugetlb,
                   const struct ucred *creds, struct region **ret);
+
+/*
+ * Adds r, a region kept across a restart of the broker, which the table
+ * owns from then on: allocated with calloc(), its name with malloc(), its
+ * fields and fd set, not removed and held by nobody. Handles must come in
+ * ascending order, each above every handle the table has given. Its owner
+ * is charged for it even beyond the limits per uid, which may have been
+ * lowered since: it exists already. Returns 0, -EINVAL (handle not above
+ * the last), -EEXIST (name taken) or -ENOMEM; r is the caller's again on
+ * failure.
+ */
+int region_adopt(struct region_table *t, struct region *r);
+
+/* Makes the table give handles above handle from now on, if it would not already. */
+void region_table_skip_handles(struct region_table *t, uint64_t handle);
+
+void region_table_usage(const struct region_table *t, struct region_usage *ret);
 
 /* The region with this handle, removed ones included, or NULL. */
 struct region *region_get_by_handle(const struct region_table *t, uint64_t handle);

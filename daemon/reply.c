@@ -10,6 +10,7 @@
 #include "connection.h"
 #include "log.h"
 #include "macro.h"
+#include "persist.h"
 #include "region.h"
 #include "reply.h"
 
@@ -113,6 +114,7 @@ int reply_open(struct connection *c, const struct mfb_wire_header *request, stru
                 return reply_failure(c, request, k, "holding the region failed");
         r->attach_time = region_now();
         r->last_pid = c->peer.creds.pid;
+        persist_region_touched(c->broker->persist, r);
 
         log_debug("%s of pid %d uid %u: region %" PRIu64 " %s", mfb_wire_opcode_name(request->opcode),
                   (int) c->peer.creds.pid, c->peer.creds.uid, r->handle, writable ? "read-write" : "read-only");

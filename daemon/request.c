@@ -11,6 +11,7 @@
 #include "connection.h"
 #include "hugetlb.h"
 #include "log.h"
+#include "persist.h"
 #include "quota.h"
 #include "region.h"
 #include "reply.h"
@@ -215,8 +216,18 @@ static int handle_create(struct connection *c, const struct mfb_wire_header *h, 
                 return reply_failure(c, h, k, "creating the region failed");
         }
 
+        /* Before the handle leaves: a client that got it can rely on it after a restart. */
+        k = persist_region_created(c->broker->persist, r);
+        if (k < 0) {
+                region_remove(t, r);
+                if (k == -E2BIG)
+                        return reply_error(c, h, -ENOSPC, "the service manager cannot keep more named regions "
+                                           "across a restart");
+                return reply_failure(c, h, k, "saving the region for a restart failed");
+        }
         k = connection_hold(c, r, true);
         if (k < 0) {
+                persist_region_removed(c->broker->persist, r);
                 region_remove(t, r);
                 return reply_failure(c, h, k, "holding the region failed");
         }
@@ -294,6 +305,7 @@ static int handle_seal(struct connection *c, const struct mfb_wire_header *h, co
                 return reply_failure(c, h, k, "sealing the region failed");
         r->change_time = region_now();
         r->last_pid = c->peer.creds.pid;
+        persist_region_changed(c->broker->persist, r);
 
         log_debug("SEAL of pid %d uid %u: region %" PRIu64 " with 0x%" PRIx32, (int) c->peer.creds.pid,
                   c->peer.creds.uid, r->handle, req.seals);
@@ -383,6 +395,7 @@ static int handle_remove(struct connection *c, const struct mfb_wire_header *h, 
                   r->handle);
         /* While r still has its name, which the waiters are listed by. */
         wait_wake_removed(c->broker->waits, r);
+        persist_region_removed(c->broker->persist, r);
         region_remove(c->broker->regions, r);
         return reply_empty(c, h);
 }
@@ -430,6 +443,7 @@ static int handle_set(struct connection *c, const struct mfb_wire_header *h, con
                 r->mode = req.mode;
         r->change_time = region_now();
         r->last_pid = c->peer.creds.pid;
+        persist_region_changed(c->broker->persist, r);
 
         log_debug("SET of pid %d uid %u: region %" PRIu64 " uid %u gid %u mode 0%o", (int) c->peer.creds.pid,
                   c->peer.creds.uid, r->handle, (unsigned) r->uid, (unsigned) r->gid, (unsigned) r->mode);

@@ -10,5 +10,6 @@ Suite *fdpass_suite(void);
 Suite *sharing_suite(void);
 Suite *lifetime_suite(void);
 Suite *bad_input_suite(void);
+Suite *state_suite(void);
 Suite *access_suite(void);
 Suite *wait_suite(void);

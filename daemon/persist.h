@@ -1,0 +1,75 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/*
+ * Keeping the named regions across restarts of the broker under systemd.
+ *
+ * The memfd of each named region is in the service manager's fd store
+ * (fdstore.h), named by its handle in decimal, and what the table knows of
+ * it is in the saved state (state.h), a memfd stored as "state". A named
+ * region is saved before its CREATE is answered, so that a client that got
+ * a handle can rely on it; saved again when a SEAL or SET changes it; and
+ * forgotten, state first and then memfd, when it is removed. Opens and
+ * releases change only times and the last pid, which are saved within
+ * PERSIST_FLUSH_MSEC rather than at each request, and when the broker
+ * stops. A restart by SIGKILL loses at most those.
+ *
+ * Anonymous regions, and removed ones, are not kept: the connections that
+ * hold them do not survive a restart. Neither is anything when the broker
+ * does not run under systemd: then there is no persist, and every function
+ * here takes NULL and does nothing, at the cost of that one test.
+ */
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define PERSIST_FLUSH_MSEC 100
+
+/* The fd store name of the saved state. */
+#define PERSIST_STATE_FDNAME "state"
+
+/* Room for the fd store name of a region: its handle in decimal. */
+#define PERSIST_FDNAME_MAX sizeof("18446744073709551615")
+
+struct event_base;
+struct passed_fd;
+struct persist;
+struct region;
+struct region_table;
+
+/* Writes the fd store name of the region with handle to buf. */
+void persist_region_fdname(uint64_t handle, char buf[static PERSIST_FDNAME_MAX]);
+
+/*
+ * Restores into t the named regions that systemd kept (restore.h) from
+ * fds, the n_fds fds passed at start that are not sockets, and keeps t's
+ * named regions from then on, with a timer on base. Takes fds, the array
+ * and what it holds, on failure too. t is borrowed and must outlive the
+ * persist. Returns 0, or -errno after logging why.
+ */
+int persist_new(struct event_base *base, struct region_table *t, struct passed_fd *fds, size_t n_fds,
+                struct persist **ret);
+
+/* Frees p; what systemd holds stays, for the next broker. Accepts NULL; returns NULL. */
+struct persist *persist_free(struct persist *p);
+
+/*
+ * Saves r, a region just created, before any fd of it leaves the broker:
+ * the handle mark, and for a named region its memfd and state. Returns 0;
+ * -E2BIG when the fd store has no room for one more name (logged once);
+ * or another -errno after logging why. Nothing of r is kept on failure:
+ * remove it.
+ */
+int persist_region_created(struct persist *p, struct region *r);
+
+/* Saves r now: its owner, mode or seals changed. A failure is logged, and retried later. */
+void persist_region_changed(struct persist *p, struct region *r);
+
+/* Saves r later: its attach or detach time, or last pid, changed. */
+void persist_region_touched(struct persist *p, struct region *r);
+
+/* Forgets r, which is about to be removed, and removes its memfd from the store. Call it while r has its name. */
+void persist_region_removed(struct persist *p, struct region *r);
+
+/* Saves at once what persist_region_touched() left for later: the broker is stopping. */
+void persist_flush(struct persist *p);
