@@ -31,4 +31,18 @@ grep -q 'passed by the service manager' "$dir/log" || fail "the broker did not u
 kill "$pid"
 wait "$pid" || fail "broker exited with status $?"
 pid=
+# A passed socket of the wrong type (a stream socket here) is refused with a
+# clear error, and the broker does not start. A stream connection makes the
+# activator start it.
+systemd-socket-activate -l "$dir/stream" "$MFB_BROKERD" --log-level notice 2>"$dir/log" &
+pid=$!
+for _ in $(seq 1 2000); do [ -S "$dir/stream" ] && break; sleep 0.01; done
+[ -S "$dir/stream" ] || fail "systemd-socket-activate did not create its stream socket"
+python3 -c 'import socket, sys; socket.socket(socket.AF_UNIX, socket.SOCK_STREAM).connect(sys.argv[1])' "$dir/stream"
+status=0
+wait "$pid" || status=$?
+pid=
+[ "$status" -ne 0 ] || fail "the broker accepted a stream socket"
+grep -q 'not a listening AF_UNIX SOCK_SEQPACKET socket' "$dir/log" || fail "no clear error for a stream socket: $(cat "$dir/log")"
+
 echo "socket activation: all checks passed"

@@ -163,16 +163,12 @@ static int parse_mode(const char *s, mode_t *ret) {
         return 0;
 }
 
-/* A decimal number below limit. */
+/* A decimal number, digits only, below limit. */
 static int parse_number(const char *s, uint64_t limit, uint64_t *ret) {
-        unsigned long long v;
+        uint64_t v;
         char *end;
 
-        if (*s < '0' || *s > '9')
-                return -EINVAL;
-        errno = 0;
-        v = strtoull(s, &end, 10);
-        if (errno != 0 || *end != '\0' || v >= limit)
+        if (parse_decimal(s, &end, &v) < 0 || *end != '\0' || v >= limit)
                 return -EINVAL;
         *ret = v;
         return 0;
