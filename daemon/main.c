@@ -145,21 +145,39 @@ static int parse_args(int argc, char *argv[], struct config *c) {
 }
 
 /* Each region costs the broker one fd, so take every fd the hard limit allows. */
-static void raise_fd_limit(void) {
+/*
+ * Descriptors the broker needs besides one per region: the listener, the
+ * event loop, logging, and a few connections. A hard limit below
+ * --max-regions plus this is worth a notice: the region limit is then out
+ * of reach, and a CREATE meets ENOSPC first. Under systemd that happens
+ * without an error where the system allows less than LimitNOFILE=: systemd
+ * then gives the service as much as it can.
+ */
+#define FD_LIMIT_HEADROOM 64U
+
+/* Lifts the soft limit on open files to the hard one, and says when even that is short. */
+static void raise_fd_limit(const struct config *c) {
+        uint64_t wanted = (uint64_t) c->max_regions + FD_LIMIT_HEADROOM;
         struct rlimit rl;
 
         if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
                 log_warning_errno(errno, "Failed to read the limit on open files: %m");
                 return;
         }
-        if (rl.rlim_cur == rl.rlim_max)
-                return;
-        rl.rlim_cur = rl.rlim_max;
-        if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
-                log_warning_errno(errno, "Failed to raise the limit on open files to %llu: %m",
-                                  (unsigned long long) rl.rlim_max);
-        else
-                log_debug("Raised the limit on open files to %llu", (unsigned long long) rl.rlim_max);
+        if (rl.rlim_cur != rl.rlim_max) {
+                rl.rlim_cur = rl.rlim_max;
+                if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+                        log_warning_errno(errno, "Failed to raise the limit on open files to %llu: %m",
+                                          (unsigned long long) rl.rlim_max);
+                        if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+                                return;
+                } else
+                        log_debug("Raised the limit on open files to %llu", (unsigned long long) rl.rlim_max);
+        }
+        if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < wanted)
+                log_notice("The limit on open files, %llu, is below the %" PRIu64 " that --max-regions=%" PRIu32
+                           " needs: regions will run out of file descriptors first, and CREATE fail with ENOSPC.",
+                           (unsigned long long) rl.rlim_cur, wanted, c->max_regions);
 }
 
 int main(int argc, char *argv[]) {
@@ -182,7 +200,7 @@ int main(int argc, char *argv[]) {
                 return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
         }
 
-        raise_fd_limit();
+        raise_fd_limit(&config);
         /* Replies use MSG_NOSIGNAL; this covers everything else that could write to a closed peer. */
         signal(SIGPIPE, SIG_IGN);
 

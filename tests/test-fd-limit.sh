@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Running out of file descriptors: a broker whose limit on open files is
+# below what --max-regions needs says so at start, refuses the CREATE that
+# finds no descriptor with ENOSPC and a clear message, and goes on serving;
+# freeing a region makes room again.
+set -euo pipefail
+: "${MFB_BROKERD:?}" "${MFB_BROKERCTL:?}"
+
+# Few enough that the loop below is quick, enough for the broker's own fds.
+fd_limit=128
+
+dir=$(mktemp -d "${TMPDIR:-/tmp}/mfb-fds.XXXXXX")
+pid=
+stop_broker() {
+    [ -z "$pid" ] || { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; }
+    pid=
+}
+trap 'stop_broker; rm -rf "$dir"' EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+ctl() { "$MFB_BROKERCTL" --socket "$dir/s" "$@"; }
+
+# Starts the broker with both limits on open files at $fd_limit; its log goes to $dir/log.
+start_broker() {
+    # The wrapper (valgrind) needs descriptors of its own: not here.
+    (ulimit -n "$fd_limit" && exec "$MFB_BROKERD" --socket "$dir/s" --log-level notice "$@") 2>"$dir/log" &
+    pid=$!
+    for _ in $(seq 1 2000); do
+        ctl list >/dev/null 2>&1 && return 0
+        kill -0 "$pid" 2>/dev/null || fail "broker exited at startup: $(cat "$dir/log")"
+        sleep 0.01
+    done
+    fail "broker does not answer"
+}
+
+# A region limit the descriptors cannot reach: a notice at start.
+start_broker --max-regions 1000
+grep -q "limit on open files, $fd_limit, is below" "$dir/log" || fail "no notice of the short limit: $(cat "$dir/log")"
+
+created=0
+err=
+for i in $(seq 1 "$fd_limit"); do
+    if ! err=$(ctl create "r$i" 4K 2>&1 >/dev/null); then
+        break
+    fi
+    created=$i
+done
+[ "$created" -gt 0 ] || fail "no region could be created: $err"
+[ "$created" -lt "$fd_limit" ] || fail "$fd_limit regions fit in $fd_limit descriptors"
+grep -q "out of file descriptors" <<<"$err" || fail "the failed create said '$err'"
+
+# Still serving: every region is listed, and freeing one makes room for another.
+[ "$(ctl list --json | python3 -c 'import json, sys; print(len(json.load(sys.stdin)))')" -eq "$created" ] \
+    || fail "list does not show the $created regions"
+ctl rm r1
+ctl create again 4K >/dev/null || fail "create after rm still fails"
+kill -0 "$pid" || fail "the broker died"
+stop_broker
+
+# A region limit that fits: no notice.
+start_broker --max-regions 32
+! grep -q "limit on open files" "$dir/log" || fail "a notice although the limit suffices: $(cat "$dir/log")"
+stop_broker
+
+echo "fd limit: all checks passed"
