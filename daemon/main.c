@@ -144,7 +144,6 @@ static int parse_args(int argc, char *argv[], struct config *c) {
         return 1;
 }
 
-/* Each region costs the broker one fd, so take every fd the hard limit allows. */
 /*
  * Descriptors the broker needs besides one per region: the listener, the
  * event loop, logging, and a few connections. A hard limit below
@@ -159,25 +158,27 @@ static int parse_args(int argc, char *argv[], struct config *c) {
 static void raise_fd_limit(const struct config *c) {
         uint64_t wanted = (uint64_t) c->max_regions + FD_LIMIT_HEADROOM;
         struct rlimit rl;
+        rlim_t limit;
 
         if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
                 log_warning_errno(errno, "Failed to read the limit on open files: %m");
                 return;
         }
+        limit = rl.rlim_cur;
         if (rl.rlim_cur != rl.rlim_max) {
                 rl.rlim_cur = rl.rlim_max;
-                if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+                if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
                         log_warning_errno(errno, "Failed to raise the limit on open files to %llu: %m",
                                           (unsigned long long) rl.rlim_max);
-                        if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
-                                return;
-                } else
-                        log_debug("Raised the limit on open files to %llu", (unsigned long long) rl.rlim_max);
+                else {
+                        limit = rl.rlim_max;
+                        log_debug("Raised the limit on open files to %llu", (unsigned long long) limit);
+                }
         }
-        if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < wanted)
+        if (limit != RLIM_INFINITY && limit < wanted)
                 log_notice("The limit on open files, %llu, is below the %" PRIu64 " that --max-regions=%" PRIu32
                            " needs: regions will run out of file descriptors first, and CREATE fail with ENOSPC.",
-                           (unsigned long long) rl.rlim_cur, wanted, c->max_regions);
+                           (unsigned long long) limit, wanted, c->max_regions);
 }
 
 int main(int argc, char *argv[]) {

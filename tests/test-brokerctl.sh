@@ -2,32 +2,12 @@
 # memfd-brokerctl end to end against a broker of its own: a 64 MiB round trip
 # through create, write, seal and cat, then stat, list and rm, and the errors
 # a user meets.
-set -euo pipefail
-
-: "${MFB_BROKERD:?}" "${MFB_BROKERCTL:?}"
-dir=$(mktemp -d "${TMPDIR:-/tmp}/mfb-ctl.XXXXXX")
-broker_pid=
-cleanup() {
-    if [ -n "$broker_pid" ]; then
-        kill "$broker_pid" 2>/dev/null || true
-        wait "$broker_pid" 2>/dev/null || true
-    fi
-    rm -rf "$dir"
-}
-trap cleanup EXIT
-
-fail() { echo "FAIL: $*" >&2; exit 1; }
+# shellcheck source=tests/lib.sh
+. "$(dirname "$0")/lib.sh"
 export MEMFD_BROKER_SOCKET="$dir/broker.sock"
 
 # shellcheck disable=SC2086 # the wrapper is a list of words
-${MFB_BROKER_WRAPPER:-} "$MFB_BROKERD" --log-level warning &
-broker_pid=$!
-for _ in $(seq 1 2000); do
-    "$MFB_BROKERCTL" list >/dev/null 2>&1 && break
-    kill -0 "$broker_pid" 2>/dev/null || fail "broker exited at startup"
-    sleep 0.01
-done
-"$MFB_BROKERCTL" list >/dev/null || fail "broker does not answer"
+run_broker "$MEMFD_BROKER_SOCKET" ${MFB_BROKER_WRAPPER:-} "$MFB_BROKERD" --log-level warning
 
 ctl() { "$MFB_BROKERCTL" "$@"; }
 
@@ -121,8 +101,6 @@ status=0; ctl frobnicate >/dev/null 2>&1 || status=$?
 status=0; ctl create x 12Q >/dev/null 2>&1 || status=$?
 [ "$status" -eq 2 ] || fail "bad size exited $status"
 
-kill "$broker_pid"
-wait "$broker_pid" || fail "broker exited with status $?"
-broker_pid=
+stop_broker
 [ ! -e "$MEMFD_BROKER_SOCKET" ] || fail "broker left its socket behind"
 echo "memfd-brokerctl: all checks passed"

@@ -3,36 +3,24 @@
 # below what --max-regions needs says so at start, refuses the CREATE that
 # finds no descriptor with ENOSPC and a clear message, and goes on serving;
 # freeing a region makes room again.
-set -euo pipefail
-: "${MFB_BROKERD:?}" "${MFB_BROKERCTL:?}"
+# shellcheck source=tests/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 # Few enough that the loop below is quick, enough for the broker's own fds.
 fd_limit=128
 
-dir=$(mktemp -d "${TMPDIR:-/tmp}/mfb-fds.XXXXXX")
-pid=
-stop_broker() {
-    [ -z "$pid" ] || { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; }
-    pid=
-}
-trap 'stop_broker; rm -rf "$dir"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
 ctl() { "$MFB_BROKERCTL" --socket "$dir/s" "$@"; }
 
-# Starts the broker with both limits on open files at $fd_limit; its log goes to $dir/log.
+# Starts the broker with a hard limit on open files of $fd_limit and a soft
+# one of half that, which the broker raises. No wrapper: valgrind needs
+# descriptors of its own.
 start_broker() {
-    # The wrapper (valgrind) needs descriptors of its own: not here.
-    (ulimit -n "$fd_limit" && exec "$MFB_BROKERD" --socket "$dir/s" --log-level notice "$@") 2>"$dir/log" &
-    pid=$!
-    for _ in $(seq 1 2000); do
-        ctl list >/dev/null 2>&1 && return 0
-        kill -0 "$pid" 2>/dev/null || fail "broker exited at startup: $(cat "$dir/log")"
-        sleep 0.01
-    done
-    fail "broker does not answer"
+    run_broker "$dir/s" prlimit --nofile=$((fd_limit / 2)):"$fd_limit" -- \
+        "$MFB_BROKERD" --socket "$dir/s" --log-level notice "$@"
 }
 
-# A region limit the descriptors cannot reach: a notice at start.
+# A region limit the descriptors cannot reach: a notice at start, of the
+# raised limit.
 start_broker --max-regions 1000
 grep -q "limit on open files, $fd_limit, is below" "$dir/log" || fail "no notice of the short limit: $(cat "$dir/log")"
 
@@ -53,7 +41,6 @@ grep -q "out of file descriptors" <<<"$err" || fail "the failed create said '$er
     || fail "list does not show the $created regions"
 ctl rm r1
 ctl create again 4K >/dev/null || fail "create after rm still fails"
-kill -0 "$pid" || fail "the broker died"
 stop_broker
 
 # A region limit that fits: no notice.
