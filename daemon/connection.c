@@ -245,30 +245,38 @@ static int count_connection(struct connection *c) {
 }
 
 int connection_new(struct broker *b, int fd) {
+        struct peer peer;
+        int r;
+
+        /* The peer's identity as of connect(), before it can do anything else. */
+        r = peer_get(fd, &peer);
+        if (r < 0) {
+                safe_close(fd);
+                return log_error_errno(r, "Failed to read the credentials of a new connection: %m");
+        }
+        return connection_new_with_peer(b, fd, &peer);
+}
+
+int connection_new_with_peer(struct broker *b, int fd, struct peer *peer) {
         struct connection *c;
         int r;
 
         c = calloc(1, sizeof(*c));
         if (!c) {
+                peer_done(peer);
                 safe_close(fd);
                 return log_error_errno(ENOMEM, "Failed to accept a connection: %m");
         }
         c->broker = b;
         c->fd = fd;
+        c->peer = *peer;
+        *peer = (struct peer) {};
         c->next = b->connections;
         if (c->next)
                 c->next->prev = c;
         b->connections = c;
         b->n_connections++;
         notifier_status_changed(b->notifier);
-
-        /* The peer's identity as of connect(), before it can do anything else. */
-        r = peer_get(fd, &c->peer);
-        if (r < 0) {
-                log_error_errno(r, "Failed to read the credentials of a new connection: %m");
-                connection_free(c);
-                return r;
-        }
 
         r = hashmap_new(&hashmap_u64_ops, &c->holds);
         if (r >= 0) {

@@ -62,11 +62,19 @@ struct connection {
 
 /*
  * Starts serving a client on fd, an accepted socket, which the connection
- * owns from then on (it is closed on failure too). Returns 0, or -errno
+ * owns from then on (it is closed on failure too), with the identity the
+ * kernel gives its peer (SO_PEERCRED, SO_PEERGROUPS). Returns 0, or -errno
  * after logging why. The broker owns the connection: it lives until the
  * client goes, is dropped, or broker_free().
  */
 int connection_new(struct broker *b, int fd);
+
+/*
+ * As connection_new(), but with the peer's identity given: peer is taken
+ * (its groups are the connection's from then on, freed on failure too).
+ * For tests and fuzzers that play several users over socketpairs.
+ */
+int connection_new_with_peer(struct broker *b, int fd, struct peer *peer);
 
 /*
  * Releases every reference the connection holds (freeing regions that this

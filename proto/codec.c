@@ -77,6 +77,8 @@ int mfb_wire_request_body_size(uint16_t opcode) {
                 return sizeof(struct mfb_wire_set_request);
         case MFB_OP_WAIT:
                 return sizeof(struct mfb_wire_wait_request);
+        case MFB_OP_LIMITS:
+                return 0;
         default:
                 return -EOPNOTSUPP;
         }
@@ -125,6 +127,10 @@ static int reply_shape(uint16_t opcode, size_t *ret_body, size_t *ret_nfds) {
                 *ret_body = 0;
                 *ret_nfds = 0;
                 return 0;
+        case MFB_OP_LIMITS:
+                *ret_body = sizeof(struct mfb_wire_limits_reply);
+                *ret_nfds = 0;
+                return 0;
         default:
                 return -EBADMSG;
         }
@@ -154,7 +160,7 @@ int mfb_wire_reply_check(const void *record, size_t len, size_t nfds, struct mfb
                 if (body < sizeof(l) || nfds != 0)
                         return -EBADMSG;
                 memcpy(&l, (const uint8_t *) record + sizeof(h), sizeof(l));
-                if (l.count > MFB_WIRE_LIST_ENTRIES_MAX || l.more > 1 ||
+                if (l.count > MFB_WIRE_LIST_ENTRIES_MAX || l.more > 1 || (l.more && l.next_after == 0) ||
                     body != sizeof(l) + (size_t) l.count * sizeof(struct mfb_wire_region_info))
                         return -EBADMSG;
         } else {
@@ -180,6 +186,7 @@ const char *mfb_wire_opcode_name(uint16_t opcode) {
                 [MFB_OP_REMOVE] = "REMOVE",
                 [MFB_OP_SET] = "SET",
                 [MFB_OP_WAIT] = "WAIT",
+                [MFB_OP_LIMITS] = "LIMITS",
         };
 
         opcode &= ~MFB_WIRE_REPLY;

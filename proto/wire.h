@@ -2,7 +2,7 @@
 #pragma once
 
 /*
- * The memfd-broker wire format, version 1.
+ * The memfd-broker wire format, version 2.
  *
  * This header is the single source of truth for record layouts, opcodes and
  * limits; proto/PROTOCOL.md describes the same in prose and must be kept in
@@ -21,7 +21,7 @@
 #include <fcntl.h>
 #include <stdint.h>
 
-#define MFB_WIRE_VERSION 1U
+#define MFB_WIRE_VERSION 2U
 
 /* Limits. Each is stated in PROTOCOL.md; HELLO reports them to clients. */
 #define MFB_WIRE_RECORD_MAX             65536U  /* bytes in one record, header included */
@@ -30,6 +30,7 @@
 #define MFB_WIRE_REQUESTS_IN_FLIGHT_MAX 64U     /* unanswered requests per connection before the broker stops reading */
 #define MFB_WIRE_ERROR_MESSAGE_MAX      255U    /* bytes of text in an error reply */
 #define MFB_WIRE_LIST_ENTRIES_MAX       128U    /* region entries in one LIST reply */
+#define MFB_WIRE_LIST_SCAN_MAX          1024U   /* regions one LIST request examines at most, readable or not */
 
 /*
  * Seal bits, as the kernel defines them for F_ADD_SEALS / F_GET_SEALS.
@@ -54,6 +55,7 @@ enum mfb_wire_opcode {
         MFB_OP_REMOVE  = 0x0008,
         MFB_OP_SET     = 0x0009,
         MFB_OP_WAIT    = 0x000A,
+        MFB_OP_LIMITS  = 0x000B,
 };
 #define MFB_WIRE_REPLY 0x8000U
 
@@ -190,7 +192,12 @@ struct mfb_wire_lookup_request {
 
 /* STAT and SEAL reply: struct mfb_wire_region_info. */
 
-/* LIST: regions with handles greater than after_handle, in ascending order. */
+/*
+ * LIST: regions with handles greater than after_handle, in ascending order.
+ * One request examines at most MFB_WIRE_LIST_SCAN_MAX regions, so that its
+ * cost does not depend on what other users hold: a reply may have fewer
+ * entries than fit, even none, and still have more = 1.
+ */
 struct mfb_wire_list_request {
         uint64_t after_handle;
 };
@@ -198,7 +205,8 @@ struct mfb_wire_list_request {
 /* Followed by count struct mfb_wire_region_info entries. */
 struct mfb_wire_list_reply {
         uint32_t count;
-        uint32_t more;          /* 1 if regions after the last entry exist */
+        uint32_t more;          /* 1 if regions after next_after remain to be examined */
+        uint64_t next_after;    /* the after_handle of the next LIST; at least the last entry's handle */
 };
 
 /* RELEASE: drops one reference this connection holds. Reply has no body. */
@@ -238,6 +246,40 @@ struct mfb_wire_wait_request {
         struct mfb_wire_name name;
 };
 
+/*
+ * LIMITS: what the broker lets the caller's uid hold, and what it holds.
+ * The request has no body. Each resource is shared the same way: a uid may
+ * hold at most uid_max, and of what no one holds, only a share that
+ * shrinks as more uids hold some (PROTOCOL.md, "Fair shares").
+ */
+enum mfb_wire_resource {
+        MFB_RESOURCE_REGIONS      = 0,  /* regions the uid owns, removed ones still held included */
+        MFB_RESOURCE_BYTES        = 1,  /* the sum of their sizes */
+        MFB_RESOURCE_FDS          = 2,  /* fds the broker holds for the uid: its regions, connections, queued fds */
+        MFB_RESOURCE_CONNECTIONS  = 3,  /* the uid's open connections */
+        MFB_RESOURCE_QUEUED_BYTES = 4,  /* bytes of replies queued for the uid's connections that do not read */
+        MFB_RESOURCE_WAITERS      = 5,  /* the uid's pending WAITs */
+        MFB_RESOURCE_KEPT         = 6,  /* its named regions kept across restarts by the service manager */
+        MFB_RESOURCE_COUNT        = 7,
+};
+
+/* UINT64_MAX in a limit means "no limit"; in broker_used, "not told" (callers other than root). */
+#define MFB_LIMIT_NONE UINT64_MAX
+
+struct mfb_wire_limit {
+        uint64_t broker_max;    /* for every uid together */
+        uint64_t broker_used;   /* by every uid together: for root only, MFB_LIMIT_NONE for others */
+        uint64_t uid_max;       /* for one uid; MFB_LIMIT_NONE for root, which is exempt */
+        uint64_t uid_used;      /* by the caller's uid */
+        uint64_t uid_available; /* what the caller's uid may take more right now */
+};
+
+struct mfb_wire_limits_reply {
+        uint32_t uid;           /* the caller's uid, as the broker sees it */
+        uint32_t count;         /* MFB_RESOURCE_COUNT */
+        struct mfb_wire_limit resources[MFB_RESOURCE_COUNT];
+};
+
 /* Errors: status < 0 and the body is up to MFB_WIRE_ERROR_MESSAGE_MAX bytes of UTF-8 text, no NUL. */
 
 _Static_assert(sizeof(struct mfb_wire_header) == 24, "header layout");
@@ -251,7 +293,9 @@ _Static_assert(sizeof(struct mfb_wire_region_reply) == 352, "region reply layout
 _Static_assert(sizeof(struct mfb_wire_seal_request) == 16, "seal layout");
 _Static_assert(sizeof(struct mfb_wire_lookup_request) == 264, "lookup layout");
 _Static_assert(sizeof(struct mfb_wire_list_request) == 8, "list request layout");
-_Static_assert(sizeof(struct mfb_wire_list_reply) == 8, "list reply layout");
+_Static_assert(sizeof(struct mfb_wire_list_reply) == 16, "list reply layout");
+_Static_assert(sizeof(struct mfb_wire_limit) == 40, "limit layout");
+_Static_assert(sizeof(struct mfb_wire_limits_reply) == 8 + 40 * MFB_RESOURCE_COUNT, "limits reply layout");
 _Static_assert(sizeof(struct mfb_wire_release_request) == 8, "release layout");
 _Static_assert(sizeof(struct mfb_wire_set_request) == 280, "set layout");
 _Static_assert(sizeof(struct mfb_wire_wait_request) == 272, "wait layout");
