@@ -132,8 +132,11 @@ class Region:
 
 
 class Client:
-    def __init__(self, path=None):
+    def __init__(self, path=None, timeout=None):
+        """Connects and says HELLO. timeout: the seconds that connecting and each send or receive
+        (such as the answer to a WAIT) may take before they raise TimeoutError; None waits forever."""
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.sock.settimeout(timeout)
         self.cookie = 0
         try:
             self.sock.connect(path or default_socket_path())
