@@ -90,7 +90,9 @@ int client_send(mfb_client *c, uint16_t opcode, const void *body, size_t body_si
 
         cookie = c->next_cookie++;
         mfb_wire_header_init(&record.header, opcode, cookie, 0, 0, (uint32_t) size);
-        memcpy(record.body, body, body_size);
+        /* An empty body (LIMITS) may come as NULL, which memcpy() must not be given even for 0 bytes. */
+        if (body_size > 0)
+                memcpy(record.body, body, body_size);
         r = mfb_record_send(c->fd, &record, size, NULL, 0, 0);
         if (r < 0) {
                 client_disconnect(c);
@@ -139,6 +141,19 @@ int client_receive(mfb_client *c, uint16_t opcode, uint64_t cookie, struct clien
                 if (r < 0) {
                         mfb_close_fds(fds, nfds);
                         return client_protocol_error(c);
+                }
+
+                /*
+                 * A broker that accepted us only to say why it cannot serve us (out of file
+                 * descriptors) sends one error under cookie 0, which no request of ours carries,
+                 * in place of the HELLO reply, and closes the connection.
+                 */
+                if (opcode == MFB_OP_HELLO && header.cookie == 0 &&
+                    header.opcode == (MFB_OP_HELLO | MFB_WIRE_REPLY) &&
+                    header.status < 0 && header.status >= -ERRNO_MAX) {
+                        error_message_store(c, c->record + sizeof(header), (size_t) n - sizeof(header));
+                        client_disconnect(c);
+                        return header.status;
                 }
 
                 /* An answer to some other request: not ours to use, and its fds must not leak. */
@@ -258,6 +273,7 @@ _public_ int mfb_client_connect(const char *socket_path, mfb_client **ret) {
         if (!c)
                 return -ENOMEM;
         c->fd = -1;
+        /* Cookie 0 is the broker's, for a refusal that answers no request. */
         c->next_cookie = 1;
         c->record = malloc(MFB_WIRE_RECORD_MAX);
         if (!c->record)

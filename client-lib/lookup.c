@@ -184,13 +184,16 @@ _public_ int mfb_chown(mfb_client *c, const char *name, uid_t uid, gid_t gid) {
 }
 
 /*
- * Appends one LIST reply's entries to *entries (*n of them so far, room for
- * *allocated). Returns the reply's "more" flag, or -errno.
+ * Appends the entries of one LIST reply, to the request with *after as
+ * after_handle, to *entries (*n of them so far, room for *allocated), and
+ * moves *after on to where the next request starts. Returns the reply's
+ * "more" flag, or -errno.
  */
-static int list_page(mfb_client *c, uint64_t after, mfb_region_stat **entries, size_t *n, size_t *allocated) {
-        struct mfb_wire_list_request request = { .after_handle = after };
+static int list_page(mfb_client *c, uint64_t *after, mfb_region_stat **entries, size_t *n, size_t *allocated) {
+        struct mfb_wire_list_request request = { .after_handle = *after };
         struct mfb_wire_list_reply head;
         struct client_reply reply;
+        uint64_t last = *after;
         int r;
 
         r = client_call(c, MFB_OP_LIST, &request, sizeof(request), &reply);
@@ -199,9 +202,6 @@ static int list_page(mfb_client *c, uint64_t after, mfb_region_stat **entries, s
 
         /* mfb_wire_reply_check() matched the body's size to count. */
         memcpy(&head, reply.body, sizeof(head));
-        /* A page that does not advance would make us ask forever. */
-        if (head.count == 0 && head.more)
-                return client_protocol_error(c);
 
         if (*n + head.count > *allocated) {
                 size_t want = *allocated * 2 > *n + head.count ? *allocated * 2 : *n + head.count;
@@ -217,11 +217,22 @@ static int list_page(mfb_client *c, uint64_t after, mfb_region_stat **entries, s
                 struct mfb_wire_region_info info;
 
                 memcpy(&info, reply.body + sizeof(head) + i * sizeof(info), sizeof(info));
-                /* Ascending handles above after, or the paging above could loop. */
-                if (info.handle <= after || region_info_convert(&info, *entries + *n) < 0)
+                /* Ascending handles above after_handle: an entry is never listed twice. */
+                if (info.handle <= last || region_info_convert(&info, *entries + *n) < 0)
                         return client_protocol_error(c);
-                after = info.handle;
+                last = info.handle;
                 (*n)++;
+        }
+
+        /*
+         * A reply may examine regions without listing any, so only the cursor
+         * tells how far it got; one that does not move on would have us ask
+         * forever, and one behind the last entry would list entries twice.
+         */
+        if (head.more) {
+                if (head.next_after <= *after || head.next_after < last)
+                        return client_protocol_error(c);
+                *after = head.next_after;
         }
         return (int) head.more;
 }
@@ -229,6 +240,7 @@ static int list_page(mfb_client *c, uint64_t after, mfb_region_stat **entries, s
 _public_ int mfb_list(mfb_client *c, mfb_region_stat **ret_entries, size_t *ret_count) {
         _cleanup_(freep) mfb_region_stat *entries = NULL;
         size_t n = 0, allocated = 0;
+        uint64_t after = 0;
         int more;
 
         if (!c || !ret_entries || !ret_count)
@@ -236,7 +248,7 @@ _public_ int mfb_list(mfb_client *c, mfb_region_stat **ret_entries, size_t *ret_
 
         client_error_clear(c);
         do {
-                more = list_page(c, n > 0 ? entries[n - 1].handle : 0, &entries, &n, &allocated);
+                more = list_page(c, &after, &entries, &n, &allocated);
                 if (more < 0)
                         return more;
         } while (more);

@@ -24,6 +24,13 @@
  * When the broker refuses a request, its reason is also available as text
  * from mfb_client_error_message().
  *
+ * A region the caller may not read, and neither owns nor created, does not
+ * exist for it (root sees every region): looking it up by name or handle
+ * fails with -ENOENT and the same text as for a region that does not
+ * exist, mfb_list() leaves it out and mfb_region_wait() does not see it.
+ * Only creating a region under its name tells it apart (-EEXIST): names are
+ * one space for every user, as with shm_open(O_CREAT | O_EXCL).
+ *
  * Calls block until the broker answers. A client and its regions are not
  * thread-safe: use one client per thread, or serialize calls on it. After
  * fork(), only one of the two processes may go on using a client and its
@@ -108,7 +115,10 @@ int mfb_default_socket_path(char *buf, size_t size);
  * (ret NULL, or socket_path empty), -ENAMETOOLONG (path too long for a
  * socket address), -ENOENT / -ECONNREFUSED / -EACCES (no broker listening
  * there, or no permission), -EPROTONOSUPPORT (the broker speaks no protocol
- * version this library does), -ENOMEM, or another error of socket() or
+ * version this library does), -ENOSPC (the broker is out of file
+ * descriptors and turned the connection away), -EDQUOT (the caller's uid
+ * has as many connections as the broker lets it have, or its share of the
+ * broker's; see mfb_limits()), -ENOMEM, or another error of socket() or
  * connect(). *ret is untouched on failure.
  */
 int mfb_client_connect(const char *socket_path, mfb_client **ret);
@@ -141,8 +151,12 @@ const char *mfb_client_error_message(const mfb_client *c);
  * region; name is borrowed.
  * Errors: -EINVAL (c or ret NULL, size 0, or name empty or not printable
  * ASCII without spaces), -ENAMETOOLONG (name longer than MFB_NAME_MAX),
- * -EFBIG (size above the broker's limit), -EEXIST (the name is taken),
- * -ENOSPC / -EDQUOT (a broker limit on regions or bytes was reached).
+ * -EFBIG (size above the broker's limit), -EEXIST (the name is taken, also
+ * by a region the caller cannot see), -EDQUOT (the caller's uid holds as
+ * many regions, bytes or fds as its limit or its share lets it: see
+ * mfb_limits()), -ENOSPC (the broker has none left, for root and the
+ * broker's own uid, which have no share; or this client holds as many
+ * references as the broker allows one connection).
  */
 int mfb_region_create(mfb_client *c, const char *name, uint64_t size, mfb_region **ret);
 
@@ -173,9 +187,11 @@ int mfb_region_create_with(mfb_client *c, const char *name, uint64_t size, mode_
  * caller; name is borrowed. Each open is a reference the broker holds for
  * this client until mfb_region_free().
  * Errors: -EINVAL (c, name or ret NULL, a bad name, access not
- * O_RDONLY/O_RDWR), -ENAMETOOLONG, -ENOENT (no region of that name), -EPERM
- * (O_RDWR on a sealed region), -EACCES (the region's mode does not allow it),
- * -ENOSPC (the broker's limit on references one connection holds).
+ * O_RDONLY/O_RDWR), -ENAMETOOLONG, -ENOENT (no region of that name the
+ * caller can see), -EPERM (O_RDWR on a sealed region), -EACCES (the
+ * region's mode does not allow the access asked for: writing, or reading
+ * for its owner or creator), -ENOSPC (the broker's limit on references one
+ * connection holds).
  */
 int mfb_region_open(mfb_client *c, const char *name, int access, mfb_region **ret);
 
@@ -227,7 +243,8 @@ int mfb_region_seal(mfb_region *r);
  * nobody can open the region any more, and it is freed when the last holder
  * releases it. Holders keep their fds and mappings. Only the region's
  * owner, its creator or root may remove it. Errors: -EINVAL (NULL),
- * -ENOENT (already removed), -EPERM (not owner, creator or root).
+ * -ENOENT (already removed, or a chmod or chown since it was opened hides
+ * it from the caller), -EPERM (not owner, creator or root).
  */
 int mfb_region_remove(mfb_region *r);
 
@@ -260,8 +277,9 @@ int mfb_region_seal_future_write(mfb_region *r);
  * timeout_ms below -1), -ENAMETOOLONG, -ETIMEDOUT (no sealed region of that
  * name, or none the caller may read, within the timeout), -EIDRM (the region
  * was removed while waited for), -EACCES (the sealed region's mode does not
- * allow reading), -ENOSPC (the broker's limit on references one connection
- * holds).
+ * let its owner or creator read it), -EDQUOT (the caller's uid has as many
+ * waits pending as its share lets it: see mfb_limits()), -ENOSPC (the
+ * broker's limit on references one connection holds).
  */
 int mfb_region_wait(mfb_client *c, const char *name, int64_t timeout_ms, mfb_region **ret);
 
@@ -273,25 +291,29 @@ int mfb_region_wait(mfb_client *c, const char *name, int64_t timeout_ms, mfb_reg
  * see the new mode;
  * fds already handed out keep their access. Errors: -EINVAL (c or name NULL,
  * a bad name, mode bits outside 0777), -ENAMETOOLONG, -ENOENT (no region of
- * that name), -EPERM (not owner, creator or root).
+ * that name the caller can see), -EPERM (not owner, creator or root).
  */
 int mfb_chmod(mfb_client *c, const char *name, mode_t mode);
 
 /*
  * Changes the owner uid and gid of the region called name; (uid_t) -1 or
  * (gid_t) -1 leaves one unchanged. name is borrowed. Only its owner, its
- * creator or root may; the creator keeps that right after giving the
- * region away. The region's size then counts against the new owner's
- * per-uid limits. Errors: those of mfb_chmod(); -EINVAL also when both are
- * -1; -EDQUOT (the new owner has no room for the region under the broker's
- * per-uid limits; nothing changed).
+ * creator or root may, and only root may give the region to another uid
+ * (as chown(2): a uid could otherwise be charged for, or given, regions it
+ * never asked for); the owner and the creator may set the gid only to their
+ * own gid or one of their supplementary groups, and keep their rights after
+ * a change. A new owner's limits then count the region. Errors: those of
+ * mfb_chmod(); -EINVAL also when both are -1; -EPERM also for a uid other
+ * than the current owner's when the caller is not root, and for a gid that
+ * is none of the caller's groups; -EDQUOT (the new owner has no room for
+ * the region under the broker's limits; nothing changed).
  */
 int mfb_chown(mfb_client *c, const char *name, uid_t uid, gid_t gid);
 
 /*
  * As mfb_region_remove(), by name, without opening the region first; name
  * is borrowed. Errors: -EINVAL (NULL, or a bad name), -ENAMETOOLONG,
- * -ENOENT (no region of that name).
+ * -ENOENT (no region of that name the caller can see).
  */
 int mfb_remove(mfb_client *c, const char *name);
 
@@ -300,8 +322,9 @@ int mfb_remove_handle(mfb_client *c, uint64_t handle);
 
 /*
  * Fills *ret with the broker's view of the region (untouched on failure).
- * Needs read permission, as IPC_STAT does. Errors: -EINVAL (NULL), -ENOENT,
- * -EACCES.
+ * Needs read permission, as IPC_STAT does. Errors: -EINVAL (NULL), -ENOENT
+ * (the region's mode no longer lets the caller read it, and it neither owns
+ * nor created it), -EACCES (it does own or create it, but may not read it).
  */
 int mfb_region_stat_get(mfb_region *r, mfb_region_stat *ret);
 
@@ -309,20 +332,74 @@ int mfb_region_stat_get(mfb_region *r, mfb_region_stat *ret);
  * As mfb_region_stat_get(), by name or by handle, without opening the
  * region; name is borrowed. A removed region can still be looked up by
  * handle while it lives. Errors: -EINVAL (NULL, a bad name, handle 0),
- * -ENAMETOOLONG, -ENOENT.
+ * -ENAMETOOLONG, -ENOENT (no such region the caller can see), -EACCES.
  */
 int mfb_stat(mfb_client *c, const char *name, mfb_region_stat *ret);
 int mfb_stat_handle(mfb_client *c, uint64_t handle, mfb_region_stat *ret);
 
 /*
  * Lists every region the caller may read (all of them for root), in handle
- * order, asking page by page;
- * regions created or freed meanwhile may or may not appear. On success
+ * order. The broker examines a bounded number of regions per request
+ * (1024, readable or not), so this asks as many times as the broker's
+ * regions need, whatever the caller may read; regions created or freed
+ * meanwhile may or may not appear, none appears twice. On success
  * *ret_entries is an array of *ret_count entries allocated with malloc()
  * and owned by the caller (free() it; it is NULL when the count is 0). Both
  * are untouched on failure. Errors: -EINVAL (NULL argument).
  */
 int mfb_list(mfb_client *c, mfb_region_stat **ret_entries, size_t *ret_count);
+
+/*
+ * The resources the broker shares among users, as indexes into the array
+ * mfb_limits() fills. Every one is shared the same way: a uid may hold at
+ * most its per-uid limit, where the broker has one, and of what nobody holds
+ * yet only a share that shrinks as more uids hold some (so that one uid
+ * alone can take at most half of it, and never lock the others out). A
+ * request beyond the caller's share fails with -EDQUOT, and
+ * mfb_client_error_message() names the resource. Root and the broker's own
+ * uid are exempt: they are refused, with -ENOSPC, only when nothing is left.
+ */
+enum mfb_limit_resource {
+        MFB_LIMIT_REGIONS      = 0,     /* regions the uid owns, removed ones still held included */
+        MFB_LIMIT_BYTES        = 1,     /* the sum of their sizes */
+        MFB_LIMIT_FDS          = 2,     /* fds the broker holds for the uid: one per region, per connection,
+                                         * per reply with an fd not read yet */
+        MFB_LIMIT_CONNECTIONS  = 3,     /* the uid's open connections */
+        MFB_LIMIT_QUEUED_BYTES = 4,     /* bytes of replies the uid's connections have not read yet */
+        MFB_LIMIT_WAITERS      = 5,     /* the uid's pending mfb_region_wait() calls */
+        MFB_LIMIT_KEPT         = 6,     /* its named regions the service manager keeps across broker restarts */
+        MFB_LIMIT_COUNT        = 7,     /* the number of resources this header knows */
+};
+
+/* In struct mfb_limit: no such limit (in a maximum or in uid_available). */
+#define MFB_UNLIMITED UINT64_MAX
+/* In struct mfb_limit: the broker does not say (broker_used, to callers other than root). */
+#define MFB_UNKNOWN UINT64_MAX
+
+/* One resource, as mfb_limits() reports it. Counts, or bytes for the *_BYTES resources. */
+typedef struct mfb_limit {
+        uint64_t broker_max;    /* for every uid together, or MFB_UNLIMITED */
+        uint64_t broker_used;   /* held by every uid together; MFB_UNKNOWN unless the caller is root */
+        uint64_t uid_max;       /* for one uid; MFB_UNLIMITED when there is no per-uid limit, and
+                                 * for root and the broker's own uid, which are exempt */
+        uint64_t uid_used;      /* held by the caller's uid */
+        uint64_t uid_available; /* the most the caller's uid may take now: its share of what is left,
+                                 * within uid_max; it shrinks as others take some */
+} mfb_limit;
+
+/*
+ * What the broker lets the caller's uid hold, and what it holds, as the
+ * broker sees it at this moment. Fills ret_limits[i] for resource i
+ * (MFB_LIMIT_*) for every i below both n and the number of resources the
+ * broker reports, which it returns: MFB_LIMIT_COUNT from a broker of this
+ * protocol version. Pass n = MFB_LIMIT_COUNT: a later library that knows
+ * more resources fills no more than n entries, and ones the broker does not
+ * report are left untouched. ret_limits (n entries) is the caller's; it
+ * may be NULL when n is 0. Unless ret_uid is NULL, stores the caller's uid
+ * as the broker sees it (the connection's SO_PEERCRED). Nothing is touched
+ * on failure. Errors: -EINVAL (c NULL, ret_limits NULL with n > 0).
+ */
+int mfb_limits(mfb_client *c, size_t n, mfb_limit *ret_limits, uid_t *ret_uid);
 
 /* The region's handle: unique for the broker's lifetime, never 0. 0 for NULL. */
 uint64_t mfb_region_handle(const mfb_region *r);
@@ -338,7 +415,9 @@ int mfb_region_access(const mfb_region *r);
  * mfb_region_free(); dup it (F_DUPFD_CLOEXEC) to keep it longer. Already
  * verified: a regular file, sealed against shrinking and growing, at least
  * mfb_region_size() bytes, opened with exactly the access granted
- * (mfb_region_access()). -EINVAL for NULL.
+ * (mfb_region_access()). Each create or open gets an open file description
+ * of its own, so file status flags (fcntl(F_SETFL), O_APPEND) and the file
+ * offset set on it affect no other holder. -EINVAL for NULL.
  */
 int mfb_region_fd(const mfb_region *r);
 

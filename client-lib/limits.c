@@ -1,0 +1,47 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <string.h>
+
+#include "client.h"
+#include "macro.h"
+
+/* The public resources are the wire's, so that entries copy across as they are. */
+#define SAME(a, b) ((int) (a) == (int) (b))
+_Static_assert(SAME(MFB_LIMIT_REGIONS, MFB_RESOURCE_REGIONS) && SAME(MFB_LIMIT_BYTES, MFB_RESOURCE_BYTES) &&
+               SAME(MFB_LIMIT_FDS, MFB_RESOURCE_FDS) && SAME(MFB_LIMIT_CONNECTIONS, MFB_RESOURCE_CONNECTIONS) &&
+               SAME(MFB_LIMIT_QUEUED_BYTES, MFB_RESOURCE_QUEUED_BYTES) &&
+               SAME(MFB_LIMIT_WAITERS, MFB_RESOURCE_WAITERS) && SAME(MFB_LIMIT_KEPT, MFB_RESOURCE_KEPT) &&
+               SAME(MFB_LIMIT_COUNT, MFB_RESOURCE_COUNT),
+               "public and wire resources agree");
+_Static_assert(MFB_UNLIMITED == MFB_LIMIT_NONE && MFB_UNKNOWN == MFB_LIMIT_NONE, "public and wire markers agree");
+
+_public_ int mfb_limits(mfb_client *c, size_t n, mfb_limit *ret_limits, uid_t *ret_uid) {
+        struct mfb_wire_limits_reply limits;
+        struct client_reply reply;
+        int r;
+
+        if (!c || (!ret_limits && n > 0))
+                return -EINVAL;
+
+        client_error_clear(c);
+        r = client_call(c, MFB_OP_LIMITS, NULL, 0, &reply);
+        if (r < 0)
+                return r;
+
+        /* The body's size is fixed in this version, so a count other than its own would misdescribe it. */
+        memcpy(&limits, reply.body, sizeof(limits));
+        if (limits.count != MFB_RESOURCE_COUNT)
+                return client_protocol_error(c);
+
+        for (size_t i = 0; i < n && i < MFB_RESOURCE_COUNT; i++)
+                ret_limits[i] = (mfb_limit) {
+                        .broker_max = limits.resources[i].broker_max,
+                        .broker_used = limits.resources[i].broker_used,
+                        .uid_max = limits.resources[i].uid_max,
+                        .uid_used = limits.resources[i].uid_used,
+                        .uid_available = limits.resources[i].uid_available,
+                };
+        if (ret_uid)
+                *ret_uid = (uid_t) limits.uid;
+        return MFB_RESOURCE_COUNT;
+}
