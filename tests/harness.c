@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -117,6 +118,10 @@ static void probe_and_close(const struct test_broker *b, int fd) {
 }
 
 void test_broker_start(struct test_broker *b, const char *const *extra_args) {
+        test_broker_start_with_fd_limit(b, extra_args, 0);
+}
+
+void test_broker_start_with_fd_limit(struct test_broker *b, const char *const *extra_args, unsigned fd_limit) {
         const char *brokerd = getenv("MFB_BROKERD");
         const char *base = getenv("MFB_TEST_DIR");
         const char *wrapper = getenv("MFB_BROKER_WRAPPER");
@@ -154,6 +159,10 @@ void test_broker_start(struct test_broker *b, const char *const *extra_args) {
                 prctl(PR_SET_PDEATHSIG, SIGTERM);
                 /* Only stdio: the broker's fd counts must not include the test runner's pipes. */
                 close_range(3, ~0U, 0);
+                if (fd_limit > 0 && setrlimit(RLIMIT_NOFILE, &(struct rlimit) { fd_limit, fd_limit }) < 0) {
+                        fprintf(stderr, "setrlimit RLIMIT_NOFILE %u: %s\n", fd_limit, strerror(errno));
+                        _exit(127);
+                }
                 execvp(argv[0], (char **) argv);
                 fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
                 _exit(127);

@@ -31,6 +31,13 @@ struct test_broker {
  */
 void test_broker_start(struct test_broker *b, const char *const *extra_args);
 
+/*
+ * test_broker_start() with the broker's limit on open files (RLIMIT_NOFILE,
+ * soft and hard) set to fd_limit, 0 for the test's own; raising the hard
+ * limit needs root.
+ */
+void test_broker_start_with_fd_limit(struct test_broker *b, const char *const *extra_args, unsigned fd_limit);
+
 /* SIGTERM, waits for a clean exit (status 0) and checks that the socket file and the folder are gone. */
 void test_broker_stop(struct test_broker *b);
 
