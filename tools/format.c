@@ -118,19 +118,24 @@ static const char *owner_string(uid_t uid, char buf[static OWNER_STRING_MAX]) {
         return buf;
 }
 
+/* "16.0 EiB" at most, NUL included, with room to spare. */
+#define SIZE_STRING_MAX 32
+
 /* "64 MiB", "1.5 KiB": the size in the largest binary unit it reaches. */
-static void size_print(FILE *f, uint64_t size) {
+static const char *size_string(uint64_t size, char buf[static SIZE_STRING_MAX]) {
         static const char units[] = "KMGTPE";
         unsigned u = 0;
 
         while (u < sizeof(units) - 1 && size >> (10 * (u + 1)) >= 1)
                 u++;
         if (u == 0)
-                fprintf(f, "%" PRIu64 " B", size);
+                snprintf(buf, SIZE_STRING_MAX, "%" PRIu64 " B", size);
         else if (size % (UINT64_C(1) << (10 * u)) == 0)
-                fprintf(f, "%" PRIu64 " %ciB", size >> (10 * u), units[u - 1]);
+                snprintf(buf, SIZE_STRING_MAX, "%" PRIu64 " %ciB", size >> (10 * u), units[u - 1]);
         else
-                fprintf(f, "%.1f %ciB", (double) size / (double) (UINT64_C(1) << (10 * u)), units[u - 1]);
+                snprintf(buf, SIZE_STRING_MAX, "%.1f %ciB", (double) size / (double) (UINT64_C(1) << (10 * u)),
+                         units[u - 1]);
+        return buf;
 }
 
 static void time_line(FILE *f, const char *label, struct timespec t) {
@@ -140,14 +145,12 @@ static void time_line(FILE *f, const char *label, struct timespec t) {
 }
 
 void format_stat(FILE *f, const mfb_region_stat *st) {
-        char owner[OWNER_STRING_MAX], creator[OWNER_STRING_MAX];
+        char owner[OWNER_STRING_MAX], creator[OWNER_STRING_MAX], size[SIZE_STRING_MAX];
         struct words w;
 
         fprintf(f, "%-10s %" PRIu64 "\n", "handle:", st->handle);
         fprintf(f, "%-10s %s\n", "name:", *st->name ? st->name : "-");
-        fprintf(f, "%-10s %" PRIu64 " (", "size:", st->size);
-        size_print(f, st->size);
-        fputs(")\n", f);
+        fprintf(f, "%-10s %" PRIu64 " (%s)\n", "size:", st->size, size_string(st->size, size));
         fprintf(f, "%-10s %s (uid %u, gid %u)\n", "owner:", owner_string(st->uid, owner),
                 (unsigned) st->uid, (unsigned) st->gid);
         fprintf(f, "%-10s %s (uid %u, gid %u), pid %d\n", "creator:", owner_string(st->creator_uid, creator),
@@ -298,4 +301,115 @@ void format_list(FILE *f, const mfb_region_stat *entries, size_t n) {
                 words_print(f, &w, "");
                 fputc('\n', f);
         }
+}
+
+/* The names of the resources, as the table and the JSON keys show them, and which count bytes. */
+static const struct {
+        const char *name;
+        bool bytes;
+} resources[MFB_LIMIT_COUNT] = {
+        [MFB_LIMIT_REGIONS] = { "regions", false },
+        [MFB_LIMIT_BYTES] = { "bytes", true },
+        [MFB_LIMIT_FDS] = { "fds", false },
+        [MFB_LIMIT_CONNECTIONS] = { "connections", false },
+        [MFB_LIMIT_QUEUED_BYTES] = { "queued_bytes", true },
+        [MFB_LIMIT_WAITERS] = { "waiters", false },
+        [MFB_LIMIT_KEPT] = { "kept_regions", false },
+};
+
+/* The columns of the limits table, in order, with their headers. */
+enum {
+        LIMIT_BROKER_MAX,
+        LIMIT_BROKER_USED,
+        LIMIT_UID_MAX,
+        LIMIT_UID_USED,
+        LIMIT_UID_AVAILABLE,
+        LIMIT_COLUMNS,
+};
+
+static const char *const limit_headers[LIMIT_COLUMNS] = {
+        [LIMIT_BROKER_MAX] = "BROKER-MAX",
+        [LIMIT_BROKER_USED] = "BROKER-USED",
+        [LIMIT_UID_MAX] = "UID-MAX",
+        [LIMIT_UID_USED] = "UID-USED",
+        [LIMIT_UID_AVAILABLE] = "AVAILABLE",
+};
+
+static uint64_t limit_column(const mfb_limit *l, int column) {
+        switch (column) {
+        case LIMIT_BROKER_MAX:
+                return l->broker_max;
+        case LIMIT_BROKER_USED:
+                return l->broker_used;
+        case LIMIT_UID_MAX:
+                return l->uid_max;
+        case LIMIT_UID_USED:
+                return l->uid_used;
+        default:
+                return l->uid_available;
+        }
+}
+
+/*
+ * One cell: "-" for no limit and for a use the broker does not tell (both
+ * UINT64_MAX), except that nothing limiting what may be taken reads
+ * "unlimited"; sizes in binary units.
+ */
+static const char *limit_string(uint64_t v, int column, bool bytes, char buf[static SIZE_STRING_MAX]) {
+        if (v == MFB_UNLIMITED)
+                return column == LIMIT_UID_AVAILABLE ? "unlimited" : "-";
+        if (bytes)
+                return size_string(v, buf);
+        snprintf(buf, SIZE_STRING_MAX, "%" PRIu64, v);
+        return buf;
+}
+
+void format_limits(FILE *f, const mfb_limit *limits, size_t n) {
+        int name_width = (int) strlen("RESOURCE"), widths[LIMIT_COLUMNS];
+        char buf[SIZE_STRING_MAX];
+
+        for (int col = 0; col < LIMIT_COLUMNS; col++)
+                widths[col] = (int) strlen(limit_headers[col]);
+        for (size_t i = 0; i < n; i++) {
+                name_width = width_max(name_width, (int) strlen(resources[i].name));
+                for (int col = 0; col < LIMIT_COLUMNS; col++)
+                        widths[col] = width_max(widths[col], (int) strlen(limit_string(
+                                limit_column(&limits[i], col), col, resources[i].bytes, buf)));
+        }
+
+        fprintf(f, "%-*s", name_width, "RESOURCE");
+        for (int col = 0; col < LIMIT_COLUMNS; col++)
+                fprintf(f, " %*s", widths[col], limit_headers[col]);
+        fputc('\n', f);
+        for (size_t i = 0; i < n; i++) {
+                fprintf(f, "%-*s", name_width, resources[i].name);
+                for (int col = 0; col < LIMIT_COLUMNS; col++)
+                        fprintf(f, " %*s", widths[col],
+                                limit_string(limit_column(&limits[i], col), col, resources[i].bytes, buf));
+                fputc('\n', f);
+        }
+}
+
+/* A number, or null for UINT64_MAX (no limit, not told), which JSON readers could not hold exactly. */
+static void json_limit(FILE *f, const char *key, uint64_t v) {
+        fprintf(f, ", \"%s\": ", key);
+        if (v == MFB_UNLIMITED)
+                fputs("null", f);
+        else
+                fprintf(f, "%" PRIu64, v);
+}
+
+void format_limits_json(FILE *f, uid_t uid, const mfb_limit *limits, size_t n) {
+        fprintf(f, "{\"uid\": %u, \"resources\": {", (unsigned) uid);
+        for (size_t i = 0; i < n; i++) {
+                fprintf(f, "%s\n  \"%s\": {\"unit\": \"%s\"", i > 0 ? "," : "", resources[i].name,
+                        resources[i].bytes ? "bytes" : "count");
+                json_limit(f, "broker_max", limits[i].broker_max);
+                json_limit(f, "broker_used", limits[i].broker_used);
+                json_limit(f, "uid_max", limits[i].uid_max);
+                json_limit(f, "uid_used", limits[i].uid_used);
+                json_limit(f, "uid_available", limits[i].uid_available);
+                fputc('}', f);
+        }
+        fputs(n > 0 ? "\n}}\n" : "}}\n", f);
 }

@@ -113,6 +113,18 @@ static int fail_errno(const mfb_client *c, int r, const char *command, const cha
         return fail(command, region, "%s", *message ? message : strerror(-r));
 }
 
+/* Why mfb_client_connect() failed: the two ways a broker turns a connection away mean more than their errno. */
+static const char *connect_error(int r) {
+        switch (r) {
+        case -ENOSPC:
+                return "the broker is out of file descriptors";
+        case -EDQUOT:
+                return "your user has as many connections as the broker allows it";
+        default:
+                return strerror(-r);
+        }
+}
+
 /* Connects, or reports why not for the command on region (NULL for none). */
 static int client_open(const struct options *o, const char *command, const char *region, mfb_client **ret) {
         char path[sizeof(((struct sockaddr_un *) NULL)->sun_path)];
@@ -122,10 +134,10 @@ static int client_open(const struct options *o, const char *command, const char 
         if (r >= 0)
                 return 0;
         if (o->socket_path)
-                return fail(command, region, "cannot connect to %s: %s", o->socket_path, strerror(-r));
+                return fail(command, region, "cannot connect to %s: %s", o->socket_path, connect_error(r));
         if (mfb_default_socket_path(path, sizeof(path)) < 0)
-                return fail(command, region, "cannot connect to the broker: %s", strerror(-r));
-        return fail(command, region, "cannot connect to %s: %s", path, strerror(-r));
+                return fail(command, region, "cannot connect to the broker: %s", connect_error(r));
+        return fail(command, region, "cannot connect to %s: %s", path, connect_error(r));
 }
 
 static void client_freep(mfb_client **c) {
@@ -472,6 +484,29 @@ static int cmd_list(const struct options *o, char **args, size_t n_args) {
         return EXIT_SUCCESS;
 }
 
+static int cmd_limits(const struct options *o, char **args, size_t n_args) {
+        _cleanup_(client_freep) mfb_client *c = NULL;
+        mfb_limit limits[MFB_LIMIT_COUNT];
+        size_t n;
+        uid_t uid;
+        int k;
+
+        k = client_open(o, "limits", NULL, &c);
+        if (k != 0)
+                return k;
+        k = mfb_limits(c, MFB_LIMIT_COUNT, limits, &uid);
+        if (k < 0)
+                return fail_errno(c, k, "limits", NULL);
+
+        /* Fewer resources from the broker leave the rest unfilled; more, this program cannot name. */
+        n = (size_t) k < MFB_LIMIT_COUNT ? (size_t) k : MFB_LIMIT_COUNT;
+        if (o->json)
+                format_limits_json(stdout, uid, limits, n);
+        else
+                format_limits(stdout, limits, n);
+        return EXIT_SUCCESS;
+}
+
 static int cmd_rm(const struct options *o, char **args, size_t n_args) {
         _cleanup_(client_freep) mfb_client *c = NULL;
         char buf[REGION_LABEL_MAX];
@@ -581,6 +616,7 @@ static const struct command commands[] = {
         { "cat",    1, 1, 0,       0,                                             cmd_cat },
         { "stat",   1, 1, 0,       OPTION_JSON | OPTION_HANDLE,                   cmd_stat },
         { "list",   0, 0, NO_NAME, OPTION_JSON,                                   cmd_list },
+        { "limits", 0, 0, NO_NAME, OPTION_JSON,                                   cmd_limits },
         { "chmod",  2, 2, 1,       0,                                             cmd_chmod },
         { "chown",  2, 2, 1,       0,                                             cmd_chown },
         { "rm",     1, 1, 0,       OPTION_HANDLE,                                 cmd_rm },
@@ -610,10 +646,13 @@ static void help(void) {
                "  stat NAME|--handle N [--json]\n"
                "                       show everything the broker knows about the region\n"
                "  list [--json]        list every region you may read, like ipcs -m\n"
+               "  limits [--json]      show, per resource, the broker's limit, the limit per user,\n"
+               "                       what your user holds and what it may still take\n"
                "  chmod MODE NAME      change the region's permission bits (octal)\n"
                "  chown USER[:GROUP] NAME\n"
                "                       change the region's owner, or only its group with :GROUP;\n"
-               "                       names or numbers\n"
+               "                       names or numbers. Only root may give a region to another\n"
+               "                       user; an owner may set only a group it is in\n"
                "  rm NAME|--handle N   remove the name; the region goes with its last holder\n"
                "\n"
                "Options:\n"
