@@ -74,8 +74,7 @@ void peer_done(struct peer *p) {
         p->n_groups = 0;
 }
 
-/* Whether p is in group gid, as its primary or a supplementary group. */
-static bool peer_in_group(const struct peer *p, gid_t gid) {
+bool access_in_group(const struct peer *p, gid_t gid) {
         return p->creds.gid == gid ||
                (p->n_groups > 0 && bsearch(&gid, p->groups, p->n_groups, sizeof(gid_t), compare_gids));
 }
@@ -88,7 +87,7 @@ bool access_may(const struct peer *p, const struct region *r, uint32_t access) {
                 return true;
         if (p->creds.uid == r->uid)
                 bits = (r->mode >> 6) & 7;
-        else if (peer_in_group(p, r->gid))
+        else if (access_in_group(p, r->gid))
                 bits = (r->mode >> 3) & 7;
         else
                 bits = r->mode & 7;
@@ -97,4 +96,8 @@ bool access_may(const struct peer *p, const struct region *r, uint32_t access) {
 
 bool access_owns(const struct peer *p, const struct region *r) {
         return p->creds.uid == 0 || p->creds.uid == r->uid || p->creds.uid == r->creator_uid;
+}
+
+bool access_may_see(const struct peer *p, const struct region *r) {
+        return access_owns(p, r) || access_may(p, r, MFB_ACCESS_READ);
 }

@@ -43,3 +43,13 @@ bool access_may(const struct peer *p, const struct region *r, uint32_t access);
 
 /* Whether p may change or remove the region: root, its owner or its creator. */
 bool access_owns(const struct peer *p, const struct region *r);
+
+/*
+ * Whether the region exists for p: p may read it or owns it. To anyone
+ * else, every answer about it is the answer about a region that does not
+ * exist, so that its name, owner, mode and seals do not leak.
+ */
+bool access_may_see(const struct peer *p, const struct region *r);
+
+/* Whether p is in group gid, as its primary or a supplementary group. */
+bool access_in_group(const struct peer *p, gid_t gid);

@@ -5,12 +5,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 
 #include "activation.h"
 #include "broker.h"
+#include "codec.h"
 #include "connection.h"
+#include "fdpass.h"
 #include "listener.h"
 #include "log.h"
 #include "macro.h"
@@ -34,9 +37,34 @@ static void on_signal(evutil_socket_t sig, short what, void *userdata) {
         event_base_loopbreak(b->base);
 }
 
-static void on_accept(int fd, void *userdata) {
+/* Tells a client that came when the broker had no fd for it why it is closed. */
+static void refuse_out_of_fds(int fd) {
+        static const char message[] = "the broker is out of file descriptors";
+        struct {
+                struct mfb_wire_header header;
+                char message[sizeof(message) - 1];
+        } rec;
+        int fds[MFB_FDS_RECV_MAX];
+        uint8_t buf[sizeof(struct mfb_wire_header) + sizeof(struct mfb_wire_hello_request)];
+        size_t nfds;
+
+        /* The answer to the HELLO it sends or has sent: cookie 0, since there is no request to take one from. */
+        mfb_wire_header_init(&rec.header, MFB_OP_HELLO | MFB_WIRE_REPLY, 0, -ENOSPC, 0, sizeof(rec));
+        memcpy(rec.message, message, sizeof(rec.message));
+        (void) mfb_record_send(fd, &rec, sizeof(rec), NULL, 0, MSG_DONTWAIT);
+        /* Closing with a request unread would make the kernel report ECONNRESET before our answer. */
+        while (mfb_record_recv(fd, buf, sizeof(buf), fds, &nfds, MSG_DONTWAIT) > 0)
+                mfb_close_fds(fds, nfds);
+        safe_close(fd);
+}
+
+static void on_accept(int fd, bool out_of_fds, void *userdata) {
         struct broker *b = userdata;
 
+        if (out_of_fds) {
+                refuse_out_of_fds(fd);
+                return;
+        }
         /* A failure is logged and costs this client only. */
         (void) connection_new(b, fd);
 }
@@ -137,16 +165,31 @@ int broker_new(const struct config *config, struct broker **ret) {
         }
 
         r = quota_new(&(struct quota_limits) {
-                        .regions = config->max_regions_per_uid,
-                        .bytes = config->max_bytes_per_uid,
-                        .connections = config->max_connections_per_uid,
-                }, &b->quota);
+                        .broker_max = { .n = {
+                                [MFB_RESOURCE_REGIONS] = config->max_regions,
+                                [MFB_RESOURCE_BYTES] = config->max_bytes,
+                                [MFB_RESOURCE_FDS] = config->max_fds,
+                                [MFB_RESOURCE_CONNECTIONS] = config->max_connections,
+                                [MFB_RESOURCE_QUEUED_BYTES] = config->max_queued_bytes,
+                                [MFB_RESOURCE_WAITERS] = config->max_waiters,
+                                [MFB_RESOURCE_KEPT] = config->max_kept_regions,
+                        } },
+                        .uid_max = { .n = {
+                                [MFB_RESOURCE_REGIONS] = config->max_regions_per_uid,
+                                [MFB_RESOURCE_BYTES] = config->max_bytes_per_uid,
+                                [MFB_RESOURCE_FDS] = MFB_LIMIT_NONE,
+                                [MFB_RESOURCE_CONNECTIONS] = config->max_connections_per_uid,
+                                [MFB_RESOURCE_QUEUED_BYTES] = MFB_LIMIT_NONE,
+                                [MFB_RESOURCE_WAITERS] = MFB_LIMIT_NONE,
+                                [MFB_RESOURCE_KEPT] = MFB_LIMIT_NONE,
+                        } },
+                }, geteuid(), &b->quota);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the accounting per uid: %m");
-        r = region_table_new(config->max_region_size, config->max_regions, b->quota, &b->regions);
+        r = region_table_new(config->max_region_size, b->quota, &b->regions);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the region table: %m");
-        r = wait_table_new(b->base, &b->waits);
+        r = wait_table_new(b->base, b->quota, &b->waits);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the table of waiters: %m");
 

@@ -12,11 +12,10 @@
 void config_init(struct config *c) {
         *c = (struct config) {
                 .max_region_size = CONFIG_MAX_REGION_SIZE_DEFAULT,
-                .max_regions = CONFIG_MAX_REGIONS_DEFAULT,
                 .max_holds_per_connection = CONFIG_MAX_HOLDS_PER_CONNECTION_DEFAULT,
-                .max_regions_per_uid = CONFIG_MAX_REGIONS_PER_UID_DEFAULT,
-                .max_bytes_per_uid = CONFIG_MAX_BYTES_PER_UID_DEFAULT,
                 .max_connections_per_uid = CONFIG_MAX_CONNECTIONS_PER_UID_DEFAULT,
+                .max_queued_bytes = CONFIG_MAX_QUEUED_BYTES_DEFAULT,
+                .max_kept_regions = CONFIG_MAX_KEPT_REGIONS_DEFAULT,
                 .log_level = LOG_INFO,
         };
 }
@@ -52,6 +51,35 @@ int config_set_default_socket_path(struct config *c) {
                 return 0;
         }
         return config_set_socket_path(c, CONFIG_SOCKET_PATH_SYSTEM);
+}
+
+static uint64_t min_u64(uint64_t a, uint64_t b) {
+        return a < b ? a : b;
+}
+
+/* A quarter of limit, at least 1. */
+static uint64_t quarter_of(uint64_t limit) {
+        return limit / CONFIG_SHARE_PER_UID_DIVISOR ?: 1;
+}
+
+void config_derive_limits(struct config *c, uint64_t fd_limit, uint64_t physical_memory) {
+        /* An unlimited or huge limit: the kernel's own cap on open files per process (fs.nr_open) is 2^20 by default. */
+        fd_limit = min_u64(fd_limit, UINT64_C(1) << 20);
+        c->max_fds = fd_limit > 2 * CONFIG_FD_RESERVE ? fd_limit - CONFIG_FD_RESERVE : fd_limit / 2 ?: 1;
+
+        if (c->max_regions == 0)
+                c->max_regions = (uint32_t) min_u64(CONFIG_MAX_REGIONS_CAP, c->max_fds);
+        if (c->max_regions_per_uid == 0)
+                c->max_regions_per_uid = (uint32_t) quarter_of(c->max_regions);
+        if (c->max_bytes == 0)
+                c->max_bytes = physical_memory ?: UINT64_C(1) << 30;
+        if (c->max_bytes_per_uid == 0)
+                c->max_bytes_per_uid = quarter_of(c->max_bytes);
+        if (c->max_connections == 0)
+                c->max_connections = (uint32_t) min_u64(CONFIG_MAX_CONNECTIONS_CAP, quarter_of(c->max_fds));
+        /* A connection has at most one pending WAIT. */
+        if (c->max_waiters == 0)
+                c->max_waiters = c->max_connections;
 }
 
 int config_parse_count(const char *s, uint32_t *ret) {

@@ -6,22 +6,42 @@
 #include <stdint.h>
 
 #define CONFIG_MAX_REGION_SIZE_DEFAULT          (UINT64_C(64) << 30)
-#define CONFIG_MAX_REGIONS_DEFAULT              262144U
+#define CONFIG_MAX_REGIONS_CAP                  262144U /* the default --max-regions when fds allow it */
+#define CONFIG_MAX_CONNECTIONS_CAP              65536U  /* the default --max-connections when fds allow it */
 #define CONFIG_MAX_HOLDS_PER_CONNECTION_DEFAULT 65536U
-#define CONFIG_MAX_REGIONS_PER_UID_DEFAULT      65536U
-#define CONFIG_MAX_BYTES_PER_UID_DEFAULT        (UINT64_C(256) << 30)
 #define CONFIG_MAX_CONNECTIONS_PER_UID_DEFAULT  1024U
+#define CONFIG_MAX_QUEUED_BYTES_DEFAULT         (UINT64_C(64) << 20)
+#define CONFIG_MAX_KEPT_REGIONS_DEFAULT         16384U  /* what systemd's $LISTEN_FDNAMES holds (fdstore.h) */
+#define CONFIG_SHARE_PER_UID_DIVISOR            4U      /* per-uid defaults: a quarter of the broker's */
 #define CONFIG_SOCKET_NAME                      "memfd-broker.sock"
 #define CONFIG_SOCKET_PATH_SYSTEM               "/run/" CONFIG_SOCKET_NAME
 
+/*
+ * File descriptors kept out of the budget the users share: the listener,
+ * the event loop, logging, the spare kept for accept(), the reopens made
+ * while answering, and the service manager's socket.
+ */
+#define CONFIG_FD_RESERVE 64U
+
+/*
+ * The broker's settings. A limit of 0 is "not set": config_derive_limits()
+ * derives it from the machine. Root and the broker's own uid are exempt
+ * from the limits per uid and from the fair shares (quota.h).
+ */
 struct config {
         char *socket_path;
         uint64_t max_region_size;
         uint32_t max_regions;
         uint32_t max_holds_per_connection;
-        uint32_t max_regions_per_uid;           /* root is exempt from the per-uid limits */
+        uint32_t max_regions_per_uid;
+        uint64_t max_bytes;
         uint64_t max_bytes_per_uid;
+        uint32_t max_connections;
         uint32_t max_connections_per_uid;
+        uint64_t max_queued_bytes;
+        uint32_t max_waiters;
+        uint32_t max_kept_regions;
+        uint64_t max_fds;                       /* derived only: the fds the users share */
         int log_level;
 };
 
@@ -40,6 +60,15 @@ int config_set_socket_path(struct config *c, const char *path);
  * XDG_RUNTIME_DIR set, else /run/memfd-broker.sock. Returns 0 or -ENOMEM.
  */
 int config_set_default_socket_path(struct config *c);
+
+/*
+ * Fills the limits left unset from the machine: fd_limit, the soft limit
+ * on open files (RLIM_INFINITY allowed), and physical_memory in bytes.
+ * The fds the users share are fd_limit less CONFIG_FD_RESERVE; regions
+ * and connections default to what those fds allow, capped; bytes to the
+ * physical memory; each limit per uid to a quarter of the broker's.
+ */
+void config_derive_limits(struct config *c, uint64_t fd_limit, uint64_t physical_memory);
 
 /* Parses a decimal count from 1 to UINT32_MAX. Returns 0, -EINVAL or -ERANGE. */
 int config_parse_count(const char *s, uint32_t *ret);

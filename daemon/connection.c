@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -28,6 +29,12 @@
 /* Unread records discarded at most before a connection that was told why is closed. */
 #define RECORDS_DISCARDED_MAX 1024U
 
+/* What a connection is charged to its uid: itself, and its socket. */
+static const struct quota_amount connection_amount = { .n = {
+        [MFB_RESOURCE_CONNECTIONS] = 1,
+        [MFB_RESOURCE_FDS] = 1,
+} };
+
 struct reply {
         struct reply *next;
         int fd;                 /* owned; -1 for none */
@@ -35,44 +42,57 @@ struct reply {
         uint8_t record[];
 };
 
-static struct reply *reply_free(struct reply *q) {
+/* What a queued reply is charged to the connection's uid. */
+static struct quota_amount reply_amount(size_t len, int fd) {
+        return (struct quota_amount) { .n = {
+                [MFB_RESOURCE_QUEUED_BYTES] = sizeof(struct reply) + len,
+                [MFB_RESOURCE_FDS] = fd >= 0 ? 1 : 0,
+        } };
+}
+
+/* Frees q, which left c's queue, and gives back its charge. */
+static void reply_free(struct connection *c, struct reply *q) {
+        struct quota_amount amount = reply_amount(q->len, q->fd);
+
+        quota_discharge(c->broker->quota, c->peer.creds.uid, &amount);
+        c->n_queued--;
         safe_close(q->fd);
         free(q);
-        return NULL;
 }
 
 void connection_update_reading(struct connection *c) {
         bool on = !c->waiter && !c->closing && c->n_queued < MFB_WIRE_REQUESTS_IN_FLIGHT_MAX;
 
-        if (c->reading == on)
-                return;
-        if (on) {
-                event_del(c->close_event);
-                event_add(c->read_event, NULL);
-        } else {
-                event_del(c->read_event);
-                event_add(c->close_event, NULL);
-        }
+        /* Edge-triggered: what arrived while c was not read raised no new edge, so look now. */
+        if (on && !c->reading)
+                event_active(c->event, EV_READ, 0);
         c->reading = on;
 }
 
 /* Queues a reply with fd (owned, -1 for none), which is closed on failure too. */
 static int queue_push(struct connection *c, const void *record, size_t len, int fd) {
         _cleanup_(closep) int owned = fd;
+        struct quota_amount amount = reply_amount(len, fd);
+        enum mfb_wire_resource refused;
         struct reply *q;
+        int r;
 
+        r = quota_charge(c->broker->quota, c->peer.creds.uid, &amount, &refused);
+        if (r < 0)
+                return log_debug_errno(r, "uid %u has no room for more %s, and pid %d does not read its replies",
+                                       c->peer.creds.uid, quota_resource_name(refused), (int) c->peer.creds.pid);
         q = malloc(sizeof(*q) + len);
-        if (!q)
+        if (!q) {
+                quota_discharge(c->broker->quota, c->peer.creds.uid, &amount);
                 return -ENOMEM;
+        }
         *q = (struct reply) { .fd = TAKE_FD(owned), .len = len };
         memcpy(q->record, record, len);
 
         if (c->queue_tail)
                 c->queue_tail->next = q;
-        else {
+        else
                 c->queue_head = q;
-                event_add(c->write_event, NULL);
-        }
         c->queue_tail = q;
         c->n_queued++;
         connection_update_reading(c);
@@ -131,11 +151,8 @@ static int queue_flush(struct connection *c) {
                 c->queue_head = q->next;
                 if (!c->queue_head)
                         c->queue_tail = NULL;
-                c->n_queued--;
-                reply_free(q);
+                reply_free(c, q);
         }
-        if (!c->queue_head)
-                event_del(c->write_event);
         connection_update_reading(c);
         return 0;
 }
@@ -166,24 +183,15 @@ static void close_answered(struct connection *c) {
         connection_free(c);
 }
 
-static void on_writable(evutil_socket_t fd, short what, void *userdata) {
-        struct connection *c = userdata;
-        int r;
+/*
+ * Whether the peer hung up, shut down its sending side, or the socket
+ * failed: asked of the kernel, since the event that woke us cannot tell an
+ * error from data waiting (see connection.h).
+ */
+static bool peer_gone(const struct connection *c) {
+        struct pollfd p = { .fd = c->fd, .events = POLLRDHUP };
 
-        r = queue_flush(c);
-        if (r < 0)
-                connection_drop(c, r);
-        else if (c->closing && !c->queue_head)
-                close_answered(c);
-}
-
-/* The peer closed (or shut down its sending side) while the connection was not read. */
-static void on_closed(evutil_socket_t fd, short what, void *userdata) {
-        struct connection *c = userdata;
-
-        log_debug("Connection of pid %d uid %u closed%s", (int) c->peer.creds.pid, c->peer.creds.uid,
-                  c->waiter ? " while its WAIT was pending" : "");
-        connection_free(c);
+        return poll(&p, 1, 0) != 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL));
 }
 
 /*
@@ -206,10 +214,11 @@ static int read_one(struct connection *c) {
         return r < 0 ? r : 1;
 }
 
-static void on_readable(evutil_socket_t fd, short what, void *userdata) {
-        struct connection *c = userdata;
+/* Reads up to RECORDS_PER_WAKEUP records; frees c when the peer is gone or broke the protocol. */
+static void read_some(struct connection *c) {
+        unsigned i;
 
-        for (unsigned i = 0; i < RECORDS_PER_WAKEUP && c->reading; i++) {
+        for (i = 0; i < RECORDS_PER_WAKEUP && c->reading; i++) {
                 int r = read_one(c);
 
                 if (r == -EAGAIN)
@@ -226,21 +235,62 @@ static void on_readable(evutil_socket_t fd, short what, void *userdata) {
         }
         /* Once per wakeup, not per request: the notifier coalesces anyway. */
         notifier_status_changed(c->broker->notifier);
-        if (c->closing && !c->queue_head)
+        if (c->closing && !c->queue_head) {
                 close_answered(c);
+                return;
+        }
+        /* More may be waiting, and no new edge will say so: come back after the others had their turn. */
+        if (i == RECORDS_PER_WAKEUP && c->reading)
+                event_active(c->event, EV_READ, 0);
 }
 
-/* Counts c against its uid's connection limit. Returns 0, or -EDQUOT to close it at once. */
+static void on_event(evutil_socket_t fd, short what, void *userdata) {
+        struct connection *c = userdata;
+        int r;
+
+        if ((what & EV_WRITE) && c->queue_head) {
+                r = queue_flush(c);
+                if (r < 0) {
+                        connection_drop(c, r);
+                        return;
+                }
+        }
+        if (c->closing && !c->queue_head) {
+                close_answered(c);
+                return;
+        }
+        if (c->reading) {
+                read_some(c);
+                return;
+        }
+        /* Not read now (a pending WAIT, a full queue, closing): the peer may be gone all the same. */
+        if ((what & (EV_READ | EV_CLOSED)) && peer_gone(c)) {
+                log_debug("Connection of pid %d uid %u closed%s", (int) c->peer.creds.pid, c->peer.creds.uid,
+                          c->waiter ? " while its WAIT was pending" : " while it was not read");
+                connection_free(c);
+        }
+}
+
+/*
+ * Charges c to its uid: a connection and an fd. Returns 0, or -EDQUOT to
+ * close it at once: it is over its limit or share, and its uid has too
+ * many refused connections waiting to be told so already.
+ */
 static int count_connection(struct connection *c) {
         int r;
 
-        r = quota_add_connection(c->broker->quota, c->peer.creds.uid);
-        if (r == -EDQUOT)
+        r = quota_charge(c->broker->quota, c->peer.creds.uid, &connection_amount, NULL);
+        if (r >= 0) {
+                c->quota = CONNECTION_COUNTED;
+                return 0;
+        }
+        if (r == -ENOMEM)
+                return log_error_errno(r, "Failed to count the connection of pid %d: %m", (int) c->peer.creds.pid);
+        r = quota_add_refused(c->broker->quota, c->peer.creds.uid);
+        if (r < 0)
                 return log_debug_errno(r, "Closing a connection of uid %u at once: it has too many refused "
                                        "connections waiting already", c->peer.creds.uid);
-        if (r < 0)
-                return log_error_errno(r, "Failed to count the connection of pid %d: %m", (int) c->peer.creds.pid);
-        c->quota = r > 0 ? CONNECTION_REFUSED : CONNECTION_COUNTED;
+        c->quota = CONNECTION_REFUSED;
         return 0;
 }
 
@@ -280,10 +330,8 @@ int connection_new_with_peer(struct broker *b, int fd, struct peer *peer) {
 
         r = hashmap_new(&hashmap_u64_ops, &c->holds);
         if (r >= 0) {
-                c->read_event = event_new(b->base, fd, EV_READ | EV_PERSIST, on_readable, c);
-                c->close_event = event_new(b->base, fd, EV_CLOSED | EV_PERSIST, on_closed, c);
-                c->write_event = event_new(b->base, fd, EV_WRITE | EV_PERSIST, on_writable, c);
-                if (!c->read_event || !c->close_event || !c->write_event)
+                c->event = event_new(b->base, fd, EV_READ | EV_WRITE | EV_CLOSED | EV_ET | EV_PERSIST, on_event, c);
+                if (!c->event || event_add(c->event, NULL) < 0)
                         r = -ENOMEM;
         }
         if (r < 0) {
@@ -341,16 +389,14 @@ struct connection *connection_free(struct connection *c) {
                 struct reply *q = c->queue_head;
 
                 c->queue_head = q->next;
-                reply_free(q);
+                reply_free(c, q);
         }
-        if (c->read_event)
-                event_free(c->read_event);
-        if (c->close_event)
-                event_free(c->close_event);
-        if (c->write_event)
-                event_free(c->write_event);
-        if (c->quota != CONNECTION_UNCOUNTED)
-                quota_remove_connection(c->broker->quota, c->peer.creds.uid, c->quota == CONNECTION_REFUSED);
+        if (c->event)
+                event_free(c->event);
+        if (c->quota == CONNECTION_COUNTED)
+                quota_discharge(c->broker->quota, c->peer.creds.uid, &connection_amount);
+        else if (c->quota == CONNECTION_REFUSED)
+                quota_remove_refused(c->broker->quota, c->peer.creds.uid);
         peer_done(&c->peer);
         safe_close(c->fd);
         free(c);

@@ -6,12 +6,21 @@
  * it holds, and the queue of replies the socket could not take yet.
  *
  * Replies go out in request order. One is sent at once when nothing is
- * queued; otherwise it waits in the queue, and EV_WRITE is armed only
- * while the queue is not empty. The connection is not read while
- * MFB_WIRE_REQUESTS_IN_FLIGHT_MAX replies are queued, so a client that
- * does not read its replies stalls only itself; nor while its WAIT is
- * pending, so that replies stay in request order. While it is not read,
- * the peer closing its end is still noticed (EV_CLOSED).
+ * queued; otherwise it waits in the queue, charged to the client's uid
+ * (its bytes, and its fd if it has one): a reply the uid has no share
+ * left for drops the connection, whose client was not reading. The
+ * connection is not read while MFB_WIRE_REQUESTS_IN_FLIGHT_MAX replies are
+ * queued, so a client that does not read its replies stalls only itself;
+ * nor while its WAIT is pending, so that replies stay in request order.
+ *
+ * One edge-triggered event watches the socket for everything: readable,
+ * writable, and the peer hanging up or failing. Edge-triggered, because a
+ * socket that is not being read stays readable, and one whose peer closed
+ * with replies unread reports an error (EPOLLERR), which libevent delivers
+ * as readable and writable, not as closed: watched level-triggered, either
+ * would wake the loop at once, forever. So while a connection is not read,
+ * each wakeup asks the kernel whether the peer is still there, and a
+ * connection never outlives its client, whatever state it is in.
  */
 
 #include <stdbool.h>
@@ -26,11 +35,11 @@ struct region;
 struct reply;
 struct waiter;
 
-/* How the connection counts against its uid's connection limit. */
+/* How the connection counts against its uid's connections and fds. */
 enum connection_quota {
         CONNECTION_UNCOUNTED,   /* not yet */
-        CONNECTION_COUNTED,     /* within the limit */
-        CONNECTION_REFUSED,     /* over it: its first request is refused, then it is closed */
+        CONNECTION_COUNTED,     /* charged a connection and an fd */
+        CONNECTION_REFUSED,     /* over its limit or share: its first request is refused, then it is closed */
 };
 
 /* The references one connection holds to one region. */
@@ -46,16 +55,14 @@ struct connection {
         struct connection *prev, *next;         /* in broker->connections */
         int fd;
         struct peer peer;                       /* taken at accept */
-        struct event *read_event;               /* added while reading */
-        struct event *close_event;              /* added while not reading, to notice the peer leave */
-        struct event *write_event;              /* added while replies are queued */
+        struct event *event;                    /* EV_READ | EV_WRITE | EV_CLOSED, edge-triggered */
         bool reading;
         bool hello_done;
         bool closing;                           /* freed once its queued replies are sent */
         enum connection_quota quota;
         struct waiter *waiter;                  /* its pending WAIT, owned; NULL when none */
         struct reply *queue_head, *queue_tail;
-        uint32_t n_queued;
+        uint32_t n_queued;                      /* replies in the queue, each charged to the uid */
         struct hashmap *holds;                  /* handle → struct hold */
         uint32_t n_references;                  /* the sum of every hold's count */
 };

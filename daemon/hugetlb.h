@@ -12,8 +12,9 @@
 int hugetlb_page_size(uint64_t *ret);
 
 /*
- * The bytes in free huge pages of the default size ("HugePages_Free:"
- * times "Hugepagesize:"). Returns 0, or -ENOENT when the kernel reports
- * none, or another -errno.
+ * The bytes in huge pages of the default size that are free and not
+ * reserved by a mapping ("HugePages_Free:" less "HugePages_Rsvd:", times
+ * "Hugepagesize:"). Returns 0, or -ENOENT when the kernel reports none,
+ * or another -errno.
  */
 int hugetlb_free_bytes(uint64_t *ret);

@@ -21,6 +21,7 @@
 
 struct listener {
         struct evconnlistener *evl;
+        int spare_fd;           /* /dev/null, kept in reserve for accepting when out of fds; -1 while used */
         struct event *resume_event;
         listener_accept_t accept_cb;
         void *userdata;
@@ -33,19 +34,47 @@ static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct soc
                       void *userdata) {
         struct listener *l = userdata;
 
-        l->accept_cb(fd, l->userdata);
+        l->accept_cb(fd, false, l->userdata);
+}
+
+static int spare_open(void) {
+        return open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
+/*
+ * Out of fds: accepts one client with the spare fd and hands it over to be
+ * refused, then takes the spare back. Returns 0, or -errno when there was
+ * no spare or it could not be taken back.
+ */
+static int accept_with_spare(struct listener *l) {
+        int fd;
+
+        if (l->spare_fd < 0)
+                return -EMFILE;
+        l->spare_fd = safe_close(l->spare_fd);
+        fd = accept4(evconnlistener_get_fd(l->evl), NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0)
+                l->accept_cb(fd, true, l->userdata);
+        l->spare_fd = spare_open();
+        return l->spare_fd < 0 ? negative_errno() : 0;
 }
 
 static void on_accept_error(struct evconnlistener *evl, void *userdata) {
         struct listener *l = userdata;
         const struct timeval pause = { .tv_sec = ACCEPT_PAUSE_SEC };
+        int error = EVUTIL_SOCKET_ERROR();
 
+        /* The client is told, and the listener stays readable while more wait: each wakeup refuses one. */
+        if ((error == EMFILE || error == ENFILE) && accept_with_spare(l) >= 0) {
+                log_debug("Out of file descriptors: refused a connection");
+                return;
+        }
         /*
-         * Typically EMFILE: the pending connection keeps the socket readable,
-         * so retrying at once would spin. Pause, and let fds be freed.
+         * Without a spare, or another error: the pending connection keeps the
+         * socket readable, so retrying at once would spin. Pause, and let
+         * fds be freed.
          */
-        log_warning_errno(EVUTIL_SOCKET_ERROR(), "Failed to accept a connection, pausing for %d s: %m",
-                          ACCEPT_PAUSE_SEC);
+        log_warning_errno(error, "Failed to accept a connection, pausing for %d s: %m", ACCEPT_PAUSE_SEC);
         evconnlistener_disable(evl);
         evtimer_add(l->resume_event, &pause);
 }
@@ -53,6 +82,8 @@ static void on_accept_error(struct evconnlistener *evl, void *userdata) {
 static void on_resume(evutil_socket_t fd, short what, void *userdata) {
         struct listener *l = userdata;
 
+        if (l->spare_fd < 0)
+                l->spare_fd = spare_open();
         evconnlistener_enable(l->evl);
 }
 
@@ -77,6 +108,14 @@ int listener_new_fd(struct event_base *base, int fd, listener_accept_t accept_cb
         }
         l->accept_cb = accept_cb;
         l->userdata = userdata;
+        l->spare_fd = spare_open();
+        if (l->spare_fd < 0) {
+                int r = log_error_errno(errno, "Failed to open the fd kept in reserve for accepting: %m");
+
+                safe_close(fd);
+                free(l);
+                return r;
+        }
 
         /* Backlog 0: the socket listens already. */
         l->evl = evconnlistener_new(base, on_accept, l, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
@@ -200,6 +239,7 @@ struct listener *listener_free(struct listener *l) {
                 evconnlistener_free(l->evl);
         if (l->resume_event)
                 event_free(l->resume_event);
+        safe_close(l->spare_fd);
         /* Another broker may have replaced the socket meanwhile: remove only our own. */
         if (l->path && stat(l->path, &st) == 0 && st.st_dev == l->dev && st.st_ino == l->ino)
                 (void) unlink(l->path);

@@ -1,13 +1,26 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
-/* The listening socket: an AF_UNIX SOCK_SEQPACKET socket that accepts clients. */
+/*
+ * The listening socket: an AF_UNIX SOCK_SEQPACKET socket that accepts
+ * clients. One fd is kept in reserve, so that a broker out of fds can
+ * still accept a client to tell it so, rather than leave it waiting in the
+ * backlog, or pause accepting for everyone.
+ */
+
+#include <stdbool.h>
 
 struct event_base;
 struct listener;
 
-/* Called with each accepted socket (non-blocking, close-on-exec), which the callee owns from then on. */
-typedef void (*listener_accept_t)(int fd, void *userdata);
+/*
+ * Called with each accepted socket (non-blocking, close-on-exec), which
+ * the callee owns from then on. out_of_fds says that the process had no
+ * fd left, and this one was accepted with the one kept in reserve for it:
+ * the callee is to tell the client why and close it at once, so that the
+ * reserve is back for the next, and accepting never stalls.
+ */
+typedef void (*listener_accept_t)(int fd, bool out_of_fds, void *userdata);
 
 /*
  * Accepts clients on fd, a socket that is bound and listening already (as

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 
@@ -22,21 +23,50 @@ static void help(void) {
                "  --socket PATH                 listen on PATH (default: $MEMFD_BROKER_SOCKET, else\n"
                "                                $XDG_RUNTIME_DIR/" CONFIG_SOCKET_NAME " when not root, else\n"
                "                                " CONFIG_SOCKET_PATH_SYSTEM ")\n"
-               "  --max-region-size BYTES       largest region, with an optional K, M, G or T suffix\n"
-               "                                (default %" PRIu64 "G)\n"
-               "  --max-regions N               most regions alive at once (default %u)\n"
+               "  --max-region-size BYTES       largest region (default %" PRIu64 "G)\n"
+               "  --max-regions N               most regions alive at once (default: what the limit on\n"
+               "                                open files allows, at most %u)\n"
+               "  --max-bytes BYTES             most bytes in all regions (default: physical memory)\n"
+               "  --max-connections N           most connections at once (default: a quarter of what the\n"
+               "                                limit on open files allows, at most %u)\n"
+               "  --max-queued-bytes BYTES      most bytes of replies queued for clients that do not read\n"
+               "                                them (default %" PRIu64 "M)\n"
+               "  --max-waiters N               most pending WAITs (default: --max-connections)\n"
+               "  --max-kept-regions N          most named regions kept across restarts under systemd\n"
+               "                                (default %u)\n"
                "  --max-holds-per-connection N  most region references one connection holds (default %u)\n"
-               "  --max-regions-per-uid N       most regions one uid owns (default %u)\n"
-               "  --max-bytes-per-uid BYTES     most bytes in the regions one uid owns, with an optional\n"
-               "                                K, M, G or T suffix (default %" PRIu64 "G)\n"
+               "  --max-regions-per-uid N       most regions one uid owns (default: a quarter of --max-regions)\n"
+               "  --max-bytes-per-uid BYTES     most bytes in the regions one uid owns (default: a quarter\n"
+               "                                of --max-bytes)\n"
                "  --max-connections-per-uid N   most connections one uid has open (default %u)\n"
-               "                                (root is exempt from the limits per uid)\n"
                "  --log-level LEVEL             err, warning, notice, info or debug (default info)\n"
                "  --help                        show this help\n"
-               "  --version                     show the version\n",
-               program_invocation_short_name, CONFIG_MAX_REGION_SIZE_DEFAULT >> 30, CONFIG_MAX_REGIONS_DEFAULT,
-               CONFIG_MAX_HOLDS_PER_CONNECTION_DEFAULT, CONFIG_MAX_REGIONS_PER_UID_DEFAULT,
-               CONFIG_MAX_BYTES_PER_UID_DEFAULT >> 30, CONFIG_MAX_CONNECTIONS_PER_UID_DEFAULT);
+               "  --version                     show the version\n"
+               "\n"
+               "BYTES take an optional K, M, G or T suffix. Besides its limits, a uid may take only a\n"
+               "share of what is left of each; root and the broker's own uid are exempt.\n",
+               program_invocation_short_name, CONFIG_MAX_REGION_SIZE_DEFAULT >> 30, CONFIG_MAX_REGIONS_CAP,
+               CONFIG_MAX_CONNECTIONS_CAP, CONFIG_MAX_QUEUED_BYTES_DEFAULT >> 20, CONFIG_MAX_KEPT_REGIONS_DEFAULT,
+               CONFIG_MAX_HOLDS_PER_CONNECTION_DEFAULT, CONFIG_MAX_CONNECTIONS_PER_UID_DEFAULT);
+}
+
+/* Parses the value of a count option into *ret, or logs why not. */
+static int parse_count_option(const char *option, const char *value, uint32_t *ret) {
+        int r = config_parse_count(value, ret);
+
+        if (r < 0)
+                return log_error_errno(r, "Invalid --%s '%s' (%m): expected 1 to %u", option, value, UINT32_MAX);
+        return 0;
+}
+
+/* Parses the value of a size option into *ret, or logs why not. */
+static int parse_size_option(const char *option, const char *value, uint64_t *ret) {
+        int r = parse_size(value, ret);
+
+        if (r < 0)
+                return log_error_errno(r, "Invalid --%s '%s' (%m): expected 1 to 2^63-1 bytes, such as 4096, 64K "
+                                       "or 16G", option, value);
+        return 0;
 }
 
 /* Returns 1 to run, 0 to exit successfully (--help, --version), or -errno after logging why. */
@@ -45,6 +75,11 @@ static int parse_args(int argc, char *argv[], struct config *c) {
                 ARG_SOCKET = 0x100,
                 ARG_MAX_REGION_SIZE,
                 ARG_MAX_REGIONS,
+                ARG_MAX_BYTES,
+                ARG_MAX_CONNECTIONS,
+                ARG_MAX_QUEUED_BYTES,
+                ARG_MAX_WAITERS,
+                ARG_MAX_KEPT_REGIONS,
                 ARG_MAX_HOLDS_PER_CONNECTION,
                 ARG_MAX_REGIONS_PER_UID,
                 ARG_MAX_BYTES_PER_UID,
@@ -56,6 +91,11 @@ static int parse_args(int argc, char *argv[], struct config *c) {
                 { "socket", required_argument, NULL, ARG_SOCKET },
                 { "max-region-size", required_argument, NULL, ARG_MAX_REGION_SIZE },
                 { "max-regions", required_argument, NULL, ARG_MAX_REGIONS },
+                { "max-bytes", required_argument, NULL, ARG_MAX_BYTES },
+                { "max-connections", required_argument, NULL, ARG_MAX_CONNECTIONS },
+                { "max-queued-bytes", required_argument, NULL, ARG_MAX_QUEUED_BYTES },
+                { "max-waiters", required_argument, NULL, ARG_MAX_WAITERS },
+                { "max-kept-regions", required_argument, NULL, ARG_MAX_KEPT_REGIONS },
                 { "max-holds-per-connection", required_argument, NULL, ARG_MAX_HOLDS_PER_CONNECTION },
                 { "max-regions-per-uid", required_argument, NULL, ARG_MAX_REGIONS_PER_UID },
                 { "max-bytes-per-uid", required_argument, NULL, ARG_MAX_BYTES_PER_UID },
@@ -65,10 +105,12 @@ static int parse_args(int argc, char *argv[], struct config *c) {
                 { "version", no_argument, NULL, ARG_VERSION },
                 {}
         };
-        int opt, r;
+        const char *name;
+        int opt, index, r;
 
         opterr = 0;
-        while ((opt = getopt_long(argc, argv, ":h", options, NULL)) >= 0) {
+        while ((opt = getopt_long(argc, argv, ":h", options, &index)) >= 0) {
+                name = opt >= ARG_SOCKET && opt < ARG_VERSION ? options[index].name : NULL;
                 switch (opt) {
                 case ARG_SOCKET:
                         if (!*optarg) {
@@ -80,40 +122,37 @@ static int parse_args(int argc, char *argv[], struct config *c) {
                                 return log_error_errno(r, "Failed to set the socket path: %m");
                         break;
                 case ARG_MAX_REGION_SIZE:
-                        r = parse_size(optarg, &c->max_region_size);
-                        if (r < 0)
-                                return log_error_errno(r, "Invalid --max-region-size '%s' (%m): expected 1 to 2^63-1 "
-                                                       "bytes, such as 4096, 64K or 16G", optarg);
+                        r = parse_size_option(name, optarg, &c->max_region_size);
                         break;
                 case ARG_MAX_REGIONS:
-                        r = config_parse_count(optarg, &c->max_regions);
-                        if (r < 0)
-                                return log_error_errno(r, "Invalid --max-regions '%s' (%m): expected 1 to %u",
-                                                       optarg, UINT32_MAX);
+                        r = parse_count_option(name, optarg, &c->max_regions);
+                        break;
+                case ARG_MAX_BYTES:
+                        r = parse_size_option(name, optarg, &c->max_bytes);
+                        break;
+                case ARG_MAX_CONNECTIONS:
+                        r = parse_count_option(name, optarg, &c->max_connections);
+                        break;
+                case ARG_MAX_QUEUED_BYTES:
+                        r = parse_size_option(name, optarg, &c->max_queued_bytes);
+                        break;
+                case ARG_MAX_WAITERS:
+                        r = parse_count_option(name, optarg, &c->max_waiters);
+                        break;
+                case ARG_MAX_KEPT_REGIONS:
+                        r = parse_count_option(name, optarg, &c->max_kept_regions);
                         break;
                 case ARG_MAX_HOLDS_PER_CONNECTION:
-                        r = config_parse_count(optarg, &c->max_holds_per_connection);
-                        if (r < 0)
-                                return log_error_errno(r, "Invalid --max-holds-per-connection '%s' (%m): "
-                                                       "expected 1 to %u", optarg, UINT32_MAX);
+                        r = parse_count_option(name, optarg, &c->max_holds_per_connection);
                         break;
                 case ARG_MAX_REGIONS_PER_UID:
-                        r = config_parse_count(optarg, &c->max_regions_per_uid);
-                        if (r < 0)
-                                return log_error_errno(r, "Invalid --max-regions-per-uid '%s' (%m): expected 1 to %u",
-                                                       optarg, UINT32_MAX);
+                        r = parse_count_option(name, optarg, &c->max_regions_per_uid);
                         break;
                 case ARG_MAX_BYTES_PER_UID:
-                        r = parse_size(optarg, &c->max_bytes_per_uid);
-                        if (r < 0)
-                                return log_error_errno(r, "Invalid --max-bytes-per-uid '%s' (%m): expected 1 to "
-                                                       "2^63-1 bytes, such as 4096, 64K or 16G", optarg);
+                        r = parse_size_option(name, optarg, &c->max_bytes_per_uid);
                         break;
                 case ARG_MAX_CONNECTIONS_PER_UID:
-                        r = config_parse_count(optarg, &c->max_connections_per_uid);
-                        if (r < 0)
-                                return log_error_errno(r, "Invalid --max-connections-per-uid '%s' (%m): "
-                                                       "expected 1 to %u", optarg, UINT32_MAX);
+                        r = parse_count_option(name, optarg, &c->max_connections_per_uid);
                         break;
                 case ARG_LOG_LEVEL:
                         r = log_level_from_string(optarg);
@@ -136,6 +175,8 @@ static int parse_args(int argc, char *argv[], struct config *c) {
                         log_error("Unknown option %s; see --help", argv[optind - 1]);
                         return -EINVAL;
                 }
+                if (r < 0)
+                        return r;
         }
         if (optind < argc) {
                 log_error("Unexpected argument %s; see --help", argv[optind]);
@@ -145,40 +186,54 @@ static int parse_args(int argc, char *argv[], struct config *c) {
 }
 
 /*
- * Descriptors the broker needs besides one per region: the listener, the
- * event loop, logging, and a few connections. A hard limit below
- * --max-regions plus this is worth a notice: the region limit is then out
- * of reach, and a CREATE meets ENOSPC first. Under systemd that happens
- * without an error where the system allows less than LimitNOFILE=: systemd
- * then gives the service as much as it can.
+ * Lifts the soft limit on open files to the hard one. Returns the limit
+ * in force then, RLIM_INFINITY included.
  */
-#define FD_LIMIT_HEADROOM 64U
-
-/* Lifts the soft limit on open files to the hard one, and says when even that is short. */
-static void raise_fd_limit(const struct config *c) {
-        uint64_t wanted = (uint64_t) c->max_regions + FD_LIMIT_HEADROOM;
+static uint64_t raise_fd_limit(void) {
         struct rlimit rl;
-        rlim_t limit;
 
         if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
-                log_warning_errno(errno, "Failed to read the limit on open files: %m");
-                return;
+                log_warning_errno(errno, "Failed to read the limit on open files, assuming 1024: %m");
+                return 1024;
         }
-        limit = rl.rlim_cur;
-        if (rl.rlim_cur != rl.rlim_max) {
-                rl.rlim_cur = rl.rlim_max;
-                if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
-                        log_warning_errno(errno, "Failed to raise the limit on open files to %llu: %m",
-                                          (unsigned long long) rl.rlim_max);
-                else {
-                        limit = rl.rlim_max;
-                        log_debug("Raised the limit on open files to %llu", (unsigned long long) limit);
-                }
+        if (rl.rlim_cur == rl.rlim_max)
+                return rl.rlim_cur;
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+                log_warning_errno(errno, "Failed to raise the limit on open files to %llu: %m",
+                                  (unsigned long long) rl.rlim_max);
+                return getrlimit(RLIMIT_NOFILE, &rl) < 0 ? 1024 : rl.rlim_cur;
         }
-        if (limit != RLIM_INFINITY && limit < wanted)
+        log_debug("Raised the limit on open files to %llu", (unsigned long long) rl.rlim_max);
+        return rl.rlim_max;
+}
+
+static uint64_t physical_memory(void) {
+        long pages = sysconf(_SC_PHYS_PAGES), page_size = sysconf(_SC_PAGESIZE);
+
+        return pages > 0 && page_size > 0 ? (uint64_t) pages * (uint64_t) page_size : 0;
+}
+
+/*
+ * Derives the limits not given from the machine, and says when a limit
+ * given is out of reach: under systemd that happens without an error
+ * where the system allows less than LimitNOFILE=, and systemd then gives
+ * the service as much as it can.
+ */
+static void derive_limits(struct config *c) {
+        uint64_t limit = raise_fd_limit();
+
+        config_derive_limits(c, limit, physical_memory());
+        if ((uint64_t) c->max_regions > c->max_fds)
                 log_notice("The limit on open files, %llu, is below the %" PRIu64 " that --max-regions=%" PRIu32
                            " needs: regions will run out of file descriptors first, and CREATE fail with ENOSPC.",
-                           (unsigned long long) limit, wanted, c->max_regions);
+                           (unsigned long long) limit, (uint64_t) c->max_regions + CONFIG_FD_RESERVE,
+                           c->max_regions);
+        log_debug("Limits: %" PRIu32 " regions (%" PRIu32 " per uid), %" PRIu64 " bytes (%" PRIu64 " per uid), %"
+                  PRIu64 " fds, %" PRIu32 " connections (%" PRIu32 " per uid), %" PRIu64 " queued bytes, %" PRIu32
+                  " waiters, %" PRIu32 " kept regions", c->max_regions, c->max_regions_per_uid, c->max_bytes,
+                  c->max_bytes_per_uid, c->max_fds, c->max_connections, c->max_connections_per_uid,
+                  c->max_queued_bytes, c->max_waiters, c->max_kept_regions);
 }
 
 int main(int argc, char *argv[]) {
@@ -201,7 +256,7 @@ int main(int argc, char *argv[]) {
                 return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
         }
 
-        raise_fd_limit(&config);
+        derive_limits(&config);
         /* Replies use MSG_NOSIGNAL; this covers everything else that could write to a closed peer. */
         signal(SIGPIPE, SIG_IGN);
 

@@ -102,7 +102,7 @@ struct persist *persist_free(struct persist *p) {
         return NULL;
 }
 
-int persist_region_created(struct persist *p, struct region *r) {
+int persist_region_created(struct persist *p, struct region *r, enum mfb_wire_resource *ret_refused) {
         char fdname[PERSIST_FDNAME_MAX];
         int k;
 
@@ -113,10 +113,16 @@ int persist_region_created(struct persist *p, struct region *r) {
                 return log_error_errno(k, "Failed to save the handle mark: %m");
         if (!r->name)
                 return 0;
+        /* The service manager's store is shared by every uid: each may take only its share. */
+        k = region_keep(p->regions, r, ret_refused);
+        if (k < 0)
+                return k;
 
         /* The memfd first: a crash before the state is saved leaves a memfd the next broker drops. */
         persist_region_fdname(r->handle, fdname);
         k = fdstore_add(p->store, r->fd, fdname);
+        if (k < 0)
+                region_unkeep(p->regions, r);
         if (k == -E2BIG) {
                 /* Once: every CREATE of a named region fails the same way until some are removed. */
                 if (!p->full_logged)
@@ -132,6 +138,7 @@ int persist_region_created(struct persist *p, struct region *r) {
         if (k < 0) {
                 log_error_errno(k, "Failed to save region %" PRIu64 ": %m", r->handle);
                 (void) fdstore_remove(p->store, fdname);
+                region_unkeep(p->regions, r);
                 return k;
         }
         return 0;
@@ -193,6 +200,7 @@ void persist_region_removed(struct persist *p, struct region *r) {
         if (k < 0)
                 log_warning_errno(k, "Failed to remove the memfd of region %" PRIu64 " from the service "
                                   "manager's store: %m", r->handle);
+        region_unkeep(p->regions, r);
 }
 
 void persist_flush(struct persist *p) {

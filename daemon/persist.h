@@ -23,6 +23,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "wire.h"
+
 #define PERSIST_FLUSH_MSEC 100
 
 /* The fd store name of the saved state. */
@@ -55,12 +57,14 @@ struct persist *persist_free(struct persist *p);
 
 /*
  * Saves r, a region just created, before any fd of it leaves the broker:
- * the handle mark, and for a named region its memfd and state. Returns 0;
- * -E2BIG when the fd store has no room for one more name (logged once);
- * or another -errno after logging why. Nothing of r is kept on failure:
+ * the handle mark, and for a named region its memfd and state, charging
+ * its owner one kept region (region_keep()). Returns 0; -EDQUOT or
+ * -ENOSPC when the owner may keep no more (*ret_refused says so); -E2BIG
+ * when the fd store has no room for one more name (logged once); or
+ * another -errno after logging why. Nothing of r is kept on failure:
  * remove it.
  */
-int persist_region_created(struct persist *p, struct region *r);
+int persist_region_created(struct persist *p, struct region *r, enum mfb_wire_resource *ret_refused);
 
 /* Saves r now: its owner, mode or seals changed. A failure is logged, and retried later. */
 void persist_region_changed(struct persist *p, struct region *r);

@@ -3,34 +3,38 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "hashmap.h"
 #include "log.h"
 #include "quota.h"
 
 /*
- * Connections beyond the limit that one uid may have waiting for their
- * refusal (its first request, answered -EDQUOT). Each holds an fd in the
- * broker until then, so more are closed at once, without an answer.
+ * Refused connections that one uid may have waiting to be told so (their
+ * first request is answered -EDQUOT). Each holds an fd in the broker until
+ * then, so more are closed at once, without an answer.
  */
 #define REFUSED_CONNECTIONS_MAX 8U
 
-/* A uid that keeps hitting its connection limit is logged at most this often. */
+/* A uid that keeps being refused connections is logged at most this often. */
 #define LIMIT_LOG_INTERVAL_SEC 60
 
 struct quota_user {
         uint64_t uid;           /* the key: hashmap_u64_ops wants 64 bits */
-        struct quota_usage usage;
-        uint32_t refused;       /* connections counted as refused */
-        time_t limit_logged;    /* CLOCK_MONOTONIC seconds when the connection limit was last logged, 0 for never */
+        struct quota_amount held;
+        uint32_t refused;       /* refused connections waiting to be told */
+        time_t limit_logged;    /* CLOCK_MONOTONIC seconds of the last notice, 0 for never */
 };
 
 struct quota {
         struct quota_limits limits;
-        struct hashmap *users;  /* uid → struct quota_user */
+        uid_t exempt_uid;
+        struct quota_amount used;               /* by every uid, exempt ones included */
+        uint64_t holders[MFB_RESOURCE_COUNT];   /* non-exempt uids holding some */
+        struct hashmap *users;                  /* uid → struct quota_user, non-exempt uids only */
 };
 
-int quota_new(const struct quota_limits *limits, struct quota **ret) {
+int quota_new(const struct quota_limits *limits, uid_t exempt_uid, struct quota **ret) {
         struct quota *q;
         int r;
 
@@ -38,6 +42,7 @@ int quota_new(const struct quota_limits *limits, struct quota **ret) {
         if (!q)
                 return -ENOMEM;
         q->limits = *limits;
+        q->exempt_uid = exempt_uid;
         r = hashmap_new(&hashmap_u64_ops, &q->users);
         if (r < 0) {
                 free(q);
@@ -63,6 +68,24 @@ const struct quota_limits *quota_limits(const struct quota *q) {
         return &q->limits;
 }
 
+bool quota_is_exempt(const struct quota *q, uid_t uid) {
+        return uid == 0 || uid == q->exempt_uid;
+}
+
+const char *quota_resource_name(enum mfb_wire_resource resource) {
+        static const char *const names[MFB_RESOURCE_COUNT] = {
+                [MFB_RESOURCE_REGIONS] = "regions",
+                [MFB_RESOURCE_BYTES] = "bytes",
+                [MFB_RESOURCE_FDS] = "file descriptors",
+                [MFB_RESOURCE_CONNECTIONS] = "connections",
+                [MFB_RESOURCE_QUEUED_BYTES] = "bytes of queued replies",
+                [MFB_RESOURCE_WAITERS] = "pending WAITs",
+                [MFB_RESOURCE_KEPT] = "named regions kept across restarts",
+        };
+
+        return (unsigned) resource < MFB_RESOURCE_COUNT ? names[resource] : "?";
+}
+
 static struct quota_user *user_get(const struct quota *q, uid_t uid) {
         uint64_t key = uid;
 
@@ -86,116 +109,178 @@ static struct quota_user *user_get_or_add(struct quota *q, uid_t uid) {
         return u;
 }
 
-/* Frees u once nothing is counted for it. */
+/* Frees u once it holds nothing. */
 static void user_forget_if_unused(struct quota *q, struct quota_user *u) {
-        if (u->usage.regions > 0 || u->usage.bytes > 0 || u->usage.connections > 0 || u->refused > 0)
+        if (u->refused > 0)
                 return;
+        for (unsigned i = 0; i < MFB_RESOURCE_COUNT; i++)
+                if (u->held.n[i] > 0)
+                        return;
         hashmap_remove(q->users, &u->uid);
         free(u);
 }
 
-void quota_usage(const struct quota *q, uid_t uid, struct quota_usage *ret) {
-        const struct quota_user *u = user_get(q, uid);
+static uint64_t left(const struct quota *q, enum mfb_wire_resource i) {
+        uint64_t max = q->limits.broker_max.n[i];
 
-        *ret = u ? u->usage : (struct quota_usage) {};
+        return q->used.n[i] >= max ? 0 : max - q->used.n[i];
 }
 
-static bool region_fits(const struct quota *q, const struct quota_user *u, uint64_t size) {
-        /* bytes ≤ limit ≤ INT64_MAX and size ≤ INT64_MAX (a file size): the sum cannot wrap. */
-        return u->usage.regions < q->limits.regions && u->usage.bytes + size <= q->limits.bytes;
+/*
+ * The most of resource i that a non-exempt uid holding held may take more:
+ * its limit per uid, and the largest charge with
+ * (n + 1) * (held + charge) - held <= left, that is
+ * charge <= (left + held) / (n + 1) - held.
+ */
+static uint64_t share_available(const struct quota *q, enum mfb_wire_resource i, uint64_t held) {
+        uint64_t n = q->holders[i] + (held == 0 ? 1 : 0), l = left(q, i), uid_max = q->limits.uid_max.n[i];
+        uint64_t share, by_share;
+
+        /* left + held <= broker_max <= UINT64_MAX only if used counts held; it does, but saturate anyway. */
+        share = (l > UINT64_MAX - held ? UINT64_MAX : l + held) / (n + 1);
+        by_share = share > held ? share - held : 0;
+        if (uid_max != MFB_LIMIT_NONE)
+                return held >= uid_max ? 0 : by_share < uid_max - held ? by_share : uid_max - held;
+        return by_share;
 }
 
-int quota_add_region(struct quota *q, uid_t uid, uint64_t size) {
-        struct quota_user *u;
+uint64_t quota_available(const struct quota *q, uid_t uid, enum mfb_wire_resource resource) {
+        const struct quota_user *u;
 
-        if (uid == 0)
-                return 0;
-        u = user_get_or_add(q, uid);
-        if (!u)
-                return -ENOMEM;
-        if (!region_fits(q, u, size)) {
-                user_forget_if_unused(q, u);
-                return -EDQUOT;
-        }
-        u->usage.regions++;
-        u->usage.bytes += size;
-        return 0;
-}
-
-int quota_charge_region(struct quota *q, uid_t uid, uint64_t size) {
-        struct quota_user *u;
-
-        if (uid == 0)
-                return 0;
-        u = user_get_or_add(q, uid);
-        if (!u)
-                return -ENOMEM;
-        u->usage.regions++;
-        u->usage.bytes += size;
-        return 0;
-}
-
-void quota_remove_region(struct quota *q, uid_t uid, uint64_t size) {
-        struct quota_user *u;
-
-        if (uid == 0)
-                return;
+        if (quota_is_exempt(q, uid))
+                return left(q, resource);
         u = user_get(q, uid);
-        assert(u && u->usage.regions > 0 && u->usage.bytes >= size);
-        u->usage.regions--;
-        u->usage.bytes -= size;
-        user_forget_if_unused(q, u);
+        return share_available(q, resource, u ? u->held.n[resource] : 0);
 }
 
-int quota_move_region(struct quota *q, uid_t from, uid_t to, uint64_t size) {
+/* Checks amount for uid (u its entry, NULL when it has none) without charging. */
+static int check(const struct quota *q, uid_t uid, const struct quota_user *u, const struct quota_amount *amount,
+                 enum mfb_wire_resource *ret_refused) {
+        for (unsigned i = 0; i < MFB_RESOURCE_COUNT; i++) {
+                uint64_t charge = amount->n[i];
+                int r = 0;
+
+                if (charge == 0)
+                        continue;
+                if (charge > left(q, i))
+                        r = -ENOSPC;
+                else if (!quota_is_exempt(q, uid) && charge > share_available(q, i, u ? u->held.n[i] : 0))
+                        r = -EDQUOT;
+                if (r < 0) {
+                        if (ret_refused)
+                                *ret_refused = i;
+                        return r;
+                }
+        }
+        return 0;
+}
+
+static void add(struct quota *q, struct quota_user *u, const struct quota_amount *amount) {
+        for (unsigned i = 0; i < MFB_RESOURCE_COUNT; i++) {
+                q->used.n[i] += amount->n[i];
+                if (!u || amount->n[i] == 0)
+                        continue;
+                if (u->held.n[i] == 0)
+                        q->holders[i]++;
+                u->held.n[i] += amount->n[i];
+        }
+}
+
+int quota_charge_force(struct quota *q, uid_t uid, const struct quota_amount *amount) {
+        struct quota_user *u = NULL;
+
+        if (!quota_is_exempt(q, uid)) {
+                u = user_get_or_add(q, uid);
+                if (!u)
+                        return -ENOMEM;
+        }
+        add(q, u, amount);
+        return 0;
+}
+
+int quota_charge(struct quota *q, uid_t uid, const struct quota_amount *amount, enum mfb_wire_resource *ret_refused) {
+        int r;
+
+        r = check(q, uid, quota_is_exempt(q, uid) ? NULL : user_get(q, uid), amount, ret_refused);
+        if (r < 0)
+                return r;
+        return quota_charge_force(q, uid, amount);
+}
+
+void quota_discharge(struct quota *q, uid_t uid, const struct quota_amount *amount) {
+        struct quota_user *u = quota_is_exempt(q, uid) ? NULL : user_get(q, uid);
+
+        for (unsigned i = 0; i < MFB_RESOURCE_COUNT; i++) {
+                assert(q->used.n[i] >= amount->n[i]);
+                q->used.n[i] -= amount->n[i];
+                if (quota_is_exempt(q, uid) || amount->n[i] == 0)
+                        continue;
+                assert(u && u->held.n[i] >= amount->n[i]);
+                u->held.n[i] -= amount->n[i];
+                if (u->held.n[i] == 0)
+                        q->holders[i]--;
+        }
+        if (u)
+                user_forget_if_unused(q, u);
+}
+
+int quota_move(struct quota *q, uid_t from, uid_t to, const struct quota_amount *amount,
+               enum mfb_wire_resource *ret_refused) {
         int r;
 
         if (from == to)
                 return 0;
-        r = quota_add_region(q, to, size);
+        quota_discharge(q, from, amount);
+        r = quota_charge(q, to, amount, ret_refused);
         if (r < 0)
-                return r;
-        quota_remove_region(q, from, size);
-        return 0;
+                /* Cannot fail for want of room: it was held a moment ago. */
+                (void) quota_charge_force(q, from, amount);
+        return r;
 }
 
-int quota_add_connection(struct quota *q, uid_t uid) {
+uint64_t quota_held(const struct quota *q, uid_t uid, enum mfb_wire_resource resource) {
+        const struct quota_user *u;
+
+        if (quota_is_exempt(q, uid))
+                return 0;
+        u = user_get(q, uid);
+        return u ? u->held.n[resource] : 0;
+}
+
+uint64_t quota_used(const struct quota *q, enum mfb_wire_resource resource) {
+        return q->used.n[resource];
+}
+
+int quota_add_refused(struct quota *q, uid_t uid) {
         struct quota_user *u;
         struct timespec now;
 
-        if (uid == 0)
-                return 0;
+        /* Exempt uids are refused only when the broker is full: never kept waiting to be told. */
+        if (quota_is_exempt(q, uid))
+                return -EDQUOT;
         u = user_get_or_add(q, uid);
         if (!u)
-                return -ENOMEM;
-        if (u->usage.connections < q->limits.connections) {
-                u->usage.connections++;
-                return 0;
-        }
+                return -EDQUOT;
 
         clock_gettime(CLOCK_MONOTONIC, &now);
         if (u->limit_logged == 0 || now.tv_sec - u->limit_logged >= LIMIT_LOG_INTERVAL_SEC) {
-                log_notice("uid %u reached the limit of %u connections per uid; refusing more until it closes some",
-                           (unsigned) uid, q->limits.connections);
+                log_notice("uid %u reached its limit or share of connections; refusing more until it closes some",
+                           (unsigned) uid);
                 /* Never 0, which means "never logged". */
                 u->limit_logged = now.tv_sec ?: 1;
         }
-        if (u->refused >= REFUSED_CONNECTIONS_MAX)
+        if (u->refused >= REFUSED_CONNECTIONS_MAX) {
+                user_forget_if_unused(q, u);
                 return -EDQUOT;
+        }
         u->refused++;
-        return 1;
+        return 0;
 }
 
-void quota_remove_connection(struct quota *q, uid_t uid, bool refused) {
-        struct quota_user *u;
+void quota_remove_refused(struct quota *q, uid_t uid) {
+        struct quota_user *u = user_get(q, uid);
 
-        if (uid == 0)
-                return;
-        u = user_get(q, uid);
-        assert(u && (refused ? u->refused : u->usage.connections) > 0);
-        if (refused)
-                u->refused--;
-        else
-                u->usage.connections--;
+        assert(u && u->refused > 0);
+        u->refused--;
         user_forget_if_unused(q, u);
 }

@@ -54,7 +54,6 @@ struct region_table {
         uint64_t last_handle;
         uint64_t bytes;                 /* in all regions */
         uint64_t max_region_size;
-        uint32_t max_regions;
         struct quota *quota;            /* borrowed */
         unsigned memfd_flags;
         bool future_write_seal;
@@ -120,8 +119,7 @@ static int probe_kernel(struct region_table *t) {
         return 0;
 }
 
-int region_table_new(uint64_t max_region_size, uint32_t max_regions, struct quota *quota,
-                     struct region_table **ret) {
+int region_table_new(uint64_t max_region_size, struct quota *quota, struct region_table **ret) {
         struct region_table *t;
         int r;
 
@@ -129,7 +127,6 @@ int region_table_new(uint64_t max_region_size, uint32_t max_regions, struct quot
         if (!t)
                 return -ENOMEM;
         t->max_region_size = max_region_size;
-        t->max_regions = max_regions;
         t->quota = quota;
 
         r = hashmap_new(&hashmap_u64_ops, &t->by_handle);
@@ -166,10 +163,6 @@ struct region_table *region_table_free(struct region_table *t) {
 
 uint64_t region_table_max_region_size(const struct region_table *t) {
         return t->max_region_size;
-}
-
-uint32_t region_table_max_regions(const struct region_table *t) {
-        return t->max_regions;
 }
 
 uint64_t region_table_capabilities(const struct region_table *t) {
@@ -251,6 +244,42 @@ struct region *region_next(struct region_table *t, uint64_t after) {
         return lo < t->n_slots ? t->slots[lo].region : NULL;
 }
 
+void region_amount(const struct region *r, struct quota_amount *ret) {
+        *ret = (struct quota_amount) { .n = {
+                [MFB_RESOURCE_REGIONS] = 1,
+                [MFB_RESOURCE_BYTES] = r->size,
+                [MFB_RESOURCE_FDS] = 1,
+                [MFB_RESOURCE_KEPT] = r->kept ? 1 : 0,
+        } };
+}
+
+static const struct quota_amount kept_amount = { .n = { [MFB_RESOURCE_KEPT] = 1 } };
+
+int region_keep(struct region_table *t, struct region *r, enum mfb_wire_resource *ret_refused) {
+        int k;
+
+        assert(!r->kept);
+        k = quota_charge(t->quota, r->uid, &kept_amount, ret_refused);
+        if (k < 0)
+                return k;
+        r->kept = true;
+        return 0;
+}
+
+void region_unkeep(struct region_table *t, struct region *r) {
+        if (!r->kept)
+                return;
+        quota_discharge(t->quota, r->uid, &kept_amount);
+        r->kept = false;
+}
+
+static void region_discharge(struct region_table *t, const struct region *r) {
+        struct quota_amount amount;
+
+        region_amount(r, &amount);
+        quota_discharge(t->quota, r->uid, &amount);
+}
+
 /* Unlinks r from every index and frees it. */
 static void region_destroy(struct region_table *t, struct region *r) {
         log_debug("Region %" PRIu64 " freed", r->handle);
@@ -259,7 +288,7 @@ static void region_destroy(struct region_table *t, struct region *r) {
                 hashmap_remove(t->by_name, r->name);
         hashmap_remove(t->by_handle, &r->handle);
         order_remove(t, r);
-        quota_remove_region(t->quota, r->uid, r->size);
+        region_discharge(t, r);
         region_free_unlinked(r);
 }
 
@@ -300,12 +329,17 @@ static int region_memfd_new(const struct region_table *t, uint64_t size, const c
 
 /* Frees a region that was never linked into the table, and its quota charge. */
 static void region_free_uncharge(struct region_table *t, struct region *r) {
-        quota_remove_region(t->quota, r->uid, r->size);
+        region_discharge(t, r);
         region_free_unlinked(r);
 }
 
 int region_create(struct region_table *t, uint64_t size, const char *name, mode_t mode, bool hugetlb,
-                  const struct ucred *creds, struct region **ret) {
+                  const struct ucred *creds, struct region **ret, enum mfb_wire_resource *ret_refused) {
+        struct quota_amount amount = { .n = {
+                [MFB_RESOURCE_REGIONS] = 1,
+                [MFB_RESOURCE_BYTES] = size,
+                [MFB_RESOURCE_FDS] = 1,
+        } };
         struct region *r;
         int fd, k;
 
@@ -315,22 +349,20 @@ int region_create(struct region_table *t, uint64_t size, const char *name, mode_
                 return -EFBIG;
         if (name && hashmap_get(t->by_name, name))
                 return -EEXIST;
-        if (hashmap_size(t->by_handle) >= t->max_regions)
-                return -ENOSPC;
-        k = quota_add_region(t->quota, creds->uid, size);
+        k = quota_charge(t->quota, creds->uid, &amount, ret_refused);
         if (k < 0)
                 return k;
 
         fd = region_memfd_new(t, size, name, hugetlb);
         if (fd < 0) {
-                quota_remove_region(t->quota, creds->uid, size);
+                quota_discharge(t->quota, creds->uid, &amount);
                 return fd;
         }
 
         r = calloc(1, sizeof(*r));
         if (!r) {
                 safe_close(fd);
-                quota_remove_region(t->quota, creds->uid, size);
+                quota_discharge(t->quota, creds->uid, &amount);
                 return -ENOMEM;
         }
         *r = (struct region) {
@@ -381,13 +413,15 @@ int region_create(struct region_table *t, uint64_t size, const char *name, mode_
 }
 
 int region_adopt(struct region_table *t, struct region *r) {
+        struct quota_amount amount;
         int k;
 
         if (r->handle <= t->last_handle)
                 return -EINVAL;
         if (hashmap_get(t->by_name, r->name))
                 return -EEXIST;
-        k = quota_charge_region(t->quota, r->uid, r->size);
+        region_amount(r, &amount);
+        k = quota_charge_force(t->quota, r->uid, &amount);
         if (k < 0)
                 return k;
         k = hashmap_put(t->by_handle, &r->handle, r);
@@ -402,7 +436,7 @@ int region_adopt(struct region_table *t, struct region *r) {
                         hashmap_remove(t->by_handle, &r->handle);
         }
         if (k < 0) {
-                quota_remove_region(t->quota, r->uid, r->size);
+                quota_discharge(t->quota, r->uid, &amount);
                 return k;
         }
         t->last_handle = r->handle;
@@ -451,16 +485,21 @@ void region_remove(struct region_table *t, struct region *r) {
         region_destroy_if_unused(t, r);
 }
 
-int region_open_read_only(const struct region *r) {
+int region_open(const struct region *r, bool writable) {
         char path[sizeof("/proc/self/fd/") + 3 * sizeof(int)];
         int fd;
 
-        /* A new open file description: O_RDONLY for real, unlike a copy of the broker's fd. */
+        /*
+         * A new open file description: O_RDONLY for real, unlike a copy of
+         * the broker's fd; and for writers, flags and an offset of their
+         * own, which no other holder can change (O_APPEND, lseek).
+         */
         snprintf(path, sizeof(path), "/proc/self/fd/%d", r->fd);
-        fd = open(path, O_RDONLY | O_CLOEXEC);
+        fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
         if (fd < 0)
                 return log_full_errno(errno_is_fd_shortage(errno) ? LOG_WARNING : LOG_ERR, errno,
-                                      "Failed to reopen region %" PRIu64 " read-only: %m", r->handle);
+                                      "Failed to reopen region %" PRIu64 " %s: %m", r->handle,
+                                      writable ? "read-write" : "read-only");
         return fd;
 }
 
@@ -496,10 +535,12 @@ bool region_is_sealed(const struct region *r) {
         return seals >= 0 && (seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE));
 }
 
-int region_set_owner(struct region_table *t, struct region *r, uid_t uid) {
+int region_set_owner(struct region_table *t, struct region *r, uid_t uid, enum mfb_wire_resource *ret_refused) {
+        struct quota_amount amount;
         int k;
 
-        k = quota_move_region(t->quota, r->uid, uid, r->size);
+        region_amount(r, &amount);
+        k = quota_move(t->quota, r->uid, uid, &amount, ret_refused);
         if (k < 0)
                 return k;
         r->uid = uid;

@@ -35,6 +35,7 @@ struct region {
         uint32_t nattch;        /* connections holding it */
         bool removed;
         bool hugetlb;           /* backed by huge pages */
+        bool kept;              /* charged to its owner as kept across restarts (persist.h) */
         uint64_t create_time;   /* CLOCK_REALTIME nanoseconds, 0 for never */
         uint64_t attach_time;
         uint64_t detach_time;
@@ -52,22 +53,22 @@ struct region_usage {
 };
 
 struct quota;
+struct quota_amount;
 struct region_table;
 
 /*
- * Creates an empty table with the broker's limits, which charges the
- * regions' owners in quota (borrowed; it must outlive the table), and
- * probes what the kernel supports (MFD_NOEXEC_SEAL, F_SEAL_FUTURE_WRITE,
+ * Creates an empty table of regions up to max_region_size bytes, which
+ * charges the regions to their owners in quota (borrowed; it must outlive
+ * the table, and holds the limits on regions, bytes and fds), and probes
+ * what the kernel supports (MFD_NOEXEC_SEAL, F_SEAL_FUTURE_WRITE,
  * MFD_HUGETLB). Returns 0 or -errno (-ENOMEM, or a failing memfd_create()).
  */
-int region_table_new(uint64_t max_region_size, uint32_t max_regions, struct quota *quota,
-                     struct region_table **ret);
+int region_table_new(uint64_t max_region_size, struct quota *quota, struct region_table **ret);
 
 /* Closes every region's memfd and frees the table. Accepts NULL; returns NULL. */
 struct region_table *region_table_free(struct region_table *t);
 
 uint64_t region_table_max_region_size(const struct region_table *t);
-uint32_t region_table_max_regions(const struct region_table *t);
 
 /* MFB_CAP_* bits for the HELLO reply. */
 uint64_t region_table_capabilities(const struct region_table *t);
@@ -82,14 +83,28 @@ uint64_t region_table_hugetlb_page_size(const struct region_table *t);
  * suits them). Its memfd is sealed against shrinking and growing, and no
  * page of it is touched. The region starts with nattch 0: the caller adds
  * its holder at once, or removes it with region_remove() (which frees it)
- * if that fails. Returns 0 and the region (owned by the table), or -EINVAL
- * (size 0), -EFBIG (size above the limit), -EEXIST (name taken), -ENOSPC
- * (region limit reached), -EDQUOT (the owner's quota is used up), -EMFILE
- * or -ENFILE (out of file descriptors), -ENOMEM, or another -errno of the
- * kernel's.
+ * if that fails. The owner is charged a region, its bytes and an fd.
+ * Returns 0 and the region (owned by the table), or -EINVAL (size 0),
+ * -EFBIG (size above the limit), -EEXIST (name taken), -ENOSPC (the
+ * broker-wide limit of a resource is reached) or -EDQUOT (the owner's
+ * limit or share is), both with *ret_refused saying which resource,
+ * -EMFILE or -ENFILE (out of file descriptors), -ENOMEM, or another -errno
+ * of the kernel's.
  */
 int region_create(struct region_table *t, uint64_t size, const char *name, mode_t mode, bool hugetlb,
-                  const struct ucred *creds, struct region **ret);
+                  const struct ucred *creds, struct region **ret, enum mfb_wire_resource *ret_refused);
+
+/* What r is charged to its owner: a region, its bytes, an fd, and being kept if it is. */
+void region_amount(const struct region *r, struct quota_amount *ret);
+
+/*
+ * Charges r's owner for keeping r across restarts (MFB_RESOURCE_KEPT).
+ * Returns 0, or the errors of quota_charge() with *ret_refused set.
+ */
+int region_keep(struct region_table *t, struct region *r, enum mfb_wire_resource *ret_refused);
+
+/* Undoes region_keep(), if r is kept. */
+void region_unkeep(struct region_table *t, struct region *r);
 
 /*
  * Adds r, a region kept across a restart of the broker, which the table
@@ -134,11 +149,13 @@ void region_drop_holder(struct region_table *t, struct region *r);
 void region_remove(struct region_table *t, struct region *r);
 
 /*
- * A new read-only fd of r's memfd (a fresh open of it, not a copy of the
- * broker's read-write fd), owned by the caller. Returns the fd, or -errno
- * (-EMFILE or -ENFILE when the broker is out of file descriptors).
+ * A new fd of r's memfd, read-write if writable, else read-only: a fresh
+ * open of it with an open file description of its own, never a copy of
+ * the broker's fd, so that no holder can change another's file flags or
+ * offset. Owned by the caller. Returns the fd, or -errno (-EMFILE or
+ * -ENFILE when the broker is out of file descriptors).
  */
-int region_open_read_only(const struct region *r);
+int region_open(const struct region *r, bool writable);
 
 /* The memfd's seals (F_SEAL_*), read from the kernel, or -errno. */
 int region_get_seals(const struct region *r);
@@ -156,9 +173,10 @@ bool region_is_sealed(const struct region *r);
 
 /*
  * Makes uid the owner of r, moving the quota charge for it. Returns 0, or
- * -EDQUOT when uid has no room for it, or -ENOMEM; r is unchanged then.
+ * the errors of quota_move() (-EDQUOT, -ENOSPC with *ret_refused set,
+ * -ENOMEM); r is unchanged then.
  */
-int region_set_owner(struct region_table *t, struct region *r, uid_t uid);
+int region_set_owner(struct region_table *t, struct region *r, uid_t uid, enum mfb_wire_resource *ret_refused);
 
 /* Fills the wire description of r, seals read live. */
 void region_info(const struct region *r, struct mfb_wire_region_info *ret);

@@ -72,15 +72,17 @@ static void region_reply_init(const struct region *r, uint32_t access, struct mf
         region_info(r, &ret->info);
 }
 
-int reply_region(struct connection *c, const struct mfb_wire_header *request, const struct region *r,
-                 uint32_t access, int fd) {
+int reply_region_consume_fd(struct connection *c, const struct mfb_wire_header *request, const struct region *r,
+                            uint32_t access, int fd) {
         struct {
                 struct mfb_wire_header header;
                 struct mfb_wire_region_reply body;
         } rec;
 
         region_reply_init(r, access, &rec.body);
-        return reply_record(c, request, &rec.header, sizeof(rec), fd);
+        mfb_wire_header_init(&rec.header, request->opcode | MFB_WIRE_REPLY, request->cookie, 0, 1, sizeof(rec));
+        /* Handed over, not copied: a queued reply then needs no second fd, which the broker may not have. */
+        return connection_reply_consume_fd(c, &rec, sizeof(rec), fd);
 }
 
 int reply_unless_hold_allowed(struct connection *c, const struct mfb_wire_header *request) {
@@ -93,22 +95,16 @@ int reply_unless_hold_allowed(struct connection *c, const struct mfb_wire_header
 }
 
 int reply_open(struct connection *c, const struct mfb_wire_header *request, struct region *r, bool writable) {
-        _cleanup_(closep) int read_only_fd = -1;
-        struct {
-                struct mfb_wire_header header;
-                struct mfb_wire_region_reply body;
-        } rec;
+        _cleanup_(closep) int fd = -1;
         uint32_t access = MFB_ACCESS_READ | (writable ? MFB_ACCESS_WRITE : 0);
         int k;
 
         k = reply_unless_hold_allowed(c, request);
         if (k <= 0)
                 return k;
-        if (!writable) {
-                read_only_fd = region_open_read_only(r);
-                if (read_only_fd < 0)
-                        return reply_failure(c, request, read_only_fd, "opening the region failed");
-        }
+        fd = region_open(r, writable);
+        if (fd < 0)
+                return reply_failure(c, request, fd, "opening the region failed");
         k = connection_hold(c, r, writable);
         if (k < 0)
                 return reply_failure(c, request, k, "holding the region failed");
@@ -118,10 +114,5 @@ int reply_open(struct connection *c, const struct mfb_wire_header *request, stru
 
         log_debug("%s of pid %d uid %u: region %" PRIu64 " %s", mfb_wire_opcode_name(request->opcode),
                   (int) c->peer.creds.pid, c->peer.creds.uid, r->handle, writable ? "read-write" : "read-only");
-        region_reply_init(r, access, &rec.body);
-        if (writable)
-                return reply_record(c, request, &rec.header, sizeof(rec), r->fd);
-        /* Handed over, not copied: a queued reply then needs no second fd, which the broker may not have. */
-        mfb_wire_header_init(&rec.header, request->opcode | MFB_WIRE_REPLY, request->cookie, 0, 1, sizeof(rec));
-        return connection_reply_consume_fd(c, &rec, sizeof(rec), TAKE_FD(read_only_fd));
+        return reply_region_consume_fd(c, request, r, access, TAKE_FD(fd));
 }

@@ -40,17 +40,17 @@ int reply_empty(struct connection *c, const struct mfb_wire_header *request);
 /* A region info reply. */
 int reply_info(struct connection *c, const struct mfb_wire_header *request, const struct region *r);
 
-/* A region reply granting access with fd attached (borrowed). */
-int reply_region(struct connection *c, const struct mfb_wire_header *request, const struct region *r,
-                 uint32_t access, int fd);
+/* A region reply granting access with fd attached, which it takes (closed once sent, or on failure). */
+int reply_region_consume_fd(struct connection *c, const struct mfb_wire_header *request, const struct region *r,
+                            uint32_t access, int fd);
 
 /* Returns 1 when c may hold one more reference, or replies -ENOSPC. */
 int reply_unless_hold_allowed(struct connection *c, const struct mfb_wire_header *request);
 
 /*
  * Answers an OPEN or a WAIT whose checks passed: gives c one more
- * reference to r and replies with a copy of the broker's read-write fd if
- * writable, else a fresh read-only open of r. Errors (the hold limit, out
+ * reference to r and replies with a fresh open of r, read-write if
+ * writable, else read-only (region_open()). Errors (the hold limit, out
  * of fds or memory) are replies too.
  */
 int reply_open(struct connection *c, const struct mfb_wire_header *request, struct region *r, bool writable);

@@ -11,6 +11,7 @@
 #include "connection.h"
 #include "hugetlb.h"
 #include "log.h"
+#include "macro.h"
 #include "persist.h"
 #include "quota.h"
 #include "region.h"
@@ -47,8 +48,9 @@ static int reply_bad_name(struct connection *c, const struct mfb_wire_header *re
 /*
  * Finds the region a request names by handle or by name (name NULL when
  * the name field is empty): exactly one must be given. Removed regions are
- * found by handle only if removed_ok. Returns 1 and the region, or replies
- * with the error.
+ * found by handle only if removed_ok. A region the caller may not see
+ * (access_may_see()) is not found, with the very answer a missing one
+ * gets. Returns 1 and the region, or replies with the error.
  */
 static int lookup(struct connection *c, const struct mfb_wire_header *request, uint64_t handle, const char *name,
                   bool removed_ok, struct region **ret) {
@@ -59,11 +61,11 @@ static int lookup(struct connection *c, const struct mfb_wire_header *request, u
                 return reply_error(c, request, -EINVAL, "give exactly one of a handle and a name");
         if (name) {
                 r = region_get_by_name(t, name);
-                if (!r)
+                if (!r || !access_may_see(&c->peer, r))
                         return reply_error(c, request, -ENOENT, "no region is named %s", name);
         } else {
                 r = region_get_by_handle(t, handle);
-                if (!r)
+                if (!r || !access_may_see(&c->peer, r))
                         return reply_error(c, request, -ENOENT, "no region has handle %" PRIu64, handle);
                 if (r->removed && !removed_ok)
                         return reply_error(c, request, -ENOENT, "region %" PRIu64 " was removed", handle);
@@ -97,19 +99,22 @@ static int check_owner(struct connection *c, const struct mfb_wire_header *reque
                            (unsigned) r->uid, (unsigned) r->creator_uid, what, region_label(r, label));
 }
 
-/* Replies -EDQUOT for uid's regions or bytes, whichever a region of size bytes more would exceed. */
-static int reply_region_quota(struct connection *c, const struct mfb_wire_header *request, uid_t uid,
-                              uint64_t size) {
-        const struct quota_limits *limits = quota_limits(c->broker->quota);
-        struct quota_usage usage;
+/*
+ * Replies error, -EDQUOT or -ENOSPC from quota_charge(), for uid and the
+ * resource that refused.
+ */
+static int reply_quota(struct connection *c, const struct mfb_wire_header *request, int error, uid_t uid,
+                       enum mfb_wire_resource resource) {
+        const struct quota *q = c->broker->quota;
+        const char *what = quota_resource_name(resource);
 
-        quota_usage(c->broker->quota, uid, &usage);
-        if (usage.regions >= limits->regions)
-                return reply_error(c, request, -EDQUOT, "uid %u owns %" PRIu32 " regions, the broker's limit per uid",
-                                   (unsigned) uid, usage.regions);
-        return reply_error(c, request, -EDQUOT,
-                           "uid %u owns %" PRIu64 " bytes in regions; %" PRIu64 " more would pass the broker's "
-                           "limit of %" PRIu64 " per uid", (unsigned) uid, usage.bytes, size, limits->bytes);
+        if (error == -ENOSPC)
+                return reply_error(c, request, error, "the broker's limit of %" PRIu64 " %s is reached",
+                                   quota_limits(q)->broker_max.n[resource], what);
+        return reply_error(c, request, error,
+                           "uid %u holds %" PRIu64 " %s and may take only %" PRIu64 " more: its limit per uid, "
+                           "or its share of what is left", (unsigned) uid, quota_held(q, uid, resource), what,
+                           quota_available(q, uid, resource));
 }
 
 static int handle_hello(struct connection *c, const struct mfb_wire_header *h, const void *body) {
@@ -164,17 +169,18 @@ static int check_hugetlb(struct connection *c, const struct mfb_wire_header *h, 
                 return reply_failure(c, h, k, "reading the free huge pages from /proc/meminfo failed");
         if (free_bytes < size)
                 return reply_error(c, h, -ENOMEM,
-                                   "not enough huge pages reserved: %" PRIu64 " KiB free of the %" PRIu64
-                                   " KiB needed; see vm.nr_hugepages", free_bytes / 1024, size / 1024);
+                                   "not enough huge pages: %" PRIu64 " KiB free and not reserved by a mapping, of the %"
+                                   PRIu64 " KiB needed; see vm.nr_hugepages", free_bytes / 1024, size / 1024);
         return 1;
 }
 
 static int handle_create(struct connection *c, const struct mfb_wire_header *h, const void *body) {
         struct region_table *t = c->broker->regions;
         struct mfb_wire_create_request req;
+        enum mfb_wire_resource refused;
         struct region *r;
         bool hugetlb;
-        int name_len, k;
+        int name_len, k, fd;
 
         memcpy(&req, body, sizeof(req));
         name_len = mfb_wire_name_check(&req.name);
@@ -196,7 +202,7 @@ static int handle_create(struct connection *c, const struct mfb_wire_header *h, 
                 return k;
 
         k = region_create(t, req.size, name_len > 0 ? req.name.bytes : NULL, req.mode ?: MODE_DEFAULT, hugetlb,
-                          &c->peer.creds, &r);
+                          &c->peer.creds, &r, &refused);
         switch (k) {
         case 0:
                 break;
@@ -208,34 +214,40 @@ static int handle_create(struct connection *c, const struct mfb_wire_header *h, 
         case -EEXIST:
                 return reply_error(c, h, k, "a region named %s exists", req.name.bytes);
         case -ENOSPC:
-                return reply_error(c, h, k, "the broker's limit of %" PRIu32 " regions is reached",
-                                   region_table_max_regions(t));
         case -EDQUOT:
-                return reply_region_quota(c, h, c->peer.creds.uid, req.size);
+                return reply_quota(c, h, k, c->peer.creds.uid, refused);
         default:
                 return reply_failure(c, h, k, "creating the region failed");
         }
 
-        /* Before the handle leaves: a client that got it can rely on it after a restart. */
-        k = persist_region_created(c->broker->persist, r);
-        if (k < 0) {
+        /* The creator's own open file description, as every read-write holder gets one. */
+        fd = region_open(r, true);
+        if (fd < 0) {
                 region_remove(t, r);
+                return reply_failure(c, h, fd, "opening the region failed");
+        }
+        /* Before the handle leaves: a client that got it can rely on it after a restart. */
+        k = persist_region_created(c->broker->persist, r, &refused);
+        if (k >= 0) {
+                k = connection_hold(c, r, true);
+                if (k < 0)
+                        persist_region_removed(c->broker->persist, r);
+        }
+        if (k < 0) {
+                safe_close(fd);
+                region_remove(t, r);
+                if (k == -EDQUOT || k == -ENOSPC)
+                        return reply_quota(c, h, k, c->peer.creds.uid, refused);
                 if (k == -E2BIG)
                         return reply_error(c, h, -ENOSPC, "the service manager cannot keep more named regions "
                                            "across a restart");
-                return reply_failure(c, h, k, "saving the region for a restart failed");
-        }
-        k = connection_hold(c, r, true);
-        if (k < 0) {
-                persist_region_removed(c->broker->persist, r);
-                region_remove(t, r);
-                return reply_failure(c, h, k, "holding the region failed");
+                return reply_failure(c, h, k, "saving or holding the region failed");
         }
 
         log_debug("CREATE of pid %d uid %u: region %" PRIu64 ", %" PRIu64 " bytes, name %s, mode 0%o%s",
                   (int) c->peer.creds.pid, c->peer.creds.uid, r->handle, r->size, r->name ?: "(none)",
                   (unsigned) r->mode, hugetlb ? ", huge pages" : "");
-        return reply_region(c, h, r, MFB_ACCESS_READ | MFB_ACCESS_WRITE, r->fd);
+        return reply_region_consume_fd(c, h, r, MFB_ACCESS_READ | MFB_ACCESS_WRITE, fd);
 }
 
 static int handle_open(struct connection *c, const struct mfb_wire_header *h, const void *body) {
@@ -343,22 +355,33 @@ static int handle_list(struct connection *c, const struct mfb_wire_header *h, co
                 struct mfb_wire_list_reply body;
                 struct mfb_wire_region_info entries[MFB_WIRE_LIST_ENTRIES_MAX];
         } rec;
+        uint64_t last = 0;
         struct region *r;
-        uint32_t n = 0;
+        uint32_t n = 0, scanned = 0;
 
         memcpy(&req, body, sizeof(req));
-        /* Regions the caller may not read are skipped, as if they did not exist. */
+        /*
+         * Regions the caller may not see are skipped, as if they did not
+         * exist; but they are counted, so that a request costs the same
+         * whatever others hold.
+         */
         for (r = region_next(t, req.after_handle); r; r = region_next(t, r->handle)) {
-                if (!access_may(&c->peer, r, MFB_ACCESS_READ))
-                        continue;
-                if (n == MFB_WIRE_LIST_ENTRIES_MAX)
+                if (n == MFB_WIRE_LIST_ENTRIES_MAX || scanned == MFB_WIRE_LIST_SCAN_MAX)
                         break;
-                region_info(r, &rec.entries[n++]);
+                scanned++;
+                last = r->handle;
+                if (access_may_see(&c->peer, r))
+                        region_info(r, &rec.entries[n++]);
         }
-        rec.body = (struct mfb_wire_list_reply) { .count = n, .more = r != NULL };
+        rec.body = (struct mfb_wire_list_reply) {
+                .count = n,
+                .more = r != NULL,
+                .next_after = last ?: req.after_handle,
+        };
 
-        log_debug("LIST of pid %d uid %u: %" PRIu32 " regions after %" PRIu64 "%s", (int) c->peer.creds.pid,
-                  c->peer.creds.uid, n, req.after_handle, r ? ", more to come" : "");
+        log_debug("LIST of pid %d uid %u: %" PRIu32 " of %" PRIu32 " regions after %" PRIu64 "%s",
+                  (int) c->peer.creds.pid, c->peer.creds.uid, n, scanned, req.after_handle,
+                  r ? ", more to come" : "");
         return reply_record(c, h, &rec.header, offsetof(__typeof__(rec), entries) + n * sizeof(rec.entries[0]), -1);
 }
 
@@ -428,12 +451,26 @@ static int handle_set(struct connection *c, const struct mfb_wire_header *h, con
         k = check_owner(c, h, r, "change");
         if (k <= 0)
                 return k;
+        /*
+         * chown(2)'s rules, not IPC_SET's: giving a region away would let
+         * its creator keep using it while another uid, or none, pays for
+         * it, and would fill another uid's quota with regions it never
+         * asked for.
+         */
+        if ((req.fields & MFB_SET_UID) && req.uid != r->uid && c->peer.creds.uid != 0)
+                return reply_error(c, h, -EPERM, "only root may give a region to another uid");
+        if ((req.fields & MFB_SET_GID) && req.gid != r->gid && c->peer.creds.uid != 0 &&
+            !access_in_group(&c->peer, req.gid))
+                return reply_error(c, h, -EPERM, "uid %u is not in group %" PRIu32 ", so may not give the region to it",
+                                   c->peer.creds.uid, req.gid);
 
         /* The one change that can fail goes first, so that a refused SET changes nothing. */
         if (req.fields & MFB_SET_UID) {
-                k = region_set_owner(c->broker->regions, r, req.uid);
-                if (k == -EDQUOT)
-                        return reply_region_quota(c, h, req.uid, r->size);
+                enum mfb_wire_resource refused;
+
+                k = region_set_owner(c->broker->regions, r, req.uid, &refused);
+                if (k == -EDQUOT || k == -ENOSPC)
+                        return reply_quota(c, h, k, req.uid, refused);
                 if (k < 0)
                         return reply_failure(c, h, k, "changing the owner failed");
         }
@@ -455,6 +492,7 @@ static int handle_set(struct connection *c, const struct mfb_wire_header *h, con
 
 static int handle_wait(struct connection *c, const struct mfb_wire_header *h, const void *body) {
         struct mfb_wire_wait_request req;
+        enum mfb_wire_resource refused;
         struct region *r;
         int name_len, k;
 
@@ -469,8 +507,9 @@ static int handle_wait(struct connection *c, const struct mfb_wire_header *h, co
         if (req.access != MFB_ACCESS_READ)
                 return reply_error(c, h, -EINVAL, "access must be 0x1 (read-only), not 0x%" PRIx32, req.access);
 
+        /* A region the caller may not see is waited for as if it did not exist. */
         r = region_get_by_name(c->broker->regions, req.name.bytes);
-        if (r && region_is_sealed(r)) {
+        if (r && region_is_sealed(r) && access_may_see(&c->peer, r)) {
                 k = check_access(c, h, r, MFB_ACCESS_READ, "open", " read-only");
                 if (k <= 0)
                         return k;
@@ -479,12 +518,42 @@ static int handle_wait(struct connection *c, const struct mfb_wire_header *h, co
         if (req.timeout_ns == 0)
                 return reply_error(c, h, -ETIMEDOUT, "no sealed region is named %s", req.name.bytes);
 
-        k = wait_start(c->broker->waits, c, h, req.name.bytes, req.timeout_ns);
+        k = wait_start(c->broker->waits, c, h, req.name.bytes, req.timeout_ns, &refused);
+        if (k == -EDQUOT || k == -ENOSPC)
+                return reply_quota(c, h, k, c->peer.creds.uid, refused);
         if (k < 0)
                 return reply_failure(c, h, k, "waiting failed");
         log_debug("WAIT of pid %d uid %u: for %s, %s", (int) c->peer.creds.pid, c->peer.creds.uid, req.name.bytes,
                   req.timeout_ns == MFB_WAIT_FOREVER ? "without timeout" : "with a timeout");
         return 0;
+}
+
+static int handle_limits(struct connection *c, const struct mfb_wire_header *h) {
+        const struct quota *q = c->broker->quota;
+        const struct quota_limits *limits = quota_limits(q);
+        uid_t uid = c->peer.creds.uid;
+        bool exempt = quota_is_exempt(q, uid);
+        struct {
+                struct mfb_wire_header header;
+                struct mfb_wire_limits_reply body;
+        } rec = { .body = { .uid = uid, .count = MFB_RESOURCE_COUNT } };
+
+        for (unsigned i = 0; i < MFB_RESOURCE_COUNT; i++)
+                rec.body.resources[i] = (struct mfb_wire_limit) {
+                        .broker_max = limits->broker_max.n[i],
+                        /* How much others hold is not every uid's business. */
+                        .broker_used = exempt ? quota_used(q, i) : MFB_LIMIT_NONE,
+                        .uid_max = exempt ? MFB_LIMIT_NONE : limits->uid_max.n[i],
+                        .uid_used = quota_held(q, uid, i),
+                        .uid_available = quota_available(q, uid, i),
+                };
+        /* Without a service manager nothing is kept across restarts. */
+        if (!c->broker->persist)
+                rec.body.resources[MFB_RESOURCE_KEPT] = (struct mfb_wire_limit) {
+                        .broker_used = exempt ? 0 : MFB_LIMIT_NONE,
+                        .uid_max = exempt ? MFB_LIMIT_NONE : 0,
+                };
+        return reply_record(c, h, &rec.header, sizeof(rec), -1);
 }
 
 int request_handle(struct connection *c, const void *record, size_t len, size_t nfds) {
@@ -497,8 +566,9 @@ int request_handle(struct connection *c, const void *record, size_t len, size_t 
         if (r == -EBADMSG)
                 return r;
         if (c->quota == CONNECTION_REFUSED) {
-                r = reply_error(c, &h, -EDQUOT, "uid %u has %" PRIu32 " connections, the broker's limit per uid",
-                                c->peer.creds.uid, quota_limits(c->broker->quota)->connections);
+                r = reply_error(c, &h, -EDQUOT, "uid %u may open no more connections: it has %" PRIu64 ", its "
+                                "limit per uid or its share of what is left", c->peer.creds.uid,
+                                quota_held(c->broker->quota, c->peer.creds.uid, MFB_RESOURCE_CONNECTIONS));
                 connection_close_when_sent(c);
                 return r;
         }
@@ -532,6 +602,8 @@ int request_handle(struct connection *c, const void *record, size_t len, size_t 
                 return handle_set(c, &h, body);
         case MFB_OP_WAIT:
                 return handle_wait(c, &h, body);
+        case MFB_OP_LIMITS:
+                return handle_limits(c, &h);
         default:
                 return reply_error(c, &h, -EOPNOTSUPP, "unknown opcode 0x%x", (unsigned) h.opcode);
         }

@@ -154,6 +154,7 @@ static int on_saved(const struct state_region *s, uint32_t slot, void *userdata)
                 .creator_pid = s->creator_pid,
                 .last_pid = s->last_pid,
                 .hugetlb = s->hugetlb,
+                .kept = true,
                 .create_time = s->create_time,
                 .attach_time = s->attach_time,
                 .detach_time = s->detach_time,

@@ -11,6 +11,7 @@
 #include "access.h"
 #include "connection.h"
 #include "hashmap.h"
+#include "quota.h"
 #include "region.h"
 #include "reply.h"
 #include "wait.h"
@@ -35,12 +36,16 @@ struct waiter {
         struct event *timer;            /* NULL when it waits forever */
 };
 
+/* What a pending WAIT is charged to its connection's uid. */
+static const struct quota_amount waiter_amount = { .n = { [MFB_RESOURCE_WAITERS] = 1 } };
+
 struct wait_table {
         struct event_base *base;
+        struct quota *quota;
         struct hashmap *by_name;        /* name → struct wait_list */
 };
 
-int wait_table_new(struct event_base *base, struct wait_table **ret) {
+int wait_table_new(struct event_base *base, struct quota *quota, struct wait_table **ret) {
         struct wait_table *t;
         int r;
 
@@ -48,6 +53,7 @@ int wait_table_new(struct event_base *base, struct wait_table **ret) {
         if (!t)
                 return -ENOMEM;
         t->base = base;
+        t->quota = quota;
         r = hashmap_new(&hashmap_string_ops, &t->by_name);
         if (r < 0) {
                 free(t);
@@ -91,9 +97,10 @@ static void waiter_unlink(struct waiter *w) {
         w->timer = NULL;
 }
 
-/* Frees w, unlinked already, and tells its connection it waits no more. */
+/* Frees w, unlinked already, gives back its charge, and tells its connection it waits no more. */
 static void waiter_free(struct waiter *w) {
         assert(!w->list);
+        quota_discharge(w->table->quota, w->connection->peer.creds.uid, &waiter_amount);
         w->connection->waiter = NULL;
         free(w);
 }
@@ -149,20 +156,27 @@ static struct wait_list *list_get_or_add(struct wait_table *t, const char *name)
 }
 
 int wait_start(struct wait_table *t, struct connection *c, const struct mfb_wire_header *request, const char *name,
-               uint64_t timeout_ns) {
+               uint64_t timeout_ns, enum mfb_wire_resource *ret_refused) {
         struct wait_list *l;
         struct waiter *w;
+        int r;
 
         assert(!c->waiter);
         assert(timeout_ns > 0);
 
+        r = quota_charge(t->quota, c->peer.creds.uid, &waiter_amount, ret_refused);
+        if (r < 0)
+                return r;
         w = calloc(1, sizeof(*w));
-        if (!w)
+        if (!w) {
+                quota_discharge(t->quota, c->peer.creds.uid, &waiter_amount);
                 return -ENOMEM;
+        }
         *w = (struct waiter) { .table = t, .connection = c, .request = *request, .timeout_ns = timeout_ns };
         if (timeout_ns != MFB_WAIT_FOREVER) {
                 w->timer = evtimer_new(t->base, on_timeout, w);
                 if (!w->timer) {
+                        quota_discharge(t->quota, c->peer.creds.uid, &waiter_amount);
                         free(w);
                         return -ENOMEM;
                 }
@@ -171,6 +185,7 @@ int wait_start(struct wait_table *t, struct connection *c, const struct mfb_wire
         if (!l) {
                 if (w->timer)
                         event_free(w->timer);
+                quota_discharge(t->quota, c->peer.creds.uid, &waiter_amount);
                 free(w);
                 return -ENOMEM;
         }
@@ -188,6 +203,7 @@ int wait_start(struct wait_table *t, struct connection *c, const struct mfb_wire
                 /* Fails only for want of memory in libevent's timer heap. */
                 if (evtimer_add(w->timer, &tv) < 0) {
                         waiter_unlink(w);
+                        quota_discharge(t->quota, c->peer.creds.uid, &waiter_amount);
                         free(w);
                         return -ENOMEM;
                 }
@@ -248,8 +264,9 @@ void wait_wake_readers(struct wait_table *t, struct region *r) {
         }
 }
 
-static bool any(const struct waiter *w, const void *userdata) {
-        return true;
+/* Waiters that cannot see a region go on waiting as if it had never been there. */
+static bool may_see(const struct waiter *w, const void *userdata) {
+        return access_may_see(&w->connection->peer, userdata);
 }
 
 void wait_wake_removed(struct wait_table *t, const struct region *r) {
@@ -257,7 +274,7 @@ void wait_wake_removed(struct wait_table *t, const struct region *r) {
 
         if (!r->name)
                 return;
-        for (struct waiter *w = take(t, r->name, any, NULL); w; w = next) {
+        for (struct waiter *w = take(t, r->name, may_see, r); w; w = next) {
                 struct connection *c = w->connection;
                 struct mfb_wire_header request = w->request;
 
