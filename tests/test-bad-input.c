@@ -116,8 +116,8 @@ START_TEST(unknown_opcode_and_wrong_body_size) {
 END_TEST
 
 START_TEST(hello_comes_first_and_once) {
-        struct mfb_wire_hello_request hello = { .version_min = 1, .version_max = 1 };
-        struct mfb_wire_hello_request future = { .version_min = 2, .version_max = 9 };
+        struct mfb_wire_hello_request hello = { .version_min = MFB_WIRE_VERSION, .version_max = MFB_WIRE_VERSION };
+        struct mfb_wire_hello_request future = { .version_min = MFB_WIRE_VERSION + 1, .version_max = 9 };
         struct mfb_wire_list_request list = { 0 };
         int fd = test_raw_connect(&test_broker);
 
