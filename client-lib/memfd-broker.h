@@ -154,9 +154,9 @@ const char *mfb_client_error_message(const mfb_client *c);
  * -EFBIG (size above the broker's limit), -EEXIST (the name is taken, also
  * by a region the caller cannot see), -EDQUOT (the caller's uid holds as
  * many regions, bytes or fds as its limit or its share lets it: see
- * mfb_limits()), -ENOSPC (the broker has none left, for root and the
- * broker's own uid, which have no share; or this client holds as many
- * references as the broker allows one connection).
+ * mfb_limits()), -ENOSPC (the broker has not that many regions, bytes or
+ * fds left for anyone; or this client holds as many references as the
+ * broker allows one connection).
  */
 int mfb_region_create(mfb_client *c, const char *name, uint64_t size, mfb_region **ret);
 
@@ -355,9 +355,10 @@ int mfb_list(mfb_client *c, mfb_region_stat **ret_entries, size_t *ret_count);
  * most its per-uid limit, where the broker has one, and of what nobody holds
  * yet only a share that shrinks as more uids hold some (so that one uid
  * alone can take at most half of it, and never lock the others out). A
- * request beyond the caller's share fails with -EDQUOT, and
- * mfb_client_error_message() names the resource. Root and the broker's own
- * uid are exempt: they are refused, with -ENOSPC, only when nothing is left.
+ * request beyond the caller's limit or share fails with -EDQUOT, one for
+ * more than is left for anyone with -ENOSPC, and mfb_client_error_message()
+ * names the resource. Root and the broker's own uid are exempt from limits
+ * per uid and from shares: only -ENOSPC can refuse them.
  */
 enum mfb_limit_resource {
         MFB_LIMIT_REGIONS      = 0,     /* regions the uid owns, removed ones still held included */
