@@ -289,6 +289,7 @@ static int handle_seal(struct connection *c, const struct mfb_wire_header *h, co
         struct mfb_wire_seal_request req;
         struct hold *hold;
         struct region *r;
+        bool was_sealed;
         int k;
 
         memcpy(&req, body, sizeof(req));
@@ -307,6 +308,7 @@ static int handle_seal(struct connection *c, const struct mfb_wire_header *h, co
         if (hold->writable == 0)
                 return reply_error(c, h, -EPERM, "this connection holds region %" PRIu64 " read-only", req.handle);
         r = hold->region;
+        was_sealed = region_is_sealed(r);
 
         k = region_seal(r, (int) req.seals);
         if (k == -EBUSY)
@@ -323,7 +325,9 @@ static int handle_seal(struct connection *c, const struct mfb_wire_header *h, co
                   c->peer.creds.uid, r->handle, req.seals);
         /* The sealer's reply first: it asked first, and the waiters may be many. */
         k = reply_info(c, h, r);
-        wait_wake_readers(c->broker->waits, r);
+        /* Only on a change: the waiters that stay are walked again at each wake-up. */
+        if (!was_sealed)
+                wait_wake_readers(c->broker->waits, r);
         return k;
 }
 
@@ -427,6 +431,9 @@ static int handle_set(struct connection *c, const struct mfb_wire_header *h, con
         const uint32_t all = MFB_SET_MODE | MFB_SET_UID | MFB_SET_GID;
         struct mfb_wire_set_request req;
         struct region *r;
+        uid_t old_uid;
+        gid_t old_gid;
+        mode_t old_mode;
         int name_len, k;
 
         memcpy(&req, body, sizeof(req));
@@ -464,6 +471,9 @@ static int handle_set(struct connection *c, const struct mfb_wire_header *h, con
                 return reply_error(c, h, -EPERM, "uid %u is not in group %" PRIu32 ", so may not give the region to it",
                                    c->peer.creds.uid, req.gid);
 
+        old_uid = r->uid;
+        old_gid = r->gid;
+        old_mode = r->mode;
         /* The one change that can fail goes first, so that a refused SET changes nothing. */
         if (req.fields & MFB_SET_UID) {
                 enum mfb_wire_resource refused;
@@ -485,8 +495,9 @@ static int handle_set(struct connection *c, const struct mfb_wire_header *h, con
         log_debug("SET of pid %d uid %u: region %" PRIu64 " uid %u gid %u mode 0%o", (int) c->peer.creds.pid,
                   c->peer.creds.uid, r->handle, (unsigned) r->uid, (unsigned) r->gid, (unsigned) r->mode);
         k = reply_info(c, h, r);
-        /* Waiters that could not read the region before may now. */
-        wait_wake_readers(c->broker->waits, r);
+        /* Waiters that could not read the region before may now, if anything changed. */
+        if (r->uid != old_uid || r->gid != old_gid || r->mode != old_mode)
+                wait_wake_readers(c->broker->waits, r);
         return k;
 }
 
