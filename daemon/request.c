@@ -108,6 +108,9 @@ static int reply_quota(struct connection *c, const struct mfb_wire_header *reque
         const struct quota *q = c->broker->quota;
         const char *what = quota_resource_name(resource);
 
+        /* The kernel's own -ENOSPC, say, with no resource of ours to blame. */
+        if ((unsigned) resource >= MFB_RESOURCE_COUNT)
+                return reply_failure(c, request, error, "the kernel refused");
         if (error == -ENOSPC)
                 return reply_error(c, request, error, "the broker's limit of %" PRIu64 " %s is reached",
                                    quota_limits(q)->broker_max.n[resource], what);
@@ -177,7 +180,7 @@ static int check_hugetlb(struct connection *c, const struct mfb_wire_header *h, 
 static int handle_create(struct connection *c, const struct mfb_wire_header *h, const void *body) {
         struct region_table *t = c->broker->regions;
         struct mfb_wire_create_request req;
-        enum mfb_wire_resource refused;
+        enum mfb_wire_resource refused = MFB_RESOURCE_COUNT;
         struct region *r;
         bool hugetlb;
         int name_len, k, fd;
@@ -476,7 +479,7 @@ static int handle_set(struct connection *c, const struct mfb_wire_header *h, con
         old_mode = r->mode;
         /* The one change that can fail goes first, so that a refused SET changes nothing. */
         if (req.fields & MFB_SET_UID) {
-                enum mfb_wire_resource refused;
+                enum mfb_wire_resource refused = MFB_RESOURCE_COUNT;
 
                 k = region_set_owner(c->broker->regions, r, req.uid, &refused);
                 if (k == -EDQUOT || k == -ENOSPC)
@@ -503,7 +506,7 @@ static int handle_set(struct connection *c, const struct mfb_wire_header *h, con
 
 static int handle_wait(struct connection *c, const struct mfb_wire_header *h, const void *body) {
         struct mfb_wire_wait_request req;
-        enum mfb_wire_resource refused;
+        enum mfb_wire_resource refused = MFB_RESOURCE_COUNT;
         struct region *r;
         int name_len, k;
 
