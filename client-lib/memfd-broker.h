@@ -338,10 +338,10 @@ int mfb_stat(mfb_client *c, const char *name, mfb_region_stat *ret);
 int mfb_stat_handle(mfb_client *c, uint64_t handle, mfb_region_stat *ret);
 
 /*
- * Lists every region the caller may read (all of them for root), in handle
- * order. The broker examines a bounded number of regions per request
- * (1024, readable or not), so this asks as many times as the broker's
- * regions need, whatever the caller may read; regions created or freed
+ * Lists every region the caller may read, owns or created (all of them for
+ * root), in handle order. The broker examines a bounded number of regions
+ * per request (1024, listed or not), so this asks as many times as the
+ * broker's regions need, whatever the caller may see; regions created or freed
  * meanwhile may or may not appear, none appears twice. On success
  * *ret_entries is an array of *ret_count entries allocated with malloc()
  * and owned by the caller (free() it; it is NULL when the count is 0). Both

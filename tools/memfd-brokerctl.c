@@ -645,7 +645,7 @@ static void help(void) {
                "  cat NAME             write the region's contents to standard output\n"
                "  stat NAME|--handle N [--json]\n"
                "                       show everything the broker knows about the region\n"
-               "  list [--json]        list every region you may read, like ipcs -m\n"
+               "  list [--json]        list the regions you may read or own, like ipcs -m\n"
                "  limits [--json]      show, per resource, the broker's limit, the limit per user,\n"
                "                       what your user holds and what it may still take\n"
                "  chmod MODE NAME      change the region's permission bits (octal)\n"
