@@ -13,11 +13,13 @@ import stat as _stat
 import struct
 import termios
 
-VERSION = 1
+VERSION = 2
 RECORD_MAX = 65536
 NAME_MAX = 255
+LIST_ENTRIES_MAX = 128
+LIST_SCAN_MAX = 1024
 
-HELLO, CREATE, OPEN, SEAL, STAT, LIST, RELEASE, REMOVE, SET, WAIT = range(1, 11)
+HELLO, CREATE, OPEN, SEAL, STAT, LIST, RELEASE, REMOVE, SET, WAIT, LIMITS = range(1, 12)
 REPLY = 0x8000
 
 CAP_SEAL_FUTURE_WRITE = 0x1
@@ -45,6 +47,10 @@ F_GET_SEALS = 1034  # F_LINUX_SPECIFIC_BASE + 10
 STATE_REMOVED = 0x1
 STATE_HUGETLB = 0x2
 
+# LIMITS resources, in the order of the reply's entries.
+RESOURCES = ("regions", "bytes", "fds", "connections", "queued_bytes", "waiters", "kept_regions")
+LIMIT_NONE = 0xFFFFFFFFFFFFFFFF  # no limit; in broker_used, not told
+
 HEADER = struct.Struct("=IHHQiHH")  # size, opcode, flags, cookie, status, nfds, reserved
 NAME = "256s"
 HELLO_REQUEST = struct.Struct("=II")
@@ -56,10 +62,13 @@ REGION_REPLY_HEAD = struct.Struct("=II")
 SEAL_REQUEST = struct.Struct("=QII")
 LOOKUP_REQUEST = struct.Struct("=Q" + NAME)
 LIST_REQUEST = struct.Struct("=Q")
-LIST_REPLY_HEAD = struct.Struct("=II")
+LIST_REPLY_HEAD = struct.Struct("=IIQ")  # count, more, next_after
 RELEASE_REQUEST = struct.Struct("=Q")
 SET_REQUEST = struct.Struct("=QIIII" + NAME)
 WAIT_REQUEST = struct.Struct("=QII" + NAME)
+LIMITS_REPLY_HEAD = struct.Struct("=II")  # uid, count
+LIMIT = struct.Struct("=QQQQQ")
+LIMIT_FIELDS = "broker_max broker_used uid_max uid_used uid_available".split()
 
 INFO_FIELDS = (
     "handle size uid gid creator_uid creator_gid mode creator_pid last_pid "
@@ -177,7 +186,10 @@ class Client:
             if not data:
                 raise ConnectionResetError("the broker closed the connection")
             size, rop, rflags, rcookie, status, nfds, reserved = HEADER.unpack_from(data)
-            if size != len(data) or rop != opcode | REPLY or rcookie != cookie or nfds != len(fds):
+            # A broker out of fds turns a connection away with one error under cookie 0 in place of HELLO's reply.
+            turned_away = opcode == HELLO and rcookie == 0 and status < 0
+            if size != len(data) or rop != opcode | REPLY or (rcookie != cookie and not turned_away) \
+                    or nfds != len(fds):
                 raise ProtocolError("reply does not match the request")
             if status < 0:
                 message = data[HEADER.size:].decode("utf-8", "replace")
@@ -256,17 +268,42 @@ class Client:
     def stat(self, name=None, handle=0):
         return _info(self._call(STAT, LOOKUP_REQUEST.pack(handle, _name_field(name))))
 
+    def list_page(self, after=0):
+        """One LIST request: its entries, whether more remain, and the after_handle to go on from."""
+        body = self._call(LIST, LIST_REQUEST.pack(after))
+        count, more, next_after = LIST_REPLY_HEAD.unpack_from(body)
+        if count > LIST_ENTRIES_MAX or more > 1 or len(body) != LIST_REPLY_HEAD.size + count * REGION_INFO.size:
+            raise ProtocolError("LIST reply of %d bytes with count %d, more %d" % (len(body), count, more))
+        entries = [_info(body[off:off + REGION_INFO.size])
+                   for off in range(LIST_REPLY_HEAD.size, len(body), REGION_INFO.size)]
+        handles = [after] + [e["handle"] for e in entries]
+        if any(a >= b for a, b in zip(handles, handles[1:])):
+            raise ProtocolError("LIST entries not ascending above %d" % after)
+        # A cursor that does not move on would have us ask forever; one behind the last entry, list it twice.
+        if more and (next_after <= after or next_after < handles[-1]):
+            raise ProtocolError("LIST after %d says go on from %d" % (after, next_after))
+        return entries, bool(more), next_after
+
     def list(self):
-        entries, after = [], 0
-        while True:
-            body = self._call(LIST, LIST_REQUEST.pack(after))
-            count, more = LIST_REPLY_HEAD.unpack_from(body)
-            for i in range(count):
-                off = LIST_REPLY_HEAD.size + i * REGION_INFO.size
-                entries.append(_info(body[off:off + REGION_INFO.size]))
-            if not more:
-                return entries
-            after = entries[-1]["handle"]
+        """Every region the caller may see, following the cursor: a page may hold no entry and still have more."""
+        entries, after, more = [], 0, True
+        while more:
+            page, more, after = self.list_page(after)
+            entries.extend(page)
+        return entries
+
+    def limits(self):
+        """{"uid": the caller's uid, "resources": {name: {broker_max, broker_used, uid_max, uid_used,
+        uid_available}}}, LIMIT_NONE standing for no limit (and in broker_used for not told)."""
+        body = self._call(LIMITS, b"")
+        uid, count = LIMITS_REPLY_HEAD.unpack_from(body)
+        if count != len(RESOURCES) or len(body) != LIMITS_REPLY_HEAD.size + count * LIMIT.size:
+            raise ProtocolError("LIMITS reply of %d bytes with count %d" % (len(body), count))
+        resources = {}
+        for i, name in enumerate(RESOURCES):
+            values = LIMIT.unpack_from(body, LIMITS_REPLY_HEAD.size + i * LIMIT.size)
+            resources[name] = dict(zip(LIMIT_FIELDS, values))
+        return {"uid": uid, "resources": resources}
 
     def release(self, handle):
         self._call(RELEASE, RELEASE_REQUEST.pack(handle))
