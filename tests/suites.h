@@ -13,3 +13,4 @@ Suite *bad_input_suite(void);
 Suite *state_suite(void);
 Suite *access_suite(void);
 Suite *wait_suite(void);
+Suite *attack_suite(void);
