@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "codec.h"
@@ -171,6 +172,68 @@ START_TEST(reply_list_count) {
 }
 END_TEST
 
+/* Version 2's header: count, more, next_after; a page may examine regions and list none. */
+START_TEST(reply_list_cursor) {
+        struct {
+                struct mfb_wire_header h;
+                struct mfb_wire_list_reply l;
+        } rec = { 0 };
+        struct mfb_wire_header h;
+
+        ck_assert_uint_eq(offsetof(struct mfb_wire_list_reply, next_after), 8);
+        mfb_wire_header_init(&rec.h, MFB_OP_LIST | MFB_WIRE_REPLY, 1, 0, 0, sizeof(rec));
+        rec.l = (struct mfb_wire_list_reply) { .count = 0, .more = 1, .next_after = 1024 };
+        ck_assert_int_eq(mfb_wire_reply_check(&rec, sizeof(rec), 0, &h), 0);
+        rec.l = (struct mfb_wire_list_reply) { .count = 0, .more = 0, .next_after = 0 };
+        ck_assert_int_eq(mfb_wire_reply_check(&rec, sizeof(rec), 0, &h), 0);
+
+        /* Going on from handle 0 would start over: a client following it would ask forever. */
+        rec.l = (struct mfb_wire_list_reply) { .count = 0, .more = 1, .next_after = 0 };
+        ck_assert_int_eq(mfb_wire_reply_check(&rec, sizeof(rec), 0, &h), -EBADMSG);
+        rec.l = (struct mfb_wire_list_reply) { .count = 0, .more = 2, .next_after = 5 };
+        ck_assert_int_eq(mfb_wire_reply_check(&rec, sizeof(rec), 0, &h), -EBADMSG);
+
+        /* Version 1's 8-byte header is too short now. */
+        rec.h.size = sizeof(rec.h) + 8;
+        ck_assert_int_eq(mfb_wire_reply_check(&rec, sizeof(rec.h) + 8, 0, &h), -EBADMSG);
+}
+END_TEST
+
+START_TEST(limits_shape) {
+        struct {
+                struct mfb_wire_header h;
+                struct mfb_wire_limits_reply l;
+        } rec = { 0 };
+        struct {
+                struct mfb_wire_header h;
+        } request;
+        struct mfb_wire_header h;
+
+        /* The offsets PROTOCOL.md states. */
+        ck_assert_uint_eq(sizeof(struct mfb_wire_limits_reply), 288);
+        ck_assert_uint_eq(offsetof(struct mfb_wire_limits_reply, resources), 8);
+        ck_assert_uint_eq(offsetof(struct mfb_wire_limit, uid_available), 32);
+        ck_assert_uint_eq(offsetof(struct mfb_wire_limits_reply, resources[MFB_RESOURCE_KEPT]), 8 + 40 * 6);
+
+        /* The request has no body; one with a body is the wrong size. */
+        ck_assert_int_eq(mfb_wire_request_body_size(MFB_OP_LIMITS), 0);
+        mfb_wire_header_init(&request.h, MFB_OP_LIMITS, 3, 0, 0, sizeof(request));
+        ck_assert_int_eq(mfb_wire_request_check(&request, sizeof(request), &h), 0);
+        ck_assert_uint_eq(h.opcode, MFB_OP_LIMITS);
+        mfb_wire_header_init(&rec.h, MFB_OP_LIMITS, 3, 0, 0, sizeof(rec));
+        ck_assert_int_eq(mfb_wire_request_check(&rec, sizeof(rec), &h), -EMSGSIZE);
+
+        mfb_wire_header_init(&rec.h, MFB_OP_LIMITS | MFB_WIRE_REPLY, 3, 0, 0, sizeof(rec));
+        rec.l.count = MFB_RESOURCE_COUNT;
+        ck_assert_int_eq(mfb_wire_reply_check(&rec, sizeof(rec), 0, &h), 0);
+        /* Exactly its size, and no fd. */
+        ck_assert_int_eq(mfb_wire_reply_check(&rec, sizeof(rec), 1, &h), -EBADMSG);
+        rec.h.size -= 8;
+        ck_assert_int_eq(mfb_wire_reply_check(&rec, sizeof(rec) - 8, 0, &h), -EBADMSG);
+        ck_assert_str_eq(mfb_wire_opcode_name(MFB_OP_LIMITS | MFB_WIRE_REPLY), "LIMITS");
+}
+END_TEST
+
 Suite *codec_suite(void) {
         Suite *s = suite_create("codec");
         TCase *tc = tcase_create("codec");
@@ -184,6 +247,8 @@ Suite *codec_suite(void) {
         tcase_add_test(tc, request_bad_opcode_or_body);
         tcase_add_test(tc, reply_shapes);
         tcase_add_test(tc, reply_list_count);
+        tcase_add_test(tc, reply_list_cursor);
+        tcase_add_test(tc, limits_shape);
         suite_add_tcase(s, tc);
         return s;
 }
