@@ -196,33 +196,38 @@ class FakeSystemd:
         self.pid = None
         return True
 
+    def _reap_within(self, timeout):
+        """Waits up to timeout seconds for the broker to exit and collects its status; returns whether it did."""
+        pidfd = os.pidfd_open(self.pid)
+        try:
+            exited, _, _ = select.select([pidfd], [], [], timeout)
+        finally:
+            os.close(pidfd)
+        return bool(exited) and self._reap()
+
     def _sync(self):
         """Waits until every message sent so far is handled: as systemd handles a dead service's last ones."""
         self.syncs += 1
         token = str(self.syncs)
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+            s.settimeout(TIMEOUT)
             s.sendto(("%s=%s" % (SYNC, token)).encode(), self.notify_path)
         self.wait_for(lambda: any(m.fields.get(SYNC) == token for m in self.messages), "the messages sent so far")
 
     def kill(self):
         """SIGKILL, as a crash or the watchdog would: the broker gets no chance to tidy up."""
         os.kill(self.pid, signal.SIGKILL)
-        self._reap()
+        if not self._reap_within(TIMEOUT):
+            raise AssertionError("the broker did not die of SIGKILL")
         self._sync()
         return self.exit_status
 
     def stop(self):
         """SIGTERM, as systemctl stop or restart does. Returns the exit status."""
-        pidfd = os.pidfd_open(self.pid)
-        try:
-            os.kill(self.pid, signal.SIGTERM)
-            exited, _, _ = select.select([pidfd], [], [], TIMEOUT)
-        finally:
-            os.close(pidfd)
-        if not exited:
+        os.kill(self.pid, signal.SIGTERM)
+        if not self._reap_within(TIMEOUT):
             self.kill()
             raise AssertionError("the broker did not exit on SIGTERM")
-        self._reap()
         self._sync()
         return self.exit_status
 
@@ -238,6 +243,7 @@ class FakeSystemd:
         if self.pid is not None:
             self.kill()
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+            s.settimeout(TIMEOUT)
             s.sendto(QUIT, self.notify_path)
         self.reader.join(TIMEOUT)
         for _, fd in self.store:

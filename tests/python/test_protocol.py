@@ -40,6 +40,12 @@ def wait_until(condition, what):
         time.sleep(0.001)
 
 
+def stop(process):
+    """Kills process unless it has exited, and reaps it."""
+    process.kill()
+    process.wait(TIMEOUT)
+
+
 class Relay:
     """Passes one client's records to the broker and back, one at a time, so that
     a test knows when the broker has read each of the client's requests."""
@@ -92,16 +98,17 @@ class BrokerTest(unittest.TestCase):
         wrapper = shlex.split(os.environ.get("MFB_BROKER_WRAPPER", ""))
         self.broker = subprocess.Popen(
             wrapper + [os.environ["MFB_BROKERD"], "--socket", self.path, "--log-level", "warning"])
+        self.addCleanup(stop, self.broker)  # a broker that did not start, or did not stop in tearDown
         deadline = time.monotonic() + TIMEOUT
         while True:  # until it accepts connections
             try:
-                mfb.Client(self.path).close()
+                self.connect().close()
                 break
             except (FileNotFoundError, ConnectionRefusedError):
                 self.assertIsNone(self.broker.poll(), "broker exited at startup")
                 self.assertLess(time.monotonic(), deadline, "broker did not start")
                 time.sleep(0.005)
-        self.client = mfb.Client(self.path)
+        self.client = self.connect()
 
     def tearDown(self):
         self.client.close()
@@ -109,6 +116,10 @@ class BrokerTest(unittest.TestCase):
         self.assertEqual(self.broker.wait(TIMEOUT), 0)
         self.assertFalse(os.path.exists(self.path))
         self.dir.cleanup()
+
+    def connect(self):
+        """A client of this test's broker, whose every wait on the broker fails after TIMEOUT seconds."""
+        return mfb.Client(self.path, timeout=TIMEOUT)
 
     def ctl(self, *args, data=None):
         return subprocess.run([os.environ["MFB_BROKERCTL"], "--socket", self.path, *args],
@@ -136,7 +147,7 @@ class BrokerTest(unittest.TestCase):
         self.addCleanup(relay.close)
         tool = subprocess.Popen([os.environ["MFB_BROKERCTL"], "--socket", relay.path, "wait", name,
                                  "--timeout", str(TIMEOUT)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        self.addCleanup(tool.kill)
+        self.addCleanup(stop, tool)
         relay.accept()
         self.assertEqual(relay.request(), mfb.HELLO)
         self.assertEqual(relay.reply(), (mfb.HELLO, 0))
@@ -157,7 +168,7 @@ class BrokerTest(unittest.TestCase):
             self.assertEqual((info["name"], info["size"], info["nattch"]), ("py", 8192, 1))
             self.assertEqual(info["mode"], 0o600)
             self.assertEqual(info["creator_pid"], os.getpid())
-            with mfb.Client(self.path) as other, other.open(name="py") as ro:
+            with self.connect() as other, other.open(name="py") as ro:
                 self.assertEqual(ro.map()[:5], b"hello")
                 self.assertEqual(other.stat(handle=r.handle)["nattch"], 2)
             m.close()
@@ -291,7 +302,7 @@ class BrokerTest(unittest.TestCase):
         if not self.client.capabilities & mfb.CAP_SEAL_FUTURE_WRITE:
             self.skipTest("the broker's kernel lacks F_SEAL_FUTURE_WRITE")
         self.ctl("create", "stream", "4K")
-        with mfb.Client(self.path) as producer, producer.open(name="stream", write=True) as w:
+        with self.connect() as producer, producer.open(name="stream", write=True) as w:
             m = w.map()
             cookie = self.client.wait_start("stream")
             self.consumed(self.client)

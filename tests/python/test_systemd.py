@@ -42,7 +42,7 @@ class SystemdTest(unittest.TestCase):
         self.dir.cleanup()
 
     def client(self):
-        c = mfb.Client(self.systemd.socket_path)
+        c = mfb.Client(self.systemd.socket_path, timeout=fake_systemd.TIMEOUT)
         self.clients.append(c)
         return c
 
