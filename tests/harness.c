@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -73,10 +74,13 @@ bool test_broker_wait_fd_count(const struct test_broker *b, unsigned want) {
 
 int test_raw_connect(const struct test_broker *b) {
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        /* Bounds connect() (a full backlog) and send() (a broker that stopped reading). */
+        struct timeval send_timeout = { .tv_sec = TEST_TIMEOUT_MS / 1000 };
         int fd;
 
         fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
         ck_assert_int_ge(fd, 0);
+        ck_assert_int_eq(setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &send_timeout, sizeof(send_timeout)), 0);
         memcpy(sa.sun_path, b->socket_path, strlen(b->socket_path) + 1);
         if (connect(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0) {
                 int r = -errno;
@@ -212,13 +216,17 @@ void test_broker_stop(struct test_broker *b) {
 }
 
 pid_t test_fork(int (*fn)(void *arg), void *arg) {
-        pid_t pid;
+        pid_t parent = getpid(), pid;
 
         fflush(NULL);
         pid = fork();
         ck_assert_int_ge(pid, 0);
-        if (pid == 0)
+        if (pid == 0) {
+                /* A test that failed (or was killed at its timeout) leaves no child waiting behind. */
+                if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+                        _exit(127);
                 _exit(fn(arg));
+        }
         return pid;
 }
 
@@ -251,8 +259,12 @@ int test_pipe_signal(int fd) {
 }
 
 int test_pipe_wait(int fd) {
+        struct pollfd p = { .fd = fd, .events = POLLIN };
         char c;
 
+        /* Both processes hold both ends, so a peer that died sends no EOF: only the deadline ends the wait. */
+        if (poll(&p, 1, TEST_TIMEOUT_MS) != 1)
+                return -1;
         return read(fd, &c, 1) == 1 ? 0 : -1;
 }
 

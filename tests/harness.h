@@ -50,13 +50,17 @@ bool test_broker_wait_fd_count(const struct test_broker *b, unsigned want);
 /* How many fds this process has open now. */
 unsigned test_fd_count(void);
 
-/* A raw SOCK_SEQPACKET connection to the broker, for speaking the protocol by hand. */
+/*
+ * A raw SOCK_SEQPACKET connection to the broker, for speaking the protocol by
+ * hand; connecting and sending give up after TEST_TIMEOUT_MS. Returns the fd
+ * or -errno of connect().
+ */
 int test_raw_connect(const struct test_broker *b);
 
 /* Waits up to TEST_TIMEOUT_MS for a child to exit and returns its wait status. */
 int test_wait_child(pid_t pid);
 
-/* Forks; the child runs fn(arg) and exits with its return value. */
+/* Forks; the child runs fn(arg) and exits with its return value, or is killed if the test process dies first. */
 pid_t test_fork(int (*fn)(void *arg), void *arg);
 
 /* Checked-fixture helpers that fail a test which leaks fds. */
@@ -76,7 +80,10 @@ struct test_steps {
 void test_steps_open(struct test_steps *ret);
 void test_steps_close(struct test_steps *s);
 
-/* One byte through a pipe, to step two processes in turn. 0 or -1; safe in children. */
+/*
+ * One byte through a pipe, to step two processes in turn. 0, or -1 on error
+ * or when no byte came within TEST_TIMEOUT_MS; safe in children.
+ */
 int test_pipe_signal(int fd);
 int test_pipe_wait(int fd);
 
