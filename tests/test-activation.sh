@@ -9,7 +9,7 @@
 # shellcheck disable=SC2086 # the wrapper is a list of words
 run_broker "$dir/s" systemd-socket-activate --seqpacket -l "$dir/s" ${MFB_BROKER_WRAPPER:-} "$MFB_BROKERD" \
     --log-level notice
-ctl() { "$MFB_BROKERCTL" --socket "$dir/s" "$@"; }
+ctl() { brokerctl --socket "$dir/s" "$@"; }
 
 ctl create activated 4K >/dev/null || fail "create through the activated socket"
 printf 'via activation' | ctl write activated
@@ -25,10 +25,11 @@ systemd-socket-activate -l "$dir/stream" "$MFB_BROKERD" --log-level notice 2>"$d
 broker_pid=$!
 for _ in $(seq 1 2000); do [ -S "$dir/stream" ] && break; sleep 0.01; done
 [ -S "$dir/stream" ] || fail "systemd-socket-activate did not create its stream socket"
-python3 -c 'import socket, sys; socket.socket(socket.AF_UNIX, socket.SOCK_STREAM).connect(sys.argv[1])' "$dir/stream"
+timeout "$TIMEOUT" python3 -c 'import socket, sys; socket.socket(socket.AF_UNIX, socket.SOCK_STREAM).connect(sys.argv[1])' "$dir/stream"
 status=0
-wait "$broker_pid" || status=$?
+reap "$broker_pid" || status=$?
 broker_pid=
+[ "$status" -ne 124 ] || fail "the broker neither served nor refused the stream socket"
 [ "$status" -ne 0 ] || fail "the broker accepted a stream socket"
 grep -q 'not a listening AF_UNIX SOCK_SEQPACKET socket' "$dir/log" || fail "no clear error for a stream socket: $(cat "$dir/log")"
 

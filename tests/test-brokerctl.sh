@@ -9,7 +9,7 @@ export MEMFD_BROKER_SOCKET="$dir/broker.sock"
 # shellcheck disable=SC2086 # the wrapper is a list of words
 run_broker "$MEMFD_BROKER_SOCKET" ${MFB_BROKER_WRAPPER:-} "$MFB_BROKERD" --log-level warning
 
-ctl() { "$MFB_BROKERCTL" "$@"; }
+ctl() { brokerctl "$@"; }
 
 # The round trip.
 head -c 64M /dev/urandom > "$dir/data"
@@ -40,7 +40,7 @@ ctl list --json | python3 -c 'import json,sys; l=json.load(sys.stdin); assert [e
 expect_error() {
     local want=$1; shift
     local err status=0
-    err=$("$MFB_BROKERCTL" "$@" 2>&1 >/dev/null) || status=$?
+    err=$(brokerctl "$@" 2>&1 >/dev/null) || status=$?
     [ "$status" -eq 1 ] || fail "'$*' exited $status, not 1"
     [ "$(wc -l <<<"$err")" -eq 1 ] || fail "'$*' printed more than one line: $err"
     grep -q -- "$want" <<<"$err" || fail "'$*' said '$err', expected it to mention '$want'"

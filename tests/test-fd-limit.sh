@@ -9,7 +9,7 @@
 # Few enough that the loop below is quick, enough for the broker's own fds.
 fd_limit=128
 
-ctl() { "$MFB_BROKERCTL" --socket "$dir/s" "$@"; }
+ctl() { brokerctl --socket "$dir/s" "$@"; }
 
 # Starts the broker with a hard limit on open files of $fd_limit and a soft
 # one of half that, which the broker raises. No wrapper: valgrind needs
