@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: MIT */
+#include <grp.h>
 #include <linux/sockios.h>
 #include <poll.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -18,6 +20,58 @@ int raw_connect_hello(const struct test_broker *b) {
         ck_assert_int_ge(fd, 0);
         ck_assert_int_eq(raw_request(fd, MFB_OP_HELLO, &hello, sizeof(hello), NULL, 0), 0);
         return fd;
+}
+
+struct connector {
+        const struct test_broker *broker;
+        uid_t uid;
+        gid_t extra_group;
+        unsigned n;
+        int to_parent;
+};
+
+/* In the child: becomes the user, connects n times and passes each connection up. */
+static int connect_and_pass(void *arg) {
+        const struct connector *c = arg;
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        struct timeval send_timeout = { .tv_sec = TEST_TIMEOUT_MS / 1000 };
+        gid_t groups[1] = { c->extra_group };
+
+        TEST_CHILD_CHECK(setgroups(c->extra_group ? 1 : 0, groups) == 0);
+        TEST_CHILD_CHECK(setresgid(c->uid, c->uid, c->uid) == 0);
+        TEST_CHILD_CHECK(setresuid(c->uid, c->uid, c->uid) == 0);
+        memcpy(sa.sun_path, c->broker->socket_path, strlen(c->broker->socket_path) + 1);
+        for (unsigned i = 0; i < c->n; i++) {
+                int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+
+                TEST_CHILD_CHECK(fd >= 0);
+                /* Set before connect(), which it bounds too (a full backlog); the fd keeps it. */
+                TEST_CHILD_CHECK(setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &send_timeout, sizeof(send_timeout)) == 0);
+                TEST_CHILD_CHECK(connect(fd, (struct sockaddr *) &sa, sizeof(sa)) == 0);
+                TEST_CHILD_CHECK(mfb_record_send(c->to_parent, "c", 1, &fd, 1, 0) == 0);
+                close(fd);
+        }
+        return 0;
+}
+
+void raw_connect_as(const struct test_broker *b, uid_t uid, gid_t extra_group, unsigned n, int *ret_fds) {
+        struct connector c = { .broker = b, .uid = uid, .extra_group = extra_group, .n = n };
+        int pair[2];
+        pid_t pid;
+
+        ck_assert_int_eq(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair), 0);
+        c.to_parent = pair[1];
+        pid = test_fork(connect_and_pass, &c);
+        /* The child's end only in the child: a child that failed shows as end of file. */
+        close(pair[1]);
+        for (unsigned i = 0; i < n; i++) {
+                char byte;
+
+                ck_assert_msg(raw_recv(pair[0], &byte, 1, &ret_fds[i]) == 1, "uid %u could not connect", (unsigned) uid);
+                ck_assert_int_ge(ret_fds[i], 0);
+        }
+        close(pair[0]);
+        test_child_succeeded(pid);
 }
 
 void raw_send(int fd, uint16_t opcode, const void *body, size_t len, const int *fds, size_t nfds) {

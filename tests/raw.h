@@ -20,6 +20,14 @@
 /* A connection to b that has done HELLO. */
 int raw_connect_hello(const struct test_broker *b);
 
+/*
+ * n connections to b, made in that order by a child that is uid and gid uid
+ * (plus the supplementary group extra_group unless 0), so that the broker
+ * counts them as that user's; they have sent nothing yet. The fds are the
+ * caller's, in ret_fds; sending on them gives up after TEST_TIMEOUT_MS.
+ */
+void raw_connect_as(const struct test_broker *b, uid_t uid, gid_t extra_group, unsigned n, int *ret_fds);
+
 /* Sends a request of opcode with body (len bytes) and nfds borrowed fds attached. */
 void raw_send(int fd, uint16_t opcode, const void *body, size_t len, const int *fds, size_t nfds);
 

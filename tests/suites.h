@@ -14,3 +14,4 @@ Suite *state_suite(void);
 Suite *access_suite(void);
 Suite *wait_suite(void);
 Suite *attack_suite(void);
+Suite *quota_suite(void);

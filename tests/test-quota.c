@@ -1,0 +1,302 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Quotas at their boundaries: the limits per uid on regions, bytes and
+ * connections (the last one that fits succeeds, the next one is refused
+ * with EDQUOT, freeing one makes room again), that they bind one uid and
+ * not another nor root, and the fair share of what is left that a uid may
+ * take of the broker's regions. The other users are uid 65534 and 65533:
+ * a child of that uid makes the connections and passes them up, so that
+ * the test speaks for that user; run as anyone but root, these tests cannot
+ * switch users and say so.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "raw.h"
+#include "suites.h"
+
+#define USER_A 65534
+#define USER_B 65533
+
+#define REGIONS_PER_UID 4
+#define BYTES_PER_UID (1U << 20)
+#define CONNECTIONS_PER_UID 3
+#define PAGE 4096
+
+/* Broker-wide regions enough that no uid's share of them binds before its own limits. */
+static const char *const per_uid_args[] = {
+        "--max-regions", "100",
+        "--max-regions-per-uid", "4",
+        "--max-bytes-per-uid", "1M",
+        "--max-connections-per-uid", "3",
+        NULL,
+};
+
+/* Limits per uid above the broker's: only the share binds. */
+#define SHARE_MAX_REGIONS 40
+static const char *const share_args[] = {
+        "--max-regions", "40",
+        "--max-regions-per-uid", "100",
+        NULL,
+};
+
+/* Returns false, after saying why, when this process cannot become another user. */
+static bool can_switch_users(const char *test) {
+        if (geteuid() == 0)
+                return true;
+        fprintf(stderr, "SKIP %s: needs root to switch to uids %d and %d\n", test, USER_A, USER_B);
+        return false;
+}
+
+/* A connection of uid that has done HELLO. */
+static int connect_as(uid_t uid) {
+        struct mfb_wire_hello_request hello = { .version_min = MFB_WIRE_VERSION, .version_max = MFB_WIRE_VERSION };
+        int fd;
+
+        raw_connect_as(&test_broker, uid, 0, 1, &fd);
+        ck_assert_int_eq(raw_request(fd, MFB_OP_HELLO, &hello, sizeof(hello), NULL, 0), 0);
+        return fd;
+}
+
+/* A reply's body: a region, or the text of a refusal (NUL-terminated, as the body is shorter). */
+union reply_body {
+        struct mfb_wire_region_reply region;
+        char message[MFB_WIRE_ERROR_MESSAGE_MAX + 1];
+};
+
+/* Sends req on fd and returns the reply's status, its body in *ret. */
+static int32_t request(int fd, uint16_t opcode, const void *req, size_t len, union reply_body *ret) {
+        memset(ret, 0, sizeof(*ret));
+        raw_send(fd, opcode, req, len, NULL, 0);
+        return raw_reply(fd, opcode, ret, sizeof(*ret) - 1, NULL);
+}
+
+/* CREATE of an anonymous region of size bytes on fd, which must succeed; returns its handle. */
+static uint64_t create(int fd, uint64_t size) {
+        struct mfb_wire_create_request req = { .size = size };
+        union reply_body body;
+        int32_t k = request(fd, MFB_OP_CREATE, &req, sizeof(req), &body);
+
+        ck_assert_msg(k == 0, "CREATE of %llu bytes: %s (%s)", (unsigned long long) size, strerror(-k), body.message);
+        return body.region.info.handle;
+}
+
+/* CREATE of size bytes on fd, which must be refused with status, for a reason that names resource. */
+static void create_refused(int fd, uint64_t size, int32_t status, const char *resource) {
+        struct mfb_wire_create_request req = { .size = size };
+        union reply_body body;
+        int32_t k = request(fd, MFB_OP_CREATE, &req, sizeof(req), &body);
+
+        ck_assert_msg(k == status, "CREATE of %llu bytes: %s, not %s", (unsigned long long) size,
+                      k == 0 ? "success" : strerror(-k), strerror(-status));
+        ck_assert_msg(strstr(body.message, resource), "the refusal '%s' does not name %s", body.message, resource);
+}
+
+/* RELEASE of a region fd holds: anonymous, it goes, and so does its charge. */
+static void release(int fd, uint64_t handle) {
+        struct mfb_wire_release_request req = { .handle = handle };
+
+        ck_assert_int_eq(raw_request(fd, MFB_OP_RELEASE, &req, sizeof(req), NULL, 0), 0);
+}
+
+START_TEST(regions_per_uid_stop_at_the_limit) {
+        uint64_t handles[REGIONS_PER_UID];
+        int a, b, root;
+
+        if (!can_switch_users(__func__))
+                return;
+        a = connect_as(USER_A);
+        for (int i = 0; i < REGIONS_PER_UID; i++)
+                handles[i] = create(a, PAGE);
+        create_refused(a, PAGE, -EDQUOT, "regions");
+
+        /* Freeing one makes room for one. */
+        release(a, handles[0]);
+        create(a, PAGE);
+        create_refused(a, PAGE, -EDQUOT, "regions");
+
+        /* Another uid has a limit of its own, and root none, while A is at its limit. */
+        b = connect_as(USER_B);
+        for (int i = 0; i < REGIONS_PER_UID; i++)
+                create(b, PAGE);
+        create_refused(b, PAGE, -EDQUOT, "regions");
+        root = raw_connect_hello(&test_broker);
+        for (int i = 0; i < 2 * REGIONS_PER_UID; i++)
+                create(root, PAGE);
+
+        close(root);
+        close(b);
+        close(a);
+}
+END_TEST
+
+START_TEST(bytes_per_uid_stop_at_the_limit) {
+        const uint64_t first = 600000, rest = BYTES_PER_UID - first;
+        uint64_t handle;
+        int a, b, root;
+
+        if (!can_switch_users(__func__))
+                return;
+        a = connect_as(USER_A);
+        handle = create(a, first);
+        create_refused(a, rest + 1, -EDQUOT, "bytes");
+        create(a, rest);
+        /* Exactly at the limit now: not one byte more. */
+        create_refused(a, 1, -EDQUOT, "bytes");
+
+        release(a, handle);
+        create(a, first);
+        create_refused(a, 1, -EDQUOT, "bytes");
+
+        b = connect_as(USER_B);
+        create(b, BYTES_PER_UID);
+        create_refused(b, 1, -EDQUOT, "bytes");
+        root = raw_connect_hello(&test_broker);
+        create(root, 2 * BYTES_PER_UID);
+        create(root, BYTES_PER_UID);
+
+        close(root);
+        close(b);
+        close(a);
+}
+END_TEST
+
+/* HELLO on a fresh connection: its status, and the text of a refusal in *ret. */
+static int32_t hello(int fd, union reply_body *ret) {
+        struct mfb_wire_hello_request req = { .version_min = MFB_WIRE_VERSION, .version_max = MFB_WIRE_VERSION };
+
+        return request(fd, MFB_OP_HELLO, &req, sizeof(req), ret);
+}
+
+START_TEST(connections_per_uid_stop_at_the_limit) {
+        int a[CONNECTIONS_PER_UID + 1], b[CONNECTIONS_PER_UID], root[CONNECTIONS_PER_UID + 2], again;
+        unsigned baseline = test_broker_fd_count(&test_broker), held;
+        union reply_body body;
+        char byte;
+
+        if (!can_switch_users(__func__))
+                return;
+        /* Made in this order, so the broker counts the last one over the limit. */
+        raw_connect_as(&test_broker, USER_A, 0, CONNECTIONS_PER_UID + 1, a);
+        for (int i = 0; i < CONNECTIONS_PER_UID; i++)
+                ck_assert_int_eq(hello(a[i], &body), 0);
+        ck_assert_int_eq(hello(a[CONNECTIONS_PER_UID], &body), -EDQUOT);
+        ck_assert_msg(strstr(body.message, "connections"), "the refusal '%s' does not name connections",
+                      body.message);
+        /* Then the broker closes it. */
+        ck_assert_int_eq(raw_recv(a[CONNECTIONS_PER_UID], &byte, 1, NULL), 0);
+        close(a[CONNECTIONS_PER_UID]);
+        ck_assert(test_broker_wait_fd_count(&test_broker, baseline + CONNECTIONS_PER_UID));
+
+        /* Another uid and root get theirs while A is at its limit. */
+        raw_connect_as(&test_broker, USER_B, 0, CONNECTIONS_PER_UID, b);
+        for (int i = 0; i < CONNECTIONS_PER_UID; i++) {
+                ck_assert_int_eq(hello(b[i], &body), 0);
+                create(b[i], PAGE);
+        }
+        for (int i = 0; i < CONNECTIONS_PER_UID + 2; i++) {
+                root[i] = raw_connect_hello(&test_broker);
+                create(root[i], PAGE);
+        }
+
+        /*
+         * Once the broker has seen one of A's go, A may have another. The
+         * broker holds an fd for every connection and region (and, for a
+         * moment after each CREATE reply, the copy it sent): A's
+         * connections, B's and root's with a region each.
+         */
+        held = baseline + CONNECTIONS_PER_UID + 2 * CONNECTIONS_PER_UID + 2 * (CONNECTIONS_PER_UID + 2);
+        ck_assert(test_broker_wait_fd_count(&test_broker, held));
+        close(a[0]);
+        ck_assert(test_broker_wait_fd_count(&test_broker, held - 1));
+        raw_connect_as(&test_broker, USER_A, 0, 1, &again);
+        ck_assert_int_eq(hello(again, &body), 0);
+        create(again, PAGE);
+
+        close(again);
+        for (int i = 0; i < CONNECTIONS_PER_UID + 2; i++)
+                close(root[i]);
+        for (int i = 0; i < CONNECTIONS_PER_UID; i++)
+                close(b[i]);
+        for (int i = 1; i < CONNECTIONS_PER_UID; i++)
+                close(a[i]);
+}
+END_TEST
+
+/*
+ * How many regions, one after another, a non-exempt uid that holds none may
+ * create when others hold used of broker_max, holders of them non-exempt:
+ * it may take one more while, holding held, (n + 1) * (held + 1) - held <=
+ * broker_max - used - held, with n the non-exempt holders, itself counted.
+ */
+static unsigned fair_share(unsigned broker_max, unsigned used, unsigned holders) {
+        unsigned held = 0, n = holders + 1;
+
+        while ((n + 1) * (held + 1) - held <= broker_max - used - held)
+                held++;
+        return held;
+}
+
+START_TEST(a_uid_gets_its_fair_share_of_regions) {
+        unsigned share_a = fair_share(SHARE_MAX_REGIONS, 0, 0);
+        unsigned share_b = fair_share(SHARE_MAX_REGIONS, share_a, 1);
+        int a, b, root;
+
+        if (!can_switch_users(__func__))
+                return;
+        /* Half for a uid alone; for the next, a share of what the first left. */
+        ck_assert_uint_eq(share_a, SHARE_MAX_REGIONS / 2);
+        ck_assert_uint_gt(share_b, 0);
+
+        a = connect_as(USER_A);
+        for (unsigned i = 0; i < share_a; i++)
+                create(a, PAGE);
+        create_refused(a, PAGE, -EDQUOT, "regions");
+
+        b = connect_as(USER_B);
+        for (unsigned i = 0; i < share_b; i++)
+                create(b, PAGE);
+        create_refused(b, PAGE, -EDQUOT, "regions");
+
+        /* Root takes no share: it gets everything that is left, and is refused only then. */
+        root = raw_connect_hello(&test_broker);
+        for (unsigned i = share_a + share_b; i < SHARE_MAX_REGIONS; i++)
+                create(root, PAGE);
+        create_refused(root, PAGE, -ENOSPC, "regions");
+
+        close(root);
+        close(b);
+        close(a);
+}
+END_TEST
+
+static void per_uid_setup(void) {
+        test_fd_leak_setup();
+        test_broker_start(&test_broker, per_uid_args);
+}
+
+static void share_setup(void) {
+        test_fd_leak_setup();
+        test_broker_start(&test_broker, share_args);
+}
+
+Suite *quota_suite(void) {
+        Suite *s = suite_create("quota");
+        TCase *per_uid = tcase_create("per-uid"), *share = tcase_create("share");
+
+        tcase_set_timeout(per_uid, 60);
+        tcase_add_checked_fixture(per_uid, per_uid_setup, test_broker_teardown);
+        tcase_add_test(per_uid, regions_per_uid_stop_at_the_limit);
+        tcase_add_test(per_uid, bytes_per_uid_stop_at_the_limit);
+        tcase_add_test(per_uid, connections_per_uid_stop_at_the_limit);
+        suite_add_tcase(s, per_uid);
+
+        tcase_set_timeout(share, 60);
+        tcase_add_checked_fixture(share, share_setup, test_broker_teardown);
+        tcase_add_test(share, a_uid_gets_its_fair_share_of_regions);
+        suite_add_tcase(s, share);
+        return s;
+}
