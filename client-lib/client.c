@@ -71,14 +71,13 @@ void client_error_clear(mfb_client *c) {
         c->error_message[0] = '\0';
 }
 
-int client_send(mfb_client *c, uint16_t opcode, const void *body, size_t body_size, uint64_t *ret_cookie) {
+/* client_send() without the disconnect on failure. Stores the request's cookie even then. */
+static int request_send(mfb_client *c, uint16_t opcode, const void *body, size_t body_size, uint64_t *ret_cookie) {
         struct {
                 struct mfb_wire_header header;
                 uint8_t body[REQUEST_BODY_MAX];
         } record;
         size_t size = sizeof(record.header) + body_size;
-        uint64_t cookie;
-        int r;
 
         assert(c);
         assert(body_size <= REQUEST_BODY_MAX);
@@ -88,12 +87,19 @@ int client_send(mfb_client *c, uint16_t opcode, const void *body, size_t body_si
         if (c->fd < 0)
                 return -ENOTCONN;
 
-        cookie = c->next_cookie++;
-        mfb_wire_header_init(&record.header, opcode, cookie, 0, 0, (uint32_t) size);
+        *ret_cookie = c->next_cookie++;
+        mfb_wire_header_init(&record.header, opcode, *ret_cookie, 0, 0, (uint32_t) size);
         /* An empty body (LIMITS) may come as NULL, which memcpy() must not be given even for 0 bytes. */
         if (body_size > 0)
                 memcpy(record.body, body, body_size);
-        r = mfb_record_send(c->fd, &record, size, NULL, 0, 0);
+        return mfb_record_send(c->fd, &record, size, NULL, 0, 0);
+}
+
+int client_send(mfb_client *c, uint16_t opcode, const void *body, size_t body_size, uint64_t *ret_cookie) {
+        uint64_t cookie;
+        int r;
+
+        r = request_send(c, opcode, body, body_size, &cookie);
         if (r < 0) {
                 client_disconnect(c);
                 return r;
@@ -112,6 +118,8 @@ static void error_message_store(mfb_client *c, const uint8_t *text, size_t len) 
 }
 
 int client_receive(mfb_client *c, uint16_t opcode, uint64_t cookie, struct client_reply *ret) {
+        bool reset = false;
+
         assert(c);
         assert(ret);
 
@@ -126,9 +134,17 @@ int client_receive(mfb_client *c, uint16_t opcode, uint64_t cookie, struct clien
                         return -ENOTCONN;
 
                 n = mfb_record_recv(c->fd, c->record, MFB_WIRE_RECORD_MAX, fds, &nfds, 0);
+                /*
+                 * A broker turning us away closes with our HELLO unread, which the kernel
+                 * reports (ECONNRESET) once, ahead of the refusal queued before: read on.
+                 */
+                if (n == -ECONNRESET && opcode == MFB_OP_HELLO && !reset) {
+                        reset = true;
+                        continue;
+                }
                 if (n == 0) {
                         client_disconnect(c);
-                        return -ENOTCONN;
+                        return reset ? -ECONNRESET : -ENOTCONN;
                 }
                 if (n == -EMSGSIZE)
                         return client_protocol_error(c);
@@ -218,9 +234,26 @@ static int client_hello(mfb_client *c) {
                 .version_max = MFB_WIRE_VERSION,
         };
         struct client_reply reply;
-        int r;
+        uint64_t cookie;
+        int r, k;
 
-        r = client_call(c, MFB_OP_HELLO, &request, sizeof(request), &reply);
+        r = request_send(c, MFB_OP_HELLO, &request, sizeof(request), &cookie);
+        if (r == -EPIPE || r == -ECONNRESET) {
+                /*
+                 * A broker turning us away may have closed the connection before our
+                 * HELLO got there; its refusal still waits to be read. Nothing else can:
+                 * it never read a request to answer.
+                 */
+                k = client_receive(c, MFB_OP_HELLO, cookie, &reply);
+                if (k == 0)
+                        return client_protocol_error(c);
+                return k == -ENOTCONN ? r : k;
+        }
+        if (r < 0) {
+                client_disconnect(c);
+                return r;
+        }
+        r = client_receive(c, MFB_OP_HELLO, cookie, &reply);
         if (r < 0)
                 return r;
 

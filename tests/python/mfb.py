@@ -149,7 +149,16 @@ class Client:
         self.cookie = 0
         try:
             self.sock.connect(path or default_socket_path())
-            body = self._call(HELLO, HELLO_REQUEST.pack(VERSION, VERSION))
+            try:
+                cookie = self._send(HELLO, HELLO_REQUEST.pack(VERSION, VERSION))
+            except (BrokenPipeError, ConnectionResetError):
+                # A broker turning us away may have closed before our HELLO got there; its reason waits to be read.
+                cookie = None
+            try:
+                body = self._receive(HELLO, cookie)
+            except ConnectionResetError:
+                # Or it closed with our HELLO unread: the kernel says so once, ahead of the reason it sent.
+                body = self._receive(HELLO, cookie)
             hello = HELLO_REPLY.unpack(body)
             self.version, self.capabilities, self.region_size_max = hello[0], hello[2], hello[3]
             if self.version != VERSION:

@@ -16,11 +16,14 @@ import grp
 import json
 import os
 import pwd
+import select
 import shlex
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -29,6 +32,7 @@ import mfb  # noqa: E402
 
 TIMEOUT = 20
 MS = 1000 * 1000  # nanoseconds
+OTHER_ID = 65534  # the other user of the tests that need two: nobody/nogroup
 
 
 def wait_until(condition, what):
@@ -89,6 +93,97 @@ class Relay:
         for s in (self.client, self.broker, self.listener):
             if s:
                 s.close()
+
+
+def as_other(fn):
+    """Runs fn() in a child that is uid and gid OTHER_ID without supplementary groups, and returns what
+    it returned (anything json can carry); fails with the child's exception if it raised one."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe and never returns
+        status = 1
+        try:
+            os.close(r)
+            os.setgroups([])
+            os.setresgid(OTHER_ID, OTHER_ID, OTHER_ID)
+            os.setresuid(OTHER_ID, OTHER_ID, OTHER_ID)
+            out = json.dumps({"result": fn()})
+            status = 0
+        except BaseException as e:
+            out = json.dumps({"error": "%s: %s" % (type(e).__name__, e)})
+        try:
+            data = out.encode()
+            while data:
+                data = data[os.write(w, data):]
+        finally:
+            os._exit(status)
+    os.close(w)
+    chunks, deadline = [], time.monotonic() + TIMEOUT
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([r], [], [], left)[0]:
+                os.kill(pid, signal.SIGKILL)
+                raise AssertionError("the child running as uid %d did not finish" % OTHER_ID)
+            chunk = os.read(r, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(r)
+        os.waitpid(pid, 0)  # it closed the pipe by exiting, or was killed
+    report = json.loads(b"".join(chunks) or b"{}")
+    if "result" not in report:
+        raise AssertionError("as uid %d: %s" % (OTHER_ID, report.get("error", "the child died")))
+    return report["result"]
+
+
+def reply_record(opcode, cookie, body=b"", status=0):
+    """A reply as a broker sends it."""
+    return mfb.HEADER.pack(mfb.HEADER.size + len(body), opcode | mfb.REPLY, 0, cookie, status, 0, 0) + body
+
+
+class FakeBroker:
+    """A socket that answers as no good broker would, to see what clients make of it: a thread accepts
+    connections one after another and hands each to serve(connection), until close()."""
+
+    def __init__(self, folder, serve, connections=1):
+        self.path = os.path.join(folder, "fake.sock")
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.listener.bind(self.path)
+        self.listener.listen(connections)
+        self.listener.settimeout(TIMEOUT)
+        self.error = None
+        self.thread = threading.Thread(target=self._run, args=(serve, connections))
+        self.thread.start()
+
+    def _run(self, serve, connections):
+        try:
+            for _ in range(connections):
+                conn, _ = self.listener.accept()
+                with conn:
+                    conn.settimeout(TIMEOUT)
+                    serve(conn)
+        except BaseException as e:
+            self.error = e
+
+    def close(self):
+        """Waits for the thread, and raises what went wrong in it."""
+        self.thread.join(TIMEOUT)
+        self.listener.close()
+        if self.thread.is_alive():
+            raise AssertionError("the fake broker's thread did not finish")
+        if self.error:
+            raise self.error
+
+
+def fake_hello(conn):
+    """Reads a client's HELLO and answers it as a broker of this version would."""
+    data = conn.recv(mfb.RECORD_MAX)
+    _, opcode, _, cookie, _, _, _ = mfb.HEADER.unpack_from(data)
+    assert opcode == mfb.HELLO, opcode
+    conn.sendmsg([reply_record(mfb.HELLO, cookie, mfb.HELLO_REPLY.pack(
+        mfb.VERSION, 0, 0, 1 << 30, mfb.RECORD_MAX, mfb.NAME_MAX, 1, 64, mfb.LIST_ENTRIES_MAX, 0))])
 
 
 class BrokerTest(unittest.TestCase):
@@ -325,7 +420,16 @@ class BrokerTest(unittest.TestCase):
         self.ctl("chmod", "600", "perm")
         self.assertEqual(self.client.stat(name="perm")["mode"], 0o600)
 
-        # Given away (readable by others, so that a non-root test still sees it), then taken back as creator.
+        if os.geteuid() != 0:
+            # Only root gives a region away, or sets a group the caller is not in.
+            for uid, gid in ((OTHER_ID, None), (None, OTHER_ID)):
+                with self.assertRaises(mfb.BrokerError) as e:
+                    self.client.chown(uid=uid, gid=gid, name="perm")
+                self.assertEqual(e.exception.errno, errno.EPERM)
+            self.assertEqual(self.client.chown(uid=os.getuid(), name="perm")["uid"], os.getuid())
+            return
+
+        # Given away, then taken back by root, who may.
         self.client.chmod(0o644, name="perm")
         info = self.client.chown(uid=65534, gid=65534, name="perm")
         self.assertEqual((info["uid"], info["gid"], info["creator_uid"]), (65534, 65534, os.getuid()))
@@ -350,6 +454,150 @@ class BrokerTest(unittest.TestCase):
             self.client.chmod(0o1000, name="perm")
         self.assertEqual(e.exception.errno, errno.EINVAL)
         self.assertIn("chmod", self.ctl_fails("chmod", "600", "missing"))
+
+    def test_list_pages_past_regions_the_caller_may_not_see(self):
+        if os.geteuid() != 0:
+            self.skipTest("needs root to switch to uid %d" % OTHER_ID)
+        total = 2 * mfb.LIST_SCAN_MAX + 100
+        room = self.client.limits()["resources"]["regions"]["uid_available"]
+        if room < total:
+            self.skipTest("the broker may hold %d more regions, not %d (its limit on open files)" % (room, total))
+        os.chmod(self.dir.name, 0o755)  # so that the other user reaches the socket
+        # Readable by others: two regions, none among the first LIST_SCAN_MAX.
+        readable = [mfb.LIST_SCAN_MAX + 10, total - 1]
+        handles = []
+        for i in range(total):
+            with self.client.create(4096, name="r%d" % i, mode=0o604 if i in readable else 0o600) as r:
+                handles.append(r.handle)
+        self.assertEqual([e["handle"] for e in self.client.list()], handles)  # root sees all, 128 at a time
+
+        def pages():
+            with self.connect() as c:
+                result, after, more = [], 0, True
+                while more:
+                    entries, more, after = c.list_page(after)
+                    result.append(([e["handle"] for e in entries], more, after))
+            return result
+
+        result = as_other(pages)
+        self.assertEqual([h for page, _, _ in result for h in page], [handles[i] for i in readable])
+        # The first request examined no more than LIST_SCAN_MAX regions, none it may see, and says where to go on.
+        first_page, more, after = result[0]
+        self.assertEqual((first_page, more), ([], True))
+        self.assertTrue(0 < after <= handles[mfb.LIST_SCAN_MAX - 1], after)
+        self.assertGreaterEqual(len(result), -(-total // mfb.LIST_SCAN_MAX))
+        self.assertFalse(result[-1][1])
+
+        # The C library follows the cursor through the same pages.
+        def ctl_list():
+            return [e["handle"] for e in self.ctl_json("list")]
+
+        self.assertEqual(as_other(ctl_list), [handles[i] for i in readable])
+
+    def test_limits(self):
+        limits = self.client.limits()
+        self.assertEqual(limits["uid"], os.getuid())
+        before = limits["resources"]
+        self.assertEqual(list(before), list(mfb.RESOURCES))
+        exempt = os.geteuid() == 0
+        self.client.create(1 << 20, name="counted").close()  # its name keeps it
+        held = self.client.limits()["resources"]
+        # A region: 1 region, its bytes and 1 fd, charged to its owner (root sees it in the broker's use).
+        for name, more in (("regions", 1), ("bytes", 1 << 20), ("fds", 1)):
+            field = "broker_used" if exempt else "uid_used"
+            self.assertEqual(held[name][field], before[name][field] + more, name)
+
+        tool = self.ctl_json("limits")
+        self.assertEqual(tool["uid"], os.getuid())
+        self.assertEqual(list(tool["resources"]), list(mfb.RESOURCES))
+        for name, entry in tool["resources"].items():
+            self.assertEqual(entry["unit"], "bytes" if name.endswith("bytes") else "count")
+            for field in ("broker_max", "uid_max"):
+                self.assertEqual(entry[field], None if held[name][field] == mfb.LIMIT_NONE else held[name][field])
+
+        if not exempt:
+            for name, entry in held.items():
+                self.assertEqual(entry["broker_used"], mfb.LIMIT_NONE, name)
+            return
+        # Root is exempt: no limit of its own, and all that is left is its to take.
+        for name, entry in held.items():
+            self.assertEqual(entry["uid_max"], mfb.LIMIT_NONE, name)
+            self.assertEqual(entry["uid_available"], max(entry["broker_max"] - entry["broker_used"], 0), name)
+
+        # Another uid, alone among those not exempt, may take half of what is left, within its own limit.
+        os.chmod(self.dir.name, 0o755)  # so that the other user reaches the socket
+
+        def other_limits():
+            with self.connect() as c:
+                first = c.limits()
+                with c.create(1 << 20):
+                    return first, c.limits()
+
+        first, then = as_other(other_limits)
+        for limits in (first, then):
+            self.assertEqual(limits["uid"], OTHER_ID)
+            for name, entry in limits["resources"].items():
+                self.assertEqual(entry["broker_used"], mfb.LIMIT_NONE, name)
+                self.assertEqual(entry["broker_max"], held[name]["broker_max"], name)
+            self.assertEqual(limits["resources"]["connections"]["uid_used"], 1)
+        first, then = first["resources"], then["resources"]
+        for name, size in (("regions", 1), ("bytes", 1 << 20)):
+            self.assertNotEqual(first[name]["uid_max"], mfb.LIMIT_NONE, name)
+            self.assertEqual((first[name]["uid_used"], then[name]["uid_used"]), (0, size), name)
+            left = held[name]["broker_max"] - held[name]["broker_used"]
+            self.assertEqual(first[name]["uid_available"], min(first[name]["uid_max"], left // 2), name)
+            # 2 * (held + charge) - held <= left: what it took comes off what it may take.
+            self.assertEqual(then[name]["uid_available"], first[name]["uid_available"] - size, name)
+        self.assertEqual(then["fds"]["uid_used"], first["fds"]["uid_used"] + 1)
+
+    def test_c_client_refuses_a_list_cursor_that_does_not_move(self):
+        afters = []
+
+        def serve(conn):
+            fake_hello(conn)
+            while len(afters) < 10:  # a client that goes on asking does not stop by itself
+                data = conn.recv(mfb.RECORD_MAX)
+                if not data:
+                    return
+                _, opcode, _, cookie, _, _, _ = mfb.HEADER.unpack_from(data)
+                (after,) = mfb.LIST_REQUEST.unpack_from(data, mfb.HEADER.size)
+                afters.append(after)
+                # Valid from 0, then stuck at 5.
+                conn.sendmsg([reply_record(mfb.LIST, cookie, mfb.LIST_REPLY_HEAD.pack(0, 1, 5))])
+
+        fake = FakeBroker(self.dir.name, serve, connections=2)
+        try:
+            p = subprocess.run([os.environ["MFB_BROKERCTL"], "--socket", fake.path, "list"],
+                               capture_output=True, timeout=TIMEOUT)
+            self.assertEqual((p.returncode, p.stdout), (1, b""), p.stderr)
+            self.assertRegex(p.stderr.decode(), r"^memfd-brokerctl: list: .*\n$")
+            self.assertEqual(afters, [0, 5])
+            del afters[:]
+            with mfb.Client(fake.path, timeout=TIMEOUT) as c, self.assertRaises(mfb.ProtocolError):
+                c.list()
+            self.assertEqual(afters, [0, 5])
+        finally:
+            fake.close()
+
+    def test_clients_report_a_broker_out_of_fds(self):
+        message = b"the broker is out of file descriptors"
+
+        def serve(conn):
+            # What a broker out of fds does: one error under cookie 0, then it closes.
+            conn.sendmsg([reply_record(mfb.HELLO, 0, message, -errno.ENOSPC)])
+
+        fake = FakeBroker(self.dir.name, serve, connections=2)
+        try:
+            p = subprocess.run([os.environ["MFB_BROKERCTL"], "--socket", fake.path, "list"],
+                               capture_output=True, timeout=TIMEOUT)
+            self.assertEqual(p.returncode, 1, p.stderr)
+            self.assertEqual(p.stderr.decode(), "memfd-brokerctl: list: cannot connect to %s: %s\n"
+                             % (fake.path, message.decode()))
+            with self.assertRaises(mfb.BrokerError) as e:
+                mfb.Client(fake.path, timeout=TIMEOUT)
+            self.assertEqual((e.exception.errno, e.exception.strerror), (errno.ENOSPC, message.decode()))
+        finally:
+            fake.close()
 
     def test_hugetlb(self):
         page, free = hugepages()
