@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # memfd-brokerctl end to end against a broker of its own: a 64 MiB round trip
-# through create, write, seal and cat, then stat, list and rm, and the errors
-# a user meets.
+# through create, write, seal and cat, then stat, list, limits and rm, and the
+# errors a user meets. Run as root, it also runs limits as uid 65534.
 # shellcheck source=tests/lib.sh
 . "$(dirname "$0")/lib.sh"
 export MEMFD_BROKER_SOCKET="$dir/broker.sock"
@@ -10,6 +10,20 @@ export MEMFD_BROKER_SOCKET="$dir/broker.sock"
 run_broker "$MEMFD_BROKER_SOCKET" ${MFB_BROKER_WRAPPER:-} "$MFB_BROKERD" --log-level warning
 
 ctl() { brokerctl "$@"; }
+
+# as_other COMMAND...: runs COMMAND as uid and gid 65534 without other groups,
+# under the deadline; fails when this cannot be done (see can_switch).
+as_other() {
+    if command -v setpriv >/dev/null; then
+        timeout "$TIMEOUT" setpriv --reuid=65534 --regid=65534 --clear-groups "$@"
+    else
+        timeout "$TIMEOUT" runuser -u "$(getent passwd 65534 | cut -d: -f1)" -- "$@"
+    fi
+}
+# Whether as_other can run: as root, with setpriv or runuser and a user 65534.
+can_switch() {
+    [ "$(id -u)" -eq 0 ] && { command -v setpriv || { command -v runuser && getent passwd 65534; }; } >/dev/null
+}
 
 # The round trip.
 head -c 64M /dev/urandom > "$dir/data"
@@ -35,6 +49,62 @@ PY
 ctl list | grep -q 'demo' || fail "list lacks demo"
 ctl list --json | python3 -c 'import json,sys; l=json.load(sys.stdin); assert [e["name"] for e in l] == ["demo"], l' \
     || fail "list --json is wrong"
+
+# limits: a line per resource, one word per cell; JSON with the exact numbers.
+resources="regions bytes fds connections queued_bytes waiters kept_regions"
+check_limits_table() {
+    local table=$1 uid_max=$2 broker_used=$3
+    [ "$(head -1 <<<"$table" | tr -s ' ')" = "RESOURCE BROKER-MAX BROKER-USED UID-MAX UID-USED AVAILABLE" ] \
+        || fail "limits has another header: $table"
+    [ "$(tail -n +2 <<<"$table" | awk '{print $1}' | xargs)" = "$resources" ] \
+        || fail "limits does not list the resources in order: $table"
+    tail -n +2 <<<"$table" | awk -v uid_max="$uid_max" -v broker_used="$broker_used" '
+        NF != 6 { exit 1 }
+        uid_max == "-" && $4 != "-" { exit 1 }
+        broker_used == "-" && $3 != "-" { exit 1 }
+        broker_used != "-" && $3 == "-" { exit 1 }
+        $1 == "bytes" && $2 !~ /^[0-9.]+(B|[KMGTPE]iB)$/ { exit 1 }' \
+        || fail "limits has a wrong cell: $table"
+}
+check_limits_json() {
+    python3 -c '
+import json, sys
+want_uid, exempt = int(sys.argv[1]), sys.argv[2] == "exempt"
+limits = json.load(sys.stdin)
+assert limits["uid"] == want_uid, limits
+assert list(limits["resources"]) == sys.argv[3].split(), limits
+for name, e in limits["resources"].items():
+    assert e["unit"] == ("bytes" if name.endswith("bytes") else "count"), (name, e)
+    # Limits per uid: on regions, bytes and connections, for all but root.
+    if exempt or name in ("fds", "queued_bytes", "waiters"):
+        assert e["uid_max"] is None, (name, e)
+    elif name != "kept_regions":
+        assert e["uid_max"] is not None, (name, e)
+    assert (e["broker_used"] is None) != exempt, (name, e)
+    assert e["uid_available"] is not None and e["uid_available"] <= e["broker_max"], (name, e)
+    if not exempt and e["uid_max"] is not None:
+        assert e["uid_used"] + e["uid_available"] <= e["uid_max"], (name, e)
+if exempt:
+    demo = limits["resources"]["bytes"]
+    assert demo["broker_used"] >= 64 << 20, demo  # the region demo at least
+else:
+    assert limits["resources"]["connections"]["uid_used"] == 1, limits  # its own
+' "$@"
+}
+# The broker runs as this script's user, which is exempt as root is: no limit of
+# its own ("-"), and it is told what everyone holds.
+check_limits_table "$(ctl limits)" - used
+ctl limits --json | check_limits_json "$(id -u)" exempt "$resources" || fail "limits --json is wrong"
+if can_switch; then
+    chmod 755 "$dir"  # so that uid 65534 reaches the socket
+    table=$(as_other "$MFB_BROKERCTL" limits) || fail "limits as uid 65534 failed: $table"
+    check_limits_table "$table" any -
+    [ "$(awk '$1 == "regions" {print $4}' <<<"$table")" != - ] || fail "uid 65534 has no limit on regions: $table"
+    as_other "$MFB_BROKERCTL" limits --json | check_limits_json 65534 limited "$resources" \
+        || fail "limits --json as uid 65534 is wrong"
+else
+    echo "SKIP: limits as uid 65534: needs root and setpriv or runuser"
+fi
 
 # Errors: one line on stderr naming the operation and the region, status 1.
 expect_error() {
@@ -65,10 +135,15 @@ ctl create moded 4K --mode 0640 >/dev/null
 [ "$(field moded mode)" = $((8#640)) ] || fail "create --mode 0640 gave mode $(field moded mode)"
 ctl chmod 604 moded
 [ "$(field moded mode)" = $((8#604)) ] || fail "chmod 604 gave mode $(field moded mode)"
-ctl chown 65534:65534 moded
-[ "$(field moded uid)" = 65534 ] && [ "$(field moded gid)" = 65534 ] || fail "chown did not take"
-ctl chown :0 moded
-[ "$(field moded uid)" = 65534 ] && [ "$(field moded gid)" = 0 ] || fail "chown :GROUP changed more than the group"
+if [ "$(id -u)" -eq 0 ]; then
+    ctl chown 65534:65534 moded
+    [ "$(field moded uid)" = 65534 ] && [ "$(field moded gid)" = 65534 ] || fail "chown did not take"
+    ctl chown :0 moded
+    [ "$(field moded uid)" = 65534 ] && [ "$(field moded gid)" = 0 ] || fail "chown :GROUP changed more than the group"
+else
+    # Only root gives a region to another user.
+    expect_error moded chown 0 moded
+fi
 status=0; ctl chmod 1777 moded >/dev/null 2>&1 || status=$?
 [ "$status" -eq 2 ] || fail "chmod with more than permission bits exited $status"
 

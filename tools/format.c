@@ -121,20 +121,24 @@ static const char *owner_string(uid_t uid, char buf[static OWNER_STRING_MAX]) {
 /* "16.0 EiB" at most, NUL included, with room to spare. */
 #define SIZE_STRING_MAX 32
 
-/* "64 MiB", "1.5 KiB": the size in the largest binary unit it reaches. */
-static const char *size_string(uint64_t size, char buf[static SIZE_STRING_MAX]) {
+/*
+ * "64 MiB", "1.5 KiB": the size in the largest binary unit it reaches, the
+ * unit after separator (" " in prose, "" in a table whose columns are split
+ * at spaces).
+ */
+static const char *size_string(uint64_t size, const char *separator, char buf[static SIZE_STRING_MAX]) {
         static const char units[] = "KMGTPE";
         unsigned u = 0;
 
         while (u < sizeof(units) - 1 && size >> (10 * (u + 1)) >= 1)
                 u++;
         if (u == 0)
-                snprintf(buf, SIZE_STRING_MAX, "%" PRIu64 " B", size);
+                snprintf(buf, SIZE_STRING_MAX, "%" PRIu64 "%sB", size, separator);
         else if (size % (UINT64_C(1) << (10 * u)) == 0)
-                snprintf(buf, SIZE_STRING_MAX, "%" PRIu64 " %ciB", size >> (10 * u), units[u - 1]);
+                snprintf(buf, SIZE_STRING_MAX, "%" PRIu64 "%s%ciB", size >> (10 * u), separator, units[u - 1]);
         else
-                snprintf(buf, SIZE_STRING_MAX, "%.1f %ciB", (double) size / (double) (UINT64_C(1) << (10 * u)),
-                         units[u - 1]);
+                snprintf(buf, SIZE_STRING_MAX, "%.1f%s%ciB", (double) size / (double) (UINT64_C(1) << (10 * u)),
+                         separator, units[u - 1]);
         return buf;
 }
 
@@ -150,7 +154,7 @@ void format_stat(FILE *f, const mfb_region_stat *st) {
 
         fprintf(f, "%-10s %" PRIu64 "\n", "handle:", st->handle);
         fprintf(f, "%-10s %s\n", "name:", *st->name ? st->name : "-");
-        fprintf(f, "%-10s %" PRIu64 " (%s)\n", "size:", st->size, size_string(st->size, size));
+        fprintf(f, "%-10s %" PRIu64 " (%s)\n", "size:", st->size, size_string(st->size, " ", size));
         fprintf(f, "%-10s %s (uid %u, gid %u)\n", "owner:", owner_string(st->uid, owner),
                 (unsigned) st->uid, (unsigned) st->gid);
         fprintf(f, "%-10s %s (uid %u, gid %u), pid %d\n", "creator:", owner_string(st->creator_uid, creator),
@@ -353,13 +357,14 @@ static uint64_t limit_column(const mfb_limit *l, int column) {
 /*
  * One cell: "-" for no limit and for a use the broker does not tell (both
  * UINT64_MAX), except that nothing limiting what may be taken reads
- * "unlimited"; sizes in binary units.
+ * "unlimited"; sizes in binary units, without a space, so that every cell
+ * is one word for awk and cut.
  */
 static const char *limit_string(uint64_t v, int column, bool bytes, char buf[static SIZE_STRING_MAX]) {
         if (v == MFB_UNLIMITED)
                 return column == LIMIT_UID_AVAILABLE ? "unlimited" : "-";
         if (bytes)
-                return size_string(v, buf);
+                return size_string(v, "", buf);
         snprintf(buf, SIZE_STRING_MAX, "%" PRIu64, v);
         return buf;
 }

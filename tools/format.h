@@ -27,8 +27,9 @@ void format_list_json(FILE *f, const mfb_region_stat *entries, size_t n);
 
 /*
  * A table of the first n resources (at most MFB_LIMIT_COUNT) of limits, as
- * mfb_limits() fills them: one line each, sizes in binary units, "-" for no
- * limit and for what the broker does not tell.
+ * mfb_limits() fills them: one line each, every cell one word (sizes in
+ * binary units, "64MiB"), "-" for no limit and for what the broker does not
+ * tell.
  */
 void format_limits(FILE *f, const mfb_limit *limits, size_t n);
 
