@@ -2,6 +2,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -121,11 +122,9 @@ static void probe_and_close(const struct test_broker *b, int fd) {
         ck_assert_msg(test_broker_wait_fd_count(b, with_probe - 1), "broker kept the probe connection");
 }
 
-void test_broker_start(struct test_broker *b, const char *const *extra_args) {
-        test_broker_start_with_fd_limit(b, extra_args, 0);
-}
-
-void test_broker_start_with_fd_limit(struct test_broker *b, const char *const *extra_args, unsigned fd_limit) {
+/* Starts the broker with fd_limit on its open files unless 0, as uid (and gid uid) unless that is ours. */
+static void broker_start(struct test_broker *b, const char *const *extra_args, unsigned fd_limit, uid_t uid) {
+        bool switch_user = uid != geteuid();
         const char *brokerd = getenv("MFB_BROKERD");
         const char *base = getenv("MFB_TEST_DIR");
         const char *wrapper = getenv("MFB_BROKER_WRAPPER");
@@ -142,6 +141,9 @@ void test_broker_start_with_fd_limit(struct test_broker *b, const char *const *e
         ck_assert_msg(mkdtemp(b->dir), "mkdtemp: %s", strerror(errno));
         /* Other uids (the access tests) must reach the socket inside. */
         ck_assert_msg(chmod(b->dir, 0755) == 0, "chmod: %s", strerror(errno));
+        /* The broker's own user makes its socket in there. */
+        if (switch_user)
+                ck_assert_msg(chown(b->dir, uid, uid) == 0, "chown: %s", strerror(errno));
         ck_assert_int_lt(snprintf(b->socket_path, sizeof(b->socket_path), "%s/s", b->dir),
                          (int) sizeof(b->socket_path));
 
@@ -167,6 +169,11 @@ void test_broker_start_with_fd_limit(struct test_broker *b, const char *const *e
                         fprintf(stderr, "setrlimit RLIMIT_NOFILE %u: %s\n", fd_limit, strerror(errno));
                         _exit(127);
                 }
+                if (switch_user && (setgroups(0, NULL) < 0 || setresgid(uid, uid, uid) < 0 ||
+                                    setresuid(uid, uid, uid) < 0)) {
+                        fprintf(stderr, "becoming uid %u: %s\n", (unsigned) uid, strerror(errno));
+                        _exit(127);
+                }
                 execvp(argv[0], (char **) argv);
                 fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
                 _exit(127);
@@ -184,6 +191,18 @@ void test_broker_start_with_fd_limit(struct test_broker *b, const char *const *e
                 ck_assert_msg(now_ms() < deadline, "broker did not accept connections on %s", b->socket_path);
                 pause_briefly();
         }
+}
+
+void test_broker_start(struct test_broker *b, const char *const *extra_args) {
+        broker_start(b, extra_args, 0, geteuid());
+}
+
+void test_broker_start_with_fd_limit(struct test_broker *b, const char *const *extra_args, unsigned fd_limit) {
+        broker_start(b, extra_args, fd_limit, geteuid());
+}
+
+void test_broker_start_as(struct test_broker *b, const char *const *extra_args, uid_t uid) {
+        broker_start(b, extra_args, 0, uid);
 }
 
 int test_wait_child(pid_t pid) {

@@ -38,6 +38,12 @@ void test_broker_start(struct test_broker *b, const char *const *extra_args);
  */
 void test_broker_start_with_fd_limit(struct test_broker *b, const char *const *extra_args, unsigned fd_limit);
 
+/*
+ * test_broker_start() with the broker running as uid and gid uid, with no
+ * supplementary groups (as a service user); needs root.
+ */
+void test_broker_start_as(struct test_broker *b, const char *const *extra_args, uid_t uid);
+
 /* SIGTERM, waits for a clean exit (status 0) and checks that the socket file and the folder are gone. */
 void test_broker_stop(struct test_broker *b);
 

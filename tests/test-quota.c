@@ -4,7 +4,8 @@
  * connections (the last one that fits succeeds, the next one is refused
  * with EDQUOT, freeing one makes room again), that they bind one uid and
  * not another nor root, and the fair share of what is left that a uid may
- * take of the broker's regions. The other users are uid 65534 and 65533:
+ * take of the broker's regions. The other users are uid 65534 and 65533
+ * (and 65532 as the broker's own):
  * a child of that uid makes the connections and passes them up, so that
  * the test speaks for that user; run as anyone but root, these tests cannot
  * switch users and say so.
@@ -20,6 +21,7 @@
 
 #define USER_A 65534
 #define USER_B 65533
+#define BROKER_USER 65532      /* a service user for the broker to run as */
 
 #define REGIONS_PER_UID 4
 #define BYTES_PER_UID (1U << 20)
@@ -51,12 +53,12 @@ static bool can_switch_users(const char *test) {
         return false;
 }
 
-/* A connection of uid that has done HELLO. */
-static int connect_as(uid_t uid) {
+/* A connection of uid to b that has done HELLO. */
+static int connect_as(const struct test_broker *b, uid_t uid) {
         struct mfb_wire_hello_request hello = { .version_min = MFB_WIRE_VERSION, .version_max = MFB_WIRE_VERSION };
         int fd;
 
-        raw_connect_as(&test_broker, uid, 0, 1, &fd);
+        raw_connect_as(b, uid, 0, 1, &fd);
         ck_assert_int_eq(raw_request(fd, MFB_OP_HELLO, &hello, sizeof(hello), NULL, 0), 0);
         return fd;
 }
@@ -108,7 +110,7 @@ START_TEST(regions_per_uid_stop_at_the_limit) {
 
         if (!can_switch_users(__func__))
                 return;
-        a = connect_as(USER_A);
+        a = connect_as(&test_broker, USER_A);
         for (int i = 0; i < REGIONS_PER_UID; i++)
                 handles[i] = create(a, PAGE);
         create_refused(a, PAGE, -EDQUOT, "regions");
@@ -119,7 +121,7 @@ START_TEST(regions_per_uid_stop_at_the_limit) {
         create_refused(a, PAGE, -EDQUOT, "regions");
 
         /* Another uid has a limit of its own, and root none, while A is at its limit. */
-        b = connect_as(USER_B);
+        b = connect_as(&test_broker, USER_B);
         for (int i = 0; i < REGIONS_PER_UID; i++)
                 create(b, PAGE);
         create_refused(b, PAGE, -EDQUOT, "regions");
@@ -140,7 +142,7 @@ START_TEST(bytes_per_uid_stop_at_the_limit) {
 
         if (!can_switch_users(__func__))
                 return;
-        a = connect_as(USER_A);
+        a = connect_as(&test_broker, USER_A);
         handle = create(a, first);
         create_refused(a, rest + 1, -EDQUOT, "bytes");
         create(a, rest);
@@ -151,7 +153,7 @@ START_TEST(bytes_per_uid_stop_at_the_limit) {
         create(a, first);
         create_refused(a, 1, -EDQUOT, "bytes");
 
-        b = connect_as(USER_B);
+        b = connect_as(&test_broker, USER_B);
         create(b, BYTES_PER_UID);
         create_refused(b, 1, -EDQUOT, "bytes");
         root = raw_connect_hello(&test_broker);
@@ -251,12 +253,12 @@ START_TEST(a_uid_gets_its_fair_share_of_regions) {
         ck_assert_uint_eq(share_a, SHARE_MAX_REGIONS / 2);
         ck_assert_uint_gt(share_b, 0);
 
-        a = connect_as(USER_A);
+        a = connect_as(&test_broker, USER_A);
         for (unsigned i = 0; i < share_a; i++)
                 create(a, PAGE);
         create_refused(a, PAGE, -EDQUOT, "regions");
 
-        b = connect_as(USER_B);
+        b = connect_as(&test_broker, USER_B);
         for (unsigned i = 0; i < share_b; i++)
                 create(b, PAGE);
         create_refused(b, PAGE, -EDQUOT, "regions");
@@ -273,6 +275,40 @@ START_TEST(a_uid_gets_its_fair_share_of_regions) {
 }
 END_TEST
 
+START_TEST(root_and_the_brokers_own_uid_are_exempt) {
+        struct test_broker b;
+        int a, exempt[2], connections[CONNECTIONS_PER_UID + 2];
+        union reply_body body;
+
+        if (!can_switch_users(__func__))
+                return;
+        /* Running as a user of its own, as a system service does, the broker exempts that user and root. */
+        test_broker_start_as(&b, per_uid_args, BROKER_USER);
+        a = connect_as(&b, USER_A);
+        for (int i = 0; i < REGIONS_PER_UID; i++)
+                create(a, PAGE);
+        create_refused(a, PAGE, -EDQUOT, "regions");
+
+        exempt[0] = raw_connect_hello(&b);
+        exempt[1] = connect_as(&b, BROKER_USER);
+        for (int e = 0; e < 2; e++) {
+                for (int i = 0; i < 2 * REGIONS_PER_UID; i++)
+                        create(exempt[e], PAGE);
+                create(exempt[e], 2 * BYTES_PER_UID);
+        }
+        raw_connect_as(&b, BROKER_USER, 0, CONNECTIONS_PER_UID + 2, connections);
+        for (int i = 0; i < CONNECTIONS_PER_UID + 2; i++) {
+                ck_assert_int_eq(hello(connections[i], &body), 0);
+                close(connections[i]);
+        }
+
+        close(exempt[1]);
+        close(exempt[0]);
+        close(a);
+        test_broker_stop(&b);
+}
+END_TEST
+
 static void per_uid_setup(void) {
         test_fd_leak_setup();
         test_broker_start(&test_broker, per_uid_args);
@@ -285,7 +321,7 @@ static void share_setup(void) {
 
 Suite *quota_suite(void) {
         Suite *s = suite_create("quota");
-        TCase *per_uid = tcase_create("per-uid"), *share = tcase_create("share");
+        TCase *per_uid = tcase_create("per-uid"), *share = tcase_create("share"), *exempt = tcase_create("exempt");
 
         tcase_set_timeout(per_uid, 60);
         tcase_add_checked_fixture(per_uid, per_uid_setup, test_broker_teardown);
@@ -298,5 +334,11 @@ Suite *quota_suite(void) {
         tcase_add_checked_fixture(share, share_setup, test_broker_teardown);
         tcase_add_test(share, a_uid_gets_its_fair_share_of_regions);
         suite_add_tcase(s, share);
+
+        /* A broker of its own, which runs as another user. */
+        tcase_set_timeout(exempt, 60);
+        tcase_add_checked_fixture(exempt, test_fd_leak_setup, test_fd_leak_teardown);
+        tcase_add_test(exempt, root_and_the_brokers_own_uid_are_exempt);
+        suite_add_tcase(s, exempt);
         return s;
 }
