@@ -31,7 +31,7 @@ struct quota {
         uid_t exempt_uid;
         struct quota_amount used;               /* by every uid, exempt ones included */
         uint64_t holders[MFB_RESOURCE_COUNT];   /* non-exempt uids holding some */
-        struct hashmap *users;                  /* uid → struct quota_user, non-exempt uids only */
+        struct hashmap *users;                  /* uid → struct quota_user; exempt ones only for reporting */
 };
 
 int quota_new(const struct quota_limits *limits, uid_t exempt_uid, struct quota **ret) {
@@ -175,53 +175,49 @@ static int check(const struct quota *q, uid_t uid, const struct quota_user *u, c
         return 0;
 }
 
-static void add(struct quota *q, struct quota_user *u, const struct quota_amount *amount) {
+int quota_charge_force(struct quota *q, uid_t uid, const struct quota_amount *amount) {
+        bool exempt = quota_is_exempt(q, uid);
+        struct quota_user *u;
+
+        u = user_get_or_add(q, uid);
+        if (!u)
+                return -ENOMEM;
         for (unsigned i = 0; i < MFB_RESOURCE_COUNT; i++) {
-                q->used.n[i] += amount->n[i];
-                if (!u || amount->n[i] == 0)
+                if (amount->n[i] == 0)
                         continue;
-                if (u->held.n[i] == 0)
+                /* Exempt uids take no share, so they do not make the others' smaller. */
+                if (u->held.n[i] == 0 && !exempt)
                         q->holders[i]++;
                 u->held.n[i] += amount->n[i];
+                q->used.n[i] += amount->n[i];
         }
-}
-
-int quota_charge_force(struct quota *q, uid_t uid, const struct quota_amount *amount) {
-        struct quota_user *u = NULL;
-
-        if (!quota_is_exempt(q, uid)) {
-                u = user_get_or_add(q, uid);
-                if (!u)
-                        return -ENOMEM;
-        }
-        add(q, u, amount);
         return 0;
 }
 
 int quota_charge(struct quota *q, uid_t uid, const struct quota_amount *amount, enum mfb_wire_resource *ret_refused) {
         int r;
 
-        r = check(q, uid, quota_is_exempt(q, uid) ? NULL : user_get(q, uid), amount, ret_refused);
+        r = check(q, uid, user_get(q, uid), amount, ret_refused);
         if (r < 0)
                 return r;
         return quota_charge_force(q, uid, amount);
 }
 
 void quota_discharge(struct quota *q, uid_t uid, const struct quota_amount *amount) {
-        struct quota_user *u = quota_is_exempt(q, uid) ? NULL : user_get(q, uid);
+        bool exempt = quota_is_exempt(q, uid);
+        struct quota_user *u = user_get(q, uid);
 
+        assert(u);
         for (unsigned i = 0; i < MFB_RESOURCE_COUNT; i++) {
-                assert(q->used.n[i] >= amount->n[i]);
-                q->used.n[i] -= amount->n[i];
-                if (quota_is_exempt(q, uid) || amount->n[i] == 0)
+                if (amount->n[i] == 0)
                         continue;
-                assert(u && u->held.n[i] >= amount->n[i]);
+                assert(q->used.n[i] >= amount->n[i] && u->held.n[i] >= amount->n[i]);
+                q->used.n[i] -= amount->n[i];
                 u->held.n[i] -= amount->n[i];
-                if (u->held.n[i] == 0)
+                if (u->held.n[i] == 0 && !exempt)
                         q->holders[i]--;
         }
-        if (u)
-                user_forget_if_unused(q, u);
+        user_forget_if_unused(q, u);
 }
 
 int quota_move(struct quota *q, uid_t from, uid_t to, const struct quota_amount *amount,
@@ -239,11 +235,8 @@ int quota_move(struct quota *q, uid_t from, uid_t to, const struct quota_amount 
 }
 
 uint64_t quota_held(const struct quota *q, uid_t uid, enum mfb_wire_resource resource) {
-        const struct quota_user *u;
+        const struct quota_user *u = user_get(q, uid);
 
-        if (quota_is_exempt(q, uid))
-                return 0;
-        u = user_get(q, uid);
         return u ? u->held.n[resource] : 0;
 }
 
