@@ -965,15 +965,18 @@ static uint64_t broker_fd_limit(const struct test_broker *b) {
 START_TEST(default_quotas_fit_the_machine) {
         uint64_t memory = (uint64_t) sysconf(_SC_PHYS_PAGES) * (uint64_t) sysconf(_SC_PAGESIZE);
         struct test_broker b;
+        struct baseline base;
         struct mfb_wire_limits_reply l;
         const struct mfb_wire_limit *bytes = &l.resources[MFB_RESOURCE_BYTES];
         const struct mfb_wire_limit *regions = &l.resources[MFB_RESOURCE_REGIONS];
-        int fd;
+        int fd, victim;
 
         if (!can_switch_users(__func__))
                 return;
         test_broker_start(&b, NULL);
+        baseline_take(&b, &base);
         fd = connect_as(&b, UID_A);
+        victim = connect_as(&b, UID_B);
         get_limits(fd, &l);
         ck_assert_msg(bytes->uid_max <= memory, "a uid may hold %" PRIu64 " bytes, the machine has %" PRIu64,
                       bytes->uid_max, memory);
@@ -981,8 +984,10 @@ START_TEST(default_quotas_fit_the_machine) {
         /* Every region holds an fd: more regions than fds would fail as ENOSPC for everyone. */
         ck_assert_uint_le(regions->broker_max, broker_fd_limit(&b));
         ck_assert_uint_le(regions->uid_max, regions->broker_max);
-        assert_victim_served(fd);
+        assert_victim_served(victim);
         close(fd);
+        close(victim);
+        assert_back_to_baseline(&b, &base, RSS_SLACK_KIB, __func__);
         test_broker_stop(&b);
 }
 END_TEST

@@ -97,6 +97,10 @@ def remove_named(path, prefix, n):
         return c.limits()["resources"]["kept_regions"]["uid_used"]
 
 
+def broker_fds(pid):
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
 @unittest.skipUnless(os.geteuid() == 0, "needs root to switch to uids %d and %d" % (ATTACKER, VICTIM))
 class KeptRegionsTest(unittest.TestCase):
     def setUp(self):
@@ -113,8 +117,9 @@ class KeptRegionsTest(unittest.TestCase):
 
     def test_one_uid_cannot_use_up_the_kept_regions(self):
         path = self.systemd.socket_path
-        self.systemd.start("--max-kept-regions", str(KEPT_MAX))
+        pid = self.systemd.start("--max-kept-regions", str(KEPT_MAX))
         stored = self.systemd.store_names()
+        fds = broker_fds(pid)
 
         # Alone, the attacker gets at most half of what is left: the victim finds the other half.
         attack = as_user(ATTACKER, create_named_until_refused, path, "a")
@@ -138,8 +143,8 @@ class KeptRegionsTest(unittest.TestCase):
         # Removed, their names leave the store and the charges go.
         self.assertEqual(as_user(ATTACKER, remove_named, path, "a", attack["made"]), 0)
         self.assertEqual(as_user(VICTIM, remove_named, path, "v", victim["made"]), 0)
-        self.systemd.wait_for(lambda: self.systemd.store_names() == stored,
-                              "the store as it was before the attack")
+        self.systemd.wait_for(lambda: self.systemd.store_names() == stored and broker_fds(pid) == fds,
+                              "the store and the broker's fds as they were before the attack")
         self.assertEqual(self.systemd.stop(), 0)
 
 
