@@ -242,6 +242,15 @@ static void read_some(struct connection *c) {
         /* More may be waiting, and no new edge will say so: come back after the others had their turn. */
         if (i == RECORDS_PER_WAKEUP && c->reading)
                 event_active(c->event, EV_READ, 0);
+        /*
+         * Paused by what it read (a WAIT, a full queue): a hangup that came
+         * with this wakeup's edge will raise no other, so look for it now.
+         */
+        if (!c->reading && peer_gone(c)) {
+                log_debug("Connection of pid %d uid %u closed%s", (int) c->peer.creds.pid, c->peer.creds.uid,
+                          c->waiter ? " while its WAIT was pending" : " while it was not read");
+                connection_free(c);
+        }
 }
 
 static void on_event(evutil_socket_t fd, short what, void *userdata) {

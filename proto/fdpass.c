@@ -84,6 +84,11 @@ ssize_t mfb_record_recv(int sock, void *buf, size_t size, int *ret_fds, size_t *
                 *ret_nfds = 0;
                 return -EMSGSIZE;
         }
+        /* A zero-length record reads as end of file: nothing may come with it. */
+        if (n == 0) {
+                mfb_close_fds(ret_fds, nfds);
+                nfds = 0;
+        }
         *ret_nfds = nfds;
         return n;
 }

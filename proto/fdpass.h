@@ -27,7 +27,7 @@ int mfb_record_send(int sock, const void *buf, size_t len, const int *fds, size_
  * ret_fds (room for MFB_FDS_RECV_MAX), opened O_CLOEXEC and owned by the
  * caller from then on; *ret_nfds says how many. flags are extra receive
  * flags (MSG_DONTWAIT). Returns the record's length, 0 at end of file (the
- * peer closed), or -errno: -EAGAIN when nothing is waiting, -EMSGSIZE when
+ * peer closed, or sent an empty record, whose fds are closed), or -errno: -EAGAIN when nothing is waiting, -EMSGSIZE when
  * the record or its control data was truncated (every fd that came with it
  * has been closed; the connection is no longer trustworthy), or what
  * recvmsg() failed with.
