@@ -33,7 +33,7 @@ enum {
 /* One copy in a slot, in the host's byte order: the file never leaves the host. */
 struct record {
         uint64_t checksum;      /* of the bytes after it */
-        uint64_t seq;           /* of the write: above every other in the file when written; never 0 */
+        uint64_t seq;           /* of the write: above every other in the file when written; 1 to INT64_MAX */
         uint32_t type;          /* RECORD_* */
         uint32_t flags;         /* RECORD_HUGETLB */
         uint64_t handle;        /* REGION: the region's; MARK: the mark */
@@ -209,7 +209,8 @@ static bool all_zero(const void *data, size_t len) {
 
 /* Whether r is a whole record that this broker wrote to slot. */
 static bool record_valid(const struct record *r, uint32_t slot) {
-        if (r->seq == 0 || r->checksum != record_checksum(r))
+        /* Above INT64_MAX only garbage gets (2^63 writes): taken in, the next write's seq would wrap to 0. */
+        if (r->seq == 0 || r->seq > INT64_MAX || r->checksum != record_checksum(r))
                 return false;
         if (slot == 0)
                 return r->type == RECORD_MARK;
