@@ -21,6 +21,7 @@
 #include "persist.h"
 #include "quota.h"
 #include "region.h"
+#include "schedule.h"
 #include "wait.h"
 #include "wire.h"
 
@@ -192,6 +193,9 @@ int broker_new(const struct config *config, struct broker **ret) {
         r = wait_table_new(b->base, b->quota, &b->waits);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the table of waiters: %m");
+        r = scheduler_new(b->base, connection_serve, &b->scheduler);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up taking turns between users: %m");
 
         r = activation_take_fds(&listen_fd, &passed, &n_passed);
         if (r < 0)
@@ -247,6 +251,7 @@ struct broker *broker_free(struct broker *b) {
         notifier_free(b->notifier);
         listener_free(b->listener);
         wait_table_free(b->waits);
+        scheduler_free(b->scheduler);
         region_table_free(b->regions);
         quota_free(b->quota);
         for (size_t i = 0; i < ELEMENTSOF(b->signal_events); i++)

@@ -18,6 +18,7 @@ struct notifier;
 struct persist;
 struct quota;
 struct region_table;
+struct scheduler;
 struct wait_table;
 
 struct broker {
@@ -26,6 +27,7 @@ struct broker {
         struct quota *quota;
         struct region_table *regions;
         struct wait_table *waits;
+        struct scheduler *scheduler;            /* whose request is handled next */
         struct listener *listener;
         struct event *signal_events[3];
         struct connection *connections;         /* every open connection, newest first */

@@ -20,11 +20,9 @@
 #include "quota.h"
 #include "region.h"
 #include "request.h"
+#include "schedule.h"
 #include "wait.h"
 #include "wire.h"
-
-/* Records read per wakeup at most, so that a busy client cannot starve the others. */
-#define RECORDS_PER_WAKEUP 32U
 
 /* Unread records discarded at most before a connection that was told why is closed. */
 #define RECORDS_DISCARDED_MAX 1024U
@@ -65,7 +63,9 @@ void connection_update_reading(struct connection *c) {
 
         /* Edge-triggered: what arrived while c was not read raised no new edge, so look now. */
         if (on && !c->reading)
-                event_active(c->event, EV_READ, 0);
+                scheduler_ready(c->broker->scheduler, &c->turn);
+        else if (!on && c->reading)
+                scheduler_unready(c->broker->scheduler, &c->turn);
         c->reading = on;
 }
 
@@ -214,37 +214,32 @@ static int read_one(struct connection *c) {
         return r < 0 ? r : 1;
 }
 
-/* Reads up to RECORDS_PER_WAKEUP records; frees c when the peer is gone or broke the protocol. */
-static void read_some(struct connection *c) {
-        unsigned i;
+void connection_serve(struct scheduler_entry *e) {
+        struct connection *c = container_of(e, struct connection, turn);
+        int r;
 
-        for (i = 0; i < RECORDS_PER_WAKEUP && c->reading; i++) {
-                int r = read_one(c);
-
-                if (r == -EAGAIN)
-                        break;
-                if (r == 0) {
-                        log_debug("Connection of pid %d uid %u closed", (int) c->peer.creds.pid, c->peer.creds.uid);
-                        connection_free(c);
-                        return;
-                }
-                if (r < 0) {
-                        connection_drop(c, r);
-                        return;
-                }
+        r = read_one(c);
+        if (r == -EAGAIN) {
+                scheduler_unready(c->broker->scheduler, &c->turn);
+                return;
         }
-        /* Once per wakeup, not per request: the notifier coalesces anyway. */
+        if (r == 0) {
+                log_debug("Connection of pid %d uid %u closed", (int) c->peer.creds.pid, c->peer.creds.uid);
+                connection_free(c);
+                return;
+        }
+        if (r < 0) {
+                connection_drop(c, r);
+                return;
+        }
         notifier_status_changed(c->broker->notifier);
         if (c->closing && !c->queue_head) {
                 close_answered(c);
                 return;
         }
-        /* More may be waiting, and no new edge will say so: come back after the others had their turn. */
-        if (i == RECORDS_PER_WAKEUP && c->reading)
-                event_active(c->event, EV_READ, 0);
         /*
          * Paused by what it read (a WAIT, a full queue): a hangup that came
-         * with this wakeup's edge will raise no other, so look for it now.
+         * with the edge that made it ready will raise no other, so look now.
          */
         if (!c->reading && peer_gone(c)) {
                 log_debug("Connection of pid %d uid %u closed%s", (int) c->peer.creds.pid, c->peer.creds.uid,
@@ -268,8 +263,10 @@ static void on_event(evutil_socket_t fd, short what, void *userdata) {
                 close_answered(c);
                 return;
         }
+        /* Its requests wait for their turn (schedule.h); a hangup is seen when reading comes to it. */
         if (c->reading) {
-                read_some(c);
+                if (what & (EV_READ | EV_CLOSED))
+                        scheduler_ready(c->broker->scheduler, &c->turn);
                 return;
         }
         /* Not read now (a pending WAIT, a full queue, closing): the peer may be gone all the same. */
@@ -343,6 +340,8 @@ int connection_new_with_peer(struct broker *b, int fd, struct peer *peer) {
                 if (!c->event || event_add(c->event, NULL) < 0)
                         r = -ENOMEM;
         }
+        if (r >= 0)
+                r = scheduler_join(b->scheduler, &c->turn, c->peer.creds.uid);
         if (r < 0) {
                 log_error_errno(r, "Failed to set up the connection of pid %d: %m", (int) c->peer.creds.pid);
                 connection_free(c);
@@ -389,6 +388,7 @@ struct connection *connection_free(struct connection *c) {
         c->broker->n_connections--;
         notifier_status_changed(c->broker->notifier);
 
+        scheduler_leave(c->broker->scheduler, &c->turn);
         wait_forget(c);
         if (c->holds) {
                 release_all(c);

@@ -12,6 +12,8 @@
  * connection is not read while MFB_WIRE_REQUESTS_IN_FLIGHT_MAX replies are
  * queued, so a client that does not read its replies stalls only itself;
  * nor while its WAIT is pending, so that replies stay in request order.
+ * While it is read, its requests are handled one at a time, when its uid's
+ * turn comes (schedule.h).
  *
  * One edge-triggered event watches the socket for everything: readable,
  * writable, and the peer hanging up or failing. Edge-triggered, because a
@@ -27,6 +29,7 @@
 #include <stdint.h>
 
 #include "access.h"
+#include "schedule.h"
 
 struct broker;
 struct event;
@@ -56,6 +59,7 @@ struct connection {
         int fd;
         struct peer peer;                       /* taken at accept */
         struct event *event;                    /* EV_READ | EV_WRITE | EV_CLOSED, edge-triggered */
+        struct scheduler_entry turn;            /* its turns to have a request handled */
         bool reading;
         bool hello_done;
         bool closing;                           /* freed once its queued replies are sent */
@@ -89,6 +93,13 @@ int connection_new_with_peer(struct broker *b, int fd, struct peer *peer);
  * returns NULL.
  */
 struct connection *connection_free(struct connection *c);
+
+/*
+ * Handles the next request of the connection whose turn e is (the
+ * scheduler's callback), or notices that none is waiting, or that the
+ * client went.
+ */
+void connection_serve(struct scheduler_entry *e);
 
 /* Logs why c is dropped, at debug level (it concerns that client only), and frees it. */
 void connection_drop(struct connection *c, int error);

@@ -280,6 +280,12 @@ static void region_discharge(struct region_table *t, const struct region *r) {
         quota_discharge(t->quota, r->uid, &amount);
 }
 
+struct region *region_after(struct region_table *t, const struct region *r) {
+        size_t i = order_find(t, r->slot + 1);
+
+        return i < t->n_slots ? t->slots[i].region : NULL;
+}
+
 /* Unlinks r from every index and frees it. */
 static void region_destroy(struct region_table *t, struct region *r) {
         log_debug("Region %" PRIu64 " freed", r->handle);

@@ -135,6 +135,9 @@ struct region *region_get_by_name(const struct region_table *t, const char *name
  */
 struct region *region_next(struct region_table *t, uint64_t after);
 
+/* The region after r in handle order, or NULL: region_next(t, r->handle) without its search. */
+struct region *region_after(struct region_table *t, const struct region *r);
+
 /* Counts one more connection holding r. */
 void region_add_holder(struct region *r);
 

@@ -372,7 +372,7 @@ static int handle_list(struct connection *c, const struct mfb_wire_header *h, co
          * exist; but they are counted, so that a request costs the same
          * whatever others hold.
          */
-        for (r = region_next(t, req.after_handle); r; r = region_next(t, r->handle)) {
+        for (r = region_next(t, req.after_handle); r; r = region_after(t, r)) {
                 if (n == MFB_WIRE_LIST_ENTRIES_MAX || scanned == MFB_WIRE_LIST_SCAN_MAX)
                         break;
                 scanned++;

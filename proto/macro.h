@@ -4,6 +4,7 @@
 /* Small helpers shared by the daemon, the library and the tools. */
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -12,6 +13,9 @@
 #define _public_ __attribute__((visibility("default")))
 
 #define ELEMENTSOF(a) (sizeof(a) / sizeof((a)[0]))
+
+/* The struct of type that holds ptr as its member. */
+#define container_of(ptr, type, member) ((type *) ((char *) (ptr) - offsetof(type, member)))
 
 /* Move ownership out of a variable that has a cleanup attribute. */
 #define TAKE_FD(fd) ({ int _fd_ = (fd); (fd) = -1; _fd_; })

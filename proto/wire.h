@@ -30,7 +30,7 @@
 #define MFB_WIRE_REQUESTS_IN_FLIGHT_MAX 64U     /* unanswered requests per connection before the broker stops reading */
 #define MFB_WIRE_ERROR_MESSAGE_MAX      255U    /* bytes of text in an error reply */
 #define MFB_WIRE_LIST_ENTRIES_MAX       128U    /* region entries in one LIST reply */
-#define MFB_WIRE_LIST_SCAN_MAX          1024U   /* regions one LIST request examines at most, readable or not */
+#define MFB_WIRE_LIST_SCAN_MAX          256U    /* regions one LIST request examines at most, readable or not */
 
 /*
  * Seal bits, as the kernel defines them for F_ADD_SEALS / F_GET_SEALS.

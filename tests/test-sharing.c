@@ -253,8 +253,12 @@ START_TEST(killed_client_releases_its_regions) {
         test_steps_open(&st);
         pid = test_fork(holder_main, &st);
         ck_assert_int_eq(test_pipe_wait(st.from_child), 0);
-        /* One fd per region and one for the connection. */
-        ck_assert_uint_eq(test_broker_fd_count(&test_broker), baseline + HELD_REGIONS + 1);
+        /*
+         * One fd per region and one for the connection; waited for, since the
+         * broker closes the fd it sent with the last reply only after sending it.
+         */
+        ck_assert_msg(test_broker_wait_fd_count(&test_broker, baseline + HELD_REGIONS + 1),
+                      "broker has %u fds, want %u", test_broker_fd_count(&test_broker), baseline + HELD_REGIONS + 1);
 
         ck_assert_int_eq(kill(pid, SIGKILL), 0);
         status = test_wait_child(pid);

@@ -1,0 +1,161 @@
+/* SPDX-License-Identifier: MIT */
+#include <assert.h>
+#include <errno.h>
+#include <stdlib.h>
+
+#include <event2/event.h>
+
+#include "hashmap.h"
+#include "schedule.h"
+
+/* The entries of one uid, while any has joined. */
+struct scheduler_user {
+        uint64_t uid;                           /* the key: hashmap_u64_ops wants 64 bits */
+        unsigned n_entries;                     /* joined */
+        TAILQ_HEAD(, scheduler_entry) ready;    /* in turn order */
+        TAILQ_ENTRY(scheduler_user) link;       /* in the round, while it has ready entries */
+        bool in_round;
+};
+
+struct scheduler {
+        struct hashmap *users;                  /* uid → struct scheduler_user */
+        TAILQ_HEAD(, scheduler_user) round;     /* users with ready entries, in turn order */
+        struct event *run_event;
+        bool scheduled;                         /* run_event is active or pending */
+        bool running;                           /* in a round: it asks for the next itself */
+        scheduler_serve_t serve;
+};
+
+/* Asks for a round. The first in a while runs in this pass of the loop; later ones after it polls again. */
+static void schedule(struct scheduler *s, bool after_poll) {
+        static const struct timeval now = { 0, 0 };
+
+        if (s->scheduled || s->running)
+                return;
+        s->scheduled = true;
+        /* A zero timeout fires only after the loop has looked for new input: that is what makes rounds fair. */
+        if (after_poll)
+                evtimer_add(s->run_event, &now);
+        else
+                event_active(s->run_event, EV_TIMEOUT, 0);
+}
+
+/* One request for every user that has a ready entry. */
+static void on_run(evutil_socket_t fd, short what, void *userdata) {
+        struct scheduler *s = userdata;
+        unsigned n = 0;
+        struct scheduler_user *u;
+
+        s->scheduled = false;
+        s->running = true;
+        TAILQ_FOREACH(u, &s->round, link)
+                n++;
+        /* Users and entries move to the back before their turn: serving may remove them, or free them. */
+        for (; n > 0 && (u = TAILQ_FIRST(&s->round)); n--) {
+                struct scheduler_entry *e = TAILQ_FIRST(&u->ready);
+
+                TAILQ_REMOVE(&s->round, u, link);
+                TAILQ_INSERT_TAIL(&s->round, u, link);
+                TAILQ_REMOVE(&u->ready, e, link);
+                TAILQ_INSERT_TAIL(&u->ready, e, link);
+                s->serve(e);
+        }
+        s->running = false;
+        if (!TAILQ_EMPTY(&s->round))
+                schedule(s, true);
+}
+
+int scheduler_new(struct event_base *base, scheduler_serve_t serve, struct scheduler **ret) {
+        struct scheduler *s;
+        int r;
+
+        s = calloc(1, sizeof(*s));
+        if (!s)
+                return -ENOMEM;
+        TAILQ_INIT(&s->round);
+        s->serve = serve;
+        r = hashmap_new(&hashmap_u64_ops, &s->users);
+        if (r >= 0) {
+                s->run_event = evtimer_new(base, on_run, s);
+                if (!s->run_event)
+                        r = -ENOMEM;
+        }
+        if (r < 0) {
+                scheduler_free(s);
+                return r;
+        }
+        *ret = s;
+        return 0;
+}
+
+struct scheduler *scheduler_free(struct scheduler *s) {
+        if (!s)
+                return NULL;
+        assert(!s->users || hashmap_size(s->users) == 0);
+        if (s->run_event)
+                event_free(s->run_event);
+        hashmap_free(s->users);
+        free(s);
+        return NULL;
+}
+
+int scheduler_join(struct scheduler *s, struct scheduler_entry *e, uid_t uid) {
+        uint64_t key = uid;
+        struct scheduler_user *u = hashmap_get(s->users, &key);
+
+        if (!u) {
+                u = calloc(1, sizeof(*u));
+                if (!u)
+                        return -ENOMEM;
+                u->uid = uid;
+                TAILQ_INIT(&u->ready);
+                if (hashmap_put(s->users, &u->uid, u) < 0) {
+                        free(u);
+                        return -ENOMEM;
+                }
+        }
+        u->n_entries++;
+        *e = (struct scheduler_entry) { .user = u };
+        return 0;
+}
+
+void scheduler_leave(struct scheduler *s, struct scheduler_entry *e) {
+        struct scheduler_user *u = e->user;
+
+        if (!u)
+                return;
+        scheduler_unready(s, e);
+        e->user = NULL;
+        assert(u->n_entries > 0);
+        if (--u->n_entries == 0) {
+                hashmap_remove(s->users, &u->uid);
+                free(u);
+        }
+}
+
+void scheduler_ready(struct scheduler *s, struct scheduler_entry *e) {
+        struct scheduler_user *u = e->user;
+
+        if (e->ready)
+                return;
+        e->ready = true;
+        TAILQ_INSERT_TAIL(&u->ready, e, link);
+        if (!u->in_round) {
+                u->in_round = true;
+                TAILQ_INSERT_TAIL(&s->round, u, link);
+        }
+        schedule(s, false);
+}
+
+void scheduler_unready(struct scheduler *s, struct scheduler_entry *e) {
+        struct scheduler_user *u = e->user;
+
+        if (!e->ready)
+                return;
+        e->ready = false;
+        TAILQ_REMOVE(&u->ready, e, link);
+        if (TAILQ_EMPTY(&u->ready)) {
+                u->in_round = false;
+                TAILQ_REMOVE(&s->round, u, link);
+        }
+}

@@ -1,0 +1,56 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/*
+ * Fair turns between users: whose request the broker handles next.
+ *
+ * A connection with input waiting is ready. The broker handles requests in
+ * rounds: in each, every uid with a ready connection has one request
+ * handled, taking its ready connections in turn. Between two rounds the
+ * event loop looks for new input. So a client that sends a request waits
+ * for at most one round, one request of each other uid, however many
+ * connections and requests those have in flight: the time a request takes
+ * to be answered does not grow with what other users do.
+ *
+ * The scheduler knows nothing of connections: each has a struct
+ * scheduler_entry, and the scheduler calls back with it when its turn
+ * comes.
+ */
+
+#include <stdbool.h>
+#include <sys/queue.h>
+#include <sys/types.h>
+
+struct event_base;
+struct scheduler;
+struct scheduler_user;
+
+struct scheduler_entry {
+        TAILQ_ENTRY(scheduler_entry) link;      /* in its user's ready entries, while ready */
+        struct scheduler_user *user;
+        bool ready;
+};
+
+/*
+ * Called for the entry whose turn it is, to handle one request. It may make
+ * the entry not ready, or leave, and free what holds it.
+ */
+typedef void (*scheduler_serve_t)(struct scheduler_entry *e);
+
+/* Returns 0 and a scheduler whose rounds run on base (borrowed), or -ENOMEM. */
+int scheduler_new(struct event_base *base, scheduler_serve_t serve, struct scheduler **ret);
+
+/* Frees s, which no entry may have joined any more. Accepts NULL; returns NULL. */
+struct scheduler *scheduler_free(struct scheduler *s);
+
+/* Makes e take its turns as one of uid's. Returns 0 or -ENOMEM. */
+int scheduler_join(struct scheduler *s, struct scheduler_entry *e, uid_t uid);
+
+/* Undoes scheduler_join(); e no longer gets turns. */
+void scheduler_leave(struct scheduler *s, struct scheduler_entry *e);
+
+/* e has input: give it turns until scheduler_unready(). Nothing happens if it has them already. */
+void scheduler_ready(struct scheduler *s, struct scheduler_entry *e);
+
+/* e has no input to handle now (none waiting, or it is not to be read). */
+void scheduler_unready(struct scheduler *s, struct scheduler_entry *e);
