@@ -313,6 +313,20 @@ int connection_new(struct broker *b, int fd) {
         return connection_new_with_peer(b, fd, &peer);
 }
 
+/*
+ * A SOCK_SEQPACKET record larger than the socket's send buffer cannot be
+ * sent at all (EMSGSIZE): make room for the largest reply, whatever
+ * net.core.wmem_default says.
+ */
+static void ensure_send_buffer(int fd) {
+        int size = 0, want = 2 * MFB_WIRE_RECORD_MAX;
+        socklen_t len = sizeof(size);
+
+        if (getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, &len) == 0 && size < want &&
+            setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &want, sizeof(want)) < 0)
+                log_warning_errno(errno, "Failed to make room for the largest reply in a socket's send buffer: %m");
+}
+
 int connection_new_with_peer(struct broker *b, int fd, struct peer *peer) {
         struct connection *c;
         int r;
@@ -326,6 +340,7 @@ int connection_new_with_peer(struct broker *b, int fd, struct peer *peer) {
         c->broker = b;
         c->fd = fd;
         c->peer = *peer;
+        ensure_send_buffer(fd);
         *peer = (struct peer) {};
         c->next = b->connections;
         if (c->next)

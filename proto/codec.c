@@ -149,7 +149,8 @@ int mfb_wire_reply_check(const void *record, size_t len, size_t nfds, struct mfb
         opcode = h.opcode & ~MFB_WIRE_REPLY;
         body = len - sizeof(h);
 
-        if (h.status > 0)
+        /* 0, or a Linux errno: -4095 to -1. */
+        if (h.status > 0 || h.status < -4095)
                 return -EBADMSG;
         if (h.status < 0) {
                 if (body > MFB_WIRE_ERROR_MESSAGE_MAX || nfds != 0)

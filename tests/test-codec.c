@@ -153,6 +153,11 @@ START_TEST(reply_shapes) {
         ck_assert_int_eq(h.status, -EBUSY);
         err.h.size++;
         ck_assert_int_eq(mfb_wire_reply_check(&err, err.h.size, 0, &h), -EBADMSG);
+        /* A status is 0 or a Linux errno, -4095 to -1. */
+        mfb_wire_header_init(&err.h, MFB_OP_SEAL | MFB_WIRE_REPLY, 8, -4095, 0, sizeof(err.h));
+        ck_assert_int_eq(mfb_wire_reply_check(&err, err.h.size, 0, &h), 0);
+        err.h.status = -4096;
+        ck_assert_int_eq(mfb_wire_reply_check(&err, err.h.size, 0, &h), -EBADMSG);
 }
 END_TEST
 
