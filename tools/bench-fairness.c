@@ -20,7 +20,7 @@
  * files, its own and the broker's, go up so that the regions fit. Run as
  * anyone else, everything is one uid, and the numbers say less.
  *
- * Usage: bench-fairness [MEMFD-BROKERD]   (default: $MFB_BROKERD)
+ * Usage: bench-fairness [--placement=same|other] [MEMFD-BROKERD]   (default: $MFB_BROKERD)
  */
 #include <dirent.h>
 #include <errno.h>
@@ -28,6 +28,7 @@
 #include <grp.h>
 #include <inttypes.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -58,6 +59,31 @@
 #define FLOOD_DEPTH 4U                  /* LIST requests each flooding connection keeps in flight */
 #define SLOW_CONNECTIONS 1000U
 #define SLOW_READ_INTERVAL_MS 1         /* a slow reader takes one reply, of one connection, this often */
+
+/*
+ * Where the processes run, on a machine with 2 CPUs or more. A wakeup
+ * across CPUs costs several times one on the same CPU in a VM, so placement
+ * left to chance swings the ratios on its own: the broker and the raw
+ * baseline's server are always placed alike, on SERVER_CPU, and the victim
+ * either on the same CPU or on the other one (--placement). The attackers
+ * run on the other CPU than the broker's: on the broker's own, they would
+ * measure the kernel sharing a CPU rather than the broker. With the victim
+ * there too they run at SCHED_IDLE, for the same reason.
+ */
+#define SERVER_CPU 0
+#define OTHER_CPU 1
+
+static int victim_cpu = SERVER_CPU;
+
+static bool pin_to(int cpu) {
+        cpu_set_t set;
+
+        if (sysconf(_SC_NPROCESSORS_ONLN) < 2)
+                return false;
+        CPU_ZERO(&set);
+        CPU_SET(cpu, &set);
+        return sched_setaffinity(0, sizeof(set), &set) == 0;
+}
 
 #define CYCLES 4U                       /* of idle, flood, idle, slow readers */
 #define SAMPLES_PER_ROUND 1000U         /* an idle round takes half: idle comes twice per cycle */
@@ -328,6 +354,7 @@ static void start_broker(const char *brokerd) {
                 die("fork: %m");
         if (broker.pid == 0) {
                 prctl(PR_SET_PDEATHSIG, SIGTERM);
+                pin_to(SERVER_CPU);
                 raise_fd_limit(BROKER_FD_LIMIT);
                 close_range(3, ~0U, 0);
                 execl(brokerd, brokerd, "--socket", broker.socket_path, "--log-level", "warning", (char *) NULL);
@@ -444,6 +471,10 @@ static void attack_start(struct attack *ret, uint32_t (*fn)(int ready, int stop)
                 close(stop[1]);
                 close(report[0]);
                 become(ATTACKER_UID);
+                /* See SERVER_CPU. */
+                if (pin_to(OTHER_CPU) && victim_cpu == OTHER_CPU &&
+                    sched_setscheduler(0, SCHED_IDLE, &(struct sched_param) { 0 }) < 0)
+                        die("sched_setscheduler: %m");
                 result = fn(report[1], stop[0]);
                 _exit(write(report[1], &result, sizeof(result)) == sizeof(result) ? 0 : 1);
         }
@@ -619,6 +650,7 @@ static void measure_raw(double *ret_memfd, double *ret_round_trip) {
                 die("fork: %m");
         if (pid == 0) {
                 child_init();
+                pin_to(SERVER_CPU);
                 close(pair[0]);
                 _exit(answer_with_fd(pair[1]));
         }
@@ -730,7 +762,7 @@ static void round_of(struct state *s, int victim, unsigned samples) {
 }
 
 int main(int argc, char **argv) {
-        const char *brokerd = argc > 1 ? argv[1] : getenv("MFB_BROKERD");
+        const char *brokerd = getenv("MFB_BROKERD");
         struct state idle = { .name = "idle" };
         struct state flooded = { .name = "LIST flood", .attack = flood };
         struct state slow = { .name = "slow readers", .attack = slow_readers };
@@ -740,8 +772,21 @@ int main(int argc, char **argv) {
         int root, victim;
         bool met = true;
 
-        if (!brokerd || argc > 2 || (argc > 1 && argv[1][0] == '-')) {
-                fprintf(stderr, "Usage: %s [MEMFD-BROKERD]   (default: $MFB_BROKERD)\n", argv[0]);
+        int arg = 1;
+
+        if (arg < argc && strncmp(argv[arg], "--placement=", 12) == 0) {
+                const char *p = argv[arg++] + 12;
+
+                if (strcmp(p, "other") == 0)
+                        victim_cpu = OTHER_CPU;
+                else if (strcmp(p, "same") != 0)
+                        brokerd = NULL;
+        }
+        if (arg < argc && argv[arg][0] != '-')
+                brokerd = argv[arg++];
+        if (!brokerd || arg < argc) {
+                fprintf(stderr, "Usage: %s [--placement=same|other] [MEMFD-BROKERD]   (default: $MFB_BROKERD)\n",
+                        argv[0]);
                 return 2;
         }
         main_pid = getpid();
@@ -750,6 +795,13 @@ int main(int argc, char **argv) {
         signal(SIGHUP, on_signal);
         setvbuf(stdout, NULL, _IOLBF, 0);
         raise_fd_limit(OWN_FD_LIMIT);
+        /* Inherited by every child, which the servers leave for their own CPU. */
+        if (pin_to(victim_cpu))
+                printf("placement: the broker and the raw baseline's server on CPU %d, the victim on %s CPU, the "
+                       "attackers on CPU %d%s\n", SERVER_CPU, victim_cpu == SERVER_CPU ? "the same" : "the other",
+                       OTHER_CPU, victim_cpu == OTHER_CPU ? " at SCHED_IDLE" : "");
+        else
+                printf("placement: left to the kernel (fewer than 2 CPUs, or pinning refused)\n");
         for (size_t i = 0; i < ELEMENTSOF(states); i++) {
                 states[i]->samples = calloc(CYCLES * SAMPLES_PER_ROUND, sizeof(uint64_t));
                 if (!states[i]->samples)
