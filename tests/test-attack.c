@@ -75,63 +75,6 @@ static void sleep_ms(long ms) {
 
 /* Connections ---------------------------------------------------------- */
 
-struct connector {
-        const struct test_broker *broker;
-        uid_t uid;
-        gid_t extra_group;      /* 0 for none */
-        unsigned n;
-        int to_parent;
-};
-
-/* In the child: becomes the user, connects n times and passes each connection up. */
-static int connect_and_pass(void *arg) {
-        const struct connector *c = arg;
-        struct sockaddr_un sa = { .sun_family = AF_UNIX };
-        gid_t groups[1] = { c->extra_group };
-
-        TEST_CHILD_CHECK(setgroups(c->extra_group ? 1 : 0, groups) == 0);
-        TEST_CHILD_CHECK(setresgid(c->uid, c->uid, c->uid) == 0);
-        TEST_CHILD_CHECK(setresuid(c->uid, c->uid, c->uid) == 0);
-        memcpy(sa.sun_path, c->broker->socket_path, strlen(c->broker->socket_path) + 1);
-        for (unsigned i = 0; i < c->n; i++) {
-                int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-
-                TEST_CHILD_CHECK(fd >= 0);
-                TEST_CHILD_CHECK(connect(fd, (struct sockaddr *) &sa, sizeof(sa)) == 0);
-                TEST_CHILD_CHECK(mfb_record_send(c->to_parent, "c", 1, &fd, 1, 0) == 0);
-                close(fd);
-        }
-        return 0;
-}
-
-/*
- * n connections to b made by a process of uid (gid the same, plus
- * extra_group unless 0), that have sent nothing yet. Sending gives up after
- * TEST_TIMEOUT_MS, as on every connection of the tests.
- */
-static void connect_raw_as(const struct test_broker *b, uid_t uid, gid_t extra_group, unsigned n, int *ret_fds) {
-        struct timeval send_timeout = { .tv_sec = TEST_TIMEOUT_MS / 1000 };
-        struct connector c = { .broker = b, .uid = uid, .extra_group = extra_group, .n = n };
-        int pair[2];
-        pid_t pid;
-
-        ck_assert_int_eq(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair), 0);
-        c.to_parent = pair[1];
-        pid = test_fork(connect_and_pass, &c);
-        /* The child's end only in the child: a child that failed shows as end of file. */
-        close(pair[1]);
-        for (unsigned i = 0; i < n; i++) {
-                char byte;
-
-                ck_assert_msg(raw_recv(pair[0], &byte, 1, &ret_fds[i]) == 1, "uid %u could not connect", uid);
-                ck_assert_int_ge(ret_fds[i], 0);
-                ck_assert_int_eq(setsockopt(ret_fds[i], SOL_SOCKET, SO_SNDTIMEO, &send_timeout,
-                                            sizeof(send_timeout)), 0);
-        }
-        close(pair[0]);
-        test_child_succeeded(pid);
-}
-
 static int32_t hello(int fd, struct mfb_wire_hello_reply *ret) {
         struct mfb_wire_hello_request req = { .version_min = MFB_WIRE_VERSION, .version_max = MFB_WIRE_VERSION };
 
@@ -143,7 +86,7 @@ static int32_t hello(int fd, struct mfb_wire_hello_reply *ret) {
 static int connect_as_with_group(const struct test_broker *b, uid_t uid, gid_t extra_group) {
         int fd;
 
-        connect_raw_as(b, uid, extra_group, 1, &fd);
+        raw_connect_as(b, uid, extra_group, 1, &fd);
         ck_assert_int_eq(hello(fd, NULL), 0);
         return fd;
 }
@@ -455,7 +398,7 @@ START_TEST(a_hangup_frees_the_connection_whatever_it_waits_for) {
         victim = connect_as(&b, UID_B);
         for (unsigned i = 0; i < ELEMENTSOF(counted); i++)
                 counted[i] = connect_as(&b, UID_A);
-        connect_raw_as(&b, UID_A, 0, ELEMENTSOF(over), over);
+        raw_connect_as(&b, UID_A, 0, ELEMENTSOF(over), over);
         ck_assert_int_eq(hello(over[0], NULL), -EDQUOT);
         ck_assert_int_eq(raw_recv(over[0], &(char) { 0 }, 1, NULL), 0);
         assert_victim_served(victim);
@@ -833,7 +776,7 @@ START_TEST(one_user_cannot_take_every_fd) {
         /* Then connections, until one is refused. */
         for (k = 0; k == 0; n++) {
                 ck_assert_uint_lt(n, SHORT_FD_LIMIT);
-                connect_raw_as(&b, UID_A, 0, 1, &connections[n]);
+                raw_connect_as(&b, UID_A, 0, 1, &connections[n]);
                 k = hello(connections[n], NULL);
         }
         ck_assert_int_eq(k, -EDQUOT);
@@ -909,7 +852,7 @@ START_TEST(slow_readers_cannot_take_the_brokers_memory) {
         attacker = connect_as(&b, UID_A);
         for (unsigned i = 0; i < MFB_WIRE_LIST_ENTRIES_MAX; i++)
                 ck_assert_int_eq(create(attacker, NULL, PAGE, 0, 0, NULL, NULL), 0);
-        connect_raw_as(&b, UID_A, 0, SLOW_CONNECTIONS, slow);
+        raw_connect_as(&b, UID_A, 0, SLOW_CONNECTIONS, slow);
         for (unsigned i = 0; i < SLOW_CONNECTIONS; i++) {
                 ck_assert_int_eq(hello(slow[i], NULL), 0);
                 for (unsigned j = 0; j < MFB_WIRE_REQUESTS_IN_FLIGHT_MAX; j++)
@@ -1075,7 +1018,7 @@ START_TEST(reserved_huge_pages_are_not_free) {
         size = 2 * (uint64_t) meminfo("Hugepagesize") * 1024;
         test_broker_start(&b, NULL);
         baseline_take(&b, &base);
-        connect_raw_as(&b, UID_A, 0, 1, &attacker);
+        raw_connect_as(&b, UID_A, 0, 1, &attacker);
         ck_assert_int_eq(hello(attacker, &caps), 0);
         if (!(caps.capabilities & MFB_CAP_HUGETLB)) {
                 fprintf(stderr, "SKIP %s: the broker cannot make hugetlb regions here\n", __func__);
