@@ -174,6 +174,7 @@ int broker_new(const struct config *config, struct broker **ret) {
                                 [MFB_RESOURCE_QUEUED_BYTES] = config->max_queued_bytes,
                                 [MFB_RESOURCE_WAITERS] = config->max_waiters,
                                 [MFB_RESOURCE_KEPT] = config->max_kept_regions,
+                                [MFB_RESOURCE_HOLDS] = config->max_holds,
                         } },
                         .uid_max = { .n = {
                                 [MFB_RESOURCE_REGIONS] = config->max_regions_per_uid,
@@ -183,6 +184,7 @@ int broker_new(const struct config *config, struct broker **ret) {
                                 [MFB_RESOURCE_QUEUED_BYTES] = MFB_LIMIT_NONE,
                                 [MFB_RESOURCE_WAITERS] = MFB_LIMIT_NONE,
                                 [MFB_RESOURCE_KEPT] = MFB_LIMIT_NONE,
+                                [MFB_RESOURCE_HOLDS] = MFB_LIMIT_NONE,
                         } },
                 }, geteuid(), &b->quota);
         if (r < 0)

@@ -13,6 +13,7 @@
 #define CONFIG_MAX_QUEUED_BYTES_DEFAULT         (UINT64_C(64) << 20)
 #define CONFIG_MAX_KEPT_REGIONS_DEFAULT         16384U  /* what systemd's $LISTEN_FDNAMES holds (fdstore.h) */
 #define CONFIG_SHARE_PER_UID_DIVISOR            4U      /* per-uid defaults: a quarter of the broker's */
+#define CONFIG_HOLDS_PER_REGION                 4U      /* the default --max-holds: this many per region */
 #define CONFIG_SOCKET_NAME                      "memfd-broker.sock"
 #define CONFIG_SOCKET_PATH_SYSTEM               "/run/" CONFIG_SOCKET_NAME
 
@@ -41,6 +42,7 @@ struct config {
         uint64_t max_queued_bytes;
         uint32_t max_waiters;
         uint32_t max_kept_regions;
+        uint64_t max_holds;
         uint64_t max_fds;                       /* derived only: the fds the users share */
         int log_level;
 };

@@ -27,6 +27,9 @@
 /* Unread records discarded at most before a connection that was told why is closed. */
 #define RECORDS_DISCARDED_MAX 1024U
 
+/* What a region a connection holds is charged to its uid, however many references it has. */
+static const struct quota_amount hold_amount = { .n = { [MFB_RESOURCE_HOLDS] = 1 } };
+
 /* What a connection is charged to its uid: itself, and its socket. */
 static const struct quota_amount connection_amount = { .n = {
         [MFB_RESOURCE_CONNECTIONS] = 1,
@@ -386,6 +389,7 @@ static void release_all(struct connection *c) {
                 h->region->last_pid = c->peer.creds.pid;
                 persist_region_touched(c->broker->persist, h->region);
                 region_drop_holder(c->broker->regions, h->region);
+                quota_discharge(c->broker->quota, c->peer.creds.uid, &hold_amount);
                 free(h);
         }
 }
@@ -431,17 +435,23 @@ struct hold *connection_get_hold(struct connection *c, uint64_t handle) {
         return hashmap_get(c->holds, &handle);
 }
 
-int connection_hold(struct connection *c, struct region *r, bool writable) {
+int connection_hold(struct connection *c, struct region *r, bool writable, enum mfb_wire_resource *ret_refused) {
         struct hold *h = connection_get_hold(c, r->handle);
         int k;
 
         if (!h) {
+                k = quota_charge(c->broker->quota, c->peer.creds.uid, &hold_amount, ret_refused);
+                if (k < 0)
+                        return k;
                 h = calloc(1, sizeof(*h));
-                if (!h)
+                if (!h) {
+                        quota_discharge(c->broker->quota, c->peer.creds.uid, &hold_amount);
                         return -ENOMEM;
+                }
                 *h = (struct hold) { .handle = r->handle, .region = r };
                 k = hashmap_put(c->holds, &h->handle, h);
                 if (k < 0) {
+                        quota_discharge(c->broker->quota, c->peer.creds.uid, &hold_amount);
                         free(h);
                         return k;
                 }
@@ -474,6 +484,7 @@ int connection_release(struct connection *c, uint64_t handle) {
                 hashmap_remove(c->holds, &h->handle);
                 free(h);
                 region_drop_holder(c->broker->regions, r);
+                quota_discharge(c->broker->quota, c->peer.creds.uid, &hold_amount);
         }
         return 0;
 }

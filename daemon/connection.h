@@ -30,6 +30,7 @@
 
 #include "access.h"
 #include "schedule.h"
+#include "wire.h"
 
 struct broker;
 struct event;
@@ -135,10 +136,12 @@ void connection_close_when_sent(struct connection *c);
 struct hold *connection_get_hold(struct connection *c, uint64_t handle);
 
 /*
- * Adds one reference to r, read-write if writable. Limits are the caller's
- * to check. Returns 0 or -ENOMEM.
+ * Adds one reference to r, read-write if writable. The first charges c's
+ * uid one hold (MFB_RESOURCE_HOLDS); the limit per connection is the
+ * caller's to check. Returns 0, -ENOMEM, or the errors of quota_charge()
+ * (-EDQUOT, -ENOSPC) with *ret_refused set.
  */
-int connection_hold(struct connection *c, struct region *r, bool writable);
+int connection_hold(struct connection *c, struct region *r, bool writable, enum mfb_wire_resource *ret_refused);
 
 /*
  * Drops one reference to handle, a read-only one first if there are both,

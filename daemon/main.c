@@ -34,6 +34,8 @@ static void help(void) {
                "  --max-waiters N               most pending WAITs (default: --max-connections)\n"
                "  --max-kept-regions N          most named regions kept across restarts under systemd\n"
                "                                (default %u)\n"
+               "  --max-holds N                 most regions held by all connections, a region counted once\n"
+               "                                per connection that holds it (default: %u per region)\n"
                "  --max-holds-per-connection N  most region references one connection holds (default %u)\n"
                "  --max-regions-per-uid N       most regions one uid owns (default: a quarter of --max-regions)\n"
                "  --max-bytes-per-uid BYTES     most bytes in the regions one uid owns (default: a quarter\n"
@@ -47,6 +49,7 @@ static void help(void) {
                "share of what is left of each; root and the broker's own uid are exempt.\n",
                program_invocation_short_name, CONFIG_MAX_REGION_SIZE_DEFAULT >> 30, CONFIG_MAX_REGIONS_CAP,
                CONFIG_MAX_CONNECTIONS_CAP, CONFIG_MAX_QUEUED_BYTES_DEFAULT >> 20, CONFIG_MAX_KEPT_REGIONS_DEFAULT,
+               CONFIG_HOLDS_PER_REGION,
                CONFIG_MAX_HOLDS_PER_CONNECTION_DEFAULT, CONFIG_MAX_CONNECTIONS_PER_UID_DEFAULT);
 }
 
@@ -80,6 +83,7 @@ static int parse_args(int argc, char *argv[], struct config *c) {
                 ARG_MAX_QUEUED_BYTES,
                 ARG_MAX_WAITERS,
                 ARG_MAX_KEPT_REGIONS,
+                ARG_MAX_HOLDS,
                 ARG_MAX_HOLDS_PER_CONNECTION,
                 ARG_MAX_REGIONS_PER_UID,
                 ARG_MAX_BYTES_PER_UID,
@@ -96,6 +100,7 @@ static int parse_args(int argc, char *argv[], struct config *c) {
                 { "max-queued-bytes", required_argument, NULL, ARG_MAX_QUEUED_BYTES },
                 { "max-waiters", required_argument, NULL, ARG_MAX_WAITERS },
                 { "max-kept-regions", required_argument, NULL, ARG_MAX_KEPT_REGIONS },
+                { "max-holds", required_argument, NULL, ARG_MAX_HOLDS },
                 { "max-holds-per-connection", required_argument, NULL, ARG_MAX_HOLDS_PER_CONNECTION },
                 { "max-regions-per-uid", required_argument, NULL, ARG_MAX_REGIONS_PER_UID },
                 { "max-bytes-per-uid", required_argument, NULL, ARG_MAX_BYTES_PER_UID },
@@ -142,6 +147,14 @@ static int parse_args(int argc, char *argv[], struct config *c) {
                 case ARG_MAX_KEPT_REGIONS:
                         r = parse_count_option(name, optarg, &c->max_kept_regions);
                         break;
+                case ARG_MAX_HOLDS: {
+                        uint32_t n;
+
+                        r = parse_count_option(name, optarg, &n);
+                        if (r >= 0)
+                                c->max_holds = n;
+                        break;
+                }
                 case ARG_MAX_HOLDS_PER_CONNECTION:
                         r = parse_count_option(name, optarg, &c->max_holds_per_connection);
                         break;
@@ -231,9 +244,9 @@ static void derive_limits(struct config *c) {
                            c->max_regions);
         log_debug("Limits: %" PRIu32 " regions (%" PRIu32 " per uid), %" PRIu64 " bytes (%" PRIu64 " per uid), %"
                   PRIu64 " fds, %" PRIu32 " connections (%" PRIu32 " per uid), %" PRIu64 " queued bytes, %" PRIu32
-                  " waiters, %" PRIu32 " kept regions", c->max_regions, c->max_regions_per_uid, c->max_bytes,
-                  c->max_bytes_per_uid, c->max_fds, c->max_connections, c->max_connections_per_uid,
-                  c->max_queued_bytes, c->max_waiters, c->max_kept_regions);
+                  " waiters, %" PRIu32 " kept regions, %" PRIu64 " holds", c->max_regions, c->max_regions_per_uid,
+                  c->max_bytes, c->max_bytes_per_uid, c->max_fds, c->max_connections, c->max_connections_per_uid,
+                  c->max_queued_bytes, c->max_waiters, c->max_kept_regions, c->max_holds);
 }
 
 int main(int argc, char *argv[]) {

@@ -81,6 +81,7 @@ const char *quota_resource_name(enum mfb_wire_resource resource) {
                 [MFB_RESOURCE_QUEUED_BYTES] = "bytes of queued replies",
                 [MFB_RESOURCE_WAITERS] = "pending WAITs",
                 [MFB_RESOURCE_KEPT] = "named regions kept across restarts",
+                [MFB_RESOURCE_HOLDS] = "region references",
         };
 
         return (unsigned) resource < MFB_RESOURCE_COUNT ? names[resource] : "?";

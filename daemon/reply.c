@@ -11,6 +11,7 @@
 #include "log.h"
 #include "macro.h"
 #include "persist.h"
+#include "quota.h"
 #include "region.h"
 #include "reply.h"
 
@@ -40,6 +41,23 @@ int reply_error(struct connection *c, const struct mfb_wire_header *request, int
         mfb_wire_header_init(&rec.header, request->opcode | MFB_WIRE_REPLY, request->cookie, error, 0,
                              (uint32_t) (sizeof(rec.header) + len));
         return connection_reply(c, &rec, sizeof(rec.header) + len, -1);
+}
+
+int reply_quota(struct connection *c, const struct mfb_wire_header *request, int error, uid_t uid,
+                enum mfb_wire_resource resource) {
+        const struct quota *q = c->broker->quota;
+        const char *what = quota_resource_name(resource);
+
+        /* The kernel's own -ENOSPC, say, with no resource of ours to blame. */
+        if ((unsigned) resource >= MFB_RESOURCE_COUNT)
+                return reply_failure(c, request, error, "the kernel refused");
+        if (error == -ENOSPC)
+                return reply_error(c, request, error, "the broker's limit of %" PRIu64 " %s is reached",
+                                   quota_limits(q)->broker_max.n[resource], what);
+        return reply_error(c, request, error,
+                           "uid %u holds %" PRIu64 " %s and may take only %" PRIu64 " more: its limit per uid, "
+                           "or its share of what is left", (unsigned) uid, quota_held(q, uid, resource), what,
+                           quota_available(q, uid, resource));
 }
 
 int reply_failure(struct connection *c, const struct mfb_wire_header *request, int error, const char *what) {
@@ -97,6 +115,7 @@ int reply_unless_hold_allowed(struct connection *c, const struct mfb_wire_header
 int reply_open(struct connection *c, const struct mfb_wire_header *request, struct region *r, bool writable) {
         _cleanup_(closep) int fd = -1;
         uint32_t access = MFB_ACCESS_READ | (writable ? MFB_ACCESS_WRITE : 0);
+        enum mfb_wire_resource refused = MFB_RESOURCE_COUNT;
         int k;
 
         k = reply_unless_hold_allowed(c, request);
@@ -105,7 +124,9 @@ int reply_open(struct connection *c, const struct mfb_wire_header *request, stru
         fd = region_open(r, writable);
         if (fd < 0)
                 return reply_failure(c, request, fd, "opening the region failed");
-        k = connection_hold(c, r, writable);
+        k = connection_hold(c, r, writable, &refused);
+        if (k == -EDQUOT || k == -ENOSPC)
+                return reply_quota(c, request, k, c->peer.creds.uid, refused);
         if (k < 0)
                 return reply_failure(c, request, k, "holding the region failed");
         r->attach_time = region_now();

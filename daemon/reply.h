@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "wire.h"
 
@@ -33,6 +34,14 @@ int reply_error(struct connection *c, const struct mfb_wire_header *request, int
  * for: out of fds becomes -ENOSPC; what says what failed.
  */
 int reply_failure(struct connection *c, const struct mfb_wire_header *request, int error, const char *what);
+
+/*
+ * Replies error, -EDQUOT or -ENOSPC from quota_charge(), saying which
+ * resource of uid's refused (MFB_RESOURCE_COUNT when none did: the kernel's
+ * own error then).
+ */
+int reply_quota(struct connection *c, const struct mfb_wire_header *request, int error, uid_t uid,
+                enum mfb_wire_resource resource);
 
 /* A reply without a body. */
 int reply_empty(struct connection *c, const struct mfb_wire_header *request);

@@ -99,27 +99,6 @@ static int check_owner(struct connection *c, const struct mfb_wire_header *reque
                            (unsigned) r->uid, (unsigned) r->creator_uid, what, region_label(r, label));
 }
 
-/*
- * Replies error, -EDQUOT or -ENOSPC from quota_charge(), for uid and the
- * resource that refused.
- */
-static int reply_quota(struct connection *c, const struct mfb_wire_header *request, int error, uid_t uid,
-                       enum mfb_wire_resource resource) {
-        const struct quota *q = c->broker->quota;
-        const char *what = quota_resource_name(resource);
-
-        /* The kernel's own -ENOSPC, say, with no resource of ours to blame. */
-        if ((unsigned) resource >= MFB_RESOURCE_COUNT)
-                return reply_failure(c, request, error, "the kernel refused");
-        if (error == -ENOSPC)
-                return reply_error(c, request, error, "the broker's limit of %" PRIu64 " %s is reached",
-                                   quota_limits(q)->broker_max.n[resource], what);
-        return reply_error(c, request, error,
-                           "uid %u holds %" PRIu64 " %s and may take only %" PRIu64 " more: its limit per uid, "
-                           "or its share of what is left", (unsigned) uid, quota_held(q, uid, resource), what,
-                           quota_available(q, uid, resource));
-}
-
 static int handle_hello(struct connection *c, const struct mfb_wire_header *h, const void *body) {
         const struct region_table *t = c->broker->regions;
         struct mfb_wire_hello_request req;
@@ -232,7 +211,7 @@ static int handle_create(struct connection *c, const struct mfb_wire_header *h, 
         /* Before the handle leaves: a client that got it can rely on it after a restart. */
         k = persist_region_created(c->broker->persist, r, &refused);
         if (k >= 0) {
-                k = connection_hold(c, r, true);
+                k = connection_hold(c, r, true, &refused);
                 if (k < 0)
                         persist_region_removed(c->broker->persist, r);
         }

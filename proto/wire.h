@@ -260,7 +260,8 @@ enum mfb_wire_resource {
         MFB_RESOURCE_QUEUED_BYTES = 4,  /* bytes of replies queued for the uid's connections that do not read */
         MFB_RESOURCE_WAITERS      = 5,  /* the uid's pending WAITs */
         MFB_RESOURCE_KEPT         = 6,  /* its named regions kept across restarts by the service manager */
-        MFB_RESOURCE_COUNT        = 7,
+        MFB_RESOURCE_HOLDS        = 7,  /* regions its connections hold references to: one per region and connection */
+        MFB_RESOURCE_COUNT        = 8,
 };
 
 /* UINT64_MAX in a limit means "no limit"; in broker_used, "not told" (callers other than root). */
