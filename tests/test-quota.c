@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "codec.h"
 #include "harness.h"
 #include "raw.h"
 #include "suites.h"
@@ -42,6 +43,14 @@ static const char *const per_uid_args[] = {
 static const char *const share_args[] = {
         "--max-regions", "40",
         "--max-regions-per-uid", "100",
+        NULL,
+};
+
+/* Holds fewer than the regions: what a uid may hold is bound by its share of holds alone. */
+#define SHARE_MAX_HOLDS 40
+static const char *const holds_args[] = {
+        "--max-regions", "100",
+        "--max-holds", "40",
         NULL,
 };
 
@@ -275,6 +284,80 @@ START_TEST(a_uid_gets_its_fair_share_of_regions) {
 }
 END_TEST
 
+/* OPEN read-only of the region named name on fd: its status, and the refusal's text in *ret. */
+static int32_t open_named(int fd, const char *name, union reply_body *ret) {
+        struct mfb_wire_open_request req = { .access = MFB_ACCESS_READ };
+
+        ck_assert_int_eq(mfb_wire_name_set(&req.name, name), 0);
+        return request(fd, MFB_OP_OPEN, &req, sizeof(req), ret);
+}
+
+/*
+ * References are shared too: a uid that opens the regions others let it
+ * read, each from its connection, takes holds, and may take only its share
+ * of them, so that it cannot make the broker keep a record for every region
+ * in every one of its connections.
+ */
+START_TEST(a_uid_gets_its_fair_share_of_holds) {
+        unsigned share_a = fair_share(SHARE_MAX_HOLDS, 0, 0);
+        unsigned share_b = fair_share(SHARE_MAX_HOLDS, share_a, 1);
+        struct mfb_wire_create_request create_req = { .size = PAGE, .mode = 0644 };
+        union reply_body body;
+        char name[32];
+        int root, a, b;
+        int32_t k;
+
+        if (!can_switch_users(__func__))
+                return;
+        /* Named regions that everyone may read, which root creates and lets go of: nobody holds them. */
+        root = raw_connect_hello(&test_broker);
+        for (unsigned i = 0; i < SHARE_MAX_HOLDS + 1; i++) {
+                snprintf(name, sizeof(name), "public-%u", i);
+                ck_assert_int_eq(mfb_wire_name_set(&create_req.name, name), 0);
+                ck_assert_int_eq(request(root, MFB_OP_CREATE, &create_req, sizeof(create_req), &body), 0);
+                release(root, body.region.info.handle);
+        }
+
+        a = connect_as(&test_broker, USER_A);
+        for (unsigned i = 0; i < share_a; i++) {
+                snprintf(name, sizeof(name), "public-%u", i);
+                ck_assert_int_eq(open_named(a, name, &body), 0);
+        }
+        /* The same region again costs nothing more; another one is refused. */
+        ck_assert_int_eq(open_named(a, "public-0", &body), 0);
+        snprintf(name, sizeof(name), "public-%u", share_a);
+        k = open_named(a, name, &body);
+        ck_assert_msg(k == -EDQUOT, "OPEN past the share: %s", k == 0 ? "success" : strerror(-k));
+        ck_assert_msg(strstr(body.message, "region references"), "the refusal '%s' names no references",
+                      body.message);
+
+        b = connect_as(&test_broker, USER_B);
+        for (unsigned i = 0; i < share_b; i++) {
+                snprintf(name, sizeof(name), "public-%u", i);
+                ck_assert_int_eq(open_named(b, name, &body), 0);
+        }
+        snprintf(name, sizeof(name), "public-%u", share_b);
+        ck_assert_int_eq(open_named(b, name, &body), -EDQUOT);
+
+        /* Letting go makes room again. */
+        close(a);
+        a = connect_as(&test_broker, USER_A);
+        ck_assert_int_eq(open_named(a, name, &body), 0);
+
+        /* Root takes no share: what is left is its own, and then it is refused. */
+        for (unsigned i = 0, left = SHARE_MAX_HOLDS - share_b - 1; i < left; i++) {
+                snprintf(name, sizeof(name), "public-%u", i);
+                ck_assert_int_eq(open_named(root, name, &body), 0);
+        }
+        snprintf(name, sizeof(name), "public-%u", SHARE_MAX_HOLDS);
+        ck_assert_int_eq(open_named(root, name, &body), -ENOSPC);
+
+        close(b);
+        close(a);
+        close(root);
+}
+END_TEST
+
 START_TEST(root_and_the_brokers_own_uid_are_exempt) {
         struct test_broker b;
         int a, exempt[2], connections[CONNECTIONS_PER_UID + 2];
@@ -319,9 +402,15 @@ static void share_setup(void) {
         test_broker_start(&test_broker, share_args);
 }
 
+static void holds_setup(void) {
+        test_fd_leak_setup();
+        test_broker_start(&test_broker, holds_args);
+}
+
 Suite *quota_suite(void) {
         Suite *s = suite_create("quota");
-        TCase *per_uid = tcase_create("per-uid"), *share = tcase_create("share"), *exempt = tcase_create("exempt");
+        TCase *per_uid = tcase_create("per-uid"), *share = tcase_create("share"), *holds = tcase_create("holds");
+        TCase *exempt = tcase_create("exempt");
 
         tcase_set_timeout(per_uid, 60);
         tcase_add_checked_fixture(per_uid, per_uid_setup, test_broker_teardown);
@@ -334,6 +423,11 @@ Suite *quota_suite(void) {
         tcase_add_checked_fixture(share, share_setup, test_broker_teardown);
         tcase_add_test(share, a_uid_gets_its_fair_share_of_regions);
         suite_add_tcase(s, share);
+
+        tcase_set_timeout(holds, 60);
+        tcase_add_checked_fixture(holds, holds_setup, test_broker_teardown);
+        tcase_add_test(holds, a_uid_gets_its_fair_share_of_holds);
+        suite_add_tcase(s, holds);
 
         /* A broker of its own, which runs as another user. */
         tcase_set_timeout(exempt, 60);
