@@ -153,10 +153,10 @@ const char *mfb_client_error_message(const mfb_client *c);
  * ASCII without spaces), -ENAMETOOLONG (name longer than MFB_NAME_MAX),
  * -EFBIG (size above the broker's limit), -EEXIST (the name is taken, also
  * by a region the caller cannot see), -EDQUOT (the caller's uid holds as
- * many regions, bytes or fds as its limit or its share lets it: see
- * mfb_limits()), -ENOSPC (the broker has not that many regions, bytes or
- * fds left for anyone; or this client holds as many references as the
- * broker allows one connection).
+ * many regions, bytes, fds or region references as its limit or its share
+ * lets it: see mfb_limits()), -ENOSPC (the broker has not that many
+ * regions, bytes, fds or references left for anyone; or this client holds
+ * as many references as the broker allows one connection).
  */
 int mfb_region_create(mfb_client *c, const char *name, uint64_t size, mfb_region **ret);
 
@@ -190,8 +190,11 @@ int mfb_region_create_with(mfb_client *c, const char *name, uint64_t size, mode_
  * O_RDONLY/O_RDWR), -ENAMETOOLONG, -ENOENT (no region of that name the
  * caller can see), -EPERM (O_RDWR on a sealed region), -EACCES (the
  * region's mode does not allow the access asked for: writing, or reading
- * for its owner or creator), -ENOSPC (the broker's limit on references one
- * connection holds).
+ * for its owner or creator), -EDQUOT (the region is not open in this client
+ * yet, and the caller's uid holds as many region references as its share
+ * lets it: see mfb_limits()), -ENOSPC (no references left for anyone, the
+ * broker's limit on references one connection holds, or the broker is out
+ * of file descriptors).
  */
 int mfb_region_open(mfb_client *c, const char *name, int access, mfb_region **ret);
 
@@ -278,8 +281,10 @@ int mfb_region_seal_future_write(mfb_region *r);
  * name, or none the caller may read, within the timeout), -EIDRM (the region
  * was removed while waited for), -EACCES (the sealed region's mode does not
  * let its owner or creator read it), -EDQUOT (the caller's uid has as many
- * waits pending as its share lets it: see mfb_limits()), -ENOSPC (the
- * broker's limit on references one connection holds).
+ * waits pending, or region references, as its share lets it: see
+ * mfb_limits()), -ENOSPC (no waiters or references left for anyone, the
+ * broker's limit on references one connection holds, or the broker is out
+ * of file descriptors).
  */
 int mfb_region_wait(mfb_client *c, const char *name, int64_t timeout_ms, mfb_region **ret);
 
@@ -369,7 +374,9 @@ enum mfb_limit_resource {
         MFB_LIMIT_QUEUED_BYTES = 4,     /* bytes of replies the uid's connections have not read yet */
         MFB_LIMIT_WAITERS      = 5,     /* the uid's pending mfb_region_wait() calls */
         MFB_LIMIT_KEPT         = 6,     /* its named regions the service manager keeps across broker restarts */
-        MFB_LIMIT_COUNT        = 7,     /* the number of resources this header knows */
+        MFB_LIMIT_HOLDS        = 7,     /* references the uid's clients hold: one per region per client,
+                                         * however many times that client opened it */
+        MFB_LIMIT_COUNT        = 8,     /* the number of resources this header knows */
 };
 
 /* In struct mfb_limit: no such limit (in a maximum or in uid_available). */

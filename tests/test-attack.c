@@ -288,6 +288,7 @@ static void baseline_take(const struct test_broker *b, struct baseline *ret) {
 static void assert_uid_holds_nothing(const struct test_broker *b, uid_t uid) {
         static const char *const names[MFB_RESOURCE_COUNT] = {
                 "regions", "bytes", "fds", "connections", "queued bytes", "waiters", "kept regions",
+                "region references",
         };
         struct mfb_wire_limits_reply l;
         int fd = connect_as(b, uid);

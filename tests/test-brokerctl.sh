@@ -51,7 +51,7 @@ ctl list --json | python3 -c 'import json,sys; l=json.load(sys.stdin); assert [e
     || fail "list --json is wrong"
 
 # limits: a line per resource, one word per cell; JSON with the exact numbers.
-resources="regions bytes fds connections queued_bytes waiters kept_regions"
+resources="regions bytes fds connections queued_bytes waiters kept_regions holds"
 check_limits_table() {
     local table=$1 uid_max=$2 broker_used=$3
     [ "$(head -1 <<<"$table" | tr -s ' ')" = "RESOURCE BROKER-MAX BROKER-USED UID-MAX UID-USED AVAILABLE" ] \
@@ -76,7 +76,7 @@ assert list(limits["resources"]) == sys.argv[3].split(), limits
 for name, e in limits["resources"].items():
     assert e["unit"] == ("bytes" if name.endswith("bytes") else "count"), (name, e)
     # Limits per uid: on regions, bytes and connections, for all but root.
-    if exempt or name in ("fds", "queued_bytes", "waiters"):
+    if exempt or name in ("fds", "queued_bytes", "waiters", "holds"):
         assert e["uid_max"] is None, (name, e)
     elif name != "kept_regions":
         assert e["uid_max"] is not None, (name, e)

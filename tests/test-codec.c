@@ -215,10 +215,11 @@ START_TEST(limits_shape) {
         struct mfb_wire_header h;
 
         /* The offsets PROTOCOL.md states. */
-        ck_assert_uint_eq(sizeof(struct mfb_wire_limits_reply), 288);
+        ck_assert_uint_eq(sizeof(struct mfb_wire_limits_reply), 328);
         ck_assert_uint_eq(offsetof(struct mfb_wire_limits_reply, resources), 8);
         ck_assert_uint_eq(offsetof(struct mfb_wire_limit, uid_available), 32);
         ck_assert_uint_eq(offsetof(struct mfb_wire_limits_reply, resources[MFB_RESOURCE_KEPT]), 8 + 40 * 6);
+        ck_assert_uint_eq(offsetof(struct mfb_wire_limits_reply, resources[MFB_RESOURCE_HOLDS]), 8 + 40 * 7);
 
         /* The request has no body; one with a body is the wrong size. */
         ck_assert_int_eq(mfb_wire_request_body_size(MFB_OP_LIMITS), 0);

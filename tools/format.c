@@ -319,6 +319,7 @@ static const struct {
         [MFB_LIMIT_QUEUED_BYTES] = { "queued_bytes", true },
         [MFB_LIMIT_WAITERS] = { "waiters", false },
         [MFB_LIMIT_KEPT] = { "kept_regions", false },
+        [MFB_LIMIT_HOLDS] = { "holds", false },
 };
 
 /* The columns of the limits table, in order, with their headers. */

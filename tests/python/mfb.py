@@ -48,7 +48,7 @@ STATE_REMOVED = 0x1
 STATE_HUGETLB = 0x2
 
 # LIMITS resources, in the order of the reply's entries.
-RESOURCES = ("regions", "bytes", "fds", "connections", "queued_bytes", "waiters", "kept_regions")
+RESOURCES = ("regions", "bytes", "fds", "connections", "queued_bytes", "waiters", "kept_regions", "holds")
 LIMIT_NONE = 0xFFFFFFFFFFFFFFFF  # no limit; in broker_used, not told
 
 HEADER = struct.Struct("=IHHQiHH")  # size, opcode, flags, cookie, status, nfds, reserved
