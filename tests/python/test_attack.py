@@ -10,64 +10,17 @@ test cannot switch users and is skipped.
 """
 
 import errno
-import json
 import os
-import select
 import sys
-import tempfile
 import time
-import traceback
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import fake_systemd  # noqa: E402
 import mfb  # noqa: E402
+from testlib import TIMEOUT, FakeSystemdTest, as_user, needs_root  # noqa: E402
 
 ATTACKER, VICTIM = 65534, 65533
 KEPT_MAX = 20
-TIMEOUT = 30
-
-
-def as_user(uid, fn, *args):
-    """Runs fn(*args) in a child of uid (its gid the same, no supplementary groups) and returns its result,
-    which must be JSON; an exception in the child fails the test with the child's traceback."""
-    r, w = os.pipe2(os.O_CLOEXEC)
-    pid = os.fork()
-    if pid == 0:
-        status = 1
-        try:
-            os.close(r)
-            os.setgroups([])
-            os.setresgid(uid, uid, uid)
-            os.setresuid(uid, uid, uid)
-            data = json.dumps({"result": fn(*args)})
-            status = 0
-        except BaseException:
-            data = json.dumps({"error": traceback.format_exc()})
-        finally:
-            try:
-                os.write(w, data.encode())
-            finally:
-                os._exit(status)
-    os.close(w)
-    try:
-        chunks = []
-        while True:
-            ready, _, _ = select.select([r], [], [], TIMEOUT)
-            if not ready:
-                os.kill(pid, 9)
-                raise AssertionError("uid %d's child did not finish within %d s" % (uid, TIMEOUT))
-            chunk = os.read(r, 65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    finally:
-        os.close(r)
-        os.waitpid(pid, 0)
-    answer = json.loads(b"".join(chunks) or b'{"error": "the child said nothing"}')
-    if "error" in answer:
-        raise AssertionError("as uid %d: %s" % (uid, answer["error"]))
-    return answer["result"]
 
 
 def create_named_until_refused(path, prefix):
@@ -115,19 +68,15 @@ def broker_fds_at_rest(pid, path):
     return min(seen)
 
 
-@unittest.skipUnless(os.geteuid() == 0, "needs root to switch to uids %d and %d" % (ATTACKER, VICTIM))
-class KeptRegionsTest(unittest.TestCase):
+@needs_root(ATTACKER, VICTIM)
+class KeptRegionsTest(FakeSystemdTest):
+    prefix = "mfb-attack."
+
     def setUp(self):
-        self.dir = tempfile.TemporaryDirectory(prefix="mfb-attack.")
+        super().setUp()
         # The other users reach the socket inside.
         os.chmod(self.dir.name, 0o755)
-        self.systemd = fake_systemd.FakeSystemd(self.dir.name)
         os.chmod(self.systemd.socket_path, 0o666)
-
-    def tearDown(self):
-        self.systemd.close()
-        sys.stderr.write(self.systemd.log())
-        self.dir.cleanup()
 
     def test_one_uid_cannot_use_up_the_kept_regions(self):
         path = self.systemd.socket_path

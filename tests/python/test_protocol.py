@@ -16,9 +16,7 @@ import grp
 import json
 import os
 import pwd
-import select
 import shlex
-import signal
 import socket
 import subprocess
 import sys
@@ -29,8 +27,8 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mfb  # noqa: E402
+from testlib import TIMEOUT, as_user, needs_root  # noqa: E402
 
-TIMEOUT = 20
 MS = 1000 * 1000  # nanoseconds
 OTHER_ID = 65534  # the other user of the tests that need two: nobody/nogroup
 
@@ -93,49 +91,6 @@ class Relay:
         for s in (self.client, self.broker, self.listener):
             if s:
                 s.close()
-
-
-def as_other(fn):
-    """Runs fn() in a child that is uid and gid OTHER_ID without supplementary groups, and returns what
-    it returned (anything json can carry); fails with the child's exception if it raised one."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child reports through the pipe and never returns
-        status = 1
-        try:
-            os.close(r)
-            os.setgroups([])
-            os.setresgid(OTHER_ID, OTHER_ID, OTHER_ID)
-            os.setresuid(OTHER_ID, OTHER_ID, OTHER_ID)
-            out = json.dumps({"result": fn()})
-            status = 0
-        except BaseException as e:
-            out = json.dumps({"error": "%s: %s" % (type(e).__name__, e)})
-        try:
-            data = out.encode()
-            while data:
-                data = data[os.write(w, data):]
-        finally:
-            os._exit(status)
-    os.close(w)
-    chunks, deadline = [], time.monotonic() + TIMEOUT
-    try:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([r], [], [], left)[0]:
-                os.kill(pid, signal.SIGKILL)
-                raise AssertionError("the child running as uid %d did not finish" % OTHER_ID)
-            chunk = os.read(r, 65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    finally:
-        os.close(r)
-        os.waitpid(pid, 0)  # it closed the pipe by exiting, or was killed
-    report = json.loads(b"".join(chunks) or b"{}")
-    if "result" not in report:
-        raise AssertionError("as uid %d: %s" % (OTHER_ID, report.get("error", "the child died")))
-    return report["result"]
 
 
 def reply_record(opcode, cookie, body=b"", status=0):
@@ -456,9 +411,8 @@ class BrokerTest(unittest.TestCase):
         self.assertEqual(e.exception.errno, errno.EINVAL)
         self.assertIn("chmod", self.ctl_fails("chmod", "600", "missing"))
 
+    @needs_root(OTHER_ID)
     def test_list_pages_past_regions_the_caller_may_not_see(self):
-        if os.geteuid() != 0:
-            self.skipTest("needs root to switch to uid %d" % OTHER_ID)
         total = 2 * mfb.LIST_SCAN_MAX + 100
         room = self.client.limits()["resources"]["regions"]["uid_available"]
         if room < total:
@@ -480,7 +434,7 @@ class BrokerTest(unittest.TestCase):
                     result.append(([e["handle"] for e in entries], more, after))
             return result
 
-        result = as_other(pages)
+        result = as_user(OTHER_ID, pages)
         self.assertEqual([h for page, _, _ in result for h in page], [handles[i] for i in readable])
         # The first request examined no more than LIST_SCAN_MAX regions, none it may see, and says where to go on.
         first_page, more, after = result[0]
@@ -493,7 +447,7 @@ class BrokerTest(unittest.TestCase):
         def ctl_list():
             return [e["handle"] for e in self.ctl_json("list")]
 
-        self.assertEqual(as_other(ctl_list), [handles[i] for i in readable])
+        self.assertEqual(as_user(OTHER_ID, ctl_list), [handles[i] for i in readable])
 
     def test_limits(self):
         limits = self.client.limits()
@@ -530,7 +484,7 @@ class BrokerTest(unittest.TestCase):
                 with c.create(1 << 20):
                     return first, c.limits()
 
-        first, then = as_other(other_limits)
+        first, then = as_user(OTHER_ID, other_limits)
         for limits in (first, then):
             self.assertEqual(limits["uid"], OTHER_ID)
             for name, entry in limits["resources"].items():

@@ -11,13 +11,12 @@ import fcntl
 import os
 import struct
 import sys
-import tempfile
 import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import fake_systemd  # noqa: E402
 import mfb  # noqa: E402
+from testlib import TIMEOUT, FakeSystemdTest  # noqa: E402
 
 F_ADD_SEALS = 1033  # F_LINUX_SPECIFIC_BASE + 9
 # The saved state's header: magic, then the format version (daemon/state.c).
@@ -28,21 +27,17 @@ KEPT = ("handle", "size", "uid", "gid", "creator_uid", "creator_gid", "mode", "c
         "create_time", "change_time", "name")
 
 
-class SystemdTest(unittest.TestCase):
+class SystemdTest(FakeSystemdTest):
     def setUp(self):
-        self.dir = tempfile.TemporaryDirectory(prefix="mfb-systemd.")
-        self.systemd = fake_systemd.FakeSystemd(self.dir.name)
+        super().setUp()
         self.clients = []
 
     def tearDown(self):
         for c in self.clients:
             c.close()
-        self.systemd.close()
-        sys.stderr.write(self.systemd.log())
-        self.dir.cleanup()
 
     def client(self):
-        c = mfb.Client(self.systemd.socket_path, timeout=fake_systemd.TIMEOUT)
+        c = mfb.Client(self.systemd.socket_path, timeout=TIMEOUT)
         self.clients.append(c)
         return c
 
