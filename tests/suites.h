@@ -15,3 +15,5 @@ Suite *access_suite(void);
 Suite *wait_suite(void);
 Suite *attack_suite(void);
 Suite *quota_suite(void);
+Suite *quota_unit_suite(void);
+Suite *schedule_suite(void);
