@@ -11,9 +11,7 @@
 
 #include "activation.h"
 #include "broker.h"
-#include "codec.h"
 #include "connection.h"
-#include "fdpass.h"
 #include "listener.h"
 #include "log.h"
 #include "macro.h"
@@ -38,32 +36,11 @@ static void on_signal(evutil_socket_t sig, short what, void *userdata) {
         event_base_loopbreak(b->base);
 }
 
-/* Tells a client that came when the broker had no fd for it why it is closed. */
-static void refuse_out_of_fds(int fd) {
-        static const char message[] = "the broker is out of file descriptors";
-        struct {
-                struct mfb_wire_header header;
-                char message[sizeof(message) - 1];
-        } rec;
-        int fds[MFB_FDS_RECV_MAX];
-        uint8_t buf[sizeof(struct mfb_wire_header) + sizeof(struct mfb_wire_hello_request)];
-        size_t nfds;
-
-        /* The answer to the HELLO it sends or has sent: cookie 0, since there is no request to take one from. */
-        mfb_wire_header_init(&rec.header, MFB_OP_HELLO | MFB_WIRE_REPLY, 0, -ENOSPC, 0, sizeof(rec));
-        memcpy(rec.message, message, sizeof(rec.message));
-        (void) mfb_record_send(fd, &rec, sizeof(rec), NULL, 0, MSG_DONTWAIT);
-        /* Closing with a request unread would make the kernel report ECONNRESET before our answer. */
-        while (mfb_record_recv(fd, buf, sizeof(buf), fds, &nfds, MSG_DONTWAIT) > 0)
-                mfb_close_fds(fds, nfds);
-        safe_close(fd);
-}
-
 static void on_accept(int fd, bool out_of_fds, void *userdata) {
         struct broker *b = userdata;
 
         if (out_of_fds) {
-                refuse_out_of_fds(fd);
+                connection_refuse(fd, -ENOSPC, "the broker is out of file descriptors");
                 return;
         }
         /* A failure is logged and costs this client only. */

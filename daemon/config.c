@@ -79,6 +79,10 @@ void config_derive_limits(struct config *c, uint64_t fd_limit, uint64_t physical
                 c->max_connections = (uint32_t) min_u64(CONFIG_MAX_CONNECTIONS_CAP, quarter_of(c->max_fds));
         if (c->max_holds == 0)
                 c->max_holds = (uint64_t) c->max_regions * CONFIG_HOLDS_PER_REGION;
+        /* A limit per uid above the broker's says more than it means. */
+        c->max_regions_per_uid = (uint32_t) min_u64(c->max_regions_per_uid, c->max_regions);
+        c->max_bytes_per_uid = min_u64(c->max_bytes_per_uid, c->max_bytes);
+        c->max_connections_per_uid = (uint32_t) min_u64(c->max_connections_per_uid, c->max_connections);
         /* A connection has at most one pending WAIT. */
         if (c->max_waiters == 0)
                 c->max_waiters = c->max_connections;

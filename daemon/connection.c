@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -11,6 +12,7 @@
 
 #include "broker.h"
 #include "connection.h"
+#include "codec.h"
 #include "fdpass.h"
 #include "hashmap.h"
 #include "log.h"
@@ -280,6 +282,26 @@ static void on_event(evutil_socket_t fd, short what, void *userdata) {
         }
 }
 
+void connection_refuse(int fd, int error, const char *message) {
+        struct {
+                struct mfb_wire_header header;
+                char message[MFB_WIRE_ERROR_MESSAGE_MAX];
+        } rec;
+        size_t len = strnlen(message, sizeof(rec.message)), nfds;
+        int fds[MFB_FDS_RECV_MAX];
+        uint8_t buf[sizeof(struct mfb_wire_header) + sizeof(struct mfb_wire_hello_request)];
+
+        /* The answer to the HELLO it sends or has sent: cookie 0, since there is no request to take one from. */
+        mfb_wire_header_init(&rec.header, MFB_OP_HELLO | MFB_WIRE_REPLY, 0, error, 0,
+                             (uint32_t) (sizeof(rec.header) + len));
+        memcpy(rec.message, message, len);
+        (void) mfb_record_send(fd, &rec, sizeof(rec.header) + len, NULL, 0, MSG_DONTWAIT);
+        /* Closing with a request unread would make the kernel report ECONNRESET before our answer. */
+        while (mfb_record_recv(fd, buf, sizeof(buf), fds, &nfds, MSG_DONTWAIT) > 0)
+                mfb_close_fds(fds, nfds);
+        safe_close(fd);
+}
+
 /*
  * Charges c to its uid: a connection and an fd. Returns 0, or -EDQUOT to
  * close it at once: it is over its limit or share, and its uid has too
@@ -366,6 +388,18 @@ int connection_new_with_peer(struct broker *b, int fd, struct peer *peer) {
                 return r;
         }
         r = count_connection(c);
+        if (r == -EDQUOT) {
+                char message[MFB_WIRE_ERROR_MESSAGE_MAX + 1];
+                int refused_fd = c->fd;
+
+                /* Told, as one that finds the broker out of fds is; no request of its is ever read. */
+                snprintf(message, sizeof(message), "uid %u has too many connections, and too many refused ones "
+                         "waiting to be told so", c->peer.creds.uid);
+                c->fd = -1;
+                connection_free(c);
+                connection_refuse(refused_fd, r, message);
+                return r;
+        }
         if (r < 0) {
                 connection_free(c);
                 return r;

@@ -102,6 +102,13 @@ struct connection *connection_free(struct connection *c);
  */
 void connection_serve(struct scheduler_entry *e);
 
+/*
+ * Tells the client on fd (an accepted socket, taken and closed) that the
+ * broker will not serve it, with error (a negative errno) and message: the
+ * refusal record of PROTOCOL.md, in place of the reply to its HELLO.
+ */
+void connection_refuse(int fd, int error, const char *message);
+
 /* Logs why c is dropped, at debug level (it concerns that client only), and frees it. */
 void connection_drop(struct connection *c, int error);
 

@@ -192,6 +192,8 @@ int quota_charge_force(struct quota *q, uid_t uid, const struct quota_amount *am
                 u->held.n[i] += amount->n[i];
                 q->used.n[i] += amount->n[i];
         }
+        /* A charge of nothing leaves no entry behind. */
+        user_forget_if_unused(q, u);
         return 0;
 }
 

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <assert.h>
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 
 #include <event2/event.h>
@@ -15,6 +16,7 @@ struct scheduler_user {
         TAILQ_HEAD(, scheduler_entry) ready;    /* in turn order */
         TAILQ_ENTRY(scheduler_user) link;       /* in the round, while it has ready entries */
         bool in_round;
+        uint64_t served_in;                     /* the number of the last round that served it */
 };
 
 struct scheduler {
@@ -23,6 +25,7 @@ struct scheduler {
         struct event *run_event;
         bool scheduled;                         /* run_event is active or pending */
         bool running;                           /* in a round: it asks for the next itself */
+        uint64_t rounds;                        /* the number of the current or last round */
         scheduler_serve_t serve;
 };
 
@@ -40,20 +43,25 @@ static void schedule(struct scheduler *s, bool after_poll) {
                 event_active(s->run_event, EV_TIMEOUT, 0);
 }
 
-/* One request for every user that has a ready entry. */
+/*
+ * One request for every user that had a ready entry when the round began.
+ * Users move to the back as they are served, so the round is over when the
+ * first in line was served in it already; one that became ready during the
+ * round counts as served in it, and waits for the next. Serving one entry may
+ * remove others (a SEAL that answers WAITs drops a connection whose answer
+ * fails): the round takes whoever is first at each step.
+ */
 static void on_run(evutil_socket_t fd, short what, void *userdata) {
         struct scheduler *s = userdata;
-        unsigned n = 0;
         struct scheduler_user *u;
 
         s->scheduled = false;
         s->running = true;
-        TAILQ_FOREACH(u, &s->round, link)
-                n++;
-        /* Users and entries move to the back before their turn: serving may remove them, or free them. */
-        for (; n > 0 && (u = TAILQ_FIRST(&s->round)); n--) {
+        s->rounds++;
+        while ((u = TAILQ_FIRST(&s->round)) && u->served_in != s->rounds) {
                 struct scheduler_entry *e = TAILQ_FIRST(&u->ready);
 
+                u->served_in = s->rounds;
                 TAILQ_REMOVE(&s->round, u, link);
                 TAILQ_INSERT_TAIL(&s->round, u, link);
                 TAILQ_REMOVE(&u->ready, e, link);
@@ -143,6 +151,9 @@ void scheduler_ready(struct scheduler *s, struct scheduler_entry *e) {
         if (!u->in_round) {
                 u->in_round = true;
                 TAILQ_INSERT_TAIL(&s->round, u, link);
+                /* Ready during a round: its turn comes in the next, after the loop looked for input. */
+                if (s->running)
+                        u->served_in = s->rounds;
         }
         schedule(s, false);
 }

@@ -237,6 +237,47 @@ START_TEST(connections_per_uid_stop_at_the_limit) {
 }
 END_TEST
 
+/* Refused connections of one uid that the broker keeps until they send their first request. */
+#define REFUSED_WAITING_MAX 8
+
+/*
+ * Connections refused over the limit hold an fd each until they are told
+ * why, so only a few may wait silently; the next is told at once, with the
+ * refusal record (cookie 0), and closed: silent connections cannot pile up.
+ */
+START_TEST(silent_refused_connections_do_not_pile_up) {
+        int counted[CONNECTIONS_PER_UID], silent[REFUSED_WAITING_MAX], late;
+        unsigned baseline = test_broker_fd_count(&test_broker);
+        union {
+                struct mfb_wire_header h;
+                char bytes[sizeof(struct mfb_wire_header) + MFB_WIRE_ERROR_MESSAGE_MAX];
+        } rec;
+        ssize_t n;
+
+        if (!can_switch_users(__func__))
+                return;
+        raw_connect_as(&test_broker, USER_A, 0, CONNECTIONS_PER_UID, counted);
+        raw_connect_as(&test_broker, USER_A, 0, REFUSED_WAITING_MAX, silent);
+        ck_assert(test_broker_wait_fd_count(&test_broker, baseline + CONNECTIONS_PER_UID + REFUSED_WAITING_MAX));
+
+        raw_connect_as(&test_broker, USER_A, 0, 1, &late);
+        n = raw_recv(late, &rec, sizeof(rec), NULL);
+        ck_assert_int_gt(n, (ssize_t) sizeof(rec.h));
+        ck_assert_uint_eq(rec.h.opcode, MFB_OP_HELLO | MFB_WIRE_REPLY);
+        ck_assert_uint_eq(rec.h.cookie, 0);
+        ck_assert_int_eq(rec.h.status, -EDQUOT);
+        ck_assert_int_eq(raw_recv(late, &rec, sizeof(rec), NULL), 0);
+        close(late);
+        ck_assert(test_broker_wait_fd_count(&test_broker, baseline + CONNECTIONS_PER_UID + REFUSED_WAITING_MAX));
+
+        for (int i = 0; i < REFUSED_WAITING_MAX; i++)
+                close(silent[i]);
+        for (int i = 0; i < CONNECTIONS_PER_UID; i++)
+                close(counted[i]);
+        ck_assert(test_broker_wait_fd_count(&test_broker, baseline));
+}
+END_TEST
+
 /*
  * How many regions, one after another, a non-exempt uid that holds none may
  * create when others hold used of broker_max, holders of them non-exempt:
@@ -417,6 +458,7 @@ Suite *quota_suite(void) {
         tcase_add_test(per_uid, regions_per_uid_stop_at_the_limit);
         tcase_add_test(per_uid, bytes_per_uid_stop_at_the_limit);
         tcase_add_test(per_uid, connections_per_uid_stop_at_the_limit);
+        tcase_add_test(per_uid, silent_refused_connections_do_not_pile_up);
         suite_add_tcase(s, per_uid);
 
         tcase_set_timeout(share, 60);
