@@ -1,6 +1,5 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
-#include <fcntl.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -108,21 +107,15 @@ static int send_record(struct connection *c, const void *record, size_t len, int
         return mfb_record_send(c->fd, record, len, &fd, fd >= 0 ? 1 : 0, MSG_DONTWAIT);
 }
 
-int connection_reply(struct connection *c, const void *record, size_t len, int fd) {
-        int copy = -1, r;
+int connection_reply(struct connection *c, const void *record, size_t len) {
+        int r;
 
         if (!c->queue_head) {
-                r = send_record(c, record, len, fd);
+                r = send_record(c, record, len, -1);
                 if (r != -EAGAIN)
                         return r;
         }
-        /* The borrowed fd may be closed before the socket has room (a region freed by a pipelined RELEASE). */
-        if (fd >= 0) {
-                copy = fcntl(fd, F_DUPFD_CLOEXEC, 3);
-                if (copy < 0)
-                        return negative_errno();
-        }
-        return queue_push(c, record, len, copy);
+        return queue_push(c, record, len, -1);
 }
 
 int connection_reply_consume_fd(struct connection *c, const void *record, size_t len, int fd) {

@@ -113,17 +113,17 @@ void connection_refuse(int fd, int error, const char *message);
 void connection_drop(struct connection *c, int error);
 
 /*
- * Sends a reply record of len bytes with fd attached (-1 for none). fd is
- * borrowed: it is sent at once, or the connection queues a duplicate of it
- * and closes that once sent. Returns 0, or -errno when the connection is
- * broken and must be freed.
+ * Sends a reply record of len bytes (record is borrowed), at once or after
+ * the replies queued before it. Returns 0, or -errno when the connection is
+ * broken (or its uid has no room to queue it) and must be freed.
  */
-int connection_reply(struct connection *c, const void *record, size_t len, int fd);
+int connection_reply(struct connection *c, const void *record, size_t len);
 
 /*
- * As connection_reply(), but takes fd (not -1), which is closed once sent,
- * or at once on failure: no duplicate is needed, so running out of file
- * descriptors cannot make the reply fail.
+ * As connection_reply(), with fd attached, which it takes (not -1): closed
+ * once sent, or at once on failure. Every fd a client gets is one of its
+ * own (a reopen), so the queue never needs a duplicate, and running out of
+ * file descriptors cannot make the reply fail.
  */
 int connection_reply_consume_fd(struct connection *c, const void *record, size_t len, int fd);
 

@@ -16,10 +16,9 @@
 #include "reply.h"
 
 int reply_record(struct connection *c, const struct mfb_wire_header *request, struct mfb_wire_header *record,
-                 size_t len, int fd) {
-        mfb_wire_header_init(record, request->opcode | MFB_WIRE_REPLY, request->cookie, 0, fd >= 0 ? 1 : 0,
-                             (uint32_t) len);
-        return connection_reply(c, record, len, fd);
+                 size_t len) {
+        mfb_wire_header_init(record, request->opcode | MFB_WIRE_REPLY, request->cookie, 0, 0, (uint32_t) len);
+        return connection_reply(c, record, len);
 }
 
 int reply_error(struct connection *c, const struct mfb_wire_header *request, int error, const char *format, ...) {
@@ -40,7 +39,7 @@ int reply_error(struct connection *c, const struct mfb_wire_header *request, int
                         (int) c->peer.creds.pid, c->peer.creds.uid, (int) len, rec.message);
         mfb_wire_header_init(&rec.header, request->opcode | MFB_WIRE_REPLY, request->cookie, error, 0,
                              (uint32_t) (sizeof(rec.header) + len));
-        return connection_reply(c, &rec, sizeof(rec.header) + len, -1);
+        return connection_reply(c, &rec, sizeof(rec.header) + len);
 }
 
 int reply_quota(struct connection *c, const struct mfb_wire_header *request, int error, uid_t uid,
@@ -71,7 +70,7 @@ int reply_failure(struct connection *c, const struct mfb_wire_header *request, i
 int reply_empty(struct connection *c, const struct mfb_wire_header *request) {
         struct mfb_wire_header rec;
 
-        return reply_record(c, request, &rec, sizeof(rec), -1);
+        return reply_record(c, request, &rec, sizeof(rec));
 }
 
 int reply_info(struct connection *c, const struct mfb_wire_header *request, const struct region *r) {
@@ -81,7 +80,7 @@ int reply_info(struct connection *c, const struct mfb_wire_header *request, cons
         } rec;
 
         region_info(r, &rec.body);
-        return reply_record(c, request, &rec.header, sizeof(rec), -1);
+        return reply_record(c, request, &rec.header, sizeof(rec));
 }
 
 /* Fills a region reply record, header aside. */

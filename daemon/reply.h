@@ -21,9 +21,9 @@
 struct connection;
 struct region;
 
-/* Sends record (len bytes, header first) as the reply, filling in its header; fd is borrowed, -1 for none. */
+/* Sends record (len bytes, header first) as the reply, filling in its header; it carries no fd. */
 int reply_record(struct connection *c, const struct mfb_wire_header *request, struct mfb_wire_header *record,
-                 size_t len, int fd);
+                 size_t len);
 
 /* Replies with status error (a negative errno) and a message for a human, cut at MFB_WIRE_ERROR_MESSAGE_MAX bytes. */
 int reply_error(struct connection *c, const struct mfb_wire_header *request, int error, const char *format, ...)

@@ -128,7 +128,7 @@ static int handle_hello(struct connection *c, const struct mfb_wire_header *h, c
                 .list_entries_max = MFB_WIRE_LIST_ENTRIES_MAX,
         };
         log_debug("HELLO of pid %d uid %u: version %u", (int) c->peer.creds.pid, c->peer.creds.uid, MFB_WIRE_VERSION);
-        return reply_record(c, h, &rec.header, sizeof(rec), -1);
+        return reply_record(c, h, &rec.header, sizeof(rec));
 }
 
 /*
@@ -368,7 +368,7 @@ static int handle_list(struct connection *c, const struct mfb_wire_header *h, co
         log_debug("LIST of pid %d uid %u: %" PRIu32 " of %" PRIu32 " regions after %" PRIu64 "%s",
                   (int) c->peer.creds.pid, c->peer.creds.uid, n, scanned, req.after_handle,
                   r ? ", more to come" : "");
-        return reply_record(c, h, &rec.header, offsetof(__typeof__(rec), entries) + n * sizeof(rec.entries[0]), -1);
+        return reply_record(c, h, &rec.header, offsetof(__typeof__(rec), entries) + n * sizeof(rec.entries[0]));
 }
 
 static int handle_release(struct connection *c, const struct mfb_wire_header *h, const void *body) {
@@ -546,7 +546,7 @@ static int handle_limits(struct connection *c, const struct mfb_wire_header *h) 
                         .broker_used = exempt ? 0 : MFB_LIMIT_NONE,
                         .uid_max = exempt ? MFB_LIMIT_NONE : 0,
                 };
-        return reply_record(c, h, &rec.header, sizeof(rec), -1);
+        return reply_record(c, h, &rec.header, sizeof(rec));
 }
 
 int request_handle(struct connection *c, const void *record, size_t len, size_t nfds) {
