@@ -344,9 +344,9 @@ int mfb_stat_handle(mfb_client *c, uint64_t handle, mfb_region_stat *ret);
 
 /*
  * Lists every region the caller may read, owns or created (all of them for
- * root), in handle order. The broker examines a bounded number of regions
- * per request (256, listed or not), so this asks as many times as the
- * broker's regions need, whatever the caller may see; regions created or freed
+ * root), in handle order. The broker covers a bounded range per request
+ * (256 handle values; 256 regions for root), so this asks as many times as
+ * the broker's handles need, whatever the caller may see; regions created or freed
  * meanwhile may or may not appear, none appears twice. On success
  * *ret_entries is an array of *ret_count entries allocated with malloc()
  * and owned by the caller (free() it; it is NULL when the count is 0). Both

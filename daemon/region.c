@@ -450,6 +450,10 @@ int region_adopt(struct region_table *t, struct region *r) {
         return 0;
 }
 
+uint64_t region_table_last_handle(const struct region_table *t) {
+        return t->last_handle;
+}
+
 void region_table_skip_handles(struct region_table *t, uint64_t handle) {
         t->last_handle = MAX(t->last_handle, handle);
 }

@@ -118,6 +118,9 @@ void region_unkeep(struct region_table *t, struct region *r);
  */
 int region_adopt(struct region_table *t, struct region *r);
 
+/* The highest handle given so far (0 for none): what any CREATE tells its caller anyway. */
+uint64_t region_table_last_handle(const struct region_table *t);
+
 /* Makes the table give handles above handle from now on, if it would not already. */
 void region_table_skip_handles(struct region_table *t, uint64_t handle);
 

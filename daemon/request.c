@@ -333,41 +333,62 @@ static int handle_stat(struct connection *c, const struct mfb_wire_header *h, co
         return reply_info(c, h, r);
 }
 
+/*
+ * A LIST must cost the same whatever others hold, and must not tell a
+ * caller anything about the regions it may not see, not even that they
+ * exist. So a caller other than root is given the regions of the next
+ * MFB_WIRE_LIST_SCAN_MAX handle values, whichever of them are live, and
+ * the cursor moves on by that range: a cursor that stopped at the last
+ * region examined would say where hidden regions are. Whether there is
+ * more depends only on the highest handle given, which any CREATE tells.
+ * Root sees every region, so its pages are dense: the next
+ * MFB_WIRE_LIST_SCAN_MAX live regions, however sparse their handles.
+ */
 static int handle_list(struct connection *c, const struct mfb_wire_header *h, const void *body) {
         struct region_table *t = c->broker->regions;
+        uint64_t last_handle = region_table_last_handle(t), end;
+        bool dense = c->peer.creds.uid == 0;
         struct mfb_wire_list_request req;
         struct {
                 struct mfb_wire_header header;
                 struct mfb_wire_list_reply body;
                 struct mfb_wire_region_info entries[MFB_WIRE_LIST_ENTRIES_MAX];
         } rec;
-        uint64_t last = 0;
         struct region *r;
         uint32_t n = 0, scanned = 0;
 
         memcpy(&req, body, sizeof(req));
-        /*
-         * Regions the caller may not see are skipped, as if they did not
-         * exist; but they are counted, so that a request costs the same
-         * whatever others hold.
-         */
-        for (r = region_next(t, req.after_handle); r; r = region_after(t, r)) {
+        if (dense || req.after_handle > UINT64_MAX - MFB_WIRE_LIST_SCAN_MAX)
+                end = UINT64_MAX;
+        else
+                end = req.after_handle + MFB_WIRE_LIST_SCAN_MAX;
+        for (r = region_next(t, req.after_handle); r && r->handle <= end; r = region_after(t, r)) {
                 if (n == MFB_WIRE_LIST_ENTRIES_MAX || scanned == MFB_WIRE_LIST_SCAN_MAX)
                         break;
                 scanned++;
-                last = r->handle;
                 if (access_may_see(&c->peer, r))
                         region_info(r, &rec.entries[n++]);
         }
-        rec.body = (struct mfb_wire_list_reply) {
-                .count = n,
-                .more = r != NULL,
-                .next_after = last ?: req.after_handle,
-        };
+        rec.body.count = n;
+        if (n == MFB_WIRE_LIST_ENTRIES_MAX) {
+                /*
+                 * A full page: on from its last entry, which the caller may
+                 * see; whether anything follows it is the next page's to say.
+                 */
+                rec.body.more = 1;
+                rec.body.next_after = rec.entries[n - 1].handle;
+        } else if (dense) {
+                /* Root sees every region it examined, so the last one examined may say where it stopped. */
+                rec.body.more = r != NULL;
+                rec.body.next_after = n > 0 ? rec.entries[n - 1].handle : req.after_handle;
+        } else {
+                rec.body.more = end < last_handle;
+                rec.body.next_after = end < last_handle ? end : last_handle;
+        }
 
         log_debug("LIST of pid %d uid %u: %" PRIu32 " of %" PRIu32 " regions after %" PRIu64 "%s",
                   (int) c->peer.creds.pid, c->peer.creds.uid, n, scanned, req.after_handle,
-                  r ? ", more to come" : "");
+                  rec.body.more ? ", more to come" : "");
         return reply_record(c, h, &rec.header, offsetof(__typeof__(rec), entries) + n * sizeof(rec.entries[0]));
 }
 

@@ -30,7 +30,7 @@
 #define MFB_WIRE_REQUESTS_IN_FLIGHT_MAX 64U     /* unanswered requests per connection before the broker stops reading */
 #define MFB_WIRE_ERROR_MESSAGE_MAX      255U    /* bytes of text in an error reply */
 #define MFB_WIRE_LIST_ENTRIES_MAX       128U    /* region entries in one LIST reply */
-#define MFB_WIRE_LIST_SCAN_MAX          256U    /* regions one LIST request examines at most, readable or not */
+#define MFB_WIRE_LIST_SCAN_MAX          256U    /* handle values one LIST covers (for root: regions) */
 
 /*
  * Seal bits, as the kernel defines them for F_ADD_SEALS / F_GET_SEALS.
@@ -194,9 +194,10 @@ struct mfb_wire_lookup_request {
 
 /*
  * LIST: regions with handles greater than after_handle, in ascending order.
- * One request examines at most MFB_WIRE_LIST_SCAN_MAX regions, so that its
- * cost does not depend on what other users hold: a reply may have fewer
- * entries than fit, even none, and still have more = 1.
+ * One request covers at most MFB_WIRE_LIST_SCAN_MAX handle values (root's:
+ * that many live regions), so that its cost does not depend on what other
+ * users hold, nor its cursor on where their hidden regions are: a reply may
+ * have fewer entries than fit, even none, and still have more = 1.
  */
 struct mfb_wire_list_request {
         uint64_t after_handle;

@@ -572,6 +572,26 @@ START_TEST(list_examines_a_bounded_number_of_regions) {
         ck_assert_uint_eq(n, n_all);
         ck_assert_int_eq(memcmp(listed, all, n_all * sizeof(*all)), 0);
 
+        /*
+         * Nor does the victim's cursor tell where the hidden regions are:
+         * with holes among the attacker's handles, from any handle, live or
+         * not, a page with room to spare moves on by the same range.
+         */
+        for (unsigned i = 1; i < 3 * MFB_WIRE_LIST_SCAN_MAX; i += 3) {
+                struct mfb_wire_release_request rel = { .handle = all[i] };
+
+                ck_assert_int_eq(raw_request(attacker, MFB_OP_RELEASE, &rel, sizeof(rel), NULL, 0), 0);
+        }
+        for (uint64_t after = all[1] - 1; after <= all[1] + 2; after++) {
+                struct mfb_wire_list_request req = { .after_handle = after };
+
+                raw_send(victim, MFB_OP_LIST, &req, sizeof(req), NULL, 0);
+                ck_assert_int_eq(raw_reply(victim, MFB_OP_LIST, &list_page, sizeof(list_page), NULL), 0);
+                ck_assert_uint_eq(list_page.head.count, 0);
+                ck_assert_uint_eq(list_page.head.more, 1);
+                ck_assert_uint_eq(list_page.head.next_after, after + MFB_WIRE_LIST_SCAN_MAX);
+        }
+
         free(all);
         free(listed);
         close(attacker);
