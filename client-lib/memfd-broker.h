@@ -381,13 +381,14 @@ enum mfb_limit_resource {
 
 /* In struct mfb_limit: no such limit (in a maximum or in uid_available). */
 #define MFB_UNLIMITED UINT64_MAX
-/* In struct mfb_limit: the broker does not say (broker_used, to callers other than root). */
+/* In struct mfb_limit: the broker does not say (broker_used, to callers that are not exempt). */
 #define MFB_UNKNOWN UINT64_MAX
 
 /* One resource, as mfb_limits() reports it. Counts, or bytes for the *_BYTES resources. */
 typedef struct mfb_limit {
         uint64_t broker_max;    /* for every uid together, or MFB_UNLIMITED */
-        uint64_t broker_used;   /* held by every uid together; MFB_UNKNOWN unless the caller is root */
+        uint64_t broker_used;   /* held by every uid together; MFB_UNKNOWN unless the caller is exempt
+                                 * (root or the broker's own uid) */
         uint64_t uid_max;       /* for one uid; MFB_UNLIMITED when there is no per-uid limit, and
                                  * for root and the broker's own uid, which are exempt */
         uint64_t uid_used;      /* held by the caller's uid */

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "codec.h"
+#include "fuzz-check.h"
 #include "wire.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -24,17 +25,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* Any byte pattern the decoder would not write: shows that a header was left untouched. */
 #define POISON 0xa5
-
-static void fail(const char *what) {
-        fprintf(stderr, "fuzz-codec: %s\n", what);
-        abort();
-}
-
-#define check(cond, what)                       \
-        do {                                    \
-                if (!(cond))                    \
-                        fail(what);             \
-        } while (0)
 
 static bool poisoned(const struct mfb_wire_header *h) {
         const uint8_t *p = (const uint8_t *) h;
@@ -83,7 +73,7 @@ static void fuzz_request(const uint8_t *record, size_t len) {
                 check(body >= 0 && len - HEADER_SIZE != (size_t) body, "a body of the right size was refused");
                 break;
         default:
-                fail("mfb_wire_request_check() returned an error it does not document");
+                fuzz_fail("mfb_wire_request_check() returned an error it does not document");
         }
 }
 

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "codec.h"
+#include "fuzz-check.h"
 #include "state.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -61,17 +62,6 @@ struct loaded {
 
 /* What a failing callback returns: an error state_load() itself never gives. */
 #define CALLBACK_ERROR (-ENOTRECOVERABLE)
-
-static void fail(const char *what) {
-        fprintf(stderr, "fuzz-state: %s\n", what);
-        abort();
-}
-
-#define check(cond, what)                       \
-        do {                                    \
-                if (!(cond))                    \
-                        fail(what);             \
-        } while (0)
 
 static uint64_t fnv1a(const uint8_t *p, size_t len) {
         uint64_t h = UINT64_C(0xcbf29ce484222325);
