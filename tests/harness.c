@@ -205,6 +205,19 @@ void test_broker_start_as(struct test_broker *b, const char *const *extra_args, 
         broker_start(b, extra_args, 0, uid);
 }
 
+bool test_uid_can_run_broker(uid_t uid) {
+        const char *brokerd = getenv("MFB_BROKERD");
+        pid_t pid;
+
+        ck_assert_ptr_nonnull(brokerd);
+        pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0)
+                _exit(setgroups(0, NULL) == 0 && setresgid(uid, uid, uid) == 0 && setresuid(uid, uid, uid) == 0 &&
+                      access(brokerd, X_OK) == 0 ? 0 : 1);
+        return test_wait_child(pid) == 0;
+}
+
 int test_wait_child(pid_t pid) {
         int pidfd, status;
         struct pollfd p;

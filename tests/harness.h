@@ -44,6 +44,12 @@ void test_broker_start_with_fd_limit(struct test_broker *b, const char *const *e
  */
 void test_broker_start_as(struct test_broker *b, const char *const *extra_args, uid_t uid);
 
+/*
+ * Whether uid could run $MFB_BROKERD: a build tree under a private folder
+ * (mktemp -d makes them 0700) is out of its reach. Needs root.
+ */
+bool test_uid_can_run_broker(uid_t uid);
+
 /* SIGTERM, waits for a clean exit (status 0) and checks that the socket file and the folder are gone. */
 void test_broker_stop(struct test_broker *b);
 

@@ -20,9 +20,12 @@ as_other() {
         timeout "$TIMEOUT" runuser -u "$(getent passwd 65534 | cut -d: -f1)" -- "$@"
     fi
 }
-# Whether as_other can run: as root, with setpriv or runuser and a user 65534.
+# Whether as_other can run memfd-brokerctl: as root, with setpriv or runuser
+# and a user 65534, from a build tree that uid can reach (a private folder on
+# its path, such as one made by mktemp -d, keeps it out).
 can_switch() {
-    [ "$(id -u)" -eq 0 ] && { command -v setpriv || { command -v runuser && getent passwd 65534; }; } >/dev/null
+    [ "$(id -u)" -eq 0 ] && { command -v setpriv || { command -v runuser && getent passwd 65534; }; } >/dev/null &&
+        as_other test -x "$MFB_BROKERCTL"
 }
 
 # The round trip.
@@ -103,7 +106,7 @@ if can_switch; then
     as_other "$MFB_BROKERCTL" limits --json | check_limits_json 65534 limited "$resources" \
         || fail "limits --json as uid 65534 is wrong"
 else
-    echo "SKIP: limits as uid 65534: needs root and setpriv or runuser"
+    echo "SKIP: limits as uid 65534: needs root, setpriv or runuser, and a build tree uid 65534 can reach"
 fi
 
 # Errors: one line on stderr naming the operation and the region, status 1.

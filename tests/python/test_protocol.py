@@ -443,11 +443,16 @@ class BrokerTest(unittest.TestCase):
         self.assertGreaterEqual(len(result), -(-total // mfb.LIST_SCAN_MAX))
         self.assertFalse(result[-1][1])
 
-        # The C library follows the cursor through the same pages.
+        # The C library follows the cursor through the same pages, if that uid can reach the built tool.
         def ctl_list():
+            if not os.access(os.environ["MFB_BROKERCTL"], os.X_OK):
+                return None
             return [e["handle"] for e in self.ctl_json("list")]
 
-        self.assertEqual(as_user(OTHER_ID, ctl_list), [handles[i] for i in readable])
+        listed = as_user(OTHER_ID, ctl_list)
+        if listed is None:
+            self.skipTest("uid %d cannot reach the built memfd-brokerctl (a private folder on its path)" % OTHER_ID)
+        self.assertEqual(listed, [handles[i] for i in readable])
 
     def test_limits(self):
         limits = self.client.limits()
