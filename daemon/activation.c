@@ -43,8 +43,8 @@ int activation_take_fds(int *ret_listen_fd, struct passed_fd **ret_fds, size_t *
                         safe_close(fd);
                         continue;
                 }
-                if (sd_is_socket(fd, AF_UNSPEC, 0, -1) <= 0) {
-                        /* Not a socket: something the broker kept in the fd store. */
+                if (sd_is_socket(fd, AF_UNSPEC, 0, 1) <= 0) {
+                        /* Not a listening socket: something the broker kept in the fd store. */
                         fds[n_fds++] = (struct passed_fd) { .fd = fd, .name = TAKE_PTR(name) };
                         continue;
                 }

@@ -73,10 +73,10 @@ static void broker_status(char *buf, size_t size, void *userdata) {
                  bytes, b->n_connections);
 }
 
-/* Without a service manager that keeps fds, the passed fds that are not sockets are of no use. */
+/* Without a service manager that keeps fds, the passed fds that are not listening sockets are of no use. */
 static void close_unused(struct passed_fd *fds, size_t n_fds) {
         for (size_t i = 0; i < n_fds; i++)
-                log_warning("Passed fd %s (fd %d) is not a socket, and nothing is kept across restarts without "
+                log_warning("Passed fd %s (fd %d) is not a listening socket, and nothing is kept across restarts without "
                             "$NOTIFY_SOCKET; closing it", fds[i].name, fds[i].fd);
         passed_fds_free(fds, n_fds);
 }

@@ -11,6 +11,7 @@
 #include "fdstore.h"
 #include "log.h"
 #include "macro.h"
+#include "park.h"
 #include "persist.h"
 #include "region.h"
 #include "restore.h"
@@ -20,15 +21,20 @@ struct persist {
         struct region_table *regions;   /* borrowed */
         struct fdstore *store;
         struct state *state;
+        struct park *park;
         struct event *flush_event;
+        struct event *pack_event;
         bool flush_scheduled;
-        bool full_logged;               /* that the fd store has no room for more names */
+        int refusal_logged;             /* the last error parking gave, logged once until parking works */
         uint64_t *dirty;                /* handles of regions whose changes wait for the flush */
         size_t n_dirty, n_dirty_allocated;
 };
 
-void persist_region_fdname(uint64_t handle, char buf[static PERSIST_FDNAME_MAX]) {
-        snprintf(buf, PERSIST_FDNAME_MAX, "%" PRIu64, handle);
+/* The park's park_fd_cb: the memfd of a region that is still kept. */
+static int region_fd_of(uint64_t handle, void *userdata) {
+        struct region *r = region_get_by_handle(userdata, handle);
+
+        return r && r->kept ? r->fd : -1;
 }
 
 static int save(struct persist *p, struct region *r) {
@@ -57,6 +63,24 @@ static void on_flush(evutil_socket_t fd, short what, void *userdata) {
         persist_flush(userdata);
 }
 
+static void on_pack(evutil_socket_t fd, short what, void *userdata) {
+        static const struct timeval retry = { .tv_sec = PERSIST_PACK_RETRY_MSEC / 1000,
+                                              .tv_usec = PERSIST_PACK_RETRY_MSEC % 1000 * 1000 };
+        struct persist *p = userdata;
+
+        (void) park_pack(p->park);
+        if (park_packing_due(p->park))
+                event_add(p->pack_event, &retry);
+}
+
+/* Packs the buckets with removed regions once the requests being served are: their pages come back then. */
+static void schedule_pack(struct persist *p) {
+        static const struct timeval now = {};
+
+        if (!event_pending(p->pack_event, EV_TIMEOUT, NULL))
+                event_add(p->pack_event, &now);
+}
+
 int persist_new(struct event_base *base, struct region_table *t, struct passed_fd *fds, size_t n_fds,
                 struct persist **ret) {
         struct persist *p;
@@ -71,7 +95,8 @@ int persist_new(struct event_base *base, struct region_table *t, struct passed_f
         r = fdstore_new(&p->store);
         if (r >= 0) {
                 p->flush_event = evtimer_new(base, on_flush, p);
-                if (!p->flush_event)
+                p->pack_event = evtimer_new(base, on_pack, p);
+                if (!p->flush_event || !p->pack_event)
                         r = -ENOMEM;
         }
         if (r < 0) {
@@ -80,7 +105,7 @@ int persist_new(struct event_base *base, struct region_table *t, struct passed_f
                 return log_error_errno(r, "Failed to set up keeping regions across restarts: %m");
         }
 
-        r = restore(t, p->store, fds, n_fds, &p->state);
+        r = restore(t, p->store, fds, n_fds, region_fd_of, t, &p->state, &p->park);
         passed_fds_free(fds, n_fds);
         if (r < 0) {
                 persist_free(p);
@@ -95,15 +120,39 @@ struct persist *persist_free(struct persist *p) {
                 return NULL;
         if (p->flush_event)
                 event_free(p->flush_event);
+        if (p->pack_event)
+                event_free(p->pack_event);
         free(p->dirty);
+        park_free(p->park);
         state_free(p->state);
         fdstore_free(p->store);
         free(p);
         return NULL;
 }
 
+/* Logs why parking failed, once until it works again. */
+static void log_refusal(struct persist *p, int error) {
+        if (p->refusal_logged == error)
+                return;
+        p->refusal_logged = error;
+        switch (error) {
+        case -ETOOMANYREFS:
+                log_warning("The kernel refuses the broker more fds in flight (as many as its RLIMIT_NOFILE, "
+                            "counting replies clients have not read): creating named regions fails until some "
+                            "are removed or read");
+                break;
+        case -ENOSPC:
+        case -E2BIG:
+                log_warning("The %u buckets that keep named regions across restarts are full, or the service "
+                            "manager's fd store has no room for another: creating named regions fails until some "
+                            "are removed", PARK_BUCKETS_MAX);
+                break;
+        default:
+                log_error_errno(error, "Failed to park a named region's memfd: %m");
+        }
+}
+
 int persist_region_created(struct persist *p, struct region *r, enum mfb_wire_resource *ret_refused) {
-        char fdname[PERSIST_FDNAME_MAX];
         int k;
 
         if (!p)
@@ -119,26 +168,19 @@ int persist_region_created(struct persist *p, struct region *r, enum mfb_wire_re
                 return k;
 
         /* The memfd first: a crash before the state is saved leaves a memfd the next broker drops. */
-        persist_region_fdname(r->handle, fdname);
-        k = fdstore_add(p->store, r->fd, fdname);
-        if (k < 0)
+        k = park_add(p->park, r->handle, r->fd, &r->parked_bucket);
+        if (k < 0) {
                 region_unkeep(p->regions, r);
-        if (k == -E2BIG) {
-                /* Once: every CREATE of a named region fails the same way until some are removed. */
-                if (!p->full_logged)
-                        log_warning("The service manager's fd store has no room for the name of one more "
-                                    "region: creating named regions fails until some are removed");
-                p->full_logged = true;
-                return k;
+                log_refusal(p, k);
+                return k == -ENOSPC ? -E2BIG : k;
         }
-        if (k < 0)
-                return log_error_errno(k, "Failed to store the memfd of region %" PRIu64 " with the service "
-                                       "manager: %m", r->handle);
+        p->refusal_logged = 0;
         k = save(p, r);
         if (k < 0) {
                 log_error_errno(k, "Failed to save region %" PRIu64 ": %m", r->handle);
-                (void) fdstore_remove(p->store, fdname);
+                park_remove(p->park, r->parked_bucket, r->handle);
                 region_unkeep(p->regions, r);
+                schedule_pack(p);
                 return k;
         }
         return 0;
@@ -147,7 +189,7 @@ int persist_region_created(struct persist *p, struct region *r, enum mfb_wire_re
 void persist_region_touched(struct persist *p, struct region *r) {
         static const struct timeval delay = { .tv_usec = PERSIST_FLUSH_MSEC * 1000 };
 
-        if (!p || !r->name || r->saved_dirty)
+        if (!p || !r->name || !r->kept || r->saved_dirty)
                 return;
         if (p->n_dirty == p->n_dirty_allocated) {
                 size_t n = p->n_dirty_allocated ? p->n_dirty_allocated * 2 : 64;
@@ -175,7 +217,7 @@ void persist_region_touched(struct persist *p, struct region *r) {
 void persist_region_changed(struct persist *p, struct region *r) {
         int k;
 
-        if (!p || !r->name)
+        if (!p || !r->name || !r->kept)
                 return;
         k = save(p, r);
         if (k < 0) {
@@ -185,22 +227,18 @@ void persist_region_changed(struct persist *p, struct region *r) {
 }
 
 void persist_region_removed(struct persist *p, struct region *r) {
-        char fdname[PERSIST_FDNAME_MAX];
         int k;
 
-        if (!p || !r->name)
+        if (!p || !r->name || !r->kept)
                 return;
-        /* The state first: a crash before the memfd is removed leaves a memfd the next broker drops. */
+        /* The state first: a crash before the memfd is unparked leaves a memfd the next broker drops. */
         k = state_forget_region(p->state, r->saved_slot);
         if (k < 0)
                 log_warning_errno(k, "Failed to forget region %" PRIu64 " in the saved state: %m", r->handle);
         r->saved_slot = 0;
-        persist_region_fdname(r->handle, fdname);
-        k = fdstore_remove(p->store, fdname);
-        if (k < 0)
-                log_warning_errno(k, "Failed to remove the memfd of region %" PRIu64 " from the service "
-                                  "manager's store: %m", r->handle);
+        park_remove(p->park, r->parked_bucket, r->handle);
         region_unkeep(p->regions, r);
+        schedule_pack(p);
 }
 
 void persist_flush(struct persist *p) {
@@ -214,7 +252,7 @@ void persist_flush(struct persist *p) {
                 if (!r || !r->saved_dirty)
                         continue;
                 r->saved_dirty = false;
-                if (!r->name)
+                if (!r->name || !r->kept)
                         continue;
                 k = save(p, r);
                 if (k < 0)

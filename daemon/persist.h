@@ -4,13 +4,16 @@
 /*
  * Keeping the named regions across restarts of the broker under systemd.
  *
- * The memfd of each named region is in the service manager's fd store
- * (fdstore.h), named by its handle in decimal, and what the table knows of
- * it is in the saved state (state.h), a memfd stored as "state". A named
- * region is saved before its CREATE is answered, so that a client that got
- * a handle can rely on it; saved again when a SEAL or SET changes it; and
- * forgotten, state first and then memfd, when it is removed. Opens and
- * releases change only times and the last pid, which are saved within
+ * The memfd of each named region is parked in a bucket (park.h), a socket
+ * that the service manager's fd store (fdstore.h) holds, and what the
+ * table knows of it is in the saved state (state.h), a memfd stored as
+ * "state". So systemd holds a few fds, whatever the number of regions. A
+ * named region is saved before its CREATE is answered, so that a client
+ * that got a handle can rely on it; saved again when a SEAL or SET changes
+ * it; and forgotten, state first and then memfd, when it is removed: its
+ * bucket is packed, which closes the parked copy, once the requests being
+ * served are, so that a burst of removals packs each bucket once. Opens
+ * and releases change only times and the last pid, which are saved within
  * PERSIST_FLUSH_MSEC rather than at each request, and when the broker
  * stops. A restart by SIGKILL loses at most those.
  *
@@ -26,12 +29,11 @@
 #include "wire.h"
 
 #define PERSIST_FLUSH_MSEC 100
+/* A bucket that could not be packed is tried again after this long. */
+#define PERSIST_PACK_RETRY_MSEC 1000
 
 /* The fd store name of the saved state. */
 #define PERSIST_STATE_FDNAME "state"
-
-/* Room for the fd store name of a region: its handle in decimal. */
-#define PERSIST_FDNAME_MAX sizeof("18446744073709551615")
 
 struct event_base;
 struct passed_fd;
@@ -39,13 +41,10 @@ struct persist;
 struct region;
 struct region_table;
 
-/* Writes the fd store name of the region with handle to buf. */
-void persist_region_fdname(uint64_t handle, char buf[static PERSIST_FDNAME_MAX]);
-
 /*
  * Restores into t the named regions that systemd kept (restore.h) from
- * fds, the n_fds fds passed at start that are not sockets, and keeps t's
- * named regions from then on, with a timer on base. Takes fds, the array
+ * fds, the n_fds fds passed at start that are not listening sockets, and
+ * keeps t's named regions from then on, with timers on base. Takes fds, the array
  * and what it holds, on failure too. t is borrowed and must outlive the
  * persist. Returns 0, or -errno after logging why.
  */
@@ -60,9 +59,10 @@ struct persist *persist_free(struct persist *p);
  * the handle mark, and for a named region its memfd and state, charging
  * its owner one kept region (region_keep()). Returns 0; -EDQUOT or
  * -ENOSPC when the owner may keep no more (*ret_refused says so); -E2BIG
- * when the fd store has no room for one more name (logged once); or
- * another -errno after logging why. Nothing of r is kept on failure:
- * remove it.
+ * when the buckets are full or the fd store has no room for the name of
+ * another; -ETOOMANYREFS when the kernel refuses the broker more fds in
+ * flight (both logged once until it works again); or another -errno after
+ * logging why. Nothing of r is kept on failure: remove it.
  */
 int persist_region_created(struct persist *p, struct region *r, enum mfb_wire_resource *ret_refused);
 
@@ -72,7 +72,7 @@ void persist_region_changed(struct persist *p, struct region *r);
 /* Saves r later: its attach or detach time, or last pid, changed. */
 void persist_region_touched(struct persist *p, struct region *r);
 
-/* Forgets r, which is about to be removed, and removes its memfd from the store. Call it while r has its name. */
+/* Forgets r, which is about to be removed, and unparks its memfd soon. Call it while r has its name. */
 void persist_region_removed(struct persist *p, struct region *r);
 
 /* Saves at once what persist_region_touched() left for later: the broker is stopping. */

@@ -36,6 +36,7 @@ struct region {
         bool removed;
         bool hugetlb;           /* backed by huge pages */
         bool kept;              /* charged to its owner as kept across restarts (persist.h) */
+        uint32_t parked_bucket; /* when kept: the bucket its memfd is parked in (park.h) */
         uint64_t create_time;   /* CLOCK_REALTIME nanoseconds, 0 for never */
         uint64_t attach_time;
         uint64_t detach_time;

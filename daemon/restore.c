@@ -17,43 +17,32 @@
 #include "hashmap.h"
 #include "log.h"
 #include "macro.h"
+#include "park.h"
 #include "persist.h"
 #include "region.h"
 #include "restore.h"
 #include "state.h"
 
-/* A passed fd whose name is a region's. */
+/* A parked fd found in a bucket, by its region's handle. */
 struct region_fd {
         uint64_t handle;                /* the key */
-        struct passed_fd *passed;       /* its fd is -1 once a region took it */
-        bool ambiguous;                 /* another fd had the same name */
+        int fd;                         /* owned; -1 once a region took it */
 };
 
 struct restore {
         struct region_table *regions;   /* borrowed */
         struct fdstore *store;          /* borrowed */
         struct hashmap *fds;            /* handle → struct region_fd */
+        struct passed_fd **buckets;     /* the buckets passed, which the caller owns */
+        size_t n_buckets;
+        uint64_t last_name_number;      /* the highest in a bucket's name */
         struct region **saved;          /* the regions in the saved state, without fds yet */
         size_t n_saved, n_saved_allocated;
-        size_t n_restored;
+        size_t n_restored;              /* the first n_restored of saved are in the table */
+        size_t n_duplicates;
+        bool out_of_memory;
         uint64_t last_handle;           /* the highest handle seen anywhere */
 };
-
-/* The handle a region memfd's name gives (see persist_region_fdname()), or 0 when it is not such a name. */
-static uint64_t parse_fdname(const char *name) {
-        uint64_t handle = 0;
-
-        if (name[0] < '1' || name[0] > '9')
-                return 0;
-        for (const char *p = name; *p; p++) {
-                uint64_t digit = (uint64_t) (*p - '0');
-
-                if (*p < '0' || *p > '9' || handle > (UINT64_MAX - digit) / 10)
-                        return 0;
-                handle = handle * 10 + digit;
-        }
-        return handle;
-}
 
 /* Closes a passed fd the broker does not keep, and has systemd close its copy. */
 static void drop_passed(struct passed_fd *p) {
@@ -71,16 +60,17 @@ static void saved_region_free(struct region *r) {
         free(r);
 }
 
-/* Sorts the passed fds out: the state's, into *ret_state (NULL when none); the regions', into rs->fds. */
+/* Sorts the passed fds out: the state's, into *ret_state (NULL when none); the buckets, into rs->buckets. */
 static int sort_passed(struct restore *rs, struct passed_fd *fds, size_t n_fds, struct passed_fd **ret_state) {
         struct passed_fd *state = NULL;
         bool state_ambiguous = false;
-        int r;
 
+        rs->buckets = calloc(n_fds ?: 1, sizeof(*rs->buckets));
+        if (!rs->buckets)
+                return log_error_errno(ENOMEM, "Failed to restore the regions: %m");
         for (size_t i = 0; i < n_fds; i++) {
                 struct passed_fd *p = &fds[i];
-                struct region_fd *f;
-                uint64_t handle;
+                uint64_t number;
 
                 if (strcmp(p->name, PERSIST_STATE_FDNAME) == 0) {
                         if (state) {
@@ -90,31 +80,16 @@ static int sort_passed(struct restore *rs, struct passed_fd *fds, size_t n_fds, 
                                 state = p;
                         continue;
                 }
-                handle = parse_fdname(p->name);
-                if (handle == 0) {
+                number = park_name_number(p->name);
+                if (number == 0) {
                         log_warning("The service manager passed an fd named %s, a name this broker does not "
                                     "store; dropping it", p->name);
                         drop_passed(p);
                         continue;
                 }
-                rs->last_handle = MAX(rs->last_handle, handle);
-                f = hashmap_get(rs->fds, &handle);
-                if (f) {
-                        log_warning("The service manager passed more than one fd named %s; dropping them",
-                                    p->name);
-                        f->ambiguous = true;
-                        drop_passed(p);
-                        continue;
-                }
-                f = calloc(1, sizeof(*f));
-                if (!f)
-                        return log_error_errno(ENOMEM, "Failed to restore the regions: %m");
-                *f = (struct region_fd) { .handle = handle, .passed = p };
-                r = hashmap_put(rs->fds, &f->handle, f);
-                if (r < 0) {
-                        free(f);
-                        return log_error_errno(r, "Failed to restore the regions: %m");
-                }
+                /* Two buckets of one name are both read: a region in either is found, duplicates are harmless. */
+                rs->last_name_number = MAX(rs->last_name_number, number);
+                rs->buckets[rs->n_buckets++] = p;
         }
         if (state_ambiguous) {
                 log_warning("The service manager passed more than one saved state; dropping them");
@@ -123,6 +98,31 @@ static int sort_passed(struct restore *rs, struct passed_fd *fds, size_t n_fds, 
         }
         *ret_state = state;
         return 0;
+}
+
+/* A parked fd, from park_read(): the first of a handle is kept, the others are copies or garbage. */
+static void on_found(uint64_t handle, int fd, void *userdata) {
+        struct restore *rs = userdata;
+        struct region_fd *f;
+
+        if (handle == 0 || rs->out_of_memory) {
+                safe_close(fd);
+                return;
+        }
+        rs->last_handle = MAX(rs->last_handle, handle);
+        if (hashmap_get(rs->fds, &handle)) {
+                rs->n_duplicates++;
+                safe_close(fd);
+                return;
+        }
+        f = calloc(1, sizeof(*f));
+        if (f)
+                *f = (struct region_fd) { .handle = handle, .fd = fd };
+        if (!f || hashmap_put(rs->fds, &f->handle, f) < 0) {
+                free(f);
+                safe_close(fd);
+                rs->out_of_memory = true;
+        }
 }
 
 static int on_saved(const struct state_region *s, uint32_t slot, void *userdata) {
@@ -194,8 +194,9 @@ static const char *memfd_mismatch(int fd, const struct stat *st, const struct re
 
 /*
  * Gives r (taken) its memfd and adds it to the table, or forgets it in
- * state when that cannot be. Returns 0, or -ENOMEM: a shortage ends the
- * restore without dropping anything, for the next broker to try again.
+ * state when that cannot be. Returns 1 when r is in the table, 0 when it
+ * was forgotten, or -ENOMEM: a shortage ends the restore without dropping
+ * anything, for the next broker to try again.
  */
 static int restore_region(struct restore *rs, struct state *state, struct region *r) {
         struct region_fd *f = hashmap_get(rs->fds, &r->handle);
@@ -204,19 +205,19 @@ static int restore_region(struct restore *rs, struct state *state, struct region
         char buf[64];
         int k;
 
-        if (!f || f->ambiguous || f->passed->fd < 0) {
+        if (!f || f->fd < 0) {
                 log_warning("Region %s (handle %" PRIu64 ") was saved, but its memfd was not kept; forgetting it",
                             r->name, r->handle);
                 goto forget;
         }
-        if (fstat(f->passed->fd, &st) < 0)
+        if (fstat(f->fd, &st) < 0)
                 why = "cannot be examined";
         else
-                why = memfd_mismatch(f->passed->fd, &st, r, buf, sizeof(buf));
+                why = memfd_mismatch(f->fd, &st, r, buf, sizeof(buf));
         if (why) {
                 log_warning("The memfd kept for region %s (handle %" PRIu64 ") %s; dropping the region", r->name,
                             r->handle, why);
-                drop_passed(f->passed);
+                f->fd = safe_close(f->fd);
                 goto forget;
         }
         /* Then only holders of its read-write fd can open it: a reopen for readers is refused. */
@@ -225,7 +226,7 @@ static int restore_region(struct restore *rs, struct state *state, struct region
                             "uid %u: read-only opens of it will fail. Run the broker as the same user throughout.",
                             r->name, r->handle, (unsigned) st.st_uid, (unsigned) geteuid());
 
-        r->fd = f->passed->fd;
+        r->fd = f->fd;
         k = region_adopt(rs->regions, r);
         if (k == -ENOMEM) {
                 log_error_errno(k, "Failed to restore region %" PRIu64 ": %m", r->handle);
@@ -237,13 +238,11 @@ static int restore_region(struct restore *rs, struct state *state, struct region
                 r->fd = -1;
                 log_warning_errno(k, "Failed to restore region %s (handle %" PRIu64 "), which clashes with "
                                   "another: %m", r->name, r->handle);
-                drop_passed(f->passed);
+                f->fd = safe_close(f->fd);
                 goto forget;
         }
-        f->passed->fd = -1;
-        fdstore_count(rs->store, f->passed->name);
-        rs->n_restored++;
-        return 0;
+        f->fd = -1;
+        return 1;
 
 forget:
         k = state_forget_region(state, r->saved_slot);
@@ -259,20 +258,27 @@ static int compare_handles(const void *a, const void *b) {
         return x->handle < y->handle ? -1 : x->handle > y->handle;
 }
 
-/* Drops the region memfds no region took. Returns how many. */
-static size_t drop_unclaimed(struct restore *rs) {
+/* Closes the parked fds no region took. Returns how many. */
+static size_t close_unclaimed(struct restore *rs) {
         size_t n = 0;
         void *v;
 
         for (size_t i = 0; hashmap_iterate(rs->fds, &i, &v);) {
                 struct region_fd *f = v;
 
-                if (f->passed->fd < 0 && !f->ambiguous)
+                if (f->fd < 0)
                         continue;
-                drop_passed(f->passed);
+                f->fd = safe_close(f->fd);
                 n++;
         }
         return n;
+}
+
+/* Has systemd close the buckets passed, once what they held is parked again, or is not kept. */
+static void drop_buckets(struct restore *rs) {
+        for (size_t i = 0; i < rs->n_buckets; i++)
+                drop_passed(rs->buckets[i]);
+        rs->n_buckets = 0;
 }
 
 /* Loads the passed state. Returns 1 and the state, 0 when it is not valid (logged), or -errno. */
@@ -309,12 +315,42 @@ static int start_afresh(struct fdstore *store, struct state **ret) {
         return 0;
 }
 
+/*
+ * Parks the restored regions again, in new buckets, densely and in handle
+ * order. A region that cannot be is still served, but forgotten in state,
+ * so that the next broker does not look for it.
+ */
+static void repark(struct restore *rs, struct state *state, struct park *park) {
+        size_t lost = 0;
+        int first_error = 0;
+
+        for (size_t i = 0; i < rs->n_restored; i++) {
+                struct region *r = rs->saved[i];
+                int k = park_add(park, r->handle, r->fd, &r->parked_bucket);
+
+                if (k >= 0)
+                        continue;
+                if (first_error == 0)
+                        first_error = k;
+                lost++;
+                k = state_forget_region(state, r->saved_slot);
+                if (k < 0)
+                        log_warning_errno(k, "Failed to forget region %" PRIu64 " in the saved state: %m", r->handle);
+                r->saved_slot = 0;
+                region_unkeep(rs->regions, r);
+        }
+        if (lost > 0)
+                log_error_errno(first_error, "Failed to keep %zu of the %zu restored named regions for the next "
+                                "restart; they are served until then: %m", lost, rs->n_restored);
+}
+
 int restore(struct region_table *t, struct fdstore *store, struct passed_fd *fds, size_t n_fds,
-            struct state **ret_state) {
+            park_fd_cb fd_of, void *userdata, struct state **ret_state, struct park **ret_park) {
         struct restore rs = { .regions = t, .store = store };
         struct passed_fd *state_passed = NULL;
         struct state *state = NULL;
-        size_t i = 0, dropped;
+        struct park *park = NULL;
+        size_t i = 0, n, found = 0;
         void *v;
         int r;
 
@@ -331,14 +367,25 @@ int restore(struct region_table *t, struct fdstore *store, struct passed_fd *fds
                 goto finish;
 
         if (!state) {
-                dropped = drop_unclaimed(&rs);
-                if (dropped > 0)
-                        log_warning("Dropped %zu region memfds kept without a valid saved state", dropped);
+                /* Read all the same, for the handles they name: none of them is given again. */
+                for (size_t b = 0; b < rs.n_buckets; b++)
+                        (void) park_read(rs.buckets[b]->fd, rs.buckets[b]->name, on_found, &rs);
+                n = close_unclaimed(&rs);
+                if (rs.n_buckets > 0)
+                        log_warning("Dropped %zu buckets with %zu named regions kept without a valid saved state",
+                                    rs.n_buckets, n);
+                drop_buckets(&rs);
                 r = start_afresh(store, &state);
                 if (r < 0)
                         goto finish;
         } else {
                 fdstore_count(store, PERSIST_STATE_FDNAME);
+                for (size_t b = 0; b < rs.n_buckets; b++)
+                        found += park_read(rs.buckets[b]->fd, rs.buckets[b]->name, on_found, &rs);
+                if (rs.out_of_memory) {
+                        r = log_error_errno(ENOMEM, "Failed to restore the regions: %m");
+                        goto finish;
+                }
                 qsort(rs.saved, rs.n_saved, sizeof(*rs.saved), compare_handles);
                 for (; i < rs.n_saved; i++) {
                         r = restore_region(&rs, state, rs.saved[i]);
@@ -346,17 +393,31 @@ int restore(struct region_table *t, struct fdstore *store, struct passed_fd *fds
                                 i++;
                                 goto finish;
                         }
+                        /* Kept in saved, in handle order, for repark(): the table owns it now. */
+                        if (r > 0)
+                                rs.saved[rs.n_restored++] = rs.saved[i];
                 }
-                dropped = drop_unclaimed(&rs);
-                if (dropped > 0)
-                        log_notice("Dropped %zu kept region memfds without saved state, left by a broker that "
-                                   "stopped while creating them", dropped);
-                if (rs.n_saved > 0)
-                        log_notice("Restored %zu of %zu saved named regions", rs.n_restored, rs.n_saved);
+                n = close_unclaimed(&rs);
+                if (n > 0)
+                        log_notice("Dropped %zu parked memfds without saved state, left by a broker that stopped "
+                                   "while creating or removing them", n);
+                if (rs.n_saved > 0 || found > 0)
+                        log_notice("Restored %zu of %zu saved named regions from %zu parked fds in %zu buckets",
+                                   rs.n_restored, rs.n_saved, found, rs.n_buckets);
         }
+
+        r = park_new(store, rs.last_name_number, fd_of, userdata, &park);
+        if (r < 0) {
+                log_error_errno(r, "Failed to restore the regions: %m");
+                goto finish;
+        }
+        repark(&rs, state, park);
+        /* Only now: until the regions are parked anew, the old buckets are what keeps them. */
+        drop_buckets(&rs);
 
         region_table_skip_handles(t, MAX(rs.last_handle, state_handle_mark(state)));
         *ret_state = TAKE_PTR(state);
+        *ret_park = TAKE_PTR(park);
         r = 0;
 
 finish:
@@ -364,9 +425,15 @@ finish:
         for (; i < rs.n_saved; i++)
                 saved_region_free(rs.saved[i]);
         free(rs.saved);
-        for (size_t j = 0; rs.fds && hashmap_iterate(rs.fds, &j, &v);)
-                free(v);
+        free(rs.buckets);
+        for (size_t j = 0; rs.fds && hashmap_iterate(rs.fds, &j, &v);) {
+                struct region_fd *f = v;
+
+                safe_close(f->fd);
+                free(f);
+        }
         hashmap_free(rs.fds);
         state_free(state);
+        park_free(park);
         return r;
 }

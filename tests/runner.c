@@ -51,6 +51,7 @@ int main(void) {
         srunner_add_suite(sr, access_suite());
         srunner_add_suite(sr, wait_suite());
         srunner_add_suite(sr, state_suite());
+        srunner_add_suite(sr, park_suite());
         srunner_add_suite(sr, attack_suite());
         srunner_add_suite(sr, quota_suite());
         srunner_add_suite(sr, quota_unit_suite());

@@ -11,6 +11,7 @@ Suite *sharing_suite(void);
 Suite *lifetime_suite(void);
 Suite *bad_input_suite(void);
 Suite *state_suite(void);
+Suite *park_suite(void);
 Suite *access_suite(void);
 Suite *wait_suite(void);
 Suite *attack_suite(void);

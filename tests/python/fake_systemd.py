@@ -27,6 +27,49 @@ SOCKET_FDNAME = "memfd-broker.socket"
 QUIT = b"X-FAKE-SYSTEMD-QUIT=1"
 SYNC = "X-FAKE-SYSTEMD-SYNC"
 
+# The buckets the broker parks memfds in (daemon/park.h).
+PARK_PREFIX = "park."
+PARK_MAGIC = 0x5042464D
+PARK_FDS_PER_MESSAGE = 253
+SO_PEEK_OFF = 42
+
+
+def bucket_messages(fd):
+    """What the bucket fd (a stored receiving end) holds, read as the broker reads it, without taking anything:
+    a list of (data, fds), the fds new ones the caller owns."""
+    sock = socket.socket(fileno=os.dup(fd))
+    messages = []
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, 0)
+        while True:
+            try:
+                data, ancdata, _, _ = sock.recvmsg(65536, socket.CMSG_SPACE(4 * 256),
+                                                   socket.MSG_PEEK | socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC)
+            except BlockingIOError:
+                return messages
+            fds = array.array("i")
+            for level, kind, cdata in ancdata:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds.frombytes(cdata[:len(cdata) - len(cdata) % 4])
+            messages.append((data, list(fds)))
+    finally:
+        sock.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, -1)
+        sock.close()
+
+
+def park_message(handles):
+    """The bytes of a bucket message for handles."""
+    return struct.pack("=II", PARK_MAGIC, len(handles)) + struct.pack("=%dQ" % len(handles), *handles)
+
+
+def make_bucket(messages):
+    """A bucket as a broker leaves one: messages are (data, fds), the fds borrowed. Returns the receiving end."""
+    sender, queue = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    for data, fds in messages:
+        sender.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else [])
+    sender.close()
+    return queue.detach()
+
 
 def _parse(data):
     fields = {}
@@ -137,6 +180,32 @@ class FakeSystemd:
         if len(matches) != 1:
             raise AssertionError("%d fds named %s in the store" % (len(matches), name))
         return matches[0]
+
+    def buckets(self):
+        """The names of the stored buckets."""
+        return [name for name in self.store_names() if name.startswith(PARK_PREFIX)]
+
+    def parked(self):
+        """The handles parked in the stored buckets, in the order found, each as often as it is parked; the
+        number of fds each message carries must match its handles."""
+        with self.cond:
+            fds = [fd for name, fd in self.store if name.startswith(PARK_PREFIX)]
+            handles = []
+            for fd in fds:
+                for data, passed in bucket_messages(fd):
+                    for f in passed:
+                        os.close(f)
+                    magic, count = struct.unpack_from("=II", data)
+                    assert magic == PARK_MAGIC and len(passed) == count <= PARK_FDS_PER_MESSAGE, (magic, count)
+                    handles += struct.unpack_from("=%dQ" % count, data, 8)
+            return handles
+
+    def remove_stored(self, name):
+        """Closes and forgets what the store holds under name."""
+        with self.cond:
+            for entry in [e for e in self.store if e[0] == name]:
+                os.close(entry[1])
+                self.store.remove(entry)
 
     def replace_stored(self, name, fd):
         """Puts fd (taken) in the store under name, in place of what was there."""
