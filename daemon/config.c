@@ -15,7 +15,6 @@ void config_init(struct config *c) {
                 .max_holds_per_connection = CONFIG_MAX_HOLDS_PER_CONNECTION_DEFAULT,
                 .max_connections_per_uid = CONFIG_MAX_CONNECTIONS_PER_UID_DEFAULT,
                 .max_queued_bytes = CONFIG_MAX_QUEUED_BYTES_DEFAULT,
-                .max_kept_regions = CONFIG_MAX_KEPT_REGIONS_DEFAULT,
                 .log_level = LOG_INFO,
         };
 }
@@ -77,6 +76,8 @@ void config_derive_limits(struct config *c, uint64_t fd_limit, uint64_t physical
                 c->max_bytes_per_uid = quarter_of(c->max_bytes);
         if (c->max_connections == 0)
                 c->max_connections = (uint32_t) min_u64(CONFIG_MAX_CONNECTIONS_CAP, quarter_of(c->max_fds));
+        if (c->max_kept_regions == 0)
+                c->max_kept_regions = (uint32_t) min_u64(c->max_regions, fd_limit / CONFIG_KEPT_REGIONS_DIVISOR ?: 1);
         if (c->max_holds == 0)
                 c->max_holds = (uint64_t) c->max_regions * CONFIG_HOLDS_PER_REGION;
         /* A limit per uid above the broker's says more than it means. */

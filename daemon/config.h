@@ -11,7 +11,8 @@
 #define CONFIG_MAX_HOLDS_PER_CONNECTION_DEFAULT 65536U
 #define CONFIG_MAX_CONNECTIONS_PER_UID_DEFAULT  1024U
 #define CONFIG_MAX_QUEUED_BYTES_DEFAULT         (UINT64_C(64) << 20)
-#define CONFIG_MAX_KEPT_REGIONS_DEFAULT         16384U  /* what systemd's $LISTEN_FDNAMES holds (fdstore.h) */
+/* The default --max-kept-regions is fd_limit over this: parked memfds count against the fd limit (park.h). */
+#define CONFIG_KEPT_REGIONS_DIVISOR             2U
 #define CONFIG_SHARE_PER_UID_DIVISOR            4U      /* per-uid defaults: a quarter of the broker's */
 #define CONFIG_HOLDS_PER_REGION                 4U      /* the default --max-holds: this many per region */
 #define CONFIG_SOCKET_NAME                      "memfd-broker.sock"
@@ -68,7 +69,9 @@ int config_set_default_socket_path(struct config *c);
  * on open files (RLIM_INFINITY allowed), and physical_memory in bytes.
  * The fds the users share are fd_limit less CONFIG_FD_RESERVE; regions
  * and connections default to what those fds allow, capped; bytes to the
- * physical memory; each limit per uid to a quarter of the broker's.
+ * physical memory; kept regions to half fd_limit, since the kernel counts
+ * parked memfds in flight against it; each limit per uid to a quarter of
+ * the broker's.
  */
 void config_derive_limits(struct config *c, uint64_t fd_limit, uint64_t physical_memory);
 

@@ -33,7 +33,8 @@ static void help(void) {
                "                                them (default %" PRIu64 "M)\n"
                "  --max-waiters N               most pending WAITs (default: --max-connections)\n"
                "  --max-kept-regions N          most named regions kept across restarts under systemd\n"
-               "                                (default %u)\n"
+               "                                (default: half the limit on open files, at most\n"
+               "                                --max-regions)\n"
                "  --max-holds N                 most regions held by all connections, a region counted once\n"
                "                                per connection that holds it (default: %u per region)\n"
                "  --max-holds-per-connection N  most region references one connection holds (default %u)\n"
@@ -48,7 +49,7 @@ static void help(void) {
                "BYTES take an optional K, M, G or T suffix. Besides its limits, a uid may take only a\n"
                "share of what is left of each; root and the broker's own uid are exempt.\n",
                program_invocation_short_name, CONFIG_MAX_REGION_SIZE_DEFAULT >> 30, CONFIG_MAX_REGIONS_CAP,
-               CONFIG_MAX_CONNECTIONS_CAP, CONFIG_MAX_QUEUED_BYTES_DEFAULT >> 20, CONFIG_MAX_KEPT_REGIONS_DEFAULT,
+               CONFIG_MAX_CONNECTIONS_CAP, CONFIG_MAX_QUEUED_BYTES_DEFAULT >> 20,
                CONFIG_HOLDS_PER_REGION,
                CONFIG_MAX_HOLDS_PER_CONNECTION_DEFAULT, CONFIG_MAX_CONNECTIONS_PER_UID_DEFAULT);
 }

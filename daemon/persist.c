@@ -172,7 +172,7 @@ int persist_region_created(struct persist *p, struct region *r, enum mfb_wire_re
         if (k < 0) {
                 region_unkeep(p->regions, r);
                 log_refusal(p, k);
-                return k == -ENOSPC ? -E2BIG : k;
+                return k == -ENOSPC || k == -ENOBUFS ? -E2BIG : k;
         }
         p->refusal_logged = 0;
         k = save(p, r);

@@ -59,8 +59,8 @@ struct persist *persist_free(struct persist *p);
  * the handle mark, and for a named region its memfd and state, charging
  * its owner one kept region (region_keep()). Returns 0; -EDQUOT or
  * -ENOSPC when the owner may keep no more (*ret_refused says so); -E2BIG
- * when the buckets are full or the fd store has no room for the name of
- * another; -ETOOMANYREFS when the kernel refuses the broker more fds in
+ * when the buckets are full, or the fd store or the socket buffers have no room
+ * for another; -ETOOMANYREFS when the kernel refuses the broker more fds in
  * flight (both logged once until it works again); or another -errno after
  * logging why. Nothing of r is kept on failure: remove it.
  */

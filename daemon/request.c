@@ -220,6 +220,9 @@ static int handle_create(struct connection *c, const struct mfb_wire_header *h, 
                 region_remove(t, r);
                 if (k == -EDQUOT || k == -ENOSPC)
                         return reply_quota(c, h, k, c->peer.creds.uid, refused);
+                if (k == -ETOOMANYREFS)
+                        return reply_error(c, h, -ENOSPC, "the kernel refuses the broker more fds in flight (its "
+                                           "RLIMIT_NOFILE): no more named regions can be kept across a restart");
                 if (k == -E2BIG)
                         return reply_error(c, h, -ENOSPC, "the service manager cannot keep more named regions "
                                            "across a restart");
