@@ -544,8 +544,9 @@ static void append_pid(char *buf, pid_t pid) {
 
 /* Starts the broker as systemd starts a socket-activated service, then the stand-in's thread. */
 static void standin_start(struct standin *s, const char *brokerd) {
+        /* The default, half the fd limit, can be the high level itself: room for the level and a round above it. */
         char *argv[] = { (char *) brokerd, (char *) "--socket", s->socket_path, (char *) "--log-level",
-                         (char *) "warning", NULL };
+                         (char *) "warning", (char *) "--max-kept-regions", (char *) "1000000", NULL };
         char **env = broker_env(s);
         cpu_set_t server_set;
 
