@@ -164,11 +164,33 @@ def requests_seeds():
     }
 
 
+PARK_VALID_HEADER = 0x80
+PARK_PIPE = 0x08
+
+
+def park_message(options, body=b""):
+    return bytes([options, len(body)]) + body
+
+
+def park_seeds():
+    """fuzz-park: messages, each a byte of options (fds, pipe, valid header), a byte of length, the bytes."""
+    magic = struct.pack("=II", 0x5042464D, 1) + struct.pack("=Q", 7)
+    return {
+        "one-region": park_message(1 | PARK_VALID_HEADER, bytes([1, 7])),
+        "two-then-garbage": park_message(2 | PARK_VALID_HEADER, bytes([2, 5, 6]))
+        + park_message(1, b"garbage!") + park_message(1 | PARK_VALID_HEADER, bytes([1, 9])),
+        "fewer-fds": park_message(1 | PARK_VALID_HEADER, bytes([3, 1, 2, 3])),
+        "a-pipe": park_message(1 | PARK_PIPE | PARK_VALID_HEADER, bytes([1, 4])),
+        "empty": park_message(0, b"") + park_message(1 | PARK_VALID_HEADER, bytes([1, 2])),
+        "raw-header": park_message(1, magic),
+    }
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit("usage: make-corpus.py CORPUS_DIR")
     for target, seeds in (("fuzz-codec", codec_seeds()), ("fuzz-state", state_seeds()),
-                          ("fuzz-requests", requests_seeds())):
+                          ("fuzz-requests", requests_seeds()), ("fuzz-park", park_seeds())):
         directory = os.path.join(sys.argv[1], target)
         os.makedirs(directory, exist_ok=True)
         for seed, data in seeds.items():
