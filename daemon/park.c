@@ -27,7 +27,10 @@
 
 #define MESSAGE_MAX (sizeof(struct park_message_header) + PARK_FDS_PER_MESSAGE * sizeof(uint64_t))
 
-/* Messages read from one bucket at most, whatever its queue holds: more than a broker ever leaves in one. */
+/*
+ * Messages read from one bucket at most, whatever its queue holds: more
+ * than a broker ever leaves in one, which park_add() sees to.
+ */
 #define READ_MESSAGES_MAX (3 * PARK_BUCKET_MESSAGES + PARK_APPENDS_MAX + 16)
 
 /*
@@ -438,6 +441,11 @@ int park_add(struct park *p, uint64_t handle, int fd, uint32_t *ret_bucket) {
                 b = p->buckets[i];
                 if (b->n_appended >= PARK_APPENDS_MAX || b->due)
                         (void) bucket_pack(p, b);
+                /* Not packed: no more than the next broker reads of it (the timer packs it later). */
+                if (b->n_messages + 1 >= READ_MESSAGES_MAX || b->n_appended >= PARK_APPENDS_MAX) {
+                        b->full = true;
+                        continue;
+                }
                 r = grow(b, 1, 1);
                 if (r < 0)
                         return r;

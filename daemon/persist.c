@@ -169,6 +169,9 @@ int persist_region_created(struct persist *p, struct region *r, enum mfb_wire_re
 
         /* The memfd first: a crash before the state is saved leaves a memfd the next broker drops. */
         k = park_add(p->park, r->handle, r->fd, &r->parked_bucket);
+        /* A bucket it could not pack on the way is tried again shortly. */
+        if (park_packing_due(p->park))
+                schedule_pack(p);
         if (k < 0) {
                 region_unkeep(p->regions, r);
                 log_refusal(p, k);
