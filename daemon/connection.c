@@ -334,15 +334,20 @@ int connection_new(struct broker *b, int fd) {
 /*
  * A SOCK_SEQPACKET record larger than the socket's send buffer cannot be
  * sent at all (EMSGSIZE): make room for the largest reply, whatever
- * net.core.wmem_default says.
+ * net.core.wmem_default says. And no more: the replies a client has not
+ * read wait in that buffer, with their fds in flight, which the kernel
+ * counts against the broker's RLIMIT_NOFILE together with the parked
+ * memfds of named regions (park.h). So a uid that never reads holds at
+ * most 128 KiB of replies in flight per connection, one fd in each of a
+ * few hundred bytes (each costs the buffer about 1 KiB), rather than what
+ * net.core.wmem_default would let it.
  */
-static void ensure_send_buffer(int fd) {
-        int size = 0, want = 2 * MFB_WIRE_RECORD_MAX;
-        socklen_t len = sizeof(size);
+static void set_send_buffer(int fd) {
+        int want = MFB_WIRE_RECORD_MAX;
 
-        if (getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, &len) == 0 && size < want &&
-            setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &want, sizeof(want)) < 0)
-                log_warning_errno(errno, "Failed to make room for the largest reply in a socket's send buffer: %m");
+        /* The kernel doubles it, for its own overhead: room for one record of MFB_WIRE_RECORD_MAX and more. */
+        if (setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &want, sizeof(want)) < 0)
+                log_warning_errno(errno, "Failed to size a socket's send buffer for the largest reply: %m");
 }
 
 int connection_new_with_peer(struct broker *b, int fd, struct peer *peer) {
@@ -358,7 +363,7 @@ int connection_new_with_peer(struct broker *b, int fd, struct peer *peer) {
         c->broker = b;
         c->fd = fd;
         c->peer = *peer;
-        ensure_send_buffer(fd);
+        set_send_buffer(fd);
         *peer = (struct peer) {};
         c->next = b->connections;
         if (c->next)
