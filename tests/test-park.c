@@ -29,6 +29,8 @@
 #define STORE_MAX 64
 /* A send buffer (SO_SNDBUF, which the kernel doubles) that gives a bucket room for one full message: 253 regions. */
 #define ONE_MESSAGE_SEND_BUFFER 72000
+/* What the names of stored fds may take in $LISTEN_FDNAMES (fdstore.c). */
+#define NAMES_ROOM (128 * 1024 - sizeof("LISTEN_FDNAMES=") - 256)
 
 /* What the service manager holds: fds by name, as FDSTORE=1 and FDSTOREREMOVE=1 leave them. */
 struct store {
@@ -336,6 +338,53 @@ START_TEST(test_full_buckets_refuse) {
 END_TEST
 
 /*
+ * $LISTEN_FDNAMES, where the next broker finds the stored fds' names, has
+ * room for 128 KiB: a bucket whose name would not fit is not made (E2BIG).
+ * A send buffer that cannot hold one full message twice makes no bucket
+ * either (ENOBUFS).
+ */
+START_TEST(test_no_room_for_a_bucket) {
+        char name[256];
+        struct regions regions;
+        struct store store;
+        struct fdstore *fdstore;
+        struct park *park;
+        uint32_t bucket;
+        int fd = sealed_memfd(4096);
+
+        store_open(&store);
+        ck_assert_int_eq(fdstore_new(&fdstore), 0);
+        ck_assert_int_eq(park_new(fdstore, 0, fd_of, &regions, &park), 0);
+        for (size_t i = 0; i <= REGIONS_MAX; i++)
+                regions.fds[i] = fd;
+
+        park_set_limits(park, 4096, PARK_BUCKETS_MAX);
+        ck_assert_int_eq(park_add(park, 1, fd, &bucket), -ENOBUFS);
+        park_set_limits(park, ONE_MESSAGE_SEND_BUFFER, PARK_BUCKETS_MAX);
+
+        /*
+         * Names of fds passed at start that stay stored fill all but 3 bytes of
+         * the room (fdstore.c: 128 KiB, less "LISTEN_FDNAMES=" and its NUL, less
+         * 256 for the sockets' names; each name costs its length and a ':').
+         */
+        memset(name, 'n', sizeof(name) - 1);
+        name[sizeof(name) - 1] = '\0';
+        for (size_t i = 0; i < NAMES_ROOM / 256; i++)
+                fdstore_count(fdstore, name);
+        name[NAMES_ROOM % 256 - 4] = '\0';
+        fdstore_count(fdstore, name);
+        ck_assert_int_eq(park_add(park, 1, fd, &bucket), -E2BIG);
+        ck_assert_uint_eq(park_buckets(park), 0);
+        ck_assert_uint_eq(buckets_stored(&store), 0);
+
+        park_free(park);
+        fdstore_free(fdstore);
+        safe_close(fd);
+        store_close(&store);
+}
+END_TEST
+
+/*
  * The kernel counts the fds in flight from a user against the sender's
  * RLIMIT_NOFILE (unless it has CAP_SYS_RESOURCE or CAP_SYS_ADMIN, which
  * root has: the child drops to uid 65534 then). park_add() says so, and
@@ -496,6 +545,7 @@ Suite *park_suite(void) {
         tcase_add_test(tc, test_parked_regions_read_back);
         tcase_add_test(tc, test_packing_returns_memory);
         tcase_add_test(tc, test_full_buckets_refuse);
+        tcase_add_test(tc, test_no_room_for_a_bucket);
         tcase_add_test(tc, test_in_flight_cap);
         tcase_add_test(tc, test_corrupt_buckets);
         tcase_add_test(tc, test_names);
