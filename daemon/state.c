@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,10 +65,14 @@ struct header {
 _Static_assert(sizeof(struct record) == 360, "record layout");
 _Static_assert(sizeof(struct header) <= sizeof(struct record), "the header fits in its room");
 
+/* Per slot, in struct state's slots: */
+#define SLOT_CURRENT 0x1U       /* which copy is the current one */
+#define SLOT_REGION 0x2U        /* a copy holds a region, current or not: its page must stay */
+
 struct state {
         int fd;
         uint32_t n_slots;       /* slot 0, the mark's, included */
-        uint8_t *current;       /* per slot: its current copy, 0 or 1 */
+        uint8_t *current;       /* per slot: SLOT_* */
         uint32_t *free_slots;   /* a stack with the lowest slot on top, so that the file stays dense */
         uint32_t n_free;
         uint64_t seq;           /* the highest in the file */
@@ -152,7 +157,7 @@ static int grow(struct state *s, uint32_t n) {
 
 /* Writes rec to the copy of slot that is not current, which then is. */
 static int write_record(struct state *s, uint32_t slot, struct record *rec) {
-        unsigned copy = !s->current[slot];
+        unsigned copy = !(s->current[slot] & SLOT_CURRENT);
         ssize_t n;
 
         rec->seq = s->seq + 1;
@@ -164,7 +169,7 @@ static int write_record(struct state *s, uint32_t slot, struct record *rec) {
         if ((size_t) n != sizeof(*rec))
                 return -ENOSPC;
         s->seq = rec->seq;
-        s->current[slot] = (uint8_t) copy;
+        s->current[slot] = (uint8_t) ((s->current[slot] & ~SLOT_CURRENT) | copy);
         return 0;
 }
 
@@ -273,6 +278,9 @@ static int load_slot(struct state *s, uint32_t slot, const struct record copies[
                 return -EBADMSG;
 
         s->current[slot] = (uint8_t) current;
+        for (unsigned c = 0; c < 2; c++)
+                if (valid[c] && copies[c].type == RECORD_REGION)
+                        s->current[slot] |= SLOT_REGION;
         rec = &copies[current];
         switch (rec->type) {
         case RECORD_MARK:
@@ -424,7 +432,39 @@ int state_save_region(struct state *s, uint32_t *slot, const struct state_region
                 s->n_free--;
                 *slot = target;
         }
+        s->current[target] |= SLOT_REGION;
         return 0;
+}
+
+/* The slot whose copies hold the byte at offset, which is past the header's room. */
+static uint32_t slot_at(off_t offset) {
+        return (uint32_t) (((uint64_t) offset / sizeof(struct record) - 1) / 2);
+}
+
+/*
+ * Gives back the pages around slot that hold nothing but free slots: they
+ * read as zeroes from then on, which is free too (load_slot()). So the
+ * file takes memory for the pages with regions in them, whatever number
+ * of regions it held once. The page of the header and the mark stays.
+ */
+static void release_pages(struct state *s, uint32_t slot) {
+        off_t page = (off_t) sysconf(_SC_PAGESIZE), end = file_size(s->n_slots);
+        off_t first = copy_offset(slot, 0) / page * page, last = copy_offset(slot + 1, 0);
+
+        for (off_t p = first; p < last && p < end; p += page) {
+                uint32_t a, b;
+                bool used = false;
+
+                if (p < copy_offset(1, 0))
+                        continue;
+                a = slot_at(p);
+                b = slot_at(MIN(p + page, end) - 1);
+                for (uint32_t k = a; k <= b && !used; k++)
+                        used = s->current[k] & SLOT_REGION;
+                /* Only memory is at stake: a page kept is still valid. */
+                if (!used)
+                        (void) fallocate(s->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, p, page);
+        }
 }
 
 int state_forget_region(struct state *s, uint32_t slot) {
@@ -436,5 +476,15 @@ int state_forget_region(struct state *s, uint32_t slot) {
         if (r < 0)
                 return r;
         s->free_slots[s->n_free++] = slot;
+        /*
+         * Over the older copy too, which still holds the region: were the page
+         * of the new copy given back alone, the older would be current again.
+         * A failure leaves it for later; only the memory is at stake.
+         */
+        rec = (struct record) { .type = RECORD_FREE };
+        if (write_record(s, slot, &rec) >= 0) {
+                s->current[slot] &= ~SLOT_REGION;
+                release_pages(s, slot);
+        }
         return 0;
 }

@@ -17,7 +17,11 @@
  * every instant, an update costs one pwrite() of one record whatever the
  * number of regions, and nothing ever needs compacting: the file is as
  * large as the most regions saved at once, and the service manager keeps
- * the same file throughout.
+ * the same file throughout. A forgotten region's slot is written free in
+ * both copies, and the pages that then hold only free slots are given back
+ * (FALLOC_FL_PUNCH_HOLE; they read as zeroes, which is free): the file
+ * takes memory for the pages with regions in them, not for the most it
+ * ever held.
  */
 
 #include <stdbool.h>

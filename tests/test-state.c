@@ -4,6 +4,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -274,6 +275,66 @@ START_TEST(test_grows) {
 }
 END_TEST
 
+/* Memory the state file takes, in bytes: the pages it has, not its size. */
+static uint64_t memory_of(const struct state *s) {
+        struct stat st;
+
+        ck_assert_int_eq(fstat(state_fd(s), &st), 0);
+        return (uint64_t) st.st_blocks * 512;
+}
+
+/*
+ * After many regions come and go, the file takes memory for the pages with
+ * regions in them, not for the most it ever held; and it loads as before.
+ */
+START_TEST(test_forgotten_regions_give_pages_back) {
+        enum { N = 2000, KEPT_EVERY = 500, AGAIN = 100 };
+        uint32_t slots[N + 1];
+        struct state *s;
+        struct seen seen;
+        char name[16];
+        uint64_t full;
+
+        ck_assert_int_eq(state_new(&s), 0);
+        for (uint64_t h = 1; h <= N; h++) {
+                struct state_region r;
+
+                snprintf(name, sizeof(name), "r%" PRIu64, h);
+                r = example(h, name);
+                slots[h] = 0;
+                ck_assert_int_eq(state_save_region(s, &slots[h], &r), 0);
+        }
+        full = memory_of(s);
+        ck_assert_uint_ge(full, (uint64_t) N * 2 * RECORD_SIZE);
+        for (uint64_t h = 1; h <= N; h++)
+                if (h % KEPT_EVERY != 0)
+                        ck_assert_int_eq(state_forget_region(s, slots[h]), 0);
+        /* The header's page, and at most two pages around each region kept. */
+        ck_assert_uint_le(memory_of(s), (1 + 2 * N / KEPT_EVERY) * (uint64_t) sysconf(_SC_PAGESIZE));
+
+        reload_ok(s, &seen);
+        ck_assert_uint_eq(seen.n, N / KEPT_EVERY);
+        for (size_t i = 0; i < seen.n; i++) {
+                struct state_region r;
+
+                snprintf(name, sizeof(name), "r%zu", (i + 1) * KEPT_EVERY);
+                r = example((i + 1) * KEPT_EVERY, name);
+                assert_same(&seen.regions[i], &r);
+        }
+        /* Slots in pages given back are written again as any free slot. */
+        for (uint64_t h = 1; h <= AGAIN; h++) {
+                struct state_region r = example(N + h, "again");
+                uint32_t slot = 0;
+
+                snprintf(r.name, sizeof(r.name), "again%" PRIu64, h);
+                ck_assert_int_eq(state_save_region(s, &slot, &r), 0);
+        }
+        reload_ok(s, &seen);
+        ck_assert_uint_eq(seen.n, N / KEPT_EVERY + AGAIN);
+        state_free(s);
+}
+END_TEST
+
 START_TEST(test_handle_mark) {
         struct state *s, *loaded;
         struct seen seen;
@@ -308,6 +369,7 @@ Suite *state_suite(void) {
         tcase_add_test(tc, test_garbage_is_refused);
         tcase_add_test(tc, test_not_a_file);
         tcase_add_test(tc, test_grows);
+        tcase_add_test(tc, test_forgotten_regions_give_pages_back);
         tcase_add_test(tc, test_handle_mark);
         suite_add_tcase(s, tc);
         return s;
