@@ -4,8 +4,9 @@
  * is a real systemd and whose memfd-broker.socket and .service are the
  * installed ones. Runs as root, in the container's namespaces:
  *
- *   mfb-real-systemd-driver SOCKET [REGIONS]
+ *   mfb-real-systemd-driver [--user] SOCKET [REGIONS]
  *
+ * Without --user it drives the system units, with all of the checks below.
  * 1. Creates REGIONS (4000) named 4 KiB regions, writes a pattern of its
  *    own into each, and frees it (the named region stays in the broker).
  *    The median CREATE+free of the last 10% may cost at most 1.3 times that
@@ -20,6 +21,16 @@
  * 4. A 1 GiB named region, every page written, then freed by the client and
  *    removed by name, gives its memory back within 1 s: Shmem in
  *    /proc/meminfo (the whole machine's) drops by at least 0.9 GiB.
+ *
+ * With --user it drives the units of the calling user's service manager
+ * (systemctl --user, which finds that manager through $XDG_RUNTIME_DIR):
+ * 1 with REGIONS (500) regions in one round, its cost printed but not
+ * judged (too few regions for a steady median); 2 for the user manager
+ * instead of PID 1; 3 with systemctl --user; not 4, which the system
+ * broker has shown for the same code.
+ *
+ * After the creates, and after each restart, it prints how many entries
+ * the service manager's file-descriptor store holds (NFileDescriptorStore).
  *
  * Every number is printed; a check that fails says FAIL, and the others
  * still run when they can. Exit status: 0 when all pass, 1 when one fails,
@@ -40,6 +51,7 @@
 #include <memfd-broker.h>
 
 #define REGIONS_DEFAULT 4000U
+#define USER_REGIONS_DEFAULT 500U
 #define REGION_SIZE ((uint64_t) 4096)
 #define NAME_FORMAT "real-systemd-%05u"
 #define BIG_NAME "real-systemd-big"
@@ -48,7 +60,7 @@
 
 #define MAX_CREATE_RATIO 1.3
 #define ROUNDS_MAX 3
-#define MAX_PID1_CPU_NS (UINT64_C(500) * 1000 * 1000)
+#define MAX_MANAGER_CPU_NS (UINT64_C(500) * 1000 * 1000)
 #define MAX_FIRST_OPEN_NS (UINT64_C(1000) * 1000 * 1000)
 #define MAX_RECLAIM_NS (UINT64_C(1000) * 1000 * 1000)
 #define MIN_RECLAIM_BYTES (BIG_SIZE / 10 * 9)
@@ -59,7 +71,9 @@
 #define POLL_NS (UINT64_C(1) * 1000 * 1000)
 
 static const char *socket_path;
-static unsigned n_regions = REGIONS_DEFAULT;
+/* The units of the caller's user manager rather than the system's. */
+static bool user_mode;
+static unsigned n_regions;
 static uint64_t *handles;
 static unsigned failures;
 
@@ -153,13 +167,16 @@ static int run(char *const argv[]) {
         return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-/* A property of the service, as `systemctl show -P` prints it, into buf; "" when there is none. */
-static void service_property(const char *property, char *buf, size_t size) {
-        char command[128];
+/*
+ * A property of unit, as `systemctl show -P` prints it, into buf; "" when
+ * there is none. user: ask the caller's user manager (systemctl --user).
+ */
+static void unit_property(bool user, const char *unit, const char *property, char *buf, size_t size) {
+        char command[160];
         FILE *p;
 
         buf[0] = '\0';
-        snprintf(command, sizeof(command), "systemctl show -P %s " SERVICE, property);
+        snprintf(command, sizeof(command), "systemctl %sshow -P %s %s", user ? "--user " : "", property, unit);
         fflush(stdout);
         p = popen(command, "re");
         if (!p)
@@ -168,6 +185,26 @@ static void service_property(const char *property, char *buf, size_t size) {
                 buf[0] = '\0';
         buf[strcspn(buf, "\n")] = '\0';
         pclose(p);
+}
+
+/* A property of the broker's service, of the manager the driver drives. */
+static void service_property(const char *property, char *buf, size_t size) {
+        unit_property(user_mode, SERVICE, property, buf, size);
+}
+
+/* The service manager that runs the broker: PID 1, or the caller's user manager (0 when unknown). */
+static pid_t manager_pid(void) {
+        char unit[64], buf[32];
+
+        if (!user_mode)
+                return 1;
+        snprintf(unit, sizeof(unit), "user@%u.service", (unsigned) getuid());
+        unit_property(false, unit, "MainPID", buf, sizeof(buf));
+        return (pid_t) atoi(buf);
+}
+
+static const char *manager_name(void) {
+        return user_mode ? "the user manager" : "PID 1";
 }
 
 static pid_t broker_pid(void) {
@@ -219,19 +256,19 @@ static void region_name(unsigned i, char *buf, size_t size) {
 
 /*
  * One round of 1 and 2: creates the regions on c, prints what they cost and
- * what PID 1 and the broker spent, and tells whether the cost stayed flat
- * and PID 1 idle. costs has room for n_regions values.
+ * what the service manager and the broker spent, and tells whether the cost
+ * stayed flat and the manager idle. costs has room for n_regions values.
  */
 static int create_round(mfb_client *c, unsigned round, uint64_t *costs, bool *ret_flat, bool *ret_idle) {
         uint64_t words[REGION_SIZE / sizeof(uint64_t)];
-        uint64_t start, elapsed, first, last, pid1_before, pid1_after, broker_before, broker_after;
+        uint64_t start, elapsed, first, last, manager_before, manager_after, broker_before, broker_after;
         unsigned tenth = n_regions / 10;
-        bool pid1_ok = true, broker_ok = true;
+        bool manager_ok = true, broker_ok = true;
         char name[64], store[32];
-        pid_t broker = broker_pid();
+        pid_t manager = manager_pid(), broker = broker_pid();
         int r;
 
-        pid1_before = cpu_ns(1, &pid1_ok);
+        manager_before = cpu_ns(manager, &manager_ok);
         broker_before = cpu_ns(broker, &broker_ok);
         start = now_ns();
         for (unsigned i = 0; i < n_regions; i++) {
@@ -263,23 +300,26 @@ static int create_round(mfb_client *c, unsigned round, uint64_t *costs, bool *re
         elapsed = now_ns() - start;
 
         /*
-         * PID 1 handles what the broker sends to its notify socket before any
-         * D-Bus call, so by the time this answers it has done all the
-         * creates asked of it.
+         * The manager handles what the broker sends to its notify socket
+         * before any D-Bus call, so by the time this answers it has done all
+         * the creates asked of it.
          */
         service_property("NFileDescriptorStore", store, sizeof(store));
-        pid1_after = cpu_ns(1, &pid1_ok);
+        manager_after = cpu_ns(manager, &manager_ok);
         broker_after = cpu_ns(broker, &broker_ok);
 
         first = median(costs, tenth);
         last = median(costs + n_regions - tenth, tenth);
         printf("  round %u: created in %.2f s; CREATE+free median: first %u %.3f ms, last %u %.3f ms, ratio %.2f\n",
                round, (double) elapsed / 1e9, tenth, ms(first), tenth, ms(last), (double) last / (double) first);
-        printf("           CPU over the creates: PID 1 ");
-        if (pid1_ok)
-                printf("%.3f s", (double) (pid1_after - pid1_before) / 1e9);
+        printf("           CPU over the creates: %s", manager_name());
+        if (user_mode)
+                printf(" (pid %d)", (int) manager);
+        printf(" ");
+        if (manager_ok)
+                printf("%.3f s", (double) (manager_after - manager_before) / 1e9);
         else
-                printf("unknown (no /proc/1/stat)");
+                printf("unknown (no /proc/%d/stat)", (int) manager);
         printf(", broker (pid %d) ", (int) broker);
         if (broker_ok)
                 printf("%.3f s", (double) (broker_after - broker_before) / 1e9);
@@ -288,7 +328,7 @@ static int create_round(mfb_client *c, unsigned round, uint64_t *costs, bool *re
         printf("; fds in systemd's store: %s\n", store[0] ? store : "unknown");
 
         *ret_flat = (double) last <= MAX_CREATE_RATIO * (double) first;
-        *ret_idle = pid1_ok && pid1_after - pid1_before < MAX_PID1_CPU_NS;
+        *ret_idle = manager_ok && manager_after - manager_before < MAX_MANAGER_CPU_NS;
         return 0;
 }
 
@@ -314,6 +354,8 @@ static int remove_regions(mfb_client *c) {
  * A round whose cost is not flat is tried again, with all its regions
  * removed first, up to ROUNDS_MAX times: a cost that does grow with the
  * regions stored grows in every round. PID 1 must stay idle in every round.
+ * Under the user manager there is one round, whose cost is printed only:
+ * the manager must stay idle in it.
  */
 static int create_regions(void) {
         bool flat = false, idle = true;
@@ -321,8 +363,13 @@ static int create_regions(void) {
         mfb_client *c;
         int r = 0;
 
-        printf("%u named CREATEs of %" PRIu64 " bytes (create, write, free); the ratio at most %.1f, "
-               "PID 1 below %.1f s\n", n_regions, REGION_SIZE, MAX_CREATE_RATIO, (double) MAX_PID1_CPU_NS / 1e9);
+        if (user_mode)
+                printf("%u named CREATEs of %" PRIu64 " bytes (create, write, free); the user manager below %.1f s\n",
+                       n_regions, REGION_SIZE, (double) MAX_MANAGER_CPU_NS / 1e9);
+        else
+                printf("%u named CREATEs of %" PRIu64 " bytes (create, write, free); the ratio at most %.1f, "
+                       "PID 1 below %.1f s\n", n_regions, REGION_SIZE, MAX_CREATE_RATIO,
+                       (double) MAX_MANAGER_CPU_NS / 1e9);
         costs = calloc(n_regions, sizeof(*costs));
         if (!costs)
                 return -ENOMEM;
@@ -343,9 +390,15 @@ static int create_regions(void) {
                 if (r < 0)
                         goto out;
                 idle = idle && round_idle;
+                if (user_mode)
+                        break;
         }
-        verdict(flat, "flat CREATE cost");
-        verdict(idle, "PID 1 stays idle");
+        if (user_mode)
+                verdict(idle, "the user manager stays idle");
+        else {
+                verdict(flat, "flat CREATE cost");
+                verdict(idle, "PID 1 stays idle");
+        }
 out:
         mfb_client_free(c);
         free(costs);
@@ -394,7 +447,7 @@ static int after_command(const char *what, char *const argv[]) {
         mfb_region *region;
         mfb_client *c;
         unsigned bad;
-        char name[64];
+        char name[64], store[32];
         int r;
 
         before = broker_pid();
@@ -435,6 +488,9 @@ static int after_command(const char *what, char *const argv[]) {
         printf("  %u of %u regions back with their handle and bytes (checked in %.2f s)\n", n_regions - bad, n_regions,
                (double) (verified - answered) / 1e9);
         verdict(bad == 0, "every region kept");
+        /* The new broker parked the regions again and had the old buckets removed before it served. */
+        service_property("NFileDescriptorStore", store, sizeof(store));
+        printf("  fds in the service manager's store: %s\n", store[0] ? store : "unknown");
         mfb_client_free(c);
         return 0;
 }
@@ -502,15 +558,23 @@ out:
 int main(int argc, char *argv[]) {
         char *restart[] = { "systemctl", "restart", SERVICE, NULL };
         char *kill_service[] = { "systemctl", "kill", "-s", "KILL", SERVICE, NULL };
+        char *user_restart[] = { "systemctl", "--user", "restart", SERVICE, NULL };
+        char *user_kill_service[] = { "systemctl", "--user", "kill", "-s", "KILL", SERVICE, NULL };
+        int arg = 1;
 
-        if (argc < 2 || argc > 3) {
-                fprintf(stderr, "usage: %s SOCKET [REGIONS]\n", argv[0]);
+        if (argc > 1 && strcmp(argv[1], "--user") == 0) {
+                user_mode = true;
+                arg++;
+        }
+        if (argc - arg < 1 || argc - arg > 2) {
+                fprintf(stderr, "usage: %s [--user] SOCKET [REGIONS]\n", argv[0]);
                 return 2;
         }
-        socket_path = argv[1];
-        if (argc == 3) {
+        socket_path = argv[arg++];
+        n_regions = user_mode ? USER_REGIONS_DEFAULT : REGIONS_DEFAULT;
+        if (arg < argc) {
                 char *end;
-                unsigned long n = strtoul(argv[2], &end, 10);
+                unsigned long n = strtoul(argv[arg], &end, 10);
 
                 if (*end || n < 10 || n > 100000) {
                         fprintf(stderr, "%s: REGIONS must be 10 to 100000\n", argv[0]);
@@ -524,10 +588,15 @@ int main(int argc, char *argv[]) {
         if (!handles)
                 return EXIT_FAILURE;
 
-        if (create_regions() < 0 ||
-            after_command("systemctl restart " SERVICE, restart) < 0 ||
-            after_command("systemctl kill -s KILL " SERVICE, kill_service) < 0 ||
-            reclaim() < 0)
+        if (user_mode) {
+                if (create_regions() < 0 ||
+                    after_command("systemctl --user restart " SERVICE, user_restart) < 0 ||
+                    after_command("systemctl --user kill -s KILL " SERVICE, user_kill_service) < 0)
+                        failures++;
+        } else if (create_regions() < 0 ||
+                   after_command("systemctl restart " SERVICE, restart) < 0 ||
+                   after_command("systemctl kill -s KILL " SERVICE, kill_service) < 0 ||
+                   reclaim() < 0)
                 failures++;
 
         free(handles);
