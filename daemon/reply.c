@@ -70,6 +70,9 @@ int reply_failure(struct connection *c, const struct mfb_wire_header *request, i
 int reply_empty(struct connection *c, const struct mfb_wire_header *request) {
         struct mfb_wire_header rec;
 
+        /* Asked to answer only a failure: nothing written, nothing for the client to read. */
+        if (request->flags & MFB_WIRE_FLAG_QUIET)
+                return 0;
         return reply_record(c, request, &rec, sizeof(rec));
 }
 

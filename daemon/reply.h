@@ -43,7 +43,7 @@ int reply_failure(struct connection *c, const struct mfb_wire_header *request, i
 int reply_quota(struct connection *c, const struct mfb_wire_header *request, int error, uid_t uid,
                 enum mfb_wire_resource resource);
 
-/* A reply without a body. */
+/* A reply without a body; none at all to a request that asked for quiet (MFB_WIRE_FLAG_QUIET). */
 int reply_empty(struct connection *c, const struct mfb_wire_header *request);
 
 /* A region info reply. */

@@ -119,7 +119,7 @@ static int handle_hello(struct connection *c, const struct mfb_wire_header *h, c
         c->hello_done = true;
         rec.body = (struct mfb_wire_hello_reply) {
                 .version = MFB_WIRE_VERSION,
-                .capabilities = region_table_capabilities(t),
+                .capabilities = region_table_capabilities(t) | MFB_CAP_QUIET,
                 .region_size_max = region_table_max_region_size(t),
                 .record_max = MFB_WIRE_RECORD_MAX,
                 .name_max = MFB_WIRE_NAME_MAX,
@@ -597,6 +597,10 @@ int request_handle(struct connection *c, const void *record, size_t len, size_t 
         /* An unknown opcode (-EOPNOTSUPP) is answered below, HELLO or not. */
         if (r == 0 && h.opcode != MFB_OP_HELLO && !c->hello_done)
                 return reply_error(c, &h, -EPROTO, "HELLO must come first");
+        /* Only where success has nothing to say; any other reply would be lost to a client not waiting for it. */
+        if ((h.flags & MFB_WIRE_FLAG_QUIET) && h.opcode != MFB_OP_RELEASE && h.opcode != MFB_OP_REMOVE)
+                return reply_error(c, &h, -EINVAL, "%s cannot be quiet: only RELEASE and REMOVE can",
+                                   mfb_wire_opcode_name(h.opcode));
 
         switch (h.opcode) {
         case MFB_OP_HELLO:

@@ -100,6 +100,16 @@ struct mfb_wire_hello_request {
 #define MFB_CAP_SEAL_FUTURE_WRITE 0x1U  /* F_SEAL_FUTURE_WRITE */
 #define MFB_CAP_NOEXEC_SEAL       0x2U  /* regions are created with MFD_NOEXEC_SEAL */
 #define MFB_CAP_HUGETLB           0x4U  /* MFD_HUGETLB regions can be created */
+#define MFB_CAP_QUIET             0x8U  /* requests may carry MFB_WIRE_FLAG_QUIET */
+
+/*
+ * Request header flags. MFB_WIRE_FLAG_QUIET: answer only a failure. For
+ * RELEASE and REMOVE, whose success has nothing to say: a client need not
+ * wait, and the broker need not write, for the common case. Replies come
+ * in request order, so the reply to a later request tells that every quiet
+ * one before it succeeded.
+ */
+#define MFB_WIRE_FLAG_QUIET 0x1U
 
 struct mfb_wire_hello_reply {
         uint32_t version;

@@ -74,7 +74,8 @@ void raw_connect_as(const struct test_broker *b, uid_t uid, gid_t extra_group, u
         test_child_succeeded(pid);
 }
 
-void raw_send(int fd, uint16_t opcode, const void *body, size_t len, const int *fds, size_t nfds) {
+void raw_send_flags(int fd, uint16_t opcode, uint16_t flags, const void *body, size_t len, const int *fds,
+                    size_t nfds) {
         static union {
                 struct mfb_wire_header h;
                 uint8_t bytes[MFB_WIRE_RECORD_MAX];
@@ -82,8 +83,13 @@ void raw_send(int fd, uint16_t opcode, const void *body, size_t len, const int *
 
         ck_assert_uint_le(sizeof(rec.h) + len, sizeof(rec));
         mfb_wire_header_init(&rec.h, opcode, RAW_COOKIE, 0, 0, sizeof(rec.h) + len);
+        rec.h.flags = flags;
         memcpy(rec.bytes + sizeof(rec.h), body, len);
         ck_assert_int_eq(mfb_record_send(fd, &rec, sizeof(rec.h) + len, fds, nfds, 0), 0);
+}
+
+void raw_send(int fd, uint16_t opcode, const void *body, size_t len, const int *fds, size_t nfds) {
+        raw_send_flags(fd, opcode, 0, body, len, fds, nfds);
 }
 
 ssize_t raw_recv(int fd, void *buf, size_t size, int *ret_fd) {

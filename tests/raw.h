@@ -31,6 +31,10 @@ void raw_connect_as(const struct test_broker *b, uid_t uid, gid_t extra_group, u
 /* Sends a request of opcode with body (len bytes) and nfds borrowed fds attached. */
 void raw_send(int fd, uint16_t opcode, const void *body, size_t len, const int *fds, size_t nfds);
 
+/* raw_send() with the header's flags set (MFB_WIRE_FLAG_*). */
+void raw_send_flags(int fd, uint16_t opcode, uint16_t flags, const void *body, size_t len, const int *fds,
+                    size_t nfds);
+
 /*
  * Waits for the next record; returns its length, 0 if the broker closed the
  * connection. The fds that came with it are closed, but for the first one

@@ -199,6 +199,79 @@ START_TEST(release_of_what_is_not_held) {
 }
 END_TEST
 
+/* The opcode of the next record, a reply, and its status. */
+static uint16_t next_reply(int fd, int32_t *ret_status) {
+        union {
+                struct mfb_wire_header h;
+                uint8_t bytes[MFB_WIRE_RECORD_MAX];
+        } rec;
+
+        ck_assert_int_ge(raw_recv(fd, rec.bytes, sizeof(rec), NULL), (ssize_t) sizeof(rec.h));
+        *ret_status = rec.h.status;
+        return rec.h.opcode & ~MFB_WIRE_REPLY;
+}
+
+/*
+ * A quiet RELEASE or REMOVE (MFB_WIRE_FLAG_QUIET) is answered only when it
+ * fails; the reply to the next request tells it was carried out.
+ */
+START_TEST(quiet_requests_answer_only_failures) {
+        struct mfb_wire_hello_request hello = { .version_min = MFB_WIRE_VERSION, .version_max = MFB_WIRE_VERSION };
+        struct mfb_wire_create_request create = { .size = 4096 };
+        struct mfb_wire_lookup_request by_name = {};
+        struct mfb_wire_hello_reply hello_reply;
+        struct mfb_wire_region_reply region;
+        struct mfb_wire_release_request release;
+        int fd = test_raw_connect(&test_broker), memfd;
+        int32_t status;
+
+        ck_assert_int_ge(fd, 0);
+        raw_send(fd, MFB_OP_HELLO, &hello, sizeof(hello), NULL, 0);
+        ck_assert_int_eq(raw_reply(fd, MFB_OP_HELLO, &hello_reply, sizeof(hello_reply), NULL), 0);
+        ck_assert(hello_reply.capabilities & MFB_CAP_QUIET);
+
+        /* Released quietly: the region is gone by the time STAT is answered, and STAT's is the next reply. */
+        raw_send(fd, MFB_OP_CREATE, &create, sizeof(create), NULL, 0);
+        ck_assert_int_eq(raw_reply(fd, MFB_OP_CREATE, &region, sizeof(region), &memfd), 0);
+        safe_close(memfd);
+        release.handle = region.info.handle;
+        raw_send_flags(fd, MFB_OP_RELEASE, MFB_WIRE_FLAG_QUIET, &release, sizeof(release), NULL, 0);
+        by_name.handle = region.info.handle;
+        raw_send(fd, MFB_OP_STAT, &by_name, sizeof(by_name), NULL, 0);
+        ck_assert_uint_eq(next_reply(fd, &status), MFB_OP_STAT);
+        ck_assert_int_eq(status, -ENOENT);
+
+        /* A quiet request that fails is answered, before the next. */
+        raw_send_flags(fd, MFB_OP_RELEASE, MFB_WIRE_FLAG_QUIET, &release, sizeof(release), NULL, 0);
+        raw_send(fd, MFB_OP_STAT, &by_name, sizeof(by_name), NULL, 0);
+        ck_assert_uint_eq(next_reply(fd, &status), MFB_OP_RELEASE);
+        ck_assert_int_eq(status, -ENOENT);
+        ck_assert_uint_eq(next_reply(fd, &status), MFB_OP_STAT);
+
+        /* A quiet REMOVE: the name is free when the next reply comes. */
+        ck_assert_int_eq(mfb_wire_name_set(&create.name, "quiet"), 0);
+        raw_send(fd, MFB_OP_CREATE, &create, sizeof(create), NULL, 0);
+        ck_assert_int_eq(raw_reply(fd, MFB_OP_CREATE, &region, sizeof(region), &memfd), 0);
+        safe_close(memfd);
+        by_name = (struct mfb_wire_lookup_request) {};
+        ck_assert_int_eq(mfb_wire_name_set(&by_name.name, "quiet"), 0);
+        raw_send_flags(fd, MFB_OP_REMOVE, MFB_WIRE_FLAG_QUIET, &by_name, sizeof(by_name), NULL, 0);
+        raw_send(fd, MFB_OP_STAT, &by_name, sizeof(by_name), NULL, 0);
+        ck_assert_uint_eq(next_reply(fd, &status), MFB_OP_STAT);
+        ck_assert_int_eq(status, -ENOENT);
+
+        /* Other requests have something to say on success: they may not be quiet. */
+        raw_send_flags(fd, MFB_OP_STAT, MFB_WIRE_FLAG_QUIET, &by_name, sizeof(by_name), NULL, 0);
+        ck_assert_uint_eq(next_reply(fd, &status), MFB_OP_STAT);
+        ck_assert_int_eq(status, -EINVAL);
+
+        /* A flag this broker does not know breaks the protocol. */
+        raw_send_flags(fd, MFB_OP_STAT, 0x2, &by_name, sizeof(by_name), NULL, 0);
+        assert_dropped(fd);
+        close(fd);
+}
+END_TEST
+
 /* A client that sends requests and never reads the replies only stalls itself. */
 START_TEST(a_client_that_never_reads) {
         struct {
@@ -242,6 +315,7 @@ Suite *bad_input_suite(void) {
         tcase_add_test(tc, bad_sizes_are_refused);
         tcase_add_test(tc, bad_names_are_refused);
         tcase_add_test(tc, release_of_what_is_not_held);
+        tcase_add_test(tc, quiet_requests_answer_only_failures);
         tcase_add_test(tc, a_client_that_never_reads);
         suite_add_tcase(s, tc);
         return s;

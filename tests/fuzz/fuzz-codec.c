@@ -37,7 +37,8 @@ static bool poisoned(const struct mfb_wire_header *h) {
 
 /* Whether the header fields a request must have zero are zero, and size is len: a header to trust. */
 static bool request_header_trustworthy(const struct mfb_wire_header *h, size_t len) {
-        return h->size == len && h->flags == 0 && h->status == 0 && h->nfds == 0 && h->reserved == 0;
+        return h->size == len && (h->flags & ~MFB_WIRE_FLAG_QUIET) == 0 && h->status == 0 && h->nfds == 0 &&
+               h->reserved == 0;
 }
 
 static void fuzz_request(const uint8_t *record, size_t len) {
