@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <assert.h>
 #include <errno.h>
+#include <poll.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,7 +20,7 @@
 /* The largest errno the kernel defines; a status below its negation is no errno. */
 #define ERRNO_MAX 4095
 
-/* The largest request body of this protocol version: a request record fits on the stack. */
+/* The largest request body of this protocol version: every request record fits in a queue entry. */
 #define REQUEST_BODY_MAX sizeof(struct mfb_wire_set_request)
 _Static_assert(sizeof(struct mfb_wire_create_request) <= REQUEST_BODY_MAX, "request buffer");
 _Static_assert(sizeof(struct mfb_wire_open_request) <= REQUEST_BODY_MAX, "request buffer");
@@ -27,6 +28,20 @@ _Static_assert(sizeof(struct mfb_wire_lookup_request) <= REQUEST_BODY_MAX, "requ
 _Static_assert(sizeof(struct mfb_wire_wait_request) <= REQUEST_BODY_MAX, "request buffer");
 
 #define SUN_PATH_SIZE sizeof(((struct sockaddr_un *) NULL)->sun_path)
+
+struct request_record {
+        struct mfb_wire_header header;
+        uint8_t body[REQUEST_BODY_MAX];
+};
+
+/* One request from the moment it is made until its handler ran. */
+struct client_request {
+        struct client_request *next;
+        client_handler handler;         /* NULL: nobody waits for the reply */
+        uint32_t size;                  /* of the record */
+        struct request_record record;   /* as it goes on the wire; the header has the cookie and opcode */
+        max_align_t data[];             /* the handler's data area */
+};
 
 /* Joins prefix and suffix into buf, or fails without touching buf. */
 static int path_join(char *buf, size_t size, const char *prefix, const char *suffix) {
@@ -56,56 +71,35 @@ _public_ int mfb_default_socket_path(char *buf, size_t size) {
         return path_join(buf, size, SOCKET_PATH_SYSTEM, "");
 }
 
-void client_disconnect(mfb_client *c) {
+bool client_usable(const mfb_client *c) {
         assert(c);
-        c->fd = safe_close(c->fd);
+        return c->error == 0 && !c->freed;
+}
+
+int client_fail(mfb_client *c, int error) {
+        assert(c);
+        assert(error < 0);
+
+        if (c->error == 0) {
+                c->error = error;
+                /*
+                 * Shut down, not closed: the broker sees the end of the connection and releases
+                 * what it held for us, while the fd number stays ours, so that an event loop
+                 * watching it cannot end up watching some later file that got the same number.
+                 */
+                if (c->fd >= 0)
+                        (void) shutdown(c->fd, SHUT_RDWR);
+        }
+        return error;
 }
 
 int client_protocol_error(mfb_client *c) {
-        client_disconnect(c);
-        return -EBADMSG;
+        return client_fail(c, -EBADMSG);
 }
 
 void client_error_clear(mfb_client *c) {
         assert(c);
         c->error_message[0] = '\0';
-}
-
-/* client_send() without the disconnect on failure. Stores the request's cookie even then. */
-static int request_send(mfb_client *c, uint16_t opcode, const void *body, size_t body_size, uint64_t *ret_cookie) {
-        struct {
-                struct mfb_wire_header header;
-                uint8_t body[REQUEST_BODY_MAX];
-        } record;
-        size_t size = sizeof(record.header) + body_size;
-
-        assert(c);
-        assert(body_size <= REQUEST_BODY_MAX);
-        assert(mfb_wire_request_body_size(opcode) == (int) body_size);
-        assert(ret_cookie);
-
-        if (c->fd < 0)
-                return -ENOTCONN;
-
-        *ret_cookie = c->next_cookie++;
-        mfb_wire_header_init(&record.header, opcode, *ret_cookie, 0, 0, (uint32_t) size);
-        /* An empty body (LIMITS) may come as NULL, which memcpy() must not be given even for 0 bytes. */
-        if (body_size > 0)
-                memcpy(record.body, body, body_size);
-        return mfb_record_send(c->fd, &record, size, NULL, 0, 0);
-}
-
-int client_send(mfb_client *c, uint16_t opcode, const void *body, size_t body_size, uint64_t *ret_cookie) {
-        uint64_t cookie;
-        int r;
-
-        r = request_send(c, opcode, body, body_size, &cookie);
-        if (r < 0) {
-                client_disconnect(c);
-                return r;
-        }
-        *ret_cookie = cookie;
-        return 0;
 }
 
 /* Keeps the broker's reason as one line of text: it ends up in a terminal or a log. */
@@ -117,150 +111,346 @@ static void error_message_store(mfb_client *c, const uint8_t *text, size_t len) 
         c->error_message[len] = '\0';
 }
 
-int client_receive(mfb_client *c, uint16_t opcode, uint64_t cookie, struct client_reply *ret) {
-        bool reset = false;
+void client_ref(mfb_client *c) {
+        assert(c);
+        c->n_refs++;
+}
+
+static void client_destroy(mfb_client *c) {
+        assert(!c->first);
+        safe_close(c->fd);
+        free(c->record);
+        free(c);
+}
+
+void client_unref(mfb_client *c) {
+        assert(c);
+        assert(c->n_refs > 0);
+
+        if (--c->n_refs == 0)
+                client_destroy(c);
+}
+
+/* Writes queued requests until the socket takes no more. Returns 0 or the connection's error. */
+static int requests_send(mfb_client *c) {
+        while (c->unsent) {
+                struct client_request *q = c->unsent;
+                int r;
+
+                r = mfb_record_send(c->fd, &q->record, q->size, NULL, 0, MSG_DONTWAIT);
+                if (r == -EAGAIN)
+                        return 0;
+                if (r < 0)
+                        return client_fail(c, r);
+                c->unsent = q->next;
+                c->n_sent++;
+        }
+        return 0;
+}
+
+/* Takes the oldest request off the queue, sent or not. */
+static struct client_request *request_pop(mfb_client *c) {
+        struct client_request *q = c->first;
+
+        assert(q);
+        c->first = q->next;
+        if (!c->first)
+                c->last = NULL;
+        if (c->unsent == q)
+                c->unsent = q->next;
+        else
+                c->n_sent--;
+        return q;
+}
+
+/* Runs a request's handler, or drops what came for nobody, and frees the request. */
+static int request_finish(mfb_client *c, struct client_request *q, int status, const struct client_reply *reply) {
+        int n = 0;
+
+        if (q->handler)
+                n = q->handler(c, q->data, status, reply);
+        else if (reply)
+                safe_close(reply->fd);
+        free(q);
+        return n;
+}
+
+/* Ends every queued request with status. Returns the callbacks run. */
+static int requests_abort(mfb_client *c, int status) {
+        int n = 0;
+
+        /* One at a time from the front: a handler may free the client, which ends the rest itself. */
+        while (c->first)
+                n += request_finish(c, request_pop(c), status, NULL);
+        return n;
+}
+
+int client_request(mfb_client *c, uint16_t opcode, const void *body, size_t body_size,
+                   client_handler handler, size_t data_size, void **ret_data) {
+        struct client_request *q;
 
         assert(c);
-        assert(ret);
+        assert(body_size <= REQUEST_BODY_MAX);
+        assert(mfb_wire_request_body_size(opcode) == (int) body_size);
+
+        if (!client_usable(c))
+                return -ENOTCONN;
+
+        q = calloc(1, offsetof(struct client_request, data) + data_size);
+        if (!q)
+                return -ENOMEM;
+        q->handler = handler;
+        q->size = (uint32_t) (sizeof(q->record.header) + body_size);
+        mfb_wire_header_init(&q->record.header, opcode, c->next_cookie++, 0, 0, q->size);
+        /* An empty body (LIMITS) may come as NULL, which memcpy() must not be given even for 0 bytes. */
+        if (body_size > 0)
+                memcpy(q->record.body, body, body_size);
+
+        if (c->last)
+                c->last->next = q;
+        else
+                c->first = q;
+        c->last = q;
+        if (!c->unsent)
+                c->unsent = q;
+        if (ret_data)
+                *ret_data = q->data;
+
+        /*
+         * A socket error fails the connection, and with it this request, but
+         * only when the caller next dispatches or waits: a handler never runs
+         * from inside the call that made its request.
+         */
+        (void) requests_send(c);
+        return 0;
+}
+
+/*
+ * Reads one reply and runs its request's handler. Returns the callbacks
+ * run, -EAGAIN when no reply is waiting (only without block), or the
+ * connection's error once it failed.
+ */
+static int reply_read(mfb_client *c, bool block) {
+        int fds[MFB_FDS_RECV_MAX];
+        struct mfb_wire_header header;
+        struct client_request *q;
+        struct client_reply reply;
+        size_t nfds;
+        ssize_t n;
+        int r;
+
+        n = mfb_record_recv(c->fd, c->record, MFB_WIRE_RECORD_MAX, fds, &nfds, block ? 0 : MSG_DONTWAIT);
+        if (n == -EAGAIN && !block)
+                return -EAGAIN;
+        if (n == 0)
+                return client_fail(c, -ENOTCONN);
+        if (n == -EMSGSIZE)
+                return client_protocol_error(c);
+        if (n < 0)
+                return client_fail(c, (int) n);
+
+        r = mfb_wire_reply_check(c->record, (size_t) n, nfds, &header);
+        if (r < 0) {
+                mfb_close_fds(fds, nfds);
+                return client_protocol_error(c);
+        }
+
+        /*
+         * Replies come in request order, so this one answers the oldest request
+         * written. Anything else (no request written, another cookie or opcode)
+         * means the broker and we no longer agree on what was asked.
+         */
+        q = c->first;
+        if (!q || q == c->unsent || header.cookie != q->record.header.cookie ||
+            header.opcode != (q->record.header.opcode | MFB_WIRE_REPLY) || header.status < -ERRNO_MAX) {
+                mfb_close_fds(fds, nfds);
+                return client_protocol_error(c);
+        }
+        (void) request_pop(c);
+
+        /* Only a reply somebody waits for speaks for the last call: a dropped one must not. */
+        if (header.status < 0) {
+                if (q->handler)
+                        error_message_store(c, c->record + sizeof(header), (size_t) n - sizeof(header));
+                return request_finish(c, q, header.status, NULL);
+        }
+        if (q->handler)
+                client_error_clear(c);
+        reply = (struct client_reply) {
+                .body = c->record + sizeof(header),
+                .body_size = (size_t) n - sizeof(header),
+                .fd = nfds > 0 ? fds[0] : -1,
+        };
+        return request_finish(c, q, 0, &reply);
+}
+
+/* What waiting for nothing in particular waits for: every request answered. */
+static bool wait_over(const mfb_client *c, const bool *done) {
+        return done ? *done : !c->first;
+}
+
+int client_wait(mfb_client *c, const bool *done) {
+        int r = 0;
+
+        assert(c);
+
+        /* A callback may free the client: its memory must outlive this loop. */
+        client_ref(c);
+        while (!wait_over(c, done)) {
+                if (c->error != 0 || c->freed) {
+                        /* Ends what is waited for too, with the connection's error. */
+                        r = c->error;
+                        (void) requests_abort(c, r);
+                        break;
+                }
+
+                if (requests_send(c) < 0)
+                        continue;
+
+                if (c->unsent) {
+                        /* The socket is full: read replies to make the broker read on, and send as it does. */
+                        struct pollfd p = { .fd = c->fd, .events = POLLIN | POLLOUT };
+
+                        if (poll(&p, 1, -1) < 0) {
+                                if (errno != EINTR)
+                                        (void) client_fail(c, negative_errno());
+                                continue;
+                        }
+                        if (p.revents & (POLLIN | POLLHUP | POLLERR))
+                                (void) reply_read(c, false);
+                } else if (c->n_sent > 0)
+                        (void) reply_read(c, true);
+                else {
+                        /* Nothing asked that could end the wait: a bug of ours, not a hang of the caller's. */
+                        assert(!done);
+                        r = -EIO;
+                        break;
+                }
+        }
+        client_unref(c);
+        return r;
+}
+
+struct call {
+        client_parse parse;
+        void *userdata;
+        bool done;
+        int result;
+};
+
+static int call_handler(mfb_client *c, void *data, int status, const struct client_reply *reply) {
+        struct call *call = *(struct call **) data;
+
+        if (status == 0 && call->parse)
+                status = call->parse(c, reply, call->userdata);
+        if (reply)
+                safe_close(reply->fd);
+        call->result = status;
+        call->done = true;
+        return 0;
+}
+
+int client_call(mfb_client *c, uint16_t opcode, const void *body, size_t body_size,
+                client_parse parse, void *userdata) {
+        struct call call = { .parse = parse, .userdata = userdata };
+        struct call **slot;
+        int r;
+
+        r = client_request(c, opcode, body, body_size, call_handler, sizeof(*slot), (void **) &slot);
+        if (r < 0)
+                return r;
+        *slot = &call;
+
+        r = client_wait(c, &call.done);
+        return call.done ? call.result : r;
+}
+
+/* HELLO is the one request made before the queue is in use: the connection is not ours yet. */
+static int hello_send(mfb_client *c) {
+        struct {
+                struct mfb_wire_header header;
+                struct mfb_wire_hello_request body;
+        } record = {
+                .body = {
+                        .version_min = MFB_WIRE_VERSION,
+                        .version_max = MFB_WIRE_VERSION,
+                },
+        };
+
+        mfb_wire_header_init(&record.header, MFB_OP_HELLO, c->next_cookie++, 0, 0, sizeof(record));
+        return mfb_record_send(c->fd, &record, sizeof(record), NULL, 0, 0);
+}
+
+/* Receives the answer to HELLO, which may be a broker's refusal under cookie 0. */
+static int hello_receive(mfb_client *c, uint64_t cookie) {
+        bool reset = false;
 
         for (;;) {
                 int fds[MFB_FDS_RECV_MAX];
                 struct mfb_wire_header header;
                 size_t nfds;
                 ssize_t n;
-                int r;
-
-                if (c->fd < 0)
-                        return -ENOTCONN;
 
                 n = mfb_record_recv(c->fd, c->record, MFB_WIRE_RECORD_MAX, fds, &nfds, 0);
                 /*
                  * A broker turning us away closes with our HELLO unread, which the kernel
                  * reports (ECONNRESET) once, ahead of the refusal queued before: read on.
                  */
-                if (n == -ECONNRESET && opcode == MFB_OP_HELLO && !reset) {
+                if (n == -ECONNRESET && !reset) {
                         reset = true;
                         continue;
                 }
-                if (n == 0) {
-                        client_disconnect(c);
+                if (n == 0)
                         return reset ? -ECONNRESET : -ENOTCONN;
-                }
                 if (n == -EMSGSIZE)
-                        return client_protocol_error(c);
-                if (n < 0) {
-                        client_disconnect(c);
+                        return -EBADMSG;
+                if (n < 0)
                         return (int) n;
-                }
 
-                r = mfb_wire_reply_check(c->record, (size_t) n, nfds, &header);
-                if (r < 0) {
+                if (mfb_wire_reply_check(c->record, (size_t) n, nfds, &header) < 0 ||
+                    header.opcode != (MFB_OP_HELLO | MFB_WIRE_REPLY) || header.status < -ERRNO_MAX) {
                         mfb_close_fds(fds, nfds);
-                        return client_protocol_error(c);
+                        return -EBADMSG;
                 }
 
                 /*
                  * A broker that accepted us only to say why it cannot serve us (out of file
-                 * descriptors) sends one error under cookie 0, which no request of ours carries,
-                 * in place of the HELLO reply, and closes the connection.
+                 * descriptors, or too many connections of our uid) sends one error under
+                 * cookie 0, which no request of ours carries, in place of the HELLO reply.
                  */
-                if (opcode == MFB_OP_HELLO && header.cookie == 0 &&
-                    header.opcode == (MFB_OP_HELLO | MFB_WIRE_REPLY) &&
-                    header.status < 0 && header.status >= -ERRNO_MAX) {
-                        error_message_store(c, c->record + sizeof(header), (size_t) n - sizeof(header));
-                        client_disconnect(c);
-                        return header.status;
-                }
-
-                /* An answer to some other request: not ours to use, and its fds must not leak. */
-                if (header.cookie != cookie) {
-                        mfb_close_fds(fds, nfds);
-                        continue;
-                }
-
-                /* The body's layout was checked against the reply's own opcode, so it must be ours. */
-                if (header.opcode != (opcode | MFB_WIRE_REPLY) || header.status < -ERRNO_MAX) {
-                        mfb_close_fds(fds, nfds);
-                        return client_protocol_error(c);
-                }
-
+                if (header.cookie != cookie && !(header.cookie == 0 && header.status < 0))
+                        return -EBADMSG;
                 if (header.status < 0) {
                         error_message_store(c, c->record + sizeof(header), (size_t) n - sizeof(header));
                         return header.status;
                 }
 
-                *ret = (struct client_reply) {
-                        .body = c->record + sizeof(header),
-                        .fd = nfds > 0 ? fds[0] : -1,
-                };
+                memcpy(&c->hello, c->record + sizeof(header), sizeof(c->hello));
+                if (c->hello.version != MFB_WIRE_VERSION)
+                        return -EBADMSG;
                 return 0;
         }
 }
 
-int client_call(mfb_client *c, uint16_t opcode, const void *body, size_t body_size, struct client_reply *ret) {
-        uint64_t cookie;
-        int r;
-
-        r = client_send(c, opcode, body, body_size, &cookie);
-        if (r < 0)
-                return r;
-        return client_receive(c, opcode, cookie, ret);
-}
-
-void client_region_attach(mfb_client *c) {
-        assert(c);
-        assert(!c->freed);
-        c->n_regions++;
-}
-
-static void client_destroy(mfb_client *c) {
-        safe_close(c->fd);
-        free(c->record);
-        free(c);
-}
-
-void client_region_detach(mfb_client *c) {
-        assert(c);
-        assert(c->n_regions > 0);
-
-        c->n_regions--;
-        if (c->n_regions == 0 && c->freed)
-                client_destroy(c);
-}
-
 static int client_hello(mfb_client *c) {
-        struct mfb_wire_hello_request request = {
-                .version_min = MFB_WIRE_VERSION,
-                .version_max = MFB_WIRE_VERSION,
-        };
-        struct client_reply reply;
-        uint64_t cookie;
+        uint64_t cookie = c->next_cookie;
         int r, k;
 
-        r = request_send(c, MFB_OP_HELLO, &request, sizeof(request), &cookie);
+        r = hello_send(c);
         if (r == -EPIPE || r == -ECONNRESET) {
                 /*
                  * A broker turning us away may have closed the connection before our
                  * HELLO got there; its refusal still waits to be read. Nothing else can:
                  * it never read a request to answer.
                  */
-                k = client_receive(c, MFB_OP_HELLO, cookie, &reply);
+                k = hello_receive(c, cookie);
                 if (k == 0)
-                        return client_protocol_error(c);
+                        return -EBADMSG;
                 return k == -ENOTCONN ? r : k;
         }
-        if (r < 0) {
-                client_disconnect(c);
-                return r;
-        }
-        r = client_receive(c, MFB_OP_HELLO, cookie, &reply);
         if (r < 0)
                 return r;
-
-        memcpy(&c->hello, reply.body, sizeof(c->hello));
-        if (c->hello.version != MFB_WIRE_VERSION)
-                return client_protocol_error(c);
-        return 0;
+        return hello_receive(c, cookie);
 }
 
 static int socket_connect(const char *path) {
@@ -306,6 +496,7 @@ _public_ int mfb_client_connect(const char *socket_path, mfb_client **ret) {
         if (!c)
                 return -ENOMEM;
         c->fd = -1;
+        c->n_refs = 1;
         /* Cookie 0 is the broker's, for a refusal that answers no request. */
         c->next_cookie = 1;
         c->record = malloc(MFB_WIRE_RECORD_MAX);
@@ -326,14 +517,19 @@ _public_ int mfb_client_connect(const char *socket_path, mfb_client **ret) {
 }
 
 _public_ mfb_client *mfb_client_free(mfb_client *c) {
-        if (!c)
+        if (!c || c->freed)
                 return NULL;
 
-        /* The broker releases everything this connection held as soon as it sees it close. */
-        client_disconnect(c);
         c->freed = true;
-        if (c->n_regions == 0)
-                client_destroy(c);
+        if (c->error == 0)
+                c->error = -ENOTCONN;
+        client_ref(c);
+        (void) requests_abort(c, -ECANCELED);
+        /* The broker releases everything this connection held as soon as it sees it close. */
+        c->fd = safe_close(c->fd);
+        client_unref(c);
+        /* The caller's reference: the regions still alive hold theirs. */
+        client_unref(c);
         return NULL;
 }
 
@@ -341,4 +537,91 @@ _public_ const char *mfb_client_error_message(const mfb_client *c) {
         if (!c)
                 return "";
         return c->error_message;
+}
+
+_public_ int mfb_client_get_fd(const mfb_client *c) {
+        if (!c || c->fd < 0)
+                return -EINVAL;
+        return c->fd;
+}
+
+_public_ int mfb_client_get_events(const mfb_client *c) {
+        if (!c || c->freed)
+                return -EINVAL;
+        /* A failed connection is shut down, so it polls readable: dispatch then says why. */
+        return POLLIN | (client_usable(c) && c->unsent ? POLLOUT : 0);
+}
+
+_public_ int mfb_client_dispatch(mfb_client *c) {
+        size_t budget;
+        int n = 0, r;
+
+        if (!c || c->freed)
+                return -EINVAL;
+
+        client_ref(c);
+        if (client_usable(c))
+                (void) requests_send(c);
+
+        /*
+         * As many replies as there are requests written, so that callbacks making
+         * new requests cannot keep one call going forever; at least one read, so
+         * that the end of the connection is seen even with nothing asked.
+         */
+        budget = c->n_sent > 0 ? c->n_sent : 1;
+        while (budget-- > 0 && client_usable(c)) {
+                r = reply_read(c, false);
+                if (r < 0)
+                        break;
+                n += r;
+        }
+
+        if (client_usable(c))
+                (void) requests_send(c);
+
+        if (c->freed)
+                r = n;
+        else if (c->error != 0) {
+                r = c->error;
+                (void) requests_abort(c, r);
+        } else
+                r = n;
+        client_unref(c);
+        return r;
+}
+
+_public_ int mfb_client_flush(mfb_client *c) {
+        int r = 0;
+
+        if (!c || c->freed)
+                return -EINVAL;
+
+        client_ref(c);
+        while (client_usable(c) && c->unsent) {
+                struct pollfd p = { .fd = c->fd, .events = POLLIN | POLLOUT };
+
+                if (requests_send(c) < 0 || !c->unsent)
+                        break;
+                if (poll(&p, 1, -1) < 0) {
+                        if (errno != EINTR)
+                                (void) client_fail(c, negative_errno());
+                        continue;
+                }
+                /* The broker reads on only as we read its replies. */
+                if (p.revents & (POLLIN | POLLHUP | POLLERR))
+                        (void) reply_read(c, false);
+        }
+        if (!c->freed && c->error != 0) {
+                r = c->error;
+                (void) requests_abort(c, r);
+        }
+        client_unref(c);
+        return r;
+}
+
+_public_ int mfb_client_roundtrip(mfb_client *c) {
+        if (!c || c->freed)
+                return -EINVAL;
+
+        return client_wait(c, NULL);
 }

@@ -2,8 +2,14 @@
 #pragma once
 
 /*
- * The client's connection to the broker: HELLO, and the request/reply
- * transport every other part of the library goes through. Internal.
+ * The client's connection to the broker: HELLO, and the request queue every
+ * other part of the library goes through. Internal.
+ *
+ * Requests are queued in the order they are made and written to the socket
+ * as it takes them; replies come back in that same order (PROTOCOL.md), so
+ * the oldest request still waiting is the one the next reply answers. A
+ * request's handler runs when its reply is read, or when it can no longer
+ * come (the connection failed, or the client was freed).
  */
 
 #include <stdbool.h>
@@ -13,52 +19,94 @@
 #include "memfd-broker.h"
 #include "wire.h"
 
+struct client_request;
+
 struct mfb_client {
-        int fd;                         /* the connection; -1 once it is gone */
-        bool freed;                     /* mfb_client_free() was called: the last region frees the struct */
-        size_t n_regions;               /* live mfb_region objects pointing here */
+        int fd;                         /* the connection; -1 once mfb_client_free() closed it */
+        int error;                      /* 0, or why the connection is unusable (then shut down) */
+        bool freed;                     /* mfb_client_free() was called */
+        unsigned n_refs;                /* the caller's until freed, one per region, one per call running */
         uint64_t next_cookie;
+        struct client_request *first;   /* oldest request without a reply */
+        struct client_request *last;    /* newest */
+        struct client_request *unsent;  /* first not written to the socket yet, or NULL */
+        size_t n_sent;                  /* requests written whose replies have not been read */
         struct mfb_wire_hello_reply hello;      /* the broker's version, limits and capabilities */
         char error_message[MFB_WIRE_ERROR_MESSAGE_MAX + 1];
         uint8_t *record;                /* MFB_WIRE_RECORD_MAX bytes: the last reply received */
 };
 
-/* A successful reply, as client_receive() hands it out. */
+/* A successful reply, as a handler is given it. */
 struct client_reply {
-        const uint8_t *body;            /* in the client's record buffer, valid until its next request;
-                                         * exactly as long as the opcode's reply (mfb_wire_reply_check()) */
-        int fd;                         /* the attached fd, owned by the caller from now on, or -1 */
+        const uint8_t *body;            /* valid during the handler only; exactly as long as the opcode's
+                                         * reply (mfb_wire_reply_check()) */
+        size_t body_size;
+        int fd;                         /* the attached fd, owned by the handler, or -1 */
 };
 
 /*
- * Sends one request: opcode and body_size bytes of body (borrowed), under a
- * fresh cookie stored in *ret_cookie. Returns 0, -ENOTCONN, or the socket's
- * error (after which the client is disconnected).
+ * Runs when a request is over. status is 0 with reply set for a successful
+ * reply; else reply is NULL and status is the broker's refusal (its text
+ * in the client's error message), or the connection's error, or
+ * -ECANCELED when the client was freed first. data is the request's data
+ * area (client_request()), freed after the handler returns. Returns how
+ * many of the caller's callbacks it ran, for mfb_client_dispatch().
+ * The handler may make new requests, and free the client.
  */
-int client_send(mfb_client *c, uint16_t opcode, const void *body, size_t body_size, uint64_t *ret_cookie);
+typedef int (*client_handler)(mfb_client *c, void *data, int status, const struct client_reply *reply);
 
 /*
- * Waits for the reply to the request sent with cookie. Replies carrying
- * other cookies are dropped, with their fds. On success fills *ret; on a
- * refusal stores the broker's text for mfb_client_error_message() and
- * returns its negative errno. -ENOTCONN at end of file, -EBADMSG for a
- * reply that breaks the protocol, or the socket's error: in those cases
- * the client is disconnected.
+ * Queues a request: opcode and body_size bytes of body (copied), with
+ * handler (NULL: the reply is read and dropped, errors included) and a
+ * zeroed data area of data_size bytes for it, whose address is stored in
+ * *ret_data unless that is NULL. Tries to write it at once, without
+ * blocking. Returns 0, -ENOTCONN, -ENOMEM, or the socket's error (the
+ * connection is then failed, and the handler was not queued).
  */
-int client_receive(mfb_client *c, uint16_t opcode, uint64_t cookie, struct client_reply *ret);
+int client_request(mfb_client *c, uint16_t opcode, const void *body, size_t body_size,
+                   client_handler handler, size_t data_size, void **ret_data);
 
-/* client_send() then client_receive(): one request, one reply. */
-int client_call(mfb_client *c, uint16_t opcode, const void *body, size_t body_size, struct client_reply *ret);
+/*
+ * Reads a successful reply's body into the caller's output. Returns 0 or
+ * -errno (client_protocol_error() for a body that breaks the protocol).
+ */
+typedef int (*client_parse)(mfb_client *c, const struct client_reply *reply, void *userdata);
 
-/* Closes the connection: the broker then releases everything this client held. */
-void client_disconnect(mfb_client *c);
+/*
+ * One request, and waits for its reply, running the callbacks of earlier
+ * requests as their replies come. parse (may be NULL) reads a successful
+ * reply. Returns 0, what parse returned, the broker's refusal (its text in
+ * the error message), or the connection's error.
+ */
+int client_call(mfb_client *c, uint16_t opcode, const void *body, size_t body_size,
+                client_parse parse, void *userdata);
 
-/* Disconnects after the broker broke the protocol. Returns -EBADMSG. */
+/*
+ * Sends and reads until *done is true, blocking. Callbacks run meanwhile
+ * and may set it. Returns 0 when *done, or the connection's error when
+ * it failed first (every handler has run by then, so *done is true too
+ * where a handler sets it).
+ */
+int client_wait(mfb_client *c, const bool *done);
+
+/* Whether requests can still be made: connected, not failed, not freed. */
+bool client_usable(const mfb_client *c);
+
+/*
+ * Fails the connection with error: shuts the socket down (the broker then
+ * releases everything this client held) and ends every queued request's
+ * handler with error. The fd stays open until mfb_client_free(), so that
+ * an event loop that watches it can let go of it first. Later requests
+ * get -ENOTCONN. Returns error.
+ */
+int client_fail(mfb_client *c, int error);
+
+/* Fails the connection after the broker broke the protocol. Returns -EBADMSG. */
 int client_protocol_error(mfb_client *c);
 
 /* Forgets the broker's text of an earlier refusal, at the start of each public call. */
 void client_error_clear(mfb_client *c);
 
-/* A region starts or stops pointing at c; the last one to stop frees a freed client. */
-void client_region_attach(mfb_client *c);
-void client_region_detach(mfb_client *c);
+/* Keeps the client's memory while a region points at it or a call runs; the last unref frees a freed client. */
+void client_ref(mfb_client *c);
+void client_unref(mfb_client *c);

@@ -15,33 +15,45 @@ _Static_assert(SAME(MFB_LIMIT_REGIONS, MFB_RESOURCE_REGIONS) && SAME(MFB_LIMIT_B
                "public and wire resources agree");
 _Static_assert(MFB_UNLIMITED == MFB_LIMIT_NONE && MFB_UNKNOWN == MFB_LIMIT_NONE, "public and wire markers agree");
 
-_public_ int mfb_limits(mfb_client *c, size_t n, mfb_limit *ret_limits, uid_t *ret_uid) {
+/* What mfb_limits() fills, and how many entries the broker reported. */
+struct limits_out {
+        size_t n;
+        mfb_limit *limits;
+        uid_t *uid;
+};
+
+static int limits_parse(mfb_client *c, const struct client_reply *reply, void *userdata) {
+        struct limits_out *out = userdata;
         struct mfb_wire_limits_reply limits;
-        struct client_reply reply;
-        int r;
-
-        if (!c || (!ret_limits && n > 0))
-                return -EINVAL;
-
-        client_error_clear(c);
-        r = client_call(c, MFB_OP_LIMITS, NULL, 0, &reply);
-        if (r < 0)
-                return r;
 
         /* The body's size is fixed in this version, so a count other than its own would misdescribe it. */
-        memcpy(&limits, reply.body, sizeof(limits));
+        memcpy(&limits, reply->body, sizeof(limits));
         if (limits.count != MFB_RESOURCE_COUNT)
                 return client_protocol_error(c);
 
-        for (size_t i = 0; i < n && i < MFB_RESOURCE_COUNT; i++)
-                ret_limits[i] = (mfb_limit) {
+        for (size_t i = 0; i < out->n && i < MFB_RESOURCE_COUNT; i++)
+                out->limits[i] = (mfb_limit) {
                         .broker_max = limits.resources[i].broker_max,
                         .broker_used = limits.resources[i].broker_used,
                         .uid_max = limits.resources[i].uid_max,
                         .uid_used = limits.resources[i].uid_used,
                         .uid_available = limits.resources[i].uid_available,
                 };
-        if (ret_uid)
-                *ret_uid = (uid_t) limits.uid;
+        if (out->uid)
+                *out->uid = (uid_t) limits.uid;
+        return 0;
+}
+
+_public_ int mfb_limits(mfb_client *c, size_t n, mfb_limit *ret_limits, uid_t *ret_uid) {
+        struct limits_out out = { .n = n, .limits = ret_limits, .uid = ret_uid };
+        int r;
+
+        if (!c || (!ret_limits && n > 0))
+                return -EINVAL;
+
+        client_error_clear(c);
+        r = client_call(c, MFB_OP_LIMITS, NULL, 0, limits_parse, &out);
+        if (r < 0)
+                return r;
         return MFB_RESOURCE_COUNT;
 }

@@ -76,10 +76,17 @@ static int lookup_request_init(struct mfb_wire_lookup_request *ret, const char *
         return mfb_wire_name_set(&ret->name, name);
 }
 
+static int stat_parse(mfb_client *c, const struct client_reply *reply, void *userdata) {
+        struct mfb_wire_region_info info;
+
+        memcpy(&info, reply->body, sizeof(info));
+        if (region_info_convert(&info, userdata) < 0)
+                return client_protocol_error(c);
+        return 0;
+}
+
 int lookup_stat(mfb_client *c, const char *name, uint64_t handle, mfb_region_stat *ret) {
         struct mfb_wire_lookup_request request;
-        struct mfb_wire_region_info info;
-        struct client_reply reply;
         int r;
 
         assert(c);
@@ -88,19 +95,11 @@ int lookup_stat(mfb_client *c, const char *name, uint64_t handle, mfb_region_sta
         r = lookup_request_init(&request, name, handle);
         if (r < 0)
                 return r;
-        r = client_call(c, MFB_OP_STAT, &request, sizeof(request), &reply);
-        if (r < 0)
-                return r;
-
-        memcpy(&info, reply.body, sizeof(info));
-        if (region_info_convert(&info, ret) < 0)
-                return client_protocol_error(c);
-        return 0;
+        return client_call(c, MFB_OP_STAT, &request, sizeof(request), stat_parse, ret);
 }
 
 int lookup_remove(mfb_client *c, const char *name, uint64_t handle) {
         struct mfb_wire_lookup_request request;
-        struct client_reply reply;
         int r;
 
         assert(c);
@@ -108,7 +107,16 @@ int lookup_remove(mfb_client *c, const char *name, uint64_t handle) {
         r = lookup_request_init(&request, name, handle);
         if (r < 0)
                 return r;
-        return client_call(c, MFB_OP_REMOVE, &request, sizeof(request), &reply);
+        return client_call(c, MFB_OP_REMOVE, &request, sizeof(request), NULL, NULL);
+}
+
+void lookup_remove_nowait(mfb_client *c, uint64_t handle) {
+        struct mfb_wire_lookup_request request = { .handle = handle };
+
+        assert(c);
+
+        if (client_usable(c))
+                (void) client_request(c, MFB_OP_REMOVE, &request, sizeof(request), NULL, 0, NULL);
 }
 
 _public_ int mfb_stat(mfb_client *c, const char *name, mfb_region_stat *ret) {
@@ -151,7 +159,6 @@ static int lookup_set(mfb_client *c, const char *name, uint32_t fields, mode_t m
                 .uid = fields & MFB_SET_UID ? (uint32_t) uid : 0,
                 .gid = fields & MFB_SET_GID ? (uint32_t) gid : 0,
         };
-        struct client_reply reply;
         int r;
 
         assert(c);
@@ -161,7 +168,7 @@ static int lookup_set(mfb_client *c, const char *name, uint32_t fields, mode_t m
         r = mfb_wire_name_set(&request.name, name);
         if (r < 0)
                 return r;
-        return client_call(c, MFB_OP_SET, &request, sizeof(request), &reply);
+        return client_call(c, MFB_OP_SET, &request, sizeof(request), NULL, NULL);
 }
 
 _public_ int mfb_chmod(mfb_client *c, const char *name, mode_t mode) {
@@ -183,45 +190,46 @@ _public_ int mfb_chown(mfb_client *c, const char *name, uid_t uid, gid_t gid) {
         return lookup_set(c, name, fields, 0, uid, gid);
 }
 
-/*
- * Appends the entries of one LIST reply, to the request with *after as
- * after_handle, to *entries (*n of them so far, room for *allocated), and
- * moves *after on to where the next request starts. Returns the reply's
- * "more" flag, or -errno.
- */
-static int list_page(mfb_client *c, uint64_t *after, mfb_region_stat **entries, size_t *n, size_t *allocated) {
-        struct mfb_wire_list_request request = { .after_handle = *after };
-        struct mfb_wire_list_reply head;
-        struct client_reply reply;
-        uint64_t last = *after;
-        int r;
+/* What a listing has gathered so far. */
+struct list_state {
+        uint64_t after;                 /* the after_handle of the next request */
+        mfb_region_stat *entries;
+        size_t n, allocated;
+        bool more;
+};
 
-        r = client_call(c, MFB_OP_LIST, &request, sizeof(request), &reply);
-        if (r < 0)
-                return r;
+/*
+ * Appends the entries of one LIST reply, to the request with s->after as
+ * after_handle, to s->entries, and moves s->after on to where the next
+ * request starts.
+ */
+static int list_parse(mfb_client *c, const struct client_reply *reply, void *userdata) {
+        struct list_state *s = userdata;
+        struct mfb_wire_list_reply head;
+        uint64_t last = s->after;
 
         /* mfb_wire_reply_check() matched the body's size to count. */
-        memcpy(&head, reply.body, sizeof(head));
+        memcpy(&head, reply->body, sizeof(head));
 
-        if (*n + head.count > *allocated) {
-                size_t want = *allocated * 2 > *n + head.count ? *allocated * 2 : *n + head.count;
-                mfb_region_stat *p = reallocarray(*entries, want, sizeof(**entries));
+        if (s->n + head.count > s->allocated) {
+                size_t want = s->allocated * 2 > s->n + head.count ? s->allocated * 2 : s->n + head.count;
+                mfb_region_stat *p = reallocarray(s->entries, want, sizeof(*s->entries));
 
                 if (!p)
                         return -ENOMEM;
-                *entries = p;
-                *allocated = want;
+                s->entries = p;
+                s->allocated = want;
         }
 
         for (uint32_t i = 0; i < head.count; i++) {
                 struct mfb_wire_region_info info;
 
-                memcpy(&info, reply.body + sizeof(head) + i * sizeof(info), sizeof(info));
+                memcpy(&info, reply->body + sizeof(head) + i * sizeof(info), sizeof(info));
                 /* Ascending handles above after_handle: an entry is never listed twice. */
-                if (info.handle <= last || region_info_convert(&info, *entries + *n) < 0)
+                if (info.handle <= last || region_info_convert(&info, s->entries + s->n) < 0)
                         return client_protocol_error(c);
                 last = info.handle;
-                (*n)++;
+                s->n++;
         }
 
         /*
@@ -229,31 +237,38 @@ static int list_page(mfb_client *c, uint64_t *after, mfb_region_stat **entries, 
          * tells how far it got; one that does not move on would have us ask
          * forever, and one behind the last entry would list entries twice.
          */
+        s->more = head.more;
         if (head.more) {
-                if (head.next_after <= *after || head.next_after < last)
+                if (head.next_after <= s->after || head.next_after < last)
                         return client_protocol_error(c);
-                *after = head.next_after;
+                s->after = head.next_after;
         }
-        return (int) head.more;
+        return 0;
 }
 
 _public_ int mfb_list(mfb_client *c, mfb_region_stat **ret_entries, size_t *ret_count) {
-        _cleanup_(freep) mfb_region_stat *entries = NULL;
-        size_t n = 0, allocated = 0;
-        uint64_t after = 0;
-        int more;
+        struct list_state s = {};
+        int r;
 
         if (!c || !ret_entries || !ret_count)
                 return -EINVAL;
 
         client_error_clear(c);
         do {
-                more = list_page(c, &after, &entries, &n, &allocated);
-                if (more < 0)
-                        return more;
-        } while (more);
+                struct mfb_wire_list_request request = { .after_handle = s.after };
 
-        *ret_entries = n > 0 ? TAKE_PTR(entries) : NULL;
-        *ret_count = n;
+                r = client_call(c, MFB_OP_LIST, &request, sizeof(request), list_parse, &s);
+                if (r < 0) {
+                        free(s.entries);
+                        return r;
+                }
+        } while (s.more);
+
+        if (s.n == 0) {
+                free(s.entries);
+                s.entries = NULL;
+        }
+        *ret_entries = s.entries;
+        *ret_count = s.n;
         return 0;
 }

@@ -23,3 +23,6 @@ int lookup_stat(mfb_client *c, const char *name, uint64_t handle, mfb_region_sta
 
 /* REMOVE of the region called name (handle 0), or with that handle (name NULL). */
 int lookup_remove(mfb_client *c, const char *name, uint64_t handle);
+
+/* REMOVE by handle, sent without waiting for the answer, which is dropped. */
+void lookup_remove_nowait(mfb_client *c, uint64_t handle);

@@ -31,13 +31,41 @@
  * Only creating a region under its name tells it apart (-EEXIST): names are
  * one space for every user, as with shm_open(O_CREAT | O_EXCL).
  *
- * Calls block until the broker answers. A client and its regions are not
- * thread-safe: use one client per thread, or serialize calls on it. After
- * fork(), only one of the two processes may go on using a client and its
- * regions, because the connection is shared and the broker sees it close
- * only when both let go. The other may exec, or call mfb_client_free()
- * first and then mfb_region_free() on its copies (which then only unmap
- * and close, without a word to the broker).
+ * Each call that needs an answer from the broker comes in two forms. The
+ * synchronous one (mfb_region_create()) blocks until the answer is there.
+ * The asynchronous one (mfb_region_create_async()) only queues the request
+ * and returns; its callback runs later, from mfb_client_dispatch() in the
+ * caller's event loop (see "Event loops" below), or from any call on the
+ * same client that waits. Both go through one queue per client: requests
+ * are sent in the order they are made, and the broker answers a client's
+ * requests in that order, whatever kind they are. A synchronous call waits
+ * for the answers to every request made before it, and runs the callbacks
+ * of the asynchronous ones among them as their answers come, before it
+ * returns.
+ *
+ * Calls whose answer the caller does not need do not wait for it:
+ * mfb_region_free() sends its RELEASE and returns. The answer is read, and
+ * dropped, before any later answer on the client, and the broker handles
+ * a client's requests in order; so the broker has seen the release before
+ * the answer to the client's next request is read (a mfb_region_stat_get()
+ * on the same client no longer counts that reference in nattch). Other
+ * connections see it once the broker got to it: call
+ * mfb_client_roundtrip() to be sure it has. A release the broker refused
+ * is dropped (it cannot be, for references the library holds); a lost
+ * connection shows on the next call (-ENOTCONN), and took every reference
+ * with it anyway.
+ *
+ * Threads: nothing is thread-safe on one client. A client, its regions and
+ * its callbacks belong to one thread at a time (mfb_region_free() and
+ * mfb_region_map() included: they touch the client's queue or error
+ * message); serialize calls on them, or use one client per thread.
+ * Distinct clients share no state: different threads may use them
+ * concurrently. Callbacks run in the thread that dispatches. After fork(),
+ * only one of the two processes may go on using a client and its regions,
+ * because the connection is shared and the broker sees it close only when
+ * both let go. The other may exec, or call mfb_client_free() first and then
+ * mfb_region_free() on its copies (which then only unmap and close, without
+ * a word to the broker).
  */
 
 #include <fcntl.h>
@@ -127,7 +155,19 @@ int mfb_client_connect(const char *socket_path, mfb_client **ret);
  * Closes the connection; the broker then releases every region it held for
  * this client (named regions stay until removed). Regions still alive keep
  * their fds and mappings and must still be freed with mfb_region_free();
- * the memory behind the client is freed with the last of them. Accepts
+ * the memory behind the client is freed with the last of them. Every
+ * asynchronous request still pending gets its callback, with -ECANCELED
+ * (and no region), before this returns, in the order they were made; the
+ * broker may or may not have carried out those already sent (a seal, say).
+ * Requests not yet written to the socket are dropped: mfb_client_flush()
+ * first to have them sent. Safe inside a callback of this client: the
+ * client's memory stays until the callback returns, and the call that ran
+ * it (mfb_client_dispatch(), or a synchronous call, which then returns
+ * -ECANCELED) returns without touching the client again; the caller must
+ * not use it after that either. Callbacks run by it may not make requests
+ * on c (they fail with -ENOTCONN); a second mfb_client_free() of c from
+ * one of them does nothing. Remove the client's fd from an event loop
+ * before this closes it, or at once after, before polling again. Accepts
  * NULL. Always returns NULL, for `c = mfb_client_free(c);`.
  */
 mfb_client *mfb_client_free(mfb_client *c);
@@ -432,12 +472,173 @@ int mfb_region_fd(const mfb_region *r);
 
 /*
  * Unmaps the region, closes its fd and tells the broker this client no
- * longer holds it (waiting for its answer, so that the next request on any
- * connection sees the region released; skipped once the connection is
- * gone, which released it already). Frees a client given to
- * mfb_client_free() with its last region. Accepts NULL. Always returns NULL.
+ * longer holds it, without waiting for its answer: the broker has it
+ * before the answer to the client's next request is read (see the top of
+ * this file), and other connections see it once the broker got to it
+ * (mfb_client_roundtrip() waits for that). The RELEASE is written at once
+ * if the socket has room, else queued until the client next sends
+ * (mfb_client_flush(), mfb_client_dispatch(), any request); skipped once
+ * the connection is gone, which released the region already. Safe in a
+ * callback, also for a region of another request's callback. Frees a
+ * client given to mfb_client_free() with its last region. Accepts NULL.
+ * Always returns NULL.
  */
 mfb_region *mfb_region_free(mfb_region *r);
+
+/*
+ * Many anonymous regions of one size at once: as n calls of
+ * mfb_region_create(c, NULL, size, ...), pipelined, so that they cost
+ * nowhere near n round trips. On success ret_regions[0] to ret_regions[n -
+ * 1] are n new regions, read-write, each owned by the caller (free each
+ * with mfb_region_free()); ret_regions is the caller's array of n
+ * pointers, and is only written on success. n 0 does nothing (ret_regions
+ * may then be NULL). On failure nothing is left: every region the batch
+ * had made is freed again, their releases reach the broker before the
+ * answer to the client's next request is read, and the array is untouched.
+ * The error and mfb_client_error_message() are those of the first CREATE
+ * that failed, in request order. Callbacks of earlier asynchronous requests
+ * on c run while it waits. Errors: those of mfb_region_create(), and
+ * -EINVAL also for ret_regions NULL with n above 0.
+ */
+int mfb_region_create_batch(mfb_client *c, uint64_t size, size_t n, mfb_region **ret_regions);
+
+/*
+ * Event loops.
+ *
+ * The asynchronous calls below queue a request and return at once; they
+ * never run a callback themselves. A callback runs exactly once for each
+ * asynchronous call that returned 0 (and never for one that failed), from
+ * mfb_client_dispatch(), mfb_client_flush(), mfb_client_roundtrip(), a
+ * synchronous call on the same client, or mfb_client_free() (-ECANCELED).
+ * Callbacks of one client run in the order the requests were made. A
+ * callback may make new requests on the client, synchronous ones included
+ * (they run the callbacks of what was asked before them), free regions,
+ * and free the client.
+ *
+ * To drive a client from an event loop (libevent, sd-event, GLib, epoll):
+ * watch mfb_client_get_fd() for the events of mfb_client_get_events(),
+ * call mfb_client_dispatch() when the fd is ready, and look at
+ * mfb_client_get_events() again after each dispatch and each request made,
+ * since POLLOUT comes and goes with the socket's room. The fd is
+ * level-triggered: as long as it polls readable, dispatch again.
+ *
+ * Requests wait in memory, as many as the caller makes: the library writes
+ * them as the socket takes them, and reads answers meanwhile wherever it
+ * waits (the broker stops reading a connection whose answers are not being
+ * read, see PROTOCOL.md). A WAIT that has to wait holds back every later
+ * request of the same client until it is answered, because the broker
+ * reads nothing more from that connection meanwhile: give waits a client
+ * of their own when other requests must not wait for them.
+ *
+ * Once the connection fails (the broker closed it, a socket error, a reply
+ * that breaks the protocol), every pending callback gets the error when
+ * the client next dispatches or waits, mfb_client_dispatch() returns it
+ * from then on, and every other call -ENOTCONN. The socket is shut down,
+ * so the broker releases what the client held at once, but its fd stays
+ * open, and polls readable, until mfb_client_free().
+ */
+
+/*
+ * The callback of an asynchronous create, open or wait. error is 0 and
+ * region a new region, owned by the callback from then on (free it with
+ * mfb_region_free(), now or later); or error is a negative errno, the
+ * same the synchronous call would return, region is NULL, and during the
+ * callback mfb_client_error_message(c) gives the broker's reason when it
+ * refused. -ECANCELED: the client was freed first. userdata is the
+ * caller's, as given.
+ */
+typedef void (*mfb_region_callback)(mfb_client *c, int error, mfb_region *region, void *userdata);
+
+/* The callback of an asynchronous seal: error as for mfb_region_callback. */
+typedef void (*mfb_callback)(mfb_client *c, int error, void *userdata);
+
+/*
+ * The client's socket, for an event loop to watch. Borrowed: owned by the
+ * client, open until mfb_client_free(), even after the connection failed;
+ * do not read, write or close it. Errors: -EINVAL (NULL, or freed).
+ */
+int mfb_client_get_fd(const mfb_client *c);
+
+/*
+ * What to watch the fd for: POLLIN always (answers, and the end of the
+ * connection), with POLLOUT while requests wait for room in the socket.
+ * Errors: -EINVAL (NULL, or freed).
+ */
+int mfb_client_get_events(const mfb_client *c);
+
+/*
+ * Does what can be done now without blocking: writes queued requests while
+ * the socket takes them, reads the answers that are there and runs their
+ * callbacks, at most one answer per request written when it started (so
+ * that callbacks that make requests cannot keep it going forever). Returns
+ * the number of callbacks run (0 when nothing was there), or, once the
+ * connection failed, its error, after running every pending callback with
+ * it: -ENOTCONN (the broker closed it), -EBADMSG (it broke the protocol),
+ * -ECONNRESET or another error of sendmsg()/recvmsg(). When a callback
+ * freed the client, returns the callbacks run, and c must not be used
+ * again. Errors: -EINVAL (NULL, or freed).
+ */
+int mfb_client_dispatch(mfb_client *c);
+
+/*
+ * Blocks until every queued request is written to the socket (not
+ * answered), reading answers and running callbacks meanwhile when the
+ * socket is full. Returns 0, or the connection's error as
+ * mfb_client_dispatch() does. Errors: -EINVAL (NULL, or freed).
+ */
+int mfb_client_flush(mfb_client *c);
+
+/*
+ * Blocks until the broker has answered every request of this client, those
+ * the callbacks make meanwhile included, and their callbacks ran. After it
+ * every connection sees what this client did, its releases included.
+ * Returns 0, or the connection's error as mfb_client_dispatch() does.
+ * Errors: -EINVAL (NULL, or freed).
+ */
+int mfb_client_roundtrip(mfb_client *c);
+
+/*
+ * mfb_region_create_with(), asynchronously: queues the CREATE and returns
+ * 0; callback gets the region or the error mfb_region_create_with() would
+ * return (MFB_CREATE_RESERVE is done before the callback runs; its
+ * failure removes a named region's name without waiting for the answer).
+ * name is borrowed for the call only. Errors returned at once: -EINVAL
+ * (callback NULL, or the arguments mfb_region_create_with() refuses),
+ * -ENAMETOOLONG, -EFBIG (MFB_CREATE_RESERVE beyond off_t), -ENOTCONN,
+ * -ENOMEM; the callback does not run then.
+ */
+int mfb_region_create_async(mfb_client *c, const char *name, uint64_t size, mode_t mode, unsigned flags,
+                            mfb_region_callback callback, void *userdata);
+
+/*
+ * mfb_region_open() and mfb_region_open_handle(), asynchronously: as
+ * mfb_region_create_async(), with the errors of the synchronous calls.
+ */
+int mfb_region_open_async(mfb_client *c, const char *name, int access,
+                          mfb_region_callback callback, void *userdata);
+int mfb_region_open_handle_async(mfb_client *c, uint64_t handle, int access,
+                                 mfb_region_callback callback, void *userdata);
+
+/*
+ * mfb_region_wait(), asynchronously: the callback runs when the broker
+ * answers, with the region or -ETIMEDOUT, -EIDRM and the other errors of
+ * mfb_region_wait(). Until then the broker holds back every later request
+ * of c (see "Event loops"). Errors returned at once: as
+ * mfb_region_create_async().
+ */
+int mfb_region_wait_async(mfb_client *c, const char *name, int64_t timeout_ms,
+                          mfb_region_callback callback, void *userdata);
+
+/*
+ * mfb_region_seal() and mfb_region_seal_future_write(), asynchronously:
+ * mfb_region_seal_async() unmaps the region's own mapping at once, as
+ * mfb_region_seal() does. callback (NULL: the result is dropped) gets 0 or
+ * the error of the synchronous call. The region may be freed before the
+ * callback runs. Errors returned at once: -EINVAL (r NULL), -EPERM (opened
+ * read-only), -ENOTCONN, -ENOMEM.
+ */
+int mfb_region_seal_async(mfb_region *r, mfb_callback callback, void *userdata);
+int mfb_region_seal_future_write_async(mfb_region *r, mfb_callback callback, void *userdata);
 
 #ifdef __cplusplus
 }

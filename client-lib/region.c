@@ -52,61 +52,28 @@ static bool fd_verify(int fd, uint64_t size, int access) {
         return flags >= 0 && (flags & O_ACCMODE) == access;
 }
 
-static int region_release(mfb_client *c, uint64_t handle) {
-        struct mfb_wire_release_request request = { .handle = handle };
-        struct client_reply reply;
-
-        return client_call(c, MFB_OP_RELEASE, &request, sizeof(request), &reply);
-}
-
 /*
- * Sends a CREATE or OPEN request and turns its reply into a region of the
- * given access. want_size is the size asked for (0 for an open: any).
+ * Gives one reference back without waiting for the answer, which is read
+ * and dropped before any later reply. Nothing to give back once the
+ * connection is gone: the broker let go of everything with it.
  */
-static int region_request(mfb_client *c, uint16_t opcode, const void *request, size_t request_size,
-                          int access, uint64_t want_size, mfb_region **ret) {
-        _cleanup_(freep) mfb_region *region = NULL;
-        _cleanup_(closep) int fd = -1;
-        struct mfb_wire_region_reply reply;
-        struct client_reply cr;
-        int r;
+static void region_release(mfb_client *c, uint64_t handle) {
+        struct mfb_wire_release_request request = { .handle = handle };
 
-        assert(c);
-        assert(ret);
-
-        /* Allocated first: once the broker holds a reference for us, ENOMEM would leak it. */
-        region = malloc(sizeof(*region));
-        if (!region)
-                return -ENOMEM;
-
-        r = client_call(c, opcode, request, request_size, &cr);
-        if (r < 0)
-                return r;
-        fd = cr.fd;
-
-        memcpy(&reply, cr.body, sizeof(reply));
-        if (reply.access != access_to_wire(access) || reply.reserved != 0 ||
-            region_info_check(&reply.info) < 0 || (want_size != 0 && reply.info.size != want_size))
-                return client_protocol_error(c);
-
-        if (!fd_verify(fd, reply.info.size, access)) {
-                fd = safe_close(fd);
-                (void) region_release(c, reply.info.handle);
-                client_error_clear(c);
-                return -EBADMSG;
-        }
-
-        *region = (struct mfb_region) {
-                .client = c,
-                .handle = reply.info.handle,
-                .size = reply.info.size,
-                .access = access,
-                .fd = TAKE_FD(fd),
-        };
-        client_region_attach(c);
-        *ret = TAKE_PTR(region);
-        return 0;
+        if (client_usable(c))
+                (void) client_request(c, MFB_OP_RELEASE, &request, sizeof(request), NULL, 0, NULL);
 }
+
+/* A CREATE, OPEN or WAIT on its way: what its reply must say, and whom to give the region. */
+struct region_call {
+        mfb_region_callback callback;
+        void *userdata;
+        mfb_region *region;     /* allocated up front: once the broker holds a reference, ENOMEM would leak it */
+        int access;
+        uint64_t want_size;     /* the size asked for, 0 for any */
+        bool reserve;           /* MFB_CREATE_RESERVE */
+        bool named;
+};
 
 /*
  * Allocates every page of the region now (the broker never touches them),
@@ -120,53 +87,172 @@ static int region_reserve(mfb_region *r) {
         return 0;
 }
 
-_public_ int mfb_region_create_with(mfb_client *c, const char *name, uint64_t size, mode_t mode, unsigned flags,
-                                    mfb_region **ret) {
-        struct mfb_wire_create_request request = {
-                .size = size,
-                /* MFB_CREATE_RESERVE is the library's own work; the broker knows only HUGETLB. */
-                .flags = flags & MFB_CREATE_HUGETLB,
-                .mode = (uint32_t) mode,
-        };
-        mfb_region *region;
+/* Turns a region reply into rc->region. Returns 0, or -errno with the fd closed and no reference left. */
+static int region_from_reply(mfb_client *c, struct region_call *rc, const struct client_reply *cr) {
+        _cleanup_(closep) int fd = cr->fd;
+        struct mfb_wire_region_reply reply;
+        mfb_region *region = rc->region;
         int r;
 
+        memcpy(&reply, cr->body, sizeof(reply));
+        if (reply.access != access_to_wire(rc->access) || reply.reserved != 0 ||
+            region_info_check(&reply.info) < 0 || (rc->want_size != 0 && reply.info.size != rc->want_size))
+                return client_protocol_error(c);
+
+        if (!fd_verify(fd, reply.info.size, rc->access)) {
+                region_release(c, reply.info.handle);
+                return -EBADMSG;
+        }
+
+        *region = (struct mfb_region) {
+                .client = c,
+                .handle = reply.info.handle,
+                .size = reply.info.size,
+                .access = rc->access,
+                .fd = TAKE_FD(fd),
+        };
+        client_ref(c);
+
+        if (rc->reserve) {
+                r = region_reserve(region);
+                if (r < 0) {
+                        /* A failed create leaves nothing behind: not even a name, which would block a retry. */
+                        if (rc->named)
+                                lookup_remove_nowait(c, region->handle);
+                        rc->region = NULL;
+                        mfb_region_free(region);
+                        return r;
+                }
+        }
+
+        rc->region = NULL;
+        return 0;
+}
+
+static int region_handler(mfb_client *c, void *data, int status, const struct client_reply *reply) {
+        struct region_call *rc = data;
+        mfb_region *region = rc->region;
+        int r = status;
+
+        if (r == 0)
+                r = region_from_reply(c, rc, reply);
+        if (r < 0) {
+                free(rc->region);
+                region = NULL;
+        }
+        /* The region is the callback's from here on. */
+        rc->callback(c, r, region, rc->userdata);
+        return 1;
+}
+
+/* Queues a CREATE, OPEN or WAIT whose reply becomes a region of the given access for callback. */
+static int region_request(mfb_client *c, uint16_t opcode, const void *request, size_t request_size, int access,
+                          uint64_t want_size, unsigned flags, bool named,
+                          mfb_region_callback callback, void *userdata) {
+        _cleanup_(freep) mfb_region *region = NULL;
+        struct region_call *rc;
+        int r;
+
+        assert(c);
+        assert(callback);
+
+        region = malloc(sizeof(*region));
+        if (!region)
+                return -ENOMEM;
+
+        r = client_request(c, opcode, request, request_size, region_handler, sizeof(*rc), (void **) &rc);
+        if (r < 0)
+                return r;
+        *rc = (struct region_call) {
+                .callback = callback,
+                .userdata = userdata,
+                .region = TAKE_PTR(region),
+                .access = access,
+                .want_size = want_size,
+                .reserve = flags & MFB_CREATE_RESERVE,
+                .named = named,
+        };
+        return 0;
+}
+
+/* What a synchronous call waits for: the region, or why not. */
+struct region_sync {
+        bool done;
+        int result;
+        mfb_region *region;
+};
+
+static void region_sync_callback(mfb_client *c, int error, mfb_region *region, void *userdata) {
+        struct region_sync *s = userdata;
+
+        s->result = error;
+        s->region = region;
+        s->done = true;
+}
+
+/* Waits for a request made with region_sync_callback and s, whose making returned r. */
+static int region_sync_finish(mfb_client *c, int r, struct region_sync *s, mfb_region **ret) {
+        if (r < 0)
+                return r;
+        r = client_wait(c, &s->done);
+        if (!s->done)
+                return r;
+        if (s->result < 0)
+                return s->result;
+        *ret = s->region;
+        return 0;
+}
+
+static int region_create_check(mfb_client *c, const char *name, uint64_t size, mode_t mode, unsigned flags,
+                               struct mfb_wire_create_request *ret) {
         if (!c || (name && !*name) || size == 0 || (mode & ~(mode_t) 0777) ||
-            (flags & ~(MFB_CREATE_HUGETLB | MFB_CREATE_RESERVE)) || !ret)
+            (flags & ~(MFB_CREATE_HUGETLB | MFB_CREATE_RESERVE)))
                 return -EINVAL;
         /* fallocate() takes an off_t; no broker makes regions that large anyway. */
         if ((flags & MFB_CREATE_RESERVE) && size > INT64_MAX)
                 return -EFBIG;
 
+        *ret = (struct mfb_wire_create_request) {
+                .size = size,
+                /* MFB_CREATE_RESERVE is the library's own work; the broker knows only HUGETLB. */
+                .flags = flags & MFB_CREATE_HUGETLB,
+                .mode = (uint32_t) mode,
+        };
+        return mfb_wire_name_set(&ret->name, name);
+}
+
+_public_ int mfb_region_create_async(mfb_client *c, const char *name, uint64_t size, mode_t mode, unsigned flags,
+                                     mfb_region_callback callback, void *userdata) {
+        struct mfb_wire_create_request request;
+        int r;
+
+        if (!callback)
+                return -EINVAL;
+        r = region_create_check(c, name, size, mode, flags, &request);
+        if (r < 0)
+                return r;
+
         client_error_clear(c);
-        r = mfb_wire_name_set(&request.name, name);
-        if (r < 0)
-                return r;
-        r = region_request(c, MFB_OP_CREATE, &request, sizeof(request), O_RDWR, size, &region);
-        if (r < 0)
-                return r;
+        return region_request(c, MFB_OP_CREATE, &request, sizeof(request), O_RDWR, size, flags, name,
+                              callback, userdata);
+}
 
-        if (flags & MFB_CREATE_RESERVE) {
-                r = region_reserve(region);
-                if (r < 0) {
-                        /* A failed create leaves nothing behind: not even a name, which would block a retry. */
-                        if (name)
-                                (void) lookup_remove(c, NULL, region->handle);
-                        mfb_region_free(region);
-                        client_error_clear(c);
-                        return r;
-                }
-        }
+_public_ int mfb_region_create_with(mfb_client *c, const char *name, uint64_t size, mode_t mode, unsigned flags,
+                                    mfb_region **ret) {
+        struct region_sync s = {};
 
-        *ret = region;
-        return 0;
+        if (!ret)
+                return -EINVAL;
+        return region_sync_finish(c, mfb_region_create_async(c, name, size, mode, flags, region_sync_callback, &s),
+                                  &s, ret);
 }
 
 _public_ int mfb_region_create(mfb_client *c, const char *name, uint64_t size, mfb_region **ret) {
         return mfb_region_create_with(c, name, size, 0, 0, ret);
 }
 
-static int region_open(mfb_client *c, const char *name, uint64_t handle, int access, mfb_region **ret) {
+static int region_open(mfb_client *c, const char *name, uint64_t handle, int access,
+                       mfb_region_callback callback, void *userdata) {
         struct mfb_wire_open_request request = {
                 .handle = handle,
                 .access = access_to_wire(access),
@@ -177,21 +263,40 @@ static int region_open(mfb_client *c, const char *name, uint64_t handle, int acc
         r = mfb_wire_name_set(&request.name, name);
         if (r < 0)
                 return r;
-        return region_request(c, MFB_OP_OPEN, &request, sizeof(request), access, 0, ret);
+        return region_request(c, MFB_OP_OPEN, &request, sizeof(request), access, 0, 0, false, callback, userdata);
+}
+
+_public_ int mfb_region_open_async(mfb_client *c, const char *name, int access,
+                                   mfb_region_callback callback, void *userdata) {
+        if (!c || !name || !*name || !access_valid(access) || !callback)
+                return -EINVAL;
+
+        return region_open(c, name, 0, access, callback, userdata);
+}
+
+_public_ int mfb_region_open_handle_async(mfb_client *c, uint64_t handle, int access,
+                                          mfb_region_callback callback, void *userdata) {
+        if (!c || handle == 0 || !access_valid(access) || !callback)
+                return -EINVAL;
+
+        return region_open(c, NULL, handle, access, callback, userdata);
 }
 
 _public_ int mfb_region_open(mfb_client *c, const char *name, int access, mfb_region **ret) {
-        if (!c || !name || !*name || !access_valid(access) || !ret)
-                return -EINVAL;
+        struct region_sync s = {};
 
-        return region_open(c, name, 0, access, ret);
+        if (!ret)
+                return -EINVAL;
+        return region_sync_finish(c, mfb_region_open_async(c, name, access, region_sync_callback, &s), &s, ret);
 }
 
 _public_ int mfb_region_open_handle(mfb_client *c, uint64_t handle, int access, mfb_region **ret) {
-        if (!c || handle == 0 || !access_valid(access) || !ret)
-                return -EINVAL;
+        struct region_sync s = {};
 
-        return region_open(c, NULL, handle, access, ret);
+        if (!ret)
+                return -EINVAL;
+        return region_sync_finish(c, mfb_region_open_handle_async(c, handle, access, region_sync_callback, &s),
+                                  &s, ret);
 }
 
 static void region_unmap(mfb_region *r) {
@@ -267,70 +372,137 @@ _public_ int mfb_region_map_writable(mfb_region *r, void **ret_addr) {
         return region_map(r, true, ret_addr);
 }
 
-_public_ int mfb_region_seal(mfb_region *r) {
-        struct mfb_wire_seal_request request;
-        struct client_reply reply;
+/* A SEAL on its way, for mfb_callback. */
+struct seal_call {
+        mfb_callback callback;
+        void *userdata;
+};
 
-        if (!r)
-                return -EINVAL;
+static int seal_handler(mfb_client *c, void *data, int status, const struct client_reply *reply) {
+        struct seal_call *sc = data;
 
+        /* The reply's region info says nothing the caller asked for. */
+        if (!sc->callback)
+                return 0;
+        sc->callback(c, status, sc->userdata);
+        return 1;
+}
+
+static int region_seal_request(mfb_region *r, uint32_t seals, mfb_callback callback, void *userdata) {
+        struct mfb_wire_seal_request request = {
+                .handle = r->handle,
+                .seals = seals,
+        };
+        struct seal_call *sc;
+        int k;
+
+        k = client_request(r->client, MFB_OP_SEAL, &request, sizeof(request), seal_handler, sizeof(*sc),
+                           (void **) &sc);
+        if (k < 0)
+                return k;
+        *sc = (struct seal_call) { .callback = callback, .userdata = userdata };
+        return 0;
+}
+
+/* Checks what sealing r takes before anything is asked; unmaps for F_SEAL_WRITE. */
+static int region_seal_prepare(mfb_region *r, uint32_t seals) {
         client_error_clear(r->client);
         if (r->access != O_RDWR)
                 return -EPERM;
         /* Without the broker nothing gets sealed: leave the caller's mapping alone then. */
-        if (r->client->fd < 0)
+        if (!client_usable(r->client))
                 return -ENOTCONN;
 
-        /* Our own shared mapping of a read-write fd would make the kernel refuse (EBUSY). */
-        region_unmap(r);
-
-        request = (struct mfb_wire_seal_request) {
-                .handle = r->handle,
-                .seals = F_SEAL_WRITE,
-        };
-        return client_call(r->client, MFB_OP_SEAL, &request, sizeof(request), &reply);
+        /*
+         * Our own shared mapping of a read-write fd would make the kernel refuse
+         * F_SEAL_WRITE (EBUSY). F_SEAL_FUTURE_WRITE lets existing mappings write on.
+         */
+        if (seals == F_SEAL_WRITE)
+                region_unmap(r);
+        return 0;
 }
 
-_public_ int mfb_region_seal_future_write(mfb_region *r) {
-        struct mfb_wire_seal_request request;
-        struct client_reply reply;
+_public_ int mfb_region_seal_async(mfb_region *r, mfb_callback callback, void *userdata) {
+        int k;
 
         if (!r)
                 return -EINVAL;
-
-        client_error_clear(r->client);
-        if (r->access != O_RDWR)
-                return -EPERM;
-
-        /* Our writable mapping stays: the kernel lets existing ones write on under this seal. */
-        request = (struct mfb_wire_seal_request) {
-                .handle = r->handle,
-                .seals = F_SEAL_FUTURE_WRITE,
-        };
-        return client_call(r->client, MFB_OP_SEAL, &request, sizeof(request), &reply);
+        k = region_seal_prepare(r, F_SEAL_WRITE);
+        if (k < 0)
+                return k;
+        return region_seal_request(r, F_SEAL_WRITE, callback, userdata);
 }
 
-_public_ int mfb_region_wait(mfb_client *c, const char *name, int64_t timeout_ms, mfb_region **ret) {
+_public_ int mfb_region_seal_future_write_async(mfb_region *r, mfb_callback callback, void *userdata) {
+        int k;
+
+        if (!r)
+                return -EINVAL;
+        k = region_seal_prepare(r, F_SEAL_FUTURE_WRITE);
+        if (k < 0)
+                return k;
+        return region_seal_request(r, F_SEAL_FUTURE_WRITE, callback, userdata);
+}
+
+static int region_seal(mfb_region *r, uint32_t seals) {
+        struct mfb_wire_seal_request request;
+        int k;
+
+        if (!r)
+                return -EINVAL;
+        k = region_seal_prepare(r, seals);
+        if (k < 0)
+                return k;
+        request = (struct mfb_wire_seal_request) {
+                .handle = r->handle,
+                .seals = seals,
+        };
+        return client_call(r->client, MFB_OP_SEAL, &request, sizeof(request), NULL, NULL);
+}
+
+_public_ int mfb_region_seal(mfb_region *r) {
+        return region_seal(r, F_SEAL_WRITE);
+}
+
+_public_ int mfb_region_seal_future_write(mfb_region *r) {
+        return region_seal(r, F_SEAL_FUTURE_WRITE);
+}
+
+/* The broker's timeout for timeout_ms, of at least -1. */
+static uint64_t wait_timeout_ns(int64_t timeout_ms) {
+        if (timeout_ms < 0)
+                return MFB_WAIT_FOREVER;
+        /* Beyond 584 years: no different from waiting without limit. */
+        if ((uint64_t) timeout_ms >= MFB_WAIT_FOREVER / NSEC_PER_MSEC)
+                return MFB_WAIT_FOREVER;
+        return (uint64_t) timeout_ms * NSEC_PER_MSEC;
+}
+
+_public_ int mfb_region_wait_async(mfb_client *c, const char *name, int64_t timeout_ms,
+                                   mfb_region_callback callback, void *userdata) {
         struct mfb_wire_wait_request request = { .access = MFB_ACCESS_READ };
         int r;
 
-        if (!c || !name || !*name || timeout_ms < -1 || !ret)
+        if (!c || !name || !*name || timeout_ms < -1 || !callback)
                 return -EINVAL;
 
-        if (timeout_ms < 0)
-                request.timeout_ns = MFB_WAIT_FOREVER;
-        else if ((uint64_t) timeout_ms >= MFB_WAIT_FOREVER / NSEC_PER_MSEC)
-                /* Beyond 584 years: no different from waiting without limit. */
-                request.timeout_ns = MFB_WAIT_FOREVER;
-        else
-                request.timeout_ns = (uint64_t) timeout_ms * NSEC_PER_MSEC;
-
+        request.timeout_ns = wait_timeout_ns(timeout_ms);
         client_error_clear(c);
         r = mfb_wire_name_set(&request.name, name);
         if (r < 0)
                 return r;
+        return region_request(c, MFB_OP_WAIT, &request, sizeof(request), O_RDONLY, 0, 0, false,
+                              callback, userdata);
+}
+
+_public_ int mfb_region_wait(mfb_client *c, const char *name, int64_t timeout_ms, mfb_region **ret) {
+        struct region_sync s = {};
+
+        if (!ret)
+                return -EINVAL;
         /* Blocks in recvmsg() until the broker answers: the timeout is the broker's to keep. */
-        return region_request(c, MFB_OP_WAIT, &request, sizeof(request), O_RDONLY, 0, ret);
+        return region_sync_finish(c, mfb_region_wait_async(c, name, timeout_ms, region_sync_callback, &s), &s,
+                                  ret);
 }
 
 _public_ int mfb_region_remove(mfb_region *r) {
@@ -374,10 +546,9 @@ _public_ mfb_region *mfb_region_free(mfb_region *r) {
         c = r->client;
         region_unmap(r);
         safe_close(r->fd);
-        /* A client that lost its connection lost its references with it. */
-        if (c->fd >= 0)
-                (void) region_release(c, r->handle);
+        /* Sent, not waited for: the broker has it before the next reply on c is read. */
+        region_release(c, r->handle);
         free(r);
-        client_region_detach(c);
+        client_unref(c);
         return NULL;
 }
