@@ -495,6 +495,15 @@ void region_remove(struct region_table *t, struct region *r) {
         region_destroy_if_unused(t, r);
 }
 
+int region_dup(const struct region *r) {
+        int fd = fcntl(r->fd, F_DUPFD_CLOEXEC, 3);
+
+        if (fd < 0)
+                return log_full_errno(errno_is_fd_shortage(errno) ? LOG_WARNING : LOG_ERR, errno,
+                                      "Failed to duplicate the fd of region %" PRIu64 ": %m", r->handle);
+        return fd;
+}
+
 int region_open(const struct region *r, bool writable) {
         char path[sizeof("/proc/self/fd/") + 3 * sizeof(int)];
         int fd;

@@ -202,8 +202,14 @@ static int handle_create(struct connection *c, const struct mfb_wire_header *h, 
                 return reply_failure(c, h, k, "creating the region failed");
         }
 
-        /* The creator's own open file description, as every read-write holder gets one. */
-        fd = region_open(r, true);
+        /*
+         * The creator gets the broker's own open file description, which no
+         * other holder shares (each OPEN is a fresh open) and through which the
+         * broker does no I/O, so no flag or offset the creator sets matters to
+         * anyone: a dup() rather than a reopen through /proc, a path walk on
+         * every CREATE.
+         */
+        fd = region_dup(r);
         if (fd < 0) {
                 region_remove(t, r);
                 return reply_failure(c, h, fd, "opening the region failed");
