@@ -66,7 +66,6 @@
  * The broker: --broker, PATH, $MFB_BROKERD, or ../daemon/memfd-brokerd
  * beside this program in the build tree.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -77,7 +76,6 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -96,16 +94,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench-common.h"
 #include "memfd-broker.h"
-
-#ifndef MFD_NOEXEC_SEAL
-#define MFD_NOEXEC_SEAL 0x0008U
-#endif
 
 #define REGION_SIZE 4096U
 #define SERVER_CPU 0
 #define OTHER_CPU 1
-#define TIMEOUT_MS 30000
+#define TIMEOUT_MS BENCH_TIMEOUT_MS
 #define FD_LIMIT (1U << 17)             /* what this process and the brokers ask for at least */
 #define FD_SLACK 256U                   /* this process's fds besides the stand-ins' stores */
 
@@ -132,8 +127,6 @@ struct standin {
         int notify_fd, listen_fd, sync_fd, stop_fd, epoll_fd;
         pid_t pid;                      /* the broker's; 0 once reaped */
         char listen_pid_env[32];        /* "LISTEN_PID=", completed in the broker's process */
-        bool have_broker_clock;
-        clockid_t broker_clock;
         bool thread_started;
         pthread_t thread;
         clockid_t cpu_clock;            /* the stand-in thread's */
@@ -151,95 +144,16 @@ struct standin {
         bool ready;
 };
 
-static pid_t main_pid;
 static pid_t raw_pid;
 static char folder[PATH_MAX];
 static struct standin standins[2];
 static int client_cpu = SERVER_CPU;
-static long n_cpus;
-static atomic_flag dying = ATOMIC_FLAG_INIT;
 static _Atomic int kcmp_refused;        /* the errno of a refused kcmp(), 0 while it works */
 
-/*
- * Kills what runs and removes the folder: from die() and from signal
- * handlers, so async-signal-safe calls only.
- */
-static void emergency_cleanup(void) {
-        for (size_t i = 0; i < 2; i++) {
-                struct standin *s = &standins[i];
-
-                if (s->pid > 0) {
-                        kill(s->pid, SIGKILL);
-                        waitpid(s->pid, NULL, 0);
-                }
-                if (s->notify_path[0])
-                        unlink(s->notify_path);
-                if (s->socket_path[0])
-                        unlink(s->socket_path);
-        }
-        if (raw_pid > 0) {
-                kill(raw_pid, SIGKILL);
-                waitpid(raw_pid, NULL, 0);
-        }
-        if (folder[0])
-                rmdir(folder);
-}
-
-/* From any thread of the main process: cleans up and exits; in a child: exits. */
-__attribute__((format(printf, 1, 2))) static _Noreturn void die(const char *fmt, ...) {
-        int saved = errno;
-        va_list ap;
-
-        if (getpid() != main_pid)
-                _exit(1);
-        if (atomic_flag_test_and_set(&dying))
-                pause();
-        fflush(stdout);
-        fprintf(stderr, "bench-persist: ");
-        errno = saved;
-        va_start(ap, fmt);
-        vfprintf(stderr, fmt, ap);
-        va_end(ap);
-        fputc('\n', stderr);
-        emergency_cleanup();
-        _exit(1);
-}
-
-static void on_signal(int sig) {
-        if (getpid() == main_pid && !atomic_flag_test_and_set(&dying))
-                emergency_cleanup();
-        _exit(128 + sig);
-}
-
-static uint64_t now_ns(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * 1000000000U + (uint64_t) ts.tv_nsec;
-}
-
-static uint64_t clock_ns(clockid_t clock) {
-        struct timespec ts;
-
-        if (clock_gettime(clock, &ts) < 0)
-                die("clock_gettime: %m");
-        return (uint64_t) ts.tv_sec * 1000000000U + (uint64_t) ts.tv_nsec;
-}
-
 static struct timespec deadline_after(int ms) {
-        uint64_t t = now_ns() + (uint64_t) ms * 1000000U;
+        uint64_t t = bench_now_ns() + (uint64_t) ms * 1000000U;
 
         return (struct timespec) { .tv_sec = (time_t) (t / 1000000000U), .tv_nsec = (long) (t % 1000000000U) };
-}
-
-static bool pin_to(int cpu) {
-        cpu_set_t set;
-
-        if (n_cpus < 2)
-                return false;
-        CPU_ZERO(&set);
-        CPU_SET(cpu, &set);
-        return sched_setaffinity(0, sizeof(set), &set) == 0;
 }
 
 /* systemd's same_fd(): kcmp() where the kernel allows it, else the inode and the file status flags. */
@@ -250,7 +164,7 @@ static int same_fd(int a, int b) {
 
         if (a == b)
                 return 1;
-        r = syscall(SYS_kcmp, main_pid, main_pid, KCMP_FILE, a, b);
+        r = syscall(SYS_kcmp, getpid(), getpid(), KCMP_FILE, a, b);
         if (r == 0)
                 return 1;
         if (r > 0)
@@ -279,7 +193,7 @@ static void store_add(struct standin *s, int fd, const char *name) {
                 int r = same_fd(e->fd, fd);
 
                 if (r < 0)
-                        die("%s stand-in: comparing fds: %s", s->label, strerror(-r));
+                        bench_die("%s stand-in: comparing fds: %s", s->label, strerror(-r));
                 if (r > 0) {
                         close(fd);
                         s->duplicates++;
@@ -288,12 +202,12 @@ static void store_add(struct standin *s, int fd, const char *name) {
         }
         e = calloc(1, sizeof(*e));
         if (!e || !(e->name = strdup(name)))
-                die("out of memory");
+                bench_die("out of memory");
         e->fd = fd;
         /* systemd polls every stored fd for hangup; fds that cannot be polled (memfds) give EPERM. */
         e->polled = epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, fd, &(struct epoll_event) { .events = 0 }) == 0;
         if (!e->polled && errno != EPERM)
-                die("%s stand-in: epoll_ctl: %m", s->label);
+                bench_die("%s stand-in: epoll_ctl: %m", s->label);
         e->next = s->head;
         if (s->head)
                 s->head->prev = e;
@@ -356,7 +270,7 @@ static void handle_message(struct standin *s, char *text, int *fds, size_t n_fds
         }
 
         pthread_mutex_lock(&s->lock);
-        if (sender == main_pid && sync) {
+        if (sender == getpid() && sync) {
                 s->syncs++;
                 close_fds(fds, n_fds);
         } else if (sender != s->pid) {
@@ -384,7 +298,7 @@ static void *standin_run(void *userdata) {
 
         sigfillset(&all);
         pthread_sigmask(SIG_BLOCK, &all, NULL);
-        pin_to(SERVER_CPU);
+        bench_pin(SERVER_CPU);
 
         for (;;) {
                 union {
@@ -406,7 +320,7 @@ static void *standin_run(void *userdata) {
                 if (poll(p, 2, -1) < 0) {
                         if (errno == EINTR)
                                 continue;
-                        die("%s stand-in: poll: %m", s->label);
+                        bench_die("%s stand-in: poll: %m", s->label);
                 }
                 if (p[1].revents)
                         return NULL;
@@ -414,7 +328,7 @@ static void *standin_run(void *userdata) {
                 if (n < 0) {
                         if (errno == EAGAIN || errno == EINTR)
                                 continue;
-                        die("%s stand-in: recvmsg: %m", s->label);
+                        bench_die("%s stand-in: recvmsg: %m", s->label);
                 }
                 for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
                         if (c->cmsg_level != SOL_SOCKET)
@@ -447,7 +361,7 @@ static void *standin_run(void *userdata) {
 
 static void make_socket_path(char *buf, size_t size, const char *name) {
         if (snprintf(buf, size, "%s/%s", folder, name) >= (int) size)
-                die("the folder %s is too long a path for a socket", folder);
+                bench_die("the folder %s is too long a path for a socket", folder);
 }
 
 /* The notify and listening sockets of one stand-in, before its broker starts. */
@@ -461,34 +375,36 @@ static void standin_init(struct standin *s, const char *label, const char *tag) 
         make_socket_path(s->notify_path, sizeof(s->notify_path), name);
         snprintf(name, sizeof(name), "%s.sock", tag);
         make_socket_path(s->socket_path, sizeof(s->socket_path), name);
+        bench_track_path(s->notify_path);
+        bench_track_path(s->socket_path);
 
         s->notify_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         if (s->notify_fd < 0)
-                die("socket: %m");
+                bench_die("socket: %m");
         memcpy(sa.sun_path, s->notify_path, strlen(s->notify_path) + 1);
         if (bind(s->notify_fd, (struct sockaddr *) &sa, sizeof(sa)) < 0)
-                die("bind %s: %m", s->notify_path);
+                bench_die("bind %s: %m", s->notify_path);
         if (setsockopt(s->notify_fd, SOL_SOCKET, SO_PASSCRED, &(int) { 1 }, sizeof(int)) < 0)
-                die("SO_PASSCRED: %m");
+                bench_die("SO_PASSCRED: %m");
         /* The client's sync messages, queued behind what the broker sent. */
         s->sync_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
         if (s->sync_fd < 0 || connect(s->sync_fd, (struct sockaddr *) &sa, sizeof(sa)) < 0)
-                die("connecting to %s: %m", s->notify_path);
+                bench_die("connecting to %s: %m", s->notify_path);
 
         s->listen_fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
         if (s->listen_fd < 0)
-                die("socket: %m");
+                bench_die("socket: %m");
         memcpy(sa.sun_path, s->socket_path, strlen(s->socket_path) + 1);
         if (bind(s->listen_fd, (struct sockaddr *) &sa, sizeof(sa)) < 0 || listen(s->listen_fd, SOMAXCONN) < 0)
-                die("listening on %s: %m", s->socket_path);
+                bench_die("listening on %s: %m", s->socket_path);
 
         s->stop_fd = eventfd(0, EFD_CLOEXEC);
         s->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
         if (s->stop_fd < 0 || s->epoll_fd < 0)
-                die("eventfd or epoll: %m");
+                bench_die("eventfd or epoll: %m");
         if (pthread_condattr_init(&attr) != 0 || pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) != 0 ||
             pthread_cond_init(&s->cond, &attr) != 0 || pthread_mutex_init(&s->lock, NULL) != 0)
-                die("pthread setup failed");
+                bench_die("pthread setup failed");
         pthread_condattr_destroy(&attr);
         snprintf(s->listen_pid_env, sizeof(s->listen_pid_env), "LISTEN_PID=");
 }
@@ -511,7 +427,7 @@ static char **broker_env(struct standin *s) {
                 n++;
         env = calloc(n + 5, sizeof(char *));
         if (!env)
-                die("out of memory");
+                bench_die("out of memory");
         for (size_t i = 0; i < n; i++) {
                 bool keep = true;
 
@@ -521,7 +437,7 @@ static char **broker_env(struct standin *s) {
                         env[k++] = environ[i];
         }
         if (asprintf(&env[k++], "NOTIFY_SOCKET=%s", s->notify_path) < 0)
-                die("out of memory");
+                bench_die("out of memory");
         env[k++] = (char *) "LISTEN_FDS=1";
         env[k++] = (char *) "LISTEN_FDNAMES=" SOCKET_FDNAME;
         env[k++] = s->listen_pid_env;
@@ -548,19 +464,21 @@ static void standin_start(struct standin *s, const char *brokerd) {
         char *argv[] = { (char *) brokerd, (char *) "--socket", s->socket_path, (char *) "--log-level",
                          (char *) "warning", (char *) "--max-kept-regions", (char *) "1000000", NULL };
         char **env = broker_env(s);
+        pid_t parent = getpid();
+        bool pin = bench_cpus() >= 2;
         cpu_set_t server_set;
 
         CPU_ZERO(&server_set);
         CPU_SET(SERVER_CPU, &server_set);
         s->pid = fork();
         if (s->pid < 0)
-                die("fork: %m");
+                bench_die("fork: %m");
         if (s->pid == 0) {
                 /* Only async-signal-safe calls here: the other stand-in's thread may be running. */
                 append_pid(s->listen_pid_env, getpid());
-                if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != main_pid)
+                if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != parent)
                         _exit(127);
-                if (n_cpus >= 2)
+                if (pin)
                         (void) sched_setaffinity(0, sizeof(server_set), &server_set);
                 if (s->listen_fd == 3 ? fcntl(3, F_SETFD, 0) < 0 : dup2(s->listen_fd, 3) < 0)
                         _exit(127);
@@ -568,35 +486,18 @@ static void standin_start(struct standin *s, const char *brokerd) {
                 execve(brokerd, argv, env);
                 _exit(127);
         }
+        bench_track_pid(s->pid);
         for (size_t i = 0; env[i]; i++)
                 if (has_prefix(env[i], "NOTIFY_SOCKET="))
                         free(env[i]);
         free(env);
 
-        s->have_broker_clock = clock_getcpuclockid(s->pid, &s->broker_clock) == 0;
         /* Started after the fork, so that it knows the broker's pid; messages wait in the socket. */
         if (pthread_create(&s->thread, NULL, standin_run, s) != 0)
-                die("pthread_create failed");
+                bench_die("pthread_create failed");
         s->thread_started = true;
         if (pthread_getcpuclockid(s->thread, &s->cpu_clock) != 0)
-                die("pthread_getcpuclockid failed");
-}
-
-/* Waits up to TIMEOUT_MS for pid to exit, killing it after that; returns its wait status. */
-static int reap(pid_t pid) {
-        int pidfd = (int) syscall(SYS_pidfd_open, pid, 0), status = 0;
-        struct pollfd p = { .fd = pidfd, .events = POLLIN };
-
-        if (pidfd < 0 || poll(&p, 1, TIMEOUT_MS) != 1) {
-                fprintf(stderr, "bench-persist: process %d did not exit within %d ms: killing it\n", (int) pid,
-                        TIMEOUT_MS);
-                kill(pid, SIGKILL);
-        }
-        if (pidfd >= 0)
-                close(pidfd);
-        while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-                ;
-        return status;
+                bench_die("pthread_getcpuclockid failed");
 }
 
 static void standin_wait_ready(struct standin *s) {
@@ -612,10 +513,10 @@ static void standin_wait_ready(struct standin *s) {
                         break;
                 if (waitpid(s->pid, &status, WNOHANG) == s->pid) {
                         s->pid = 0;
-                        die("the %s broker exited before READY=1 (wait status 0x%x)", s->label, status);
+                        bench_die("the %s broker exited before READY=1 (wait status 0x%x)", s->label, status);
                 }
-                if (now_ns() > (uint64_t) deadline.tv_sec * 1000000000U + (uint64_t) deadline.tv_nsec)
-                        die("no READY=1 from the %s broker within %d ms", s->label, TIMEOUT_MS);
+                if (bench_now_ns() > (uint64_t) deadline.tv_sec * 1000000000U + (uint64_t) deadline.tv_nsec)
+                        bench_die("no READY=1 from the %s broker within %d ms", s->label, TIMEOUT_MS);
         }
         pthread_mutex_unlock(&s->lock);
 }
@@ -631,27 +532,23 @@ static size_t standin_sync(struct standin *s) {
         size_t n;
 
         if (send(s->sync_fd, SYNC_MESSAGE, strlen(SYNC_MESSAGE), MSG_NOSIGNAL) < 0)
-                die("sending to the %s stand-in: %m", s->label);
+                bench_die("sending to the %s stand-in: %m", s->label);
         pthread_mutex_lock(&s->lock);
         while (s->syncs < want)
                 if (pthread_cond_timedwait(&s->cond, &s->lock, &deadline) == ETIMEDOUT)
-                        die("the %s stand-in did not catch up within %d ms", s->label, TIMEOUT_MS);
+                        bench_die("the %s stand-in did not catch up within %d ms", s->label, TIMEOUT_MS);
         n = s->n_stored;
         pthread_mutex_unlock(&s->lock);
         return n;
 }
 
 static uint64_t standin_cpu_ns(struct standin *s) {
-        return clock_ns(s->cpu_clock);
+        return bench_clock_ns(s->cpu_clock);
 }
 
 /* The broker's CPU time, user and system; 0 where the kernel does not tell. */
 static uint64_t broker_cpu_ns(struct standin *s) {
-        struct timespec ts;
-
-        if (!s->have_broker_clock || clock_gettime(s->broker_clock, &ts) < 0)
-                return 0;
-        return (uint64_t) ts.tv_sec * 1000000000U + (uint64_t) ts.tv_nsec;
+        return s->pid > 0 ? bench_cpu_ns(s->pid) : 0;
 }
 
 /* Stops the broker as systemctl stop does, then the stand-in; closes what it stored. Returns false on a bad exit. */
@@ -663,7 +560,8 @@ static bool standin_stop(struct standin *s) {
                 int status;
 
                 kill(s->pid, SIGTERM);
-                status = reap(s->pid);
+                status = bench_reap(s->pid, TIMEOUT_MS);
+                bench_untrack_pid(s->pid);
                 s->pid = 0;
                 if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
                         fprintf(stderr, "bench-persist: the %s broker exited with wait status 0x%x\n", s->label,
@@ -674,7 +572,7 @@ static bool standin_stop(struct standin *s) {
         /* Only now: the broker may block in sd_notify() until its last messages are read. */
         if (s->thread_started) {
                 if (write(s->stop_fd, &(uint64_t) { 1 }, sizeof(uint64_t)) != sizeof(uint64_t))
-                        die("eventfd write: %m");
+                        bench_die("eventfd write: %m");
                 pthread_join(s->thread, NULL);
                 s->thread_started = false;
         }
@@ -687,6 +585,8 @@ static bool standin_stop(struct standin *s) {
         close(s->epoll_fd);
         unlink(s->notify_path);
         unlink(s->socket_path);
+        bench_untrack_path(s->notify_path);
+        bench_untrack_path(s->socket_path);
         s->notify_path[0] = s->socket_path[0] = '\0';
         pthread_cond_destroy(&s->cond);
         pthread_mutex_destroy(&s->lock);
@@ -694,24 +594,6 @@ static bool standin_stop(struct standin *s) {
 }
 
 /* The raw baseline -------------------------------------------------------- */
-
-static int raw_memfd(void) {
-        static unsigned flags = MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_NOEXEC_SEAL;
-        int fd = memfd_create("bench-persist", flags);
-
-        /* Kernels before 6.3 do not know MFD_NOEXEC_SEAL, as the broker finds too. */
-        if (fd < 0 && errno == EINVAL && (flags & MFD_NOEXEC_SEAL)) {
-                flags &= ~MFD_NOEXEC_SEAL;
-                fd = memfd_create("bench-persist", flags);
-        }
-        if (fd < 0)
-                return -1;
-        if (ftruncate(fd, REGION_SIZE) < 0 || fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) < 0) {
-                close(fd);
-                return -1;
-        }
-        return fd;
-}
 
 /* The raw server: 'c' makes a memfd, keeps it and sends it; 'r' closes it and answers. */
 static int raw_serve(int sock) {
@@ -739,7 +621,7 @@ static int raw_serve(int sock) {
                                 return 1;
                         continue;
                 }
-                kept = raw_memfd();
+                kept = bench_memfd("bench-persist", REGION_SIZE);
                 if (kept < 0)
                         return 1;
                 iov = (struct iovec) { .iov_base = &op, .iov_len = 1 };
@@ -759,17 +641,17 @@ static int raw_start(void) {
         int pair[2];
 
         if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0)
-                die("socketpair: %m");
+                bench_die("socketpair: %m");
         raw_pid = fork();
         if (raw_pid < 0)
-                die("fork: %m");
+                bench_die("fork: %m");
         if (raw_pid == 0) {
-                if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != main_pid)
-                        _exit(1);
-                pin_to(SERVER_CPU);
+                bench_child_init();
+                bench_pin(SERVER_CPU);
                 close(pair[0]);
                 _exit(raw_serve(pair[1]));
         }
+        bench_track_pid(raw_pid);
         close(pair[1]);
         return pair[0];
 }
@@ -780,7 +662,7 @@ static uint64_t raw_op(int sock) {
                 struct cmsghdr align;
                 char buf[CMSG_SPACE(sizeof(int))];
         } control;
-        uint64_t start = now_ns();
+        uint64_t start = bench_now_ns();
         char byte;
         struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
         struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = &control,
@@ -791,23 +673,23 @@ static uint64_t raw_op(int sock) {
         int fd;
 
         if (send(sock, "c", 1, MSG_NOSIGNAL) != 1 || recvmsg(sock, &msg, MSG_CMSG_CLOEXEC) != 1)
-                die("the raw server failed: %m");
+                bench_die("the raw server failed: %m");
         c = CMSG_FIRSTHDR(&msg);
         if (!c || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(sizeof(int)))
-                die("the raw server sent no fd");
+                bench_die("the raw server sent no fd");
         memcpy(&fd, CMSG_DATA(c), sizeof(int));
         /* What a receiver checks before it maps, as the library does. */
         if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size < REGION_SIZE ||
             (fcntl(fd, F_GET_SEALS) & (F_SEAL_SHRINK | F_SEAL_GROW)) != (F_SEAL_SHRINK | F_SEAL_GROW))
-                die("the raw server's memfd is not as made");
+                bench_die("the raw server's memfd is not as made");
         p = mmap(NULL, REGION_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
         if (p == MAP_FAILED)
-                die("mmap: %m");
+                bench_die("mmap: %m");
         munmap(p, REGION_SIZE);
         close(fd);
         if (send(sock, "r", 1, MSG_NOSIGNAL) != 1 || recv(sock, &byte, 1, 0) != 1)
-                die("the raw server failed: %m");
-        return now_ns() - start;
+                bench_die("the raw server failed: %m");
+        return bench_now_ns() - start;
 }
 
 /* Measuring -------------------------------------------------------------- */
@@ -820,25 +702,25 @@ static void region_name(char *buf, size_t size) {
 
 /* One named CREATE of 4 KiB, mapped and freed, in nanoseconds. */
 static uint64_t broker_op(struct standin *s, const char *name) {
-        uint64_t start = now_ns();
+        uint64_t start = bench_now_ns();
         mfb_region *r;
         void *p;
         int k;
 
         k = mfb_region_create(s->client, name, REGION_SIZE, &r);
         if (k < 0)
-                die("%s broker: CREATE %s: %s (%s)", s->label, name, strerror(-k),
+                bench_die("%s broker: CREATE %s: %s (%s)", s->label, name, strerror(-k),
                     mfb_client_error_message(s->client));
         k = mfb_region_map(r, &p);
         if (k < 0)
-                die("mapping region %s: %s", name, strerror(-k));
+                bench_die("mapping region %s: %s", name, strerror(-k));
         mfb_region_free(r);
-        return now_ns() - start;
+        return bench_now_ns() - start;
 }
 
 /* Fills the broker with n named regions; returns the entries of its stand-in's store then. */
 static size_t fill(struct standin *s, unsigned n) {
-        uint64_t start = now_ns(), cpu = standin_cpu_ns(s);
+        uint64_t start = bench_now_ns(), cpu = standin_cpu_ns(s);
         size_t entries;
 
         for (unsigned i = 0; i < n; i++) {
@@ -849,7 +731,7 @@ static size_t fill(struct standin *s, unsigned n) {
         }
         entries = standin_sync(s);
         printf("%s broker: filled with %u named regions in %.2f s, the stand-in busy %.2f s of it; its fd store "
-               "holds %zu entries\n", s->label, n, (double) (now_ns() - start) / 1e9,
+               "holds %zu entries\n", s->label, n, (double) (bench_now_ns() - start) / 1e9,
                (double) (standin_cpu_ns(s) - cpu) / 1e9, entries);
         return entries;
 }
@@ -866,24 +748,12 @@ struct state {
         size_t entries_min, entries_max;
 };
 
-static int compare_u64(const void *a, const void *b) {
-        uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
-
-        return x < y ? -1 : x > y;
-}
-
-/* The median of v[n], which it sorts. */
-static double median(uint64_t *v, size_t n) {
-        qsort(v, n, sizeof(*v), compare_u64);
-        return n % 2 ? (double) v[n / 2] : ((double) v[n / 2 - 1] + (double) v[n / 2]) / 2;
-}
-
 static void raw_round(struct state *st, int sock, unsigned ops) {
-        uint64_t start = now_ns();
+        uint64_t start = bench_now_ns();
 
         for (unsigned i = 0; i < ops; i++)
                 st->ops[st->n_ops++] = raw_op(sock);
-        st->rounds[st->n_rounds++] = (now_ns() - start) / ops;
+        st->rounds[st->n_rounds++] = (bench_now_ns() - start) / ops;
 }
 
 static void note_entries(struct state *st, size_t entries) {
@@ -900,7 +770,7 @@ static void broker_round(struct state *st, unsigned ops, char (*names)[64]) {
         int k;
 
         note_entries(st, standin_sync(s));
-        start = now_ns();
+        start = bench_now_ns();
         cpu = standin_cpu_ns(s);
         broker_cpu = broker_cpu_ns(s);
         for (unsigned i = 0; i < ops; i++) {
@@ -908,7 +778,7 @@ static void broker_round(struct state *st, unsigned ops, char (*names)[64]) {
                 st->ops[st->n_ops++] = broker_op(s, names[i]);
         }
         note_entries(st, standin_sync(s));
-        st->rounds[st->n_rounds++] = (now_ns() - start) / ops;
+        st->rounds[st->n_rounds++] = (bench_now_ns() - start) / ops;
         st->standin_create_ns += standin_cpu_ns(s) - cpu;
         st->broker_create_ns += broker_cpu_ns(s) - broker_cpu;
 
@@ -916,7 +786,7 @@ static void broker_round(struct state *st, unsigned ops, char (*names)[64]) {
         for (unsigned i = 0; i < ops; i++) {
                 k = mfb_remove(s->client, names[i]);
                 if (k < 0)
-                        die("%s broker: REMOVE %s: %s (%s)", s->label, names[i], strerror(-k),
+                        bench_die("%s broker: REMOVE %s: %s (%s)", s->label, names[i], strerror(-k),
                             mfb_client_error_message(s->client));
         }
         standin_sync(s);
@@ -924,58 +794,6 @@ static void broker_round(struct state *st, unsigned ops, char (*names)[64]) {
 }
 
 /* Setup ------------------------------------------------------------------ */
-
-static unsigned count_open_fds(void) {
-        DIR *d = opendir("/proc/self/fd");
-        struct dirent *e;
-        unsigned n = 0;
-
-        if (!d)
-                die("/proc/self/fd: %m");
-        while ((e = readdir(d)))
-                n += e->d_name[0] != '.';
-        closedir(d);
-        return n;
-}
-
-/* Raises the limit on open files to want where allowed, else as far as the hard limit; returns the limit. */
-static rlim_t raise_fd_limit(rlim_t want) {
-        struct rlimit rl;
-
-        if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
-                die("getrlimit: %m");
-        if (rl.rlim_cur >= want)
-                return rl.rlim_cur;
-        if (setrlimit(RLIMIT_NOFILE, &(struct rlimit) { want, rl.rlim_max > want ? rl.rlim_max : want }) == 0)
-                return want;
-        rl.rlim_cur = rl.rlim_max;
-        if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
-                die("setrlimit RLIMIT_NOFILE %llu: %m", (unsigned long long) rl.rlim_max);
-        return rl.rlim_cur;
-}
-
-/* memfd-brokerd of the build tree this program belongs to: ../daemon beside it (libtool keeps it in .libs). */
-static char *brokerd_beside(void) {
-        char exe[PATH_MAX], *slash, *path;
-        ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-
-        if (n <= 0)
-                return NULL;
-        exe[n] = '\0';
-        slash = strrchr(exe, '/');
-        if (!slash)
-                return NULL;
-        *slash = '\0';
-        slash = strrchr(exe, '/');
-        if (slash && strcmp(slash, "/.libs") == 0)
-                *slash = '\0';
-        if (asprintf(&path, "%s/../daemon/memfd-brokerd", exe) < 0)
-                return NULL;
-        if (access(path, X_OK) == 0)
-                return path;
-        free(path);
-        return NULL;
-}
 
 static long read_sysctl(const char *path) {
         FILE *f = fopen(path, "re");
@@ -996,7 +814,7 @@ static unsigned parse_count(const char *option, const char *value) {
         errno = 0;
         v = strtoul(value, &end, 10);
         if (errno || end == value || *end || v == 0 || v > 10000000)
-                die("--%s wants a count from 1 to 10000000, not '%s'", option, value);
+                bench_die("--%s wants a count from 1 to 10000000, not '%s'", option, value);
         return (unsigned) v;
 }
 
@@ -1009,7 +827,7 @@ static _Noreturn void usage(const char *argv0) {
 }
 
 static void print_row(struct state *st, double raw_op_ns, double raw_round_ns, unsigned ops, unsigned rounds) {
-        double op = median(st->ops, st->n_ops), round = median(st->rounds, st->n_rounds);
+        double op = bench_median(st->ops, st->n_ops), round = bench_median(st->rounds, st->n_rounds);
         uint64_t creates = (uint64_t) ops * rounds;
         char entries[48] = "-", standin[48] = "-", broker[24] = "-";
 
@@ -1037,7 +855,7 @@ int main(int argc, char **argv) {
                 {}
         };
         unsigned low = 100, high = 10000, rounds = 20, ops = 50;
-        const char *brokerd = NULL, *tmp;
+        const char *brokerd = NULL;
         char *beside = NULL, (*names)[64];
         struct state raw = { .name = "raw (no broker)" }, at_low, at_high;
         struct state *states[] = { &raw, &at_low, &at_high };
@@ -1082,30 +900,25 @@ int main(int argc, char **argv) {
         if (!brokerd)
                 brokerd = getenv("MFB_BROKERD");
         if (!brokerd)
-                brokerd = beside = brokerd_beside();
+                brokerd = beside = bench_brokerd_beside();
         if (!brokerd) {
                 fprintf(stderr, "bench-persist: where is memfd-brokerd? Give --broker=PATH\n");
                 usage(argv[0]);
         }
 
-        main_pid = getpid();
+        bench_init("bench-persist", NULL);
         setvbuf(stdout, NULL, _IOLBF, 0);
-        signal(SIGINT, on_signal);
-        signal(SIGTERM, on_signal);
-        signal(SIGHUP, on_signal);
-        signal(SIGPIPE, SIG_IGN);
-        n_cpus = sysconf(_SC_NPROCESSORS_ONLN);
-        fds_at_start = count_open_fds();
+        fds_at_start = bench_count_fds(0);
 
         /* The stand-ins hold an fd per stored entry, and so, today, does each broker per kept region. */
         fds_needed = (rlim_t) low + high + 2 * (rlim_t) ops + FD_SLACK;
-        fd_limit = raise_fd_limit(fds_needed > FD_LIMIT ? fds_needed : FD_LIMIT);
+        fd_limit = bench_raise_fd_limit(fds_needed > FD_LIMIT ? fds_needed : FD_LIMIT);
         if (fd_limit < fds_needed)
-                die("the limit on open files is %llu, and this process and the broker need %llu: raise the hard "
+                bench_die("the limit on open files is %llu, and this process and the broker need %llu: raise the hard "
                     "limit (ulimit -Hn, as root) or lower --regions-high", (unsigned long long) fd_limit,
                     (unsigned long long) fds_needed);
 
-        if (pin_to(client_cpu))
+        if (bench_pin(client_cpu))
                 printf("placement: the brokers, the stand-ins and the raw server on CPU %d, the client on %s CPU\n",
                        SERVER_CPU, client_cpu == SERVER_CPU ? "the same" : "the other");
         else
@@ -1114,10 +927,7 @@ int main(int argc, char **argv) {
                (unsigned long long) fd_limit, geteuid() == 0 ? "as root" :
                "not root: the broker's per-uid shares may refuse the regions");
 
-        tmp = getenv("TMPDIR");
-        snprintf(folder, sizeof(folder), "%s/bench-persist.XXXXXX", tmp && *tmp ? tmp : "/tmp");
-        if (!mkdtemp(folder))
-                die("mkdtemp %s: %m", folder);
+        bench_folder_make("bench-persist", false, folder);
 
         /* Forked first, while this process has no other threads. */
         raw_sock = raw_start();
@@ -1133,7 +943,7 @@ int main(int argc, char **argv) {
                 standin_wait_ready(&standins[i]);
                 k = mfb_client_connect(standins[i].socket_path, &standins[i].client);
                 if (k < 0)
-                        die("connecting to the %s broker: %s", standins[i].label, strerror(-k));
+                        bench_die("connecting to the %s broker: %s", standins[i].label, strerror(-k));
         }
         entries_low = standin_sync(&standins[0]);
         entries_high = standin_sync(&standins[1]);
@@ -1150,12 +960,12 @@ int main(int argc, char **argv) {
         at_high = (struct state) { .name = row_high, .standin = &standins[1], .regions = high };
         names = calloc(ops, sizeof(*names));
         if (!names)
-                die("out of memory");
+                bench_die("out of memory");
         for (size_t i = 0; i < 3; i++) {
                 states[i]->ops = calloc((size_t) ops * rounds, sizeof(uint64_t));
                 states[i]->rounds = calloc(rounds, sizeof(uint64_t));
                 if (!states[i]->ops || !states[i]->rounds)
-                        die("out of memory");
+                        bench_die("out of memory");
         }
 
         printf("%u rounds of %u named CREATE + map + free of 4 KiB per state; raw, low and high interleaved\n",
@@ -1170,18 +980,18 @@ int main(int argc, char **argv) {
                                 raw_round(st, raw_sock, ops);
                 }
 
-        raw_op_ns = median(raw.ops, raw.n_ops);
-        raw_round_ns = median(raw.rounds, raw.n_rounds);
+        raw_op_ns = bench_median(raw.ops, raw.n_ops);
+        raw_round_ns = bench_median(raw.rounds, raw.n_rounds);
         printf("\n  %-24s %13s %12s %7s %12s %7s   %-22s %s\n", "", "fd store", "op", "", "round", "",
                "stand-in CPU per", "broker CPU");
         printf("  %-24s %13s %12s %7s %12s %7s   %-22s %s\n", "", "entries", "median", "x raw", "per op", "x raw",
                "   CREATE     REMOVE", "per CREATE");
         for (size_t i = 0; i < 3; i++)
                 print_row(states[i], raw_op_ns, raw_round_ns, ops, rounds);
-        op_low = median(at_low.ops, at_low.n_ops);
-        op_high = median(at_high.ops, at_high.n_ops);
-        round_low = median(at_low.rounds, at_low.n_rounds);
-        round_high = median(at_high.rounds, at_high.n_rounds);
+        op_low = bench_median(at_low.ops, at_low.n_ops);
+        op_high = bench_median(at_high.ops, at_high.n_ops);
+        round_low = bench_median(at_low.rounds, at_low.n_rounds);
+        round_high = bench_median(at_high.rounds, at_high.n_rounds);
         printf("  %-24s %13s %12s %6.2fx %12s %6.2fx   %8.2fx\n", "high / low", "", "", op_high / op_low, "",
                round_high / round_low, (double) at_high.standin_create_ns / (double) at_low.standin_create_ns);
         printf("\nnamed CREATE with %u regions kept costs %.2fx what it costs with %u, counting the service "
@@ -1204,24 +1014,22 @@ int main(int argc, char **argv) {
         for (size_t i = 0; i < 2; i++)
                 ok = standin_stop(&standins[i]) && ok;
         close(raw_sock);
-        if (reap(raw_pid) != 0) {
+        if (bench_reap(raw_pid, TIMEOUT_MS) != 0) {
                 fprintf(stderr, "bench-persist: the raw server failed\n");
                 ok = false;
         }
+        bench_untrack_pid(raw_pid);
         raw_pid = 0;
-        if (rmdir(folder) < 0) {
-                fprintf(stderr, "bench-persist: rmdir %s: %m\n", folder);
+        if (!bench_folder_remove())
                 ok = false;
-        }
-        folder[0] = '\0';
         for (size_t i = 0; i < 3; i++) {
                 free(states[i]->ops);
                 free(states[i]->rounds);
         }
         free(names);
         free(beside);
-        if (count_open_fds() != fds_at_start) {
-                fprintf(stderr, "bench-persist: %u fds open at the end, %u at the start\n", count_open_fds(),
+        if (bench_count_fds(0) != fds_at_start) {
+                fprintf(stderr, "bench-persist: %u fds open at the end, %u at the start\n", bench_count_fds(0),
                         fds_at_start);
                 ok = false;
         }
