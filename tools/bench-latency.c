@@ -1,0 +1,535 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The latency scenarios: one client's create and open through the library,
+ * one at a time, against the raw server; by region size; by the number of
+ * live regions; and while another client floods the broker.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "bench-common.h"
+#include "bench-measure.h"
+#include "bench-report.h"
+#include "bench-scenarios.h"
+#include "macro.h"
+
+#define PAGE_REGION 4096U
+#define GIB_REGION (UINT64_C(1) << 30)
+#define OPEN_NAME "bench-open"
+
+/* Makes a named region of size that outlives the call: the broker keeps a named region until it is removed. */
+static void make_named(mfb_client *c, const char *name, uint64_t size) {
+        mfb_region *r;
+        int k = mfb_region_create(c, name, size, &r);
+
+        if (k < 0)
+                bench_die("creating %s: %s (%s)", name, strerror(-k), mfb_client_error_message(c));
+        mfb_region_free(r);
+}
+
+static void remove_named(mfb_client *c, const char *name) {
+        int k = mfb_remove(c, name);
+
+        if (k < 0)
+                bench_die("removing %s: %s", name, strerror(-k));
+}
+
+static unsigned rounds_of(const struct bench_ctx *ctx, unsigned full, unsigned quick) {
+        return ctx->quick ? quick : full;
+}
+
+/* sync --------------------------------------------------------------------- */
+
+void bench_scenario_sync(struct bench_ctx *ctx) {
+        static const char *const ops[] = { "create+map+touch+free", "open by name (read-only)+map+free" };
+        static const char *const names[2][4] = {
+                { "raw create, same CPU", "broker create, same CPU", "raw open, same CPU", "broker open, same CPU" },
+                { "raw create, other CPU", "broker create, other CPU", "raw open, other CPU",
+                  "broker open, other CPU" },
+        };
+        struct bench_broker broker = { 0 };
+        struct bench_raw_server raw = { 0 };
+        struct bench_raw_op_args raw_args;
+        struct bench_lib_op lib_create, lib_open;
+        struct bench_state states[8];
+        int cpus[2] = { ctx->server_cpu, ctx->other_cpu };
+        size_t n = 0, placements = ctx->two_cpus ? 2 : 1;
+        unsigned rounds = rounds_of(ctx, 40, 5), per_round = 100;
+
+        bench_report_scenario("sync", "4 KiB regions one at a time through the library, against the raw server");
+        bench_ctx_raw(ctx, &raw);
+        bench_ctx_broker(ctx, &broker, NULL);
+        raw_args = (struct bench_raw_op_args) { .sock = bench_raw_connect(raw.socket_path), .size = PAGE_REGION };
+        if (raw_args.sock < 0)
+                bench_die("connecting to the raw server: %s", strerror(-raw_args.sock));
+        lib_create = (struct bench_lib_op) { .client = bench_ctx_client(broker.socket_path), .size = PAGE_REGION };
+        lib_open = lib_create;
+        lib_open.name = OPEN_NAME;
+        make_named(lib_create.client, OPEN_NAME, PAGE_REGION);
+        if (!ctx->two_cpus)
+                bench_report_note("sync", "fewer than 2 CPUs: one placement only, left to the kernel");
+
+        for (size_t p = 0; p < placements; p++) {
+                int cpu = ctx->two_cpus ? cpus[p] : -1;
+
+                states[n++] = (struct bench_state) { .name = names[p][0], .cpu = cpu, .op = bench_raw_create,
+                                                     .userdata = &raw_args, .server = raw.pid };
+                states[n++] = (struct bench_state) { .name = names[p][1], .cpu = cpu, .op = bench_lib_create,
+                                                     .userdata = &lib_create, .server = broker.pid };
+                states[n++] = (struct bench_state) { .name = names[p][2], .cpu = cpu, .op = bench_raw_open,
+                                                     .userdata = &raw_args, .server = raw.pid };
+                states[n++] = (struct bench_state) { .name = names[p][3], .cpu = cpu, .op = bench_lib_open,
+                                                     .userdata = &lib_open, .server = broker.pid };
+        }
+        bench_report_text("  %u samples of each, in %u interleaved rounds", rounds * per_round, rounds);
+        bench_interleave(states, n, rounds, per_round, 50);
+
+        for (size_t i = 0; i < n; i += 2) {
+                const char *where = bench_ctx_placement(ctx, states[i].cpu);
+                struct bench_row row = {
+                        .scenario = "sync", .target = BENCH_TARGET_RATIO_MAX, .target_value = 1.15,
+                        .summary = true,
+                };
+
+                snprintf(row.what, sizeof(row.what), "%s, 4 KiB, %s", ops[i / 2 % 2], where);
+                snprintf(row.baseline, sizeof(row.baseline), "raw server, %s", where);
+                bench_row_from_states(&row, &states[i], &states[i + 1]);
+                bench_report_row(&row);
+        }
+        for (size_t i = 0; i < n; i++)
+                bench_state_note("sync", &states[i]);
+
+        remove_named(lib_create.client, OPEN_NAME);
+        mfb_client_free(lib_create.client);
+        close(raw_args.sock);
+        bench_states_free(states, n);
+        if (!bench_broker_stop(&broker) || !bench_raw_stop(&raw))
+                bench_die("a server failed");
+}
+
+/* size --------------------------------------------------------------------- */
+
+/*
+ * The hand-over is what the broker does, and what could grow with the size:
+ * the request, the fd received and checked, the region freed, without a
+ * mapping. Mapping and touching a page cost the kernel more for a larger
+ * mapping (page tables for a range of its own), the raw baseline as much:
+ * measured apart, so that this shows.
+ */
+enum size_state {
+        SIZE_RAW_CREATE,
+        SIZE_BROKER_CREATE,
+        SIZE_RAW_OPEN,
+        SIZE_BROKER_OPEN,
+        SIZE_RAW_MAPPED,
+        SIZE_BROKER_MAPPED,
+        SIZE_OPS,
+};
+
+void bench_scenario_size(struct bench_ctx *ctx) {
+        static const char *const whats[SIZE_OPS] = {
+                [SIZE_RAW_CREATE] = "create (fd checked, not mapped)+free",
+                [SIZE_RAW_OPEN] = "open by name (read-only, not mapped)+free",
+                [SIZE_RAW_MAPPED] = "create+map+touch+free",
+        };
+        static const uint64_t sizes[2] = { PAGE_REGION, GIB_REGION };
+        static const char *const size_names[2] = { "4 KiB", "1 GiB" };
+        struct bench_broker broker = { 0 };
+        struct bench_raw_server raw = { 0 };
+        struct bench_raw_op_args raw_args[SIZE_OPS][2];
+        struct bench_lib_op lib_args[SIZE_OPS][2];
+        struct bench_state states[SIZE_OPS * 2];
+        unsigned rounds = rounds_of(ctx, 10, 4), per_round = ctx->quick ? 100 : 200;
+        int cpu = ctx->two_cpus ? ctx->server_cpu : -1;
+        mfb_client *c;
+        int sock;
+
+        bench_report_scenario("size", "a 1 GiB region handed over against a 4 KiB one; the cost must not depend on "
+                              "the size");
+        bench_ctx_raw(ctx, &raw);
+        bench_ctx_broker(ctx, &broker, NULL);
+        sock = bench_raw_connect(raw.socket_path);
+        if (sock < 0)
+                bench_die("connecting to the raw server: %s", strerror(-sock));
+        c = bench_ctx_client(broker.socket_path);
+        make_named(c, OPEN_NAME "-4k", PAGE_REGION);
+        make_named(c, OPEN_NAME "-1g", GIB_REGION);
+
+        for (size_t z = 0; z < 2; z++)
+                for (size_t o = 0; o < SIZE_OPS; o += 2) {
+                        bool raw_state = true;
+
+                        raw_args[o][z] = (struct bench_raw_op_args) {
+                                .sock = sock, .size = sizes[z], .no_map = o != SIZE_RAW_MAPPED,
+                        };
+                        lib_args[o + 1][z] = (struct bench_lib_op) {
+                                .client = c, .size = sizes[z], .no_map = o != SIZE_RAW_MAPPED,
+                                .name = o == SIZE_RAW_OPEN ? (z ? OPEN_NAME "-1g" : OPEN_NAME "-4k") : NULL,
+                        };
+                        for (size_t b = 0; b < 2; b++, raw_state = false)
+                                states[2 * (o + b) + z] = (struct bench_state) {
+                                        .name = whats[o],
+                                        .cpu = cpu,
+                                        .op = o == SIZE_RAW_OPEN ? (raw_state ? bench_raw_open : bench_lib_open) :
+                                              (raw_state ? bench_raw_create : bench_lib_create),
+                                        .userdata = raw_state ? (void *) &raw_args[o][z] :
+                                                    (void *) &lib_args[o + 1][z],
+                                };
+                }
+        bench_report_text("  %u samples of each, in %u interleaved rounds, %s", rounds * per_round, rounds,
+                          bench_ctx_placement(ctx, cpu));
+        bench_interleave(states, ELEMENTSOF(states), rounds, per_round, 20);
+
+        /* states[2 * k + z]: k a size_state, z 0 for 4 KiB and 1 for 1 GiB. */
+        for (size_t o = 0; o < SIZE_OPS; o += 2) {
+                struct bench_state *raw_small = &states[2 * o], *raw_large = &states[2 * o + 1];
+                struct bench_state *small = &states[2 * (o + 1)], *large = &states[2 * (o + 1) + 1];
+                bool handed = o != SIZE_RAW_MAPPED;
+                struct bench_row row = { .scenario = "size" };
+
+                snprintf(row.what, sizeof(row.what), "%s, %s", whats[o], size_names[1]);
+                snprintf(row.baseline, sizeof(row.baseline), "raw server, %s", size_names[1]);
+                bench_row_from_states(&row, raw_large, large);
+                bench_report_row(&row);
+                row = (struct bench_row) { .scenario = "size" };
+                snprintf(row.what, sizeof(row.what), "%s, raw server: %s against %s", whats[o], size_names[1],
+                         size_names[0]);
+                snprintf(row.baseline, sizeof(row.baseline), "raw server, %s", size_names[0]);
+                bench_row_from_states(&row, raw_small, raw_large);
+                bench_report_row(&row);
+                row = (struct bench_row) {
+                        .scenario = "size", .summary = true,
+                        .target = handed ? BENCH_TARGET_RATIO_MAX : BENCH_TARGET_NONE, .target_value = 1.10,
+                };
+                snprintf(row.what, sizeof(row.what), "%s: %s against %s", whats[o], size_names[1], size_names[0]);
+                snprintf(row.baseline, sizeof(row.baseline), "the broker, %s", size_names[0]);
+                bench_row_from_states(&row, small, large);
+                bench_report_row(&row);
+        }
+        bench_report_note("size", "the size target is for the hand-over; mapping and touching a 1 GiB region costs "
+                          "the kernel more page-table work than a 4 KiB one, the raw baseline as much");
+
+        remove_named(c, OPEN_NAME "-4k");
+        remove_named(c, OPEN_NAME "-1g");
+        mfb_client_free(c);
+        close(sock);
+        bench_states_free(states, ELEMENTSOF(states));
+        if (!bench_broker_stop(&broker) || !bench_raw_stop(&raw))
+                bench_die("a server failed");
+}
+
+/* live --------------------------------------------------------------------- */
+
+#define LIVE_FEW 10U
+#define LIVE_MANY 20000U
+#define LIVE_PREFIX "bench-live"
+
+/*
+ * Fills a broker with up to want named regions of a page, as many as its
+ * limits on regions and fds leave room for; returns how many. They outlive
+ * the connection that made them.
+ */
+static unsigned fill_named(const char *socket_path, unsigned want) {
+        uint64_t regions_max, fds_max, fds_used, room;
+        int fd = bench_connect_hello(socket_path);
+        unsigned made;
+
+        bench_limits(fd, MFB_RESOURCE_REGIONS, &regions_max, NULL);
+        bench_limits(fd, MFB_RESOURCE_FDS, &fds_max, &fds_used);
+        /* Room for this scenario's own connections, and the regions its clients create meanwhile. */
+        room = fds_max - (fds_used == MFB_LIMIT_NONE ? 0 : fds_used);
+        room = room > 64 ? room - 64 : 0;
+        if (regions_max < room)
+                room = regions_max > 64 ? regions_max - 64 : 0;
+        made = bench_create_regions(fd, want < room ? want : (unsigned) room, PAGE_REGION, 0600, LIVE_PREFIX, 0,
+                                    MFB_WIRE_REQUESTS_IN_FLIGHT_MAX, NULL);
+        close(fd);
+        return made;
+}
+
+void bench_scenario_live(struct bench_ctx *ctx) {
+        struct bench_broker few = { 0 }, many = { 0 };
+        struct bench_raw_server raw = { 0 };
+        struct bench_raw_op_args raw_args;
+        struct bench_lib_op create_few, create_many, open_few, open_many;
+        struct bench_state states[6];
+        unsigned rounds = rounds_of(ctx, 10, 4), per_round = ctx->quick ? 100 : 200, n_few, n_many;
+        int cpu = ctx->two_cpus ? ctx->server_cpu : -1;
+        uint64_t t;
+
+        bench_report_scenario("live", "latency with 10 and with 20000 live regions in the broker (target: flat)");
+        bench_ctx_raw(ctx, &raw);
+        bench_ctx_broker(ctx, &few, NULL);
+        bench_ctx_broker(ctx, &many, NULL);
+        t = bench_now_ns();
+        n_few = fill_named(few.socket_path, LIVE_FEW);
+        n_many = fill_named(many.socket_path, LIVE_MANY);
+        bench_report_text("  filled: %u and %u named regions of 4 KiB in %.1f s, pipelined", n_few, n_many,
+                          (double) (bench_now_ns() - t) / 1e9);
+        if (n_few < LIVE_FEW || n_many < 1000) {
+                bench_report_skip("live", "the broker's limits (on open files, as this user) leave no room for "
+                                  "the regions");
+                goto out;
+        }
+        if (n_many < LIVE_MANY)
+                bench_report_note("live", "only %u regions fit in the broker's limit on open files, %llu: the "
+                                  "hard limit, which this process may not raise (that takes CAP_SYS_RESOURCE)",
+                                  n_many, (unsigned long long) ctx->fd_limit);
+
+        raw_args = (struct bench_raw_op_args) { .sock = bench_raw_connect(raw.socket_path), .size = PAGE_REGION };
+        if (raw_args.sock < 0)
+                bench_die("connecting to the raw server: %s", strerror(-raw_args.sock));
+        create_few = (struct bench_lib_op) { .client = bench_ctx_client(few.socket_path), .size = PAGE_REGION };
+        create_many = (struct bench_lib_op) { .client = bench_ctx_client(many.socket_path), .size = PAGE_REGION };
+        /* A name from the middle of what is filled, in both. */
+        open_few = create_few;
+        open_few.name = LIVE_PREFIX "-5";
+        open_many = create_many;
+        open_many.name = LIVE_PREFIX "-5";
+
+        states[0] = (struct bench_state) { .name = "raw create", .cpu = cpu, .op = bench_raw_create,
+                                           .userdata = &raw_args };
+        states[1] = (struct bench_state) { .name = "few create", .cpu = cpu, .op = bench_lib_create,
+                                           .userdata = &create_few };
+        states[2] = (struct bench_state) { .name = "many create", .cpu = cpu, .op = bench_lib_create,
+                                           .userdata = &create_many };
+        states[3] = (struct bench_state) { .name = "raw open", .cpu = cpu, .op = bench_raw_open,
+                                           .userdata = &raw_args };
+        states[4] = (struct bench_state) { .name = "few open", .cpu = cpu, .op = bench_lib_open,
+                                           .userdata = &open_few };
+        states[5] = (struct bench_state) { .name = "many open", .cpu = cpu, .op = bench_lib_open,
+                                           .userdata = &open_many };
+        bench_report_text("  %u samples of each, in %u interleaved rounds, %s", rounds * per_round, rounds,
+                          bench_ctx_placement(ctx, cpu));
+        bench_interleave(states, ELEMENTSOF(states), rounds, per_round, 20);
+
+        for (size_t i = 0; i < ELEMENTSOF(states); i += 3) {
+                const char *op = i == 0 ? "create+map+touch+free" : "open by name (read-only)+map+free";
+                struct bench_row with_few = { .scenario = "live" }, with_many = { .scenario = "live" };
+                struct bench_row flat = {
+                        .scenario = "live", .target = BENCH_TARGET_RATIO_MAX, .target_value = 1.10,
+                        .target_note = "(flat)", .summary = true,
+                };
+
+                snprintf(with_few.what, sizeof(with_few.what), "%s, %u live regions", op, n_few);
+                snprintf(with_few.baseline, sizeof(with_few.baseline), "raw server");
+                bench_row_from_states(&with_few, &states[i], &states[i + 1]);
+                bench_report_row(&with_few);
+                snprintf(with_many.what, sizeof(with_many.what), "%s, %u live regions", op, n_many);
+                snprintf(with_many.baseline, sizeof(with_many.baseline), "raw server");
+                bench_row_from_states(&with_many, &states[i], &states[i + 2]);
+                bench_report_row(&with_many);
+                snprintf(flat.what, sizeof(flat.what), "%s: %u live regions against %u", op, n_many, n_few);
+                snprintf(flat.baseline, sizeof(flat.baseline), "the broker, %u live", n_few);
+                bench_row_from_states(&flat, &states[i + 1], &states[i + 2]);
+                bench_report_row(&flat);
+        }
+        mfb_client_free(create_few.client);
+        mfb_client_free(create_many.client);
+        close(raw_args.sock);
+        bench_states_free(states, ELEMENTSOF(states));
+out:
+        if (!bench_broker_stop(&few) || !bench_broker_stop(&many) || !bench_raw_stop(&raw))
+                bench_die("a server failed");
+}
+
+/* flood -------------------------------------------------------------------- */
+
+/* The uid the flooding client runs as, where this program may switch (root). */
+#define FLOOD_UID 65534
+
+struct flood {
+        struct bench_ctx *ctx;
+        const char *socket_path;
+        pid_t broker_pid;
+        unsigned settled_fds;   /* the broker's open fds when no flood runs */
+        pid_t pid;              /* the flooding client's */
+        int stop;               /* closing it stops the flood */
+        int report;             /* a byte once the flood fills the socket, then the requests sent */
+        uint64_t requests, rounds;
+        uint64_t broker_cpu_ns; /* while flooded */
+        uint64_t wall_ns;
+        uint64_t started;
+        uint64_t cpu_at_start;
+};
+
+/*
+ * The flooding client: CREATE after CREATE without reading a reply, as
+ * fast as the socket takes them, until told to stop. Reports the requests
+ * sent.
+ */
+static _Noreturn void flood_run(const char *socket_path, int ready, int stop) {
+        struct mfb_wire_create_request req = { .size = PAGE_REGION };
+        int fd = bench_connect_hello(socket_path);
+        bool told = false;
+        uint64_t sent = 0;
+
+        for (;;) {
+                struct pollfd p[2] = { { .fd = fd, .events = POLLOUT }, { .fd = stop, .events = POLLIN } };
+                int k = bench_request_send(fd, MFB_OP_CREATE, sent + 2, &req, sizeof(req), MSG_DONTWAIT);
+
+                if (k == 0) {
+                        sent++;
+                        continue;
+                }
+                if (k != -EAGAIN)
+                        bench_die("the flood was cut off: %s", strerror(-k));
+                /* The socket is full: the broker stopped reading. */
+                if (!told && write(ready, "r", 1) != 1)
+                        _exit(1);
+                told = true;
+                if (poll(p, 2, -1) < 0 && errno != EINTR)
+                        bench_die("poll: %m");
+                if (p[1].revents)
+                        break;
+        }
+        _exit(write(ready, &sent, sizeof(sent)) == sizeof(sent) ? 0 : 1);
+}
+
+static void flood_begin(void *userdata) {
+        struct flood *f = userdata;
+        int stop[2], report[2];
+        char byte;
+
+        if (pipe2(stop, O_CLOEXEC) < 0 || pipe2(report, O_CLOEXEC) < 0)
+                bench_die("pipe: %m");
+        f->pid = fork();
+        if (f->pid < 0)
+                bench_die("fork: %m");
+        if (f->pid == 0) {
+                bench_child_init();
+                close(stop[1]);
+                close(report[0]);
+                if (f->ctx->two_cpus)
+                        bench_pin(f->ctx->other_cpu);
+                bench_become(FLOOD_UID);
+                flood_run(f->socket_path, report[1], stop[0]);
+        }
+        close(stop[0]);
+        close(report[1]);
+        f->stop = stop[1];
+        f->report = report[0];
+        if (poll(&(struct pollfd) { .fd = f->report, .events = POLLIN }, 1, BENCH_TIMEOUT_MS) != 1 ||
+            read(f->report, &byte, 1) != 1)
+                bench_die("the flood did not fill its socket within %d ms", BENCH_TIMEOUT_MS);
+        f->started = bench_now_ns();
+        f->cpu_at_start = bench_cpu_ns(f->broker_pid);
+}
+
+/* Waits until the broker holds no more than it did before the flood: else the next round is not idle. */
+static void wait_settled(struct flood *f) {
+        uint64_t deadline = bench_now_ns() + (uint64_t) BENCH_TIMEOUT_MS * 1000000;
+
+        while (bench_count_fds(f->broker_pid) != f->settled_fds) {
+                if (bench_now_ns() > deadline)
+                        bench_die("the broker holds %u fds, not %u, %d ms after a flood",
+                                  bench_count_fds(f->broker_pid), f->settled_fds, BENCH_TIMEOUT_MS);
+                bench_sleep_ms(1);
+        }
+}
+
+static void flood_end(void *userdata) {
+        struct flood *f = userdata;
+        uint64_t sent = 0;
+
+        f->broker_cpu_ns += bench_cpu_ns(f->broker_pid) - f->cpu_at_start;
+        f->wall_ns += bench_now_ns() - f->started;
+        close(f->stop);
+        if (poll(&(struct pollfd) { .fd = f->report, .events = POLLIN }, 1, BENCH_TIMEOUT_MS) != 1 ||
+            read(f->report, &sent, sizeof(sent)) != sizeof(sent))
+                bench_die("the flood did not stop");
+        close(f->report);
+        if (bench_reap(f->pid, BENCH_TIMEOUT_MS) != 0)
+                bench_die("the flooding client failed");
+        f->requests += sent;
+        f->rounds++;
+        wait_settled(f);
+}
+
+struct idle {
+        pid_t broker_pid;
+        uint64_t broker_cpu_ns, wall_ns, started, cpu_at_start;
+};
+
+static void idle_begin(void *userdata) {
+        struct idle *i = userdata;
+
+        i->started = bench_now_ns();
+        i->cpu_at_start = bench_cpu_ns(i->broker_pid);
+}
+
+static void idle_end(void *userdata) {
+        struct idle *i = userdata;
+
+        i->broker_cpu_ns += bench_cpu_ns(i->broker_pid) - i->cpu_at_start;
+        i->wall_ns += bench_now_ns() - i->started;
+}
+
+void bench_scenario_flood(struct bench_ctx *ctx) {
+        struct bench_broker broker = { 0 };
+        struct bench_raw_server raw = { 0 };
+        struct bench_raw_op_args raw_args;
+        struct bench_lib_op victim;
+        struct bench_state states[3];
+        struct flood flood;
+        struct idle idle;
+        struct bench_row row = { .scenario = "flood" };
+        unsigned rounds = rounds_of(ctx, 8, 3), per_round = ctx->quick ? 100 : 250;
+        int cpu = ctx->two_cpus ? ctx->server_cpu : -1;
+
+        bench_report_scenario("flood", "one client sends CREATE after CREATE and reads no reply; another's latency");
+        bench_ctx_raw(ctx, &raw);
+        bench_ctx_broker(ctx, &broker, NULL);
+        raw_args = (struct bench_raw_op_args) { .sock = bench_raw_connect(raw.socket_path), .size = PAGE_REGION };
+        if (raw_args.sock < 0)
+                bench_die("connecting to the raw server: %s", strerror(-raw_args.sock));
+        victim = (struct bench_lib_op) { .client = bench_ctx_client(broker.socket_path), .size = PAGE_REGION };
+        flood = (struct flood) { .ctx = ctx, .socket_path = broker.socket_path, .broker_pid = broker.pid,
+                                 .settled_fds = bench_count_fds(broker.pid) };
+        idle = (struct idle) { .broker_pid = broker.pid };
+        if (ctx->root)
+                bench_report_note("flood", "the flooding client runs as uid %u, the measured one as root", FLOOD_UID);
+        else
+                bench_report_note("flood", "not root: the flooding client and the measured one are the same uid");
+
+        states[0] = (struct bench_state) { .name = "raw", .cpu = cpu, .op = bench_raw_create, .userdata = &raw_args };
+        states[1] = (struct bench_state) { .name = "idle", .cpu = cpu, .op = bench_lib_create, .userdata = &victim,
+                                           .round_begin = idle_begin, .round_end = idle_end,
+                                           .round_userdata = &idle };
+        states[2] = (struct bench_state) { .name = "flooded", .cpu = cpu, .op = bench_lib_create,
+                                           .userdata = &victim, .round_begin = flood_begin,
+                                           .round_end = flood_end, .round_userdata = &flood };
+        bench_report_text("  %u samples of each, in %u interleaved rounds; the measured client %s, the flooding one "
+                          "%s", rounds * per_round, rounds, bench_ctx_placement(ctx, cpu),
+                          ctx->two_cpus ? "on the other CPU" : "placed by the kernel");
+        bench_interleave(states, ELEMENTSOF(states), rounds, per_round, 20);
+
+        snprintf(row.what, sizeof(row.what), "create+map+touch+free, 4 KiB, idle broker");
+        snprintf(row.baseline, sizeof(row.baseline), "raw server");
+        bench_row_from_states(&row, &states[0], &states[1]);
+        bench_report_row(&row);
+        row = (struct bench_row) {
+                .scenario = "flood", .target = BENCH_TARGET_RATIO_MAX, .target_value = 1.30, .summary = true,
+        };
+        snprintf(row.what, sizeof(row.what), "create+map+touch+free, 4 KiB, while a client floods");
+        snprintf(row.baseline, sizeof(row.baseline), "the broker, idle");
+        bench_row_from_states(&row, &states[1], &states[2]);
+        bench_report_row(&row);
+        bench_report_note("flood", "the flooding client sent %.0f requests per round before its socket filled; the "
+                          "broker's CPU per measured operation: %.1f µs flooded, %.1f µs idle",
+                          (double) flood.requests / (double) flood.rounds,
+                          (double) flood.broker_cpu_ns / 1e3 / (double) states[2].n,
+                          (double) idle.broker_cpu_ns / 1e3 / (double) states[1].n);
+
+        mfb_client_free(victim.client);
+        close(raw_args.sock);
+        bench_states_free(states, ELEMENTSOF(states));
+        if (!bench_broker_stop(&broker) || !bench_raw_stop(&raw))
+                bench_die("a server failed");
+}
