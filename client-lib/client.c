@@ -117,7 +117,7 @@ void client_ref(mfb_client *c) {
 }
 
 static void client_destroy(mfb_client *c) {
-        assert(!c->first);
+        assert(!c->sent.first && !c->unsent.first);
         safe_close(c->fd);
         free(c->record);
         free(c);
@@ -131,10 +131,35 @@ void client_unref(mfb_client *c) {
                 client_destroy(c);
 }
 
+static void queue_push(struct request_queue *queue, struct client_request *q) {
+        q->next = NULL;
+        if (queue->last)
+                queue->last->next = q;
+        else
+                queue->first = q;
+        queue->last = q;
+        queue->n++;
+}
+
+static struct client_request *queue_pop(struct request_queue *queue) {
+        struct client_request *q = queue->first;
+
+        assert(q);
+        queue->first = q->next;
+        if (!queue->first)
+                queue->last = NULL;
+        queue->n--;
+        return q;
+}
+
+static bool request_quiet(const struct client_request *q) {
+        return q->record.header.flags & MFB_WIRE_FLAG_QUIET;
+}
+
 /* Writes queued requests until the socket takes no more. Returns 0 or the connection's error. */
 static int requests_send(mfb_client *c) {
-        while (c->unsent) {
-                struct client_request *q = c->unsent;
+        while (c->unsent.first) {
+                struct client_request *q = c->unsent.first;
                 int r;
 
                 r = mfb_record_send(c->fd, &q->record, q->size, NULL, 0, MSG_DONTWAIT);
@@ -142,25 +167,14 @@ static int requests_send(mfb_client *c) {
                         return 0;
                 if (r < 0)
                         return client_fail(c, r);
-                c->unsent = q->next;
-                c->n_sent++;
+                (void) queue_pop(&c->unsent);
+                /* Nothing comes back for a quiet request that works, and its failure is dropped. */
+                if (request_quiet(q))
+                        free(q);
+                else
+                        queue_push(&c->sent, q);
         }
         return 0;
-}
-
-/* Takes the oldest request off the queue, sent or not. */
-static struct client_request *request_pop(mfb_client *c) {
-        struct client_request *q = c->first;
-
-        assert(q);
-        c->first = q->next;
-        if (!c->first)
-                c->last = NULL;
-        if (c->unsent == q)
-                c->unsent = q->next;
-        else
-                c->n_sent--;
-        return q;
 }
 
 /* Runs a request's handler, or drops what came for nobody, and frees the request. */
@@ -175,14 +189,18 @@ static int request_finish(mfb_client *c, struct client_request *q, int status, c
         return n;
 }
 
-/* Ends every queued request with status. Returns the callbacks run. */
+/* Ends every queued request with status, oldest first. Returns the callbacks run. */
 static int requests_abort(mfb_client *c, int status) {
         int n = 0;
 
-        /* One at a time from the front: a handler may free the client, which ends the rest itself. */
-        while (c->first)
-                n += request_finish(c, request_pop(c), status, NULL);
-        return n;
+        /* One at a time: a handler may free the client, which ends the rest itself. */
+        for (;;) {
+                struct request_queue *queue = c->sent.first ? &c->sent : &c->unsent;
+
+                if (!queue->first)
+                        return n;
+                n += request_finish(c, queue_pop(queue), status, NULL);
+        }
 }
 
 int client_request(mfb_client *c, uint16_t opcode, const void *body, size_t body_size,
@@ -205,14 +223,13 @@ int client_request(mfb_client *c, uint16_t opcode, const void *body, size_t body
         /* An empty body (LIMITS) may come as NULL, which memcpy() must not be given even for 0 bytes. */
         if (body_size > 0)
                 memcpy(q->record.body, body, body_size);
+        if (!handler && (opcode == MFB_OP_RELEASE || opcode == MFB_OP_REMOVE) &&
+            (c->hello.capabilities & MFB_CAP_QUIET)) {
+                q->record.header.flags |= MFB_WIRE_FLAG_QUIET;
+                c->last_quiet = q->record.header.cookie;
+        }
 
-        if (c->last)
-                c->last->next = q;
-        else
-                c->first = q;
-        c->last = q;
-        if (!c->unsent)
-                c->unsent = q;
+        queue_push(&c->unsent, q);
         if (ret_data)
                 *ret_data = q->data;
 
@@ -257,16 +274,25 @@ static int reply_read(mfb_client *c, bool block) {
 
         /*
          * Replies come in request order, so this one answers the oldest request
-         * written. Anything else (no request written, another cookie or opcode)
-         * means the broker and we no longer agree on what was asked.
+         * written, or is the failure of a quiet one written since the last reply
+         * and before that request. Anything else (no request written, another
+         * cookie or opcode) means the broker and we no longer agree on what was
+         * asked.
          */
-        q = c->first;
-        if (!q || q == c->unsent || header.cookie != q->record.header.cookie ||
+        q = c->sent.first;
+        if (header.status < 0 && header.cookie > c->last_answered && header.cookie <= c->last_quiet &&
+            (!q || header.cookie < q->record.header.cookie) &&
+            (header.opcode == (MFB_OP_RELEASE | MFB_WIRE_REPLY) || header.opcode == (MFB_OP_REMOVE | MFB_WIRE_REPLY))) {
+                c->last_answered = header.cookie;
+                return 0;
+        }
+        if (!q || header.cookie != q->record.header.cookie ||
             header.opcode != (q->record.header.opcode | MFB_WIRE_REPLY) || header.status < -ERRNO_MAX) {
                 mfb_close_fds(fds, nfds);
                 return client_protocol_error(c);
         }
-        (void) request_pop(c);
+        (void) queue_pop(&c->sent);
+        c->last_answered = header.cookie;
 
         /* Only a reply somebody waits for speaks for the last call: a dropped one must not. */
         if (header.status < 0) {
@@ -286,7 +312,7 @@ static int reply_read(mfb_client *c, bool block) {
 
 /* What waiting for nothing in particular waits for: every request answered. */
 static bool wait_over(const mfb_client *c, const bool *done) {
-        return done ? *done : !c->first;
+        return done ? *done : !c->sent.first && !c->unsent.first;
 }
 
 int client_wait(mfb_client *c, const bool *done) {
@@ -307,7 +333,7 @@ int client_wait(mfb_client *c, const bool *done) {
                 if (requests_send(c) < 0)
                         continue;
 
-                if (c->unsent) {
+                if (c->unsent.first) {
                         /* The socket is full: read replies to make the broker read on, and send as it does. */
                         struct pollfd p = { .fd = c->fd, .events = POLLIN | POLLOUT };
 
@@ -318,7 +344,7 @@ int client_wait(mfb_client *c, const bool *done) {
                         }
                         if (p.revents & (POLLIN | POLLHUP | POLLERR))
                                 (void) reply_read(c, false);
-                } else if (c->n_sent > 0)
+                } else if (c->sent.first)
                         (void) reply_read(c, true);
                 else {
                         /* Nothing asked that could end the wait: a bug of ours, not a hang of the caller's. */
@@ -549,7 +575,7 @@ _public_ int mfb_client_get_events(const mfb_client *c) {
         if (!c || c->freed)
                 return -EINVAL;
         /* A failed connection is shut down, so it polls readable: dispatch then says why. */
-        return POLLIN | (client_usable(c) && c->unsent ? POLLOUT : 0);
+        return POLLIN | (client_usable(c) && c->unsent.first ? POLLOUT : 0);
 }
 
 _public_ int mfb_client_dispatch(mfb_client *c) {
@@ -568,7 +594,7 @@ _public_ int mfb_client_dispatch(mfb_client *c) {
          * new requests cannot keep one call going forever; at least one read, so
          * that the end of the connection is seen even with nothing asked.
          */
-        budget = c->n_sent > 0 ? c->n_sent : 1;
+        budget = c->sent.n > 0 ? c->sent.n : 1;
         while (budget-- > 0 && client_usable(c)) {
                 r = reply_read(c, false);
                 if (r < 0)
@@ -597,10 +623,10 @@ _public_ int mfb_client_flush(mfb_client *c) {
                 return -EINVAL;
 
         client_ref(c);
-        while (client_usable(c) && c->unsent) {
+        while (client_usable(c) && c->unsent.first) {
                 struct pollfd p = { .fd = c->fd, .events = POLLIN | POLLOUT };
 
-                if (requests_send(c) < 0 || !c->unsent)
+                if (requests_send(c) < 0 || !c->unsent.first)
                         break;
                 if (poll(&p, 1, -1) < 0) {
                         if (errno != EINTR)
@@ -620,8 +646,26 @@ _public_ int mfb_client_flush(mfb_client *c) {
 }
 
 _public_ int mfb_client_roundtrip(mfb_client *c) {
+        int r;
+
         if (!c || c->freed)
                 return -EINVAL;
 
-        return client_wait(c, NULL);
+        /*
+         * A quiet request says nothing when it works: when the newest request is
+         * one, only the answer to one more, made after it, tells it was done.
+         */
+        if (client_usable(c) && c->last_quiet == c->next_cookie - 1 && c->last_quiet > c->last_answered) {
+                r = client_request(c, MFB_OP_LIMITS, NULL, 0, NULL, 0, NULL);
+                if (r < 0)
+                        return r;
+        }
+
+        client_ref(c);
+        r = client_wait(c, NULL);
+        /* Nothing was left to wait for on a connection that failed before. */
+        if (r == 0 && c->error != 0)
+                r = c->freed ? -ENOTCONN : c->error;
+        client_unref(c);
+        return r;
 }

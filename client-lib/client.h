@@ -9,7 +9,9 @@
  * as it takes them; replies come back in that same order (PROTOCOL.md), so
  * the oldest request still waiting is the one the next reply answers. A
  * request's handler runs when its reply is read, or when it can no longer
- * come (the connection failed, or the client was freed).
+ * come (the connection failed, or the client was freed). A request nobody
+ * waits for (a RELEASE, a REMOVE) goes quiet where the broker offers it:
+ * answered only if it fails, forgotten once written.
  */
 
 #include <stdbool.h>
@@ -21,16 +23,22 @@
 
 struct client_request;
 
+/* Requests in the order they were made. */
+struct request_queue {
+        struct client_request *first, *last;
+        size_t n;
+};
+
 struct mfb_client {
         int fd;                         /* the connection; -1 once mfb_client_free() closed it */
         int error;                      /* 0, or why the connection is unusable (then shut down) */
         bool freed;                     /* mfb_client_free() was called */
         unsigned n_refs;                /* the caller's until freed, one per region, one per call running */
         uint64_t next_cookie;
-        struct client_request *first;   /* oldest request without a reply */
-        struct client_request *last;    /* newest */
-        struct client_request *unsent;  /* first not written to the socket yet, or NULL */
-        size_t n_sent;                  /* requests written whose replies have not been read */
+        struct request_queue unsent;    /* not written to the socket yet */
+        struct request_queue sent;      /* written, their replies not read yet; all older than the unsent */
+        uint64_t last_quiet;            /* cookie of the newest quiet request (answered only on failure), or 0 */
+        uint64_t last_answered;         /* cookie of the newest reply read, or 0 */
         struct mfb_wire_hello_reply hello;      /* the broker's version, limits and capabilities */
         char error_message[MFB_WIRE_ERROR_MESSAGE_MAX + 1];
         uint8_t *record;                /* MFB_WIRE_RECORD_MAX bytes: the last reply received */
