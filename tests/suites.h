@@ -18,3 +18,4 @@ Suite *attack_suite(void);
 Suite *quota_suite(void);
 Suite *quota_unit_suite(void);
 Suite *schedule_suite(void);
+Suite *async_suite(void);

@@ -1,0 +1,720 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The asynchronous side of the library: callbacks from a libevent loop,
+ * releases that do not wait, callbacks that free their client, a failed
+ * connection, and batches of regions that succeed whole or leave nothing.
+ */
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "macro.h"
+#include "memfd-broker.h"
+#include "suites.h"
+
+static mfb_client *connect_to(const struct test_broker *b) {
+        mfb_client *c = NULL;
+
+        ck_assert_int_eq(mfb_client_connect(b->socket_path, &c), 0);
+        return c;
+}
+
+/* A libevent loop that dispatches one client until *remaining callbacks are left to run. */
+struct loop {
+        mfb_client *client;
+        struct event_base *base;
+        struct event *watch, *deadline;
+        int events;
+        const int *remaining;
+        bool saw_pollout;       /* the client asked for POLLOUT: requests waited for room */
+        bool timed_out;
+        int error;              /* what a dispatch failed with */
+};
+
+static void loop_ready(evutil_socket_t fd, short what, void *userdata);
+
+static void loop_watch(struct loop *l) {
+        int events = mfb_client_get_events(l->client);
+
+        ck_assert_int_ge(events, 0);
+        ck_assert(events & POLLIN);
+        if (events & POLLOUT)
+                l->saw_pollout = true;
+        if (events == l->events)
+                return;
+        ck_assert_int_eq(event_del(l->watch), 0);
+        ck_assert_int_eq(event_assign(l->watch, l->base, mfb_client_get_fd(l->client),
+                                      EV_PERSIST | EV_READ | (events & POLLOUT ? EV_WRITE : 0), loop_ready, l), 0);
+        ck_assert_int_eq(event_add(l->watch, NULL), 0);
+        l->events = events;
+}
+
+static void loop_ready(evutil_socket_t fd, short what, void *userdata) {
+        struct loop *l = userdata;
+        int r;
+
+        r = mfb_client_dispatch(l->client);
+        if (r < 0) {
+                l->error = r;
+                event_base_loopbreak(l->base);
+                return;
+        }
+        if (*l->remaining == 0) {
+                event_base_loopbreak(l->base);
+                return;
+        }
+        loop_watch(l);
+}
+
+static void loop_timeout(evutil_socket_t fd, short what, void *userdata) {
+        struct loop *l = userdata;
+
+        l->timed_out = true;
+        event_base_loopbreak(l->base);
+}
+
+/* Runs the loop until *remaining is 0, a dispatch fails, or TEST_TIMEOUT_MS pass. */
+static void loop_run(struct loop *l, mfb_client *c, const int *remaining) {
+        struct timeval limit = { .tv_sec = TEST_TIMEOUT_MS / 1000 };
+
+        *l = (struct loop) { .client = c, .events = -1, .remaining = remaining };
+        l->base = event_base_new();
+        ck_assert_ptr_nonnull(l->base);
+        l->watch = event_new(l->base, -1, 0, loop_ready, l);
+        l->deadline = evtimer_new(l->base, loop_timeout, l);
+        ck_assert(l->watch && l->deadline);
+        ck_assert_int_eq(evtimer_add(l->deadline, &limit), 0);
+
+        loop_watch(l);
+        if (*remaining > 0)
+                ck_assert_int_eq(event_base_dispatch(l->base), 0);
+        ck_assert_msg(!l->timed_out, "callbacks still pending after %d ms: %d", TEST_TIMEOUT_MS, *remaining);
+
+        event_free(l->deadline);
+        event_free(l->watch);
+        event_base_free(l->base);
+}
+
+#define ASYNC_REGIONS 4
+#define ASYNC_ROUNDS 1000
+#define MISSING_ROUND 500       /* where an open of a name nobody has goes in among the others */
+
+struct order {
+        mfb_client *client;
+        int seen[ASYNC_REGIONS * (ASYNC_ROUNDS + 2) + 1];      /* region of each callback, in the order they ran */
+        int n;
+        int remaining;
+        int missing;            /* the error the open of the missing name got, 0 before */
+};
+
+struct tag {
+        struct order *order;
+        int region;
+};
+
+static void expect_content(mfb_region *r, int region) {
+        char want[32];
+        const char *mem;
+
+        snprintf(want, sizeof(want), "region %d", region);
+        ck_assert_int_eq(mfb_region_map(r, (void **) &mem), 0);
+        ck_assert_str_eq(mem, want);
+}
+
+static void sealed(mfb_client *c, int error, void *userdata) {
+        struct tag *t = userdata;
+
+        ck_assert_int_eq(error, 0);
+        t->order->seen[t->order->n++] = t->region;
+        t->order->remaining--;
+}
+
+static void created(mfb_client *c, int error, mfb_region *r, void *userdata) {
+        struct tag *t = userdata;
+        char *mem;
+
+        ck_assert_int_eq(error, 0);
+        ck_assert_ptr_nonnull(r);
+        ck_assert_ptr_eq(c, t->order->client);
+        ck_assert_int_eq(mfb_region_map_writable(r, (void **) &mem), 0);
+        snprintf(mem, 32, "region %d", t->region);
+        /* A new request from a callback; and the region freed before its seal is answered. */
+        ck_assert_int_eq(mfb_region_seal_async(r, sealed, t), 0);
+        mfb_region_free(r);
+        t->order->seen[t->order->n++] = t->region;
+        t->order->remaining--;
+}
+
+static void opened(mfb_client *c, int error, mfb_region *r, void *userdata) {
+        struct tag *t = userdata;
+
+        ck_assert_int_eq(error, 0);
+        expect_content(r, t->region);
+        mfb_region_free(r);
+        t->order->seen[t->order->n++] = t->region;
+        t->order->remaining--;
+}
+
+static void opened_missing(mfb_client *c, int error, mfb_region *r, void *userdata) {
+        struct order *o = userdata;
+
+        ck_assert_ptr_null(r);
+        ck_assert_str_ne(mfb_client_error_message(c), "");
+        o->missing = error;
+        o->remaining--;
+}
+
+/*
+ * Thousands of creates, opens and seals of four regions queued at once and
+ * answered in a libevent loop: each callback runs once, in request order,
+ * so that callbacks of different regions take turns as the broker answers
+ * them, not one region's after another's. The socket fills up on the way,
+ * and the library reads answers while it waits for room.
+ */
+START_TEST(callbacks_interleave_across_regions_under_libevent) {
+        static struct order o;
+        struct tag tags[ASYNC_REGIONS];
+        mfb_client *c = connect_to(&test_broker);
+        int small = 16384, k = 0;
+        struct loop l;
+        char name[32];
+
+        /* A small send buffer, so that queued requests certainly wait for room. */
+        ck_assert_int_eq(setsockopt(mfb_client_get_fd(c), SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
+
+        o = (struct order) { .client = c };
+        for (int i = 0; i < ASYNC_REGIONS; i++) {
+                tags[i] = (struct tag) { .order = &o, .region = i };
+                snprintf(name, sizeof(name), "async-%d", i);
+                ck_assert_int_eq(mfb_region_create_async(c, name, 4096, 0, 0, created, &tags[i]), 0);
+                /* Its callback, and that of the seal it makes. */
+                o.remaining += 2;
+        }
+        for (int round = 0; round < ASYNC_ROUNDS; round++) {
+                if (round == MISSING_ROUND) {
+                        ck_assert_int_eq(mfb_region_open_async(c, "async-missing", O_RDONLY, opened_missing, &o),
+                                         0);
+                        o.remaining++;
+                }
+                for (int i = 0; i < ASYNC_REGIONS; i++) {
+                        snprintf(name, sizeof(name), "async-%d", i);
+                        ck_assert_int_eq(mfb_region_open_async(c, name, O_RDONLY, opened, &tags[i]), 0);
+                        o.remaining++;
+                }
+        }
+        /* Nothing ran yet: callbacks run only when the client dispatches. */
+        ck_assert_int_eq(o.n, 0);
+
+        loop_run(&l, c, &o.remaining);
+        ck_assert_int_eq(l.error, 0);
+        ck_assert_int_eq(o.remaining, 0);
+        ck_assert(l.saw_pollout);
+        ck_assert_int_eq(o.missing, -ENOENT);
+
+        /* The creates, then every open round by round, then the seals made from the creates' callbacks. */
+        ck_assert_int_eq(o.n, ASYNC_REGIONS * (ASYNC_ROUNDS + 2));
+        for (int round = 0; round < ASYNC_ROUNDS + 2; round++)
+                for (int i = 0; i < ASYNC_REGIONS; i++)
+                        ck_assert_int_eq(o.seen[k++], i);
+
+        /* The seals happened, and every open's release too: only this client's STAT is asked after them. */
+        for (int i = 0; i < ASYNC_REGIONS; i++) {
+                mfb_region_stat st;
+
+                snprintf(name, sizeof(name), "async-%d", i);
+                ck_assert_int_eq(mfb_stat(c, name, &st), 0);
+                ck_assert(st.seals & F_SEAL_WRITE);
+                ck_assert_uint_eq(st.nattch, 0);
+        }
+        mfb_client_free(c);
+}
+END_TEST
+
+struct counter {
+        int ran;
+        int want_error;
+};
+
+static void count_region(mfb_client *c, int error, mfb_region *r, void *userdata) {
+        struct counter *n = userdata;
+
+        ck_assert_int_eq(error, n->want_error);
+        mfb_region_free(r);
+        n->ran++;
+}
+
+/* A synchronous call waits behind the asynchronous requests made before it, and runs their callbacks. */
+START_TEST(sync_call_runs_earlier_callbacks_first) {
+        mfb_client *c = connect_to(&test_broker);
+        struct counter n = {};
+        mfb_region *r = NULL;
+        mfb_region_stat st;
+
+        ck_assert_int_eq(mfb_region_create(c, "behind", 4096, &r), 0);
+        for (int i = 0; i < 50; i++)
+                ck_assert_int_eq(mfb_region_open_async(c, "behind", O_RDONLY, count_region, &n), 0);
+        ck_assert_int_eq(n.ran, 0);
+        ck_assert_int_eq(mfb_region_stat_get(r, &st), 0);
+        ck_assert_int_eq(n.ran, 50);
+        ck_assert_uint_eq(st.nattch, 1);
+
+        /* Nothing is pending: dispatching finds nothing to do, and only POLLIN is wanted. */
+        ck_assert_int_eq(mfb_client_dispatch(c), 0);
+        ck_assert_int_eq(mfb_client_get_events(c), POLLIN);
+        mfb_region_free(r);
+        ck_assert_int_eq(mfb_client_roundtrip(c), 0);
+        mfb_client_free(c);
+}
+END_TEST
+
+static void gate_opened(mfb_client *c, int error, mfb_region *r, void *userdata) {
+        bool *gate = userdata;
+
+        ck_assert_int_eq(error, 0);
+        mfb_region_free(r);
+        *gate = true;
+}
+
+/*
+ * mfb_region_free() does not wait for the broker: it returns even while the
+ * broker reads nothing from the client (a WAIT of it is pending). Still, a
+ * STAT by the same client afterwards no longer counts it, without anyone
+ * sleeping: the release goes before the STAT on the connection.
+ */
+START_TEST(freed_reference_is_released_before_the_next_reply) {
+        mfb_client *owner = connect_to(&test_broker), *c = connect_to(&test_broker);
+        mfb_region *watched = NULL, *held = NULL, *gate = NULL;
+        mfb_region_stat st;
+        bool gate_seen = false;
+
+        ck_assert_int_eq(mfb_region_create(owner, "watched", 4096, &watched), 0);
+        ck_assert_int_eq(mfb_region_open(c, "watched", O_RDONLY, &held), 0);
+        ck_assert_int_eq(mfb_stat(c, "watched", &st), 0);
+        ck_assert_uint_eq(st.nattch, 2);
+
+        /* The broker reads nothing more from c until "gate" is sealed. */
+        ck_assert_int_eq(mfb_region_wait_async(c, "gate", -1, gate_opened, &gate_seen), 0);
+        mfb_region_free(held);
+        /* The RELEASE waits behind the WAIT, unread: the broker has not seen it. */
+        ck_assert_int_eq(mfb_stat(owner, "watched", &st), 0);
+        ck_assert_uint_eq(st.nattch, 2);
+
+        ck_assert_int_eq(mfb_region_create(owner, "gate", 4096, &gate), 0);
+        ck_assert_int_eq(mfb_region_seal(gate), 0);
+        ck_assert_int_eq(mfb_stat(c, "watched", &st), 0);
+        ck_assert(gate_seen);
+        ck_assert_uint_eq(st.nattch, 1);
+
+        mfb_region_free(gate);
+        mfb_region_free(watched);
+        mfb_client_free(c);
+        mfb_client_free(owner);
+}
+END_TEST
+
+#define FREEING_REQUESTS 20
+#define FREEING_AT 3
+
+struct freeing {
+        mfb_client *client;
+        mfb_region *kept[FREEING_AT];
+        int ran, canceled;
+        bool freed;
+};
+
+static void free_client_on_third(mfb_client *c, int error, mfb_region *r, void *userdata) {
+        struct freeing *f = userdata;
+
+        if (f->freed) {
+                /* The client is being freed: what is left ends, and can ask for nothing more. */
+                ck_assert_int_eq(error, -ECANCELED);
+                ck_assert_ptr_null(r);
+                ck_assert_int_eq(mfb_region_open_async(c, "shared", O_RDONLY, free_client_on_third, f),
+                                 -ENOTCONN);
+                /* A second free from here does nothing. */
+                ck_assert_ptr_null(mfb_client_free(c));
+                f->canceled++;
+                return;
+        }
+        ck_assert_int_eq(error, 0);
+        f->kept[f->ran++] = r;
+        if (f->ran == FREEING_AT) {
+                f->freed = true;
+                ck_assert_ptr_null(mfb_client_free(c));
+        }
+}
+
+/*
+ * A callback may free its client: the requests still pending get their
+ * callbacks with -ECANCELED at once, the dispatch that ran the callback
+ * returns without touching the client again, and the regions handed out
+ * before stay usable until freed.
+ */
+START_TEST(callbacks_may_free_the_client) {
+        unsigned baseline = test_broker_fd_count(&test_broker);
+        mfb_client *owner = connect_to(&test_broker);
+        struct freeing f = { .client = connect_to(&test_broker) };
+        mfb_region *shared = NULL;
+        int fd = mfb_client_get_fd(f.client);
+        char *mem;
+
+        ck_assert_int_eq(mfb_region_create(owner, "shared", 4096, &shared), 0);
+        ck_assert_int_eq(mfb_region_map(shared, (void **) &mem), 0);
+        strcpy(mem, "still mapped");
+        for (int i = 0; i < FREEING_REQUESTS; i++)
+                ck_assert_int_eq(mfb_region_open_async(f.client, "shared", O_RDONLY, free_client_on_third, &f), 0);
+
+        while (!f.freed) {
+                struct pollfd p = { .fd = fd, .events = POLLIN };
+
+                ck_assert_int_eq(poll(&p, 1, TEST_TIMEOUT_MS), 1);
+                ck_assert_int_ge(mfb_client_dispatch(f.client), 0);
+        }
+        ck_assert_int_eq(f.ran, FREEING_AT);
+        ck_assert_int_eq(f.canceled, FREEING_REQUESTS - FREEING_AT);
+
+        /* The regions outlive their client; their calls that need it say it is gone. */
+        for (int i = 0; i < FREEING_AT; i++) {
+                const char *m;
+
+                ck_assert_int_eq(mfb_region_map(f.kept[i], (void **) &m), 0);
+                ck_assert_str_eq(m, "still mapped");
+                ck_assert_int_eq(mfb_region_stat_get(f.kept[i], &(mfb_region_stat) {}), -ENOTCONN);
+                mfb_region_free(f.kept[i]);
+        }
+        ck_assert_int_eq(mfb_region_remove(shared), 0);
+        mfb_region_free(shared);
+        mfb_client_free(owner);
+        ck_assert_msg(test_broker_wait_fd_count(&test_broker, baseline), "broker has %u fds, %u before",
+                      test_broker_fd_count(&test_broker), baseline);
+}
+END_TEST
+
+static void free_client(mfb_client *c, int error, mfb_region *r, void *userdata) {
+        ck_assert_int_eq(error, 0);
+        mfb_region_free(r);
+        mfb_client_free(c);
+}
+
+static void expect_canceled(mfb_client *c, int error, mfb_region *r, void *userdata) {
+        int *n = userdata;
+
+        ck_assert_int_eq(error, -ECANCELED);
+        ck_assert_ptr_null(r);
+        (*n)++;
+}
+
+/* A synchronous call whose wait ran a callback that freed the client returns -ECANCELED. */
+START_TEST(sync_call_canceled_by_a_callback_that_frees_the_client) {
+        mfb_client *c = connect_to(&test_broker);
+        mfb_region *r = NULL;
+        mfb_region_stat st;
+        int canceled = 0;
+
+        ck_assert_int_eq(mfb_region_create(c, "first", 4096, &r), 0);
+        ck_assert_int_eq(mfb_region_open_async(c, "first", O_RDONLY, free_client, NULL), 0);
+        ck_assert_int_eq(mfb_region_open_async(c, "first", O_RDONLY, expect_canceled, &canceled), 0);
+        ck_assert_int_eq(mfb_region_stat_get(r, &st), -ECANCELED);
+        ck_assert_int_eq(canceled, 1);
+        mfb_region_free(r);
+}
+END_TEST
+
+static void expect_error(mfb_client *c, int error, mfb_region *r, void *userdata) {
+        int *got = userdata;
+
+        ck_assert_int_lt(error, 0);
+        ck_assert_ptr_null(r);
+        *got = error;
+}
+
+/*
+ * The broker going away ends every pending request with the connection's
+ * error, and dispatch says it, again and again; the fd stays open until
+ * the client is freed, so that an event loop never watches a stranger.
+ */
+START_TEST(lost_connection_ends_every_callback) {
+        struct test_broker b;
+        mfb_client *c;
+        int waited = 0, opened = 0, fd, r;
+
+        test_broker_start(&b, NULL);
+        c = connect_to(&b);
+        fd = mfb_client_get_fd(c);
+        ck_assert_int_eq(mfb_region_wait_async(c, "never", -1, expect_error, &waited), 0);
+        ck_assert_int_eq(mfb_region_open_async(c, "never", O_RDONLY, expect_error, &opened), 0);
+        test_broker_stop(&b);
+
+        do {
+                struct pollfd p = { .fd = fd, .events = POLLIN };
+
+                ck_assert_int_eq(poll(&p, 1, TEST_TIMEOUT_MS), 1);
+                r = mfb_client_dispatch(c);
+        } while (r >= 0);
+        ck_assert(r == -ENOTCONN || r == -ECONNRESET);
+        ck_assert_int_eq(waited, r);
+        ck_assert_int_eq(opened, r);
+        ck_assert_int_eq(mfb_client_dispatch(c), r);
+        ck_assert_int_eq(mfb_client_get_fd(c), fd);
+        ck_assert_int_ge(fcntl(fd, F_GETFD), 0);
+        ck_assert_int_eq(mfb_region_open_async(c, "never", O_RDONLY, expect_error, &opened), -ENOTCONN);
+        ck_assert_int_eq(mfb_stat(c, "never", &(mfb_region_stat) {}), -ENOTCONN);
+        mfb_client_free(c);
+}
+END_TEST
+
+START_TEST(async_calls_check_their_arguments) {
+        mfb_client *c = connect_to(&test_broker);
+        mfb_region *r = NULL;
+        int n = 0;
+
+        ck_assert_int_eq(mfb_region_create_async(c, NULL, 4096, 0, 0, NULL, NULL), -EINVAL);
+        ck_assert_int_eq(mfb_region_create_async(c, NULL, 0, 0, 0, expect_error, &n), -EINVAL);
+        ck_assert_int_eq(mfb_region_create_async(NULL, NULL, 4096, 0, 0, expect_error, &n), -EINVAL);
+        ck_assert_int_eq(mfb_region_open_async(c, "", O_RDONLY, expect_error, &n), -EINVAL);
+        ck_assert_int_eq(mfb_region_open_handle_async(c, 0, O_RDONLY, expect_error, &n), -EINVAL);
+        ck_assert_int_eq(mfb_region_wait_async(c, "x", -2, expect_error, &n), -EINVAL);
+        ck_assert_int_eq(mfb_region_seal_async(NULL, NULL, NULL), -EINVAL);
+        ck_assert_int_eq(mfb_client_dispatch(NULL), -EINVAL);
+        ck_assert_int_eq(mfb_client_get_fd(NULL), -EINVAL);
+        ck_assert_int_eq(mfb_client_get_events(NULL), -EINVAL);
+        ck_assert_int_eq(mfb_client_flush(NULL), -EINVAL);
+        ck_assert_int_eq(mfb_client_roundtrip(NULL), -EINVAL);
+        ck_assert_int_eq(mfb_region_create_batch(NULL, 4096, 1, &r), -EINVAL);
+        ck_assert_int_eq(mfb_region_create_batch(c, 0, 1, &r), -EINVAL);
+        ck_assert_int_eq(mfb_region_create_batch(c, 4096, 1, NULL), -EINVAL);
+        ck_assert_int_eq(mfb_region_create_batch(c, 4096, 0, NULL), 0);
+
+        /* A read-only region cannot be sealed; nothing was queued for it. */
+        ck_assert_int_eq(mfb_region_create(c, "ro", 4096, &r), 0);
+        mfb_region_free(r);
+        ck_assert_int_eq(mfb_region_open(c, "ro", O_RDONLY, &r), 0);
+        ck_assert_int_eq(mfb_region_seal_async(r, NULL, NULL), -EPERM);
+        mfb_region_free(r);
+        ck_assert_int_eq(mfb_client_flush(c), 0);
+        ck_assert_int_eq(mfb_client_roundtrip(c), 0);
+        ck_assert_int_eq(n, 0);
+        mfb_client_free(c);
+}
+END_TEST
+
+#define BATCH 300
+
+/* More regions than the library keeps in flight, each verified, mapped and writable. */
+START_TEST(batch_creates_every_region) {
+        mfb_client *c = connect_to(&test_broker);
+        mfb_region *regions[BATCH];
+        mfb_region_stat *entries = NULL;
+        size_t n = 0;
+
+        ck_assert_int_eq(mfb_region_create_batch(c, 8192, BATCH, regions), 0);
+        for (int i = 0; i < BATCH; i++) {
+                char *mem;
+
+                ck_assert_uint_eq(mfb_region_size(regions[i]), 8192);
+                ck_assert_int_eq(mfb_region_access(regions[i]), O_RDWR);
+                ck_assert_int_eq(mfb_region_map_writable(regions[i], (void **) &mem), 0);
+                mem[8191] = 1;
+                if (i > 0)
+                        ck_assert_uint_gt(mfb_region_handle(regions[i]), mfb_region_handle(regions[i - 1]));
+        }
+        ck_assert_int_eq(mfb_list(c, &entries, &n), 0);
+        ck_assert_uint_eq(n, BATCH);
+        for (int i = 0; i < BATCH; i++) {
+                ck_assert_uint_eq(entries[i].handle, mfb_region_handle(regions[i]));
+                ck_assert_str_eq(entries[i].name, "");
+                ck_assert_uint_eq(entries[i].nattch, 1);
+        }
+        free(entries);
+
+        for (int i = 0; i < BATCH; i++)
+                mfb_region_free(regions[i]);
+        ck_assert_int_eq(mfb_list(c, &entries, &n), 0);
+        ck_assert_uint_eq(n, 0);
+        mfb_client_free(c);
+}
+END_TEST
+
+#define BATCH_LIMIT 10
+#define BATCH_TOO_MANY 40
+
+/*
+ * A batch the broker refuses partway (its limit on regions) fails whole:
+ * the regions it had made are gone, in the broker and in this process,
+ * before the client's next answer; the caller's array is untouched, and
+ * the regions the client had before stay.
+ */
+START_TEST(batch_that_fails_halfway_leaves_nothing) {
+        static const char *const args[] = { "--max-regions", "10", NULL };
+        struct test_broker b;
+        mfb_region *before = NULL, *regions[BATCH_TOO_MANY], *sentinel = (mfb_region *) &b;
+        mfb_region_stat *entries = NULL;
+        mfb_limit limits[MFB_LIMIT_COUNT];
+        unsigned broker_fds, fds;
+        mfb_client *c;
+        size_t n = 0;
+        int k;
+
+        test_broker_start(&b, args);
+        c = connect_to(&b);
+        ck_assert_int_eq(mfb_region_create(c, "before", 4096, &before), 0);
+        /* Answered after the broker let go of its copy of the fd it sent for "before". */
+        ck_assert_int_eq(mfb_stat(c, "before", &(mfb_region_stat) {}), 0);
+        broker_fds = test_broker_fd_count(&b);
+        fds = test_fd_count();
+
+        for (int i = 0; i < BATCH_TOO_MANY; i++)
+                regions[i] = sentinel;
+        k = mfb_region_create_batch(c, 4096, BATCH_TOO_MANY, regions);
+        /* Over the broker's limit (root), or over this uid's share of it first. */
+        ck_assert_msg(k == -ENOSPC || k == -EDQUOT, "batch gave %d", k);
+        ck_assert_str_ne(mfb_client_error_message(c), "");
+        for (int i = 0; i < BATCH_TOO_MANY; i++)
+                ck_assert_ptr_eq(regions[i], sentinel);
+        ck_assert_uint_eq(test_fd_count(), fds);
+
+        /* Asked on the same client, after the batch: it holds only what it held before. */
+        ck_assert_int_eq(mfb_list(c, &entries, &n), 0);
+        ck_assert_uint_eq(n, 1);
+        ck_assert_str_eq(entries[0].name, "before");
+        ck_assert_uint_eq(entries[0].nattch, 1);
+        free(entries);
+        ck_assert_int_eq(mfb_limits(c, MFB_LIMIT_COUNT, limits, NULL), MFB_LIMIT_COUNT);
+        ck_assert_uint_eq(limits[MFB_LIMIT_REGIONS].uid_used, 1);
+        ck_assert(test_broker_wait_fd_count(&b, broker_fds));
+
+        /* All the room is there again: a batch of as many as the broker allows now succeeds. */
+        n = (size_t) limits[MFB_LIMIT_REGIONS].uid_available;
+        ck_assert_uint_gt(n, 0);
+        ck_assert_uint_lt(n, BATCH_LIMIT);
+        ck_assert_int_eq(mfb_region_create_batch(c, 4096, n, regions), 0);
+        for (size_t i = 0; i < n; i++)
+                mfb_region_free(regions[i]);
+
+        mfb_region_free(before);
+        mfb_client_free(c);
+        test_broker_stop(&b);
+}
+END_TEST
+
+/* The EXAMPLE of memfd-broker(3), built from the same source, against a broker. */
+START_TEST(the_libevent_example_runs) {
+        const char *builddir = getenv("MFB_BUILDDIR");
+        char program[4096], out[256] = "";
+        int pipefd[2], status;
+        ssize_t len;
+        pid_t pid;
+
+        ck_assert_ptr_nonnull(builddir);
+        ck_assert_int_lt(snprintf(program, sizeof(program), "%s/tests/example-libevent", builddir),
+                         (int) sizeof(program));
+        ck_assert_int_eq(pipe2(pipefd, O_CLOEXEC), 0);
+        pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) {
+                if (dup2(pipefd[1], STDOUT_FILENO) < 0 || setenv(MFB_SOCKET_ENV, test_broker.socket_path, 1) < 0)
+                        _exit(127);
+                execl(program, program, (char *) NULL);
+                _exit(127);
+        }
+        close(pipefd[1]);
+        status = test_wait_child(pid);
+        len = read(pipefd[0], out, sizeof(out) - 1);
+        close(pipefd[0]);
+        ck_assert_int_gt(len, 0);
+        ck_assert_str_eq(out, "100 regions created\n");
+        ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "example exit status 0x%x", status);
+}
+END_TEST
+
+static char *read_file(const char *dir, const char *path) {
+        char full[4096];
+        FILE *f;
+        char *s;
+        long size;
+
+        ck_assert_int_lt(snprintf(full, sizeof(full), "%s/%s", dir, path), (int) sizeof(full));
+        f = fopen(full, "re");
+        ck_assert_msg(f, "%s: %s", full, strerror(errno));
+        ck_assert_int_eq(fseek(f, 0, SEEK_END), 0);
+        size = ftell(f);
+        ck_assert_int_ge(size, 0);
+        rewind(f);
+        s = malloc((size_t) size + 1);
+        ck_assert_ptr_nonnull(s);
+        ck_assert_uint_eq(fread(s, 1, (size_t) size, f), (size_t) size);
+        s[size] = '\0';
+        fclose(f);
+        return s;
+}
+
+/* What a roff .EX block shows for text: \e a backslash, \- a minus, \& nothing. */
+static void roff_unescape(char *s) {
+        char *out = s;
+
+        for (; *s; s++) {
+                if (*s == '\\' && s[1] == 'e')
+                        *out++ = '\\', s++;
+                else if (*s == '\\' && s[1] == '-')
+                        *out++ = '-', s++;
+                else if (*s == '\\' && s[1] == '&')
+                        s++;
+                else
+                        *out++ = *s;
+        }
+        *out = '\0';
+}
+
+/* The man page shows the example that the test above builds and runs, to the byte. */
+START_TEST(the_man_page_shows_the_tested_example) {
+        static const char marker[] = ".\\\" tests/example-libevent.c\n";
+        const char *srcdir = getenv("MFB_SRCDIR");
+        char *page, *code, *start, *end;
+
+        ck_assert_ptr_nonnull(srcdir);
+        page = read_file(srcdir, "man/memfd-broker.3");
+        code = read_file(srcdir, "tests/example-libevent.c");
+
+        start = strstr(page, marker);
+        ck_assert_msg(start, "memfd-broker.3 does not mark the libevent example");
+        start = strstr(start, ".EX\n");
+        ck_assert_ptr_nonnull(start);
+        start += strlen(".EX\n");
+        end = strstr(start, ".EE\n");
+        ck_assert_ptr_nonnull(end);
+        *end = '\0';
+        roff_unescape(start);
+        ck_assert_str_eq(start, code);
+        free(code);
+        free(page);
+}
+END_TEST
+
+Suite *async_suite(void) {
+        Suite *s = suite_create("async");
+        TCase *tc = tcase_create("async");
+
+        tcase_set_timeout(tc, 60);
+        tcase_add_checked_fixture(tc, test_broker_setup, test_broker_teardown);
+        tcase_add_test(tc, callbacks_interleave_across_regions_under_libevent);
+        tcase_add_test(tc, sync_call_runs_earlier_callbacks_first);
+        tcase_add_test(tc, freed_reference_is_released_before_the_next_reply);
+        tcase_add_test(tc, callbacks_may_free_the_client);
+        tcase_add_test(tc, sync_call_canceled_by_a_callback_that_frees_the_client);
+        tcase_add_test(tc, lost_connection_ends_every_callback);
+        tcase_add_test(tc, async_calls_check_their_arguments);
+        tcase_add_test(tc, batch_creates_every_region);
+        tcase_add_test(tc, batch_that_fails_halfway_leaves_nothing);
+        tcase_add_test(tc, the_libevent_example_runs);
+        tcase_add_test(tc, the_man_page_shows_the_tested_example);
+        suite_add_tcase(s, tc);
+        return s;
+}
