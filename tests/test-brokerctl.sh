@@ -173,6 +173,34 @@ expect_error demo rm demo
 ctl create demo 1K >/dev/null
 ctl rm demo
 
+# create --count: anonymous regions in one batch, a handle a line. They go with the command, which
+# waits for the broker to have its releases before it exits; with --hold, once its input ends.
+handles=$(ctl create --count 5 4K)
+[ "$(grep -cE '^[0-9]+$' <<<"$handles")" -eq 5 ] && [ "$(sort -u <<<"$handles" | wc -l)" -eq 5 ] \
+    || fail "create --count 5 printed '$handles'"
+for h in $handles; do expect_error "handle $h" stat --handle "$h"; done
+mkfifo "$dir/hold"
+brokerctl create --count 3 4K --hold <"$dir/hold" >"$dir/held" &
+holder=$!
+exec 3>"$dir/hold"
+deadline=$((SECONDS + TIMEOUT))
+until [ "$(wc -l <"$dir/held")" -eq 3 ]; do
+    [ "$SECONDS" -lt "$deadline" ] || fail "create --count 3 --hold printed '$(cat "$dir/held")'"
+    sleep 0.01
+done
+while read -r h; do
+    [ "$(ctl stat --handle "$h" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["nattch"])')" = 1 ] \
+        || fail "held region $h is not held once"
+done <"$dir/held"
+exec 3>&-
+reap "$holder" || fail "create --count --hold exited $?"
+while read -r h; do expect_error "handle $h" stat --handle "$h"; done <"$dir/held"
+for args in "--count 2 4K --mode 0644" "--count 2 x 4K" "--count 0 4K" "4K --hold"; do
+    # shellcheck disable=SC2086 # the words of each case
+    status=0; ctl create $args >/dev/null 2>&1 || status=$?
+    [ "$status" -eq 2 ] || fail "create $args exited $status, not 2"
+done
+
 # Usage errors are status 2.
 status=0; ctl frobnicate >/dev/null 2>&1 || status=$?
 [ "$status" -eq 2 ] || fail "unknown command exited $status"
@@ -181,4 +209,20 @@ status=0; ctl create x 12Q >/dev/null 2>&1 || status=$?
 
 stop_broker
 [ ! -e "$MEMFD_BROKER_SOCKET" ] || fail "broker left its socket behind"
+
+# A batch the broker refuses partway leaves nothing: one line of error, and the regions held before.
+limited="$dir/limited.sock"
+# shellcheck disable=SC2086 # the wrapper is a list of words
+run_broker "$limited" ${MFB_BROKER_WRAPPER:-} "$MFB_BROKERD" --socket "$limited" --log-level warning --max-regions 10
+ctl --socket "$limited" create kept 4K >/dev/null
+expect_error regions --socket "$limited" create --count 40 4K
+ctl --socket "$limited" list --json | python3 -c '
+import json, sys
+l = json.load(sys.stdin)
+assert [(e["name"], e["nattch"]) for e in l] == [("kept", 0)], l' || fail "a failed batch left regions behind"
+room=$(ctl --socket "$limited" limits --json |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["resources"]["regions"]["uid_available"])')
+[ "$room" -gt 0 ] && [ "$(ctl --socket "$limited" create --count "$room" 4K | wc -l)" -eq "$room" ] \
+    || fail "the room a failed batch had is not back"
+stop_broker
 echo "memfd-brokerctl: all checks passed"

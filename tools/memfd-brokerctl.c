@@ -44,6 +44,8 @@ enum {
         OPTION_RESERVE      = 1U << 4,
         OPTION_FUTURE_WRITE = 1U << 5,
         OPTION_TIMEOUT      = 1U << 6,
+        OPTION_COUNT        = 1U << 7,
+        OPTION_HOLD         = 1U << 8,
 };
 
 static const struct {
@@ -58,6 +60,8 @@ static const struct {
         { OPTION_RESERVE,      "reserve",      no_argument },
         { OPTION_FUTURE_WRITE, "future-write", no_argument },
         { OPTION_TIMEOUT,      "timeout",      required_argument },
+        { OPTION_COUNT,        "count",        required_argument },
+        { OPTION_HOLD,         "hold",         no_argument },
 };
 
 struct options {
@@ -69,6 +73,8 @@ struct options {
         bool future_write;
         int64_t timeout_ms;             /* --timeout; -1 without it, for no limit */
         const char *timeout;            /* --timeout as given, to say it back in the error */
+        uint64_t count;                 /* --count, standing for the NAME word; 0 when not given */
+        bool hold;
 };
 
 #define NO_NAME (-1)
@@ -140,7 +146,14 @@ static int client_open(const struct options *o, const char *command, const char 
         return fail(command, region, "cannot connect to %s: %s", path, connect_error(r));
 }
 
+/*
+ * Waits for the broker to answer everything first, the releases of freed
+ * regions included, which the library does not wait for: a script's next
+ * command sees all this one did.
+ */
 static void client_freep(mfb_client **c) {
+        if (*c)
+                (void) mfb_client_roundtrip(*c);
         mfb_client_free(*c);
 }
 
@@ -249,18 +262,95 @@ static int parse_id(const char *s, bool group, uint32_t *ret) {
         return 0;
 }
 
-static int cmd_create(const struct options *o, char **args, size_t n_args) {
+/* SIZE of create, or a usage error. Returns -1 to go on. */
+static int parse_create_size(const char *arg, uint64_t *ret) {
+        int k;
+
+        k = parse_size(arg, ret);
+        if (k == -ERANGE)
+                return usage_error("create: size '%s' is too large", arg);
+        if (k < 0)
+                return usage_error("create: invalid size '%s': bytes, or a number with K, M, G or T", arg);
+        return -1;
+}
+
+static int flush_stdout(void);
+
+/* Reads standard input to its end, for --hold. Returns 0 or read()'s -errno. */
+static int read_to_end(void) {
+        uint8_t buf[4096];
+
+        for (;;) {
+                ssize_t n = read(STDIN_FILENO, buf, sizeof(buf));
+
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0)
+                        return negative_errno();
+                if (n == 0)
+                        return 0;
+        }
+}
+
+static void regions_free(mfb_region **regions, size_t n) {
+        for (size_t i = 0; regions && i < n; i++)
+                mfb_region_free(regions[i]);
+        free(regions);
+}
+
+/* create --count N SIZE: N anonymous regions in one batch. */
+static int cmd_create_batch(const struct options *o, const char *size_arg) {
         _cleanup_(client_freep) mfb_client *c = NULL;
-        _cleanup_(region_freep) mfb_region *r = NULL;
-        const char *name = args[0];
+        mfb_region **regions = NULL;
         uint64_t size;
         int k;
 
-        k = parse_size(args[1], &size);
-        if (k == -ERANGE)
-                return usage_error("create: size '%s' is too large", args[1]);
-        if (k < 0)
-                return usage_error("create: invalid size '%s': bytes, or a number with K, M, G or T", args[1]);
+        k = parse_create_size(size_arg, &size);
+        if (k >= 0)
+                return k;
+
+        k = client_open(o, "create", NULL, &c);
+        if (k != 0)
+                return k;
+        regions = calloc(o->count, sizeof(*regions));
+        if (!regions)
+                return fail("create", NULL, "%s", strerror(ENOMEM));
+        k = mfb_region_create_batch(c, size, o->count, regions);
+        if (k < 0) {
+                free(regions);
+                return fail_errno(c, k, "create", NULL);
+        }
+
+        for (size_t i = 0; i < o->count; i++)
+                printf("%" PRIu64 "\n", mfb_region_handle(regions[i]));
+        /* Anonymous regions live only while held: long enough for whoever reads the handles, if asked. */
+        if (o->hold) {
+                k = flush_stdout();
+                if (k == EXIT_SUCCESS) {
+                        int e = read_to_end();
+
+                        if (e < 0)
+                                k = fail("create", NULL, "standard input: %s", strerror(-e));
+                }
+        }
+        regions_free(regions, o->count);
+        return o->hold ? k : EXIT_SUCCESS;
+}
+
+static int cmd_create(const struct options *o, char **args, size_t n_args) {
+        _cleanup_(client_freep) mfb_client *c = NULL;
+        _cleanup_(region_freep) mfb_region *r = NULL;
+        const char *name;
+        uint64_t size;
+        int k;
+
+        if (o->count != 0)
+                return cmd_create_batch(o, args[0]);
+
+        name = args[0];
+        k = parse_create_size(args[1], &size);
+        if (k >= 0)
+                return k;
 
         k = client_open(o, "create", name, &c);
         if (k != 0)
@@ -609,7 +699,8 @@ static int cmd_wait(const struct options *o, char **args, size_t n_args) {
 }
 
 static const struct command commands[] = {
-        { "create", 2, 2, 0,       OPTION_MODE | OPTION_HUGETLB | OPTION_RESERVE, cmd_create },
+        { "create", 2, 2, 0,       OPTION_MODE | OPTION_HUGETLB | OPTION_RESERVE | OPTION_COUNT | OPTION_HOLD,
+                                                                                  cmd_create },
         { "write",  1, 2, 0,       0,                                             cmd_write },
         { "seal",   1, 1, 0,       OPTION_FUTURE_WRITE,                           cmd_seal },
         { "wait",   1, 1, 0,       OPTION_TIMEOUT,                                cmd_wait },
@@ -634,6 +725,11 @@ static void help(void) {
                "                       powers of 1024) and print its handle; it stays until rm.\n"
                "                       --mode: octal permission bits (default 0600); --hugetlb:\n"
                "                       back it with huge pages; --reserve: allocate its memory now\n"
+               "  create --count N SIZE [--hold]\n"
+               "                       create N anonymous regions of SIZE bytes at once and print\n"
+               "                       their handles, one a line. They live while held: as long as\n"
+               "                       the command runs, which --hold stretches until its standard\n"
+               "                       input ends, so that others can open them by handle\n"
                "  write NAME [FILE]    copy FILE (or standard input, also for \"-\") into the region\n"
                "                       from its start; fails if the data does not fit\n"
                "  seal NAME [--future-write]\n"
@@ -729,6 +825,13 @@ static int option_set(const struct command *cmd, unsigned bit, const char *value
         case OPTION_FUTURE_WRITE:
                 o->future_write = true;
                 break;
+        case OPTION_COUNT:
+                if (parse_number(value, UINT32_MAX, &o->count) < 0 || o->count == 0)
+                        return usage_error("%s: invalid count '%s': a positive decimal number", cmd->name, value);
+                break;
+        case OPTION_HOLD:
+                o->hold = true;
+                break;
         case OPTION_TIMEOUT:
                 k = parse_timeout(value, &o->timeout_ms);
                 if (k == -ERANGE)
@@ -780,19 +883,26 @@ static int parse_command_args(const struct command *cmd, int argc, char **argv, 
                                 return k;
                 }
 
-        /* --handle stands for the NAME word. */
-        if (o->handle != 0) {
+        /* --handle names a region, --count makes anonymous ones: either stands for the NAME word. */
+        if (o->handle != 0 || o->count != 0) {
                 args_min--;
                 args_max--;
         }
         words = (size_t) (argc - optind);
         if (words > args_max && o->handle != 0)
                 return usage_error("%s: give a NAME or --handle, not both", cmd->name);
+        if (words > args_max && o->count != 0)
+                return usage_error("%s: --count makes anonymous regions: give no NAME", cmd->name);
         if (words < args_min)
                 return usage_error("%s: missing arguments", cmd->name);
         if (words > args_max)
                 return usage_error("%s: too many arguments", cmd->name);
-        if (cmd->name_arg != NO_NAME && o->handle == 0 && !name_valid(argv[optind + cmd->name_arg]))
+        /* The batch has no mode or flags: each region is what a plain anonymous create makes. */
+        if (o->count != 0 && (o->mode != 0 || o->create_flags != 0))
+                return usage_error("%s: --count takes no --mode, --hugetlb or --reserve", cmd->name);
+        if (o->hold && o->count == 0)
+                return usage_error("%s: --hold goes with --count", cmd->name);
+        if (cmd->name_arg != NO_NAME && o->handle == 0 && o->count == 0 && !name_valid(argv[optind + cmd->name_arg]))
                 return usage_error("%s: invalid region name '%s': 1 to %d bytes of printable ASCII without spaces",
                                    cmd->name, argv[optind + cmd->name_arg], MFB_NAME_MAX);
         *ret_words = argv + optind;
