@@ -5,6 +5,7 @@ without the C library. Errors from the broker raise BrokerError, whose errno
 attribute is the positive errno value.
 """
 
+import collections
 import fcntl
 import mmap
 import os
@@ -18,6 +19,7 @@ RECORD_MAX = 65536
 NAME_MAX = 255
 LIST_ENTRIES_MAX = 128
 LIST_SCAN_MAX = 256
+REQUESTS_IN_FLIGHT_MAX = 64
 
 HELLO, CREATE, OPEN, SEAL, STAT, LIST, RELEASE, REMOVE, SET, WAIT, LIMITS = range(1, 12)
 REPLY = 0x8000
@@ -25,6 +27,9 @@ REPLY = 0x8000
 CAP_SEAL_FUTURE_WRITE = 0x1
 CAP_NOEXEC_SEAL = 0x2
 CAP_HUGETLB = 0x4
+CAP_QUIET = 0x8
+
+FLAG_QUIET = 0x1  # request header flag: answer only a failure (RELEASE and REMOVE)
 
 CREATE_HUGETLB = 0x1
 
@@ -241,6 +246,36 @@ class Client:
         """A new region, read-write; mode 0 means 0600, flags are CREATE_* bits."""
         return self._region(CREATE, CREATE_REQUEST.pack(size, flags, mode, _name_field(name)),
                             ACCESS_READ | ACCESS_WRITE)
+
+    def create_batch(self, size, n, window=REQUESTS_IN_FLIGHT_MAX):
+        """n anonymous regions of size bytes, read-write, in a list: the CREATEs pipelined, at most window of
+        them unanswered (the broker stops reading a connection whose replies pile up), reading as it goes.
+        All or nothing: after a refusal it asks for no more, and once the requests already sent are answered,
+        it releases every region made and raises the first refusal's BrokerError."""
+        body = CREATE_REQUEST.pack(size, 0, 0, _name_field(None))
+        asked = ACCESS_READ | ACCESS_WRITE
+        pending = collections.deque()
+        regions, refused, sent = [], None, 0
+        try:
+            while sent < n or pending:
+                while refused is None and sent < n and len(pending) < window:
+                    pending.append(self._send(CREATE, body))
+                    sent += 1
+                if not pending:
+                    break
+                try:
+                    regions.append(self._region_reply(asked, *self._receive(CREATE, pending.popleft(), want_fds=1)))
+                except BrokerError as e:
+                    refused = refused or e
+        except BaseException:
+            for r in regions:
+                os.close(r.fd)  # the connection is of no more use: closing it releases them
+            raise
+        if refused:
+            for r in regions:
+                r.close()
+            raise refused
+        return regions
 
     def open(self, name=None, handle=0, write=False):
         access = ACCESS_READ | (ACCESS_WRITE if write else 0)

@@ -60,6 +60,7 @@ class Relay:
         self.listener.listen(1)
         self.listener.settimeout(TIMEOUT)
         self.client = self.broker = None
+        self.flags = 0  # of the last request passed on
 
     def accept(self):
         self.client, _ = self.listener.accept()
@@ -74,7 +75,8 @@ class Relay:
         assert data and not fds, "the client closed, or sent fds"
         self.broker.sendmsg([data])
         wait_until(lambda: mfb.unread(self.broker) == 0, "the broker read the request")
-        return mfb.HEADER.unpack_from(data)[1]
+        _, opcode, self.flags, _, _, _, _ = mfb.HEADER.unpack_from(data)
+        return opcode
 
     def reply(self):
         """Passes the broker's next reply (and its fd) back; returns its opcode and status."""
@@ -145,20 +147,24 @@ class BrokerTest(unittest.TestCase):
     def setUp(self):
         self.dir = tempfile.TemporaryDirectory(prefix="mfb-py.")
         self.path = os.path.join(self.dir.name, "broker.sock")
+        self.broker = self.start_broker(self.path)
+        self.client = self.connect()
+
+    def start_broker(self, path, *args):
+        """A broker of this test on path, with args; returns once it accepts connections."""
         wrapper = shlex.split(os.environ.get("MFB_BROKER_WRAPPER", ""))
-        self.broker = subprocess.Popen(
-            wrapper + [os.environ["MFB_BROKERD"], "--socket", self.path, "--log-level", "warning"])
-        self.addCleanup(stop, self.broker)  # a broker that did not start, or did not stop in tearDown
+        broker = subprocess.Popen(
+            wrapper + [os.environ["MFB_BROKERD"], "--socket", path, "--log-level", "warning", *args])
+        self.addCleanup(stop, broker)  # a broker that did not start, or did not stop in tearDown
         deadline = time.monotonic() + TIMEOUT
         while True:  # until it accepts connections
             try:
-                self.connect().close()
-                break
+                mfb.Client(path, timeout=TIMEOUT).close()
+                return broker
             except (FileNotFoundError, ConnectionRefusedError):
-                self.assertIsNone(self.broker.poll(), "broker exited at startup")
+                self.assertIsNone(broker.poll(), "broker exited at startup")
                 self.assertLess(time.monotonic(), deadline, "broker did not start")
                 time.sleep(0.005)
-        self.client = self.connect()
 
     def tearDown(self):
         self.client.close()
@@ -245,6 +251,38 @@ class BrokerTest(unittest.TestCase):
         for r in regions:
             r.close()
 
+    def test_create_batch(self):
+        regions = self.client.create_batch(8192, 300)  # more than the 64 kept unanswered
+        self.assertEqual(len({r.handle for r in regions}), 300)
+        for r in regions:
+            self.assertEqual((r.size, r.access), (8192, mfb.ACCESS_READ | mfb.ACCESS_WRITE))
+            self.fill(r, b"batch")
+        self.assertEqual([e["handle"] for e in self.client.list()], [r.handle for r in regions])
+        for r in regions:
+            r.close()
+        self.assertEqual(self.client.list(), [])
+        self.assertEqual(self.client.create_batch(4096, 0), [])
+
+    def test_create_batch_that_fails_halfway_leaves_nothing(self):
+        path = os.path.join(self.dir.name, "limited.sock")
+        limited = self.start_broker(path, "--max-regions", "10")
+        with mfb.Client(path, timeout=TIMEOUT) as c, c.create(4096, name="before") as before:
+            fds = len(os.listdir("/proc/self/fd"))
+            with self.assertRaises(mfb.BrokerError) as e:
+                c.create_batch(4096, 40)
+            # The broker's limit (for root), or this uid's share of it first.
+            self.assertIn(e.exception.errno, (errno.ENOSPC, errno.EDQUOT))
+            self.assertEqual(len(os.listdir("/proc/self/fd")), fds)
+            self.assertEqual([(e["name"], e["nattch"]) for e in c.list()], [("before", 1)])
+            self.assertEqual(c.limits()["resources"]["regions"]["uid_used"], 1)
+            # The room is all there again.
+            room = c.limits()["resources"]["regions"]["uid_available"]
+            self.assertTrue(0 < room < 10, room)
+            for r in c.create_batch(4096, room):
+                r.close()
+        limited.terminate()
+        self.assertEqual(limited.wait(TIMEOUT), 0)
+
     def test_c_writes_python_reads(self):
         payload = os.urandom(100000)
         self.ctl("create", "from-c", "128K")
@@ -288,8 +326,12 @@ class BrokerTest(unittest.TestCase):
             relay, tool = self.ctl_wait_through_relay("py-later")
             self.client.seal(r.handle)
             self.assertEqual(relay.reply(), (mfb.WAIT, 0))
-            self.assertEqual(relay.request(), mfb.RELEASE)  # the tool lets go as it exits
-            self.assertEqual(relay.reply(), (mfb.RELEASE, 0))
+            # The tool lets go as it exits, without waiting for an answer: quiet, none comes for success.
+            self.assertEqual(relay.request(), mfb.RELEASE)
+            self.assertEqual(relay.flags, mfb.FLAG_QUIET)
+            # Then one request more, whose answer tells the release was done before the tool exits.
+            self.assertEqual(relay.request(), mfb.LIMITS)
+            self.assertEqual(relay.reply(), (mfb.LIMITS, 0))
             out, err = tool.communicate(timeout=TIMEOUT)
             self.assertEqual((tool.returncode, err), (0, b""))
             self.assertEqual(int(out), r.handle)
