@@ -39,26 +39,27 @@ static const struct quota_amount connection_amount = { .n = {
 
 struct reply {
         struct reply *next;
-        int fd;                 /* owned; -1 for none */
         size_t len;
+        size_t n_fds;
+        int *fds;               /* n_fds of them, owned, after the record */
         uint8_t record[];
 };
 
 /* What a queued reply is charged to the connection's uid. */
-static struct quota_amount reply_amount(size_t len, int fd) {
+static struct quota_amount reply_amount(size_t len, size_t n_fds) {
         return (struct quota_amount) { .n = {
-                [MFB_RESOURCE_QUEUED_BYTES] = sizeof(struct reply) + len,
-                [MFB_RESOURCE_FDS] = fd >= 0 ? 1 : 0,
+                [MFB_RESOURCE_QUEUED_BYTES] = sizeof(struct reply) + len + n_fds * sizeof(int),
+                [MFB_RESOURCE_FDS] = n_fds,
         } };
 }
 
 /* Frees q, which left c's queue, and gives back its charge. */
 static void reply_free(struct connection *c, struct reply *q) {
-        struct quota_amount amount = reply_amount(q->len, q->fd);
+        struct quota_amount amount = reply_amount(q->len, q->n_fds);
 
         quota_discharge(c->broker->quota, c->peer.creds.uid, &amount);
         c->n_queued--;
-        safe_close(q->fd);
+        mfb_close_fds(q->fds, q->n_fds);
         free(q);
 }
 
@@ -73,25 +74,34 @@ void connection_update_reading(struct connection *c) {
         c->reading = on;
 }
 
-/* Queues a reply with fd (owned, -1 for none), which is closed on failure too. */
-static int queue_push(struct connection *c, const void *record, size_t len, int fd) {
-        _cleanup_(closep) int owned = fd;
-        struct quota_amount amount = reply_amount(len, fd);
+/* Queues a reply with n_fds fds, which it takes: they are closed on failure too. */
+static int queue_push(struct connection *c, const void *record, size_t len, int *fds, size_t n_fds) {
+        struct quota_amount amount = reply_amount(len, n_fds);
         enum mfb_wire_resource refused;
         struct reply *q;
+        size_t fds_at;
         int r;
 
         r = quota_charge(c->broker->quota, c->peer.creds.uid, &amount, &refused);
-        if (r < 0)
+        if (r < 0) {
+                mfb_close_fds(fds, n_fds);
                 return log_debug_errno(r, "uid %u has no room for more %s, and pid %d does not read its replies",
                                        c->peer.creds.uid, quota_resource_name(refused), (int) c->peer.creds.pid);
-        q = malloc(sizeof(*q) + len);
+        }
+        /* The fds after the record, aligned for them. */
+        fds_at = (len + sizeof(int) - 1) / sizeof(int) * sizeof(int);
+        q = malloc(sizeof(*q) + fds_at + n_fds * sizeof(int));
         if (!q) {
                 quota_discharge(c->broker->quota, c->peer.creds.uid, &amount);
+                mfb_close_fds(fds, n_fds);
                 return -ENOMEM;
         }
-        *q = (struct reply) { .fd = TAKE_FD(owned), .len = len };
+        *q = (struct reply) { .len = len, .n_fds = n_fds, .fds = (int *) (q->record + fds_at) };
         memcpy(q->record, record, len);
+        memcpy(q->fds, fds, n_fds * sizeof(int));
+        /* Taken. */
+        for (size_t i = 0; i < n_fds; i++)
+                fds[i] = -1;
 
         if (c->queue_tail)
                 c->queue_tail->next = q;
@@ -103,31 +113,30 @@ static int queue_push(struct connection *c, const void *record, size_t len, int 
         return 0;
 }
 
-static int send_record(struct connection *c, const void *record, size_t len, int fd) {
-        return mfb_record_send(c->fd, record, len, &fd, fd >= 0 ? 1 : 0, MSG_DONTWAIT);
+static int send_record(struct connection *c, const void *record, size_t len, const int *fds, size_t n_fds) {
+        return mfb_record_send(c->fd, record, len, fds, n_fds, MSG_DONTWAIT);
 }
 
 int connection_reply(struct connection *c, const void *record, size_t len) {
-        int r;
-
-        if (!c->queue_head) {
-                r = send_record(c, record, len, -1);
-                if (r != -EAGAIN)
-                        return r;
-        }
-        return queue_push(c, record, len, -1);
+        return connection_reply_consume_fds(c, record, len, NULL, 0);
 }
 
 int connection_reply_consume_fd(struct connection *c, const void *record, size_t len, int fd) {
-        _cleanup_(closep) int owned = fd;
+        return connection_reply_consume_fds(c, record, len, &fd, 1);
+}
+
+int connection_reply_consume_fds(struct connection *c, const void *record, size_t len, int *fds, size_t n_fds) {
         int r;
 
         if (!c->queue_head) {
-                r = send_record(c, record, len, owned);
-                if (r != -EAGAIN)
+                r = send_record(c, record, len, fds, n_fds);
+                if (r != -EAGAIN) {
+                        /* Sent, the kernel holds its own references; or failed, and they go with the connection. */
+                        mfb_close_fds(fds, n_fds);
                         return r;
+                }
         }
-        return queue_push(c, record, len, TAKE_FD(owned));
+        return queue_push(c, record, len, fds, n_fds);
 }
 
 void connection_close_when_sent(struct connection *c) {
@@ -141,7 +150,7 @@ static int queue_flush(struct connection *c) {
                 struct reply *q = c->queue_head;
                 int r;
 
-                r = send_record(c, q->record, q->len, q->fd);
+                r = send_record(c, q->record, q->len, q->fds, q->n_fds);
                 if (r == -EAGAIN)
                         break;
                 if (r < 0)

@@ -127,6 +127,9 @@ int connection_reply(struct connection *c, const void *record, size_t len);
  */
 int connection_reply_consume_fd(struct connection *c, const void *record, size_t len, int fd);
 
+/* As connection_reply_consume_fd(), with n_fds fds (up to SCM_MAX_FD), each set to -1 as it is taken. */
+int connection_reply_consume_fds(struct connection *c, const void *record, size_t len, int *fds, size_t n_fds);
+
 /*
  * Reads c again if nothing stops it (a pending WAIT, a full queue, the
  * connection closing), or stops: call it when one of those changed.

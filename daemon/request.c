@@ -119,7 +119,7 @@ static int handle_hello(struct connection *c, const struct mfb_wire_header *h, c
         c->hello_done = true;
         rec.body = (struct mfb_wire_hello_reply) {
                 .version = MFB_WIRE_VERSION,
-                .capabilities = region_table_capabilities(t) | MFB_CAP_QUIET,
+                .capabilities = region_table_capabilities(t) | MFB_CAP_QUIET | MFB_CAP_CREATE_BATCH,
                 .region_size_max = region_table_max_region_size(t),
                 .record_max = MFB_WIRE_RECORD_MAX,
                 .name_max = MFB_WIRE_NAME_MAX,
@@ -551,6 +551,112 @@ static int handle_wait(struct connection *c, const struct mfb_wire_header *h, co
         return 0;
 }
 
+/* Takes back the first n regions of a batch that could not be made whole: fds, holds, handles. */
+static void batch_undo(struct connection *c, struct region **regions, int *fds, size_t n) {
+        for (size_t i = 0; i < n; i++) {
+                fds[i] = safe_close(fds[i]);
+                /* Held: the last release closes an anonymous region; not yet held: removing it does. */
+                if (connection_release(c, regions[i]->handle) < 0)
+                        region_remove(c->broker->regions, regions[i]);
+        }
+}
+
+/*
+ * CREATE_BATCH: as count CREATEs of anonymous regions, all or none, in one
+ * reply with count fds: the cost of a request and of a reply is paid once.
+ */
+static int handle_create_batch(struct connection *c, const struct mfb_wire_header *h, const void *body) {
+        struct region_table *t = c->broker->regions;
+        struct mfb_wire_create_batch_request req;
+        enum mfb_wire_resource refused = MFB_RESOURCE_COUNT;
+        struct region *regions[MFB_WIRE_CREATE_BATCH_MAX];
+        int fds[MFB_WIRE_CREATE_BATCH_MAX];
+        struct {
+                struct mfb_wire_header header;
+                struct mfb_wire_create_batch_reply body;
+                uint64_t handles[MFB_WIRE_CREATE_BATCH_MAX];
+        } rec;
+        uint32_t max_holds = c->broker->config->max_holds_per_connection;
+        bool hugetlb;
+        size_t n = 0;
+        int k = 0;
+
+        memcpy(&req, body, sizeof(req));
+        if (req.count == 0 || req.count > MFB_WIRE_CREATE_BATCH_MAX)
+                return reply_error(c, h, -EINVAL, "count %" PRIu32 " is not from 1 to %u", req.count,
+                                   MFB_WIRE_CREATE_BATCH_MAX);
+        if (req.flags & ~MFB_CREATE_HUGETLB)
+                return reply_error(c, h, -EINVAL, "flags 0x%" PRIx32 " has bits other than 0x%x (MFB_CREATE_HUGETLB)",
+                                   req.flags, MFB_CREATE_HUGETLB);
+        if (req.mode & ~0777U)
+                return reply_error(c, h, -EINVAL, "mode 0%" PRIo32 " has bits outside 0777", req.mode);
+        if (req.reserved != 0)
+                return reply_error(c, h, -EINVAL, "reserved is not zero");
+        hugetlb = req.flags & MFB_CREATE_HUGETLB;
+        if (hugetlb) {
+                /* Room for all of them, or the batch fails halfway for want of pages. */
+                if (req.size > UINT64_MAX / req.count)
+                        return reply_error(c, h, -EFBIG, "%" PRIu32 " regions of %" PRIu64 " bytes", req.count,
+                                           req.size);
+                k = check_hugetlb(c, h, req.size * req.count);
+                if (k <= 0)
+                        return k;
+        }
+        if (c->n_references > max_holds || max_holds - c->n_references < req.count)
+                return reply_error(c, h, -ENOSPC, "this connection holds %" PRIu32 " references, and the broker's "
+                                   "limit is %" PRIu32, c->n_references, max_holds);
+
+        for (; n < req.count; n++) {
+                k = region_create(t, req.size, NULL, req.mode ?: MODE_DEFAULT, hugetlb, &c->peer.creds, &regions[n],
+                                  &refused);
+                if (k < 0)
+                        break;
+                /* The broker's own open file description, as for CREATE (see there). */
+                fds[n] = region_dup(regions[n]);
+                if (fds[n] < 0) {
+                        k = fds[n];
+                        region_remove(t, regions[n]);
+                        break;
+                }
+                k = persist_region_created(c->broker->persist, regions[n], &refused);
+                if (k >= 0)
+                        k = connection_hold(c, regions[n], true, &refused);
+                if (k < 0) {
+                        fds[n] = safe_close(fds[n]);
+                        region_remove(t, regions[n]);
+                        break;
+                }
+                rec.handles[n] = regions[n]->handle;
+        }
+        if (k < 0) {
+                batch_undo(c, regions, fds, n);
+                switch (k) {
+                case -EINVAL:
+                        return reply_error(c, h, k, "size must not be 0");
+                case -EFBIG:
+                        return reply_error(c, h, k, "size %" PRIu64 " is above the broker's limit of %" PRIu64
+                                           " bytes", req.size, region_table_max_region_size(t));
+                case -ENOSPC:
+                case -EDQUOT:
+                        return reply_quota(c, h, k, c->peer.creds.uid, refused);
+                default:
+                        return reply_failure(c, h, k, "creating the regions failed");
+                }
+        }
+
+        log_debug("CREATE_BATCH of pid %d uid %u: %" PRIu32 " regions of %" PRIu64 " bytes from %" PRIu64,
+                  (int) c->peer.creds.pid, c->peer.creds.uid, req.count, req.size, rec.handles[0]);
+        rec.body = (struct mfb_wire_create_batch_reply) {
+                .count = req.count,
+                .access = MFB_ACCESS_READ | MFB_ACCESS_WRITE,
+                .size = req.size,
+        };
+        k = offsetof(__typeof__(rec), handles) + req.count * sizeof(uint64_t);
+        mfb_wire_header_init(&rec.header, h->opcode | MFB_WIRE_REPLY, h->cookie, 0, (uint16_t) req.count,
+                             (uint32_t) k);
+        return connection_reply_consume_fds(c, &rec, (size_t) k, fds, req.count);
+}
+
 static int handle_limits(struct connection *c, const struct mfb_wire_header *h) {
         const struct quota *q = c->broker->quota;
         const struct quota_limits *limits = quota_limits(q);
@@ -631,6 +737,8 @@ int request_handle(struct connection *c, const void *record, size_t len, size_t 
                 return handle_wait(c, &h, body);
         case MFB_OP_LIMITS:
                 return handle_limits(c, &h);
+        case MFB_OP_CREATE_BATCH:
+                return handle_create_batch(c, &h, body);
         default:
                 return reply_error(c, &h, -EOPNOTSUPP, "unknown opcode 0x%x", (unsigned) h.opcode);
         }

@@ -79,6 +79,8 @@ int mfb_wire_request_body_size(uint16_t opcode) {
                 return sizeof(struct mfb_wire_wait_request);
         case MFB_OP_LIMITS:
                 return 0;
+        case MFB_OP_CREATE_BATCH:
+                return sizeof(struct mfb_wire_create_batch_request);
         default:
                 return -EOPNOTSUPP;
         }
@@ -165,6 +167,15 @@ int mfb_wire_reply_check(const void *record, size_t len, size_t nfds, struct mfb
                 if (l.count > MFB_WIRE_LIST_ENTRIES_MAX || l.more > 1 || (l.more && l.next_after == 0) ||
                     body != sizeof(l) + (size_t) l.count * sizeof(struct mfb_wire_region_info))
                         return -EBADMSG;
+        } else if (opcode == MFB_OP_CREATE_BATCH) {
+                struct mfb_wire_create_batch_reply b;
+
+                if (body < sizeof(b))
+                        return -EBADMSG;
+                memcpy(&b, (const uint8_t *) record + sizeof(h), sizeof(b));
+                if (b.count == 0 || b.count > MFB_WIRE_CREATE_BATCH_MAX || nfds != b.count ||
+                    body != sizeof(b) + (size_t) b.count * sizeof(uint64_t))
+                        return -EBADMSG;
         } else {
                 if (reply_shape(opcode, &want_body, &want_nfds) < 0)
                         return -EBADMSG;
@@ -189,6 +200,7 @@ const char *mfb_wire_opcode_name(uint16_t opcode) {
                 [MFB_OP_SET] = "SET",
                 [MFB_OP_WAIT] = "WAIT",
                 [MFB_OP_LIMITS] = "LIMITS",
+                [MFB_OP_CREATE_BATCH] = "CREATE_BATCH",
         };
 
         opcode &= ~MFB_WIRE_REPLY;

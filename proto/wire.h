@@ -56,6 +56,7 @@ enum mfb_wire_opcode {
         MFB_OP_SET     = 0x0009,
         MFB_OP_WAIT    = 0x000A,
         MFB_OP_LIMITS  = 0x000B,
+        MFB_OP_CREATE_BATCH = 0x000C,
 };
 #define MFB_WIRE_REPLY 0x8000U
 
@@ -101,6 +102,7 @@ struct mfb_wire_hello_request {
 #define MFB_CAP_NOEXEC_SEAL       0x2U  /* regions are created with MFD_NOEXEC_SEAL */
 #define MFB_CAP_HUGETLB           0x4U  /* MFD_HUGETLB regions can be created */
 #define MFB_CAP_QUIET             0x8U  /* requests may carry MFB_WIRE_FLAG_QUIET */
+#define MFB_CAP_CREATE_BATCH      0x10U /* CREATE_BATCH is served */
 
 /*
  * Request header flags. MFB_WIRE_FLAG_QUIET: answer only a failure. For
@@ -165,6 +167,27 @@ struct mfb_wire_create_request {
         uint32_t flags;         /* MFB_CREATE_* */
         uint32_t mode;          /* permission bits; 0 means 0600 */
         struct mfb_wire_name name;      /* empty for an anonymous region */
+};
+
+/*
+ * CREATE_BATCH: count anonymous regions of one size, flags and mode, made
+ * all or none. The reply is struct mfb_wire_create_batch_reply followed by
+ * count handles, with count read-write fds attached in the same order.
+ */
+#define MFB_WIRE_CREATE_BATCH_MAX 253U  /* regions in one CREATE_BATCH: the fds of one record (SCM_MAX_FD) */
+struct mfb_wire_create_batch_request {
+        uint64_t size;
+        uint32_t count;         /* 1 to MFB_WIRE_CREATE_BATCH_MAX */
+        uint32_t flags;         /* MFB_CREATE_* */
+        uint32_t mode;          /* permission bits; 0 means 0600 */
+        uint32_t reserved;
+};
+
+struct mfb_wire_create_batch_reply {
+        uint32_t count;         /* as asked */
+        uint32_t access;        /* granted for every fd: read-write */
+        uint64_t size;          /* of every region */
+        /* then count u64 handles */
 };
 
 /*
@@ -309,6 +332,10 @@ _Static_assert(sizeof(struct mfb_wire_list_reply) == 16, "list reply layout");
 _Static_assert(sizeof(struct mfb_wire_limit) == 40, "limit layout");
 _Static_assert(sizeof(struct mfb_wire_limits_reply) == 8 + 40 * MFB_RESOURCE_COUNT, "limits reply layout");
 _Static_assert(sizeof(struct mfb_wire_release_request) == 8, "release layout");
+_Static_assert(sizeof(struct mfb_wire_create_batch_request) == 24, "create batch request layout");
+_Static_assert(sizeof(struct mfb_wire_create_batch_reply) == 16, "create batch reply layout");
+_Static_assert(sizeof(struct mfb_wire_create_batch_reply) + MFB_WIRE_CREATE_BATCH_MAX * sizeof(uint64_t) <=
+               MFB_WIRE_RECORD_MAX, "a whole batch fits in one record");
 _Static_assert(sizeof(struct mfb_wire_set_request) == 280, "set layout");
 _Static_assert(sizeof(struct mfb_wire_wait_request) == 272, "wait layout");
 _Static_assert(sizeof(struct mfb_wire_header) + sizeof(struct mfb_wire_list_reply)

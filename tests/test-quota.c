@@ -11,11 +11,15 @@
  * switch users and say so.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "codec.h"
+#include "fdpass.h"
+#include "macro.h"
 #include "harness.h"
 #include "raw.h"
 #include "suites.h"
@@ -438,6 +442,102 @@ START_TEST(root_and_the_brokers_own_uid_are_exempt) {
 }
 END_TEST
 
+/*
+ * CREATE_BATCH of count regions of size bytes on fd: returns the reply's
+ * status; on success the handles and fds (checked: sealed against
+ * resizing, of that size, read-write, one per handle) are the caller's.
+ */
+static int32_t create_batch(int fd, uint32_t count, uint64_t size, uint64_t *ret_handles, int *ret_fds) {
+        struct mfb_wire_create_batch_request req = { .size = size, .count = count };
+        union {
+                struct mfb_wire_header h;
+                uint8_t bytes[MFB_WIRE_RECORD_MAX];
+        } rec;
+        struct mfb_wire_create_batch_reply reply;
+        int fds[MFB_FDS_RECV_MAX];
+        size_t nfds = 0;
+        ssize_t n;
+
+        raw_send(fd, MFB_OP_CREATE_BATCH, &req, sizeof(req), NULL, 0);
+        n = mfb_record_recv(fd, rec.bytes, sizeof(rec), fds, &nfds, 0);
+        ck_assert_int_gt(n, 0);
+        ck_assert_int_eq(mfb_wire_reply_check(rec.bytes, (size_t) n, nfds, &rec.h), 0);
+        ck_assert_uint_eq(rec.h.opcode, MFB_OP_CREATE_BATCH | MFB_WIRE_REPLY);
+        if (rec.h.status < 0)
+                return rec.h.status;
+        memcpy(&reply, rec.bytes + sizeof(rec.h), sizeof(reply));
+        ck_assert_uint_eq(reply.count, count);
+        ck_assert_uint_eq(reply.size, size);
+        ck_assert_uint_eq(reply.access, MFB_ACCESS_READ | MFB_ACCESS_WRITE);
+        for (uint32_t i = 0; i < count; i++) {
+                struct stat st;
+
+                memcpy(&ret_handles[i], rec.bytes + sizeof(rec.h) + sizeof(reply) + i * sizeof(uint64_t),
+                       sizeof(uint64_t));
+                ck_assert_int_eq(fstat(fds[i], &st), 0);
+                ck_assert_int_eq(st.st_size, (off_t) size);
+                ck_assert_int_eq(fcntl(fds[i], F_GET_SEALS) & (F_SEAL_SHRINK | F_SEAL_GROW),
+                                 F_SEAL_SHRINK | F_SEAL_GROW);
+                ck_assert_int_eq(fcntl(fds[i], F_GETFL) & O_ACCMODE, O_RDWR);
+                for (uint32_t j = 0; j < i; j++)
+                        ck_assert_uint_ne(ret_handles[j], ret_handles[i]);
+                ret_fds[i] = fds[i];
+        }
+        return 0;
+}
+
+/*
+ * A batch is made whole or not at all: one that does not fit in what is
+ * left of the uid's regions leaves none of its regions behind.
+ */
+START_TEST(a_batch_is_made_all_or_none) {
+        uint64_t handles[MFB_WIRE_CREATE_BATCH_MAX];
+        int fds[MFB_WIRE_CREATE_BATCH_MAX], fd, root;
+        union reply_body body;
+
+        /* As root, a user the limits bind; as anyone else, that user is bound by them. */
+        fd = geteuid() == 0 ? connect_as(&test_broker, USER_A) : raw_connect_hello(&test_broker);
+        ck_assert_int_eq(create_batch(fd, REGIONS_PER_UID - 1, PAGE, handles, fds), 0);
+        mfb_close_fds(fds, REGIONS_PER_UID - 1);
+        /* Two do not fit where one does: the refusal names what ran out, and the one is still free. */
+        memset(&body, 0, sizeof(body));
+        ck_assert_int_eq(create_batch(fd, 2, PAGE, handles + REGIONS_PER_UID, fds), -EDQUOT);
+        create(fd, PAGE);
+        create_refused(fd, PAGE, -EDQUOT, "regions");
+        /* Giving back a batch's region makes room for one. */
+        release(fd, handles[0]);
+        create(fd, PAGE);
+
+        /* Counts out of range, and reserved bits, are refused. */
+        {
+                struct mfb_wire_create_batch_request bad[] = {
+                        { .size = PAGE, .count = 0 },
+                        { .size = PAGE, .count = MFB_WIRE_CREATE_BATCH_MAX + 1 },
+                        { .size = PAGE, .count = 1, .reserved = 1 },
+                        { .size = PAGE, .count = 1, .flags = 0x80 },
+                        { .size = PAGE, .count = 1, .mode = 01000 },
+                };
+
+                for (size_t i = 0; i < ELEMENTSOF(bad); i++)
+                        ck_assert_int_eq(raw_request(fd, MFB_OP_CREATE_BATCH, &bad[i], sizeof(bad[i]), NULL, 0),
+                                         -EINVAL);
+        }
+        close(fd);
+
+        /* The most one batch makes, one fd each in one reply, from a broker with room for them. */
+        {
+                struct test_broker big;
+
+                test_broker_start(&big, NULL);
+                root = raw_connect_hello(&big);
+                ck_assert_int_eq(create_batch(root, MFB_WIRE_CREATE_BATCH_MAX, PAGE, handles, fds), 0);
+                mfb_close_fds(fds, MFB_WIRE_CREATE_BATCH_MAX);
+                close(root);
+                test_broker_stop(&big);
+        }
+}
+END_TEST
+
 static void per_uid_setup(void) {
         test_fd_leak_setup();
         test_broker_start(&test_broker, per_uid_args);
@@ -464,6 +564,7 @@ Suite *quota_suite(void) {
         tcase_add_test(per_uid, bytes_per_uid_stop_at_the_limit);
         tcase_add_test(per_uid, connections_per_uid_stop_at_the_limit);
         tcase_add_test(per_uid, silent_refused_connections_do_not_pile_up);
+        tcase_add_test(per_uid, a_batch_is_made_all_or_none);
         suite_add_tcase(s, per_uid);
 
         tcase_set_timeout(share, 60);
