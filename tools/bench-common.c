@@ -55,6 +55,23 @@ static void emergency_cleanup(void) {
                 rmdir(folder);
 }
 
+/* A broker or server that died is often why the run cannot go on: say so. */
+static void say_what_died(void) {
+        for (size_t i = 0; i < TRACKED_MAX; i++) {
+                int status;
+
+                if (tracked_pids[i] <= 0 || waitpid(tracked_pids[i], &status, WNOHANG) != tracked_pids[i])
+                        continue;
+                if (WIFSIGNALED(status))
+                        fprintf(stderr, "%s: process %d, which it started, was killed by signal %d\n", program_name,
+                                (int) tracked_pids[i], WTERMSIG(status));
+                else
+                        fprintf(stderr, "%s: process %d, which it started, exited with status %d\n", program_name,
+                                (int) tracked_pids[i], WEXITSTATUS(status));
+                tracked_pids[i] = 0;
+        }
+}
+
 static void on_signal(int sig) {
         if (getpid() == main_pid && !atomic_flag_test_and_set(&dying))
                 emergency_cleanup();
@@ -87,6 +104,8 @@ _Noreturn void bench_die(const char *fmt, ...) {
         vfprintf(stderr, fmt, ap);
         va_end(ap);
         fputc('\n', stderr);
+        if (main_process)
+                say_what_died();
         if (main_process)
                 emergency_cleanup();
         _exit(1);

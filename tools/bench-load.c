@@ -53,6 +53,7 @@ struct pipelined {
         const char *socket_path;
         int control;            /* a connection of this process that asks the broker what it holds */
         int fd;
+        uint8_t *record;        /* MFB_WIRE_RECORD_MAX bytes for a reply */
 };
 
 static void pipelined_begin(void *userdata) {
@@ -68,6 +69,54 @@ static void pipelined_op(void *userdata) {
 
         if (made != PIPELINE_REGIONS)
                 bench_die("the broker refused a CREATE after %u", made);
+}
+
+/* CREATE_BATCH requests of the most regions one reply carries, a few in flight. */
+#define BATCHES_IN_FLIGHT 4U
+
+/* Sends a CREATE_BATCH for count regions; returns the result of the send. */
+static int batch_send(int fd, uint32_t count) {
+        struct mfb_wire_create_batch_request req = { .size = PAGE_REGION, .count = count };
+
+        return bench_request_send(fd, MFB_OP_CREATE_BATCH, 1, &req, sizeof(req), 0);
+}
+
+static void wire_batch_op(void *userdata) {
+        struct pipelined *p = userdata;
+        unsigned sent = 0, made = 0, in_flight = 0;
+
+        while (made < PIPELINE_REGIONS) {
+                int32_t k;
+
+                while (sent < PIPELINE_REGIONS && in_flight < BATCHES_IN_FLIGHT) {
+                        uint32_t count = PIPELINE_REGIONS - sent < MFB_WIRE_CREATE_BATCH_MAX ?
+                                         PIPELINE_REGIONS - sent : MFB_WIRE_CREATE_BATCH_MAX;
+
+                        if (batch_send(p->fd, count) < 0)
+                                bench_die("sending CREATE_BATCH: %m");
+                        sent += count;
+                        in_flight++;
+                }
+                /* Its fds, up to 253 of them, are closed: the connection holds the regions. */
+                k = bench_reply_recv(p->fd, MFB_OP_CREATE_BATCH, p->record, NULL);
+                if (k < 0)
+                        bench_die("CREATE_BATCH refused after %u regions: %s", made, strerror(-k));
+                made += ((const struct mfb_wire_create_batch_reply *) (p->record + sizeof(struct mfb_wire_header)))
+                        ->count;
+                in_flight--;
+        }
+}
+
+/* Whether the broker serves CREATE_BATCH: asked with one region, on a connection of its own. */
+static bool broker_batches(const char *socket_path) {
+        _cleanup_(freep) uint8_t *record = bench_check_alloc(malloc(MFB_WIRE_RECORD_MAX));
+        int fd = bench_connect_hello(socket_path), k;
+
+        if (batch_send(fd, 1) < 0)
+                bench_die("sending CREATE_BATCH: %m");
+        k = bench_reply_recv(fd, MFB_OP_CREATE_BATCH, record, NULL);
+        close(fd);
+        return k >= 0;
 }
 
 /* Until the broker has released the regions of a closed connection, it is not idle for the next round. */
@@ -186,6 +235,7 @@ void bench_scenario_pipeline(struct bench_ctx *ctx) {
                 { batch_op, "mfb_region_create_batch()", true },
                 { async_op, "mfb_region_create_async(), then mfb_client_roundtrip()", true },
                 { pipelined_op, "CREATEs pipelined on the wire (64 in flight)", true },
+                { wire_batch_op, "CREATE_BATCH on the wire (253 a request, 4 in flight)", true },
                 { one_by_one_op, "mfb_region_create(), one at a time", false },
         };
         struct bench_broker broker = { 0 };
@@ -196,6 +246,7 @@ void bench_scenario_pipeline(struct bench_ctx *ctx) {
         unsigned rounds = ctx->quick ? 2 : 6;
         int same = ctx->two_cpus ? ctx->server_cpu : -1;
         size_t n = 0;
+        bool batches;
         int control;
 
         bench_report_scenario("pipeline", "10000 anonymous 4 KiB regions from one client, against memfd_create + "
@@ -208,7 +259,13 @@ void bench_scenario_pipeline(struct bench_ctx *ctx) {
         }
         bench_ctx_broker(ctx, &broker, NULL);
         control = bench_connect_hello(broker.socket_path);
-        pipelined = (struct pipelined) { .socket_path = broker.socket_path, .control = control, .fd = -1 };
+        pipelined = (struct pipelined) {
+                .socket_path = broker.socket_path, .control = control, .fd = -1,
+                .record = bench_check_alloc(malloc(MFB_WIRE_RECORD_MAX)),
+        };
+        batches = broker_batches(broker.socket_path);
+        if (!batches)
+                bench_report_note("pipeline", "this broker does not serve CREATE_BATCH");
         lib->socket_path = broker.socket_path;
         lib->control = control;
 
@@ -217,10 +274,10 @@ void bench_scenario_pipeline(struct bench_ctx *ctx) {
                                              .round_userdata = in_process };
         for (size_t w = 0; w < ELEMENTSOF(ways); w++)
                 for (int p = 0; p < (ctx->two_cpus ? 2 : 1); p++) {
-                        bool wire = ways[w].op == pipelined_op;
+                        bool wire = ways[w].op == pipelined_op || ways[w].op == wire_batch_op;
 
                         /* One at a time waits on every round trip: the other CPU only adds wakeups. */
-                        if (p == 1 && !ways[w].target)
+                        if ((p == 1 && !ways[w].target) || (ways[w].op == wire_batch_op && !batches))
                                 continue;
                         states[n++] = (struct bench_state) {
                                 .name = ways[w].what,
@@ -249,13 +306,14 @@ void bench_scenario_pipeline(struct bench_ctx *ctx) {
                         row.target = BENCH_TARGET_RATIO_MIN;
                         row.target_value = 0.5;
                 }
-                /* The library's ways in the summary; the wire's shows what the protocol allows. */
-                row.summary = ways[w].op != pipelined_op;
+                /* The library's ways in the summary; the wire's show what the protocol allows. */
+                row.summary = ways[w].op != pipelined_op && ways[w].op != wire_batch_op;
                 rate_row(&row, &states[0], &states[i]);
                 bench_report_row(&row);
         }
 
         close(control);
+        free(pipelined.record);
         bench_states_free(states, n);
         free(in_process);
         free(lib);
