@@ -395,6 +395,33 @@ int bench_memfd(const char *name, uint64_t size) {
 
 /* A broker --------------------------------------------------------------- */
 
+/* __SO_ACCEPTCON in the Flags of /proc/net/unix: the socket listens. */
+#define UNIX_FLAG_LISTENING 0x10000UL
+
+/*
+ * Whether a socket listens at path, as /proc/net/unix says. The file of a
+ * Unix socket exists from bind() on, and a connect() before listen() is
+ * refused: the file alone does not say the broker is ready.
+ */
+static bool socket_listening(const char *path) {
+        FILE *f = fopen("/proc/net/unix", "re");
+        char line[4096 + 128];
+        bool found = false;
+
+        if (!f)
+                bench_die("/proc/net/unix: %m");
+        while (!found && fgets(line, sizeof(line), f)) {
+                unsigned long flags;
+                char p[4096];
+
+                line[strcspn(line, "\n")] = '\0';
+                if (sscanf(line, "%*s %*s %*s %lx %*s %*s %*s %4095s", &flags, p) == 2)
+                        found = (flags & UNIX_FLAG_LISTENING) && strcmp(p, path) == 0;
+        }
+        fclose(f);
+        return found;
+}
+
 void bench_broker_start(struct bench_broker *b, const char *brokerd, const char *socket_path, int cpu,
                         rlim_t fd_limit, const char *const *extra_args) {
         const char *argv[32] = { brokerd, "--socket", socket_path, "--log-level", "warning" };
@@ -428,7 +455,7 @@ void bench_broker_start(struct bench_broker *b, const char *brokerd, const char 
         bench_track_pid(b->pid);
 
         deadline = bench_now_ns() + (uint64_t) BENCH_TIMEOUT_MS * 1000000;
-        while (access(b->socket_path, F_OK) < 0) {
+        while (!socket_listening(b->socket_path)) {
                 int status;
 
                 if (waitpid(b->pid, &status, WNOHANG) == b->pid) {

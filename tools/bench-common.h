@@ -137,7 +137,7 @@ struct bench_broker {
  * Starts brokerd listening on socket_path (whose folder must exist), on cpu
  * (-1: anywhere), with its limit on open files raised to fd_limit where
  * allowed, logging warnings only, with extra_args (NULL-terminated, or NULL)
- * after the socket. Returns once the socket exists.
+ * after the socket. Returns once the socket listens.
  */
 void bench_broker_start(struct bench_broker *b, const char *brokerd, const char *socket_path, int cpu,
                         rlim_t fd_limit, const char *const *extra_args);
