@@ -124,14 +124,16 @@ struct expected {
         bool ends;              /* not a request: a record that makes the broker drop the connection */
         uint64_t cookie;
         uint16_t opcode;
-        bool must_fail;         /* sent with an fd, or refused by the codec */
+        bool must_fail;         /* sent with an fd, refused by the codec, or quiet where it cannot be */
+        bool quiet;             /* a RELEASE or REMOVE with MFB_WIRE_FLAG_QUIET: answered only if it fails */
         bool may_stay;          /* a WAIT that may be pending */
         uint32_t access;        /* CREATE, OPEN, WAIT: what a region reply grants */
         uint64_t handle;        /* by handle (OPEN, STAT, SEAL, SET), LIST's after_handle */
         bool by_name;
         struct mfb_wire_name name;
-        uint64_t size;          /* CREATE */
-        uint32_t mode;          /* CREATE (0 is 0600), SET */
+        uint64_t size;          /* CREATE, CREATE_BATCH */
+        uint32_t count;         /* CREATE_BATCH */
+        uint32_t mode;          /* CREATE, CREATE_BATCH (0 is 0600), SET */
         uint32_t seals;         /* SEAL */
         uint32_t set_fields;    /* SET, with mode and these */
         uint32_t uid, gid;
@@ -420,7 +422,36 @@ static void check_region_reply(struct slot *s, const struct expected *e, const u
         }
 }
 
-static void check_success(struct slot *s, const struct expected *e, const uint8_t *body, size_t body_len, int fd) {
+/* A CREATE_BATCH reply: the count asked for, each fd a new region's of the size asked for, read-write. */
+static void check_batch_reply(struct slot *s, const struct expected *e, const uint8_t *body, const int *fds,
+                              size_t nfds) {
+        struct mfb_wire_create_batch_reply reply;
+        struct mfb_wire_region_reply as_region = { .access = MFB_ACCESS_READ | MFB_ACCESS_WRITE };
+
+        memcpy(&reply, body, sizeof(reply));
+        check(reply.count == e->count && nfds == e->count, "CREATE_BATCH made another number of regions", s);
+        check(reply.size == e->size && reply.access == (MFB_ACCESS_READ | MFB_ACCESS_WRITE),
+              "CREATE_BATCH made regions other than asked for", s);
+        as_region.info.size = reply.size;
+        for (uint32_t i = 0; i < reply.count; i++) {
+                uint64_t handle;
+
+                memcpy(&handle, body + sizeof(reply) + i * sizeof(handle), sizeof(handle));
+                check(handle != 0, "CREATE_BATCH gave handle 0", s);
+                for (uint32_t j = 0; j < i; j++) {
+                        uint64_t other;
+
+                        memcpy(&other, body + sizeof(reply) + j * sizeof(other), sizeof(other));
+                        check(other != handle, "CREATE_BATCH gave one handle twice", s);
+                }
+                check_region_fd(s, fds[i], &as_region);
+                remember_handle(handle);
+        }
+}
+
+static void check_success(struct slot *s, const struct expected *e, const uint8_t *body, size_t body_len,
+                          const int *fds, size_t nfds) {
+        int fd = nfds > 0 ? fds[0] : -1;
         const struct identity *id = s->id;
         struct mfb_wire_region_info info;
 
@@ -499,17 +530,30 @@ static void check_success(struct slot *s, const struct expected *e, const uint8_
         case MFB_OP_REMOVE:
                 check(body_len == 0, "an empty reply has a body", s);
                 return;
+        case MFB_OP_CREATE_BATCH:
+                check_batch_reply(s, e, body, fds, nfds);
+                return;
         default:
                 fail("an opcode that is no request succeeded", s);
         }
 }
 
-static void check_reply(struct slot *s, const uint8_t *rec, size_t len, int fd, size_t nfds) {
+/* Whether the reply with header h answers e, a quiet request: only as its failure. */
+static bool answers_quiet(const struct expected *e, const struct mfb_wire_header *h) {
+        return h->cookie == e->cookie && h->opcode == (e->opcode | MFB_WIRE_REPLY) && h->status < 0;
+}
+
+static void check_reply(struct slot *s, const uint8_t *rec, size_t len, const int *fds, size_t nfds) {
         struct expected *e = pending_head(s);
         struct mfb_wire_header h;
         bool first = !s->replied;
 
         check(mfb_wire_reply_check(rec, len, nfds, &h) == 0, "a reply is not valid by PROTOCOL.md", s);
+        /* Replies come in request order: one for a later request says the quiet ones before it succeeded. */
+        while (e && e->quiet && !answers_quiet(e, &h)) {
+                pending_pop(s);
+                e = pending_head(s);
+        }
         check(!s->refused, "a refused connection was answered twice", s);
         check(e, "a reply came for no request", s);
         check(!e->ends, "a reply came after a record that had to end the connection", s);
@@ -523,12 +567,12 @@ static void check_reply(struct slot *s, const uint8_t *rec, size_t len, int fd, 
                 s->refused = true;
                 check(len > sizeof(h), "a refusal has no message", s);
         } else if (h.status < 0) {
-                check(e->opcode != MFB_OP_HELLO || s->hello_done || h.status == -EPROTONOSUPPORT ||
+                check(e->opcode != MFB_OP_HELLO || s->hello_done || e->must_fail || h.status == -EPROTONOSUPPORT ||
                       h.status == -EBADMSG || h.status == -EMSGSIZE,
                       "a first HELLO was refused for no reason", s);
                 check_error_message(s, rec + sizeof(h), len - sizeof(h));
         } else
-                check_success(s, e, rec + sizeof(h), len - sizeof(h), fd);
+                check_success(s, e, rec + sizeof(h), len - sizeof(h), fds, nfds);
         pending_pop(s);
 }
 
@@ -546,6 +590,21 @@ static void check_ended(struct slot *s) {
         s->n = 0;
 }
 
+/*
+ * With nothing to read: when the broker has read all that s sent and has no
+ * reply queued for it, the quiet requests at the head of what s waits for
+ * were carried out without a word, so they succeeded.
+ */
+static void settle_quiet(struct slot *s) {
+        struct connection *c = find_connection(s);
+        int outq = 0;
+
+        if (!c || c->n_queued > 0 || ioctl(s->fd, SIOCOUTQ, &outq) < 0 || outq > 0)
+                return;
+        while (pending_head(s) && pending_head(s)->quiet)
+                pending_pop(s);
+}
+
 /* Reads and checks every record waiting on s, and the end of the connection. */
 static bool slot_read(struct slot *s) {
         bool any = false;
@@ -556,8 +615,10 @@ static bool slot_read(struct slot *s) {
                 ssize_t n;
 
                 n = mfb_record_recv(s->fd, record, sizeof(record), fds, &nfds, MSG_DONTWAIT);
-                if (n == -EAGAIN)
+                if (n == -EAGAIN) {
+                        settle_quiet(s);
                         break;
+                }
                 any = true;
                 /* The broker closed with requests unread: the kernel says so first, then gives the replies. */
                 if (n == -ECONNRESET)
@@ -568,7 +629,7 @@ static bool slot_read(struct slot *s) {
                         check_ended(s);
                         break;
                 }
-                check_reply(s, record, (size_t) n, nfds > 0 ? fds[0] : -1, nfds);
+                check_reply(s, record, (size_t) n, fds, nfds);
                 mfb_close_fds(fds, nfds);
         }
         return any;
@@ -620,6 +681,7 @@ static void run_until_idle(void) {
 static const uint16_t opcodes[] = {
         MFB_OP_HELLO, MFB_OP_CREATE, MFB_OP_OPEN, MFB_OP_SEAL, MFB_OP_STAT, MFB_OP_LIST, MFB_OP_RELEASE,
         MFB_OP_REMOVE, MFB_OP_SET, MFB_OP_WAIT, MFB_OP_LIMITS, MFB_OP_CREATE, MFB_OP_OPEN, MFB_OP_SEAL, MFB_OP_WAIT,
+        MFB_OP_CREATE_BATCH,
         0,      /* an opcode that is no request */
 };
 
@@ -724,6 +786,22 @@ static size_t build_body(struct input *in, uint16_t opcode, uint8_t *body) {
                 memcpy(body, &req, sizeof(req));
                 return sizeof(req);
         }
+        case MFB_OP_CREATE_BATCH: {
+                static const uint32_t counts[] = { 1, 2, 3, MFB_WIRE_CREATE_BATCH_MAX, 0,
+                                                   MFB_WIRE_CREATE_BATCH_MAX + 1, 17 };
+                struct mfb_wire_create_batch_request req = {};
+
+                b = take_u8(in);
+                req.size = b < 0xf0 ? (uint64_t) 4096 << (b % 4) : take_u64(in);
+                b = take_u8(in);
+                req.count = b < 0xf0 ? counts[b % ELEMENTSOF(counts)] : (uint32_t) take_u64(in);
+                b = take_u8(in);
+                req.flags = b < 0xf0 ? 0 : b == 0xff ? MFB_CREATE_HUGETLB : b;
+                req.mode = pick_mode(in);
+                req.reserved = take_u8(in) == 0xff;
+                memcpy(body, &req, sizeof(req));
+                return sizeof(req);
+        }
         case MFB_OP_OPEN: {
                 static const uint32_t accesses[] = { MFB_ACCESS_READ, MFB_ACCESS_READ | MFB_ACCESS_WRITE,
                                                      MFB_ACCESS_WRITE, 0 };
@@ -820,7 +898,8 @@ static void expect(struct slot *s, const uint8_t *rec, size_t len, bool with_fd)
         }
         e->cookie = h.cookie;
         e->opcode = h.opcode;
-        e->must_fail = with_fd || r < 0;
+        e->quiet = (h.flags & MFB_WIRE_FLAG_QUIET) && (h.opcode == MFB_OP_RELEASE || h.opcode == MFB_OP_REMOVE);
+        e->must_fail = with_fd || r < 0 || ((h.flags & MFB_WIRE_FLAG_QUIET) && !e->quiet);
         if (e->must_fail)
                 return;
 
@@ -833,6 +912,16 @@ static void expect(struct slot *s, const uint8_t *rec, size_t len, bool with_fd)
                 e->size = req.size;
                 e->mode = req.mode;
                 e->name = req.name;
+                return;
+        }
+        case MFB_OP_CREATE_BATCH: {
+                struct mfb_wire_create_batch_request req;
+
+                memcpy(&req, body, sizeof(req));
+                e->access = MFB_ACCESS_READ | MFB_ACCESS_WRITE;
+                e->size = req.size;
+                e->count = req.count;
+                e->mode = req.mode;
                 return;
         }
         case MFB_OP_OPEN: {
@@ -982,6 +1071,10 @@ static void step_send(struct input *in, unsigned kind) {
                         take_bytes(in, record + sizeof(h), len - sizeof(h));
                 }
                 mfb_wire_header_init(&h, opcode, ++f.cookie, 0, 0, (uint32_t) len);
+                /* Quiet, mostly where it may be: a RELEASE or REMOVE answered only if it fails. */
+                if ((opcode == MFB_OP_RELEASE || opcode == MFB_OP_REMOVE || opcode == MFB_OP_STAT) &&
+                    take_u8(in) >= 0x80)
+                        h.flags = MFB_WIRE_FLAG_QUIET;
                 memcpy(record, &h, sizeof(h));
         }
         if (how & SEND_MUTATE && len > 0) {
@@ -1080,6 +1173,9 @@ static void drain(void) {
                 if (s->fd < 0 || s->ended || s->shut)
                         continue;
                 check(!s->refused, "a refused connection was not closed", s);
+                /* Quiet requests need no answer: what must have one is the first request after them. */
+                for (size_t k = 1; e && e->quiet; k++)
+                        e = k < s->n ? &s->pending[(s->head + k) % PENDING_MAX] : NULL;
                 if (!e)
                         continue;
                 check(e->ends || s->refused || e->may_stay, "a request of a connection the broker keeps is unanswered",
