@@ -26,6 +26,7 @@ _Static_assert(sizeof(struct mfb_wire_create_request) <= REQUEST_BODY_MAX, "requ
 _Static_assert(sizeof(struct mfb_wire_open_request) <= REQUEST_BODY_MAX, "request buffer");
 _Static_assert(sizeof(struct mfb_wire_lookup_request) <= REQUEST_BODY_MAX, "request buffer");
 _Static_assert(sizeof(struct mfb_wire_wait_request) <= REQUEST_BODY_MAX, "request buffer");
+_Static_assert(sizeof(struct mfb_wire_create_batch_request) <= REQUEST_BODY_MAX, "request buffer");
 
 #define SUN_PATH_SIZE sizeof(((struct sockaddr_un *) NULL)->sun_path)
 
@@ -184,7 +185,7 @@ static int request_finish(mfb_client *c, struct client_request *q, int status, c
         if (q->handler)
                 n = q->handler(c, q->data, status, reply);
         else if (reply)
-                safe_close(reply->fd);
+                mfb_close_fds(reply->fds, reply->nfds);
         free(q);
         return n;
 }
@@ -306,6 +307,8 @@ static int reply_read(mfb_client *c, bool block) {
                 .body = c->record + sizeof(header),
                 .body_size = (size_t) n - sizeof(header),
                 .fd = nfds > 0 ? fds[0] : -1,
+                .fds = fds,
+                .nfds = nfds,
         };
         return request_finish(c, q, 0, &reply);
 }
@@ -370,7 +373,7 @@ static int call_handler(mfb_client *c, void *data, int status, const struct clie
         if (status == 0 && call->parse)
                 status = call->parse(c, reply, call->userdata);
         if (reply)
-                safe_close(reply->fd);
+                mfb_close_fds(reply->fds, reply->nfds);
         call->result = status;
         call->done = true;
         return 0;

@@ -487,8 +487,9 @@ mfb_region *mfb_region_free(mfb_region *r);
 
 /*
  * Many anonymous regions of one size at once: as n calls of
- * mfb_region_create(c, NULL, size, ...), pipelined, so that they cost
- * nowhere near n round trips. On success ret_regions[0] to ret_regions[n -
+ * mfb_region_create(c, NULL, size, ...), for nowhere near n round trips:
+ * up to 253 regions in one request and one reply where the broker offers
+ * it (CREATE_BATCH), else one CREATE each, pipelined. On success ret_regions[0] to ret_regions[n -
  * 1] are n new regions, read-write, each owned by the caller (free each
  * with mfb_region_free()); ret_regions is the caller's array of n
  * pointers, and is only written on success. n 0 does nothing (ret_regions

@@ -12,6 +12,7 @@
 #include "codec.h"
 #include "lookup.h"
 #include "macro.h"
+#include "region.h"
 
 #define NSEC_PER_MSEC UINT64_C(1000000)
 
@@ -87,6 +88,31 @@ static int region_reserve(mfb_region *r) {
         return 0;
 }
 
+mfb_region *region_alloc(void) {
+        return malloc(sizeof(mfb_region));
+}
+
+int region_init(mfb_region *r, mfb_client *c, uint64_t handle, uint64_t size, int access, int fd) {
+        assert(r);
+        assert(c);
+
+        if (!fd_verify(fd, size, access)) {
+                safe_close(fd);
+                region_release(c, handle);
+                return -EBADMSG;
+        }
+
+        *r = (struct mfb_region) {
+                .client = c,
+                .handle = handle,
+                .size = size,
+                .access = access,
+                .fd = fd,
+        };
+        client_ref(c);
+        return 0;
+}
+
 /* Turns a region reply into rc->region. Returns 0, or -errno with the fd closed and no reference left. */
 static int region_from_reply(mfb_client *c, struct region_call *rc, const struct client_reply *cr) {
         _cleanup_(closep) int fd = cr->fd;
@@ -99,19 +125,9 @@ static int region_from_reply(mfb_client *c, struct region_call *rc, const struct
             region_info_check(&reply.info) < 0 || (rc->want_size != 0 && reply.info.size != rc->want_size))
                 return client_protocol_error(c);
 
-        if (!fd_verify(fd, reply.info.size, rc->access)) {
-                region_release(c, reply.info.handle);
-                return -EBADMSG;
-        }
-
-        *region = (struct mfb_region) {
-                .client = c,
-                .handle = reply.info.handle,
-                .size = reply.info.size,
-                .access = rc->access,
-                .fd = TAKE_FD(fd),
-        };
-        client_ref(c);
+        r = region_init(region, c, reply.info.handle, reply.info.size, rc->access, TAKE_FD(fd));
+        if (r < 0)
+                return r;
 
         if (rc->reserve) {
                 r = region_reserve(region);
@@ -156,7 +172,7 @@ static int region_request(mfb_client *c, uint16_t opcode, const void *request, s
         assert(c);
         assert(callback);
 
-        region = malloc(sizeof(*region));
+        region = region_alloc();
         if (!region)
                 return -ENOMEM;
 
