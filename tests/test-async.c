@@ -11,10 +11,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "codec.h"
+#include "fdpass.h"
 #include "harness.h"
 #include "macro.h"
 #include "memfd-broker.h"
@@ -543,8 +547,8 @@ START_TEST(batch_creates_every_region) {
 }
 END_TEST
 
-#define BATCH_LIMIT 10
-#define BATCH_TOO_MANY 40
+#define BATCH_LIMIT 300
+#define BATCH_TOO_MANY 800        /* more than one CREATE_BATCH holds: the first may succeed, a later fail */
 
 /*
  * A batch the broker refuses partway (its limit on regions) fails whole:
@@ -553,7 +557,7 @@ END_TEST
  * the regions the client had before stay.
  */
 START_TEST(batch_that_fails_halfway_leaves_nothing) {
-        static const char *const args[] = { "--max-regions", "10", NULL };
+        static const char *const args[] = { "--max-regions", "300", NULL };
         struct test_broker b;
         mfb_region *before = NULL, *regions[BATCH_TOO_MANY], *sentinel = (mfb_region *) &b;
         mfb_region_stat *entries = NULL;
@@ -602,6 +606,255 @@ START_TEST(batch_that_fails_halfway_leaves_nothing) {
         mfb_region_free(before);
         mfb_client_free(c);
         test_broker_stop(&b);
+}
+END_TEST
+
+/* A broker that follows a script, to see what the library makes of answers no real one gives. */
+struct fake {
+        int listener;
+        uint64_t capabilities;
+};
+
+/* Reads one request of the opcode wanted into *ret (the header). 0, or -1. */
+static int fake_read(int fd, uint16_t opcode, struct mfb_wire_header *ret) {
+        uint8_t record[MFB_WIRE_RECORD_MAX];
+        int fds[MFB_FDS_RECV_MAX];
+        size_t nfds;
+        ssize_t n;
+
+        n = mfb_record_recv(fd, record, sizeof(record), fds, &nfds, 0);
+        if (n <= 0 || nfds != 0 || mfb_wire_request_check(record, (size_t) n, ret) < 0 || ret->opcode != opcode) {
+                fprintf(stderr, "fake broker: wanted %s, read %zd bytes\n", mfb_wire_opcode_name(opcode), n);
+                return -1;
+        }
+        return 0;
+}
+
+static int fake_reply(int fd, const struct mfb_wire_header *request, uint64_t cookie, int status, const void *body,
+                      size_t len, int region_fd) {
+        struct {
+                struct mfb_wire_header header;
+                uint8_t body[512];
+        } rec;
+
+        if (len > sizeof(rec.body))
+                return -1;
+        mfb_wire_header_init(&rec.header, request->opcode | MFB_WIRE_REPLY, cookie, status, region_fd >= 0 ? 1 : 0,
+                             (uint32_t) (sizeof(rec.header) + len));
+        if (len > 0)
+                memcpy(rec.body, body, len);
+        return mfb_record_send(fd, &rec, sizeof(rec.header) + len, &region_fd, region_fd >= 0 ? 1 : 0, 0);
+}
+
+/* Accepts the client and answers its HELLO with these capabilities. Returns the connection, or -1. */
+static int fake_accept(const struct fake *f) {
+        struct mfb_wire_hello_reply hello = {
+                .version = MFB_WIRE_VERSION,
+                .capabilities = f->capabilities,
+                .region_size_max = 1 << 20,
+                .record_max = MFB_WIRE_RECORD_MAX,
+                .name_max = MFB_WIRE_NAME_MAX,
+                .fds_per_record_max = 1,
+                .requests_in_flight_max = MFB_WIRE_REQUESTS_IN_FLIGHT_MAX,
+                .list_entries_max = MFB_WIRE_LIST_ENTRIES_MAX,
+        };
+        struct mfb_wire_header h;
+        int fd;
+
+        fd = accept4(f->listener, NULL, NULL, SOCK_CLOEXEC);
+        if (fd < 0 || fake_read(fd, MFB_OP_HELLO, &h) < 0 || fake_reply(fd, &h, h.cookie, 0, &hello, sizeof(hello), -1) < 0)
+                return -1;
+        return fd;
+}
+
+/* A real memfd of 4096 bytes, sealed as a broker seals it, for a region reply. */
+static int fake_memfd(void) {
+        int fd = memfd_create("fake", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+
+        if (fd < 0 || ftruncate(fd, 4096) < 0 || fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) < 0)
+                return -1;
+        return fd;
+}
+
+static int fake_region_reply(int fd, const struct mfb_wire_header *h, uint64_t handle) {
+        struct mfb_wire_region_reply region = {
+                .access = MFB_ACCESS_READ | MFB_ACCESS_WRITE,
+                .info = { .handle = handle, .size = 4096, .mode = 0600 },
+        };
+        int memfd = fake_memfd(), r;
+
+        if (memfd < 0)
+                return -1;
+        r = fake_reply(fd, h, h->cookie, 0, &region, sizeof(region), memfd);
+        close(memfd);
+        return r;
+}
+
+/* Listens on a socket in the test broker's folder, and runs fn there as a fake broker. */
+static pid_t fake_start(struct fake *f, struct sockaddr_un *sa, int (*fn)(void *arg)) {
+        *sa = (struct sockaddr_un) { .sun_family = AF_UNIX };
+        ck_assert_int_lt(snprintf(sa->sun_path, sizeof(sa->sun_path), "%s/fake", test_broker.dir),
+                         (int) sizeof(sa->sun_path));
+        f->listener = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+        ck_assert_int_ge(f->listener, 0);
+        ck_assert_int_eq(bind(f->listener, (struct sockaddr *) sa, sizeof(*sa)), 0);
+        ck_assert_int_eq(listen(f->listener, 1), 0);
+        return test_fork(fn, f);
+}
+
+static void fake_stop(struct fake *f, const struct sockaddr_un *sa, pid_t pid) {
+        test_child_succeeded(pid);
+        close(f->listener);
+        ck_assert_int_eq(unlink(sa->sun_path), 0);
+}
+
+#define FAKE_HANDLE 5
+#define FAKE_NATTCH 7
+
+/*
+ * HELLO with the capabilities given; a CREATE answered with a real memfd;
+ * the RELEASE of it, quiet where offered, and then refused all the same;
+ * a STAT; and a second STAT answered under a cookie nobody used.
+ */
+static int fake_broker(void *arg) {
+        const struct fake *f = arg;
+        struct mfb_wire_region_info info = { .handle = FAKE_HANDLE, .size = 4096, .nattch = FAKE_NATTCH };
+        bool quiet = f->capabilities & MFB_CAP_QUIET;
+        struct mfb_wire_header h;
+        int fd;
+
+        fd = fake_accept(f);
+        TEST_CHILD_CHECK(fd >= 0);
+        TEST_CHILD_CHECK(fake_read(fd, MFB_OP_CREATE, &h) == 0);
+        TEST_CHILD_CHECK(fake_region_reply(fd, &h, FAKE_HANDLE) == 0);
+
+        TEST_CHILD_CHECK(fake_read(fd, MFB_OP_RELEASE, &h) == 0);
+        TEST_CHILD_CHECK(h.flags == (quiet ? MFB_WIRE_FLAG_QUIET : 0));
+        if (quiet)
+                TEST_CHILD_CHECK(fake_reply(fd, &h, h.cookie, -ENOENT, "refused", 7, -1) == 0);
+        else
+                TEST_CHILD_CHECK(fake_reply(fd, &h, h.cookie, 0, NULL, 0, -1) == 0);
+
+        TEST_CHILD_CHECK(fake_read(fd, MFB_OP_STAT, &h) == 0);
+        TEST_CHILD_CHECK(fake_reply(fd, &h, h.cookie, 0, &info, sizeof(info), -1) == 0);
+        TEST_CHILD_CHECK(fake_read(fd, MFB_OP_STAT, &h) == 0);
+        TEST_CHILD_CHECK(fake_reply(fd, &h, h.cookie + 1, 0, &info, sizeof(info), -1) == 0);
+        close(fd);
+        return 0;
+}
+
+static void run_against_fake(uint64_t capabilities) {
+        struct fake f = { .capabilities = capabilities };
+        struct sockaddr_un sa;
+        mfb_client *c = NULL;
+        mfb_region *r = NULL;
+        mfb_region_stat st;
+        pid_t pid;
+
+        pid = fake_start(&f, &sa, fake_broker);
+
+        ck_assert_int_eq(mfb_client_connect(sa.sun_path, &c), 0);
+        ck_assert_int_eq(mfb_region_create(c, NULL, 4096, &r), 0);
+        ck_assert_uint_eq(mfb_region_handle(r), FAKE_HANDLE);
+        mfb_region_free(r);
+        /* The release's answer, or its failure, is read and dropped: this is the STAT's own. */
+        ck_assert_int_eq(mfb_stat_handle(c, FAKE_HANDLE, &st), 0);
+        ck_assert_uint_eq(st.nattch, FAKE_NATTCH);
+        ck_assert_str_eq(mfb_client_error_message(c), "");
+        /* An answer to nothing asked breaks the protocol; the connection is of no use after. */
+        ck_assert_int_eq(mfb_stat_handle(c, FAKE_HANDLE, &st), -EBADMSG);
+        ck_assert_int_eq(mfb_stat_handle(c, FAKE_HANDLE, &st), -ENOTCONN);
+        ck_assert_int_eq(mfb_client_dispatch(c), -EBADMSG);
+        mfb_client_free(c);
+        fake_stop(&f, &sa, pid);
+}
+
+/* Where the broker offers quiet requests, a release is one; the failure of one is dropped. */
+START_TEST(quiet_release_and_its_failure) {
+        run_against_fake(MFB_CAP_QUIET);
+}
+END_TEST
+
+/* A broker without quiet requests answers every release; the answer is read before the next one. */
+START_TEST(release_answered_by_an_older_broker) {
+        run_against_fake(0);
+}
+END_TEST
+
+#define PIPELINED_MADE 100     /* CREATEs the fake answers with a region before it refuses */
+#define PIPELINED_ASKED 300
+
+/*
+ * A broker without CREATE_BATCH: the batch comes as CREATEs, answered with
+ * regions up to PIPELINED_MADE and refused after; then the RELEASE of each
+ * region made must come, once, before the client hangs up.
+ */
+static int fake_pipelined_broker(void *arg) {
+        static bool released[PIPELINED_MADE + 1];
+        const struct fake *f = arg;
+        size_t creates = 0, releases = 0;
+        int fd;
+
+        fd = fake_accept(f);
+        TEST_CHILD_CHECK(fd >= 0);
+        for (;;) {
+                uint8_t record[MFB_WIRE_RECORD_MAX];
+                struct mfb_wire_release_request release;
+                struct mfb_wire_header h;
+                int fds[MFB_FDS_RECV_MAX];
+                size_t nfds;
+                ssize_t n;
+
+                n = mfb_record_recv(fd, record, sizeof(record), fds, &nfds, 0);
+                if (n == 0)
+                        break;
+                TEST_CHILD_CHECK(n > 0 && nfds == 0 && mfb_wire_request_check(record, (size_t) n, &h) == 0);
+                switch (h.opcode) {
+                case MFB_OP_CREATE:
+                        /* Nothing is asked after the refusal but what was on its way already. */
+                        TEST_CHILD_CHECK(creates < PIPELINED_MADE + MFB_WIRE_REQUESTS_IN_FLIGHT_MAX);
+                        if (creates < PIPELINED_MADE)
+                                TEST_CHILD_CHECK(fake_region_reply(fd, &h, creates + 1) == 0);
+                        else
+                                TEST_CHILD_CHECK(fake_reply(fd, &h, h.cookie, -ENOSPC, "full", 4, -1) == 0);
+                        creates++;
+                        break;
+                case MFB_OP_RELEASE:
+                        memcpy(&release, record + sizeof(h), sizeof(release));
+                        TEST_CHILD_CHECK(release.handle >= 1 && release.handle <= PIPELINED_MADE);
+                        TEST_CHILD_CHECK(!released[release.handle]);
+                        released[release.handle] = true;
+                        releases++;
+                        TEST_CHILD_CHECK(fake_reply(fd, &h, h.cookie, 0, NULL, 0, -1) == 0);
+                        break;
+                default:
+                        TEST_CHILD_CHECK(!"a request the batch does not make");
+                }
+        }
+        TEST_CHILD_CHECK(creates > PIPELINED_MADE);
+        TEST_CHILD_CHECK(releases == PIPELINED_MADE);
+        close(fd);
+        return 0;
+}
+
+/* The batch of a broker without CREATE_BATCH, refused partway: every region made is given back. */
+START_TEST(pipelined_batch_that_fails_halfway_gives_back_what_it_made) {
+        struct fake f = {};
+        mfb_region *regions[PIPELINED_ASKED];
+        struct sockaddr_un sa;
+        mfb_client *c = NULL;
+        unsigned fds;
+        pid_t pid;
+
+        pid = fake_start(&f, &sa, fake_pipelined_broker);
+        ck_assert_int_eq(mfb_client_connect(sa.sun_path, &c), 0);
+        fds = test_fd_count();
+        ck_assert_int_eq(mfb_region_create_batch(c, 4096, PIPELINED_ASKED, regions), -ENOSPC);
+        ck_assert_str_eq(mfb_client_error_message(c), "full");
+        ck_assert_uint_eq(test_fd_count(), fds);
+        ck_assert_int_eq(mfb_client_roundtrip(c), 0);
+        mfb_client_free(c);
+        fake_stop(&f, &sa, pid);
 }
 END_TEST
 
@@ -713,6 +966,9 @@ Suite *async_suite(void) {
         tcase_add_test(tc, async_calls_check_their_arguments);
         tcase_add_test(tc, batch_creates_every_region);
         tcase_add_test(tc, batch_that_fails_halfway_leaves_nothing);
+        tcase_add_test(tc, quiet_release_and_its_failure);
+        tcase_add_test(tc, release_answered_by_an_older_broker);
+        tcase_add_test(tc, pipelined_batch_that_fails_halfway_gives_back_what_it_made);
         tcase_add_test(tc, the_libevent_example_runs);
         tcase_add_test(tc, the_man_page_shows_the_tested_example);
         suite_add_tcase(s, tc);

@@ -213,9 +213,9 @@ stop_broker
 # A batch the broker refuses partway leaves nothing: one line of error, and the regions held before.
 limited="$dir/limited.sock"
 # shellcheck disable=SC2086 # the wrapper is a list of words
-run_broker "$limited" ${MFB_BROKER_WRAPPER:-} "$MFB_BROKERD" --socket "$limited" --log-level warning --max-regions 10
+run_broker "$limited" ${MFB_BROKER_WRAPPER:-} "$MFB_BROKERD" --socket "$limited" --log-level warning --max-regions 300
 ctl --socket "$limited" create kept 4K >/dev/null
-expect_error regions --socket "$limited" create --count 40 4K
+expect_error regions --socket "$limited" create --count 800 4K  # more than one CREATE_BATCH holds
 ctl --socket "$limited" list --json | python3 -c '
 import json, sys
 l = json.load(sys.stdin)

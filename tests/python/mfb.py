@@ -21,13 +21,15 @@ LIST_ENTRIES_MAX = 128
 LIST_SCAN_MAX = 256
 REQUESTS_IN_FLIGHT_MAX = 64
 
-HELLO, CREATE, OPEN, SEAL, STAT, LIST, RELEASE, REMOVE, SET, WAIT, LIMITS = range(1, 12)
+HELLO, CREATE, OPEN, SEAL, STAT, LIST, RELEASE, REMOVE, SET, WAIT, LIMITS, CREATE_BATCH = range(1, 13)
+CREATE_BATCH_MAX = 253  # regions in one CREATE_BATCH: the fds one record carries
 REPLY = 0x8000
 
 CAP_SEAL_FUTURE_WRITE = 0x1
 CAP_NOEXEC_SEAL = 0x2
 CAP_HUGETLB = 0x4
 CAP_QUIET = 0x8
+CAP_CREATE_BATCH = 0x10
 
 FLAG_QUIET = 0x1  # request header flag: answer only a failure (RELEASE and REMOVE)
 
@@ -71,6 +73,8 @@ LIST_REPLY_HEAD = struct.Struct("=IIQ")  # count, more, next_after
 RELEASE_REQUEST = struct.Struct("=Q")
 SET_REQUEST = struct.Struct("=QIIII" + NAME)
 WAIT_REQUEST = struct.Struct("=QII" + NAME)
+CREATE_BATCH_REQUEST = struct.Struct("=QIIII")  # size, count, flags, mode, reserved
+CREATE_BATCH_REPLY_HEAD = struct.Struct("=IIQ")  # count, access, size; then count u64 handles
 LIMITS_REPLY_HEAD = struct.Struct("=II")  # uid, count
 LIMIT = struct.Struct("=QQQQQ")
 LIMIT_FIELDS = "broker_max broker_used uid_max uid_used uid_available".split()
@@ -227,10 +231,11 @@ class Client:
     def _region(self, opcode, body, asked):
         return self._region_reply(asked, *self._call(opcode, body, want_fds=1))
 
-    def _region_reply(self, asked, reply, fds):
-        """A Region from a region reply and its fd, which must grant the access asked for."""
+    def _region_reply(self, asked, reply, fds, info=None):
+        """A Region from a region reply and its fd, which must grant the access asked for (info: what the
+        reply does not carry, for a region of CREATE_BATCH)."""
         access, _ = REGION_REPLY_HEAD.unpack_from(reply)
-        info = _info(reply[REGION_REPLY_HEAD.size:])
+        info = info or _info(reply[REGION_REPLY_HEAD.size:])
         fd = fds[0]
         try:
             if access != asked:
@@ -247,26 +252,42 @@ class Client:
         return self._region(CREATE, CREATE_REQUEST.pack(size, flags, mode, _name_field(name)),
                             ACCESS_READ | ACCESS_WRITE)
 
-    def create_batch(self, size, n, window=REQUESTS_IN_FLIGHT_MAX):
-        """n anonymous regions of size bytes, read-write, in a list: the CREATEs pipelined, at most window of
-        them unanswered (the broker stops reading a connection whose replies pile up), reading as it goes.
-        All or nothing: after a refusal it asks for no more, and once the requests already sent are answered,
-        it releases every region made and raises the first refusal's BrokerError."""
-        body = CREATE_REQUEST.pack(size, 0, 0, _name_field(None))
-        asked = ACCESS_READ | ACCESS_WRITE
+    def create_batch(self, size, n, pipelined=None):
+        """n anonymous regions of size bytes, read-write, in a list. All or nothing: after a refusal it asks
+        for no more, and once the requests already sent are answered, it releases every region made and
+        raises the first refusal's BrokerError. With a broker that serves CREATE_BATCH (unless pipelined),
+        up to 253 regions come in one request; else the CREATEs are pipelined, at most 64 unanswered (the
+        broker stops reading a connection whose replies pile up), reading as it goes."""
+        if pipelined is None:
+            pipelined = not self.capabilities & CAP_CREATE_BATCH
+        if pipelined:
+            body = CREATE_REQUEST.pack(size, 0, 0, _name_field(None))
+            requests = [(CREATE, body, 1)] * n
+            window = REQUESTS_IN_FLIGHT_MAX
+        else:
+            requests = [(CREATE_BATCH, CREATE_BATCH_REQUEST.pack(size, k, 0, 0, 0), k)
+                        for k in [CREATE_BATCH_MAX] * (n // CREATE_BATCH_MAX) + [n % CREATE_BATCH_MAX] if k]
+            window = 2  # the broker makes the next while this process checks the fds of one
         pending = collections.deque()
         regions, refused, sent = [], None, 0
         try:
-            while sent < n or pending:
-                while refused is None and sent < n and len(pending) < window:
-                    pending.append(self._send(CREATE, body))
+            while sent < len(requests) or pending:
+                while refused is None and sent < len(requests) and len(pending) < window:
+                    opcode, body, count = requests[sent]
+                    pending.append((opcode, self._send(opcode, body), count))
                     sent += 1
                 if not pending:
                     break
+                opcode, cookie, count = pending.popleft()
                 try:
-                    regions.append(self._region_reply(asked, *self._receive(CREATE, pending.popleft(), want_fds=1)))
+                    reply, fds = self._receive(opcode, cookie, want_fds=count)
                 except BrokerError as e:
                     refused = refused or e
+                    continue
+                if opcode == CREATE:
+                    regions.append(self._region_reply(ACCESS_READ | ACCESS_WRITE, reply, fds))
+                else:
+                    regions.extend(self._batch_reply(size, count, reply, fds))
         except BaseException:
             for r in regions:
                 os.close(r.fd)  # the connection is of no more use: closing it releases them
@@ -275,6 +296,22 @@ class Client:
             for r in regions:
                 r.close()
             raise refused
+        return regions
+
+    def _batch_reply(self, size, count, reply, fds):
+        """The Regions of a CREATE_BATCH reply: count handles, count read-write fds in the same order."""
+        got, access, got_size = CREATE_BATCH_REPLY_HEAD.unpack_from(reply)
+        handles = struct.unpack_from("=%dQ" % count, reply, CREATE_BATCH_REPLY_HEAD.size)
+        if (got, access, got_size) != (count, ACCESS_READ | ACCESS_WRITE, size) or 0 in handles:
+            for fd in fds:
+                os.close(fd)
+            raise ProtocolError("CREATE_BATCH reply for %d regions of %d bytes says %d of %d, access 0x%x"
+                                % (count, size, got, got_size, access))
+        regions = []
+        for handle, fd in zip(handles, fds):
+            info = {"handle": handle, "size": size, "name": ""}
+            regions.append(self._region_reply(ACCESS_READ | ACCESS_WRITE, REGION_REPLY_HEAD.pack(access, 0), [fd],
+                                              info))
         return regions
 
     def open(self, name=None, handle=0, write=False):
@@ -359,7 +396,8 @@ class Client:
 def recv_record(sock):
     """One record, its fds (close-on-exec) and recvmsg flags (socket.recv_fds drops its flags argument)."""
     fd_size = struct.calcsize("i")
-    data, ancdata, flags, _ = sock.recvmsg(RECORD_MAX, socket.CMSG_SPACE(fd_size), socket.MSG_CMSG_CLOEXEC)
+    data, ancdata, flags, _ = sock.recvmsg(RECORD_MAX, socket.CMSG_SPACE(fd_size * CREATE_BATCH_MAX),
+                                           socket.MSG_CMSG_CLOEXEC)
     fds = []
     for level, kind, cdata in ancdata:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:

@@ -252,32 +252,36 @@ class BrokerTest(unittest.TestCase):
             r.close()
 
     def test_create_batch(self):
-        regions = self.client.create_batch(8192, 300)  # more than the 64 kept unanswered
-        self.assertEqual(len({r.handle for r in regions}), 300)
-        for r in regions:
-            self.assertEqual((r.size, r.access), (8192, mfb.ACCESS_READ | mfb.ACCESS_WRITE))
-            self.fill(r, b"batch")
-        self.assertEqual([e["handle"] for e in self.client.list()], [r.handle for r in regions])
-        for r in regions:
-            r.close()
-        self.assertEqual(self.client.list(), [])
+        self.assertTrue(self.client.capabilities & mfb.CAP_CREATE_BATCH)
+        for pipelined in (False, True):
+            # More than one CREATE_BATCH holds, and more than the 64 CREATEs kept unanswered.
+            regions = self.client.create_batch(8192, 300, pipelined=pipelined)
+            self.assertEqual(len({r.handle for r in regions}), 300)
+            for r in regions:
+                self.assertEqual((r.size, r.access), (8192, mfb.ACCESS_READ | mfb.ACCESS_WRITE))
+                self.fill(r, b"batch")
+            self.assertEqual([e["handle"] for e in self.client.list()], [r.handle for r in regions])
+            for r in regions:
+                r.close()
+            self.assertEqual(self.client.list(), [])
         self.assertEqual(self.client.create_batch(4096, 0), [])
 
     def test_create_batch_that_fails_halfway_leaves_nothing(self):
         path = os.path.join(self.dir.name, "limited.sock")
-        limited = self.start_broker(path, "--max-regions", "10")
-        with mfb.Client(path, timeout=TIMEOUT) as c, c.create(4096, name="before") as before:
-            fds = len(os.listdir("/proc/self/fd"))
-            with self.assertRaises(mfb.BrokerError) as e:
-                c.create_batch(4096, 40)
-            # The broker's limit (for root), or this uid's share of it first.
-            self.assertIn(e.exception.errno, (errno.ENOSPC, errno.EDQUOT))
-            self.assertEqual(len(os.listdir("/proc/self/fd")), fds)
-            self.assertEqual([(e["name"], e["nattch"]) for e in c.list()], [("before", 1)])
-            self.assertEqual(c.limits()["resources"]["regions"]["uid_used"], 1)
+        limited = self.start_broker(path, "--max-regions", "300")
+        with mfb.Client(path, timeout=TIMEOUT) as c, c.create(4096, name="before"):
+            for pipelined in (False, True):
+                fds = len(os.listdir("/proc/self/fd"))
+                with self.assertRaises(mfb.BrokerError) as e:
+                    c.create_batch(4096, 800, pipelined=pipelined)
+                # The broker's limit (for root), or this uid's share of it first.
+                self.assertIn(e.exception.errno, (errno.ENOSPC, errno.EDQUOT))
+                self.assertEqual(len(os.listdir("/proc/self/fd")), fds)
+                self.assertEqual([(e["name"], e["nattch"]) for e in c.list()], [("before", 1)])
+                self.assertEqual(c.limits()["resources"]["regions"]["uid_used"], 1)
             # The room is all there again.
             room = c.limits()["resources"]["regions"]["uid_available"]
-            self.assertTrue(0 < room < 10, room)
+            self.assertTrue(0 < room < 300, room)
             for r in c.create_batch(4096, room):
                 r.close()
         limited.terminate()
