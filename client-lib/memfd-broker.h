@@ -12,15 +12,17 @@
  * reporting, and none prints. Errors every call that talks to the broker can
  * return, besides those listed for it:
  *   -ENOTCONN     the client's connection is gone (the broker closed it, an
- *                 earlier error below closed it, or mfb_client_free() was
+ *                 earlier error below ended it, or mfb_client_free() was
  *                 called while regions were alive);
  *   -EBADMSG      the broker sent something that is not a valid reply (the
- *                 connection is closed then: later calls give -ENOTCONN), or
- *                 an fd that failed the checks of mfb_region_fd() (that fd is
- *                 closed and its reference given back; the client stays usable);
+ *                 connection is shut down then: later calls give -ENOTCONN),
+ *                 or an fd that failed the checks of mfb_region_fd() (that fd
+ *                 is closed and its reference given back; the client stays
+ *                 usable);
  *   -ENOMEM       out of memory;
  *   any error of sendmsg()/recvmsg() on the socket (-ECONNRESET, -EPIPE),
- *                 after which the connection is closed.
+ *                 after which the connection is shut down;
+ *   -ECANCELED    a callback that ran while this call waited freed the client.
  * When the broker refuses a request, its reason is also available as text
  * from mfb_client_error_message().
  *
@@ -177,8 +179,10 @@ mfb_client *mfb_client_free(mfb_client *c);
  * broker's words ("region is sealed"): set when the broker refused the
  * request, "" when that call succeeded, failed before or without the
  * broker refusing it, or the broker gave no text. One line of text, control
- * characters replaced by '?'. The string is owned by the client and valid
- * until the next call on it or its regions. Returns "" for NULL.
+ * characters replaced by '?'. During a callback, the reason for the request
+ * that callback answers. The string is owned by the client and valid until
+ * the next call on it or its regions, or the next callback. Returns "" for
+ * NULL.
  */
 const char *mfb_client_error_message(const mfb_client *c);
 

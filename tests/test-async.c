@@ -662,7 +662,8 @@ static int fake_accept(const struct fake *f) {
         int fd;
 
         fd = accept4(f->listener, NULL, NULL, SOCK_CLOEXEC);
-        if (fd < 0 || fake_read(fd, MFB_OP_HELLO, &h) < 0 || fake_reply(fd, &h, h.cookie, 0, &hello, sizeof(hello), -1) < 0)
+        if (fd < 0 || fake_read(fd, MFB_OP_HELLO, &h) < 0 ||
+            fake_reply(fd, &h, h.cookie, 0, &hello, sizeof(hello), -1) < 0)
                 return -1;
         return fd;
 }
