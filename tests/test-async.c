@@ -279,6 +279,55 @@ START_TEST(sync_call_runs_earlier_callbacks_first) {
 }
 END_TEST
 
+struct nesting {
+        char trace[16];
+        int n;
+};
+
+static void nested_open(mfb_client *c, int error, mfb_region *r, void *userdata) {
+        struct nesting *t = userdata;
+
+        ck_assert_int_eq(error, 0);
+        mfb_region_free(r);
+        t->trace[t->n++] = 'o';
+}
+
+static void open_then_stat(mfb_client *c, int error, mfb_region *r, void *userdata) {
+        struct nesting *t = userdata;
+        mfb_region_stat st;
+
+        ck_assert_int_eq(error, 0);
+        t->trace[t->n++] = '(';
+        /* Asked after the three opens below: their callbacks run inside it, before it returns. */
+        ck_assert_int_eq(mfb_region_stat_get(r, &st), 0);
+        ck_assert_uint_eq(st.nattch, 1);
+        t->trace[t->n++] = ')';
+        mfb_region_free(r);
+}
+
+/* A callback may make a synchronous call: the callbacks of the requests before it run inside it. */
+START_TEST(callbacks_may_make_synchronous_calls) {
+        mfb_client *c = connect_to(&test_broker);
+        struct nesting t = {};
+        mfb_region *r = NULL;
+
+        ck_assert_int_eq(mfb_region_create(c, "nested", 4096, &r), 0);
+        ck_assert_int_eq(mfb_region_open_async(c, "nested", O_RDONLY, open_then_stat, &t), 0);
+        for (int i = 0; i < 3; i++)
+                ck_assert_int_eq(mfb_region_open_async(c, "nested", O_RDONLY, nested_open, &t), 0);
+        while (t.n < 5) {
+                struct pollfd p = { .fd = mfb_client_get_fd(c), .events = POLLIN };
+
+                ck_assert_int_eq(poll(&p, 1, TEST_TIMEOUT_MS), 1);
+                ck_assert_int_ge(mfb_client_dispatch(c), 0);
+        }
+        ck_assert_str_eq(t.trace, "(ooo)");
+        ck_assert_int_eq(mfb_client_dispatch(c), 0);
+        mfb_region_free(r);
+        mfb_client_free(c);
+}
+END_TEST
+
 static void gate_opened(mfb_client *c, int error, mfb_region *r, void *userdata) {
         bool *gate = userdata;
 
@@ -960,6 +1009,7 @@ Suite *async_suite(void) {
         tcase_add_checked_fixture(tc, test_broker_setup, test_broker_teardown);
         tcase_add_test(tc, callbacks_interleave_across_regions_under_libevent);
         tcase_add_test(tc, sync_call_runs_earlier_callbacks_first);
+        tcase_add_test(tc, callbacks_may_make_synchronous_calls);
         tcase_add_test(tc, freed_reference_is_released_before_the_next_reply);
         tcase_add_test(tc, callbacks_may_free_the_client);
         tcase_add_test(tc, sync_call_canceled_by_a_callback_that_frees_the_client);
