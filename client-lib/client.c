@@ -207,6 +207,7 @@ static int requests_abort(mfb_client *c, int status) {
 int client_request(mfb_client *c, uint16_t opcode, const void *body, size_t body_size,
                    client_handler handler, size_t data_size, void **ret_data) {
         struct client_request *q;
+        bool try_send;
 
         assert(c);
         assert(body_size <= REQUEST_BODY_MAX);
@@ -230,6 +231,8 @@ int client_request(mfb_client *c, uint16_t opcode, const void *body, size_t body
                 c->last_quiet = q->record.header.cookie;
         }
 
+        /* Requests waiting already found the socket full: this one goes when they do, without a try now. */
+        try_send = !c->unsent.first;
         queue_push(&c->unsent, q);
         if (ret_data)
                 *ret_data = q->data;
@@ -239,7 +242,8 @@ int client_request(mfb_client *c, uint16_t opcode, const void *body, size_t body
          * only when the caller next dispatches or waits: a handler never runs
          * from inside the call that made its request.
          */
-        (void) requests_send(c);
+        if (try_send)
+                (void) requests_send(c);
         return 0;
 }
 
