@@ -145,7 +145,7 @@ void bench_scenario_size(struct bench_ctx *ctx) {
         struct bench_raw_op_args raw_args[SIZE_OPS][2];
         struct bench_lib_op lib_args[SIZE_OPS][2];
         struct bench_state states[SIZE_OPS * 2];
-        unsigned rounds = rounds_of(ctx, 10, 4), per_round = ctx->quick ? 100 : 200;
+        unsigned rounds = rounds_of(ctx, 20, 4), per_round = 100;
         int cpu = ctx->two_cpus ? ctx->server_cpu : -1;
         mfb_client *c;
         int sock;
@@ -259,7 +259,7 @@ void bench_scenario_live(struct bench_ctx *ctx) {
         struct bench_raw_op_args raw_args;
         struct bench_lib_op create_few, create_many, open_few, open_many;
         struct bench_state states[6];
-        unsigned rounds = rounds_of(ctx, 10, 4), per_round = ctx->quick ? 100 : 200, n_few, n_many;
+        unsigned rounds = rounds_of(ctx, 20, 4), per_round = 100, n_few, n_many;
         int cpu = ctx->two_cpus ? ctx->server_cpu : -1;
         uint64_t t;
 
@@ -480,7 +480,7 @@ void bench_scenario_flood(struct bench_ctx *ctx) {
         struct flood flood;
         struct idle idle;
         struct bench_row row = { .scenario = "flood" };
-        unsigned rounds = rounds_of(ctx, 8, 3), per_round = ctx->quick ? 100 : 250;
+        unsigned rounds = rounds_of(ctx, 16, 3), per_round = ctx->quick ? 100 : 125;
         int cpu = ctx->two_cpus ? ctx->server_cpu : -1;
 
         bench_report_scenario("flood", "one client sends CREATE after CREATE and reads no reply; another's latency");
