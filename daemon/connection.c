@@ -98,7 +98,8 @@ static int queue_push(struct connection *c, const void *record, size_t len, int 
         }
         *q = (struct reply) { .len = len, .n_fds = n_fds, .fds = (int *) (q->record + fds_at) };
         memcpy(q->record, record, len);
-        memcpy(q->fds, fds, n_fds * sizeof(int));
+        if (n_fds > 0)
+                memcpy(q->fds, fds, n_fds * sizeof(int));
         /* Taken. */
         for (size_t i = 0; i < n_fds; i++)
                 fds[i] = -1;

@@ -277,6 +277,8 @@ static int open_and_report(void *arg) {
         TEST_CHILD_CHECK(test_pipe_signal(p->to_parent) == 0);
         TEST_CHILD_CHECK(test_pipe_wait(p->from_parent) == 0);
         mfb_region_free(r);
+        /* A free does not wait for the broker: this does, before the parent looks. */
+        TEST_CHILD_CHECK(mfb_client_roundtrip(c) == 0);
         TEST_CHILD_CHECK(test_pipe_signal(p->to_parent) == 0);
         TEST_CHILD_CHECK(test_pipe_wait(p->from_parent) == 0);
         mfb_client_free(c);
