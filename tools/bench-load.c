@@ -397,18 +397,42 @@ static _Noreturn void client_run(struct clients_shared *sh, unsigned index, bool
 
 struct clients_result {
         uint64_t errors;
+        uint64_t server_cpu_ns, wall_ns;        /* the server's CPU time while the clients ran, and how long */
+        uint64_t client_cpu_busy, client_cpu_all;       /* ticks of the clients' CPU: busy, and in all */
         uint64_t *samples;
         size_t n_samples, cap_samples;
         uint64_t *rates;                /* ops per second, one per run */
         size_t n_rates;
 };
 
-/* n clients at once, on other_cpu, against the broker or the raw server at socket_path. */
+/* Ticks of cpu so far (/proc/stat): busy ones, and all of them. */
+static void cpu_ticks(int cpu, uint64_t *ret_busy, uint64_t *ret_all) {
+        unsigned long long v[8] = { 0 };
+        char line[512], name[16];
+        FILE *f = fopen("/proc/stat", "re");
+
+        *ret_busy = *ret_all = 0;
+        if (!f)
+                return;
+        snprintf(name, sizeof(name), "cpu%d ", cpu);
+        while (fgets(line, sizeof(line), f))
+                if (strncmp(line, name, strlen(name)) == 0 &&
+                    sscanf(line + strlen(name), "%llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2],
+                           &v[3], &v[4], &v[5], &v[6], &v[7]) == 8) {
+                        /* user nice system idle iowait irq softirq steal: idle and iowait are not busy. */
+                        *ret_busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7];
+                        *ret_all = *ret_busy + v[3] + v[4];
+                        break;
+                }
+        fclose(f);
+}
+
+/* n clients at once, on other_cpu, against the broker or the raw server (process server) at socket_path. */
 static void clients_once(struct bench_ctx *ctx, struct clients_shared *sh, unsigned n, bool broker,
-                         const char *socket_path, uint64_t duration_ns, struct clients_result *res) {
+                         const char *socket_path, pid_t server, uint64_t duration_ns, struct clients_result *res) {
         pid_t *pids = bench_check_alloc(calloc(n, sizeof(pid_t)));
         int ready[2], go[2];
-        uint64_t last = 0, ops = 0;
+        uint64_t last = 0, ops = 0, cpu, busy, all, busy_end, all_end;
         unsigned got = 0;
 
         memset(sh, 0, sizeof(*sh));
@@ -443,11 +467,18 @@ static void clients_once(struct bench_ctx *ctx, struct clients_shared *sh, unsig
                 got += (unsigned) k;
         }
         close(ready[0]);
+        cpu = bench_cpu_ns(server);
+        cpu_ticks(ctx->other_cpu, &busy, &all);
         sh->go_ns = bench_now_ns();
         close(go[1]);
         for (unsigned i = 0; i < n; i++)
                 if (bench_reap(pids[i], BENCH_TIMEOUT_MS + (int) (duration_ns / 1000000)) != 0)
                         bench_die("a client process failed");
+        /* Up to the last client's end: the server has nothing to do after that. */
+        res->server_cpu_ns += bench_cpu_ns(server) - cpu;
+        cpu_ticks(ctx->other_cpu, &busy_end, &all_end);
+        res->client_cpu_busy += busy_end - busy;
+        res->client_cpu_all += all_end - all;
         free(pids);
 
         for (unsigned i = 0; i < n; i++) {
@@ -464,6 +495,7 @@ static void clients_once(struct bench_ctx *ctx, struct clients_shared *sh, unsig
                 memcpy(res->samples + res->n_samples, sh->samples + (size_t) i * sh->cap, kept * sizeof(uint64_t));
                 res->n_samples += kept;
         }
+        res->wall_ns += last - sh->go_ns;
         res->rates = bench_check_alloc(realloc(res->rates, (res->n_rates + 1) * sizeof(uint64_t)));
         res->rates[res->n_rates++] = (uint64_t) ((double) ops * 1e9 / (double) (last - sh->go_ns));
 }
@@ -483,8 +515,8 @@ void bench_scenario_clients(struct bench_ctx *ctx) {
         struct bench_raw_server raw = { 0 };
         struct clients_result results[ELEMENTSOF(client_counts)][2] = { { { 0 } } };
         struct clients_shared *sh;
-        unsigned rounds = ctx->quick ? 1 : 3;
-        uint64_t duration_ns = ctx->quick ? 300000000 : 1000000000;
+        unsigned rounds = ctx->quick ? 1 : 6;
+        uint64_t duration_ns = ctx->quick ? 300000000 : 500000000;
 
         bench_report_scenario("clients", "10, 100 and 1000 client processes at once, each creating, mapping, "
                               "touching and freeing 4 KiB regions, against the raw server");
@@ -501,15 +533,16 @@ void bench_scenario_clients(struct bench_ctx *ctx) {
                           "connection", rounds, (double) duration_ns / 1e9,
                           ctx->two_cpus ? "on the other CPU" : "placed by the kernel");
 
+        /* Every count against both servers in each round, the order rotating. */
         for (unsigned r = 0; r < rounds; r++)
-                for (size_t i = 0; i < ELEMENTSOF(client_counts); i++)
-                        for (unsigned b = 0; b < 2; b++) {
-                                bool use_broker = (b + r) % 2 == 1;
+                for (size_t j = 0; j < 2 * ELEMENTSOF(client_counts); j++) {
+                        size_t k = (j + r) % (2 * ELEMENTSOF(client_counts)), i = k / 2;
+                        bool use_broker = k % 2 == 1;
 
-                                clients_once(ctx, sh, client_counts[i], use_broker,
-                                             use_broker ? broker.socket_path : raw.socket_path, duration_ns,
-                                             &results[i][use_broker]);
-                        }
+                        clients_once(ctx, sh, client_counts[i], use_broker,
+                                     use_broker ? broker.socket_path : raw.socket_path,
+                                     use_broker ? broker.pid : raw.pid, duration_ns, &results[i][use_broker]);
+                }
 
         for (size_t i = 0; i < ELEMENTSOF(client_counts); i++) {
                 struct clients_result *base = &results[i][0], *br = &results[i][1];
@@ -541,7 +574,8 @@ void bench_scenario_clients(struct bench_ctx *ctx) {
                         .scenario = "clients", .target = BENCH_TARGET_RATIO_MIN, .target_value = 0.8,
                         .summary = true,
                 };
-                struct bench_row raw_row = { .scenario = "clients" };
+                /* In the summary too: the baseline's own scaling bounds what the broker's can be. */
+                struct bench_row raw_row = { .scenario = "clients", .summary = true };
 
                 snprintf(raw_row.what, sizeof(raw_row.what), "raw server: 1000 clients' throughput against 10's");
                 snprintf(raw_row.baseline, sizeof(raw_row.baseline), "raw server, 10 clients");
@@ -553,6 +587,15 @@ void bench_scenario_clients(struct bench_ctx *ctx) {
                 bench_report_row(&row);
         }
 
+        for (size_t i = 0; i < ELEMENTSOF(client_counts) && ctx->two_cpus; i++)
+                bench_report_note("clients", "%u clients: the server busy %.0f%% of the time, the clients' CPU %.0f%% "
+                                  "(raw server); %.0f%% and %.0f%% (broker)", client_counts[i],
+                                  100.0 * (double) results[i][0].server_cpu_ns / (double) results[i][0].wall_ns,
+                                  100.0 * (double) results[i][0].client_cpu_busy /
+                                  (double) (results[i][0].client_cpu_all ? results[i][0].client_cpu_all : 1),
+                                  100.0 * (double) results[i][1].server_cpu_ns / (double) results[i][1].wall_ns,
+                                  100.0 * (double) results[i][1].client_cpu_busy /
+                                  (double) (results[i][1].client_cpu_all ? results[i][1].client_cpu_all : 1));
         for (size_t i = 0; i < ELEMENTSOF(client_counts); i++)
                 for (unsigned b = 0; b < 2; b++) {
                         free(results[i][b].samples);
