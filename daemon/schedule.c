@@ -26,6 +26,7 @@ struct scheduler {
         bool scheduled;                         /* run_event is active or pending */
         bool running;                           /* in a round: it asks for the next itself */
         uint64_t rounds;                        /* the number of the current or last round */
+        unsigned alone_turns_max;               /* turns in a round for a uid alone in it */
         scheduler_serve_t serve;
 };
 
@@ -54,13 +55,28 @@ static void schedule(struct scheduler *s, bool after_poll) {
 static void on_run(evutil_socket_t fd, short what, void *userdata) {
         struct scheduler *s = userdata;
         struct scheduler_user *u;
+        unsigned turns = 0;
+        bool alone;
 
         s->scheduled = false;
         s->running = true;
         s->rounds++;
-        while ((u = TAILQ_FIRST(&s->round)) && u->served_in != s->rounds) {
-                struct scheduler_entry *e = TAILQ_FIRST(&u->ready);
+        u = TAILQ_FIRST(&s->round);
+        alone = u && !TAILQ_NEXT(u, link);
+        for (;;) {
+                struct scheduler_entry *e;
 
+                u = TAILQ_FIRST(&s->round);
+                if (!u)
+                        break;
+                /*
+                 * A uid alone in the round from its start, and still alone, has more
+                 * turns in it, rather than a poll of the loop for each.
+                 */
+                if (u->served_in == s->rounds &&
+                    (!alone || TAILQ_NEXT(u, link) || ++turns >= s->alone_turns_max))
+                        break;
+                e = TAILQ_FIRST(&u->ready);
                 u->served_in = s->rounds;
                 TAILQ_REMOVE(&s->round, u, link);
                 TAILQ_INSERT_TAIL(&s->round, u, link);
@@ -73,7 +89,8 @@ static void on_run(evutil_socket_t fd, short what, void *userdata) {
                 schedule(s, true);
 }
 
-int scheduler_new(struct event_base *base, scheduler_serve_t serve, struct scheduler **ret) {
+int scheduler_new(struct event_base *base, scheduler_serve_t serve, unsigned alone_turns_max,
+                  struct scheduler **ret) {
         struct scheduler *s;
         int r;
 
@@ -82,6 +99,7 @@ int scheduler_new(struct event_base *base, scheduler_serve_t serve, struct sched
                 return -ENOMEM;
         TAILQ_INIT(&s->round);
         s->serve = serve;
+        s->alone_turns_max = alone_turns_max ?: 1;
         r = hashmap_new(&hashmap_u64_ops, &s->users);
         if (r >= 0) {
                 s->run_event = evtimer_new(base, on_run, s);

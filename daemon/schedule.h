@@ -10,7 +10,12 @@
  * event loop looks for new input. So a client that sends a request waits
  * for at most one round, one request of each other uid, however many
  * connections and requests those have in flight: the time a request takes
- * to be answered does not grow with what other users do.
+ * to be answered does not grow with what other users do. A uid that is the
+ * only one with input when a round starts has up to alone_turns_max
+ * requests handled in it, its ready connections in turn, as long as no
+ * other uid's connection becomes ready: a client that pipelines does not pay
+ * a poll of the loop for each request, and one that arrives meanwhile waits
+ * for at most that many.
  *
  * The scheduler knows nothing of connections: each has a struct
  * scheduler_entry, and the scheduler calls back with it when its turn
@@ -20,6 +25,8 @@
 #include <stdbool.h>
 #include <sys/queue.h>
 #include <sys/types.h>
+
+#define SCHEDULER_ALONE_TURNS_MAX 16U
 
 struct event_base;
 struct scheduler;
@@ -37,8 +44,13 @@ struct scheduler_entry {
  */
 typedef void (*scheduler_serve_t)(struct scheduler_entry *e);
 
-/* Returns 0 and a scheduler whose rounds run on base (borrowed), or -ENOMEM. */
-int scheduler_new(struct event_base *base, scheduler_serve_t serve, struct scheduler **ret);
+/*
+ * Returns 0 and a scheduler whose rounds run on base (borrowed), where a uid
+ * alone in a round from its start has up to alone_turns_max requests handled
+ * in it (the broker's is SCHEDULER_ALONE_TURNS_MAX); or -ENOMEM.
+ */
+int scheduler_new(struct event_base *base, scheduler_serve_t serve, unsigned alone_turns_max,
+                  struct scheduler **ret);
 
 /* Frees s, which no entry may have joined any more. Accepts NULL; returns NULL. */
 struct scheduler *scheduler_free(struct scheduler *s);

@@ -134,15 +134,26 @@ static void assert_idle(void) {
         ck_assert_str_eq(served[pass], "");
 }
 
-static void setup(void) {
+/* Turns a uid alone in a round has in it, in the tests of lone uids; the others have one turn a round. */
+#define ALONE_TURNS 4U
+
+static void setup_with(unsigned alone_turns_max) {
         test_fd_leak_setup();
         base = event_base_new();
         ck_assert_ptr_nonnull(base);
-        ck_assert_int_eq(scheduler_new(base, serve, &scheduler), 0);
+        ck_assert_int_eq(scheduler_new(base, serve, alone_turns_max, &scheduler), 0);
         memset(served, 0, sizeof(served));
         pass = 0;
         input_pass = 0;
         n_items = 0;
+}
+
+static void setup(void) {
+        setup_with(1);
+}
+
+static void setup_alone(void) {
+        setup_with(ALONE_TURNS);
 }
 
 static void teardown(void) {
@@ -341,9 +352,37 @@ START_TEST(an_idle_scheduler_schedules_nothing) {
 }
 END_TEST
 
+/*
+ * A uid alone in a round from its start has more turns in it, its entries in
+ * turn, up to the most the scheduler allows; another uid that becomes ready
+ * ends that, and rounds of two are one turn each again.
+ */
+START_TEST(a_uid_alone_has_more_turns_in_a_round) {
+        struct item *a0 = item_new(UID_A, 'A', 0, FOREVER), *a1 = item_new(UID_A, 'A', 1, 5);
+        struct item *b = item_new(UID_B, 'B', 0, 2);
+
+        ready(a0);
+        ready(a1);
+        ck_assert_str_eq(run_pass(), "A0 A0 A1 A1");
+        ck_assert_str_eq(run_pass(), "A0 A0 A1 A1");
+        /* A1 runs out in this round: A0 has the turns left. */
+        ck_assert_str_eq(run_pass(), "A0 A0 A0 A1");
+        /* B, between rounds: one turn each while both are ready. */
+        ready(b);
+        ck_assert_str_eq(run_pass(), "A0 B0");
+        ck_assert_str_eq(run_pass(), "A0 B0");
+        ck_assert_str_eq(run_pass(), "A0 A0 A0 A0");
+        /* B, made ready by A's turn in a round A had alone: that round ends there. */
+        a0->ready_when_served = b;
+        b->serves_left = 1;
+        ck_assert_str_eq(run_pass(), "A0");
+        ck_assert_str_eq(run_pass(), "A0 B0");
+}
+END_TEST
+
 Suite *schedule_suite(void) {
         Suite *s = suite_create("schedule");
-        TCase *tc = tcase_create("schedule");
+        TCase *tc = tcase_create("schedule"), *alone = tcase_create("alone");
 
         tcase_add_checked_fixture(tc, setup, teardown);
         tcase_add_test(tc, every_ready_uid_is_served_once_a_round_its_entries_in_turn);
@@ -353,5 +392,9 @@ Suite *schedule_suite(void) {
         tcase_add_test(tc, ready_and_unready_are_idempotent);
         tcase_add_test(tc, an_idle_scheduler_schedules_nothing);
         suite_add_tcase(s, tc);
+
+        tcase_add_checked_fixture(alone, setup_alone, teardown);
+        tcase_add_test(alone, a_uid_alone_has_more_turns_in_a_round);
+        suite_add_tcase(s, alone);
         return s;
 }
