@@ -233,7 +233,7 @@ void bench_scenario_pipeline(struct bench_ctx *ctx) {
                 bool target;            /* the project's target is for batches and pipelining */
         } ways[] = {
                 { batch_op, "mfb_region_create_batch()", true },
-                { async_op, "mfb_region_create_async(), then mfb_client_roundtrip()", true },
+                { async_op, "create_async() each, then roundtrip()", true },
                 { pipelined_op, "CREATEs pipelined on the wire (64 in flight)", true },
                 { wire_batch_op, "CREATE_BATCH on the wire (253 a request, 4 in flight)", true },
                 { one_by_one_op, "mfb_region_create(), one at a time", false },
