@@ -19,7 +19,6 @@
 #include "bench-scenarios.h"
 #include "macro.h"
 
-#define PAGE_REGION 4096U
 #define GIB_REGION (UINT64_C(1) << 30)
 #define OPEN_NAME "bench-open"
 
@@ -65,13 +64,13 @@ void bench_scenario_sync(struct bench_ctx *ctx) {
         bench_report_scenario("sync", "4 KiB regions one at a time through the library, against the raw server");
         bench_ctx_raw(ctx, &raw);
         bench_ctx_broker(ctx, &broker, NULL);
-        raw_args = (struct bench_raw_op_args) { .sock = bench_raw_connect(raw.socket_path), .size = PAGE_REGION };
+        raw_args = (struct bench_raw_op_args) { .sock = bench_raw_connect(raw.socket_path), .size = BENCH_PAGE_REGION };
         if (raw_args.sock < 0)
                 bench_die("connecting to the raw server: %s", strerror(-raw_args.sock));
-        lib_create = (struct bench_lib_op) { .client = bench_ctx_client(broker.socket_path), .size = PAGE_REGION };
+        lib_create = (struct bench_lib_op) { .client = bench_ctx_client(broker.socket_path), .size = BENCH_PAGE_REGION };
         lib_open = lib_create;
         lib_open.name = OPEN_NAME;
-        make_named(lib_create.client, OPEN_NAME, PAGE_REGION);
+        make_named(lib_create.client, OPEN_NAME, BENCH_PAGE_REGION);
         if (!ctx->two_cpus)
                 bench_report_note("sync", "fewer than 2 CPUs: one placement only, left to the kernel");
 
@@ -138,7 +137,7 @@ void bench_scenario_size(struct bench_ctx *ctx) {
                 [SIZE_RAW_OPEN] = "open by name (read-only, not mapped)+free",
                 [SIZE_RAW_MAPPED] = "create+map+touch+free",
         };
-        static const uint64_t sizes[2] = { PAGE_REGION, GIB_REGION };
+        static const uint64_t sizes[2] = { BENCH_PAGE_REGION, GIB_REGION };
         static const char *const size_names[2] = { "4 KiB", "1 GiB" };
         struct bench_broker broker = { 0 };
         struct bench_raw_server raw = { 0 };
@@ -158,7 +157,7 @@ void bench_scenario_size(struct bench_ctx *ctx) {
         if (sock < 0)
                 bench_die("connecting to the raw server: %s", strerror(-sock));
         c = bench_ctx_client(broker.socket_path);
-        make_named(c, OPEN_NAME "-4k", PAGE_REGION);
+        make_named(c, OPEN_NAME "-4k", BENCH_PAGE_REGION);
         make_named(c, OPEN_NAME "-1g", GIB_REGION);
 
         for (size_t z = 0; z < 2; z++)
@@ -247,7 +246,7 @@ static unsigned fill_named(const char *socket_path, unsigned want) {
         room = room > 64 ? room - 64 : 0;
         if (regions_max < room)
                 room = regions_max > 64 ? regions_max - 64 : 0;
-        made = bench_create_regions(fd, want < room ? want : (unsigned) room, PAGE_REGION, 0600, LIVE_PREFIX, 0,
+        made = bench_create_regions(fd, want < room ? want : (unsigned) room, BENCH_PAGE_REGION, 0600, LIVE_PREFIX, 0,
                                     MFB_WIRE_REQUESTS_IN_FLIGHT_MAX, NULL);
         close(fd);
         return made;
@@ -282,11 +281,11 @@ void bench_scenario_live(struct bench_ctx *ctx) {
                                   "hard limit, which this process may not raise (that takes CAP_SYS_RESOURCE)",
                                   n_many, (unsigned long long) ctx->fd_limit);
 
-        raw_args = (struct bench_raw_op_args) { .sock = bench_raw_connect(raw.socket_path), .size = PAGE_REGION };
+        raw_args = (struct bench_raw_op_args) { .sock = bench_raw_connect(raw.socket_path), .size = BENCH_PAGE_REGION };
         if (raw_args.sock < 0)
                 bench_die("connecting to the raw server: %s", strerror(-raw_args.sock));
-        create_few = (struct bench_lib_op) { .client = bench_ctx_client(few.socket_path), .size = PAGE_REGION };
-        create_many = (struct bench_lib_op) { .client = bench_ctx_client(many.socket_path), .size = PAGE_REGION };
+        create_few = (struct bench_lib_op) { .client = bench_ctx_client(few.socket_path), .size = BENCH_PAGE_REGION };
+        create_many = (struct bench_lib_op) { .client = bench_ctx_client(many.socket_path), .size = BENCH_PAGE_REGION };
         /* A name from the middle of what is filled, in both. */
         open_few = create_few;
         open_few.name = LIVE_PREFIX "-5";
@@ -365,7 +364,7 @@ struct flood {
  * sent.
  */
 static _Noreturn void flood_run(const char *socket_path, int ready, int stop) {
-        struct mfb_wire_create_request req = { .size = PAGE_REGION };
+        struct mfb_wire_create_request req = { .size = BENCH_PAGE_REGION };
         int fd = bench_connect_hello(socket_path);
         bool told = false;
         uint64_t sent = 0;
@@ -486,10 +485,10 @@ void bench_scenario_flood(struct bench_ctx *ctx) {
         bench_report_scenario("flood", "one client sends CREATE after CREATE and reads no reply; another's latency");
         bench_ctx_raw(ctx, &raw);
         bench_ctx_broker(ctx, &broker, NULL);
-        raw_args = (struct bench_raw_op_args) { .sock = bench_raw_connect(raw.socket_path), .size = PAGE_REGION };
+        raw_args = (struct bench_raw_op_args) { .sock = bench_raw_connect(raw.socket_path), .size = BENCH_PAGE_REGION };
         if (raw_args.sock < 0)
                 bench_die("connecting to the raw server: %s", strerror(-raw_args.sock));
-        victim = (struct bench_lib_op) { .client = bench_ctx_client(broker.socket_path), .size = PAGE_REGION };
+        victim = (struct bench_lib_op) { .client = bench_ctx_client(broker.socket_path), .size = BENCH_PAGE_REGION };
         flood = (struct flood) { .ctx = ctx, .socket_path = broker.socket_path, .broker_pid = broker.pid,
                                  .settled_fds = bench_count_fds(broker.pid) };
         idle = (struct idle) { .broker_pid = broker.pid };

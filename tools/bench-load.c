@@ -21,8 +21,6 @@
 #include "fdpass.h"
 #include "macro.h"
 
-#define PAGE_REGION 4096U
-
 /* pipeline ----------------------------------------------------------------- */
 
 #define PIPELINE_REGIONS 10000U
@@ -36,7 +34,7 @@ static void in_process_op(void *userdata) {
         struct in_process *p = userdata;
 
         for (unsigned i = 0; i < PIPELINE_REGIONS; i++) {
-                p->fds[i] = bench_memfd("bench", PAGE_REGION);
+                p->fds[i] = bench_memfd("bench", BENCH_PAGE_REGION);
                 if (p->fds[i] < 0)
                         bench_die("memfd: %m");
         }
@@ -64,7 +62,7 @@ static void pipelined_begin(void *userdata) {
 
 static void pipelined_op(void *userdata) {
         struct pipelined *p = userdata;
-        unsigned made = bench_create_regions(p->fd, PIPELINE_REGIONS, PAGE_REGION, 0, NULL, 0,
+        unsigned made = bench_create_regions(p->fd, PIPELINE_REGIONS, BENCH_PAGE_REGION, 0, NULL, 0,
                                              MFB_WIRE_REQUESTS_IN_FLIGHT_MAX, NULL);
 
         if (made != PIPELINE_REGIONS)
@@ -76,7 +74,7 @@ static void pipelined_op(void *userdata) {
 
 /* Sends a CREATE_BATCH for count regions; returns the result of the send. */
 static int batch_send(int fd, uint32_t count) {
-        struct mfb_wire_create_batch_request req = { .size = PAGE_REGION, .count = count };
+        struct mfb_wire_create_batch_request req = { .size = BENCH_PAGE_REGION, .count = count };
 
         return bench_request_send(fd, MFB_OP_CREATE_BATCH, 1, &req, sizeof(req), 0);
 }
@@ -86,14 +84,16 @@ static void wire_batch_op(void *userdata) {
         unsigned sent = 0, made = 0, in_flight = 0;
 
         while (made < PIPELINE_REGIONS) {
+                struct mfb_wire_create_batch_reply reply;
                 int32_t k;
 
                 while (sent < PIPELINE_REGIONS && in_flight < BATCHES_IN_FLIGHT) {
                         uint32_t count = PIPELINE_REGIONS - sent < MFB_WIRE_CREATE_BATCH_MAX ?
                                          PIPELINE_REGIONS - sent : MFB_WIRE_CREATE_BATCH_MAX;
 
-                        if (batch_send(p->fd, count) < 0)
-                                bench_die("sending CREATE_BATCH: %m");
+                        k = batch_send(p->fd, count);
+                        if (k < 0)
+                                bench_die("sending CREATE_BATCH: %s", strerror(-k));
                         sent += count;
                         in_flight++;
                 }
@@ -101,8 +101,8 @@ static void wire_batch_op(void *userdata) {
                 k = bench_reply_recv(p->fd, MFB_OP_CREATE_BATCH, p->record, NULL);
                 if (k < 0)
                         bench_die("CREATE_BATCH refused after %u regions: %s", made, strerror(-k));
-                made += ((const struct mfb_wire_create_batch_reply *) (p->record + sizeof(struct mfb_wire_header)))
-                        ->count;
+                memcpy(&reply, p->record + sizeof(struct mfb_wire_header), sizeof(reply));
+                made += reply.count;
                 in_flight--;
         }
 }
@@ -112,8 +112,9 @@ static bool broker_batches(const char *socket_path) {
         _cleanup_(freep) uint8_t *record = bench_check_alloc(malloc(MFB_WIRE_RECORD_MAX));
         int fd = bench_connect_hello(socket_path), k;
 
-        if (batch_send(fd, 1) < 0)
-                bench_die("sending CREATE_BATCH: %m");
+        k = batch_send(fd, 1);
+        if (k < 0)
+                bench_die("sending CREATE_BATCH: %s", strerror(-k));
         k = bench_reply_recv(fd, MFB_OP_CREATE_BATCH, record, NULL);
         close(fd);
         return k >= 0;
@@ -141,25 +142,26 @@ static void pipelined_end(void *userdata) {
         wait_regions_gone(p->control);
 }
 
-/* mfb_region_create() one after the other, each region kept until the round ends. */
-struct one_by_one {
+/* A library client made for a round, and the regions the round makes, kept until it ends. */
+struct lib_round {
         const char *socket_path;
         int control;
         mfb_client *client;
         mfb_region *regions[PIPELINE_REGIONS];
 };
 
-static void one_by_one_begin(void *userdata) {
-        struct one_by_one *o = userdata;
+static void lib_round_begin(void *userdata) {
+        struct lib_round *o = userdata;
 
         o->client = bench_ctx_client(o->socket_path);
 }
 
+/* mfb_region_create() one after the other. */
 static void one_by_one_op(void *userdata) {
-        struct one_by_one *o = userdata;
+        struct lib_round *o = userdata;
 
         for (unsigned i = 0; i < PIPELINE_REGIONS; i++) {
-                int k = mfb_region_create(o->client, NULL, PAGE_REGION, &o->regions[i]);
+                int k = mfb_region_create(o->client, NULL, BENCH_PAGE_REGION, &o->regions[i]);
 
                 if (k < 0)
                         bench_die("creating region %u: %s (%s)", i, strerror(-k),
@@ -167,8 +169,8 @@ static void one_by_one_op(void *userdata) {
         }
 }
 
-static void one_by_one_end(void *userdata) {
-        struct one_by_one *o = userdata;
+static void lib_round_end(void *userdata) {
+        struct lib_round *o = userdata;
 
         /* Closing the connection first releases them all at once; freeing then only closes the fds. */
         o->client = mfb_client_free(o->client);
@@ -179,8 +181,8 @@ static void one_by_one_end(void *userdata) {
 
 /* mfb_region_create_batch(), each region kept until the round ends. */
 static void batch_op(void *userdata) {
-        struct one_by_one *o = userdata;
-        int k = mfb_region_create_batch(o->client, PAGE_REGION, PIPELINE_REGIONS, o->regions);
+        struct lib_round *o = userdata;
+        int k = mfb_region_create_batch(o->client, BENCH_PAGE_REGION, PIPELINE_REGIONS, o->regions);
 
         if (k < 0)
                 bench_die("creating a batch of %u regions: %s (%s)", PIPELINE_REGIONS, strerror(-k),
@@ -189,7 +191,7 @@ static void batch_op(void *userdata) {
 
 /* mfb_region_create_async() for every region, then mfb_client_roundtrip(). */
 struct async_batch {
-        struct one_by_one *o;
+        struct lib_round *o;
         unsigned answered;
 };
 
@@ -206,13 +208,15 @@ static void async_op(void *userdata) {
         int k;
 
         for (unsigned i = 0; i < PIPELINE_REGIONS; i++) {
-                k = mfb_region_create_async(a.o->client, NULL, PAGE_REGION, 0, 0, async_created, &a);
+                k = mfb_region_create_async(a.o->client, NULL, BENCH_PAGE_REGION, 0, 0, async_created, &a);
                 if (k < 0)
                         bench_die("queueing create %u: %s", i, strerror(-k));
         }
         k = mfb_client_roundtrip(a.o->client);
-        if (k < 0 || a.answered != PIPELINE_REGIONS)
+        if (k < 0)
                 bench_die("waiting for %u asynchronous creates: %s", PIPELINE_REGIONS, strerror(-k));
+        if (a.answered != PIPELINE_REGIONS)
+                bench_die("%u of %u asynchronous creates answered", a.answered, PIPELINE_REGIONS);
 }
 
 /* A row of rates from states of PIPELINE_REGIONS per sample. */
@@ -240,7 +244,7 @@ void bench_scenario_pipeline(struct bench_ctx *ctx) {
         };
         struct bench_broker broker = { 0 };
         struct in_process *in_process = bench_check_alloc(calloc(1, sizeof(*in_process)));
-        struct one_by_one *lib = bench_check_alloc(calloc(1, sizeof(*lib)));
+        struct lib_round *lib = bench_check_alloc(calloc(1, sizeof(*lib)));
         struct pipelined pipelined;
         struct bench_state states[1 + 2 * ELEMENTSOF(ways)];
         unsigned rounds = ctx->quick ? 2 : 6;
@@ -284,8 +288,8 @@ void bench_scenario_pipeline(struct bench_ctx *ctx) {
                                 .cpu = ctx->two_cpus ? (p == 0 ? ctx->server_cpu : ctx->other_cpu) : -1,
                                 .op = ways[w].op,
                                 .userdata = wire ? (void *) &pipelined : (void *) lib,
-                                .round_begin = wire ? pipelined_begin : one_by_one_begin,
-                                .round_end = wire ? pipelined_end : one_by_one_end,
+                                .round_begin = wire ? pipelined_begin : lib_round_begin,
+                                .round_end = wire ? pipelined_end : lib_round_end,
                                 .round_userdata = wire ? (void *) &pipelined : (void *) lib,
                         };
                 }
@@ -367,7 +371,7 @@ static _Noreturn void client_run(struct clients_shared *sh, unsigned index, bool
                         mfb_region *r;
                         void *p;
 
-                        k = mfb_region_create(c, NULL, PAGE_REGION, &r);
+                        k = mfb_region_create(c, NULL, BENCH_PAGE_REGION, &r);
                         if (k >= 0) {
                                 k = mfb_region_map(r, &p);
                                 if (k >= 0)
@@ -375,7 +379,7 @@ static _Noreturn void client_run(struct clients_shared *sh, unsigned index, bool
                                 mfb_region_free(r);
                         }
                 } else
-                        k = bench_raw_op(sock, BENCH_RAW_CREATE, PAGE_REGION, true);
+                        k = bench_raw_op(sock, BENCH_RAW_CREATE, BENCH_PAGE_REGION, true);
                 t1 = bench_now_ns();
                 if (k < 0) {
                         sh->client[index].errors++;

@@ -77,7 +77,7 @@ static void measure_raw(struct bench_ctx *ctx, struct measured *m, unsigned roun
                 bench_die("the raw server does not answer");
         start = footprint_of(raw.pid);
         for (unsigned i = 0; i < MEMORY_REGIONS; i++)
-                if (bench_raw_op(control, BENCH_RAW_HOLD, 4096, false) < 0)
+                if (bench_raw_op(control, BENCH_RAW_HOLD, BENCH_PAGE_REGION, false) < 0)
                         bench_die("the raw server could not keep region %u", i);
         regions = footprint_of(raw.pid);
         for (unsigned i = 0; i < MEMORY_CONNECTIONS; i++) {
@@ -105,7 +105,7 @@ static void measure_broker(struct bench_ctx *ctx, struct measured *m, unsigned r
         bench_ctx_broker(ctx, &broker, NULL);
         control = bench_connect_hello(broker.socket_path);
         start = footprint_of(broker.pid);
-        if (bench_create_regions(control, MEMORY_REGIONS, 4096, 0, NULL, 0, MFB_WIRE_REQUESTS_IN_FLIGHT_MAX, NULL) !=
+        if (bench_create_regions(control, MEMORY_REGIONS, BENCH_PAGE_REGION, 0, NULL, 0, MFB_WIRE_REQUESTS_IN_FLIGHT_MAX, NULL) !=
             MEMORY_REGIONS)
                 bench_die("the broker refused some of %u regions", MEMORY_REGIONS);
         regions = footprint_of(broker.pid);

@@ -21,6 +21,9 @@
 #include "bench-raw.h"
 #include "memfd-broker.h"
 
+/* The size of the small regions most scenarios make. */
+#define BENCH_PAGE_REGION 4096U
+
 struct bench_ctx {
         const char *brokerd;
         char folder[PATH_MAX];
