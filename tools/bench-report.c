@@ -259,9 +259,14 @@ static void json_row(FILE *f, const struct bench_row *row) {
         fprintf(f, ", \"baseline\": ");
         json_string(f, row->baseline);
         fprintf(f, ", \"unit\": \"%s\", \"baseline_median\": %.6g, \"baseline_p99\": %.6g, \"median\": %.6g, "
-                "\"p99\": %.6g, \"ratio\": %.6g, \"summary\": %s, \"target\": ", unit_name(row->unit),
-                row->base_median, row->base_p99, row->median, row->p99, bench_row_ratio(row),
-                row->summary ? "true" : "false");
+                "\"p99\": %.6g, \"ratio\": ", unit_name(row->unit), row->base_median, row->base_p99, row->median,
+                row->p99);
+        /* No ratio to a baseline of nothing (memory the raw server does not spend). */
+        if (row->base_median > 0)
+                fprintf(f, "%.6g", bench_row_ratio(row));
+        else
+                fprintf(f, "null");
+        fprintf(f, ", \"summary\": %s, \"target\": ", row->summary ? "true" : "false");
         if (row->target == BENCH_TARGET_NONE)
                 fprintf(f, "null, \"met\": null}");
         else {
