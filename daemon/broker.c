@@ -172,7 +172,8 @@ int broker_new(const struct config *config, struct broker **ret) {
         r = wait_table_new(b->base, b->quota, &b->waits);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the table of waiters: %m");
-        r = scheduler_new(b->base, connection_serve, SCHEDULER_ALONE_TURNS_MAX, &b->scheduler);
+        r = scheduler_new(b->base, connection_serve, SCHEDULER_ALONE_TURNS_MAX, SCHEDULER_ALONE_USEC_MAX,
+                          &b->scheduler);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up taking turns between users: %m");
 

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include <event2/event.h>
 
@@ -27,8 +28,17 @@ struct scheduler {
         bool running;                           /* in a round: it asks for the next itself */
         uint64_t rounds;                        /* the number of the current or last round */
         unsigned alone_turns_max;               /* turns in a round for a uid alone in it */
+        uint64_t alone_usec_max;                /* ... while the round has taken less than this */
         scheduler_serve_t serve;
 };
+
+/* CLOCK_MONOTONIC in microseconds: a vDSO call, no syscall. */
+static uint64_t now_usec(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000;
+}
 
 /* Asks for a round. The first in a while runs in this pass of the loop; later ones after it polls again. */
 static void schedule(struct scheduler *s, bool after_poll) {
@@ -56,6 +66,7 @@ static void on_run(evutil_socket_t fd, short what, void *userdata) {
         struct scheduler *s = userdata;
         struct scheduler_user *u;
         unsigned turns = 0;
+        uint64_t start = 0;
         bool alone;
 
         s->scheduled = false;
@@ -63,6 +74,8 @@ static void on_run(evutil_socket_t fd, short what, void *userdata) {
         s->rounds++;
         u = TAILQ_FIRST(&s->round);
         alone = u && !TAILQ_NEXT(u, link);
+        if (alone && s->alone_turns_max > 1)
+                start = now_usec();
         for (;;) {
                 struct scheduler_entry *e;
 
@@ -74,7 +87,8 @@ static void on_run(evutil_socket_t fd, short what, void *userdata) {
                  * turns in it, rather than a poll of the loop for each.
                  */
                 if (u->served_in == s->rounds &&
-                    (!alone || TAILQ_NEXT(u, link) || ++turns >= s->alone_turns_max))
+                    (!alone || TAILQ_NEXT(u, link) || ++turns >= s->alone_turns_max ||
+                     now_usec() - start >= s->alone_usec_max))
                         break;
                 e = TAILQ_FIRST(&u->ready);
                 u->served_in = s->rounds;
@@ -90,7 +104,7 @@ static void on_run(evutil_socket_t fd, short what, void *userdata) {
 }
 
 int scheduler_new(struct event_base *base, scheduler_serve_t serve, unsigned alone_turns_max,
-                  struct scheduler **ret) {
+                  uint64_t alone_usec_max, struct scheduler **ret) {
         struct scheduler *s;
         int r;
 
@@ -100,6 +114,7 @@ int scheduler_new(struct event_base *base, scheduler_serve_t serve, unsigned alo
         TAILQ_INIT(&s->round);
         s->serve = serve;
         s->alone_turns_max = alone_turns_max ?: 1;
+        s->alone_usec_max = alone_usec_max;
         r = hashmap_new(&hashmap_u64_ops, &s->users);
         if (r >= 0) {
                 s->run_event = evtimer_new(base, on_run, s);

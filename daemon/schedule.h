@@ -13,9 +13,11 @@
  * to be answered does not grow with what other users do. A uid that is the
  * only one with input when a round starts has up to alone_turns_max
  * requests handled in it, its ready connections in turn, as long as no
- * other uid's connection becomes ready: a client that pipelines does not pay
- * a poll of the loop for each request, and one that arrives meanwhile waits
- * for at most that many.
+ * other uid's connection becomes ready and the round has taken less than
+ * alone_usec_max microseconds: a client that pipelines cheap requests does
+ * not pay a poll of the loop for each, and one that arrives meanwhile waits
+ * for at most that long and one request more, however costly the lone
+ * user's requests are.
  *
  * The scheduler knows nothing of connections: each has a struct
  * scheduler_entry, and the scheduler calls back with it when its turn
@@ -23,10 +25,13 @@
  */
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/queue.h>
 #include <sys/types.h>
 
 #define SCHEDULER_ALONE_TURNS_MAX 16U
+/* ... and only while the round has taken less than this: a user that arrives never waits for more. */
+#define SCHEDULER_ALONE_USEC_MAX 10U
 
 struct event_base;
 struct scheduler;
@@ -47,10 +52,12 @@ typedef void (*scheduler_serve_t)(struct scheduler_entry *e);
 /*
  * Returns 0 and a scheduler whose rounds run on base (borrowed), where a uid
  * alone in a round from its start has up to alone_turns_max requests handled
- * in it (the broker's is SCHEDULER_ALONE_TURNS_MAX); or -ENOMEM.
+ * in it while the round has taken less than alone_usec_max microseconds (the
+ * broker's are SCHEDULER_ALONE_TURNS_MAX and SCHEDULER_ALONE_USEC_MAX); or
+ * -ENOMEM.
  */
 int scheduler_new(struct event_base *base, scheduler_serve_t serve, unsigned alone_turns_max,
-                  struct scheduler **ret);
+                  uint64_t alone_usec_max, struct scheduler **ret);
 
 /* Frees s, which no entry may have joined any more. Accepts NULL; returns NULL. */
 struct scheduler *scheduler_free(struct scheduler *s);
