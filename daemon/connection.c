@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: MIT */
+#include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -138,6 +140,29 @@ int connection_reply_consume_fds(struct connection *c, const void *record, size_
                 }
         }
         return queue_push(c, record, len, fds, n_fds);
+}
+
+int connection_reply_borrowed_fds(struct connection *c, const void *record, size_t len, const int *fds,
+                                  size_t n_fds) {
+        int copies[MFB_FDS_RECV_MAX];
+        int r;
+
+        assert(n_fds <= MFB_FDS_RECV_MAX);
+        if (!c->queue_head) {
+                r = send_record(c, record, len, fds, n_fds);
+                if (r != -EAGAIN)
+                        return r;
+        }
+        /* To be queued: the queue owns what it holds. */
+        for (size_t i = 0; i < n_fds; i++) {
+                copies[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 3);
+                if (copies[i] < 0) {
+                        r = negative_errno();
+                        mfb_close_fds(copies, i);
+                        return r;
+                }
+        }
+        return queue_push(c, record, len, copies, n_fds);
 }
 
 void connection_close_when_sent(struct connection *c) {

@@ -127,6 +127,16 @@ int connection_reply(struct connection *c, const void *record, size_t len);
  */
 int connection_reply_consume_fd(struct connection *c, const void *record, size_t len, int fd);
 
+/*
+ * As connection_reply(), with n_fds fds (up to SCM_MAX_FD) attached, which
+ * stay the caller's: a copy of each is made only when the reply has to wait
+ * in the queue. Returns 0; -EMFILE or -ENFILE when those copies cannot be
+ * made, and then nothing was sent or queued, so the caller may still answer
+ * otherwise; or another -errno when the connection is broken.
+ */
+int connection_reply_borrowed_fds(struct connection *c, const void *record, size_t len, const int *fds,
+                                  size_t n_fds);
+
 /* As connection_reply_consume_fd(), with n_fds fds (up to SCM_MAX_FD), each set to -1 as it is taken. */
 int connection_reply_consume_fds(struct connection *c, const void *record, size_t len, int *fds, size_t n_fds);
 

@@ -551,14 +551,11 @@ static int handle_wait(struct connection *c, const struct mfb_wire_header *h, co
         return 0;
 }
 
-/* Takes back the first n regions of a batch that could not be made whole: fds, holds, handles. */
-static void batch_undo(struct connection *c, struct region **regions, int *fds, size_t n) {
-        for (size_t i = 0; i < n; i++) {
-                fds[i] = safe_close(fds[i]);
-                /* Held: the last release closes an anonymous region; not yet held: removing it does. */
-                if (connection_release(c, regions[i]->handle) < 0)
-                        region_remove(c->broker->regions, regions[i]);
-        }
+/* Takes back the first n regions of a batch that could not be made whole, which this connection holds. */
+static void batch_undo(struct connection *c, struct region **regions, size_t n) {
+        /* Anonymous: the last release closes each. */
+        for (size_t i = 0; i < n; i++)
+                (void) connection_release(c, regions[i]->handle);
 }
 
 /*
@@ -611,25 +608,19 @@ static int handle_create_batch(struct connection *c, const struct mfb_wire_heade
                                   &refused);
                 if (k < 0)
                         break;
-                /* The broker's own open file description, as for CREATE (see there). */
-                fds[n] = region_dup(regions[n]);
-                if (fds[n] < 0) {
-                        k = fds[n];
-                        region_remove(t, regions[n]);
-                        break;
-                }
                 k = persist_region_created(c->broker->persist, regions[n], &refused);
                 if (k >= 0)
                         k = connection_hold(c, regions[n], true, &refused);
                 if (k < 0) {
-                        fds[n] = safe_close(fds[n]);
                         region_remove(t, regions[n]);
                         break;
                 }
+                /* The broker's own open file description, as for CREATE (see there); sent, not copied. */
+                fds[n] = regions[n]->fd;
                 rec.handles[n] = regions[n]->handle;
         }
         if (k < 0) {
-                batch_undo(c, regions, fds, n);
+                batch_undo(c, regions, n);
                 switch (k) {
                 case -EINVAL:
                         return reply_error(c, h, k, "size must not be 0");
@@ -654,7 +645,13 @@ static int handle_create_batch(struct connection *c, const struct mfb_wire_heade
         k = offsetof(__typeof__(rec), handles) + req.count * sizeof(uint64_t);
         mfb_wire_header_init(&rec.header, h->opcode | MFB_WIRE_REPLY, h->cookie, 0, (uint16_t) req.count,
                              (uint32_t) k);
-        return connection_reply_consume_fds(c, &rec, (size_t) k, fds, req.count);
+        k = connection_reply_borrowed_fds(c, &rec, (size_t) k, fds, req.count);
+        /* Nothing sent: the reply had to wait, and there were no fds to copy for the queue. */
+        if (k == -EMFILE || k == -ENFILE) {
+                batch_undo(c, regions, req.count);
+                return reply_failure(c, h, k, "creating the regions failed");
+        }
+        return k;
 }
 
 static int handle_limits(struct connection *c, const struct mfb_wire_header *h) {

@@ -447,8 +447,17 @@ END_TEST
  * status; on success the handles and fds (checked: sealed against
  * resizing, of that size, read-write, one per handle) are the caller's.
  */
+static int32_t create_batch_reply(int fd, uint32_t count, uint64_t size, uint64_t *ret_handles, int *ret_fds);
+
 static int32_t create_batch(int fd, uint32_t count, uint64_t size, uint64_t *ret_handles, int *ret_fds) {
         struct mfb_wire_create_batch_request req = { .size = size, .count = count };
+
+        raw_send(fd, MFB_OP_CREATE_BATCH, &req, sizeof(req), NULL, 0);
+        return create_batch_reply(fd, count, size, ret_handles, ret_fds);
+}
+
+/* The reply to a CREATE_BATCH of count regions of size bytes, checked as create_batch() says. */
+static int32_t create_batch_reply(int fd, uint32_t count, uint64_t size, uint64_t *ret_handles, int *ret_fds) {
         union {
                 struct mfb_wire_header h;
                 uint8_t bytes[MFB_WIRE_RECORD_MAX];
@@ -458,7 +467,6 @@ static int32_t create_batch(int fd, uint32_t count, uint64_t size, uint64_t *ret
         size_t nfds = 0;
         ssize_t n;
 
-        raw_send(fd, MFB_OP_CREATE_BATCH, &req, sizeof(req), NULL, 0);
         n = mfb_record_recv(fd, rec.bytes, sizeof(rec), fds, &nfds, 0);
         ck_assert_int_gt(n, 0);
         ck_assert_int_eq(mfb_wire_reply_check(rec.bytes, (size_t) n, nfds, &rec.h), 0);
@@ -532,6 +540,26 @@ START_TEST(a_batch_is_made_all_or_none) {
                 root = raw_connect_hello(&big);
                 ck_assert_int_eq(create_batch(root, MFB_WIRE_CREATE_BATCH_MAX, PAGE, handles, fds), 0);
                 mfb_close_fds(fds, MFB_WIRE_CREATE_BATCH_MAX);
+
+                /*
+                 * Replies the client leaves unread fill its socket, and a batch's
+                 * reply waits in the broker's queue then, with copies of its fds
+                 * there: they come whole once the client reads.
+                 */
+                {
+                        struct mfb_wire_list_request list = { .after_handle = 0 };
+                        struct mfb_wire_create_batch_request batch = { .size = PAGE, .count = 10 };
+                        static uint8_t buf[MFB_WIRE_RECORD_MAX];
+
+                        for (int i = 0; i < 12; i++)
+                                raw_send(root, MFB_OP_LIST, &list, sizeof(list), NULL, 0);
+                        raw_send(root, MFB_OP_CREATE_BATCH, &batch, sizeof(batch), NULL, 0);
+                        raw_wait_consumed(root);
+                        for (int i = 0; i < 12; i++)
+                                ck_assert_int_gt(raw_recv(root, buf, sizeof(buf), NULL), (ssize_t) MFB_WIRE_RECORD_MAX / 2);
+                        ck_assert_int_eq(create_batch_reply(root, 10, PAGE, handles, fds), 0);
+                        mfb_close_fds(fds, 10);
+                }
                 close(root);
                 test_broker_stop(&big);
         }
