@@ -1,7 +1,8 @@
 """The named-region budget under a service manager, attacked as in issue 9.
 
-Under systemd the broker keeps every named region in the service manager's
-fd store, whose size is a budget for the whole broker (--max-kept-regions).
+Under systemd the broker keeps every named region across restarts, its memfd
+parked in a socket the service manager's fd store holds, and the number it
+keeps is a budget for the whole broker (--max-kept-regions).
 One uid must not be able to use it up: it gets only a share of what is left,
 and another uid can still create named regions. The users are uid 65534
 (the attacker) and 65533 (the victim), in forked children that drop to
