@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "fdpass.h"
 #include "fdstore.h"
 #include "log.h"
 #include "macro.h"
@@ -208,31 +209,14 @@ static void bucket_drop(struct park *p, size_t i) {
 
 /* Sends n handles and their fds as one message. Returns 0 or -errno (-EAGAIN: the buffer is full). */
 static int send_message(int fd, const uint64_t *handles, const int *fds, uint32_t n) {
-        union {
-                struct cmsghdr align;
-                uint8_t buf[CMSG_SPACE(PARK_FDS_PER_MESSAGE * sizeof(int))];
-        } control = {};
         uint8_t data[MESSAGE_MAX];
         struct park_message_header h = { .magic = PARK_MESSAGE_MAGIC, .count = n };
-        struct iovec iov = { .iov_base = data, .iov_len = sizeof(h) + n * sizeof(uint64_t) };
-        struct msghdr msg = {
-                .msg_iov = &iov,
-                .msg_iovlen = 1,
-                .msg_control = control.buf,
-                .msg_controllen = CMSG_SPACE(n * sizeof(int)),
-        };
-        struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
 
         assert(n > 0 && n <= PARK_FDS_PER_MESSAGE);
         memcpy(data, &h, sizeof(h));
         memcpy(data + sizeof(h), handles, n * sizeof(uint64_t));
-        cmsg->cmsg_level = SOL_SOCKET;
-        cmsg->cmsg_type = SCM_RIGHTS;
-        cmsg->cmsg_len = CMSG_LEN(n * sizeof(int));
-        memcpy(CMSG_DATA(cmsg), fds, n * sizeof(int));
-        if (sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
-                return negative_errno();
-        return 0;
+        /* A datagram, sent whole or not at all, as a record is. */
+        return mfb_record_send(fd, data, sizeof(h) + n * sizeof(uint64_t), fds, n, MSG_DONTWAIT);
 }
 
 /* Takes the oldest message out of the queue, with no room for its fds, so that the kernel closes them. */
