@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -272,6 +273,69 @@ START_TEST(quiet_requests_answer_only_failures) {
 }
 END_TEST
 
+/* Replies with an fd that one connection can hold unread at most: its 128 KiB send buffer, at over 1 KiB a reply. */
+
+/*
+ * A client that asks for fds and never reads the replies holds only so many
+ * of them in flight: the kernel counts those against the broker's
+ * RLIMIT_NOFILE, with the memfds it parks, so one connection must not be
+ * able to take much of that room. Counted with the broker stopped, so that
+ * it sends nothing while the socket is read.
+ */
+START_TEST(fds_in_flight_to_a_client_that_never_reads_are_bounded) {
+        struct mfb_wire_create_request create = { .size = 4096 };
+        struct mfb_wire_open_request open_req = { .access = MFB_ACCESS_READ };
+        struct mfb_wire_region_reply region;
+        uint8_t buf[MFB_WIRE_RECORD_MAX];
+        struct mfb_wire_header h;
+        mfb_limit limits[MFB_LIMIT_COUNT];
+        mfb_client *c = NULL;
+        int fd = connect_hello(), memfd, fds[MFB_FDS_RECV_MAX], in_flight = 0;
+        size_t nfds;
+        ssize_t n;
+
+        ck_assert_int_eq(mfb_wire_name_set(&create.name, "many-opens"), 0);
+        raw_send(fd, MFB_OP_CREATE, &create, sizeof(create), NULL, 0);
+        ck_assert_int_eq(raw_reply(fd, MFB_OP_CREATE, &region, sizeof(region), &memfd), 0);
+        safe_close(memfd);
+        ck_assert_int_eq(mfb_wire_name_set(&open_req.name, "many-opens"), 0);
+
+        /* Opens until the client's own socket is full: by then the broker queues what it cannot send. */
+        ck_assert_int_eq(fcntl(fd, F_SETFL, O_NONBLOCK), 0);
+        for (int i = 0; i < 10000; i++) {
+                mfb_wire_header_init(&h, MFB_OP_OPEN, 1, 0, 0, sizeof(h) + sizeof(open_req));
+                memcpy(buf, &h, sizeof(h));
+                memcpy(buf + sizeof(h), &open_req, sizeof(open_req));
+                if (send(fd, buf, sizeof(h) + sizeof(open_req), MSG_NOSIGNAL) < 0) {
+                        ck_assert_int_eq(errno, EAGAIN);
+                        break;
+                }
+        }
+        /* The broker has a reply queued: the socket took all it could. */
+        ck_assert_int_eq(mfb_client_connect(test_broker.socket_path, &c), 0);
+        for (int waited = 0;; waited++) {
+                ck_assert_int_eq(mfb_limits(c, MFB_LIMIT_COUNT, limits, NULL), MFB_LIMIT_COUNT);
+                if (limits[MFB_LIMIT_QUEUED_BYTES].uid_used > 0)
+                        break;
+                ck_assert_int_lt(waited, TEST_TIMEOUT_MS);
+                usleep(1000);
+        }
+        /* Its name gone now, the region goes with the last reference, when fd closes. */
+        ck_assert_int_eq(mfb_remove(c, "many-opens"), 0);
+        mfb_client_free(c);
+
+        ck_assert_int_eq(kill(test_broker.pid, SIGSTOP), 0);
+        while ((n = mfb_record_recv(fd, buf, sizeof(buf), fds, &nfds, MSG_DONTWAIT)) > 0) {
+                in_flight += (int) nfds;
+                mfb_close_fds(fds, nfds);
+        }
+        ck_assert_int_eq(kill(test_broker.pid, SIGCONT), 0);
+        ck_assert_int_eq(n, -EAGAIN);
+        ck_assert_int_gt(in_flight, 0);
+        close(fd);
+}
+END_TEST
+
 /* A client that sends requests and never reads the replies only stalls itself. */
 START_TEST(a_client_that_never_reads) {
         struct {
@@ -316,6 +380,7 @@ Suite *bad_input_suite(void) {
         tcase_add_test(tc, bad_names_are_refused);
         tcase_add_test(tc, release_of_what_is_not_held);
         tcase_add_test(tc, quiet_requests_answer_only_failures);
+        tcase_add_test(tc, fds_in_flight_to_a_client_that_never_reads_are_bounded);
         tcase_add_test(tc, a_client_that_never_reads);
         suite_add_tcase(s, tc);
         return s;
