@@ -14,6 +14,7 @@
 #include "log.h"
 #include "macro.h"
 #include "park.h"
+#include "parse.h"
 
 /*
  * What a message takes of the sending end's buffer, rounded up from what
@@ -124,20 +125,15 @@ bool park_packing_due(const struct park *p) {
 }
 
 uint64_t park_name_number(const char *name) {
-        uint64_t n = 0;
+        uint64_t n;
+        char *end;
 
         if (strncmp(name, PARK_FDNAME_PREFIX, strlen(PARK_FDNAME_PREFIX)) != 0)
                 return 0;
         name += strlen(PARK_FDNAME_PREFIX);
-        if (*name < '1' || *name > '9')
+        /* As the park writes them: no leading zero, nothing after the digits. */
+        if (*name == '0' || parse_decimal(name, &end, &n) < 0 || *end != '\0')
                 return 0;
-        for (; *name; name++) {
-                uint64_t digit = (uint64_t) (*name - '0');
-
-                if (*name < '0' || *name > '9' || n > (UINT64_MAX - digit) / 10)
-                        return 0;
-                n = n * 10 + digit;
-        }
         return n;
 }
 
