@@ -226,24 +226,9 @@ static int discard_message(int fd) {
 
 /* Makes room in b's record of its queue for extra_slots more handles in extra_messages more messages. */
 static int grow(struct bucket *b, size_t extra_slots, size_t extra_messages) {
-        if (b->n_slots + extra_slots > b->n_slots_allocated) {
-                size_t want = MAX(b->n_slots + extra_slots, 2 * b->n_slots_allocated);
-                uint64_t *slots = reallocarray(b->slots, want, sizeof(*slots));
-
-                if (!slots)
-                        return -ENOMEM;
-                b->slots = slots;
-                b->n_slots_allocated = want;
-        }
-        if (b->n_messages + extra_messages > b->n_sizes_allocated) {
-                size_t want = MAX(b->n_messages + extra_messages, 2 * b->n_sizes_allocated);
-                uint32_t *sizes = reallocarray(b->sizes, want, sizeof(*sizes));
-
-                if (!sizes)
-                        return -ENOMEM;
-                b->sizes = sizes;
-                b->n_sizes_allocated = want;
-        }
+        if (GREEDY_REALLOC(b->slots, b->n_slots_allocated, b->n_slots + extra_slots) < 0 ||
+            GREEDY_REALLOC(b->sizes, b->n_sizes_allocated, b->n_messages + extra_messages) < 0)
+                return -ENOMEM;
         return 0;
 }
 

@@ -194,20 +194,13 @@ void persist_region_touched(struct persist *p, struct region *r) {
 
         if (!p || !r->name || !r->kept || r->saved_dirty)
                 return;
-        if (p->n_dirty == p->n_dirty_allocated) {
-                size_t n = p->n_dirty_allocated ? p->n_dirty_allocated * 2 : 64;
-                uint64_t *dirty = reallocarray(p->dirty, n, sizeof(*dirty));
+        /* No room to remember it: save it now instead. */
+        if (GREEDY_REALLOC(p->dirty, p->n_dirty_allocated, p->n_dirty + 1) < 0) {
+                int k = save(p, r);
 
-                /* No room to remember it: save it now instead. */
-                if (!dirty) {
-                        int k = save(p, r);
-
-                        if (k < 0)
-                                log_warning_errno(k, "Failed to save region %" PRIu64 ": %m", r->handle);
-                        return;
-                }
-                p->dirty = dirty;
-                p->n_dirty_allocated = n;
+                if (k < 0)
+                        log_warning_errno(k, "Failed to save region %" PRIu64 ": %m", r->handle);
+                return;
         }
         p->dirty[p->n_dirty++] = r->handle;
         r->saved_dirty = true;

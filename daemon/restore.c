@@ -129,15 +129,8 @@ static int on_saved(const struct state_region *s, uint32_t slot, void *userdata)
         struct restore *rs = userdata;
         struct region *r;
 
-        if (rs->n_saved == rs->n_saved_allocated) {
-                size_t n = rs->n_saved_allocated ? rs->n_saved_allocated * 2 : 64;
-                struct region **saved = reallocarray(rs->saved, n, sizeof(*saved));
-
-                if (!saved)
-                        return -ENOMEM;
-                rs->saved = saved;
-                rs->n_saved_allocated = n;
-        }
+        if (GREEDY_REALLOC(rs->saved, rs->n_saved_allocated, rs->n_saved + 1) < 0)
+                return -ENOMEM;
         r = calloc(1, sizeof(*r));
         if (!r)
                 return -ENOMEM;

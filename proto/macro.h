@@ -39,6 +39,31 @@ static inline void freep(void *p) {
         free(*(void **) p);
 }
 
+/*
+ * Makes room for at least want elements of size bytes in *array, of which
+ * *allocated fit: at least twice as many as before (and 64 at first), so
+ * that adding one at a time costs amortized O(1). Returns 0, or -ENOMEM
+ * with *array and *allocated as they were. Use GREEDY_REALLOC().
+ */
+static inline int greedy_realloc(void **array, size_t *allocated, size_t want, size_t size) {
+        size_t n = *allocated * 2 > want ? *allocated * 2 : want;
+        void *p;
+
+        if (want <= *allocated)
+                return 0;
+        if (n < 64)
+                n = 64;
+        p = reallocarray(*array, n, size);
+        if (!p)
+                return -ENOMEM;
+        *array = p;
+        *allocated = n;
+        return 0;
+}
+
+#define GREEDY_REALLOC(array, allocated, want) \
+        greedy_realloc((void **) &(array), &(allocated), (want), sizeof((array)[0]))
+
 /* -errno of the last failed call, never 0 (so a caller cannot mistake it for success). */
 static inline int negative_errno(void) {
         return errno > 0 ? -errno : -EIO;
