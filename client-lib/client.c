@@ -317,6 +317,23 @@ static int reply_read(mfb_client *c, bool block) {
         return request_finish(c, q, 0, &reply);
 }
 
+/*
+ * With requests left unsent because the socket is full: blocks until it has
+ * room or a reply is there, and reads that reply, since the broker reads on
+ * only as we read its replies. A failed poll() fails the connection.
+ */
+static void socket_wait(mfb_client *c) {
+        struct pollfd p = { .fd = c->fd, .events = POLLIN | POLLOUT };
+
+        if (poll(&p, 1, -1) < 0) {
+                if (errno != EINTR)
+                        (void) client_fail(c, negative_errno());
+                return;
+        }
+        if (p.revents & (POLLIN | POLLHUP | POLLERR))
+                (void) reply_read(c, false);
+}
+
 /* What waiting for nothing in particular waits for: every request answered. */
 static bool wait_over(const mfb_client *c, const bool *done) {
         return done ? *done : !c->sent.first && !c->unsent.first;
@@ -340,18 +357,9 @@ int client_wait(mfb_client *c, const bool *done) {
                 if (requests_send(c) < 0)
                         continue;
 
-                if (c->unsent.first) {
-                        /* The socket is full: read replies to make the broker read on, and send as it does. */
-                        struct pollfd p = { .fd = c->fd, .events = POLLIN | POLLOUT };
-
-                        if (poll(&p, 1, -1) < 0) {
-                                if (errno != EINTR)
-                                        (void) client_fail(c, negative_errno());
-                                continue;
-                        }
-                        if (p.revents & (POLLIN | POLLHUP | POLLERR))
-                                (void) reply_read(c, false);
-                } else if (c->sent.first)
+                if (c->unsent.first)
+                        socket_wait(c);
+                else if (c->sent.first)
                         (void) reply_read(c, true);
                 else {
                         /* Nothing asked that could end the wait: a bug of ours, not a hang of the caller's. */
@@ -631,18 +639,9 @@ _public_ int mfb_client_flush(mfb_client *c) {
 
         client_ref(c);
         while (client_usable(c) && c->unsent.first) {
-                struct pollfd p = { .fd = c->fd, .events = POLLIN | POLLOUT };
-
                 if (requests_send(c) < 0 || !c->unsent.first)
                         break;
-                if (poll(&p, 1, -1) < 0) {
-                        if (errno != EINTR)
-                                (void) client_fail(c, negative_errno());
-                        continue;
-                }
-                /* The broker reads on only as we read its replies. */
-                if (p.revents & (POLLIN | POLLHUP | POLLERR))
-                        (void) reply_read(c, false);
+                socket_wait(c);
         }
         if (!c->freed && c->error != 0) {
                 r = c->error;
