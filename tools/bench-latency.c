@@ -64,9 +64,8 @@ void bench_scenario_sync(struct bench_ctx *ctx) {
         bench_report_scenario("sync", "4 KiB regions one at a time through the library, against the raw server");
         bench_ctx_raw(ctx, &raw);
         bench_ctx_broker(ctx, &broker, NULL);
-        raw_args = (struct bench_raw_op_args) { .sock = bench_raw_connect(raw.socket_path), .size = BENCH_PAGE_REGION };
-        if (raw_args.sock < 0)
-                bench_die("connecting to the raw server: %s", strerror(-raw_args.sock));
+        raw_args = (struct bench_raw_op_args) { .sock = bench_ctx_raw_connect(raw.socket_path),
+                                                .size = BENCH_PAGE_REGION };
         lib_create = (struct bench_lib_op) { .client = bench_ctx_client(broker.socket_path), .size = BENCH_PAGE_REGION };
         lib_open = lib_create;
         lib_open.name = OPEN_NAME;
@@ -153,9 +152,7 @@ void bench_scenario_size(struct bench_ctx *ctx) {
                               "the size");
         bench_ctx_raw(ctx, &raw);
         bench_ctx_broker(ctx, &broker, NULL);
-        sock = bench_raw_connect(raw.socket_path);
-        if (sock < 0)
-                bench_die("connecting to the raw server: %s", strerror(-sock));
+        sock = bench_ctx_raw_connect(raw.socket_path);
         c = bench_ctx_client(broker.socket_path);
         make_named(c, OPEN_NAME "-4k", BENCH_PAGE_REGION);
         make_named(c, OPEN_NAME "-1g", GIB_REGION);
@@ -281,9 +278,8 @@ void bench_scenario_live(struct bench_ctx *ctx) {
                                   "hard limit, which this process may not raise (that takes CAP_SYS_RESOURCE)",
                                   n_many, (unsigned long long) ctx->fd_limit);
 
-        raw_args = (struct bench_raw_op_args) { .sock = bench_raw_connect(raw.socket_path), .size = BENCH_PAGE_REGION };
-        if (raw_args.sock < 0)
-                bench_die("connecting to the raw server: %s", strerror(-raw_args.sock));
+        raw_args = (struct bench_raw_op_args) { .sock = bench_ctx_raw_connect(raw.socket_path),
+                                                .size = BENCH_PAGE_REGION };
         create_few = (struct bench_lib_op) { .client = bench_ctx_client(few.socket_path), .size = BENCH_PAGE_REGION };
         create_many = (struct bench_lib_op) { .client = bench_ctx_client(many.socket_path), .size = BENCH_PAGE_REGION };
         /* A name from the middle of what is filled, in both. */
@@ -485,9 +481,8 @@ void bench_scenario_flood(struct bench_ctx *ctx) {
         bench_report_scenario("flood", "one client sends CREATE after CREATE and reads no reply; another's latency");
         bench_ctx_raw(ctx, &raw);
         bench_ctx_broker(ctx, &broker, NULL);
-        raw_args = (struct bench_raw_op_args) { .sock = bench_raw_connect(raw.socket_path), .size = BENCH_PAGE_REGION };
-        if (raw_args.sock < 0)
-                bench_die("connecting to the raw server: %s", strerror(-raw_args.sock));
+        raw_args = (struct bench_raw_op_args) { .sock = bench_ctx_raw_connect(raw.socket_path),
+                                                .size = BENCH_PAGE_REGION };
         victim = (struct bench_lib_op) { .client = bench_ctx_client(broker.socket_path), .size = BENCH_PAGE_REGION };
         flood = (struct flood) { .ctx = ctx, .socket_path = broker.socket_path, .broker_pid = broker.pid,
                                  .settled_fds = bench_count_fds(broker.pid) };

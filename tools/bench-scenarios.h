@@ -40,6 +40,8 @@ struct bench_ctx {
 void bench_ctx_broker(struct bench_ctx *ctx, struct bench_broker *b, const char *const *extra_args);
 /* A raw server on server_cpu, on a new socket in the folder. */
 void bench_ctx_raw(struct bench_ctx *ctx, struct bench_raw_server *s);
+/* A connection to the raw server at socket_path; dies when it cannot connect. */
+int bench_ctx_raw_connect(const char *socket_path);
 /* A library client of the broker; dies when it cannot connect. */
 mfb_client *bench_ctx_client(const char *socket_path);
 /* Names for where a client runs. */

@@ -62,6 +62,14 @@ void bench_ctx_raw(struct bench_ctx *ctx, struct bench_raw_server *s) {
         bench_raw_start(s, path, ctx->two_cpus ? ctx->server_cpu : -1);
 }
 
+int bench_ctx_raw_connect(const char *socket_path) {
+        int sock = bench_raw_connect(socket_path);
+
+        if (sock < 0)
+                bench_die("connecting to the raw server: %s", strerror(-sock));
+        return sock;
+}
+
 mfb_client *bench_ctx_client(const char *socket_path) {
         mfb_client *c;
         int k = mfb_client_connect(socket_path, &c);
