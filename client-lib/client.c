@@ -204,6 +204,18 @@ static int requests_abort(mfb_client *c, int status) {
         }
 }
 
+/*
+ * Once the connection failed, ends every queued request with its error and
+ * returns that; 0 while it works, or once the client was freed (which ended
+ * every request already).
+ */
+static int requests_abort_failed(mfb_client *c) {
+        if (c->freed || c->error == 0)
+                return 0;
+        (void) requests_abort(c, c->error);
+        return c->error;
+}
+
 int client_request(mfb_client *c, uint16_t opcode, const void *body, size_t body_size,
                    client_handler handler, size_t data_size, void **ret_data) {
         struct client_request *q;
@@ -620,19 +632,13 @@ _public_ int mfb_client_dispatch(mfb_client *c) {
         if (client_usable(c))
                 (void) requests_send(c);
 
-        if (c->freed)
-                r = n;
-        else if (c->error != 0) {
-                r = c->error;
-                (void) requests_abort(c, r);
-        } else
-                r = n;
+        r = requests_abort_failed(c);
         client_unref(c);
-        return r;
+        return r < 0 ? r : n;
 }
 
 _public_ int mfb_client_flush(mfb_client *c) {
-        int r = 0;
+        int r;
 
         if (!c || c->freed)
                 return -EINVAL;
@@ -643,10 +649,7 @@ _public_ int mfb_client_flush(mfb_client *c) {
                         break;
                 socket_wait(c);
         }
-        if (!c->freed && c->error != 0) {
-                r = c->error;
-                (void) requests_abort(c, r);
-        }
+        r = requests_abort_failed(c);
         client_unref(c);
         return r;
 }
