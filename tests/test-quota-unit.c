@@ -338,11 +338,7 @@ START_TEST(a_charge_of_several_resources_is_all_or_nothing) {
         struct snapshot before;
         struct quota *q;
 
-        for (unsigned i = 0; i < MFB_RESOURCE_COUNT; i++) {
-                limits.broker_max.n[i] = 100;
-                limits.uid_max.n[i] = MFB_LIMIT_NONE;
-        }
-        limits.broker_max.n[MFB_RESOURCE_BYTES] = BYTES_MAX;
+        limits = model_limits(&(struct model) { .broker_max = BYTES_MAX, .uid_max = MFB_LIMIT_NONE });
         limits.uid_max.n[MFB_RESOURCE_REGIONS] = 10;
         ck_assert_int_eq(quota_new(&limits, EXEMPT_UID, &q), 0);
         ck_assert_int_eq(quota_charge(q, UID_A, &a, NULL), 0);
@@ -405,11 +401,7 @@ START_TEST(discharge_gives_back_exactly) {
         struct snapshot before;
         struct quota *q;
 
-        for (unsigned i = 0; i < MFB_RESOURCE_COUNT; i++) {
-                limits.broker_max.n[i] = 100;
-                limits.uid_max.n[i] = MFB_LIMIT_NONE;
-        }
-        limits.broker_max.n[MFB_RESOURCE_BYTES] = BYTES_MAX;
+        limits = model_limits(&(struct model) { .broker_max = BYTES_MAX, .uid_max = MFB_LIMIT_NONE });
         ck_assert_int_eq(quota_new(&limits, EXEMPT_UID, &q), 0);
         ck_assert_int_eq(quota_charge(q, UID_B, &b, NULL), 0);
         snapshot(q, &before);
