@@ -470,6 +470,17 @@ void bench_broker_start(struct bench_broker *b, const char *brokerd, const char 
         }
 }
 
+void bench_broker_wait_fds(pid_t pid, unsigned fds, const char *after) {
+        uint64_t deadline = bench_now_ns() + (uint64_t) BENCH_TIMEOUT_MS * 1000000;
+
+        while (bench_count_fds(pid) != fds) {
+                if (bench_now_ns() > deadline)
+                        bench_die("the broker holds %u fds, not %u, %d ms after %s", bench_count_fds(pid), fds,
+                                  BENCH_TIMEOUT_MS, after);
+                bench_sleep_ms(1);
+        }
+}
+
 bool bench_broker_stop(struct bench_broker *b) {
         int status;
 

@@ -142,6 +142,13 @@ struct bench_broker {
 void bench_broker_start(struct bench_broker *b, const char *brokerd, const char *socket_path, int cpu,
                         rlim_t fd_limit, const char *const *extra_args);
 
+/*
+ * Waits until the broker pid holds fds open fds again, as it did before
+ * what after names ("a flood"): until it has let go of what that took, the
+ * next round is not idle. Dies after BENCH_TIMEOUT_MS.
+ */
+void bench_broker_wait_fds(pid_t pid, unsigned fds, const char *after);
+
 /* Stops it with SIGTERM, as a service manager does; false, after saying why, if it did not exit cleanly. */
 bool bench_broker_stop(struct bench_broker *b);
 

@@ -97,18 +97,6 @@ static int connect_hello(void) {
         return bench_connect_hello(broker.socket_path);
 }
 
-/* After an attack: until the broker has freed what it held for the attacker, the next round is not idle. */
-static void wait_broker_settled(unsigned fds) {
-        uint64_t deadline = bench_now_ns() + (uint64_t) TIMEOUT_MS * 1000000;
-
-        while (bench_count_fds(broker.pid) != fds) {
-                if (bench_now_ns() > deadline)
-                        bench_die("the broker holds %u fds, not %u, %d ms after an attack",
-                                  bench_count_fds(broker.pid), fds, TIMEOUT_MS);
-                bench_sleep_ms(1);
-        }
-}
-
 /* Other processes ---------------------------------------------------- */
 
 /* A connection made by uid (where the benchmark may switch users) and handed to this process, after HELLO. */
@@ -497,10 +485,10 @@ int main(int argc, char **argv) {
         for (unsigned c = 0; c < CYCLES; c++) {
                 round_of(&idle, victim, SAMPLES_PER_ROUND / 2);
                 round_of(&flooded, victim, SAMPLES_PER_ROUND);
-                wait_broker_settled(settled);
+                bench_broker_wait_fds(broker.pid, settled, "an attack");
                 round_of(&idle, victim, SAMPLES_PER_ROUND / 2);
                 round_of(&slow, victim, SAMPLES_PER_ROUND);
-                wait_broker_settled(settled);
+                bench_broker_wait_fds(broker.pid, settled, "an attack");
         }
 
         printf("victim CREATE + RELEASE, median:\n");

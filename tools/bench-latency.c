@@ -417,18 +417,6 @@ static void flood_begin(void *userdata) {
         f->cpu_at_start = bench_cpu_ns(f->broker_pid);
 }
 
-/* Waits until the broker holds no more than it did before the flood: else the next round is not idle. */
-static void wait_settled(struct flood *f) {
-        uint64_t deadline = bench_now_ns() + (uint64_t) BENCH_TIMEOUT_MS * 1000000;
-
-        while (bench_count_fds(f->broker_pid) != f->settled_fds) {
-                if (bench_now_ns() > deadline)
-                        bench_die("the broker holds %u fds, not %u, %d ms after a flood",
-                                  bench_count_fds(f->broker_pid), f->settled_fds, BENCH_TIMEOUT_MS);
-                bench_sleep_ms(1);
-        }
-}
-
 static void flood_end(void *userdata) {
         struct flood *f = userdata;
         uint64_t sent = 0;
@@ -444,7 +432,7 @@ static void flood_end(void *userdata) {
                 bench_die("the flooding client failed");
         f->requests += sent;
         f->rounds++;
-        wait_settled(f);
+        bench_broker_wait_fds(f->broker_pid, f->settled_fds, "a flood");
 }
 
 struct idle {
