@@ -110,6 +110,16 @@ static void create_refused(int fd, uint64_t size, int32_t status, const char *re
         ck_assert_msg(strstr(body.message, resource), "the refusal '%s' does not name %s", body.message, resource);
 }
 
+/* A connection of uid to b that creates n regions of a page, the last that fit: the next is refused with EDQUOT. */
+static int connect_and_fill(const struct test_broker *b, uid_t uid, unsigned n) {
+        int fd = connect_as(b, uid);
+
+        for (unsigned i = 0; i < n; i++)
+                create(fd, PAGE);
+        create_refused(fd, PAGE, -EDQUOT, "regions");
+        return fd;
+}
+
 /* RELEASE of a region fd holds: anonymous, it goes, and so does its charge. */
 static void release(int fd, uint64_t handle) {
         struct mfb_wire_release_request req = { .handle = handle };
@@ -134,10 +144,7 @@ START_TEST(regions_per_uid_stop_at_the_limit) {
         create_refused(a, PAGE, -EDQUOT, "regions");
 
         /* Another uid has a limit of its own, and root none, while A is at its limit. */
-        b = connect_as(&test_broker, USER_B);
-        for (int i = 0; i < REGIONS_PER_UID; i++)
-                create(b, PAGE);
-        create_refused(b, PAGE, -EDQUOT, "regions");
+        b = connect_and_fill(&test_broker, USER_B, REGIONS_PER_UID);
         root = raw_connect_hello(&test_broker);
         for (int i = 0; i < 2 * REGIONS_PER_UID; i++)
                 create(root, PAGE);
@@ -307,15 +314,8 @@ START_TEST(a_uid_gets_its_fair_share_of_regions) {
         ck_assert_uint_eq(share_a, SHARE_MAX_REGIONS / 2);
         ck_assert_uint_gt(share_b, 0);
 
-        a = connect_as(&test_broker, USER_A);
-        for (unsigned i = 0; i < share_a; i++)
-                create(a, PAGE);
-        create_refused(a, PAGE, -EDQUOT, "regions");
-
-        b = connect_as(&test_broker, USER_B);
-        for (unsigned i = 0; i < share_b; i++)
-                create(b, PAGE);
-        create_refused(b, PAGE, -EDQUOT, "regions");
+        a = connect_and_fill(&test_broker, USER_A, share_a);
+        b = connect_and_fill(&test_broker, USER_B, share_b);
 
         /* Root takes no share: it gets everything that is left, and is refused only then. */
         root = raw_connect_hello(&test_broker);
@@ -417,10 +417,7 @@ START_TEST(root_and_the_brokers_own_uid_are_exempt) {
         }
         /* Running as a user of its own, as a system service does, the broker exempts that user and root. */
         test_broker_start_as(&b, per_uid_args, BROKER_USER);
-        a = connect_as(&b, USER_A);
-        for (int i = 0; i < REGIONS_PER_UID; i++)
-                create(a, PAGE);
-        create_refused(a, PAGE, -EDQUOT, "regions");
+        a = connect_and_fill(&b, USER_A, REGIONS_PER_UID);
 
         exempt[0] = raw_connect_hello(&b);
         exempt[1] = connect_as(&b, BROKER_USER);
