@@ -139,7 +139,6 @@ static void queue_push(struct request_queue *queue, struct client_request *q) {
         else
                 queue->first = q;
         queue->last = q;
-        queue->n++;
 }
 
 static struct client_request *queue_pop(struct request_queue *queue) {
@@ -149,7 +148,6 @@ static struct client_request *queue_pop(struct request_queue *queue) {
         queue->first = q->next;
         if (!queue->first)
                 queue->last = NULL;
-        queue->n--;
         return q;
 }
 
@@ -606,7 +604,7 @@ _public_ int mfb_client_get_events(const mfb_client *c) {
 }
 
 _public_ int mfb_client_dispatch(mfb_client *c) {
-        size_t budget;
+        uint64_t last;
         int n = 0, r;
 
         if (!c || c->freed)
@@ -617,16 +615,19 @@ _public_ int mfb_client_dispatch(mfb_client *c) {
                 (void) requests_send(c);
 
         /*
-         * As many replies as there are requests written, so that callbacks making
-         * new requests cannot keep one call going forever; at least one read, so
-         * that the end of the connection is seen even with nothing asked.
+         * Replies up to the one to the newest request written by now, so that
+         * callbacks making new requests cannot keep one call going forever; at
+         * least one read, so that the end of the connection is seen even with
+         * nothing asked.
          */
-        budget = c->sent.n > 0 ? c->sent.n : 1;
-        while (budget-- > 0 && client_usable(c)) {
+        last = c->sent.last ? c->sent.last->record.header.cookie : 0;
+        while (client_usable(c)) {
                 r = reply_read(c, false);
                 if (r < 0)
                         break;
                 n += r;
+                if (c->last_answered >= last)
+                        break;
         }
 
         if (client_usable(c))

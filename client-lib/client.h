@@ -26,7 +26,6 @@ struct client_request;
 /* Requests in the order they were made. */
 struct request_queue {
         struct client_request *first, *last;
-        size_t n;
 };
 
 struct mfb_client {
