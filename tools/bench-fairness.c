@@ -73,7 +73,6 @@ static int victim_cpu = SERVER_CPU;
 
 #define BROKER_FD_LIMIT (1U << 17)      /* the regions, the connections, and room to spare */
 #define OWN_FD_LIMIT (1U << 16)
-#define TIMEOUT_MS BENCH_TIMEOUT_MS
 #define GOAL 2.0
 
 static struct bench_broker broker;
@@ -121,7 +120,7 @@ static int connect_as(uid_t uid) {
         if (mfb_record_recv(pair[0], &byte, 1, fds, &nfds, 0) != 1 || nfds != 1)
                 bench_die("uid %u could not connect", (unsigned) uid);
         close(pair[0]);
-        if (bench_reap(pid, TIMEOUT_MS) != 0)
+        if (bench_reap(pid, BENCH_TIMEOUT_MS) != 0)
                 bench_die("the process connecting as uid %u failed", (unsigned) uid);
         return fds[0];
 }
@@ -160,7 +159,7 @@ static void attack_start(struct attack *ret, uint32_t (*fn)(int ready, int stop)
         close(report[1]);
         ret->stop = stop[1];
         ret->report = report[0];
-        if (poll(&(struct pollfd) { .fd = ret->report, .events = POLLIN }, 1, TIMEOUT_MS) != 1 ||
+        if (poll(&(struct pollfd) { .fd = ret->report, .events = POLLIN }, 1, BENCH_TIMEOUT_MS) != 1 ||
             read(ret->report, &byte, 1) != 1)
                 bench_die("the attack did not start");
 }
@@ -170,11 +169,11 @@ static uint32_t attack_stop(struct attack *a) {
         uint32_t result = 0;
 
         close(a->stop);
-        if (poll(&(struct pollfd) { .fd = a->report, .events = POLLIN }, 1, TIMEOUT_MS) != 1 ||
+        if (poll(&(struct pollfd) { .fd = a->report, .events = POLLIN }, 1, BENCH_TIMEOUT_MS) != 1 ||
             read(a->report, &result, sizeof(result)) != sizeof(result))
                 bench_die("the attack did not stop");
         close(a->report);
-        if (bench_reap(a->pid, TIMEOUT_MS) != 0)
+        if (bench_reap(a->pid, BENCH_TIMEOUT_MS) != 0)
                 bench_die("the attack failed");
         return result;
 }
@@ -242,12 +241,10 @@ static uint32_t flood(int ready, int stop) {
  * connections the broker dropped.
  */
 static uint32_t slow_readers(int ready, int stop) {
-        int owner = connect_hello(), *fds = calloc(SLOW_CONNECTIONS, sizeof(int));
+        int owner = connect_hello(), *fds = bench_check_alloc(calloc(SLOW_CONNECTIONS, sizeof(int)));
         uint64_t first = 0;
         uint32_t dropped = 0;
 
-        if (!fds)
-                bench_die("out of memory");
         if (bench_create_regions(owner, MFB_WIRE_LIST_ENTRIES_MAX, 4096, 0600, NULL, 0, 32, &first) == 0)
                 bench_die("the slow readers could not create their regions");
         for (unsigned i = 0; i < SLOW_CONNECTIONS; i++) {
@@ -310,13 +307,11 @@ static int answer_with_fd(int sock) {
 
 /* Medians of the raw costs: memfd work in process, and an fd-passing round trip to another process. */
 static void measure_raw(double *ret_memfd, double *ret_round_trip) {
-        uint64_t *samples = calloc(RAW_SAMPLES, sizeof(uint64_t));
+        uint64_t *samples = bench_check_alloc(calloc(RAW_SAMPLES, sizeof(uint64_t)));
         struct mfb_wire_header h;
         int pair[2];
         pid_t pid;
 
-        if (!samples)
-                bench_die("out of memory");
         for (unsigned i = 0; i < RAW_SAMPLES; i++)
                 samples[i] = raw_memfd();
         *ret_memfd = bench_median(samples, RAW_SAMPLES);
@@ -346,7 +341,7 @@ static void measure_raw(double *ret_memfd, double *ret_round_trip) {
                 samples[i] = bench_now_ns() - start;
         }
         close(pair[0]);
-        if (bench_reap(pid, TIMEOUT_MS) != 0)
+        if (bench_reap(pid, BENCH_TIMEOUT_MS) != 0)
                 bench_die("the bare round trip's other end failed");
         *ret_round_trip = bench_median(samples, RAW_SAMPLES);
         free(samples);
@@ -455,11 +450,8 @@ int main(int argc, char **argv) {
                        OTHER_CPU, victim_cpu == OTHER_CPU ? " at SCHED_IDLE" : "");
         else
                 printf("placement: left to the kernel (fewer than 2 CPUs, or pinning refused)\n");
-        for (size_t i = 0; i < ELEMENTSOF(states); i++) {
-                states[i]->samples = calloc(CYCLES * SAMPLES_PER_ROUND, sizeof(uint64_t));
-                if (!states[i]->samples)
-                        bench_die("out of memory");
-        }
+        for (size_t i = 0; i < ELEMENTSOF(states); i++)
+                states[i]->samples = bench_check_alloc(calloc(CYCLES * SAMPLES_PER_ROUND, sizeof(uint64_t)));
 
         measure_raw(&raw_memfd_ns, &raw_trip_ns);
         raw_ns = raw_memfd_ns + raw_trip_ns;
