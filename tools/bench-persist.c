@@ -95,12 +95,12 @@
 #include <unistd.h>
 
 #include "bench-common.h"
+#include "macro.h"
 #include "memfd-broker.h"
 
 #define REGION_SIZE 4096U
 #define SERVER_CPU 0
 #define OTHER_CPU 1
-#define TIMEOUT_MS BENCH_TIMEOUT_MS
 #define FD_LIMIT (1U << 17)             /* what this process and the brokers ask for at least */
 #define FD_SLACK 256U                   /* this process's fds besides the stand-ins' stores */
 
@@ -200,9 +200,8 @@ static void store_add(struct standin *s, int fd, const char *name) {
                         return;
                 }
         }
-        e = calloc(1, sizeof(*e));
-        if (!e || !(e->name = strdup(name)))
-                bench_die("out of memory");
+        e = bench_check_alloc(calloc(1, sizeof(*e)));
+        e->name = bench_check_alloc(strdup(name));
         e->fd = fd;
         /* systemd polls every stored fd for hangup; fds that cannot be polled (memfds) give EPERM. */
         e->polled = epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, fd, &(struct epoll_event) { .events = 0 }) == 0;
@@ -425,13 +424,11 @@ static char **broker_env(struct standin *s) {
 
         while (environ[n])
                 n++;
-        env = calloc(n + 5, sizeof(char *));
-        if (!env)
-                bench_die("out of memory");
+        env = bench_check_alloc(calloc(n + 5, sizeof(char *)));
         for (size_t i = 0; i < n; i++) {
                 bool keep = true;
 
-                for (size_t j = 0; j < sizeof(unset) / sizeof(unset[0]); j++)
+                for (size_t j = 0; j < ELEMENTSOF(unset); j++)
                         keep = keep && !has_prefix(environ[i], unset[j]);
                 if (keep)
                         env[k++] = environ[i];
@@ -501,7 +498,7 @@ static void standin_start(struct standin *s, const char *brokerd) {
 }
 
 static void standin_wait_ready(struct standin *s) {
-        struct timespec deadline = deadline_after(TIMEOUT_MS);
+        struct timespec deadline = deadline_after(BENCH_TIMEOUT_MS);
 
         pthread_mutex_lock(&s->lock);
         while (!s->ready) {
@@ -516,7 +513,7 @@ static void standin_wait_ready(struct standin *s) {
                         bench_die("the %s broker exited before READY=1 (wait status 0x%x)", s->label, status);
                 }
                 if (bench_now_ns() > (uint64_t) deadline.tv_sec * 1000000000U + (uint64_t) deadline.tv_nsec)
-                        bench_die("no READY=1 from the %s broker within %d ms", s->label, TIMEOUT_MS);
+                        bench_die("no READY=1 from the %s broker within %d ms", s->label, BENCH_TIMEOUT_MS);
         }
         pthread_mutex_unlock(&s->lock);
 }
@@ -527,7 +524,7 @@ static void standin_wait_ready(struct standin *s) {
  * in the store then.
  */
 static size_t standin_sync(struct standin *s) {
-        struct timespec deadline = deadline_after(TIMEOUT_MS);
+        struct timespec deadline = deadline_after(BENCH_TIMEOUT_MS);
         uint64_t want = ++s->syncs_sent;
         size_t n;
 
@@ -536,7 +533,7 @@ static size_t standin_sync(struct standin *s) {
         pthread_mutex_lock(&s->lock);
         while (s->syncs < want)
                 if (pthread_cond_timedwait(&s->cond, &s->lock, &deadline) == ETIMEDOUT)
-                        bench_die("the %s stand-in did not catch up within %d ms", s->label, TIMEOUT_MS);
+                        bench_die("the %s stand-in did not catch up within %d ms", s->label, BENCH_TIMEOUT_MS);
         n = s->n_stored;
         pthread_mutex_unlock(&s->lock);
         return n;
@@ -560,7 +557,7 @@ static bool standin_stop(struct standin *s) {
                 int status;
 
                 kill(s->pid, SIGTERM);
-                status = bench_reap(s->pid, TIMEOUT_MS);
+                status = bench_reap(s->pid, BENCH_TIMEOUT_MS);
                 bench_untrack_pid(s->pid);
                 s->pid = 0;
                 if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
@@ -958,14 +955,10 @@ int main(int argc, char **argv) {
         snprintf(row_high, sizeof(row_high), "broker, %u kept", high);
         at_low = (struct state) { .name = row_low, .standin = &standins[0], .regions = low };
         at_high = (struct state) { .name = row_high, .standin = &standins[1], .regions = high };
-        names = calloc(ops, sizeof(*names));
-        if (!names)
-                bench_die("out of memory");
-        for (size_t i = 0; i < 3; i++) {
-                states[i]->ops = calloc((size_t) ops * rounds, sizeof(uint64_t));
-                states[i]->rounds = calloc(rounds, sizeof(uint64_t));
-                if (!states[i]->ops || !states[i]->rounds)
-                        bench_die("out of memory");
+        names = bench_check_alloc(calloc(ops, sizeof(*names)));
+        for (size_t i = 0; i < ELEMENTSOF(states); i++) {
+                states[i]->ops = bench_check_alloc(calloc((size_t) ops * rounds, sizeof(uint64_t)));
+                states[i]->rounds = bench_check_alloc(calloc(rounds, sizeof(uint64_t)));
         }
 
         printf("%u rounds of %u named CREATE + map + free of 4 KiB per state; raw, low and high interleaved\n",
@@ -1014,7 +1007,7 @@ int main(int argc, char **argv) {
         for (size_t i = 0; i < 2; i++)
                 ok = standin_stop(&standins[i]) && ok;
         close(raw_sock);
-        if (bench_reap(raw_pid, TIMEOUT_MS) != 0) {
+        if (bench_reap(raw_pid, BENCH_TIMEOUT_MS) != 0) {
                 fprintf(stderr, "bench-persist: the raw server failed\n");
                 ok = false;
         }
