@@ -196,7 +196,7 @@ static void bucket_drop(struct park *p, size_t i) {
         if (r < 0) {
                 /* It stays stored, and still takes its name's room: keep it, empty, to try again later. */
                 log_warning_errno(r, "Failed to have the service manager close the empty bucket %s: %m", b->name);
-                b->due = true;
+                b->due = p->due = true;
                 return;
         }
         bucket_free(b);
