@@ -438,30 +438,8 @@ static int region_seal_prepare(mfb_region *r, uint32_t seals) {
         return 0;
 }
 
-_public_ int mfb_region_seal_async(mfb_region *r, mfb_callback callback, void *userdata) {
-        int k;
-
-        if (!r)
-                return -EINVAL;
-        k = region_seal_prepare(r, F_SEAL_WRITE);
-        if (k < 0)
-                return k;
-        return region_seal_request(r, F_SEAL_WRITE, callback, userdata);
-}
-
-_public_ int mfb_region_seal_future_write_async(mfb_region *r, mfb_callback callback, void *userdata) {
-        int k;
-
-        if (!r)
-                return -EINVAL;
-        k = region_seal_prepare(r, F_SEAL_FUTURE_WRITE);
-        if (k < 0)
-                return k;
-        return region_seal_request(r, F_SEAL_FUTURE_WRITE, callback, userdata);
-}
-
-static int region_seal(mfb_region *r, uint32_t seals) {
-        struct mfb_wire_seal_request request;
+/* Unmaps for F_SEAL_WRITE, and asks the broker for seals, for callback (NULL: the result is dropped). */
+static int region_seal_async(mfb_region *r, uint32_t seals, mfb_callback callback, void *userdata) {
         int k;
 
         if (!r)
@@ -469,11 +447,42 @@ static int region_seal(mfb_region *r, uint32_t seals) {
         k = region_seal_prepare(r, seals);
         if (k < 0)
                 return k;
-        request = (struct mfb_wire_seal_request) {
-                .handle = r->handle,
-                .seals = seals,
-        };
-        return client_call(r->client, MFB_OP_SEAL, &request, sizeof(request), NULL, NULL);
+        return region_seal_request(r, seals, callback, userdata);
+}
+
+_public_ int mfb_region_seal_async(mfb_region *r, mfb_callback callback, void *userdata) {
+        return region_seal_async(r, F_SEAL_WRITE, callback, userdata);
+}
+
+_public_ int mfb_region_seal_future_write_async(mfb_region *r, mfb_callback callback, void *userdata) {
+        return region_seal_async(r, F_SEAL_FUTURE_WRITE, callback, userdata);
+}
+
+/* What a synchronous seal waits for. */
+struct seal_sync {
+        bool done;
+        int result;
+};
+
+static void seal_sync_callback(mfb_client *c, int error, void *userdata) {
+        struct seal_sync *s = userdata;
+
+        s->result = error;
+        s->done = true;
+}
+
+static int region_seal(mfb_region *r, uint32_t seals) {
+        struct seal_sync s = {};
+        mfb_client *c;
+        int k;
+
+        k = region_seal_async(r, seals, seal_sync_callback, &s);
+        if (k < 0)
+                return k;
+        /* r is not touched again: a callback of an earlier request may free it meanwhile. */
+        c = r->client;
+        k = client_wait(c, &s.done);
+        return s.done ? s.result : k;
 }
 
 _public_ int mfb_region_seal(mfb_region *r) {
