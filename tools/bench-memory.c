@@ -66,6 +66,15 @@ struct measured {
         unsigned connection_fds;        /* and for MEMORY_CONNECTIONS connections */
 };
 
+/* From the server's footprints at the start, with the regions, and with the connections too. */
+static void measured_set(struct measured *m, unsigned round, struct footprint start, struct footprint regions,
+                         struct footprint connections) {
+        m->region[round] = per_unit(start, regions, MEMORY_REGIONS);
+        m->connection[round] = per_unit(regions, connections, MEMORY_CONNECTIONS);
+        m->region_fds = regions.fds - start.fds;
+        m->connection_fds = connections.fds - regions.fds;
+}
+
 static void measure_raw(struct bench_ctx *ctx, struct measured *m, unsigned round, int *conns) {
         struct bench_raw_server raw = { 0 };
         struct footprint start, regions, connections;
@@ -87,10 +96,7 @@ static void measure_raw(struct bench_ctx *ctx, struct measured *m, unsigned roun
                         bench_die("idle connection %u to the raw server failed", i);
         }
         connections = footprint_of(raw.pid);
-        m->region[round] = per_unit(start, regions, MEMORY_REGIONS);
-        m->connection[round] = per_unit(regions, connections, MEMORY_CONNECTIONS);
-        m->region_fds = regions.fds - start.fds;
-        m->connection_fds = connections.fds - regions.fds;
+        measured_set(m, round, start, regions, connections);
         mfb_close_fds(conns, MEMORY_CONNECTIONS);
         close(control);
         if (!bench_raw_stop(&raw))
@@ -112,10 +118,7 @@ static void measure_broker(struct bench_ctx *ctx, struct measured *m, unsigned r
         for (unsigned i = 0; i < MEMORY_CONNECTIONS; i++)
                 conns[i] = bench_connect_hello(broker.socket_path);
         connections = footprint_of(broker.pid);
-        m->region[round] = per_unit(start, regions, MEMORY_REGIONS);
-        m->connection[round] = per_unit(regions, connections, MEMORY_CONNECTIONS);
-        m->region_fds = regions.fds - start.fds;
-        m->connection_fds = connections.fds - regions.fds;
+        measured_set(m, round, start, regions, connections);
         mfb_close_fds(conns, MEMORY_CONNECTIONS);
         close(control);
         if (!bench_broker_stop(&broker))
@@ -162,7 +165,7 @@ void bench_scenario_memory(struct bench_ctx *ctx) {
                           (double) raw.region_fds / MEMORY_REGIONS, (double) broker.region_fds / MEMORY_REGIONS,
                           (double) raw.connection_fds / MEMORY_CONNECTIONS,
                           (double) broker.connection_fds / MEMORY_CONNECTIONS);
-        if (rounds < 100)
-                bench_report_note("memory", "with %u round(s) the p99 is the largest", rounds);
+        _Static_assert(ROUNDS_MAX < 100, "with 100 rounds or more, the p99 is not the largest");
+        bench_report_note("memory", "with %u round(s) the p99 is the largest", rounds);
         free(conns);
 }
