@@ -576,6 +576,58 @@ START_TEST(a_batch_is_made_all_or_none) {
 }
 END_TEST
 
+/*
+ * A batch takes its regions from its uid's share as CREATEs one after
+ * another would: a uid that asks for far more than its share in one batch
+ * is refused, holds nothing of it, and takes nothing from the share of
+ * another uid that creates regions one by one next to it.
+ */
+START_TEST(a_batch_takes_no_more_than_its_uids_share) {
+        unsigned share_a = fair_share(SHARE_MAX_REGIONS, 0, 0);
+        unsigned share_b = fair_share(SHARE_MAX_REGIONS, share_a, 1);
+        struct mfb_wire_create_batch_request most = { .size = PAGE, .count = MFB_WIRE_CREATE_BATCH_MAX };
+        uint64_t handles[MFB_WIRE_CREATE_BATCH_MAX];
+        int fds[MFB_WIRE_CREATE_BATCH_MAX], a, b, root;
+        union reply_body body;
+
+        if (!can_switch_users(__func__))
+                return;
+        a = connect_as(&test_broker, USER_A);
+        b = connect_as(&test_broker, USER_B);
+
+        /* The most a batch may ask for, and one more than A's share: refused for the share, nothing kept. */
+        ck_assert_int_eq(request(a, MFB_OP_CREATE_BATCH, &most, sizeof(most), &body), -EDQUOT);
+        ck_assert_msg(strstr(body.message, "regions"), "the refusal '%s' does not name regions", body.message);
+        ck_assert_int_eq(create_batch(a, share_a + 1, PAGE, handles, fds), -EDQUOT);
+
+        /* B creates one and gives it back between A's batches, while A holds nothing. */
+        release(b, create(b, PAGE));
+
+        /* A's share in one batch, then not one region more, by batch or by CREATE. */
+        ck_assert_int_eq(create_batch(a, share_a, PAGE, handles, fds), 0);
+        mfb_close_fds(fds, share_a);
+        ck_assert_int_eq(create_batch(a, 1, PAGE, handles, fds), -EDQUOT);
+        create_refused(a, PAGE, -EDQUOT, "regions");
+
+        /* B has all the share that A's regions leave it, and not one region more, batch or not. */
+        ck_assert_int_eq(request(b, MFB_OP_CREATE_BATCH, &most, sizeof(most), &body), -EDQUOT);
+        ck_assert_int_eq(create_batch(b, share_b + 1, PAGE, handles, fds), -EDQUOT);
+        for (unsigned i = 0; i < share_b; i++)
+                create(b, PAGE);
+        create_refused(b, PAGE, -EDQUOT, "regions");
+
+        /* No refused batch left a region behind: root gets exactly what the two shares leave. */
+        root = raw_connect_hello(&test_broker);
+        for (unsigned i = share_a + share_b; i < SHARE_MAX_REGIONS; i++)
+                create(root, PAGE);
+        create_refused(root, PAGE, -ENOSPC, "regions");
+
+        close(root);
+        close(b);
+        close(a);
+}
+END_TEST
+
 static void per_uid_setup(void) {
         test_fd_leak_setup();
         test_broker_start(&test_broker, per_uid_args);
@@ -608,6 +660,7 @@ Suite *quota_suite(void) {
         tcase_set_timeout(share, 60);
         tcase_add_checked_fixture(share, share_setup, test_broker_teardown);
         tcase_add_test(share, a_uid_gets_its_fair_share_of_regions);
+        tcase_add_test(share, a_batch_takes_no_more_than_its_uids_share);
         suite_add_tcase(s, share);
 
         tcase_set_timeout(holds, 60);
