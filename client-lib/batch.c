@@ -140,28 +140,6 @@ fail:
         return r;
 }
 
-static int batch_create_wire(mfb_client *c, size_t n, struct batch *b) {
-        while (b->answered < n) {
-                while (b->error == 0 && b->issued < n && b->issued - b->answered < WIRE_WINDOW) {
-                        size_t count = n - b->issued;
-                        int r;
-
-                        if (count > MFB_WIRE_CREATE_BATCH_MAX)
-                                count = MFB_WIRE_CREATE_BATCH_MAX;
-                        r = chunk_request(c, b, count);
-                        if (r < 0) {
-                                b->error = r;
-                                break;
-                        }
-                }
-                if (b->answered == b->issued)
-                        break;
-                if (batch_wait(c, b) < 0)
-                        return -EIO;
-        }
-        return b->error;
-}
-
 static void pipelined_callback(mfb_client *c, int error, mfb_region *region, void *userdata) {
         struct batch *b = userdata;
 
@@ -173,23 +151,37 @@ static void pipelined_callback(mfb_client *c, int error, mfb_region *region, voi
         b->progress = true;
 }
 
+/* Asks for the next regions: as many as one CREATE_BATCH takes, or one CREATE from an older broker. */
+static int batch_issue(mfb_client *c, struct batch *b, size_t n, bool wire) {
+        size_t count = n - b->issued;
+        int r;
+
+        if (wire)
+                return chunk_request(c, b, count < MFB_WIRE_CREATE_BATCH_MAX ? count : MFB_WIRE_CREATE_BATCH_MAX);
+
+        r = mfb_region_create_async(c, NULL, b->size, 0, 0, pipelined_callback, b);
+        if (r < 0)
+                return r;
+        b->issued++;
+        return 0;
+}
+
 /*
- * Keeps up to window CREATEs unanswered, making the next as each answer
- * comes: the broker works on one while the library checks the fd of the
- * one before, and the broker's limit on replies it holds for a connection
- * that does not read is never reached. After a failure it makes no more,
- * and waits only for the answers to those made already.
+ * Keeps up to window regions asked for and unanswered, asking for more as
+ * answers come: the broker makes the next while the library checks the fds
+ * of the ones before, and the broker's limit on replies it holds for a
+ * connection that does not read is never reached. After a failure it asks
+ * for no more, and waits only for the answers to what it asked already.
  */
-static int batch_create_pipelined(mfb_client *c, size_t n, size_t window, struct batch *b) {
+static int batch_create(mfb_client *c, size_t n, size_t window, bool wire, struct batch *b) {
         while (b->answered < n) {
                 while (b->error == 0 && b->issued < n && b->issued - b->answered < window) {
-                        int r = mfb_region_create_async(c, NULL, b->size, 0, 0, pipelined_callback, b);
+                        int r = batch_issue(c, b, n, wire);
 
                         if (r < 0) {
                                 b->error = r;
                                 break;
                         }
-                        b->issued++;
                 }
                 if (b->answered == b->issued)
                         break;
@@ -221,9 +213,9 @@ _public_ int mfb_region_create_batch(mfb_client *c, uint64_t size, size_t n, mfb
         /* A callback of an earlier request may free the client while the batch waits. */
         client_ref(c);
         if (c->hello.capabilities & MFB_CAP_CREATE_BATCH)
-                r = batch_create_wire(c, n, &b);
+                r = batch_create(c, n, WIRE_WINDOW, true, &b);
         else
-                r = batch_create_pipelined(c, n, c->hello.requests_in_flight_max ?: 1, &b);
+                r = batch_create(c, n, c->hello.requests_in_flight_max ?: 1, false, &b);
         if (r < 0) {
                 /* Nothing stays: the broker has the releases before the client's next reply. */
                 for (size_t i = 0; i < b.made; i++)
