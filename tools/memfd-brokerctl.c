@@ -292,16 +292,10 @@ static int read_to_end(void) {
         }
 }
 
-static void regions_free(mfb_region **regions, size_t n) {
-        for (size_t i = 0; regions && i < n; i++)
-                mfb_region_free(regions[i]);
-        free(regions);
-}
-
 /* create --count N SIZE: N anonymous regions in one batch. */
 static int cmd_create_batch(const struct options *o, const char *size_arg) {
         _cleanup_(client_freep) mfb_client *c = NULL;
-        mfb_region **regions = NULL;
+        _cleanup_(freep) mfb_region **regions = NULL;
         uint64_t size;
         int k;
 
@@ -316,14 +310,13 @@ static int cmd_create_batch(const struct options *o, const char *size_arg) {
         if (!regions)
                 return fail("create", NULL, "%s", strerror(ENOMEM));
         k = mfb_region_create_batch(c, size, o->count, regions);
-        if (k < 0) {
-                free(regions);
+        if (k < 0)
                 return fail_errno(c, k, "create", NULL);
-        }
 
         for (size_t i = 0; i < o->count; i++)
                 printf("%" PRIu64 "\n", mfb_region_handle(regions[i]));
         /* Anonymous regions live only while held: long enough for whoever reads the handles, if asked. */
+        k = EXIT_SUCCESS;
         if (o->hold) {
                 k = flush_stdout();
                 if (k == EXIT_SUCCESS) {
@@ -333,8 +326,9 @@ static int cmd_create_batch(const struct options *o, const char *size_arg) {
                                 k = fail("create", NULL, "standard input: %s", strerror(-e));
                 }
         }
-        regions_free(regions, o->count);
-        return o->hold ? k : EXIT_SUCCESS;
+        for (size_t i = 0; i < o->count; i++)
+                mfb_region_free(regions[i]);
+        return k;
 }
 
 static int cmd_create(const struct options *o, char **args, size_t n_args) {
