@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -38,6 +39,7 @@ struct item {
         bool leave;                     /* after its last serve it leaves and frees itself */
         struct item *ready_when_served; /* made ready in this one's next turn */
         int signal_when_served;         /* a byte is written there in its next turn; -1 for none */
+        uint64_t busy_usec;             /* how long each of its turns takes, by the clock the scheduler reads */
 };
 
 static struct event_base *base;
@@ -60,10 +62,21 @@ static int compare_names(const void *a, const void *b) {
         return strcmp(*(const char *const *) a, *(const char *const *) b);
 }
 
+static uint64_t now_usec(void) {
+        struct timespec ts;
+
+        ck_assert_int_eq(clock_gettime(CLOCK_MONOTONIC, &ts), 0);
+        return (uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000;
+}
+
 static void serve(struct scheduler_entry *e) {
         struct item *it = container_of(e, struct item, turn);
 
         note_served(it->name);
+        /* A turn that takes this long, as an expensive request does: the clock is watched, not slept on. */
+        if (it->busy_usec > 0)
+                for (uint64_t start = now_usec(); now_usec() - start < it->busy_usec;)
+                        ;
         if (it->ready_when_served) {
                 scheduler_ready(scheduler, &it->ready_when_served->turn);
                 it->ready_when_served = NULL;
@@ -137,24 +150,31 @@ static void assert_idle(void) {
 /* Turns a uid alone in a round has in it, in the tests of lone uids; the others have one turn a round. */
 #define ALONE_TURNS 4U
 
-static void setup_with(unsigned alone_turns_max) {
+/* The time limit of a lone uid's turns in a round, in the test of it. */
+#define ALONE_USEC 2000U
+
+static void setup_with(unsigned alone_turns_max, uint64_t alone_usec_max) {
         test_fd_leak_setup();
         base = event_base_new();
         ck_assert_ptr_nonnull(base);
-        /* No time limit: how many turns a pass has must not depend on how fast the machine is. */
-        ck_assert_int_eq(scheduler_new(base, serve, alone_turns_max, UINT64_MAX, &scheduler), 0);
+        ck_assert_int_eq(scheduler_new(base, serve, alone_turns_max, alone_usec_max, &scheduler), 0);
         memset(served, 0, sizeof(served));
         pass = 0;
         input_pass = 0;
         n_items = 0;
 }
 
+/* No time limit: how many turns a pass has must not depend on how fast the machine is. */
 static void setup(void) {
-        setup_with(1);
+        setup_with(1, UINT64_MAX);
 }
 
 static void setup_alone(void) {
-        setup_with(ALONE_TURNS);
+        setup_with(ALONE_TURNS, UINT64_MAX);
+}
+
+static void setup_alone_timed(void) {
+        setup_with(ALONE_TURNS, ALONE_USEC);
 }
 
 static void teardown(void) {
@@ -381,9 +401,35 @@ START_TEST(a_uid_alone_has_more_turns_in_a_round) {
 }
 END_TEST
 
+/*
+ * A lone uid's extra turns in a round end once the round has taken the time
+ * allowed, whatever turns are left; its first turn, which every round has,
+ * is not cut short. Every turn here takes the whole time, so that a slow or
+ * busy machine can only make a round longer, never give it more turns.
+ */
+START_TEST(a_uid_alone_has_its_extra_turns_only_within_the_time_allowed) {
+        struct item *a0 = item_new(UID_A, 'A', 0, FOREVER), *a1 = item_new(UID_A, 'A', 1, 3);
+
+        a0->busy_usec = ALONE_USEC;
+        a1->busy_usec = ALONE_USEC;
+        ready(a0);
+        ready(a1);
+        /* Without the time, each round would have ALONE_TURNS turns, as in a_uid_alone_has_more_turns_in_a_round. */
+        ck_assert_str_eq(run_pass(), "A0");
+        ck_assert_str_eq(run_pass(), "A1");
+        ck_assert_str_eq(run_pass(), "A0");
+        ck_assert_str_eq(run_pass(), "A1");
+        ck_assert_str_eq(run_pass(), "A0");
+        ck_assert_str_eq(run_pass(), "A1");
+        /* A1 is done: A0 goes on, one turn a round. */
+        ck_assert_str_eq(run_pass(), "A0");
+        ck_assert_str_eq(run_pass(), "A0");
+}
+END_TEST
+
 Suite *schedule_suite(void) {
         Suite *s = suite_create("schedule");
-        TCase *tc = tcase_create("schedule"), *alone = tcase_create("alone");
+        TCase *tc = tcase_create("schedule"), *alone = tcase_create("alone"), *timed = tcase_create("alone-timed");
 
         tcase_add_checked_fixture(tc, setup, teardown);
         tcase_add_test(tc, every_ready_uid_is_served_once_a_round_its_entries_in_turn);
@@ -397,5 +443,9 @@ Suite *schedule_suite(void) {
         tcase_add_checked_fixture(alone, setup_alone, teardown);
         tcase_add_test(alone, a_uid_alone_has_more_turns_in_a_round);
         suite_add_tcase(s, alone);
+
+        tcase_add_checked_fixture(timed, setup_alone_timed, teardown);
+        tcase_add_test(timed, a_uid_alone_has_its_extra_turns_only_within_the_time_allowed);
+        suite_add_tcase(s, timed);
         return s;
 }
