@@ -51,16 +51,18 @@ void bench_stats(uint64_t *v, size_t n, double *ret_median, double *ret_p99) {
         *ret_p99 = bench_sorted_percentile(v, n, 0.99);
 }
 
-double bench_row_ratio(const struct bench_row *row) {
+/* broker median over baseline median: a cost ratio for times and bytes, a speed ratio for rates. */
+static double row_ratio(const struct bench_row *row) {
         return row->base_median > 0 ? row->median / row->base_median : 0;
 }
 
-bool bench_row_met(const struct bench_row *row) {
+/* Whether the row meets its target; true when it has none. */
+static bool row_met(const struct bench_row *row) {
         switch (row->target) {
         case BENCH_TARGET_RATIO_MAX:
-                return bench_row_ratio(row) <= row->target_value;
+                return row_ratio(row) <= row->target_value;
         case BENCH_TARGET_RATIO_MIN:
-                return bench_row_ratio(row) >= row->target_value;
+                return row_ratio(row) >= row->target_value;
         case BENCH_TARGET_ZERO:
                 return row->median == 0;
         default:
@@ -124,12 +126,12 @@ static const char *format_ratio(char *buf, size_t size, const struct bench_row *
         if (row->target == BENCH_TARGET_ZERO || row->base_median <= 0)
                 snprintf(buf, size, "-");
         else
-                snprintf(buf, size, "%.2f×", bench_row_ratio(row));
+                snprintf(buf, size, "%.2f×", row_ratio(row));
         return buf;
 }
 
 static const char *met_word(const struct bench_row *row) {
-        return row->target == BENCH_TARGET_NONE ? "" : bench_row_met(row) ? "met" : "MISSED";
+        return row->target == BENCH_TARGET_NONE ? "" : row_met(row) ? "met" : "MISSED";
 }
 
 /* Width of s on a terminal: UTF-8 continuation bytes take none. */
@@ -263,7 +265,7 @@ static void json_row(FILE *f, const struct bench_row *row) {
                 row->p99);
         /* No ratio to a baseline of nothing (memory the raw server does not spend). */
         if (row->base_median > 0)
-                fprintf(f, "%.6g", bench_row_ratio(row));
+                fprintf(f, "%.6g", row_ratio(row));
         else
                 fprintf(f, "null");
         fprintf(f, ", \"summary\": %s, \"target\": ", row->summary ? "true" : "false");
@@ -275,7 +277,7 @@ static void json_row(FILE *f, const struct bench_row *row) {
                         json_string(f, row->target_note);
                 else
                         fprintf(f, "null");
-                fprintf(f, "}, \"met\": %s}", bench_row_met(row) ? "true" : "false");
+                fprintf(f, "}, \"met\": %s}", row_met(row) ? "true" : "false");
         }
 }
 
@@ -368,7 +370,7 @@ unsigned bench_report_finish(const struct bench_machine *m, double seconds) {
 
         for (size_t i = 0; i < n_scenarios; i++)
                 for (size_t j = 0; j < scenarios[i].n_rows; j++)
-                        missed += !bench_row_met(&scenarios[i].rows[j]);
+                        missed += !row_met(&scenarios[i].rows[j]);
         if (as_json)
                 json_document(m, seconds, missed);
         else

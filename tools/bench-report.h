@@ -58,11 +58,6 @@ void bench_report_init(bool json);
 /* The sample statistics of a row: sorts v[n]. */
 void bench_stats(uint64_t *v, size_t n, double *ret_median, double *ret_p99);
 
-/* broker median over baseline median: a cost ratio for times and bytes, a speed ratio for rates. */
-double bench_row_ratio(const struct bench_row *row);
-/* Whether the row meets its target; true when it has none. */
-bool bench_row_met(const struct bench_row *row);
-
 /* Adds a row and prints it. */
 void bench_report_row(const struct bench_row *row);
 /* A line of text for the reader (not in the JSON). */
