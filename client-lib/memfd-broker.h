@@ -493,13 +493,14 @@ mfb_region *mfb_region_free(mfb_region *r);
  * Many anonymous regions of one size at once: as n calls of
  * mfb_region_create(c, NULL, size, ...), for nowhere near n round trips:
  * up to 253 regions in one request and one reply where the broker offers
- * it (CREATE_BATCH), else one CREATE each, pipelined. On success ret_regions[0] to ret_regions[n -
- * 1] are n new regions, read-write, each owned by the caller (free each
- * with mfb_region_free()); ret_regions is the caller's array of n
- * pointers, and is only written on success. n 0 does nothing (ret_regions
- * may then be NULL). On failure nothing is left: every region the batch
- * had made is freed again, their releases reach the broker before the
- * answer to the client's next request is read, and the array is untouched.
+ * it (CREATE_BATCH), else one CREATE each, pipelined. On success
+ * ret_regions[0] to ret_regions[n - 1] are n new regions, read-write, each
+ * owned by the caller (free each with mfb_region_free()); ret_regions is
+ * the caller's array of n pointers, and is only written on success. n 0
+ * does nothing (ret_regions may then be NULL). On failure nothing is
+ * left: every region the batch had made is freed again, their releases
+ * reach the broker before the answer to the client's next request is read,
+ * and the array is untouched.
  * The error and mfb_client_error_message() are those of the first CREATE
  * that failed, in request order. Callbacks of earlier asynchronous requests
  * on c run while it waits. Errors: those of mfb_region_create(), and
@@ -558,16 +559,17 @@ typedef void (*mfb_region_callback)(mfb_client *c, int error, mfb_region *region
 typedef void (*mfb_callback)(mfb_client *c, int error, void *userdata);
 
 /*
- * The client's socket, for an event loop to watch. Borrowed: owned by the
- * client, open until mfb_client_free(), even after the connection failed;
- * do not read, write or close it. Errors: -EINVAL (NULL, or freed).
+ * Returns the client's socket, for an event loop to watch. Borrowed: owned
+ * by the client, open until mfb_client_free(), even after the connection
+ * failed; do not read, write or close it. Errors: -EINVAL (NULL, or freed).
  */
 int mfb_client_get_fd(const mfb_client *c);
 
 /*
- * What to watch the fd for: POLLIN always (answers, and the end of the
- * connection), with POLLOUT while requests wait for room in the socket.
- * Errors: -EINVAL (NULL, or freed).
+ * Returns what to watch the fd for, as poll() events (<poll.h>): POLLIN
+ * always (answers, and the end of the connection), with POLLOUT while the
+ * connection works and requests wait for room in the socket. Errors:
+ * -EINVAL (NULL, or freed).
  */
 int mfb_client_get_events(const mfb_client *c);
 
@@ -589,16 +591,22 @@ int mfb_client_dispatch(mfb_client *c);
  * Blocks until every queued request is written to the socket (not
  * answered), reading answers and running callbacks meanwhile when the
  * socket is full. Returns 0, or the connection's error as
- * mfb_client_dispatch() does. Errors: -EINVAL (NULL, or freed).
+ * mfb_client_dispatch() does (a poll() that fails, other than with EINTR,
+ * fails the connection with its error). When a callback freed the client,
+ * returns 0, and c must not be used again. Errors: -EINVAL (NULL, or
+ * freed).
  */
 int mfb_client_flush(mfb_client *c);
 
 /*
  * Blocks until the broker has answered every request of this client, those
  * the callbacks make meanwhile included, and their callbacks ran. After it
- * every connection sees what this client did, its releases included.
- * Returns 0, or the connection's error as mfb_client_dispatch() does.
- * Errors: -EINVAL (NULL, or freed).
+ * every connection sees what this client did, its releases included. When
+ * the newest request is a release, which the broker answers only if it
+ * fails, this asks one more question to learn that it was done. Returns 0,
+ * or the connection's error as mfb_client_flush() does. When a callback
+ * freed the client, returns -ENOTCONN (not -ECANCELED), and c must not be
+ * used again. Errors: -EINVAL (NULL, or freed), -ENOMEM.
  */
 int mfb_client_roundtrip(mfb_client *c);
 
@@ -616,8 +624,12 @@ int mfb_region_create_async(mfb_client *c, const char *name, uint64_t size, mode
                             mfb_region_callback callback, void *userdata);
 
 /*
- * mfb_region_open() and mfb_region_open_handle(), asynchronously: as
- * mfb_region_create_async(), with the errors of the synchronous calls.
+ * mfb_region_open() and mfb_region_open_handle(), asynchronously: queue the
+ * OPEN and return 0; callback gets the region (then its own) or the error
+ * the synchronous call would return. name is borrowed for the call only.
+ * Errors returned at once: -EINVAL (c or callback NULL, a bad or NULL name,
+ * handle 0, access not O_RDONLY/O_RDWR), -ENAMETOOLONG, -ENOTCONN, -ENOMEM;
+ * the callback does not run then.
  */
 int mfb_region_open_async(mfb_client *c, const char *name, int access,
                           mfb_region_callback callback, void *userdata);
@@ -626,10 +638,12 @@ int mfb_region_open_handle_async(mfb_client *c, uint64_t handle, int access,
 
 /*
  * mfb_region_wait(), asynchronously: the callback runs when the broker
- * answers, with the region or -ETIMEDOUT, -EIDRM and the other errors of
- * mfb_region_wait(). Until then the broker holds back every later request
- * of c (see "Event loops"). Errors returned at once: as
- * mfb_region_create_async().
+ * answers, with the region (then its own) or -ETIMEDOUT, -EIDRM and the
+ * other errors of mfb_region_wait(). Until then the broker holds back every
+ * later request of c (see "Event loops"). name is borrowed for the call
+ * only. Errors returned at once: -EINVAL (c, name or callback NULL, a bad
+ * name, timeout_ms below -1), -ENAMETOOLONG, -ENOTCONN, -ENOMEM; the
+ * callback does not run then.
  */
 int mfb_region_wait_async(mfb_client *c, const char *name, int64_t timeout_ms,
                           mfb_region_callback callback, void *userdata);
@@ -638,9 +652,10 @@ int mfb_region_wait_async(mfb_client *c, const char *name, int64_t timeout_ms,
  * mfb_region_seal() and mfb_region_seal_future_write(), asynchronously:
  * mfb_region_seal_async() unmaps the region's own mapping at once, as
  * mfb_region_seal() does. callback (NULL: the result is dropped) gets 0 or
- * the error of the synchronous call. The region may be freed before the
- * callback runs. Errors returned at once: -EINVAL (r NULL), -EPERM (opened
- * read-only), -ENOTCONN, -ENOMEM.
+ * the error of the synchronous call. r stays the caller's, and may be freed
+ * before the callback runs. Errors returned at once: -EINVAL (r NULL),
+ * -EPERM (opened read-only), -ENOTCONN (the mapping is left alone then),
+ * -ENOMEM; the callback does not run then.
  */
 int mfb_region_seal_async(mfb_region *r, mfb_callback callback, void *userdata);
 int mfb_region_seal_future_write_async(mfb_region *r, mfb_callback callback, void *userdata);
