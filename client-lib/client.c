@@ -320,7 +320,6 @@ static int reply_read(mfb_client *c, bool block) {
         reply = (struct client_reply) {
                 .body = c->record + sizeof(header),
                 .body_size = (size_t) n - sizeof(header),
-                .fd = nfds > 0 ? fds[0] : -1,
                 .fds = fds,
                 .nfds = nfds,
         };

@@ -48,9 +48,8 @@ struct client_reply {
         const uint8_t *body;            /* valid during the handler only; exactly as long as the opcode's
                                          * reply (mfb_wire_reply_check()) */
         size_t body_size;
-        int fd;                         /* the first attached fd, or -1 */
-        int *fds;                       /* every attached fd (CREATE_BATCH has many), owned by the handler,
-                                         * which may set the ones it took to -1 */
+        int *fds;                       /* every attached fd (one for a region, CREATE_BATCH has many), owned
+                                         * by the handler, which may set the ones it took to -1 */
         size_t nfds;
 };
 

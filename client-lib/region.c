@@ -115,7 +115,8 @@ int region_init(mfb_region *r, mfb_client *c, uint64_t handle, uint64_t size, in
 
 /* Turns a region reply into rc->region. Returns 0, or -errno with the fd closed and no reference left. */
 static int region_from_reply(mfb_client *c, struct region_call *rc, const struct client_reply *cr) {
-        _cleanup_(closep) int fd = cr->fd;
+        /* mfb_wire_reply_check() matched the fds to the opcode: a region reply has one. */
+        _cleanup_(closep) int fd = cr->fds[0];
         struct mfb_wire_region_reply reply;
         mfb_region *region = rc->region;
         int r;
