@@ -628,6 +628,65 @@ START_TEST(a_batch_takes_no_more_than_its_uids_share) {
 }
 END_TEST
 
+/*
+ * A quiet REMOVE or RELEASE (answered only when it fails) is checked as a
+ * loud one: another uid's is refused, and says so, and what the owner holds
+ * stays charged to it. The owner's own quiet REMOVE gives the charge back
+ * before its next request is handled.
+ */
+START_TEST(a_quiet_remove_of_another_uids_region_is_refused_aloud) {
+        struct mfb_wire_create_request create_req = { .size = PAGE, .mode = 0644 };
+        struct mfb_wire_lookup_request by_name = {};
+        struct mfb_wire_release_request rel = {};
+        uint64_t handles[REGIONS_PER_UID];
+        union reply_body body;
+        char name[32];
+        int a, b;
+        int32_t k;
+
+        if (!can_switch_users(__func__))
+                return;
+        a = connect_as(&test_broker, USER_A);
+        b = connect_as(&test_broker, USER_B);
+        /* A at its limit, with named regions that B may read. */
+        for (int i = 0; i < REGIONS_PER_UID; i++) {
+                snprintf(name, sizeof(name), "a-%d", i);
+                ck_assert_int_eq(mfb_wire_name_set(&create_req.name, name), 0);
+                ck_assert_int_eq(request(a, MFB_OP_CREATE, &create_req, sizeof(create_req), &body), 0);
+                handles[i] = body.region.info.handle;
+        }
+        create_refused(a, PAGE, -EDQUOT, "regions");
+
+        /* B's quiet REMOVE of A's region, by name: refused, answered, and A still holds it. */
+        ck_assert_int_eq(mfb_wire_name_set(&by_name.name, "a-0"), 0);
+        memset(&body, 0, sizeof(body));
+        raw_send_flags(b, MFB_OP_REMOVE, MFB_WIRE_FLAG_QUIET, &by_name, sizeof(by_name), NULL, 0);
+        k = raw_reply(b, MFB_OP_REMOVE, &body, sizeof(body) - 1, NULL);
+        ck_assert_msg(k == -EPERM, "uid %d's quiet REMOVE of uid %d's region: %s", USER_B, USER_A,
+                      k == 0 ? "success" : strerror(-k));
+        ck_assert_msg(strstr(body.message, "owner"), "the refusal '%s' does not name the owner", body.message);
+        /* B's quiet RELEASE of the handle of A's region: B holds no such region, and is told. */
+        rel.handle = handles[0];
+        raw_send_flags(b, MFB_OP_RELEASE, MFB_WIRE_FLAG_QUIET, &rel, sizeof(rel), NULL, 0);
+        ck_assert_int_lt(raw_reply(b, MFB_OP_RELEASE, &body, sizeof(body) - 1, NULL), 0);
+        ck_assert_int_eq(open_named(b, "a-0", &body), 0);
+        release(b, body.region.info.handle);
+        create_refused(a, PAGE, -EDQUOT, "regions");
+
+        /*
+         * A's own quiet REMOVE of the name and RELEASE of its hold: no answer
+         * to either, and its next CREATE, the next answered, has the room.
+         */
+        raw_send_flags(a, MFB_OP_REMOVE, MFB_WIRE_FLAG_QUIET, &by_name, sizeof(by_name), NULL, 0);
+        raw_send_flags(a, MFB_OP_RELEASE, MFB_WIRE_FLAG_QUIET, &rel, sizeof(rel), NULL, 0);
+        create(a, PAGE);
+        create_refused(a, PAGE, -EDQUOT, "regions");
+
+        close(b);
+        close(a);
+}
+END_TEST
+
 static void per_uid_setup(void) {
         test_fd_leak_setup();
         test_broker_start(&test_broker, per_uid_args);
@@ -655,6 +714,7 @@ Suite *quota_suite(void) {
         tcase_add_test(per_uid, connections_per_uid_stop_at_the_limit);
         tcase_add_test(per_uid, silent_refused_connections_do_not_pile_up);
         tcase_add_test(per_uid, a_batch_is_made_all_or_none);
+        tcase_add_test(per_uid, a_quiet_remove_of_another_uids_region_is_refused_aloud);
         suite_add_tcase(s, per_uid);
 
         tcase_set_timeout(share, 60);
