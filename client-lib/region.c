@@ -17,7 +17,7 @@
 #define NSEC_PER_MSEC UINT64_C(1000000)
 
 struct mfb_region {
-        mfb_client *client;     /* counted in its n_regions, so it outlives mfb_client_free() */
+        mfb_client *client;     /* holds a reference (client_ref()), so it outlives mfb_client_free() */
         uint64_t handle;
         uint64_t size;
         int access;             /* O_RDONLY or O_RDWR */
@@ -129,6 +129,8 @@ static int region_from_reply(mfb_client *c, struct region_call *rc, const struct
         r = region_init(region, c, reply.info.handle, reply.info.size, rc->access, TAKE_FD(fd));
         if (r < 0)
                 return r;
+        /* Made: from here on mfb_region_free() ends it, not the handler's free(). */
+        rc->region = NULL;
 
         if (rc->reserve) {
                 r = region_reserve(region);
@@ -136,13 +138,10 @@ static int region_from_reply(mfb_client *c, struct region_call *rc, const struct
                         /* A failed create leaves nothing behind: not even a name, which would block a retry. */
                         if (rc->named)
                                 lookup_remove_nowait(c, region->handle);
-                        rc->region = NULL;
                         mfb_region_free(region);
                         return r;
                 }
         }
-
-        rc->region = NULL;
         return 0;
 }
 
