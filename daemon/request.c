@@ -17,6 +17,7 @@
 #include "region.h"
 #include "reply.h"
 #include "request.h"
+#include "schedule.h"
 #include "wait.h"
 #include "wire.h"
 
@@ -635,6 +636,8 @@ static int handle_create_batch(struct connection *c, const struct mfb_wire_heade
                 }
         }
 
+        /* The work of count CREATEs: other uids have as many turns before this one's next. */
+        scheduler_charge(c->broker->scheduler, &c->turn, req.count);
         log_debug("CREATE_BATCH of pid %d uid %u: %" PRIu32 " regions of %" PRIu64 " bytes from %" PRIu64,
                   (int) c->peer.creds.pid, c->peer.creds.uid, req.count, req.size, rec.handles[0]);
         rec.body = (struct mfb_wire_create_batch_reply) {

@@ -18,6 +18,7 @@ struct scheduler_user {
         TAILQ_ENTRY(scheduler_user) link;       /* in the round, while it has ready entries */
         bool in_round;
         uint64_t served_in;                     /* the number of the last round that served it */
+        unsigned debt;                          /* rounds it sits out: turns that cost more than one */
 };
 
 struct scheduler {
@@ -94,6 +95,12 @@ static void on_run(evutil_socket_t fd, short what, void *userdata) {
                 u->served_in = s->rounds;
                 TAILQ_REMOVE(&s->round, u, link);
                 TAILQ_INSERT_TAIL(&s->round, u, link);
+                /* A costly turn is paid for in rounds sat out, while others wait; alone, nobody waits. */
+                if (u->debt > 0 && TAILQ_FIRST(&s->round) != u) {
+                        u->debt--;
+                        continue;
+                }
+                u->debt = 0;
                 TAILQ_REMOVE(&u->ready, e, link);
                 TAILQ_INSERT_TAIL(&u->ready, e, link);
                 s->serve(e);
@@ -189,6 +196,11 @@ void scheduler_ready(struct scheduler *s, struct scheduler_entry *e) {
                         u->served_in = s->rounds;
         }
         schedule(s, false);
+}
+
+void scheduler_charge(struct scheduler *s, struct scheduler_entry *e, unsigned turns) {
+        if (e->user && turns > 1)
+                e->user->debt += turns - 1;
 }
 
 void scheduler_unready(struct scheduler *s, struct scheduler_entry *e) {

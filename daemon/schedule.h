@@ -17,7 +17,8 @@
  * alone_usec_max microseconds: a client that pipelines cheap requests does
  * not pay a poll of the loop for each, and one that arrives meanwhile waits
  * for at most that long and one request more, however costly the lone
- * user's requests are.
+ * user's requests are. A request that does the work of many (a batch) is
+ * charged as many turns (scheduler_charge()).
  *
  * The scheduler knows nothing of connections: each has a struct
  * scheduler_entry, and the scheduler calls back with it when its turn
@@ -70,6 +71,14 @@ void scheduler_leave(struct scheduler *s, struct scheduler_entry *e);
 
 /* e has input: give it turns until scheduler_unready(). Nothing happens if it has them already. */
 void scheduler_ready(struct scheduler *s, struct scheduler_entry *e);
+
+/*
+ * The turn e is having costs as much as turns ordinary ones (a request that
+ * does the work of many): its uid sits out turns - 1 of the next rounds in
+ * which another uid is ready, so that the others are not kept waiting by
+ * what is one request but many requests' work.
+ */
+void scheduler_charge(struct scheduler *s, struct scheduler_entry *e, unsigned turns);
 
 /* e has no input to handle now (none waiting, or it is not to be read). */
 void scheduler_unready(struct scheduler *s, struct scheduler_entry *e);

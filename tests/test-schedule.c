@@ -40,6 +40,7 @@ struct item {
         struct item *ready_when_served; /* made ready in this one's next turn */
         int signal_when_served;         /* a byte is written there in its next turn; -1 for none */
         uint64_t busy_usec;             /* how long each of its turns takes, by the clock the scheduler reads */
+        unsigned turns_charged;         /* each of its turns costs this many (scheduler_charge()); 0 or 1: one */
 };
 
 static struct event_base *base;
@@ -73,6 +74,8 @@ static void serve(struct scheduler_entry *e) {
         struct item *it = container_of(e, struct item, turn);
 
         note_served(it->name);
+        if (it->turns_charged > 1)
+                scheduler_charge(scheduler, e, it->turns_charged);
         /* A turn that takes this long, as an expensive request does: the clock is watched, not slept on. */
         if (it->busy_usec > 0)
                 for (uint64_t start = now_usec(); now_usec() - start < it->busy_usec;)
@@ -427,6 +430,28 @@ START_TEST(a_uid_alone_has_its_extra_turns_only_within_the_time_allowed) {
 }
 END_TEST
 
+/*
+ * A turn charged as several (a batch) is paid for in rounds its uid sits
+ * out while another is ready; a uid alone owes nobody, and is served.
+ */
+START_TEST(a_costly_turn_is_paid_for_in_rounds) {
+        struct item *a = item_new(UID_A, 'A', 0, FOREVER), *b = item_new(UID_B, 'B', 0, 5);
+
+        a->turns_charged = 3;
+        ready(a);
+        ready(b);
+        ck_assert_str_eq(run_pass(), "A0 B0");
+        /* A owes 2 turns: B has them alone. */
+        ck_assert_str_eq(run_pass(), "B0");
+        ck_assert_str_eq(run_pass(), "B0");
+        ck_assert_str_eq(run_pass(), "A0 B0");
+        ck_assert_str_eq(run_pass(), "B0");
+        /* B is done: A, alone, is served though it owes a turn. */
+        ck_assert_str_eq(run_pass(), "A0");
+        ck_assert_str_eq(run_pass(), "A0");
+}
+END_TEST
+
 Suite *schedule_suite(void) {
         Suite *s = suite_create("schedule");
         TCase *tc = tcase_create("schedule"), *alone = tcase_create("alone"), *timed = tcase_create("alone-timed");
@@ -438,6 +463,7 @@ Suite *schedule_suite(void) {
         tcase_add_test(tc, leaving_in_its_own_turn_is_safe);
         tcase_add_test(tc, ready_and_unready_are_idempotent);
         tcase_add_test(tc, an_idle_scheduler_schedules_nothing);
+        tcase_add_test(tc, a_costly_turn_is_paid_for_in_rounds);
         suite_add_tcase(s, tc);
 
         tcase_add_checked_fixture(alone, setup_alone, teardown);
