@@ -319,14 +319,6 @@ static int region_memfd_new(const struct region_table *t, uint64_t size, const c
         if (ftruncate(fd, (off_t) size) < 0)
                 return log_debug_errno(errno, "Failed to size a region to %" PRIu64 " bytes: %m", size);
 
-        /*
-         * The broker owns its memfds: 0600 makes a reopen through
-         * /proc/PID/fd fail for other users, so that a read-only fd cannot
-         * be turned into a writable one by anyone but the broker's user.
-         */
-        if (fchmod(fd, 0600) < 0)
-                return log_error_errno(errno, "Failed to chmod a memfd: %m");
-
         if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) < 0)
                 return log_error_errno(errno, "Failed to seal a memfd against resizing: %m");
 
@@ -504,9 +496,32 @@ int region_dup(const struct region *r) {
         return fd;
 }
 
-int region_open(const struct region *r, bool writable) {
+/*
+ * The broker owns its memfds: 0600 makes a reopen through /proc/PID/fd fail
+ * for other users, so that a read-only fd cannot be turned into a writable
+ * one by anyone but the broker's user. Done before the first read-only fd
+ * leaves, not at creation: until then every fd of the region is read-write
+ * already, and a CREATE or CREATE_BATCH saves the system call.
+ */
+static int region_lock_mode(struct region *r) {
+        if (r->mode_locked)
+                return 0;
+        if (fchmod(r->fd, 0600) < 0)
+                return log_error_errno(errno, "Failed to chmod the memfd of region %" PRIu64 ": %m", r->handle);
+        r->mode_locked = true;
+        return 0;
+}
+
+int region_open(struct region *r, bool writable) {
         char path[sizeof("/proc/self/fd/") + 3 * sizeof(int)];
         int fd;
+
+        if (!writable) {
+                int k = region_lock_mode(r);
+
+                if (k < 0)
+                        return k;
+        }
 
         /*
          * A new open file description: O_RDONLY for real, unlike a copy of

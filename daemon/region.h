@@ -35,6 +35,7 @@ struct region {
         uint32_t nattch;        /* connections holding it */
         bool removed;
         bool hugetlb;           /* backed by huge pages */
+        bool mode_locked;       /* its memfd is 0600 already: done before the first read-only fd leaves */
         bool kept;              /* charged to its owner as kept across restarts (persist.h) */
         uint32_t parked_bucket; /* when kept: the bucket its memfd is parked in (park.h) */
         uint64_t create_time;   /* CLOCK_REALTIME nanoseconds, 0 for never */
@@ -159,10 +160,11 @@ void region_remove(struct region_table *t, struct region *r);
  * A new fd of r's memfd, read-write if writable, else read-only: a fresh
  * open of it with an open file description of its own, never a copy of
  * the broker's fd, so that no holder can change another's file flags or
- * offset. Owned by the caller. Returns the fd, or -errno (-EMFILE or
+ * offset. Before the first read-only one, makes the memfd 0600 (see
+ * region.c). Owned by the caller. Returns the fd, or -errno (-EMFILE or
  * -ENFILE when the broker is out of file descriptors).
  */
-int region_open(const struct region *r, bool writable);
+int region_open(struct region *r, bool writable);
 
 /*
  * A new fd of the broker's own read-write open file description of r, for
