@@ -19,7 +19,8 @@
 #include "persist.h"
 #include "quota.h"
 #include "region.h"
-#include "schedule.h"
+#include "request.h"
+#include "session.h"
 #include "wait.h"
 #include "wire.h"
 
@@ -40,11 +41,11 @@ static void on_accept(int fd, bool out_of_fds, void *userdata) {
         struct broker *b = userdata;
 
         if (out_of_fds) {
-                connection_refuse(fd, -ENOSPC, "the broker is out of file descriptors");
+                session_refuse(fd, -ENOSPC, "the broker is out of file descriptors");
                 return;
         }
         /* A failure is logged and costs this client only. */
-        (void) connection_new(b, fd);
+        (void) session_new(&b->services, fd);
 }
 
 /* Bytes for people: "1.5 GiB". */
@@ -67,10 +68,10 @@ static void broker_status(char *buf, size_t size, void *userdata) {
         struct region_usage u;
         char bytes[32];
 
-        region_table_usage(b->regions, &u);
+        region_table_usage(b->services.regions, &u);
         format_bytes(u.bytes, bytes, sizeof(bytes));
         snprintf(buf, size, "regions: %zu (named: %zu), size: %s, connections: %" PRIu32, u.regions, u.named,
-                 bytes, b->n_connections);
+                 bytes, b->services.n_sessions);
 }
 
 /* Without a service manager that keeps fds, the passed fds that are not listening sockets are of no use. */
@@ -117,6 +118,7 @@ static struct event_base *event_base_new_early_close(void) {
 int broker_new(const struct config *config, struct broker **ret) {
         _cleanup_(broker_freep) struct broker *b = NULL;
         _cleanup_(closep) int listen_fd = -1;
+        struct services *sv;
         struct passed_fd *passed;
         size_t n_passed;
         int r;
@@ -124,16 +126,16 @@ int broker_new(const struct config *config, struct broker **ret) {
         b = calloc(1, sizeof(*b));
         if (!b)
                 return log_error_errno(ENOMEM, "Failed to start: %m");
-        b->config = config;
+        sv = &b->services;
+        sv->config = config;
+        TAILQ_INIT(&sv->sessions);
+        sv->handle_request = request_handle;
 
         event_set_log_callback(log_libevent);
         b->base = event_base_new_early_close();
         if (!b->base)
                 return log_error_errno(ENOTSUP, "Failed to set up an event loop that notices closed connections "
                                        "(EV_FEATURE_EARLY_CLOSE, epoll): %m");
-        b->record = malloc(MFB_WIRE_RECORD_MAX);
-        if (!b->record)
-                return log_error_errno(ENOMEM, "Failed to start: %m");
 
         for (size_t i = 0; i < ELEMENTSOF(handled_signals); i++) {
                 b->signal_events[i] = evsignal_new(b->base, handled_signals[i], on_signal, b);
@@ -163,30 +165,29 @@ int broker_new(const struct config *config, struct broker **ret) {
                                 [MFB_RESOURCE_KEPT] = MFB_LIMIT_NONE,
                                 [MFB_RESOURCE_HOLDS] = MFB_LIMIT_NONE,
                         } },
-                }, geteuid(), &b->quota);
+                }, geteuid(), &sv->quota);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the accounting per uid: %m");
-        r = region_table_new(config->max_region_size, b->quota, &b->regions);
+        r = region_table_new(config->max_region_size, sv->quota, &sv->regions);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the region table: %m");
-        r = wait_table_new(b->base, b->quota, &b->waits);
+        r = wait_table_new(b->base, sv->quota, request_wait_answer, NULL, &sv->waits);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the table of waiters: %m");
-        r = scheduler_new(b->base, connection_serve, SCHEDULER_ALONE_TURNS_MAX, SCHEDULER_ALONE_USEC_MAX,
-                          &b->scheduler);
+        r = transport_new(b->base, sv->quota, &sv->transport);
         if (r < 0)
-                return log_error_errno(r, "Failed to set up taking turns between users: %m");
+                return log_error_errno(r, "Failed to set up the connections' transport: %m");
 
         r = activation_take_fds(&listen_fd, &passed, &n_passed);
         if (r < 0)
                 return r;
-        r = notifier_new(b->base, broker_status, b, &b->notifier);
+        r = notifier_new(b->base, broker_status, b, &sv->notifier);
         if (r < 0) {
                 passed_fds_free(passed, n_passed);
                 return log_error_errno(r, "Failed to set up notifying the service manager: %m");
         }
-        if (b->notifier) {
-                r = persist_new(b->base, b->regions, passed, n_passed, &b->persist);
+        if (sv->notifier) {
+                r = persist_new(b->base, sv->regions, passed, n_passed, &sv->persist);
                 if (r < 0)
                         return r;
         } else
@@ -211,35 +212,37 @@ int broker_new(const struct config *config, struct broker **ret) {
 int broker_run(struct broker *b) {
         int r = 0;
 
-        notifier_ready(b->notifier);
+        notifier_ready(b->services.notifier);
         if (event_base_dispatch(b->base) < 0)
                 r = log_error_errno(EIO, "The event loop failed: %m");
-        notifier_stopping(b->notifier);
+        notifier_stopping(b->services.notifier);
         return r;
 }
 
 struct broker *broker_free(struct broker *b) {
+        struct services *sv;
+
         if (!b)
                 return NULL;
+        sv = &b->services;
 
-        /* Connections first: they release their references to regions and forget their WAITs. */
-        while (b->connections)
-                connection_free(b->connections);
+        /* Sessions first: they release their references to regions and forget their WAITs. */
+        while (!TAILQ_EMPTY(&sv->sessions))
+                session_free(TAILQ_FIRST(&sv->sessions));
         /* With the times of those releases, for the next broker. */
-        persist_flush(b->persist);
-        persist_free(b->persist);
-        notifier_free(b->notifier);
+        persist_flush(sv->persist);
+        persist_free(sv->persist);
+        notifier_free(sv->notifier);
         listener_free(b->listener);
-        wait_table_free(b->waits);
-        scheduler_free(b->scheduler);
-        region_table_free(b->regions);
-        quota_free(b->quota);
+        wait_table_free(sv->waits);
+        transport_free(sv->transport);
+        region_table_free(sv->regions);
+        quota_free(sv->quota);
         for (size_t i = 0; i < ELEMENTSOF(b->signal_events); i++)
                 if (b->signal_events[i])
                         event_free(b->signal_events[i]);
         if (b->base)
                 event_base_free(b->base);
-        free(b->record);
         free(b);
         return NULL;
 }

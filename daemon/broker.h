@@ -11,30 +11,15 @@
 #include <event2/event.h>
 
 #include "config.h"
+#include "services.h"
 
-struct connection;
 struct listener;
-struct notifier;
-struct persist;
-struct quota;
-struct region_table;
-struct scheduler;
-struct wait_table;
 
 struct broker {
         struct event_base *base;
-        const struct config *config;
-        struct quota *quota;
-        struct region_table *regions;
-        struct wait_table *waits;
-        struct scheduler *scheduler;            /* whose request is handled next */
+        struct services services;               /* what the sessions and requests share */
         struct listener *listener;
         struct event *signal_events[3];
-        struct connection *connections;         /* every open connection, newest first */
-        uint32_t n_connections;
-        struct notifier *notifier;              /* NULL when not under a service manager */
-        struct persist *persist;                /* NULL when not under a service manager */
-        void *record;                           /* MFB_WIRE_RECORD_MAX bytes: the request being handled */
 };
 
 /*

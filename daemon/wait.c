@@ -5,15 +5,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 
 #include <event2/event.h>
 
 #include "access.h"
-#include "connection.h"
 #include "hashmap.h"
 #include "quota.h"
 #include "region.h"
-#include "reply.h"
 #include "wait.h"
 
 #define NSEC_PER_USEC UINT64_C(1000)
@@ -23,29 +22,35 @@
 /* The waiters on one name, oldest first. */
 struct wait_list {
         char *name;             /* the key, owned */
-        struct waiter *head, *tail;
+        TAILQ_HEAD(, waiter) waiters;
 };
 
 struct waiter {
         struct wait_table *table;
         struct wait_list *list;
-        struct waiter *prev, *next;
-        struct connection *connection;  /* which owns the waiter (c->waiter) */
+        TAILQ_ENTRY(waiter) link;       /* in its list; then among those taken to be answered */
+        const struct peer *peer;        /* the owner's credentials, borrowed */
+        void *owner;
         struct mfb_wire_header request; /* to answer with its cookie */
         uint64_t timeout_ns;
         struct event *timer;            /* NULL when it waits forever */
 };
 
-/* What a pending WAIT is charged to its connection's uid. */
+TAILQ_HEAD(waiter_queue, waiter);
+
+/* What a pending WAIT is charged to its owner's uid. */
 static const struct quota_amount waiter_amount = { .n = { [MFB_RESOURCE_WAITERS] = 1 } };
 
 struct wait_table {
         struct event_base *base;
         struct quota *quota;
         struct hashmap *by_name;        /* name → struct wait_list */
+        wait_answer_t answer;
+        void *userdata;
 };
 
-int wait_table_new(struct event_base *base, struct quota *quota, struct wait_table **ret) {
+int wait_table_new(struct event_base *base, struct quota *quota, wait_answer_t answer, void *userdata,
+                   struct wait_table **ret) {
         struct wait_table *t;
         int r;
 
@@ -54,6 +59,8 @@ int wait_table_new(struct event_base *base, struct quota *quota, struct wait_tab
                 return -ENOMEM;
         t->base = base;
         t->quota = quota;
+        t->answer = answer;
+        t->userdata = userdata;
         r = hashmap_new(&hashmap_string_ops, &t->by_name);
         if (r < 0) {
                 free(t);
@@ -72,22 +79,13 @@ struct wait_table *wait_table_free(struct wait_table *t) {
         return NULL;
 }
 
-/* Takes w out of its name's list (freeing the list once empty) and stops its timer; w stays c->waiter. */
+/* Takes w out of its name's list (freeing the list once empty) and stops its timer. */
 static void waiter_unlink(struct waiter *w) {
         struct wait_list *l = w->list;
 
-        if (w->prev)
-                w->prev->next = w->next;
-        else
-                l->head = w->next;
-        if (w->next)
-                w->next->prev = w->prev;
-        else
-                l->tail = w->prev;
-        w->prev = w->next = NULL;
+        TAILQ_REMOVE(&l->waiters, w, link);
         w->list = NULL;
-
-        if (!l->head) {
+        if (TAILQ_EMPTY(&l->waiters)) {
                 hashmap_remove(w->table->by_name, l->name);
                 free(l->name);
                 free(l);
@@ -97,34 +95,31 @@ static void waiter_unlink(struct waiter *w) {
         w->timer = NULL;
 }
 
-/* Frees w, unlinked already, gives back its charge, and tells its connection it waits no more. */
+/* Frees w, unlinked already, and gives back its charge. */
 static void waiter_free(struct waiter *w) {
         assert(!w->list);
-        quota_discharge(w->table->quota, w->connection->peer.creds.uid, &waiter_amount);
-        w->connection->waiter = NULL;
+        quota_discharge(w->table->quota, w->peer->creds.uid, &waiter_amount);
         free(w);
 }
 
-/* After a WAIT of c was answered with k (what sending returned): reads c again, or drops it. */
-static void answered(struct connection *c, int k) {
-        if (k < 0)
-                connection_drop(c, k);
-        else
-                connection_update_reading(c);
+/* Ends w, unlinked already, and hands it back to be answered with outcome. */
+static void waiter_answer(struct waiter *w, enum wait_outcome outcome, struct region *r, const char *name) {
+        struct wait_table *t = w->table;
+        struct mfb_wire_header request = w->request;
+        uint64_t timeout_ns = w->timeout_ns;
+        void *owner = w->owner;
+
+        waiter_free(w);
+        t->answer(owner, &request, outcome, r, name, timeout_ns, t->userdata);
 }
 
 static void on_timeout(evutil_socket_t fd, short what, void *userdata) {
         struct waiter *w = userdata;
-        struct connection *c = w->connection;
-        struct mfb_wire_header request = w->request;
-        uint64_t ms = w->timeout_ns / NSEC_PER_MSEC;
         char name[MFB_WIRE_NAME_MAX + 1];
 
         snprintf(name, sizeof(name), "%s", w->list->name);
         waiter_unlink(w);
-        waiter_free(w);
-        answered(c, reply_error(c, &request, -ETIMEDOUT, "no sealed region named %s appeared within %" PRIu64 " ms",
-                                name, ms));
+        waiter_answer(w, WAIT_TIMED_OUT, NULL, name);
 }
 
 /* Wakes at least timeout_ns from now: rounded up to libevent's microseconds, never early. */
@@ -146,6 +141,7 @@ static struct wait_list *list_get_or_add(struct wait_table *t, const char *name)
         l = calloc(1, sizeof(*l));
         if (!l)
                 return NULL;
+        TAILQ_INIT(&l->waiters);
         l->name = strdup(name);
         if (!l->name || hashmap_put(t->by_name, l->name, l) < 0) {
                 free(l->name);
@@ -155,29 +151,28 @@ static struct wait_list *list_get_or_add(struct wait_table *t, const char *name)
         return l;
 }
 
-int wait_start(struct wait_table *t, struct connection *c, const struct mfb_wire_header *request, const char *name,
-               uint64_t timeout_ns, enum mfb_wire_resource *ret_refused) {
+int wait_start(struct wait_table *t, const struct peer *peer, void *owner, const struct mfb_wire_header *request,
+               const char *name, uint64_t timeout_ns, enum mfb_wire_resource *ret_refused, struct waiter **ret) {
+        uid_t uid = peer->creds.uid;
         struct wait_list *l;
         struct waiter *w;
         int r;
 
-        assert(!c->waiter);
         assert(timeout_ns > 0);
 
-        r = quota_charge(t->quota, c->peer.creds.uid, &waiter_amount, ret_refused);
+        r = quota_charge(t->quota, uid, &waiter_amount, ret_refused);
         if (r < 0)
                 return r;
         w = calloc(1, sizeof(*w));
         if (!w) {
-                quota_discharge(t->quota, c->peer.creds.uid, &waiter_amount);
+                quota_discharge(t->quota, uid, &waiter_amount);
                 return -ENOMEM;
         }
-        *w = (struct waiter) { .table = t, .connection = c, .request = *request, .timeout_ns = timeout_ns };
+        *w = (struct waiter) { .table = t, .peer = peer, .owner = owner, .request = *request, .timeout_ns = timeout_ns };
         if (timeout_ns != MFB_WAIT_FOREVER) {
                 w->timer = evtimer_new(t->base, on_timeout, w);
                 if (!w->timer) {
-                        quota_discharge(t->quota, c->peer.creds.uid, &waiter_amount);
-                        free(w);
+                        waiter_free(w);
                         return -ENOMEM;
                 }
         }
@@ -185,17 +180,11 @@ int wait_start(struct wait_table *t, struct connection *c, const struct mfb_wire
         if (!l) {
                 if (w->timer)
                         event_free(w->timer);
-                quota_discharge(t->quota, c->peer.creds.uid, &waiter_amount);
-                free(w);
+                waiter_free(w);
                 return -ENOMEM;
         }
         w->list = l;
-        w->prev = l->tail;
-        if (l->tail)
-                l->tail->next = w;
-        else
-                l->head = w;
-        l->tail = w;
+        TAILQ_INSERT_TAIL(&l->waiters, w, link);
 
         if (w->timer) {
                 struct timeval tv = timeval_from_ns(timeout_ns);
@@ -203,19 +192,15 @@ int wait_start(struct wait_table *t, struct connection *c, const struct mfb_wire
                 /* Fails only for want of memory in libevent's timer heap. */
                 if (evtimer_add(w->timer, &tv) < 0) {
                         waiter_unlink(w);
-                        quota_discharge(t->quota, c->peer.creds.uid, &waiter_amount);
-                        free(w);
+                        waiter_free(w);
                         return -ENOMEM;
                 }
         }
-        c->waiter = w;
-        connection_update_reading(c);
+        *ret = w;
         return 0;
 }
 
-void wait_forget(struct connection *c) {
-        struct waiter *w = c->waiter;
-
+void wait_forget(struct waiter *w) {
         if (!w)
                 return;
         waiter_unlink(w);
@@ -223,63 +208,48 @@ void wait_forget(struct connection *c) {
 }
 
 /*
- * Takes the waiters on name for which pick(w, userdata) holds out of the
- * table, into a list linked by next, so that answering them cannot disturb
- * the walk. They stay their connections' waiters until answered; nothing
- * frees a connection other than the one being answered meanwhile.
+ * Takes the waiters on name for which pick(w, r) holds out of the table,
+ * oldest first, and hands each back to be answered with outcome. All are
+ * taken before the first is answered, so that answering (which may start
+ * or end other WAITs) cannot disturb the walk.
  */
-static struct waiter *take(struct wait_table *t, const char *name,
-                           bool (*pick)(const struct waiter *w, const void *userdata), const void *userdata) {
-        struct waiter *taken = NULL, **tail = &taken, *next;
+static void wake(struct wait_table *t, const char *name, struct region *r, enum wait_outcome outcome,
+                 bool (*pick)(const struct waiter *w, const struct region *r)) {
+        struct waiter_queue taken = TAILQ_HEAD_INITIALIZER(taken);
         struct wait_list *l = hashmap_get(t->by_name, name);
+        struct waiter *w, *next;
 
-        for (struct waiter *w = l ? l->head : NULL; w; w = next) {
-                next = w->next;
-                if (!pick(w, userdata))
+        if (!l)
+                return;
+        /* The list goes with its last waiter, which has no next then. */
+        for (w = TAILQ_FIRST(&l->waiters); w; w = next) {
+                next = TAILQ_NEXT(w, link);
+                if (!pick(w, r))
                         continue;
-                /* May free the list, but only once next is NULL. */
                 waiter_unlink(w);
-                *tail = w;
-                tail = &w->next;
+                TAILQ_INSERT_TAIL(&taken, w, link);
         }
-        return taken;
+        while ((w = TAILQ_FIRST(&taken))) {
+                TAILQ_REMOVE(&taken, w, link);
+                waiter_answer(w, outcome, r, name);
+        }
 }
 
-static bool may_read(const struct waiter *w, const void *userdata) {
-        return access_may(&w->connection->peer, userdata, MFB_ACCESS_READ);
+static bool may_read(const struct waiter *w, const struct region *r) {
+        return access_may(w->peer, r, MFB_ACCESS_READ);
 }
 
 void wait_wake_readers(struct wait_table *t, struct region *r) {
-        struct waiter *next;
-
-        if (!r->name || !region_is_sealed(r))
-                return;
-        for (struct waiter *w = take(t, r->name, may_read, r); w; w = next) {
-                struct connection *c = w->connection;
-                struct mfb_wire_header request = w->request;
-
-                next = w->next;
-                waiter_free(w);
-                answered(c, reply_open(c, &request, r, false));
-        }
+        if (r->name && region_is_sealed(r))
+                wake(t, r->name, r, WAIT_SEALED, may_read);
 }
 
 /* Waiters that cannot see a region go on waiting as if it had never been there. */
-static bool may_see(const struct waiter *w, const void *userdata) {
-        return access_may_see(&w->connection->peer, userdata);
+static bool may_see(const struct waiter *w, const struct region *r) {
+        return access_may_see(w->peer, r);
 }
 
-void wait_wake_removed(struct wait_table *t, const struct region *r) {
-        struct waiter *next;
-
-        if (!r->name)
-                return;
-        for (struct waiter *w = take(t, r->name, may_see, r); w; w = next) {
-                struct connection *c = w->connection;
-                struct mfb_wire_header request = w->request;
-
-                next = w->next;
-                waiter_free(w);
-                answered(c, reply_error(c, &request, -EIDRM, "region %s was removed", r->name));
-        }
+void wait_wake_removed(struct wait_table *t, struct region *r) {
+        if (r->name)
+                wake(t, r->name, r, WAIT_REMOVED, may_see);
 }

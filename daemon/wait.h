@@ -9,53 +9,76 @@
  * A WAIT is answered exactly once: with a read-only open when a region of
  * its name is sealed and readable by the waiter, with -EIDRM when that
  * region is removed, with -ETIMEDOUT when its time is up; or it is
- * forgotten, unanswered, when its connection goes.
+ * forgotten, unanswered, when its connection goes. The table decides
+ * which; answering is its owner's (wait_answer_t).
  */
 
 #include <stdint.h>
 
 #include "wire.h"
 
-struct connection;
 struct event_base;
+struct peer;
 struct quota;
 struct region;
 struct wait_table;
+struct waiter;
+
+/* Why a WAIT is answered. */
+enum wait_outcome {
+        WAIT_SEALED,            /* a region of its name is sealed and the waiter may read it */
+        WAIT_REMOVED,           /* the region of its name, which the waiter may see, is being removed */
+        WAIT_TIMED_OUT,
+};
+
+/*
+ * Answers one WAIT, which left the table already: owner is what
+ * wait_start() was given, which must forget its waiter now; request is
+ * the WAIT's header (for its cookie); r is the region for WAIT_SEALED and
+ * WAIT_REMOVED, NULL for WAIT_TIMED_OUT; name and timeout_ns are what was
+ * waited for. The table hands every wake-up back this way and answers no
+ * client itself.
+ */
+typedef void (*wait_answer_t)(void *owner, const struct mfb_wire_header *request, enum wait_outcome outcome,
+                              struct region *r, const char *name, uint64_t timeout_ns, void *userdata);
 
 /*
  * Returns 0 and an empty table whose timers run on base, which charges
- * each pending WAIT to its uid in quota (both borrowed), or -ENOMEM.
+ * each pending WAIT to its uid in quota (both borrowed) and hands its
+ * wake-ups to answer with userdata; or -ENOMEM.
  */
-int wait_table_new(struct event_base *base, struct quota *quota, struct wait_table **ret);
+int wait_table_new(struct event_base *base, struct quota *quota, wait_answer_t answer, void *userdata,
+                   struct wait_table **ret);
 
-/* Frees the table, which must be empty (free the connections first). Accepts NULL; returns NULL. */
+/* Frees the table, which must be empty (forget every waiter first). Accepts NULL; returns NULL. */
 struct wait_table *wait_table_free(struct wait_table *t);
 
 /*
- * Holds request, a WAIT of c for name (borrowed, copied) with timeout_ns
- * (MFB_WAIT_FOREVER for none, else above 0), pending: c is not read until
- * it is answered. c must have no WAIT pending. Returns 0, -ENOMEM, or
- * -EDQUOT / -ENOSPC when c's uid may not have one more pending WAIT
+ * Holds request, a WAIT for name (borrowed, copied) with timeout_ns
+ * (MFB_WAIT_FOREVER for none, else above 0), pending on behalf of owner,
+ * whose credentials peer (borrowed: it must outlive the waiter) decide
+ * what it may see and read. Returns 0 and the waiter, which stays the
+ * table's: it ends when answered or with wait_forget(). Errors: -ENOMEM,
+ * or -EDQUOT / -ENOSPC when the uid may not have one more pending WAIT
  * (*ret_refused is MFB_RESOURCE_WAITERS then).
  */
-int wait_start(struct wait_table *t, struct connection *c, const struct mfb_wire_header *request, const char *name,
-               uint64_t timeout_ns, enum mfb_wire_resource *ret_refused);
+int wait_start(struct wait_table *t, const struct peer *peer, void *owner, const struct mfb_wire_header *request,
+               const char *name, uint64_t timeout_ns, enum mfb_wire_resource *ret_refused, struct waiter **ret);
 
-/* Forgets c's pending WAIT, if any, without answering it: c is going away. */
-void wait_forget(struct connection *c);
+/* Ends w without answering it: its owner is going away. Accepts NULL. */
+void wait_forget(struct waiter *w);
 
 /*
- * If r is named and sealed (seals read live), answers the WAITs pending on
- * its name whose connections may read r with a read-only open of it; the
- * others keep waiting. Call it when r was sealed or its owner or mode
- * changed. Connections whose answer fails are dropped.
+ * If r is named and sealed (seals read live), hands back the WAITs pending
+ * on its name whose owners may read r (WAIT_SEALED); the others keep
+ * waiting. Call it when r was sealed or its owner or mode changed.
  */
 void wait_wake_readers(struct wait_table *t, struct region *r);
 
 /*
- * If r is named, answers the WAITs pending on its name whose connections
- * may see r (access_may_see()) with -EIDRM; the others go on waiting, as
- * they would had r never existed. Call it when r is about to be removed.
- * Connections whose answer fails are dropped.
+ * If r is named, hands back the WAITs pending on its name whose owners
+ * may see r (access_may_see()) as WAIT_REMOVED; the others go on waiting,
+ * as they would had r never existed. Call it when r is about to be
+ * removed, while it still has its name.
  */
-void wait_wake_removed(struct wait_table *t, const struct region *r);
+void wait_wake_removed(struct wait_table *t, struct region *r);

@@ -56,34 +56,25 @@ void mfb_wire_header_init(struct mfb_wire_header *ret_header, uint16_t opcode, u
         };
 }
 
+/* What the codec knows of each opcode: MFB_WIRE_REQUESTS, indexed by opcode. */
+static const struct mfb_wire_request_info requests[] = {
+#define REQUEST_INFO(NAME, name, opcode, request_body, reply_body, reply_fds, quiet, after_hello) \
+        [opcode] = { #NAME, request_body, reply_body, reply_fds, quiet, after_hello },
+        MFB_WIRE_REQUESTS(REQUEST_INFO)
+#undef REQUEST_INFO
+};
+
+const struct mfb_wire_request_info *mfb_wire_request_info(uint16_t opcode) {
+        opcode &= ~MFB_WIRE_REPLY;
+        if (opcode < sizeof(requests) / sizeof(requests[0]) && requests[opcode].name)
+                return &requests[opcode];
+        return NULL;
+}
+
 int mfb_wire_request_body_size(uint16_t opcode) {
-        switch (opcode) {
-        case MFB_OP_HELLO:
-                return sizeof(struct mfb_wire_hello_request);
-        case MFB_OP_CREATE:
-                return sizeof(struct mfb_wire_create_request);
-        case MFB_OP_OPEN:
-                return sizeof(struct mfb_wire_open_request);
-        case MFB_OP_SEAL:
-                return sizeof(struct mfb_wire_seal_request);
-        case MFB_OP_STAT:
-        case MFB_OP_REMOVE:
-                return sizeof(struct mfb_wire_lookup_request);
-        case MFB_OP_LIST:
-                return sizeof(struct mfb_wire_list_request);
-        case MFB_OP_RELEASE:
-                return sizeof(struct mfb_wire_release_request);
-        case MFB_OP_SET:
-                return sizeof(struct mfb_wire_set_request);
-        case MFB_OP_WAIT:
-                return sizeof(struct mfb_wire_wait_request);
-        case MFB_OP_LIMITS:
-                return 0;
-        case MFB_OP_CREATE_BATCH:
-                return sizeof(struct mfb_wire_create_batch_request);
-        default:
-                return -EOPNOTSUPP;
-        }
+        const struct mfb_wire_request_info *info = mfb_wire_request_info(opcode);
+
+        return info && !(opcode & MFB_WIRE_REPLY) ? info->request_body : -EOPNOTSUPP;
 }
 
 int mfb_wire_request_check(const void *record, size_t len, struct mfb_wire_header *ret_header) {
@@ -106,42 +97,9 @@ int mfb_wire_request_check(const void *record, size_t len, struct mfb_wire_heade
         return 0;
 }
 
-/* The body a successful reply to this opcode carries, and how many fds. */
-static int reply_shape(uint16_t opcode, size_t *ret_body, size_t *ret_nfds) {
-        switch (opcode) {
-        case MFB_OP_HELLO:
-                *ret_body = sizeof(struct mfb_wire_hello_reply);
-                *ret_nfds = 0;
-                return 0;
-        case MFB_OP_CREATE:
-        case MFB_OP_OPEN:
-        case MFB_OP_WAIT:
-                *ret_body = sizeof(struct mfb_wire_region_reply);
-                *ret_nfds = 1;
-                return 0;
-        case MFB_OP_SEAL:
-        case MFB_OP_STAT:
-        case MFB_OP_SET:
-                *ret_body = sizeof(struct mfb_wire_region_info);
-                *ret_nfds = 0;
-                return 0;
-        case MFB_OP_RELEASE:
-        case MFB_OP_REMOVE:
-                *ret_body = 0;
-                *ret_nfds = 0;
-                return 0;
-        case MFB_OP_LIMITS:
-                *ret_body = sizeof(struct mfb_wire_limits_reply);
-                *ret_nfds = 0;
-                return 0;
-        default:
-                return -EBADMSG;
-        }
-}
-
 int mfb_wire_reply_check(const void *record, size_t len, size_t nfds, struct mfb_wire_header *ret_header) {
         struct mfb_wire_header h;
-        size_t body, want_body, want_nfds;
+        size_t body;
         uint16_t opcode;
 
         if (len < sizeof(h) || len > MFB_WIRE_RECORD_MAX)
@@ -177,9 +135,9 @@ int mfb_wire_reply_check(const void *record, size_t len, size_t nfds, struct mfb
                     body != sizeof(b) + (size_t) b.count * sizeof(uint64_t))
                         return -EBADMSG;
         } else {
-                if (reply_shape(opcode, &want_body, &want_nfds) < 0)
-                        return -EBADMSG;
-                if (body != want_body || nfds != want_nfds)
+                const struct mfb_wire_request_info *info = mfb_wire_request_info(opcode);
+
+                if (!info || info->reply_body < 0 || body != (size_t) info->reply_body || nfds != info->reply_fds)
                         return -EBADMSG;
         }
 
@@ -188,23 +146,7 @@ int mfb_wire_reply_check(const void *record, size_t len, size_t nfds, struct mfb
 }
 
 const char *mfb_wire_opcode_name(uint16_t opcode) {
-        static const char *const names[] = {
-                [MFB_OP_HELLO] = "HELLO",
-                [MFB_OP_CREATE] = "CREATE",
-                [MFB_OP_OPEN] = "OPEN",
-                [MFB_OP_SEAL] = "SEAL",
-                [MFB_OP_STAT] = "STAT",
-                [MFB_OP_LIST] = "LIST",
-                [MFB_OP_RELEASE] = "RELEASE",
-                [MFB_OP_REMOVE] = "REMOVE",
-                [MFB_OP_SET] = "SET",
-                [MFB_OP_WAIT] = "WAIT",
-                [MFB_OP_LIMITS] = "LIMITS",
-                [MFB_OP_CREATE_BATCH] = "CREATE_BATCH",
-        };
+        const struct mfb_wire_request_info *info = mfb_wire_request_info(opcode);
 
-        opcode &= ~MFB_WIRE_REPLY;
-        if (opcode < sizeof(names) / sizeof(names[0]) && names[opcode])
-                return names[opcode];
-        return "UNKNOWN";
+        return info ? info->name : "UNKNOWN";
 }

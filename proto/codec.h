@@ -37,6 +37,23 @@ int mfb_wire_name_check(const struct mfb_wire_name *name);
 void mfb_wire_header_init(struct mfb_wire_header *ret_header, uint16_t opcode, uint64_t cookie,
                           int32_t status, uint16_t nfds, uint32_t size);
 
+/* One row of MFB_WIRE_REQUESTS (wire.h). */
+struct mfb_wire_request_info {
+        const char *name;       /* "CREATE" */
+        int request_body;       /* exact bytes of the request's body */
+        int reply_body;         /* exact bytes of a success reply's body; -1 when it varies (LIST, CREATE_BATCH) */
+        unsigned reply_fds;     /* fds of a success reply, when fixed */
+        bool quiet;             /* may carry MFB_WIRE_FLAG_QUIET */
+        bool after_hello;       /* only after a successful HELLO */
+};
+
+/*
+ * What the protocol says of opcode (a request's, or a reply's with
+ * MFB_WIRE_REPLY set): a static row, or NULL for an opcode that is not
+ * part of this protocol version.
+ */
+const struct mfb_wire_request_info *mfb_wire_request_info(uint16_t opcode);
+
 /*
  * The exact body size a request with this opcode must have, or -EOPNOTSUPP
  * for an opcode that is not a request of this protocol version.

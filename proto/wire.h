@@ -43,20 +43,43 @@
 #define F_SEAL_EXEC 0x0020
 #endif
 
+/*
+ * Every request of the protocol, in one table that the codec (record sizes,
+ * names) and the broker's dispatcher (one handler each) are both built
+ * from, so that an opcode cannot be known to one and not the other:
+ *
+ *   X(NAME, name, opcode, request body bytes, success reply body bytes,
+ *     fds of a success reply, may be quiet, must follow HELLO)
+ *
+ * A reply body of -1 varies: LIST and CREATE_BATCH have a fixed part
+ * followed by entries, which the codec checks on its own.
+ */
+#define MFB_WIRE_REQUESTS(X)                                                                              \
+        X(HELLO, hello, 0x0001, sizeof(struct mfb_wire_hello_request),                                    \
+          sizeof(struct mfb_wire_hello_reply), 0, false, false)                                           \
+        X(CREATE, create, 0x0002, sizeof(struct mfb_wire_create_request),                                 \
+          sizeof(struct mfb_wire_region_reply), 1, false, true)                                           \
+        X(OPEN, open, 0x0003, sizeof(struct mfb_wire_open_request),                                       \
+          sizeof(struct mfb_wire_region_reply), 1, false, true)                                           \
+        X(SEAL, seal, 0x0004, sizeof(struct mfb_wire_seal_request),                                       \
+          sizeof(struct mfb_wire_region_info), 0, false, true)                                            \
+        X(STAT, stat, 0x0005, sizeof(struct mfb_wire_lookup_request),                                     \
+          sizeof(struct mfb_wire_region_info), 0, false, true)                                            \
+        X(LIST, list, 0x0006, sizeof(struct mfb_wire_list_request), -1, 0, false, true)                    \
+        X(RELEASE, release, 0x0007, sizeof(struct mfb_wire_release_request), 0, 0, true, true)            \
+        X(REMOVE, remove, 0x0008, sizeof(struct mfb_wire_lookup_request), 0, 0, true, true)               \
+        X(SET, set, 0x0009, sizeof(struct mfb_wire_set_request),                                          \
+          sizeof(struct mfb_wire_region_info), 0, false, true)                                            \
+        X(WAIT, wait, 0x000A, sizeof(struct mfb_wire_wait_request),                                       \
+          sizeof(struct mfb_wire_region_reply), 1, false, true)                                           \
+        X(LIMITS, limits, 0x000B, 0, sizeof(struct mfb_wire_limits_reply), 0, false, true)                 \
+        X(CREATE_BATCH, create_batch, 0x000C, sizeof(struct mfb_wire_create_batch_request), -1, 0, false, true)
+
 /* Opcodes. A reply carries its request's opcode with MFB_WIRE_REPLY set. */
 enum mfb_wire_opcode {
-        MFB_OP_HELLO   = 0x0001,
-        MFB_OP_CREATE  = 0x0002,
-        MFB_OP_OPEN    = 0x0003,
-        MFB_OP_SEAL    = 0x0004,
-        MFB_OP_STAT    = 0x0005,
-        MFB_OP_LIST    = 0x0006,
-        MFB_OP_RELEASE = 0x0007,
-        MFB_OP_REMOVE  = 0x0008,
-        MFB_OP_SET     = 0x0009,
-        MFB_OP_WAIT    = 0x000A,
-        MFB_OP_LIMITS  = 0x000B,
-        MFB_OP_CREATE_BATCH = 0x000C,
+#define MFB_WIRE_OPCODE_ENUM(NAME, name, opcode, ...) MFB_OP_##NAME = opcode,
+        MFB_WIRE_REQUESTS(MFB_WIRE_OPCODE_ENUM)
+#undef MFB_WIRE_OPCODE_ENUM
 };
 #define MFB_WIRE_REPLY 0x8000U
 

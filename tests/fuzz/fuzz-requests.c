@@ -58,6 +58,7 @@
 #include "codec.h"
 #include "config.h"
 #include "connection.h"
+#include "session.h"
 #include "fdpass.h"
 #include "log.h"
 #include "macro.h"
@@ -233,10 +234,12 @@ static size_t count_fds(void) {
 
 /* ---- Connections ---- */
 
-static struct connection *find_connection(const struct slot *s) {
-        for (struct connection *c = f.broker->connections; c; c = c->next)
-                if (c->peer.creds.pid == s->pid)
-                        return c;
+static struct session *find_session(const struct slot *s) {
+        struct session *x;
+
+        TAILQ_FOREACH(x, &f.broker->services.sessions, link)
+                if (x->peer.creds.pid == s->pid)
+                        return x;
         return NULL;
 }
 
@@ -269,7 +272,7 @@ static void slot_open(struct slot *s, const struct identity *id) {
                 memcpy(peer.groups, id->groups, id->n_groups * sizeof(gid_t));
                 peer.n_groups = id->n_groups;
         }
-        r = connection_new_with_peer(f.broker, pair[1], &peer);
+        r = session_new_with_peer(&f.broker->services, pair[1], &peer);
         /* Closed at once, unanswered: too many refused connections of its uid wait already. */
         if (r < 0) {
                 check(r == -EDQUOT, "a connection failed for a reason other than its uid's limit", s);
@@ -596,10 +599,10 @@ static void check_ended(struct slot *s) {
  * were carried out without a word, so they succeeded.
  */
 static void settle_quiet(struct slot *s) {
-        struct connection *c = find_connection(s);
+        struct session *x = find_session(s);
         int outq = 0;
 
-        if (!c || c->n_queued > 0 || ioctl(s->fd, SIOCOUTQ, &outq) < 0 || outq > 0)
+        if (!x || connection_queued(x->connection) > 0 || ioctl(s->fd, SIOCOUTQ, &outq) < 0 || outq > 0)
                 return;
         while (pending_head(s) && pending_head(s)->quiet)
                 pending_pop(s);
@@ -639,7 +642,8 @@ static bool slot_read(struct slot *s) {
 
 /* What changes when the broker does anything: bytes waiting either way, connections, queued replies. */
 static uint64_t fingerprint(void) {
-        uint64_t fp = f.broker->n_connections;
+        uint64_t fp = f.broker->services.n_sessions;
+        struct session *x;
 
         for (size_t i = 0; i < SLOTS_MAX; i++) {
                 int inq = 0, outq = 0;
@@ -651,8 +655,8 @@ static uint64_t fingerprint(void) {
                 fp = fp * 1000003 + (uint64_t) inq;
                 fp = fp * 1000003 + (uint64_t) outq;
         }
-        for (struct connection *c = f.broker->connections; c; c = c->next)
-                fp = fp * 1000003 + c->n_queued;
+        TAILQ_FOREACH(x, &f.broker->services.sessions, link)
+                fp = fp * 1000003 + connection_queued(x->connection);
         return fp;
 }
 
@@ -672,7 +676,7 @@ static void run_until_idle(void) {
                 struct slot *s = &f.slots[i];
 
                 if (s->pid != 0 && (!s->open || s->shut))
-                        check(!find_connection(s), "a connection outlives its client, which closed or shut down", s);
+                        check(!find_session(s), "a connection outlives its client, which closed or shut down", s);
         }
 }
 
@@ -1203,7 +1207,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         for (size_t i = 0; i < SLOTS_MAX; i++)
                 slot_close(&f.slots[i]);
         run_until_idle();
-        check(f.broker->n_connections == 0 && !f.broker->connections,
+        check(f.broker->services.n_sessions == 0 && TAILQ_EMPTY(&f.broker->services.sessions),
               "connections outlive their clients, all closed", NULL);
         broker_stop();
         check(count_fds() == fds_before, "fds leaked", NULL);

@@ -1,0 +1,43 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/*
+ * What every session and every request handler shares: the broker's
+ * settings, tables and services, and the sessions themselves. Only a
+ * struct, so that the modules that use it (session.c, request.c) depend on
+ * nothing above them: the broker (broker.c), which fills it, is the one
+ * module that knows them all.
+ */
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/queue.h>
+
+struct config;
+struct notifier;
+struct persist;
+struct quota;
+struct region_table;
+struct session;
+struct transport;
+struct wait_table;
+
+TAILQ_HEAD(session_list, session);
+
+struct services {
+        const struct config *config;
+        struct quota *quota;
+        struct region_table *regions;
+        struct wait_table *waits;
+        struct transport *transport;
+        struct notifier *notifier;              /* NULL when not under a service manager */
+        struct persist *persist;                /* NULL when not under a service manager */
+        struct session_list sessions;           /* every client's, newest first */
+        uint32_t n_sessions;
+        /*
+         * Handles a record of s (request_handle()): the broker sets it, so
+         * that sessions hand records up without depending on what handles
+         * them.
+         */
+        void (*handle_request)(struct session *s, const void *record, size_t len, size_t nfds);
+};
