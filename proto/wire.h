@@ -23,14 +23,19 @@
 
 #define MFB_WIRE_VERSION 2U
 
-/* Limits. Each is stated in PROTOCOL.md; HELLO reports them to clients. */
+/*
+ * Limits. Each is stated in PROTOCOL.md. HELLO reports the record, name,
+ * fds per record, requests in flight and LIST entries limits; the error
+ * message and LIST scan limits, and MFB_WIRE_CREATE_BATCH_MAX below, are
+ * fixed for this version and not reported.
+ */
 #define MFB_WIRE_RECORD_MAX             65536U  /* bytes in one record, header included */
 #define MFB_WIRE_NAME_MAX               255U    /* bytes in a region name, NUL excluded */
-#define MFB_WIRE_FDS_PER_RECORD_MAX     1U      /* fds the broker attaches to one reply */
-#define MFB_WIRE_REQUESTS_IN_FLIGHT_MAX 64U     /* unanswered requests per connection before the broker stops reading */
+#define MFB_WIRE_FDS_PER_RECORD_MAX     1U      /* fds the broker attaches to one reply, but a CREATE_BATCH's */
+#define MFB_WIRE_REQUESTS_IN_FLIGHT_MAX 64U     /* replies queued, the socket full, before the broker stops reading */
 #define MFB_WIRE_ERROR_MESSAGE_MAX      255U    /* bytes of text in an error reply */
 #define MFB_WIRE_LIST_ENTRIES_MAX       128U    /* region entries in one LIST reply */
-#define MFB_WIRE_LIST_SCAN_MAX          256U    /* handle values one LIST covers (for root: regions) */
+#define MFB_WIRE_LIST_SCAN_MAX          256U    /* handle values one LIST covers, for callers other than root */
 
 /*
  * Seal bits, as the kernel defines them for F_ADD_SEALS / F_GET_SEALS.
@@ -89,7 +94,7 @@ enum mfb_wire_opcode {
  * +---------------------------------------------------------------+
  * |                 size (record bytes, header included)          |
  * +-------------------------------+-------------------------------+
- * |            opcode             |         flags (zero)          |
+ * |            opcode             |   flags (0, or FLAG_QUIET)    |
  * +-------------------------------+-------------------------------+
  * |                      cookie (low 32 bits)                     |
  * |                      cookie (high 32 bits)                    |
@@ -132,7 +137,9 @@ struct mfb_wire_hello_request {
  * RELEASE and REMOVE, whose success has nothing to say: a client need not
  * wait, and the broker need not write, for the common case. Replies come
  * in request order, so the reply to a later request tells that every quiet
- * one before it succeeded.
+ * one before it succeeded, but those whose error reply came before it. A
+ * failed quiet request's reply counts among the queued replies of
+ * MFB_WIRE_REQUESTS_IN_FLIGHT_MAX as any other.
  */
 #define MFB_WIRE_FLAG_QUIET 0x1U
 
@@ -143,8 +150,8 @@ struct mfb_wire_hello_reply {
         uint64_t region_size_max;
         uint32_t record_max;
         uint32_t name_max;
-        uint32_t fds_per_record_max;
-        uint32_t requests_in_flight_max;
+        uint32_t fds_per_record_max;    /* but a CREATE_BATCH reply, which has count */
+        uint32_t requests_in_flight_max; /* replies queued unsent before the broker stops reading */
         uint32_t list_entries_max;
         uint32_t reserved2;
 };
@@ -170,7 +177,7 @@ struct mfb_wire_region_info {
         uint32_t creator_gid;
         uint32_t mode;          /* permission bits, 0600 by default */
         uint32_t creator_pid;
-        uint32_t last_pid;      /* pid of the last CREATE, OPEN, SEAL or RELEASE */
+        uint32_t last_pid;      /* of the last CREATE, OPEN, WAIT answered, SEAL, SET, RELEASE, holder disconnecting */
         uint32_t nattch;        /* connections holding the region */
         uint32_t seals;         /* F_GET_SEALS of the memfd */
         uint32_t state;         /* MFB_STATE_* */
@@ -178,13 +185,18 @@ struct mfb_wire_region_info {
         uint64_t attach_time;
         uint64_t detach_time;
         uint64_t change_time;
-        struct mfb_wire_name name;      /* empty for an anonymous region */
+        struct mfb_wire_name name;      /* empty for an anonymous or removed region */
 };
 
 /* CREATE flags. */
 #define MFB_CREATE_HUGETLB 0x1U /* back the region with huge pages (MFD_HUGETLB) */
 
-/* CREATE: reply is struct mfb_wire_region_reply with one read-write fd. */
+/*
+ * CREATE: reply is struct mfb_wire_region_reply with one read-write fd, a
+ * duplicate of the broker's own descriptor of the memfd: the creator shares
+ * its open file description (offset, status flags, OFD locks) with the
+ * broker (PROTOCOL.md, "Open file descriptions").
+ */
 struct mfb_wire_create_request {
         uint64_t size;
         uint32_t flags;         /* MFB_CREATE_* */
@@ -195,7 +207,10 @@ struct mfb_wire_create_request {
 /*
  * CREATE_BATCH: count anonymous regions of one size, flags and mode, made
  * all or none. The reply is struct mfb_wire_create_batch_reply followed by
- * count handles, with count read-write fds attached in the same order.
+ * count handles, with count read-write fds attached in the same order, each
+ * sharing its open file description with the broker as CREATE's does. The
+ * client's recvmsg() needs room for count fds, or gets MSG_CTRUNC and loses
+ * the fds that did not fit (PROTOCOL.md, "File descriptors in replies").
  */
 #define MFB_WIRE_CREATE_BATCH_MAX 253U  /* regions in one CREATE_BATCH: the fds of one record (SCM_MAX_FD) */
 struct mfb_wire_create_batch_request {
@@ -215,7 +230,8 @@ struct mfb_wire_create_batch_reply {
 
 /*
  * OPEN: by name (name non-empty, handle 0) or by handle (name empty).
- * Reply is struct mfb_wire_region_reply with one fd of the granted access.
+ * Reply is struct mfb_wire_region_reply with one fd of the granted access,
+ * a fresh open with an open file description of its own.
  */
 struct mfb_wire_open_request {
         uint64_t handle;
@@ -231,8 +247,9 @@ struct mfb_wire_region_reply {
 };
 
 /*
- * SEAL: adds F_SEAL_WRITE, or F_SEAL_FUTURE_WRITE, to a region the caller
- * holds writable. Reply: struct mfb_wire_region_info.
+ * SEAL: adds F_SEAL_WRITE, or F_SEAL_FUTURE_WRITE, to a region the
+ * connection holds writable. Reply: struct mfb_wire_region_info. Only the
+ * region's first write seal answers pending WAITs.
  */
 struct mfb_wire_seal_request {
         uint64_t handle;
@@ -250,10 +267,11 @@ struct mfb_wire_lookup_request {
 
 /*
  * LIST: regions with handles greater than after_handle, in ascending order.
- * One request covers at most MFB_WIRE_LIST_SCAN_MAX handle values (root's:
- * that many live regions), so that its cost does not depend on what other
- * users hold, nor its cursor on where their hidden regions are: a reply may
- * have fewer entries than fit, even none, and still have more = 1.
+ * One request covers at most MFB_WIRE_LIST_SCAN_MAX handle values (root,
+ * who sees every region, gets the next MFB_WIRE_LIST_ENTRIES_MAX live
+ * ones), so that its cost does not depend on what other users hold, nor
+ * its cursor on where their hidden regions are: a reply may have fewer
+ * entries than fit, even none, and still have more = 1.
  */
 struct mfb_wire_list_request {
         uint64_t after_handle;
@@ -262,8 +280,8 @@ struct mfb_wire_list_request {
 /* Followed by count struct mfb_wire_region_info entries. */
 struct mfb_wire_list_reply {
         uint32_t count;
-        uint32_t more;          /* 1 if regions after next_after remain to be examined */
-        uint64_t next_after;    /* the after_handle of the next LIST; at least the last entry's handle */
+        uint32_t more;          /* 1: ask again from next_after (always after a full page); 0: done */
+        uint64_t next_after;    /* with more, the next after_handle; at least the last entry's handle */
 };
 
 /* RELEASE: drops one reference this connection holds. Reply has no body. */
@@ -292,9 +310,10 @@ struct mfb_wire_set_request {
 #define MFB_WAIT_FOREVER UINT64_MAX
 
 /*
- * WAIT: until a region of this name exists and is sealed (F_SEAL_WRITE or
- * F_SEAL_FUTURE_WRITE), then opens it read-only. Reply: struct
- * mfb_wire_region_reply with one read-only fd.
+ * WAIT: until a region of this name that the caller may read exists and is
+ * sealed (F_SEAL_WRITE or F_SEAL_FUTURE_WRITE), then opens it read-only.
+ * Reply: struct mfb_wire_region_reply with one read-only fd, a fresh open.
+ * The broker reads no more of the connection's requests while it waits.
  */
 struct mfb_wire_wait_request {
         uint64_t timeout_ns;    /* 0: do not wait; MFB_WAIT_FOREVER: no timeout */
@@ -321,13 +340,13 @@ enum mfb_wire_resource {
         MFB_RESOURCE_COUNT        = 8,
 };
 
-/* UINT64_MAX in a limit means "no limit"; in broker_used, "not told" (callers other than root). */
+/* UINT64_MAX in a limit means "no limit"; in broker_used, "not told" (callers but root and the broker's uid). */
 #define MFB_LIMIT_NONE UINT64_MAX
 
 struct mfb_wire_limit {
         uint64_t broker_max;    /* for every uid together */
-        uint64_t broker_used;   /* by every uid together: for root only, MFB_LIMIT_NONE for others */
-        uint64_t uid_max;       /* for one uid; MFB_LIMIT_NONE for root, which is exempt */
+        uint64_t broker_used;   /* by every uid together: for the exempt uids only, MFB_LIMIT_NONE for others */
+        uint64_t uid_max;       /* for one uid; MFB_LIMIT_NONE if none, and for root and the broker's uid (exempt) */
         uint64_t uid_used;      /* by the caller's uid */
         uint64_t uid_available; /* what the caller's uid may take more right now */
 };
@@ -338,7 +357,7 @@ struct mfb_wire_limits_reply {
         struct mfb_wire_limit resources[MFB_RESOURCE_COUNT];
 };
 
-/* Errors: status < 0 and the body is up to MFB_WIRE_ERROR_MESSAGE_MAX bytes of UTF-8 text, no NUL. */
+/* Errors: status < 0, no fds, and the body is up to MFB_WIRE_ERROR_MESSAGE_MAX bytes of UTF-8 text, no NUL. */
 
 _Static_assert(sizeof(struct mfb_wire_header) == 24, "header layout");
 _Static_assert(sizeof(struct mfb_wire_name) == 256, "name layout");
