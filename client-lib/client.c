@@ -13,9 +13,7 @@
 #include "codec.h"
 #include "fdpass.h"
 #include "macro.h"
-
-#define SOCKET_NAME "memfd-broker.sock"
-#define SOCKET_PATH_SYSTEM "/run/" SOCKET_NAME
+#include "socket-path.h"
 
 /* The largest errno the kernel defines; a status below its negation is no errno. */
 #define ERRNO_MAX 4095
@@ -57,19 +55,14 @@ static int path_join(char *buf, size_t size, const char *prefix, const char *suf
 }
 
 _public_ int mfb_default_socket_path(char *buf, size_t size) {
-        const char *e;
+        const char *prefix, *suffix;
 
         if (!buf)
                 return -EINVAL;
 
         /* secure_getenv(): a setuid program must not be pointed at a broker of the caller's choosing. */
-        e = secure_getenv(MFB_SOCKET_ENV);
-        if (e && *e)
-                return path_join(buf, size, e, "");
-        e = secure_getenv("XDG_RUNTIME_DIR");
-        if (e && *e && geteuid() != 0)
-                return path_join(buf, size, e, "/" SOCKET_NAME);
-        return path_join(buf, size, SOCKET_PATH_SYSTEM, "");
+        mfb_socket_path_default(secure_getenv, &prefix, &suffix);
+        return path_join(buf, size, prefix, suffix);
 }
 
 bool client_usable(const mfb_client *c) {
