@@ -70,12 +70,8 @@ static int serve_one(int sock, struct raw_kept *kept, int **held, size_t *n_held
                 }
                 break;
         case BENCH_RAW_HOLD:
-                if (*n_held == *held_cap) {
-                        *held_cap = *held_cap ? 2 * *held_cap : 1024;
-                        *held = realloc(*held, *held_cap * sizeof(int));
-                        if (!*held)
-                                _exit(1);
-                }
+                if (GREEDY_REALLOC(*held, *held_cap, *n_held + 1) < 0)
+                        _exit(1);
                 k = bench_memfd("bench-raw-held", rec.size);
                 if (k < 0)
                         rec.status = negative_errno();
