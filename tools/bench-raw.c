@@ -161,12 +161,7 @@ bool bench_raw_stop(struct bench_raw_server *s) {
 
         if (s->pid <= 0)
                 return true;
-        kill(s->pid, SIGTERM);
-        status = bench_reap(s->pid, BENCH_TIMEOUT_MS);
-        bench_untrack_pid(s->pid);
-        s->pid = 0;
-        unlink(s->socket_path);
-        bench_untrack_path(s->socket_path);
+        status = bench_server_stop(&s->pid, s->socket_path);
         if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGTERM) {
                 fprintf(stderr, "the raw server failed (wait status 0x%x)\n", status);
                 return false;
