@@ -13,9 +13,7 @@
 #include "codec.h"
 #include "fdpass.h"
 #include "macro.h"
-
-#define SOCKET_NAME "memfd-broker.sock"
-#define SOCKET_PATH_SYSTEM "/run/" SOCKET_NAME
+#include "socket-path.h"
 
 /* The largest errno the kernel defines; a status below its negation is no errno. */
 #define ERRNO_MAX 4095
@@ -37,7 +35,7 @@ struct request_record {
 
 /* One request from the moment it is made until its handler ran. */
 struct client_request {
-        struct client_request *next;
+        TAILQ_ENTRY(client_request) link;       /* in the client's unsent or sent queue */
         client_handler handler;         /* NULL: nobody waits for the reply */
         uint32_t size;                  /* of the record */
         struct request_record record;   /* as it goes on the wire; the header has the cookie and opcode */
@@ -57,19 +55,14 @@ static int path_join(char *buf, size_t size, const char *prefix, const char *suf
 }
 
 _public_ int mfb_default_socket_path(char *buf, size_t size) {
-        const char *e;
+        const char *prefix, *suffix;
 
         if (!buf)
                 return -EINVAL;
 
         /* secure_getenv(): a setuid program must not be pointed at a broker of the caller's choosing. */
-        e = secure_getenv(MFB_SOCKET_ENV);
-        if (e && *e)
-                return path_join(buf, size, e, "");
-        e = secure_getenv("XDG_RUNTIME_DIR");
-        if (e && *e && geteuid() != 0)
-                return path_join(buf, size, e, "/" SOCKET_NAME);
-        return path_join(buf, size, SOCKET_PATH_SYSTEM, "");
+        mfb_socket_path_default(secure_getenv, &prefix, &suffix);
+        return path_join(buf, size, prefix, suffix);
 }
 
 bool client_usable(const mfb_client *c) {
@@ -118,7 +111,7 @@ void client_ref(mfb_client *c) {
 }
 
 static void client_destroy(mfb_client *c) {
-        assert(!c->sent.first && !c->unsent.first);
+        assert(TAILQ_EMPTY(&c->sent) && TAILQ_EMPTY(&c->unsent));
         safe_close(c->fd);
         free(c->record);
         free(c);
@@ -132,33 +125,14 @@ void client_unref(mfb_client *c) {
                 client_destroy(c);
 }
 
-static void queue_push(struct request_queue *queue, struct client_request *q) {
-        q->next = NULL;
-        if (queue->last)
-                queue->last->next = q;
-        else
-                queue->first = q;
-        queue->last = q;
-}
-
-static struct client_request *queue_pop(struct request_queue *queue) {
-        struct client_request *q = queue->first;
-
-        assert(q);
-        queue->first = q->next;
-        if (!queue->first)
-                queue->last = NULL;
-        return q;
-}
-
 static bool request_quiet(const struct client_request *q) {
         return q->record.header.flags & MFB_WIRE_FLAG_QUIET;
 }
 
 /* Writes queued requests until the socket takes no more. Returns 0 or the connection's error. */
 static int requests_send(mfb_client *c) {
-        while (c->unsent.first) {
-                struct client_request *q = c->unsent.first;
+        while (!TAILQ_EMPTY(&c->unsent)) {
+                struct client_request *q = TAILQ_FIRST(&c->unsent);
                 int r;
 
                 r = mfb_record_send(c->fd, &q->record, q->size, NULL, 0, MSG_DONTWAIT);
@@ -166,12 +140,12 @@ static int requests_send(mfb_client *c) {
                         return 0;
                 if (r < 0)
                         return client_fail(c, r);
-                (void) queue_pop(&c->unsent);
+                TAILQ_REMOVE(&c->unsent, q, link);
                 /* Nothing comes back for a quiet request that works, and its failure is dropped. */
                 if (request_quiet(q))
                         free(q);
                 else
-                        queue_push(&c->sent, q);
+                        TAILQ_INSERT_TAIL(&c->sent, q, link);
         }
         return 0;
 }
@@ -194,11 +168,13 @@ static int requests_abort(mfb_client *c, int status) {
 
         /* One at a time: a handler may free the client, which ends the rest itself. */
         for (;;) {
-                struct request_queue *queue = c->sent.first ? &c->sent : &c->unsent;
+                struct request_queue *queue = TAILQ_EMPTY(&c->sent) ? &c->unsent : &c->sent;
+                struct client_request *q = TAILQ_FIRST(queue);
 
-                if (!queue->first)
+                if (!q)
                         return n;
-                n += request_finish(c, queue_pop(queue), status, NULL);
+                TAILQ_REMOVE(queue, q, link);
+                n += request_finish(c, q, status, NULL);
         }
 }
 
@@ -242,8 +218,8 @@ int client_request(mfb_client *c, uint16_t opcode, const void *body, size_t body
         }
 
         /* Requests waiting already found the socket full: this one goes when they do, without a try now. */
-        try_send = !c->unsent.first;
-        queue_push(&c->unsent, q);
+        try_send = TAILQ_EMPTY(&c->unsent);
+        TAILQ_INSERT_TAIL(&c->unsent, q, link);
         if (ret_data)
                 *ret_data = q->data;
 
@@ -294,7 +270,7 @@ static int reply_read(mfb_client *c, bool block) {
          * cookie or opcode) means the broker and we no longer agree on what was
          * asked.
          */
-        q = c->sent.first;
+        q = TAILQ_FIRST(&c->sent);
         if (header.status < 0 && header.cookie > c->last_answered && header.cookie <= c->last_quiet &&
             (!q || header.cookie < q->record.header.cookie) &&
             (header.opcode == (MFB_OP_RELEASE | MFB_WIRE_REPLY) || header.opcode == (MFB_OP_REMOVE | MFB_WIRE_REPLY))) {
@@ -306,7 +282,7 @@ static int reply_read(mfb_client *c, bool block) {
                 mfb_close_fds(fds, nfds);
                 return client_protocol_error(c);
         }
-        (void) queue_pop(&c->sent);
+        TAILQ_REMOVE(&c->sent, q, link);
         c->last_answered = header.cookie;
 
         /* Only a reply somebody waits for speaks for the last call: a dropped one must not. */
@@ -345,7 +321,7 @@ static void socket_wait(mfb_client *c) {
 
 /* What waiting for nothing in particular waits for: every request answered. */
 static bool wait_over(const mfb_client *c, const bool *done) {
-        return done ? *done : !c->sent.first && !c->unsent.first;
+        return done ? *done : TAILQ_EMPTY(&c->sent) && TAILQ_EMPTY(&c->unsent);
 }
 
 int client_wait(mfb_client *c, const bool *done) {
@@ -366,9 +342,9 @@ int client_wait(mfb_client *c, const bool *done) {
                 if (requests_send(c) < 0)
                         continue;
 
-                if (c->unsent.first)
+                if (!TAILQ_EMPTY(&c->unsent))
                         socket_wait(c);
-                else if (c->sent.first)
+                else if (!TAILQ_EMPTY(&c->sent))
                         (void) reply_read(c, true);
                 else {
                         /* Nothing asked that could end the wait: a bug of ours, not a hang of the caller's. */
@@ -545,6 +521,8 @@ _public_ int mfb_client_connect(const char *socket_path, mfb_client **ret) {
         c = calloc(1, sizeof(*c));
         if (!c)
                 return -ENOMEM;
+        TAILQ_INIT(&c->unsent);
+        TAILQ_INIT(&c->sent);
         c->fd = -1;
         c->n_refs = 1;
         /* Cookie 0 is the broker's, for a refusal that answers no request. */
@@ -599,10 +577,11 @@ _public_ int mfb_client_get_events(const mfb_client *c) {
         if (!c || c->freed)
                 return -EINVAL;
         /* A failed connection is shut down, so it polls readable: dispatch then says why. */
-        return POLLIN | (client_usable(c) && c->unsent.first ? POLLOUT : 0);
+        return POLLIN | (client_usable(c) && !TAILQ_EMPTY(&c->unsent) ? POLLOUT : 0);
 }
 
 _public_ int mfb_client_dispatch(mfb_client *c) {
+        const struct client_request *newest;
         uint64_t last;
         int n = 0, r;
 
@@ -619,7 +598,8 @@ _public_ int mfb_client_dispatch(mfb_client *c) {
          * least one read, so that the end of the connection is seen even with
          * nothing asked.
          */
-        last = c->sent.last ? c->sent.last->record.header.cookie : 0;
+        newest = TAILQ_LAST(&c->sent, request_queue);
+        last = newest ? newest->record.header.cookie : 0;
         while (client_usable(c)) {
                 r = reply_read(c, false);
                 if (r < 0)
@@ -644,8 +624,8 @@ _public_ int mfb_client_flush(mfb_client *c) {
                 return -EINVAL;
 
         client_ref(c);
-        while (client_usable(c) && c->unsent.first) {
-                if (requests_send(c) < 0 || !c->unsent.first)
+        while (client_usable(c) && !TAILQ_EMPTY(&c->unsent)) {
+                if (requests_send(c) < 0 || TAILQ_EMPTY(&c->unsent))
                         break;
                 socket_wait(c);
         }

@@ -17,16 +17,13 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/queue.h>
 
 #include "memfd-broker.h"
 #include "wire.h"
 
-struct client_request;
-
 /* Requests in the order they were made. */
-struct request_queue {
-        struct client_request *first, *last;
-};
+TAILQ_HEAD(request_queue, client_request);
 
 struct mfb_client {
         int fd;                         /* the connection; -1 once mfb_client_free() closed it */

@@ -211,15 +211,8 @@ static int list_parse(mfb_client *c, const struct client_reply *reply, void *use
         /* mfb_wire_reply_check() matched the body's size to count. */
         memcpy(&head, reply->body, sizeof(head));
 
-        if (s->n + head.count > s->allocated) {
-                size_t want = s->allocated * 2 > s->n + head.count ? s->allocated * 2 : s->n + head.count;
-                mfb_region_stat *p = reallocarray(s->entries, want, sizeof(*s->entries));
-
-                if (!p)
-                        return -ENOMEM;
-                s->entries = p;
-                s->allocated = want;
-        }
+        if (GREEDY_REALLOC(s->entries, s->allocated, s->n + head.count) < 0)
+                return -ENOMEM;
 
         for (uint32_t i = 0; i < head.count; i++) {
                 struct mfb_wire_region_info info;

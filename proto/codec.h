@@ -11,14 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "name.h"  /* mfb_name_check(), which the names below follow */
 #include "wire.h"
-
-/*
- * Checks that a region name is acceptable: 1..MFB_WIRE_NAME_MAX bytes of
- * printable ASCII without spaces (0x21..0x7e). Returns 0, -EINVAL for an
- * empty name or a bad byte, -ENAMETOOLONG for a long one. name is borrowed.
- */
-int mfb_name_check(const char *name);
 
 /*
  * Fills a wire name from a C string (NULL or "" gives the empty name, which

@@ -348,6 +348,68 @@ void bench_become(uid_t uid) {
                 bench_die("cannot become uid %u: %m", (unsigned) uid);
 }
 
+pid_t bench_fork_pair(int *ret_sock) {
+        int pair[2];
+        pid_t pid;
+
+        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0)
+                bench_die("socketpair: %m");
+        pid = fork();
+        if (pid < 0)
+                bench_die("fork: %m");
+        if (pid == 0)
+                bench_child_init();
+        close(pair[pid == 0 ? 0 : 1]);
+        *ret_sock = pair[pid == 0 ? 1 : 0];
+        return pid;
+}
+
+void bench_worker_start(struct bench_worker *ret, uint64_t (*fn)(void *userdata, int ready, int stop),
+                        void *userdata, const char *what) {
+        int stop[2], report[2];
+        char byte;
+
+        if (pipe2(stop, O_CLOEXEC) < 0 || pipe2(report, O_CLOEXEC) < 0)
+                bench_die("pipe: %m");
+        ret->pid = fork();
+        if (ret->pid < 0)
+                bench_die("fork: %m");
+        if (ret->pid == 0) {
+                uint64_t result;
+
+                bench_child_init();
+                close(stop[1]);
+                close(report[0]);
+                result = fn(userdata, report[1], stop[0]);
+                _exit(write(report[1], &result, sizeof(result)) == sizeof(result) ? 0 : 1);
+        }
+        close(stop[0]);
+        close(report[1]);
+        ret->stop = stop[1];
+        ret->report = report[0];
+        if (poll(&(struct pollfd) { .fd = ret->report, .events = POLLIN }, 1, BENCH_TIMEOUT_MS) != 1 ||
+            read(ret->report, &byte, 1) != 1)
+                bench_die("%s did not start within %d ms", what, BENCH_TIMEOUT_MS);
+}
+
+void bench_worker_ready(int ready) {
+        if (write(ready, "r", 1) != 1)
+                _exit(1);
+}
+
+uint64_t bench_worker_stop(struct bench_worker *w, const char *what) {
+        uint64_t result = 0;
+
+        close(w->stop);
+        if (poll(&(struct pollfd) { .fd = w->report, .events = POLLIN }, 1, BENCH_TIMEOUT_MS) != 1 ||
+            read(w->report, &result, sizeof(result)) != sizeof(result))
+                bench_die("%s did not stop", what);
+        close(w->report);
+        if (bench_reap(w->pid, BENCH_TIMEOUT_MS) != 0)
+                bench_die("%s failed", what);
+        return result;
+}
+
 char *bench_brokerd_beside(void) {
         static const char *const candidates[] = { "../daemon/memfd-brokerd", "memfd-brokerd" };
         char exe[PATH_MAX], *slash;
@@ -481,18 +543,25 @@ void bench_broker_wait_fds(pid_t pid, unsigned fds, const char *after) {
         }
 }
 
+int bench_server_stop(pid_t *pid, const char *socket_path) {
+        int status;
+
+        kill(*pid, SIGTERM);
+        status = bench_reap(*pid, BENCH_TIMEOUT_MS);
+        bench_untrack_pid(*pid);
+        *pid = 0;
+        /* A broker removes its socket when it exits cleanly; a crashed one, or the raw server, leaves it. */
+        unlink(socket_path);
+        bench_untrack_path(socket_path);
+        return status;
+}
+
 bool bench_broker_stop(struct bench_broker *b) {
         int status;
 
         if (b->pid <= 0)
                 return true;
-        kill(b->pid, SIGTERM);
-        status = bench_reap(b->pid, BENCH_TIMEOUT_MS);
-        bench_untrack_pid(b->pid);
-        b->pid = 0;
-        /* The broker removes its socket when it exits cleanly; a crashed one leaves it. */
-        unlink(b->socket_path);
-        bench_untrack_path(b->socket_path);
+        status = bench_server_stop(&b->pid, b->socket_path);
         if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
                 fprintf(stderr, "%s: the broker exited with wait status 0x%x\n", program_name, status);
                 return false;

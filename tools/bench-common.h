@@ -117,6 +117,44 @@ uint64_t bench_wakeups(pid_t pid);
 void bench_become(uid_t uid);
 
 /*
+ * Forks a child joined to this process by a SOCK_SEQPACKET socketpair.
+ * Returns the child's pid in the parent and 0 in the child (which has run
+ * bench_child_init()); either way *ret_sock is this side's end (owned) and
+ * the other end is closed. The caller tracks and reaps the child.
+ */
+pid_t bench_fork_pair(int *ret_sock);
+
+/*
+ * A worker: a child that runs beside a measurement until told to stop,
+ * over two pipes, and then reports a number (requests sent, connections
+ * dropped).
+ */
+struct bench_worker {
+        pid_t pid;
+        int stop;       /* closing it tells the worker to stop */
+        int report;     /* a byte once the worker runs, then its result */
+};
+
+/*
+ * Forks a worker that runs fn(userdata, ready, stop) after
+ * bench_child_init(): fn calls bench_worker_ready(ready) once it runs,
+ * works until stop polls readable, and returns its result, which the child
+ * reports before it exits. Returns once the worker runs; dies, naming it by
+ * what ("the flooding client"), if it does not within BENCH_TIMEOUT_MS.
+ */
+void bench_worker_start(struct bench_worker *ret, uint64_t (*fn)(void *userdata, int ready, int stop),
+                        void *userdata, const char *what);
+
+/* In a worker: tells the parent it runs. Exits the worker if the parent is gone. */
+void bench_worker_ready(int ready);
+
+/*
+ * Tells the worker to stop, reaps it and returns its result; dies, naming
+ * it by what, if it does not report within BENCH_TIMEOUT_MS or fails.
+ */
+uint64_t bench_worker_stop(struct bench_worker *w, const char *what);
+
+/*
  * memfd-brokerd beside this program: ../daemon/memfd-brokerd in the build
  * tree (libtool keeps programs in .libs), or in the same folder once
  * installed. Returns a malloc()ed path, or NULL.
@@ -148,6 +186,14 @@ void bench_broker_start(struct bench_broker *b, const char *brokerd, const char 
  * next round is not idle. Dies after BENCH_TIMEOUT_MS.
  */
 void bench_broker_wait_fds(pid_t pid, unsigned fds, const char *after);
+
+/*
+ * Stops a server this program started on socket_path (a broker, the raw
+ * server) with SIGTERM, as a service manager does: reaps it within
+ * BENCH_TIMEOUT_MS, removes its socket, untracks both and sets *pid to 0.
+ * Returns its wait status.
+ */
+int bench_server_stop(pid_t *pid, const char *socket_path);
 
 /* Stops it with SIGTERM, as a service manager does; false, after saying why, if it did not exit cleanly. */
 bool bench_broker_stop(struct bench_broker *b);

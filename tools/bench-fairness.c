@@ -100,87 +100,35 @@ static int connect_hello(void) {
 
 /* A connection made by uid (where the benchmark may switch users) and handed to this process, after HELLO. */
 static int connect_as(uid_t uid) {
-        int pair[2], fds[MFB_FDS_RECV_MAX], fd;
+        int sock, fds[MFB_FDS_RECV_MAX], fd;
         size_t nfds = 0;
         char byte;
         pid_t pid;
 
-        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0)
-                bench_die("socketpair: %m");
-        pid = fork();
-        if (pid < 0)
-                bench_die("fork: %m");
+        pid = bench_fork_pair(&sock);
         if (pid == 0) {
-                bench_child_init();
                 bench_become(uid);
                 fd = connect_hello();
-                _exit(mfb_record_send(pair[1], "c", 1, &fd, 1, 0) < 0);
+                _exit(mfb_record_send(sock, "c", 1, &fd, 1, 0) < 0);
         }
-        close(pair[1]);
-        if (mfb_record_recv(pair[0], &byte, 1, fds, &nfds, 0) != 1 || nfds != 1)
+        if (mfb_record_recv(sock, &byte, 1, fds, &nfds, 0) != 1 || nfds != 1)
                 bench_die("uid %u could not connect", (unsigned) uid);
-        close(pair[0]);
+        close(sock);
         if (bench_reap(pid, BENCH_TIMEOUT_MS) != 0)
                 bench_die("the process connecting as uid %u failed", (unsigned) uid);
         return fds[0];
 }
 
-/* An attack running in a child of the attacker's uid, until it is told to stop. */
-struct attack {
-        pid_t pid;
-        int stop;       /* closing it stops the attack */
-        int report;     /* a byte once the attack runs, then a uint32_t when it ends */
-};
+/* The worker of an attack, as the attacker's uid; userdata points to the attack (a state's). */
+static uint64_t attack_run(void *userdata, int ready, int stop) {
+        uint32_t (*fn)(int ready, int stop) = *(uint32_t (**)(int, int)) userdata;
 
-static void attack_start(struct attack *ret, uint32_t (*fn)(int ready, int stop)) {
-        int stop[2], report[2];
-        char byte;
-
-        if (pipe2(stop, O_CLOEXEC) < 0 || pipe2(report, O_CLOEXEC) < 0)
-                bench_die("pipe: %m");
-        ret->pid = fork();
-        if (ret->pid < 0)
-                bench_die("fork: %m");
-        if (ret->pid == 0) {
-                uint32_t result;
-
-                bench_child_init();
-                close(stop[1]);
-                close(report[0]);
-                bench_become(ATTACKER_UID);
-                /* See SERVER_CPU. */
-                if (bench_pin(OTHER_CPU) && victim_cpu == OTHER_CPU &&
-                    sched_setscheduler(0, SCHED_IDLE, &(struct sched_param) { 0 }) < 0)
-                        bench_die("sched_setscheduler: %m");
-                result = fn(report[1], stop[0]);
-                _exit(write(report[1], &result, sizeof(result)) == sizeof(result) ? 0 : 1);
-        }
-        close(stop[0]);
-        close(report[1]);
-        ret->stop = stop[1];
-        ret->report = report[0];
-        if (poll(&(struct pollfd) { .fd = ret->report, .events = POLLIN }, 1, BENCH_TIMEOUT_MS) != 1 ||
-            read(ret->report, &byte, 1) != 1)
-                bench_die("the attack did not start");
-}
-
-/* Stops the attack and returns what it reported. */
-static uint32_t attack_stop(struct attack *a) {
-        uint32_t result = 0;
-
-        close(a->stop);
-        if (poll(&(struct pollfd) { .fd = a->report, .events = POLLIN }, 1, BENCH_TIMEOUT_MS) != 1 ||
-            read(a->report, &result, sizeof(result)) != sizeof(result))
-                bench_die("the attack did not stop");
-        close(a->report);
-        if (bench_reap(a->pid, BENCH_TIMEOUT_MS) != 0)
-                bench_die("the attack failed");
-        return result;
-}
-
-static void signal_ready(int ready) {
-        if (write(ready, "r", 1) != 1)
-                _exit(1);
+        bench_become(ATTACKER_UID);
+        /* See SERVER_CPU. */
+        if (bench_pin(OTHER_CPU) && victim_cpu == OTHER_CPU &&
+            sched_setscheduler(0, SCHED_IDLE, &(struct sched_param) { 0 }) < 0)
+                bench_die("sched_setscheduler: %m");
+        return fn(ready, stop);
 }
 
 static bool told_to_stop(int stop, int timeout_ms) {
@@ -210,7 +158,7 @@ static uint32_t flood(int ready, int stop) {
                                 bench_die("sending LIST: %m");
         }
         p[FLOOD_CONNECTIONS] = (struct pollfd) { .fd = stop, .events = POLLIN };
-        signal_ready(ready);
+        bench_worker_ready(ready);
 
         for (;;) {
                 if (poll(p, FLOOD_CONNECTIONS + 1, -1) < 0)
@@ -253,7 +201,7 @@ static uint32_t slow_readers(int ready, int stop) {
                         if (send_list(fds[i], first - 1, MSG_DONTWAIT) < 0)
                                 break;
         }
-        signal_ready(ready);
+        bench_worker_ready(ready);
 
         for (unsigned i = 0; !told_to_stop(stop, SLOW_READ_INTERVAL_MS); i = (i + 1) % SLOW_CONNECTIONS) {
                 int got[MFB_FDS_RECV_MAX];
@@ -309,38 +257,31 @@ static int answer_with_fd(int sock) {
 static void measure_raw(double *ret_memfd, double *ret_round_trip) {
         uint64_t *samples = bench_check_alloc(calloc(RAW_SAMPLES, sizeof(uint64_t)));
         struct mfb_wire_header h;
-        int pair[2];
+        int sock;
         pid_t pid;
 
         for (unsigned i = 0; i < RAW_SAMPLES; i++)
                 samples[i] = raw_memfd();
         *ret_memfd = bench_median(samples, RAW_SAMPLES);
 
-        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0)
-                bench_die("socketpair: %m");
-        pid = fork();
-        if (pid < 0)
-                bench_die("fork: %m");
+        pid = bench_fork_pair(&sock);
         if (pid == 0) {
-                bench_child_init();
                 bench_pin(SERVER_CPU);
-                close(pair[0]);
-                _exit(answer_with_fd(pair[1]));
+                _exit(answer_with_fd(sock));
         }
-        close(pair[1]);
         mfb_wire_header_init(&h, MFB_OP_CREATE, 1, 0, 0, sizeof(h));
         for (unsigned i = 0; i < RAW_SAMPLES; i++) {
                 uint64_t start = bench_now_ns();
                 int fds[MFB_FDS_RECV_MAX];
                 size_t nfds = 0;
 
-                if (mfb_record_send(pair[0], &h, sizeof(h), NULL, 0, 0) < 0 ||
-                    mfb_record_recv(pair[0], &h, sizeof(h), fds, &nfds, 0) != sizeof(h) || nfds != 1)
+                if (mfb_record_send(sock, &h, sizeof(h), NULL, 0, 0) < 0 ||
+                    mfb_record_recv(sock, &h, sizeof(h), fds, &nfds, 0) != sizeof(h) || nfds != 1)
                         bench_die("the bare round trip failed");
                 mfb_close_fds(fds, nfds);
                 samples[i] = bench_now_ns() - start;
         }
-        close(pair[0]);
+        close(sock);
         if (bench_reap(pid, BENCH_TIMEOUT_MS) != 0)
                 bench_die("the bare round trip's other end failed");
         *ret_round_trip = bench_median(samples, RAW_SAMPLES);
@@ -391,11 +332,11 @@ struct state {
 };
 
 static void round_of(struct state *s, int victim, unsigned samples) {
-        struct attack a = { .pid = -1, .stop = -1, .report = -1 };
+        struct bench_worker a = { .pid = -1, .stop = -1, .report = -1 };
         uint64_t start, cpu;
 
         if (s->attack)
-                attack_start(&a, s->attack);
+                bench_worker_start(&a, attack_run, &s->attack, "the attack");
         start = bench_now_ns();
         cpu = bench_cpu_ns(broker.pid);
         for (unsigned i = 0; i < samples; i++) {
@@ -407,7 +348,7 @@ static void round_of(struct state *s, int victim, unsigned samples) {
         s->broker_cpu_ns += bench_cpu_ns(broker.pid) - cpu;
         s->wall_ns += bench_now_ns() - start;
         if (s->attack)
-                s->attack_result += attack_stop(&a);
+                s->attack_result += bench_worker_stop(&a, "the attack");
 }
 
 int main(int argc, char **argv) {

@@ -344,9 +344,7 @@ struct flood {
         const char *socket_path;
         pid_t broker_pid;
         unsigned settled_fds;   /* the broker's open fds when no flood runs */
-        pid_t pid;              /* the flooding client's */
-        int stop;               /* closing it stops the flood */
-        int report;             /* a byte once the flood fills the socket, then the requests sent */
+        struct bench_worker worker;     /* the flooding client */
         uint64_t requests, rounds;
         uint64_t broker_cpu_ns; /* while flooded */
         uint64_t wall_ns;
@@ -356,14 +354,20 @@ struct flood {
 
 /*
  * The flooding client: CREATE after CREATE without reading a reply, as
- * fast as the socket takes them, until told to stop. Reports the requests
- * sent.
+ * fast as the socket takes them, until told to stop. Says it runs once the
+ * socket is full, and returns the requests sent.
  */
-static _Noreturn void flood_run(const char *socket_path, int ready, int stop) {
+static uint64_t flood_run(void *userdata, int ready, int stop) {
+        struct flood *f = userdata;
         struct mfb_wire_create_request req = { .size = BENCH_PAGE_REGION };
-        int fd = bench_connect_hello(socket_path);
         bool told = false;
+        int fd;
         uint64_t sent = 0;
+
+        if (f->ctx->two_cpus)
+                bench_pin(f->ctx->other_cpu);
+        bench_become(FLOOD_UID);
+        fd = bench_connect_hello(f->socket_path);
 
         for (;;) {
                 struct pollfd p[2] = { { .fd = fd, .events = POLLOUT }, { .fd = stop, .events = POLLIN } };
@@ -376,61 +380,30 @@ static _Noreturn void flood_run(const char *socket_path, int ready, int stop) {
                 if (k != -EAGAIN)
                         bench_die("the flood was cut off: %s", strerror(-k));
                 /* The socket is full: the broker stopped reading. */
-                if (!told && write(ready, "r", 1) != 1)
-                        _exit(1);
+                if (!told)
+                        bench_worker_ready(ready);
                 told = true;
                 if (poll(p, 2, -1) < 0 && errno != EINTR)
                         bench_die("poll: %m");
                 if (p[1].revents)
-                        break;
+                        return sent;
         }
-        _exit(write(ready, &sent, sizeof(sent)) == sizeof(sent) ? 0 : 1);
 }
 
 static void flood_begin(void *userdata) {
         struct flood *f = userdata;
-        int stop[2], report[2];
-        char byte;
 
-        if (pipe2(stop, O_CLOEXEC) < 0 || pipe2(report, O_CLOEXEC) < 0)
-                bench_die("pipe: %m");
-        f->pid = fork();
-        if (f->pid < 0)
-                bench_die("fork: %m");
-        if (f->pid == 0) {
-                bench_child_init();
-                close(stop[1]);
-                close(report[0]);
-                if (f->ctx->two_cpus)
-                        bench_pin(f->ctx->other_cpu);
-                bench_become(FLOOD_UID);
-                flood_run(f->socket_path, report[1], stop[0]);
-        }
-        close(stop[0]);
-        close(report[1]);
-        f->stop = stop[1];
-        f->report = report[0];
-        if (poll(&(struct pollfd) { .fd = f->report, .events = POLLIN }, 1, BENCH_TIMEOUT_MS) != 1 ||
-            read(f->report, &byte, 1) != 1)
-                bench_die("the flood did not fill its socket within %d ms", BENCH_TIMEOUT_MS);
+        bench_worker_start(&f->worker, flood_run, f, "the flooding client");
         f->started = bench_now_ns();
         f->cpu_at_start = bench_cpu_ns(f->broker_pid);
 }
 
 static void flood_end(void *userdata) {
         struct flood *f = userdata;
-        uint64_t sent = 0;
 
         f->broker_cpu_ns += bench_cpu_ns(f->broker_pid) - f->cpu_at_start;
         f->wall_ns += bench_now_ns() - f->started;
-        close(f->stop);
-        if (poll(&(struct pollfd) { .fd = f->report, .events = POLLIN }, 1, BENCH_TIMEOUT_MS) != 1 ||
-            read(f->report, &sent, sizeof(sent)) != sizeof(sent))
-                bench_die("the flood did not stop");
-        close(f->report);
-        if (bench_reap(f->pid, BENCH_TIMEOUT_MS) != 0)
-                bench_die("the flooding client failed");
-        f->requests += sent;
+        f->requests += bench_worker_stop(&f->worker, "the flooding client");
         f->rounds++;
         bench_broker_wait_fds(f->broker_pid, f->settled_fds, "a flood");
 }

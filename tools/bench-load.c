@@ -499,10 +499,8 @@ static void clients_once(struct bench_ctx *ctx, struct clients_shared *sh, unsig
                         last = sh->client[i].end_ns;
                 ops += sh->client[i].ops;
                 res->errors += sh->client[i].errors;
-                if (res->n_samples + kept > res->cap_samples) {
-                        res->cap_samples = 2 * (res->n_samples + kept);
-                        res->samples = bench_check_alloc(realloc(res->samples, res->cap_samples * sizeof(uint64_t)));
-                }
+                if (GREEDY_REALLOC(res->samples, res->cap_samples, res->n_samples + kept) < 0)
+                        bench_die("out of memory");
                 memcpy(res->samples + res->n_samples, sh->samples + (size_t) i * sh->cap, kept * sizeof(uint64_t));
                 res->n_samples += kept;
         }

@@ -635,22 +635,15 @@ static int raw_serve(int sock) {
 
 /* Starts the raw server; returns the client's end of its socket. */
 static int raw_start(void) {
-        int pair[2];
+        int sock;
 
-        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0)
-                bench_die("socketpair: %m");
-        raw_pid = fork();
-        if (raw_pid < 0)
-                bench_die("fork: %m");
+        raw_pid = bench_fork_pair(&sock);
         if (raw_pid == 0) {
-                bench_child_init();
                 bench_pin(SERVER_CPU);
-                close(pair[0]);
-                _exit(raw_serve(pair[1]));
+                _exit(raw_serve(sock));
         }
         bench_track_pid(raw_pid);
-        close(pair[1]);
-        return pair[0];
+        return sock;
 }
 
 /* One raw op, in nanoseconds: a memfd from the server, checked, mapped, unmapped, closed, given back. */

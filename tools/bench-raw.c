@@ -70,12 +70,8 @@ static int serve_one(int sock, struct raw_kept *kept, int **held, size_t *n_held
                 }
                 break;
         case BENCH_RAW_HOLD:
-                if (*n_held == *held_cap) {
-                        *held_cap = *held_cap ? 2 * *held_cap : 1024;
-                        *held = realloc(*held, *held_cap * sizeof(int));
-                        if (!*held)
-                                _exit(1);
-                }
+                if (GREEDY_REALLOC(*held, *held_cap, *n_held + 1) < 0)
+                        _exit(1);
                 k = bench_memfd("bench-raw-held", rec.size);
                 if (k < 0)
                         rec.status = negative_errno();
@@ -165,12 +161,7 @@ bool bench_raw_stop(struct bench_raw_server *s) {
 
         if (s->pid <= 0)
                 return true;
-        kill(s->pid, SIGTERM);
-        status = bench_reap(s->pid, BENCH_TIMEOUT_MS);
-        bench_untrack_pid(s->pid);
-        s->pid = 0;
-        unlink(s->socket_path);
-        bench_untrack_path(s->socket_path);
+        status = bench_server_stop(&s->pid, s->socket_path);
         if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGTERM) {
                 fprintf(stderr, "the raw server failed (wait status 0x%x)\n", status);
                 return false;

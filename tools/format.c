@@ -10,6 +10,7 @@
 
 #include "format.h"
 #include "macro.h"
+#include "size.h"
 
 /* "2024-11-22T20:05:01.123456789+01:00", with room to spare. */
 #define TIME_STRING_MAX 64
@@ -118,30 +119,6 @@ static const char *owner_string(uid_t uid, char buf[static OWNER_STRING_MAX]) {
         return buf;
 }
 
-/* "16.0 EiB" at most, NUL included, with room to spare. */
-#define SIZE_STRING_MAX 32
-
-/*
- * "64 MiB", "1.5 KiB": the size in the largest binary unit it reaches, the
- * unit after separator (" " in prose, "" in a table whose columns are split
- * at spaces).
- */
-static const char *size_string(uint64_t size, const char *separator, char buf[static SIZE_STRING_MAX]) {
-        static const char units[] = "KMGTPE";
-        unsigned u = 0;
-
-        while (u < sizeof(units) - 1 && size >> (10 * (u + 1)) >= 1)
-                u++;
-        if (u == 0)
-                snprintf(buf, SIZE_STRING_MAX, "%" PRIu64 "%sB", size, separator);
-        else if (size % (UINT64_C(1) << (10 * u)) == 0)
-                snprintf(buf, SIZE_STRING_MAX, "%" PRIu64 "%s%ciB", size >> (10 * u), separator, units[u - 1]);
-        else
-                snprintf(buf, SIZE_STRING_MAX, "%.1f%s%ciB", (double) size / (double) (UINT64_C(1) << (10 * u)),
-                         separator, units[u - 1]);
-        return buf;
-}
-
 static void time_line(FILE *f, const char *label, struct timespec t) {
         char buf[TIME_STRING_MAX];
 
@@ -149,12 +126,12 @@ static void time_line(FILE *f, const char *label, struct timespec t) {
 }
 
 void format_stat(FILE *f, const mfb_region_stat *st) {
-        char owner[OWNER_STRING_MAX], creator[OWNER_STRING_MAX], size[SIZE_STRING_MAX];
+        char owner[OWNER_STRING_MAX], creator[OWNER_STRING_MAX], size[MFB_SIZE_STRING_MAX];
         struct words w;
 
         fprintf(f, "%-10s %" PRIu64 "\n", "handle:", st->handle);
         fprintf(f, "%-10s %s\n", "name:", *st->name ? st->name : "-");
-        fprintf(f, "%-10s %" PRIu64 " (%s)\n", "size:", st->size, size_string(st->size, " ", size));
+        fprintf(f, "%-10s %" PRIu64 " (%s)\n", "size:", st->size, mfb_size_format(st->size, " ", size));
         fprintf(f, "%-10s %s (uid %u, gid %u)\n", "owner:", owner_string(st->uid, owner),
                 (unsigned) st->uid, (unsigned) st->gid);
         fprintf(f, "%-10s %s (uid %u, gid %u), pid %d\n", "creator:", owner_string(st->creator_uid, creator),
@@ -361,18 +338,18 @@ static uint64_t limit_column(const mfb_limit *l, int column) {
  * "unlimited"; sizes in binary units, without a space, so that every cell
  * is one word for awk and cut.
  */
-static const char *limit_string(uint64_t v, int column, bool bytes, char buf[static SIZE_STRING_MAX]) {
+static const char *limit_string(uint64_t v, int column, bool bytes, char buf[static MFB_SIZE_STRING_MAX]) {
         if (v == MFB_UNLIMITED)
                 return column == LIMIT_UID_AVAILABLE ? "unlimited" : "-";
         if (bytes)
-                return size_string(v, "", buf);
-        snprintf(buf, SIZE_STRING_MAX, "%" PRIu64, v);
+                return mfb_size_format(v, "", buf);
+        snprintf(buf, MFB_SIZE_STRING_MAX, "%" PRIu64, v);
         return buf;
 }
 
 void format_limits(FILE *f, const mfb_limit *limits, size_t n) {
         int name_width = (int) strlen("RESOURCE"), widths[LIMIT_COLUMNS];
-        char buf[SIZE_STRING_MAX];
+        char buf[MFB_SIZE_STRING_MAX];
 
         for (int col = 0; col < LIMIT_COLUMNS; col++)
                 widths[col] = (int) strlen(limit_headers[col]);

@@ -26,6 +26,7 @@
 #include "format.h"
 #include "macro.h"
 #include "memfd-broker.h"
+#include "name.h"
 #include "parse.h"
 
 #define PROGRAM "memfd-brokerctl"
@@ -159,18 +160,6 @@ static void client_freep(mfb_client **c) {
 
 static void region_freep(mfb_region **r) {
         mfb_region_free(*r);
-}
-
-/* The rule of memfd-broker.h, checked before any broker is asked, as a usage error. */
-static bool name_valid(const char *name) {
-        size_t len = strlen(name);
-
-        if (len == 0 || len > MFB_NAME_MAX)
-                return false;
-        for (size_t i = 0; i < len; i++)
-                if (name[i] < 0x21 || name[i] > 0x7e)
-                        return false;
-        return true;
 }
 
 /* Octal permission bits, at most 0777, as chmod(1) takes them in numbers. */
@@ -896,7 +885,9 @@ static int parse_command_args(const struct command *cmd, int argc, char **argv, 
                 return usage_error("%s: --count takes no --mode, --hugetlb or --reserve", cmd->name);
         if (o->hold && o->count == 0)
                 return usage_error("%s: --hold goes with --count", cmd->name);
-        if (cmd->name_arg != NO_NAME && o->handle == 0 && o->count == 0 && !name_valid(argv[optind + cmd->name_arg]))
+        /* The rule of memfd-broker.h, checked before any broker is asked, as a usage error. */
+        if (cmd->name_arg != NO_NAME && o->handle == 0 && o->count == 0 &&
+            mfb_name_check(argv[optind + cmd->name_arg]) < 0)
                 return usage_error("%s: invalid region name '%s': 1 to %d bytes of printable ASCII without spaces",
                                    cmd->name, argv[optind + cmd->name_arg], MFB_NAME_MAX);
         *ret_words = argv + optind;
