@@ -468,9 +468,13 @@ int mfb_region_access(const mfb_region *r);
  * mfb_region_free(); dup it (F_DUPFD_CLOEXEC) to keep it longer. Already
  * verified: a regular file, sealed against shrinking and growing, at least
  * mfb_region_size() bytes, opened with exactly the access granted
- * (mfb_region_access()). Each create or open gets an open file description
- * of its own, so file status flags (fcntl(F_SETFL), O_APPEND) and the file
- * offset set on it affect no other holder. -EINVAL for NULL.
+ * (mfb_region_access()). An open (mfb_region_open(), mfb_region_wait())
+ * gets an open file description of its own; a create shares the broker's,
+ * through which the broker does no I/O. Either way use mmap() or
+ * pread()/pwrite(), not the file offset, and leave the file status flags
+ * alone: O_APPEND set on a create's fd would stay on the broker's open file
+ * description, and makes even pwrite() append, which the grow seal refuses.
+ * -EINVAL for NULL.
  */
 int mfb_region_fd(const mfb_region *r);
 

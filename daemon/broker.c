@@ -21,6 +21,7 @@
 #include "region.h"
 #include "request.h"
 #include "session.h"
+#include "size.h"
 #include "wait.h"
 #include "wire.h"
 
@@ -48,30 +49,14 @@ static void on_accept(int fd, bool out_of_fds, void *userdata) {
         (void) session_new(&b->services, fd);
 }
 
-/* Bytes for people: "1.5 GiB". */
-static void format_bytes(uint64_t bytes, char *buf, size_t size) {
-        static const char units[][4] = { "KiB", "MiB", "GiB", "TiB", "PiB", "EiB" };
-        double v = (double) bytes;
-        size_t i = 0;
-
-        if (bytes < 1024) {
-                snprintf(buf, size, "%" PRIu64 " B", bytes);
-                return;
-        }
-        for (v /= 1024; v >= 1024 && i + 1 < ELEMENTSOF(units); i++)
-                v /= 1024;
-        snprintf(buf, size, "%.1f %s", v, units[i]);
-}
-
 static void broker_status(char *buf, size_t size, void *userdata) {
         struct broker *b = userdata;
         struct region_usage u;
-        char bytes[32];
+        char bytes[MFB_SIZE_STRING_MAX];
 
         region_table_usage(b->services.regions, &u);
-        format_bytes(u.bytes, bytes, sizeof(bytes));
         snprintf(buf, size, "regions: %zu (named: %zu), size: %s, connections: %" PRIu32, u.regions, u.named,
-                 bytes, b->services.n_sessions);
+                 mfb_size_format(u.bytes, " ", bytes), b->services.n_sessions);
 }
 
 /* Without a service manager that keeps fds, the passed fds that are not listening sockets are of no use. */

@@ -8,6 +8,7 @@
 
 #include "config.h"
 #include "parse.h"
+#include "socket-path.h"
 
 void config_init(struct config *c) {
         *c = (struct config) {
@@ -35,21 +36,15 @@ int config_set_socket_path(struct config *c, const char *path) {
 }
 
 int config_set_default_socket_path(struct config *c) {
-        const char *env = getenv("MEMFD_BROKER_SOCKET");
+        const char *prefix, *suffix;
         char *path;
 
-        if (env && *env)
-                return config_set_socket_path(c, env);
-
-        env = getenv("XDG_RUNTIME_DIR");
-        if (geteuid() != 0 && env && *env) {
-                if (asprintf(&path, "%s/" CONFIG_SOCKET_NAME, env) < 0)
-                        return -ENOMEM;
-                free(c->socket_path);
-                c->socket_path = path;
-                return 0;
-        }
-        return config_set_socket_path(c, CONFIG_SOCKET_PATH_SYSTEM);
+        mfb_socket_path_default(getenv, &prefix, &suffix);
+        if (asprintf(&path, "%s%s", prefix, suffix) < 0)
+                return -ENOMEM;
+        free(c->socket_path);
+        c->socket_path = path;
+        return 0;
 }
 
 static uint64_t min_u64(uint64_t a, uint64_t b) {

@@ -15,8 +15,6 @@
 #define CONFIG_KEPT_REGIONS_DIVISOR             2U
 #define CONFIG_SHARE_PER_UID_DIVISOR            4U      /* per-uid defaults: a quarter of the broker's */
 #define CONFIG_HOLDS_PER_REGION                 4U      /* the default --max-holds: this many per region */
-#define CONFIG_SOCKET_NAME                      "memfd-broker.sock"
-#define CONFIG_SOCKET_PATH_SYSTEM               "/run/" CONFIG_SOCKET_NAME
 
 /*
  * File descriptors kept out of the budget the users share: the listener,

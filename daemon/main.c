@@ -13,6 +13,7 @@
 #include "broker.h"
 #include "config.h"
 #include "parse.h"
+#include "socket-path.h"
 #include "log.h"
 
 static void help(void) {
@@ -21,8 +22,8 @@ static void help(void) {
                "Creates sealed memfd shared-memory regions and hands them to clients over a Unix socket.\n"
                "\n"
                "  --socket PATH                 listen on PATH (default: $MEMFD_BROKER_SOCKET, else\n"
-               "                                $XDG_RUNTIME_DIR/" CONFIG_SOCKET_NAME " when not root, else\n"
-               "                                " CONFIG_SOCKET_PATH_SYSTEM ")\n"
+               "                                $XDG_RUNTIME_DIR/" MFB_SOCKET_NAME " when not root, else\n"
+               "                                " MFB_SOCKET_PATH_SYSTEM ")\n"
                "  --max-region-size BYTES       largest region (default %" PRIu64 "G)\n"
                "  --max-regions N               most regions alive at once (default: what the limit on\n"
                "                                open files allows, at most %u)\n"
