@@ -452,9 +452,7 @@ static void release_all(struct connection *c) {
         for (size_t i = 0; hashmap_iterate(c->holds, &i, &v);) {
                 struct hold *h = v;
 
-                h->region->detach_time = now;
-                h->region->last_pid = c->peer.creds.pid;
-                persist_region_touched(c->broker->persist, h->region);
+                region_touched(c->broker->regions, h->region, c->peer.creds.pid, REGION_DETACHED, now);
                 region_drop_holder(c->broker->regions, h->region);
                 quota_discharge(c->broker->quota, c->peer.creds.uid, &hold_amount);
                 free(h);
@@ -538,9 +536,7 @@ int connection_release(struct connection *c, uint64_t handle) {
         if (!h)
                 return -ENOENT;
         r = h->region;
-        r->detach_time = region_now();
-        r->last_pid = c->peer.creds.pid;
-        persist_region_touched(c->broker->persist, r);
+        region_touched(c->broker->regions, r, c->peer.creds.pid, REGION_DETACHED, region_now());
 
         /* Keeping a read-write reference longer only lets this client SEAL, which takes rights away. */
         if (h->writable == h->count)

@@ -131,9 +131,7 @@ int reply_open(struct connection *c, const struct mfb_wire_header *request, stru
                 return reply_quota(c, request, k, c->peer.creds.uid, refused);
         if (k < 0)
                 return reply_failure(c, request, k, "holding the region failed");
-        r->attach_time = region_now();
-        r->last_pid = c->peer.creds.pid;
-        persist_region_touched(c->broker->persist, r);
+        region_touched(c->broker->regions, r, c->peer.creds.pid, REGION_ATTACHED, region_now());
 
         log_debug("%s of pid %d uid %u: region %" PRIu64 " %s", mfb_wire_opcode_name(request->opcode),
                   (int) c->peer.creds.pid, c->peer.creds.uid, r->handle, writable ? "read-write" : "read-only");

@@ -309,9 +309,7 @@ static int handle_seal(struct connection *c, const struct mfb_wire_header *h, co
                 return reply_error(c, h, k, "the region's seals were sealed (F_SEAL_SEAL)");
         if (k < 0)
                 return reply_failure(c, h, k, "sealing the region failed");
-        r->change_time = region_now();
-        r->last_pid = c->peer.creds.pid;
-        persist_region_changed(c->broker->persist, r);
+        region_touched(c->broker->regions, r, c->peer.creds.pid, REGION_CHANGED, region_now());
 
         log_debug("SEAL of pid %d uid %u: region %" PRIu64 " with 0x%" PRIx32, (int) c->peer.creds.pid,
                   c->peer.creds.uid, r->handle, req.seals);
@@ -501,9 +499,7 @@ static int handle_set(struct connection *c, const struct mfb_wire_header *h, con
                 r->gid = req.gid;
         if (req.fields & MFB_SET_MODE)
                 r->mode = req.mode;
-        r->change_time = region_now();
-        r->last_pid = c->peer.creds.pid;
-        persist_region_changed(c->broker->persist, r);
+        region_touched(c->broker->regions, r, c->peer.creds.pid, REGION_CHANGED, region_now());
 
         log_debug("SET of pid %d uid %u: region %" PRIu64 " uid %u gid %u mode 0%o", (int) c->peer.creds.pid,
                   c->peer.creds.uid, r->handle, (unsigned) r->uid, (unsigned) r->gid, (unsigned) r->mode);
