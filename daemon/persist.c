@@ -2,13 +2,13 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdbool.h>
-#include <stdio.h>
 #include <stdlib.h>
 
 #include <event2/event.h>
 
 #include "activation.h"
 #include "fdstore.h"
+#include "kept.h"
 #include "log.h"
 #include "macro.h"
 #include "park.h"
@@ -37,26 +37,52 @@ static int region_fd_of(uint64_t handle, void *userdata) {
         return r && r->kept ? r->fd : -1;
 }
 
+/* Saves r, a kept region. */
 static int save(struct persist *p, struct region *r) {
-        struct state_region saved = {
-                .handle = r->handle,
-                .size = r->size,
-                .uid = r->uid,
-                .gid = r->gid,
-                .creator_uid = r->creator_uid,
-                .creator_gid = r->creator_gid,
-                .mode = r->mode,
-                .creator_pid = r->creator_pid,
-                .last_pid = r->last_pid,
-                .hugetlb = r->hugetlb,
-                .create_time = r->create_time,
-                .attach_time = r->attach_time,
-                .detach_time = r->detach_time,
-                .change_time = r->change_time,
-        };
+        return state_save_region(p->state, &r->kept->saved_slot, &r->meta, r->name);
+}
 
-        snprintf(saved.name, sizeof(saved.name), "%s", r->name);
-        return state_save_region(p->state, &r->saved_slot, &saved);
+/* Saves r later: its attach or detach time, or last pid, changed. */
+static void save_later(struct persist *p, struct region *r) {
+        static const struct timeval delay = { .tv_usec = PERSIST_FLUSH_MSEC * 1000 };
+
+        if (!r->name || !r->kept || r->kept->dirty)
+                return;
+        /* No room to remember it: save it now instead. */
+        if (GREEDY_REALLOC(p->dirty, p->n_dirty_allocated, p->n_dirty + 1) < 0) {
+                int k = save(p, r);
+
+                if (k < 0)
+                        log_warning_errno(k, "Failed to save region %" PRIu64 ": %m", r->handle);
+                return;
+        }
+        p->dirty[p->n_dirty++] = r->handle;
+        r->kept->dirty = true;
+        if (!p->flush_scheduled) {
+                event_add(p->flush_event, &delay);
+                p->flush_scheduled = true;
+        }
+}
+
+/* Saves r now: its owner, mode or seals changed. A failure is logged, and retried later. */
+static void save_now(struct persist *p, struct region *r) {
+        int k;
+
+        if (!r->name || !r->kept)
+                return;
+        k = save(p, r);
+        if (k < 0) {
+                log_error_errno(k, "Failed to save region %" PRIu64 ", trying again shortly: %m", r->handle);
+                save_later(p, r);
+        }
+}
+
+/* The table's hook (region_touched()): what persist must save of every touch. */
+static void on_touched(struct region *r, enum region_touch what, void *userdata) {
+        if (what == REGION_CHANGED)
+                save_now(userdata, r);
+        else
+                save_later(userdata, r);
 }
 
 static void on_flush(evutil_socket_t fd, short what, void *userdata) {
@@ -111,6 +137,7 @@ int persist_new(struct event_base *base, struct region_table *t, struct passed_f
                 persist_free(p);
                 return r;
         }
+        region_table_set_touched_hook(t, on_touched, p);
         *ret = p;
         return 0;
 }
@@ -118,6 +145,10 @@ int persist_new(struct event_base *base, struct region_table *t, struct passed_f
 struct persist *persist_free(struct persist *p) {
         if (!p)
                 return NULL;
+        region_table_set_touched_hook(p->regions, NULL, NULL);
+        /* The bookkeeping is persist's: with it gone, nothing is kept by this broker any more. */
+        for (struct region *r = region_next(p->regions, 0); r; r = region_after(p->regions, r))
+                free(region_unkeep(p->regions, r));
         if (p->flush_event)
                 event_free(p->flush_event);
         if (p->pack_event)
@@ -153,6 +184,7 @@ static void log_refusal(struct persist *p, int error) {
 }
 
 int persist_region_created(struct persist *p, struct region *r, enum mfb_wire_resource *ret_refused) {
+        struct kept_region *kept;
         int k;
 
         if (!p)
@@ -162,18 +194,23 @@ int persist_region_created(struct persist *p, struct region *r, enum mfb_wire_re
                 return log_error_errno(k, "Failed to save the handle mark: %m");
         if (!r->name)
                 return 0;
+        kept = calloc(1, sizeof(*kept));
+        if (!kept)
+                return log_error_errno(ENOMEM, "Failed to keep region %" PRIu64 ": %m", r->handle);
         /* The service manager's store is shared by every uid: each may take only its share. */
-        k = region_keep(p->regions, r, ret_refused);
-        if (k < 0)
+        k = region_keep(p->regions, r, kept, ret_refused);
+        if (k < 0) {
+                free(kept);
                 return k;
+        }
 
         /* The memfd first: a crash before the state is saved leaves a memfd the next broker drops. */
-        k = park_add(p->park, r->handle, r->fd, &r->parked_bucket);
+        k = park_add(p->park, r->handle, r->fd, &kept->parked_bucket);
         /* A bucket it could not pack on the way is tried again shortly. */
         if (park_packing_due(p->park))
                 schedule_pack(p);
         if (k < 0) {
-                region_unkeep(p->regions, r);
+                free(region_unkeep(p->regions, r));
                 log_refusal(p, k);
                 return k == -ENOSPC || k == -ENOBUFS ? -E2BIG : k;
         }
@@ -181,45 +218,12 @@ int persist_region_created(struct persist *p, struct region *r, enum mfb_wire_re
         k = save(p, r);
         if (k < 0) {
                 log_error_errno(k, "Failed to save region %" PRIu64 ": %m", r->handle);
-                park_remove(p->park, r->parked_bucket, r->handle);
-                region_unkeep(p->regions, r);
+                park_remove(p->park, kept->parked_bucket, r->handle);
+                free(region_unkeep(p->regions, r));
                 schedule_pack(p);
                 return k;
         }
         return 0;
-}
-
-void persist_region_touched(struct persist *p, struct region *r) {
-        static const struct timeval delay = { .tv_usec = PERSIST_FLUSH_MSEC * 1000 };
-
-        if (!p || !r->name || !r->kept || r->saved_dirty)
-                return;
-        /* No room to remember it: save it now instead. */
-        if (GREEDY_REALLOC(p->dirty, p->n_dirty_allocated, p->n_dirty + 1) < 0) {
-                int k = save(p, r);
-
-                if (k < 0)
-                        log_warning_errno(k, "Failed to save region %" PRIu64 ": %m", r->handle);
-                return;
-        }
-        p->dirty[p->n_dirty++] = r->handle;
-        r->saved_dirty = true;
-        if (!p->flush_scheduled) {
-                event_add(p->flush_event, &delay);
-                p->flush_scheduled = true;
-        }
-}
-
-void persist_region_changed(struct persist *p, struct region *r) {
-        int k;
-
-        if (!p || !r->name || !r->kept)
-                return;
-        k = save(p, r);
-        if (k < 0) {
-                log_error_errno(k, "Failed to save region %" PRIu64 ", trying again shortly: %m", r->handle);
-                persist_region_touched(p, r);
-        }
 }
 
 void persist_region_removed(struct persist *p, struct region *r) {
@@ -228,12 +232,11 @@ void persist_region_removed(struct persist *p, struct region *r) {
         if (!p || !r->name || !r->kept)
                 return;
         /* The state first: a crash before the memfd is unparked leaves a memfd the next broker drops. */
-        k = state_forget_region(p->state, r->saved_slot);
+        k = state_forget_region(p->state, r->kept->saved_slot);
         if (k < 0)
                 log_warning_errno(k, "Failed to forget region %" PRIu64 " in the saved state: %m", r->handle);
-        r->saved_slot = 0;
-        park_remove(p->park, r->parked_bucket, r->handle);
-        region_unkeep(p->regions, r);
+        park_remove(p->park, r->kept->parked_bucket, r->handle);
+        free(region_unkeep(p->regions, r));
         schedule_pack(p);
 }
 
@@ -244,11 +247,11 @@ void persist_flush(struct persist *p) {
                 struct region *r = region_get_by_handle(p->regions, p->dirty[i]);
                 int k;
 
-                /* Gone, or removed since: nothing to save. */
-                if (!r || !r->saved_dirty)
+                /* Gone, or removed since (which ends its bookkeeping): nothing to save. */
+                if (!r || !r->kept || !r->kept->dirty)
                         continue;
-                r->saved_dirty = false;
-                if (!r->name || !r->kept)
+                r->kept->dirty = false;
+                if (!r->name)
                         continue;
                 k = save(p, r);
                 if (k < 0)

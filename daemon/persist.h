@@ -10,7 +10,7 @@
  * "state". So systemd holds a few fds, whatever the number of regions. A
  * named region is saved before its CREATE is answered, so that a client
  * that got a handle can rely on it; saved again when a SEAL or SET changes
- * it; and forgotten, state first and then memfd, when it is removed: its
+ * it (region_touched(), which persist hooks); and forgotten, state first and then memfd, when it is removed: its
  * bucket is packed, which closes the parked copy, once the requests being
  * served are, so that a burst of removals packs each bucket once. Opens
  * and releases change only times and the last pid, which are saved within
@@ -32,9 +32,6 @@
 /* A bucket that could not be packed is tried again after this long. */
 #define PERSIST_PACK_RETRY_MSEC 1000
 
-/* The fd store name of the saved state. */
-#define PERSIST_STATE_FDNAME "state"
-
 struct event_base;
 struct passed_fd;
 struct persist;
@@ -44,14 +41,19 @@ struct region_table;
 /*
  * Restores into t the named regions that systemd kept (restore.h) from
  * fds, the n_fds fds passed at start that are not listening sockets, and
- * keeps t's named regions from then on, with timers on base. Takes fds, the array
- * and what it holds, on failure too. t is borrowed and must outlive the
- * persist. Returns 0, or -errno after logging why.
+ * keeps t's named regions from then on, with timers on base; hooks
+ * region_touched() for it (region_table_set_touched_hook()). Takes fds, the
+ * array and what it holds, on failure too. t is borrowed and must outlive
+ * the persist. Returns 0, or -errno after logging why.
  */
 int persist_new(struct event_base *base, struct region_table *t, struct passed_fd *fds, size_t n_fds,
                 struct persist **ret);
 
-/* Frees p; what systemd holds stays, for the next broker. Accepts NULL; returns NULL. */
+/*
+ * Frees p and unhooks it; the regions of the table are not kept by this
+ * broker any more, but what systemd holds stays, for the next broker.
+ * Accepts NULL; returns NULL.
+ */
 struct persist *persist_free(struct persist *p);
 
 /*
@@ -63,17 +65,15 @@ struct persist *persist_free(struct persist *p);
  * for another; -ETOOMANYREFS when the kernel refuses the broker more fds in
  * flight (both logged once until it works again); or another -errno after
  * logging why. Nothing of r is kept on failure: remove it.
+ *
+ * From then on, region_touched() saves r now when it changed (its owner,
+ * mode or seals; a failure is logged, and retried later), and later, within
+ * PERSIST_FLUSH_MSEC, when it was attached or detached.
  */
 int persist_region_created(struct persist *p, struct region *r, enum mfb_wire_resource *ret_refused);
-
-/* Saves r now: its owner, mode or seals changed. A failure is logged, and retried later. */
-void persist_region_changed(struct persist *p, struct region *r);
-
-/* Saves r later: its attach or detach time, or last pid, changed. */
-void persist_region_touched(struct persist *p, struct region *r);
 
 /* Forgets r, which is about to be removed, and unparks its memfd soon. Call it while r has its name. */
 void persist_region_removed(struct persist *p, struct region *r);
 
-/* Saves at once what persist_region_touched() left for later: the broker is stopping. */
+/* Saves at once what region_touched() left for later: the broker is stopping. */
 void persist_flush(struct persist *p);

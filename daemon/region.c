@@ -58,6 +58,8 @@ struct region_table {
         unsigned memfd_flags;
         bool future_write_seal;
         uint64_t hugetlb_page_size;     /* 0: no hugetlb memfds */
+        region_touched_cb touched;      /* region_table_set_touched_hook() */
+        void *touched_userdata;
 };
 
 /* Running out of fds is a load condition, worth a warning; other failures are errors. */
@@ -255,22 +257,23 @@ void region_amount(const struct region *r, struct quota_amount *ret) {
 
 static const struct quota_amount kept_amount = { .n = { [MFB_RESOURCE_KEPT] = 1 } };
 
-int region_keep(struct region_table *t, struct region *r, enum mfb_wire_resource *ret_refused) {
+int region_keep(struct region_table *t, struct region *r, struct kept_region *kept,
+                enum mfb_wire_resource *ret_refused) {
         int k;
 
-        assert(!r->kept);
+        assert(!r->kept && kept);
         k = quota_charge(t->quota, r->uid, &kept_amount, ret_refused);
         if (k < 0)
                 return k;
-        r->kept = true;
+        r->kept = kept;
         return 0;
 }
 
-void region_unkeep(struct region_table *t, struct region *r) {
+struct kept_region *region_unkeep(struct region_table *t, struct region *r) {
         if (!r->kept)
-                return;
+                return NULL;
         quota_discharge(t->quota, r->uid, &kept_amount);
-        r->kept = false;
+        return TAKE_PTR(r->kept);
 }
 
 static void region_discharge(struct region_table *t, const struct region *r) {
@@ -364,18 +367,20 @@ int region_create(struct region_table *t, uint64_t size, const char *name, mode_
                 return -ENOMEM;
         }
         *r = (struct region) {
-                .handle = t->last_handle + 1,
-                .size = size,
+                .meta = {
+                        .handle = t->last_handle + 1,
+                        .size = size,
+                        .uid = creds->uid,
+                        .gid = creds->gid,
+                        .creator_uid = creds->uid,
+                        .creator_gid = creds->gid,
+                        .mode = mode,
+                        .creator_pid = creds->pid,
+                        .last_pid = creds->pid,
+                        .flags = hugetlb ? REGION_HUGETLB : 0,
+                        .create_time = region_now(),
+                },
                 .fd = fd,
-                .uid = creds->uid,
-                .gid = creds->gid,
-                .creator_uid = creds->uid,
-                .creator_gid = creds->gid,
-                .mode = mode,
-                .creator_pid = creds->pid,
-                .last_pid = creds->pid,
-                .hugetlb = hugetlb,
-                .create_time = region_now(),
         };
         r->change_time = r->create_time;
 
@@ -581,26 +586,50 @@ int region_set_owner(struct region_table *t, struct region *r, uid_t uid, enum m
         return 0;
 }
 
+void region_touched(struct region_table *t, struct region *r, pid_t pid, enum region_touch what, uint64_t now) {
+        switch (what) {
+        case REGION_ATTACHED:
+                r->attach_time = now;
+                break;
+        case REGION_DETACHED:
+                r->detach_time = now;
+                break;
+        case REGION_CHANGED:
+                r->change_time = now;
+                break;
+        }
+        r->last_pid = pid;
+        if (t->touched)
+                t->touched(r, what, t->touched_userdata);
+}
+
+void region_table_set_touched_hook(struct region_table *t, region_touched_cb cb, void *userdata) {
+        t->touched = cb;
+        t->touched_userdata = userdata;
+}
+
+/* The one place where the meta meets the wire: the wire's fields are its own, in the protocol's order and types. */
 void region_info(const struct region *r, struct mfb_wire_region_info *ret) {
+        const struct region_meta *m = &r->meta;
         int seals = region_get_seals(r);
 
         *ret = (struct mfb_wire_region_info) {
-                .handle = r->handle,
-                .size = r->size,
-                .uid = r->uid,
-                .gid = r->gid,
-                .creator_uid = r->creator_uid,
-                .creator_gid = r->creator_gid,
-                .mode = r->mode,
-                .creator_pid = (uint32_t) r->creator_pid,
-                .last_pid = (uint32_t) r->last_pid,
+                .handle = m->handle,
+                .size = m->size,
+                .uid = m->uid,
+                .gid = m->gid,
+                .creator_uid = m->creator_uid,
+                .creator_gid = m->creator_gid,
+                .mode = m->mode,
+                .creator_pid = (uint32_t) m->creator_pid,
+                .last_pid = (uint32_t) m->last_pid,
                 .nattch = r->nattch,
                 .seals = seals < 0 ? 0 : (uint32_t) seals,
-                .state = (r->removed ? MFB_STATE_REMOVED : 0) | (r->hugetlb ? MFB_STATE_HUGETLB : 0),
-                .create_time = r->create_time,
-                .attach_time = r->attach_time,
-                .detach_time = r->detach_time,
-                .change_time = r->change_time,
+                .state = (r->removed ? MFB_STATE_REMOVED : 0) | (m->flags & REGION_HUGETLB ? MFB_STATE_HUGETLB : 0),
+                .create_time = m->create_time,
+                .attach_time = m->attach_time,
+                .detach_time = m->detach_time,
+                .change_time = m->change_time,
         };
         if (r->name)
                 memcpy(ret->name.bytes, r->name, strlen(r->name));

@@ -18,33 +18,47 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 
+#include "regionmeta.h"
 #include "wire.h"
 
+struct kept_region;
+
 struct region {
-        uint64_t handle;        /* from 1 up, never reused */
-        uint64_t size;
+        /*
+         * What is reported and saved (regionmeta.h): the same bytes as r->meta,
+         * for whoever takes all of it, and as r->uid and so on, field by field.
+         */
+        union {
+                struct region_meta meta;
+                struct {
+                        REGION_META_MEMBERS
+                };
+        };
         char *name;             /* NULL when anonymous or removed */
         int fd;                 /* the broker's read-write memfd, owned */
-        uid_t uid;
-        gid_t gid;
-        uid_t creator_uid;
-        gid_t creator_gid;
-        mode_t mode;
-        pid_t creator_pid;
-        pid_t last_pid;
         uint32_t nattch;        /* connections holding it */
         bool removed;
-        bool hugetlb;           /* backed by huge pages */
         bool mode_locked;       /* its memfd is 0600 already: done before the first read-only fd leaves */
-        bool kept;              /* charged to its owner as kept across restarts (persist.h) */
-        uint32_t parked_bucket; /* when kept: the bucket its memfd is parked in (park.h) */
-        uint64_t create_time;   /* CLOCK_REALTIME nanoseconds, 0 for never */
-        uint64_t attach_time;
-        uint64_t detach_time;
-        uint64_t change_time;
+        bool seal_announced;    /* a SEAL of it woke the WAITs on its name */
         size_t slot;            /* index in the table's handle order */
-        uint32_t saved_slot;    /* where it is in the saved state (persist.h); 0 when not saved */
-        bool saved_dirty;       /* changed since saved; waiting for persist_flush() */
+        /*
+         * Where persist keeps it across restarts (kept.h), owned by persist;
+         * NULL when it is not kept. The table only needs to know whether it
+         * is, for the quota charge. A pointer rather than a map of persist's
+         * by handle: keeping a region costs one allocation and no lookup,
+         * and finding its parked memfd when a bucket is packed is O(1).
+         */
+        struct kept_region *kept;
+};
+
+_Static_assert(offsetof(struct region, change_time) == offsetof(struct region, meta.change_time),
+               "r->meta and r's fields are the same bytes");
+
+/* What a region was touched by, for region_touched(). */
+enum region_touch {
+        REGION_ATTACHED,        /* a connection holds it once more: attach_time */
+        REGION_DETACHED,        /* once fewer: detach_time */
+        REGION_CHANGED,         /* its owner, group, mode or seals changed: change_time */
 };
 
 /* What the table holds, for the status line. */
@@ -100,18 +114,20 @@ int region_create(struct region_table *t, uint64_t size, const char *name, mode_
 void region_amount(const struct region *r, struct quota_amount *ret);
 
 /*
- * Charges r's owner for keeping r across restarts (MFB_RESOURCE_KEPT).
- * Returns 0, or the errors of quota_charge() with *ret_refused set.
+ * Charges r's owner for keeping r across restarts (MFB_RESOURCE_KEPT), and
+ * makes kept (persist's, not NULL) r->kept. Returns 0, or the errors of
+ * quota_charge() with *ret_refused set; r is not kept then.
  */
-int region_keep(struct region_table *t, struct region *r, enum mfb_wire_resource *ret_refused);
+int region_keep(struct region_table *t, struct region *r, struct kept_region *kept,
+                enum mfb_wire_resource *ret_refused);
 
-/* Undoes region_keep(), if r is kept. */
-void region_unkeep(struct region_table *t, struct region *r);
+/* Undoes region_keep(): returns what r->kept was, for the caller to free, or NULL when r was not kept. */
+struct kept_region *region_unkeep(struct region_table *t, struct region *r);
 
 /*
  * Adds r, a region kept across a restart of the broker, which the table
  * owns from then on: allocated with calloc(), its name with malloc(), its
- * fields and fd set, not removed and held by nobody. Handles must come in
+ * meta, fd and kept set, not removed and held by nobody. Handles must come in
  * ascending order, each above every handle the table has given. Its owner
  * is charged for it even beyond the limits per uid, which may have been
  * lowered since: it exists already. Returns 0, -EINVAL (handle not above
@@ -194,6 +210,20 @@ bool region_is_sealed(const struct region *r);
  * -ENOMEM); r is unchanged then.
  */
 int region_set_owner(struct region_table *t, struct region *r, uid_t uid, enum mfb_wire_resource *ret_refused);
+
+/*
+ * r was attached, detached or changed by pid at now (region_now()): sets
+ * its last pid and the time that goes with what, and tells the table's
+ * hook, which saves it (persist.h).
+ */
+void region_touched(struct region_table *t, struct region *r, pid_t pid, enum region_touch what, uint64_t now);
+
+/*
+ * Has cb called with userdata after every region_touched(); NULL for none.
+ * One hook at a time: the broker's persist, when there is one.
+ */
+typedef void (*region_touched_cb)(struct region *r, enum region_touch what, void *userdata);
+void region_table_set_touched_hook(struct region_table *t, region_touched_cb cb, void *userdata);
 
 /* Fills the wire description of r, seals read live. */
 void region_info(const struct region *r, struct mfb_wire_region_info *ret);

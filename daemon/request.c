@@ -194,9 +194,7 @@ static int grant(struct request *q, struct region *r, bool writable) {
                 return fail_quota(q, k, s->peer.creds.uid, refused);
         if (k < 0)
                 return fail_kernel(q, k, "holding the region failed");
-        r->attach_time = region_now();
-        r->last_pid = s->peer.creds.pid;
-        persist_region_touched(s->services->persist, r);
+        region_touched(s->services->regions, r, s->peer.creds.pid, REGION_ATTACHED, region_now());
 
         log_debug("%s of pid %d uid %u: region %" PRIu64 " %s", mfb_wire_opcode_name(q->header.opcode),
                   (int) s->peer.creds.pid, s->peer.creds.uid, r->handle, writable ? "read-write" : "read-only");
@@ -390,7 +388,6 @@ static int handle_seal(struct request *q) {
         struct mfb_wire_seal_request req;
         struct hold *hold;
         struct region *r;
-        bool was_sealed;
         int k;
 
         memcpy(&req, q->body, sizeof(req));
@@ -409,7 +406,6 @@ static int handle_seal(struct request *q) {
         if (hold->writable == 0)
                 return fail(q, -EPERM, "this connection holds region %" PRIu64 " read-only", req.handle);
         r = hold->region;
-        was_sealed = region_is_sealed(r);
 
         k = region_seal(r, (int) req.seals);
         if (k == -EBUSY)
@@ -418,17 +414,21 @@ static int handle_seal(struct request *q) {
                 return fail(q, k, "the region's seals were sealed (F_SEAL_SEAL)");
         if (k < 0)
                 return fail_kernel(q, k, "sealing the region failed");
-        r->change_time = region_now();
-        r->last_pid = s->peer.creds.pid;
-        persist_region_changed(s->services->persist, r);
+        region_touched(s->services->regions, r, s->peer.creds.pid, REGION_CHANGED, region_now());
 
         log_debug("SEAL of pid %d uid %u: region %" PRIu64 " with 0x%" PRIx32, (int) s->peer.creds.pid,
                   s->peer.creds.uid, r->handle, req.seals);
         /* The sealer's reply first: it asked first, and the waiters may be many. */
         (void) reply_info(s->connection, &q->header, r);
-        /* Only on a change: the waiters that stay are walked again at each wake-up. */
-        if (!was_sealed)
+        /*
+         * Once: the waiters that stay are walked again at each wake-up. Not
+         * only when the seal is new, which a holder may have added with
+         * fcntl() before asking: its waiters would never hear of it.
+         */
+        if (!r->seal_announced) {
+                r->seal_announced = true;
                 wait_wake_readers(s->services->waits, r);
+        }
         return 0;
 }
 
@@ -619,9 +619,7 @@ static int handle_set(struct request *q) {
                 r->gid = req.gid;
         if (req.fields & MFB_SET_MODE)
                 r->mode = req.mode;
-        r->change_time = region_now();
-        r->last_pid = s->peer.creds.pid;
-        persist_region_changed(s->services->persist, r);
+        region_touched(s->services->regions, r, s->peer.creds.pid, REGION_CHANGED, region_now());
 
         log_debug("SET of pid %d uid %u: region %" PRIu64 " uid %u gid %u mode 0%o", (int) s->peer.creds.pid,
                   s->peer.creds.uid, r->handle, (unsigned) r->uid, (unsigned) r->gid, (unsigned) r->mode);

@@ -15,10 +15,10 @@
 #include "activation.h"
 #include "fdstore.h"
 #include "hashmap.h"
+#include "kept.h"
 #include "log.h"
 #include "macro.h"
 #include "park.h"
-#include "persist.h"
 #include "region.h"
 #include "restore.h"
 #include "state.h"
@@ -55,6 +55,7 @@ static void drop_passed(struct passed_fd *p) {
 }
 
 static void saved_region_free(struct region *r) {
+        free(r->kept);
         free(r->name);
         safe_close(r->fd);
         free(r);
@@ -72,7 +73,7 @@ static int sort_passed(struct restore *rs, struct passed_fd *fds, size_t n_fds, 
                 struct passed_fd *p = &fds[i];
                 uint64_t number;
 
-                if (strcmp(p->name, PERSIST_STATE_FDNAME) == 0) {
+                if (strcmp(p->name, STATE_FDNAME) == 0) {
                         if (state) {
                                 state_ambiguous = true;
                                 drop_passed(p);
@@ -125,7 +126,7 @@ static void on_found(uint64_t handle, int fd, void *userdata) {
         }
 }
 
-static int on_saved(const struct state_region *s, uint32_t slot, void *userdata) {
+static int on_saved(const struct region_meta *meta, const char *name, uint32_t slot, void *userdata) {
         struct restore *rs = userdata;
         struct region *r;
 
@@ -134,32 +135,17 @@ static int on_saved(const struct state_region *s, uint32_t slot, void *userdata)
         r = calloc(1, sizeof(*r));
         if (!r)
                 return -ENOMEM;
-        *r = (struct region) {
-                .handle = s->handle,
-                .size = s->size,
-                .name = strdup(s->name),
-                .fd = -1,
-                .uid = s->uid,
-                .gid = s->gid,
-                .creator_uid = s->creator_uid,
-                .creator_gid = s->creator_gid,
-                .mode = s->mode,
-                .creator_pid = s->creator_pid,
-                .last_pid = s->last_pid,
-                .hugetlb = s->hugetlb,
-                .kept = true,
-                .create_time = s->create_time,
-                .attach_time = s->attach_time,
-                .detach_time = s->detach_time,
-                .change_time = s->change_time,
-                .saved_slot = slot,
-        };
-        if (!r->name) {
-                free(r);
+        /* Kept already: its owner is charged for that when the table adopts it. */
+        *r = (struct region) { .meta = *meta, .fd = -1 };
+        r->name = strdup(name);
+        r->kept = calloc(1, sizeof(*r->kept));
+        if (!r->name || !r->kept) {
+                saved_region_free(r);
                 return -ENOMEM;
         }
+        r->kept->saved_slot = slot;
         rs->saved[rs->n_saved++] = r;
-        rs->last_handle = MAX(rs->last_handle, s->handle);
+        rs->last_handle = MAX(rs->last_handle, meta->handle);
         return 0;
 }
 
@@ -180,8 +166,8 @@ static const char *memfd_mismatch(int fd, const struct stat *st, const struct re
         flags = fcntl(fd, F_GETFL);
         if (flags < 0 || (flags & O_ACCMODE) != O_RDWR)
                 return "is not open read-write";
-        if (fstatfs(fd, &sfs) < 0 || (sfs.f_type == HUGETLBFS_MAGIC) != r->hugetlb)
-                return r->hugetlb ? "is not backed by huge pages" : "is backed by huge pages";
+        if (fstatfs(fd, &sfs) < 0 || (sfs.f_type == HUGETLBFS_MAGIC) != !!(r->flags & REGION_HUGETLB))
+                return r->flags & REGION_HUGETLB ? "is not backed by huge pages" : "is backed by huge pages";
         return NULL;
 }
 
@@ -238,7 +224,7 @@ static int restore_region(struct restore *rs, struct state *state, struct region
         return 1;
 
 forget:
-        k = state_forget_region(state, r->saved_slot);
+        k = state_forget_region(state, r->kept->saved_slot);
         if (k < 0)
                 log_warning_errno(k, "Failed to forget region %" PRIu64 " in the saved state: %m", r->handle);
         saved_region_free(r);
@@ -299,7 +285,7 @@ static int start_afresh(struct fdstore *store, struct state **ret) {
         r = state_new(&state);
         if (r < 0)
                 return log_error_errno(r, "Failed to create the saved state: %m");
-        r = fdstore_add(store, state_fd(state), PERSIST_STATE_FDNAME);
+        r = fdstore_add(store, state_fd(state), STATE_FDNAME);
         if (r < 0) {
                 state_free(state);
                 return log_error_errno(r, "Failed to store the saved state with the service manager: %m");
@@ -319,18 +305,17 @@ static void repark(struct restore *rs, struct state *state, struct park *park) {
 
         for (size_t i = 0; i < rs->n_restored; i++) {
                 struct region *r = rs->saved[i];
-                int k = park_add(park, r->handle, r->fd, &r->parked_bucket);
+                int k = park_add(park, r->handle, r->fd, &r->kept->parked_bucket);
 
                 if (k >= 0)
                         continue;
                 if (first_error == 0)
                         first_error = k;
                 lost++;
-                k = state_forget_region(state, r->saved_slot);
+                k = state_forget_region(state, r->kept->saved_slot);
                 if (k < 0)
                         log_warning_errno(k, "Failed to forget region %" PRIu64 " in the saved state: %m", r->handle);
-                r->saved_slot = 0;
-                region_unkeep(rs->regions, r);
+                free(region_unkeep(rs->regions, r));
         }
         if (lost > 0)
                 log_error_errno(first_error, "Failed to keep %zu of the %zu restored named regions for the next "
@@ -372,7 +357,7 @@ int restore(struct region_table *t, struct fdstore *store, struct passed_fd *fds
                 if (r < 0)
                         goto finish;
         } else {
-                fdstore_count(store, PERSIST_STATE_FDNAME);
+                fdstore_count(store, STATE_FDNAME);
                 for (size_t b = 0; b < rs.n_buckets; b++)
                         found += park_read(rs.buckets[b]->fd, rs.buckets[b]->name, on_found, &rs);
                 if (rs.out_of_memory) {

@@ -13,7 +13,6 @@
 #include "log.h"
 #include "macro.h"
 #include "notify.h"
-#include "persist.h"
 #include "quota.h"
 #include "region.h"
 #include "services.h"
@@ -172,9 +171,7 @@ int session_new_with_peer(struct services *services, int fd, struct peer *peer) 
 
 /* The reference of hold h is given back by s: when, and by whom, for STAT. */
 static void hold_touch(struct session *s, struct hold *h) {
-        h->region->detach_time = region_now();
-        h->region->last_pid = s->peer.creds.pid;
-        persist_region_touched(s->services->persist, h->region);
+        region_touched(s->services->regions, h->region, s->peer.creds.pid, REGION_DETACHED, region_now());
 }
 
 /* Frees h, the last of s's references to its region, which this may end. */

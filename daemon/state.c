@@ -29,28 +29,19 @@ enum {
         RECORD_MARK = 3,
 };
 
-#define RECORD_HUGETLB 0x1U
-
-/* One copy in a slot, in the host's byte order: the file never leaves the host. */
+/*
+ * One copy in a slot, in the host's byte order: the file never leaves the
+ * host. A region's meta is stored as it is in memory (regionmeta.h), with
+ * one difference that keeps format 1, which had its fields one by one:
+ * the meta's flags are stored in flags, ahead of it, and its own flags
+ * word, which format 1 reserved, is 0.
+ */
 struct record {
         uint64_t checksum;      /* of the bytes after it */
         uint64_t seq;           /* of the write: above every other in the file when written; 1 to INT64_MAX */
         uint32_t type;          /* RECORD_* */
-        uint32_t flags;         /* RECORD_HUGETLB */
-        uint64_t handle;        /* REGION: the region's; MARK: the mark */
-        uint64_t size;
-        uint32_t uid;
-        uint32_t gid;
-        uint32_t creator_uid;
-        uint32_t creator_gid;
-        uint32_t mode;
-        uint32_t creator_pid;
-        uint32_t last_pid;
-        uint32_t reserved;
-        uint64_t create_time;
-        uint64_t attach_time;
-        uint64_t detach_time;
-        uint64_t change_time;
+        uint32_t flags;         /* REGION: the meta's, REGION_* */
+        struct region_meta meta;        /* REGION: the region's; MARK: the mark in meta.handle */
         struct mfb_wire_name name;
 };
 
@@ -62,7 +53,10 @@ struct header {
         uint64_t checksum;      /* of the bytes before it */
 };
 
-_Static_assert(sizeof(struct record) == 360, "record layout");
+_Static_assert(sizeof(struct record) == 360 && offsetof(struct record, meta) == 24 &&
+               offsetof(struct record, name) == 104, "record layout: format 1");
+_Static_assert(offsetof(struct region_meta, flags) == 44 && offsetof(struct region_meta, create_time) == 48,
+               "the meta's flags word is where format 1 had a reserved one, and the times follow it");
 _Static_assert(sizeof(struct header) <= sizeof(struct record), "the header fits in its room");
 
 /* Per slot, in struct state's slots: */
@@ -221,30 +215,9 @@ static bool record_valid(const struct record *r, uint32_t slot) {
                 return r->type == RECORD_MARK;
         if (r->type == RECORD_FREE)
                 return true;
-        return r->type == RECORD_REGION && r->handle != 0 && r->size != 0 && r->size <= INT64_MAX &&
-               r->mode <= 0777 && (r->flags & ~RECORD_HUGETLB) == 0 && r->reserved == 0 &&
-               mfb_wire_name_check(&r->name) > 0;
-}
-
-static void record_to_region(const struct record *rec, struct state_region *ret) {
-        *ret = (struct state_region) {
-                .handle = rec->handle,
-                .size = rec->size,
-                .uid = rec->uid,
-                .gid = rec->gid,
-                .creator_uid = rec->creator_uid,
-                .creator_gid = rec->creator_gid,
-                .mode = rec->mode,
-                .creator_pid = (pid_t) rec->creator_pid,
-                .last_pid = (pid_t) rec->last_pid,
-                .hugetlb = rec->flags & RECORD_HUGETLB,
-                .create_time = rec->create_time,
-                .attach_time = rec->attach_time,
-                .detach_time = rec->detach_time,
-                .change_time = rec->change_time,
-        };
-        /* Valid: NUL-terminated within the field. */
-        memcpy(ret->name, rec->name.bytes, sizeof(ret->name));
+        return r->type == RECORD_REGION && r->meta.handle != 0 && r->meta.size != 0 &&
+               r->meta.size <= INT64_MAX && r->meta.mode <= 0777 && (r->flags & ~REGION_FLAGS_ALL) == 0 &&
+               r->meta.flags == 0 && mfb_wire_name_check(&r->name) > 0;
 }
 
 /*
@@ -257,7 +230,7 @@ static void record_to_region(const struct record *rec, struct state_region *ret)
 static int load_slot(struct state *s, uint32_t slot, const struct record copies[static 2], state_region_cb cb,
                      void *userdata) {
         bool valid[2] = { record_valid(&copies[0], slot), record_valid(&copies[1], slot) };
-        struct state_region region;
+        struct region_meta meta;
         const struct record *rec;
         unsigned current;
 
@@ -284,14 +257,16 @@ static int load_slot(struct state *s, uint32_t slot, const struct record copies[
         rec = &copies[current];
         switch (rec->type) {
         case RECORD_MARK:
-                s->mark = rec->handle;
+                s->mark = rec->meta.handle;
                 return 0;
         case RECORD_FREE:
                 s->free_slots[s->n_free++] = slot;
                 return 0;
         default:
-                record_to_region(rec, &region);
-                return cb(&region, slot, userdata);
+                meta = rec->meta;
+                meta.flags = rec->flags;
+                /* Valid: NUL-terminated within the field. */
+                return cb(&meta, rec->name.bytes, slot, userdata);
         }
 }
 
@@ -382,37 +357,25 @@ int state_reserve_handle(struct state *s, uint64_t handle) {
 
         if (handle <= s->mark)
                 return 0;
-        rec.handle = handle > UINT64_MAX - STATE_HANDLE_RESERVE ? UINT64_MAX : handle + STATE_HANDLE_RESERVE - 1;
+        rec.meta.handle = handle > UINT64_MAX - STATE_HANDLE_RESERVE ? UINT64_MAX : handle + STATE_HANDLE_RESERVE - 1;
         r = write_record(s, 0, &rec);
         if (r < 0)
                 return r;
-        s->mark = rec.handle;
+        s->mark = rec.meta.handle;
         return 0;
 }
 
-int state_save_region(struct state *s, uint32_t *slot, const struct state_region *r) {
-        struct record rec = {
-                .type = RECORD_REGION,
-                .flags = r->hugetlb ? RECORD_HUGETLB : 0,
-                .handle = r->handle,
-                .size = r->size,
-                .uid = r->uid,
-                .gid = r->gid,
-                .creator_uid = r->creator_uid,
-                .creator_gid = r->creator_gid,
-                .mode = r->mode,
-                .creator_pid = (uint32_t) r->creator_pid,
-                .last_pid = (uint32_t) r->last_pid,
-                .create_time = r->create_time,
-                .attach_time = r->attach_time,
-                .detach_time = r->detach_time,
-                .change_time = r->change_time,
-        };
+int state_save_region(struct state *s, uint32_t *slot, const struct region_meta *meta, const char *name) {
+        struct record rec = { .type = RECORD_REGION, .flags = meta->flags, .meta = *meta };
         uint32_t target = *slot;
         int k;
 
         assert(target < s->n_slots);
-        k = mfb_wire_name_set(&rec.name, r->name);
+        /* Only named regions are saved: a record without a name does not load. */
+        if (!name || !*name)
+                return -EINVAL;
+        rec.meta.flags = 0;
+        k = mfb_wire_name_set(&rec.name, name);
         if (k < 0)
                 return k;
         if (target == 0) {

@@ -28,7 +28,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "wire.h"
+#include "regionmeta.h"
 
 /*
  * Handles are reserved this many at a time: the mark is written once per
@@ -36,33 +36,24 @@
  */
 #define STATE_HANDLE_RESERVE 4096U
 
-/* What is saved of one region. Seals are not: they live on the memfd. */
-struct state_region {
-        uint64_t handle;
-        uint64_t size;
-        uid_t uid;
-        gid_t gid;
-        uid_t creator_uid;
-        gid_t creator_gid;
-        mode_t mode;
-        pid_t creator_pid;
-        pid_t last_pid;
-        bool hugetlb;
-        uint64_t create_time;
-        uint64_t attach_time;
-        uint64_t detach_time;
-        uint64_t change_time;
-        char name[MFB_WIRE_NAME_MAX + 1];       /* never empty: only named regions are saved */
-};
+/* The fd store name of the saved state. */
+#define STATE_FDNAME "state"
+
+/*
+ * What is saved of one region is its meta, as it is (regionmeta.h), and its
+ * name, never empty: only named regions are saved. Seals are not: they
+ * live on the memfd.
+ */
 
 struct state;
 
 /*
- * Called by state_load() for each saved region, with the slot it is saved
- * in (for state_save_region() and state_forget_region()). r is borrowed.
- * A negative return aborts the load with that error.
+ * Called by state_load() for each saved region, with its name (valid and
+ * NUL-terminated) and the slot it is saved in (for state_save_region() and
+ * state_forget_region()). meta and name are borrowed. A negative return
+ * aborts the load with that error.
  */
-typedef int (*state_region_cb)(const struct state_region *r, uint32_t slot, void *userdata);
+typedef int (*state_region_cb)(const struct region_meta *meta, const char *name, uint32_t slot, void *userdata);
 
 /* Creates an empty state in a new memfd. Returns 0, or -errno. */
 int state_new(struct state **ret);
@@ -94,10 +85,12 @@ uint64_t state_handle_mark(const struct state *s);
 int state_reserve_handle(struct state *s, uint64_t handle);
 
 /*
- * Saves r in the slot *slot, or in a free slot when *slot is 0, which is
- * then stored in *slot. Returns 0 or -errno; *slot is untouched on failure.
+ * Saves the region of meta and name in the slot *slot, or in a free slot
+ * when *slot is 0, which is then stored in *slot. Returns 0, -EINVAL or
+ * -ENAMETOOLONG for a name that is empty or not valid, or another -errno;
+ * *slot is untouched on failure.
  */
-int state_save_region(struct state *s, uint32_t *slot, const struct state_region *r);
+int state_save_region(struct state *s, uint32_t *slot, const struct region_meta *meta, const char *name);
 
 /* Empties slot, so that the region saved there is not restored. Returns 0 or -errno. */
 int state_forget_region(struct state *s, uint32_t slot);

@@ -248,8 +248,8 @@ struct mfb_wire_region_reply {
 
 /*
  * SEAL: adds F_SEAL_WRITE, or F_SEAL_FUTURE_WRITE, to a region the
- * connection holds writable. Reply: struct mfb_wire_region_info. Only the
- * region's first write seal answers pending WAITs.
+ * connection holds writable. Reply: struct mfb_wire_region_info. The
+ * region's first SEAL answers pending WAITs, whatever seals it had.
  */
 struct mfb_wire_seal_request {
         uint64_t handle;

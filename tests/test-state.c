@@ -11,6 +11,7 @@
 #include "macro.h"
 #include "state.h"
 #include "suites.h"
+#include "wire.h"
 
 /* The layout daemon/state.c writes, which these tests tear and garble on purpose. */
 #define RECORD_SIZE 360
@@ -21,24 +22,32 @@ static off_t copy_offset(uint32_t slot, unsigned copy) {
         return (off_t) ((1 + 2 * (uint64_t) slot + copy) * RECORD_SIZE);
 }
 
+/* A region as the state saves it: its meta, and its name. */
+struct saved {
+        struct region_meta meta;
+        char name[MFB_WIRE_NAME_MAX + 1];
+};
+
 struct seen {
-        struct state_region regions[256];
+        struct saved regions[256];
         uint32_t slots[256];
         size_t n;
 };
 
-static int collect(const struct state_region *r, uint32_t slot, void *userdata) {
+static int collect(const struct region_meta *meta, const char *name, uint32_t slot, void *userdata) {
         struct seen *s = userdata;
 
         ck_assert_uint_lt(s->n, ELEMENTSOF(s->regions));
-        s->regions[s->n] = *r;
+        ck_assert_uint_le(strlen(name), MFB_WIRE_NAME_MAX);
+        s->regions[s->n].meta = *meta;
+        snprintf(s->regions[s->n].name, sizeof(s->regions[s->n].name), "%s", name);
         s->slots[s->n] = slot;
         s->n++;
         return 0;
 }
 
-static struct state_region example(uint64_t handle, const char *name) {
-        struct state_region r = {
+static struct saved example(uint64_t handle, const char *name) {
+        struct saved r = { .meta = {
                 .handle = handle,
                 .size = 4096 * handle,
                 .uid = 1000,
@@ -48,32 +57,36 @@ static struct state_region example(uint64_t handle, const char *name) {
                 .mode = 0640,
                 .creator_pid = 42,
                 .last_pid = 43,
-                .hugetlb = handle % 2,
+                .flags = handle % 2 ? REGION_HUGETLB : 0,
                 .create_time = 1000 + handle,
                 .attach_time = 2000 + handle,
                 .detach_time = 3000 + handle,
                 .change_time = 4000 + handle,
-        };
+        } };
 
         snprintf(r.name, sizeof(r.name), "%s", name);
         return r;
 }
 
-static void assert_same(const struct state_region *a, const struct state_region *b) {
-        ck_assert_uint_eq(a->handle, b->handle);
-        ck_assert_uint_eq(a->size, b->size);
-        ck_assert_uint_eq(a->uid, b->uid);
-        ck_assert_uint_eq(a->gid, b->gid);
-        ck_assert_uint_eq(a->creator_uid, b->creator_uid);
-        ck_assert_uint_eq(a->creator_gid, b->creator_gid);
-        ck_assert_uint_eq(a->mode, b->mode);
-        ck_assert_int_eq(a->creator_pid, b->creator_pid);
-        ck_assert_int_eq(a->last_pid, b->last_pid);
-        ck_assert_int_eq(a->hugetlb, b->hugetlb);
-        ck_assert_uint_eq(a->create_time, b->create_time);
-        ck_assert_uint_eq(a->attach_time, b->attach_time);
-        ck_assert_uint_eq(a->detach_time, b->detach_time);
-        ck_assert_uint_eq(a->change_time, b->change_time);
+static int save(struct state *s, uint32_t *slot, const struct saved *r) {
+        return state_save_region(s, slot, &r->meta, r->name);
+}
+
+static void assert_same(const struct saved *a, const struct saved *b) {
+        ck_assert_uint_eq(a->meta.handle, b->meta.handle);
+        ck_assert_uint_eq(a->meta.size, b->meta.size);
+        ck_assert_uint_eq(a->meta.uid, b->meta.uid);
+        ck_assert_uint_eq(a->meta.gid, b->meta.gid);
+        ck_assert_uint_eq(a->meta.creator_uid, b->meta.creator_uid);
+        ck_assert_uint_eq(a->meta.creator_gid, b->meta.creator_gid);
+        ck_assert_uint_eq(a->meta.mode, b->meta.mode);
+        ck_assert_int_eq(a->meta.creator_pid, b->meta.creator_pid);
+        ck_assert_int_eq(a->meta.last_pid, b->meta.last_pid);
+        ck_assert_uint_eq(a->meta.flags, b->meta.flags);
+        ck_assert_uint_eq(a->meta.create_time, b->meta.create_time);
+        ck_assert_uint_eq(a->meta.attach_time, b->meta.attach_time);
+        ck_assert_uint_eq(a->meta.detach_time, b->meta.detach_time);
+        ck_assert_uint_eq(a->meta.change_time, b->meta.change_time);
         ck_assert_str_eq(a->name, b->name);
 }
 
@@ -113,14 +126,14 @@ static unsigned newest_copy(const struct state *s, uint32_t slot) {
 }
 
 START_TEST(test_round_trip) {
-        struct state_region a = example(1, "alpha"), b = example(2, "beta");
+        struct saved a = example(1, "alpha"), b = example(2, "beta");
         uint32_t slot_a = 0, slot_b = 0;
         struct state *s;
         struct seen seen;
 
         ck_assert_int_eq(state_new(&s), 0);
-        ck_assert_int_eq(state_save_region(s, &slot_a, &a), 0);
-        ck_assert_int_eq(state_save_region(s, &slot_b, &b), 0);
+        ck_assert_int_eq(save(s, &slot_a, &a), 0);
+        ck_assert_int_eq(save(s, &slot_b, &b), 0);
         ck_assert_uint_gt(slot_a, 0);
         ck_assert_uint_gt(slot_b, 0);
         ck_assert_uint_ne(slot_a, slot_b);
@@ -136,24 +149,24 @@ START_TEST(test_round_trip) {
 END_TEST
 
 START_TEST(test_update_forget_reuse) {
-        struct state_region a = example(1, "alpha"), b = example(2, "beta"), c = example(3, "gamma");
+        struct saved a = example(1, "alpha"), b = example(2, "beta"), c = example(3, "gamma");
         uint32_t slot_a = 0, slot_b = 0, slot_c = 0;
         struct state *s, *loaded;
         struct seen seen;
 
         ck_assert_int_eq(state_new(&s), 0);
-        ck_assert_int_eq(state_save_region(s, &slot_a, &a), 0);
-        ck_assert_int_eq(state_save_region(s, &slot_b, &b), 0);
-        a.mode = 0600;
-        a.uid = 2000;
-        ck_assert_int_eq(state_save_region(s, &slot_a, &a), 0);
+        ck_assert_int_eq(save(s, &slot_a, &a), 0);
+        ck_assert_int_eq(save(s, &slot_b, &b), 0);
+        a.meta.mode = 0600;
+        a.meta.uid = 2000;
+        ck_assert_int_eq(save(s, &slot_a, &a), 0);
         ck_assert_int_eq(state_forget_region(s, slot_b), 0);
 
         /* The loaded state goes on where the first left off: its free slot is used again. */
         ck_assert_int_eq(reload(s, &seen, &loaded), 0);
         ck_assert_uint_eq(seen.n, 1);
         assert_same(&seen.regions[0], &a);
-        ck_assert_int_eq(state_save_region(loaded, &slot_c, &c), 0);
+        ck_assert_int_eq(save(loaded, &slot_c, &c), 0);
         ck_assert_uint_eq(slot_c, slot_b);
         reload_ok(loaded, &seen);
         ck_assert_uint_eq(seen.n, 2);
@@ -164,16 +177,16 @@ START_TEST(test_update_forget_reuse) {
 END_TEST
 
 START_TEST(test_torn_update_keeps_the_previous) {
-        struct state_region a = example(1, "alpha"), before;
+        struct saved a = example(1, "alpha"), before;
         uint32_t slot = 0;
         struct state *s;
         struct seen seen;
 
         ck_assert_int_eq(state_new(&s), 0);
-        ck_assert_int_eq(state_save_region(s, &slot, &a), 0);
+        ck_assert_int_eq(save(s, &slot, &a), 0);
         before = a;
-        a.mode = 0666;
-        ck_assert_int_eq(state_save_region(s, &slot, &a), 0);
+        a.meta.mode = 0666;
+        ck_assert_int_eq(save(s, &slot, &a), 0);
         /* As if the broker died halfway through writing the update. */
         garble(s, copy_offset(slot, newest_copy(s, slot)) + RECORD_SIZE / 2, RECORD_SIZE / 2);
 
@@ -185,13 +198,13 @@ START_TEST(test_torn_update_keeps_the_previous) {
 END_TEST
 
 START_TEST(test_torn_first_write_is_free) {
-        struct state_region a = example(1, "alpha");
+        struct saved a = example(1, "alpha");
         uint32_t slot = 0;
         struct state *s;
         struct seen seen;
 
         ck_assert_int_eq(state_new(&s), 0);
-        ck_assert_int_eq(state_save_region(s, &slot, &a), 0);
+        ck_assert_int_eq(save(s, &slot, &a), 0);
         garble(s, copy_offset(slot, newest_copy(s, slot)), 16);
 
         reload_ok(s, &seen);
@@ -201,14 +214,14 @@ START_TEST(test_torn_first_write_is_free) {
 END_TEST
 
 START_TEST(test_garbage_is_refused) {
-        struct state_region a = example(1, "alpha");
+        struct saved a = example(1, "alpha");
         struct state *s, *loaded = NULL;
         uint32_t slot = 0, version = 2;
         struct seen seen;
 
         ck_assert_int_eq(state_new(&s), 0);
-        ck_assert_int_eq(state_save_region(s, &slot, &a), 0);
-        ck_assert_int_eq(state_save_region(s, &slot, &a), 0);
+        ck_assert_int_eq(save(s, &slot, &a), 0);
+        ck_assert_int_eq(save(s, &slot, &a), 0);
 
         /* Both copies of a slot: no crash does that. */
         garble(s, copy_offset(slot, 0), 32);
@@ -254,18 +267,18 @@ START_TEST(test_grows) {
 
         ck_assert_int_eq(state_new(&s), 0);
         for (uint64_t h = 1; h <= N; h++) {
-                struct state_region r;
+                struct saved r;
                 uint32_t slot = 0;
 
                 snprintf(name, sizeof(name), "r%" PRIu64, h);
                 r = example(h, name);
-                ck_assert_int_eq(state_save_region(s, &slot, &r), 0);
+                ck_assert_int_eq(save(s, &slot, &r), 0);
                 ck_assert_uint_eq(slot, h);
         }
         reload_ok(s, &seen);
         ck_assert_uint_eq(seen.n, N);
         for (size_t i = 0; i < N; i++) {
-                struct state_region r;
+                struct saved r;
 
                 snprintf(name, sizeof(name), "r%zu", i + 1);
                 r = example(i + 1, name);
@@ -297,12 +310,12 @@ START_TEST(test_forgotten_regions_give_pages_back) {
 
         ck_assert_int_eq(state_new(&s), 0);
         for (uint64_t h = 1; h <= N; h++) {
-                struct state_region r;
+                struct saved r;
 
                 snprintf(name, sizeof(name), "r%" PRIu64, h);
                 r = example(h, name);
                 slots[h] = 0;
-                ck_assert_int_eq(state_save_region(s, &slots[h], &r), 0);
+                ck_assert_int_eq(save(s, &slots[h], &r), 0);
         }
         full = memory_of(s);
         ck_assert_uint_ge(full, (uint64_t) N * 2 * RECORD_SIZE);
@@ -315,7 +328,7 @@ START_TEST(test_forgotten_regions_give_pages_back) {
         reload_ok(s, &seen);
         ck_assert_uint_eq(seen.n, N / KEPT_EVERY);
         for (size_t i = 0; i < seen.n; i++) {
-                struct state_region r;
+                struct saved r;
 
                 snprintf(name, sizeof(name), "r%zu", (i + 1) * KEPT_EVERY);
                 r = example((i + 1) * KEPT_EVERY, name);
@@ -323,14 +336,91 @@ START_TEST(test_forgotten_regions_give_pages_back) {
         }
         /* Slots in pages given back are written again as any free slot. */
         for (uint64_t h = 1; h <= AGAIN; h++) {
-                struct state_region r = example(N + h, "again");
+                struct saved r = example(N + h, "again");
                 uint32_t slot = 0;
 
                 snprintf(r.name, sizeof(r.name), "again%" PRIu64, h);
-                ck_assert_int_eq(state_save_region(s, &slot, &r), 0);
+                ck_assert_int_eq(save(s, &slot, &r), 0);
         }
         reload_ok(s, &seen);
         ck_assert_uint_eq(seen.n, N / KEPT_EVERY + AGAIN);
+        state_free(s);
+}
+END_TEST
+
+/* FNV-1a, 64 bits, as format 1 checksums its header and records. */
+static uint64_t fnv1a(const uint8_t *p, size_t len) {
+        uint64_t h = UINT64_C(0xcbf29ce484222325);
+
+        for (size_t i = 0; i < len; i++) {
+                h ^= p[i];
+                h *= UINT64_C(0x100000001b3);
+        }
+        return h;
+}
+
+static void put32(uint8_t *rec, size_t offset, uint32_t v) {
+        memcpy(rec + offset, &v, sizeof(v));
+}
+
+static void put64(uint8_t *rec, size_t offset, uint64_t v) {
+        memcpy(rec + offset, &v, sizeof(v));
+}
+
+/*
+ * A region record of format 1, field by field at its offsets, as brokers
+ * before the meta was one struct wrote it: what a broker finds after an
+ * upgrade, and what it must write for one after a downgrade.
+ */
+static void format_1_record(const struct saved *r, uint64_t seq, uint8_t rec[static RECORD_SIZE]) {
+        memset(rec, 0, RECORD_SIZE);
+        put64(rec, SEQ_OFFSET, seq);
+        put32(rec, 16, 2);                              /* type: region */
+        put32(rec, 20, r->meta.flags);                  /* flags: 0x1 for huge pages */
+        put64(rec, 24, r->meta.handle);
+        put64(rec, 32, r->meta.size);
+        put32(rec, 40, r->meta.uid);
+        put32(rec, 44, r->meta.gid);
+        put32(rec, 48, r->meta.creator_uid);
+        put32(rec, 52, r->meta.creator_gid);
+        put32(rec, 56, r->meta.mode);
+        put32(rec, 60, (uint32_t) r->meta.creator_pid);
+        put32(rec, 64, (uint32_t) r->meta.last_pid);
+        /* 68: reserved, 0 */
+        put64(rec, 72, r->meta.create_time);
+        put64(rec, 80, r->meta.attach_time);
+        put64(rec, 88, r->meta.detach_time);
+        put64(rec, 96, r->meta.change_time);
+        memcpy(rec + 104, r->name, strlen(r->name));
+        put64(rec, 0, fnv1a(rec + 8, RECORD_SIZE - 8));
+}
+
+/* Saved states of format 1 load, and what is saved is format 1, byte for byte: upgrades and downgrades keep regions. */
+START_TEST(test_format_1) {
+        struct saved a = example(1, "alpha"), b = example(2, "beta");
+        uint8_t want[RECORD_SIZE], got[RECORD_SIZE];
+        struct state *s;
+        struct seen seen;
+        uint64_t seq;
+        uint32_t slot = 0;
+
+        ck_assert_uint_eq(a.meta.flags, REGION_HUGETLB);
+        ck_assert_uint_eq(b.meta.flags, 0);
+        ck_assert_int_eq(state_new(&s), 0);
+        ck_assert_int_eq(save(s, &slot, &a), 0);
+        ck_assert_int_eq(pread(state_fd(s), got, RECORD_SIZE, copy_offset(slot, newest_copy(s, slot))), RECORD_SIZE);
+        memcpy(&seq, got + SEQ_OFFSET, sizeof(seq));
+        format_1_record(&a, seq, want);
+        ck_assert_mem_eq(got, want, RECORD_SIZE);
+
+        /* Written by an older broker, in the next slot, as the newer copy of it. */
+        format_1_record(&b, seq + 1, want);
+        ck_assert_int_eq(pwrite(state_fd(s), want, RECORD_SIZE, copy_offset(slot + 1, 1)), RECORD_SIZE);
+        reload_ok(s, &seen);
+        ck_assert_uint_eq(seen.n, 2);
+        assert_same(&seen.regions[0], &a);
+        assert_same(&seen.regions[1], &b);
+        ck_assert_uint_eq(seen.slots[1], slot + 1);
         state_free(s);
 }
 END_TEST
@@ -371,6 +461,7 @@ Suite *state_suite(void) {
         tcase_add_test(tc, test_grows);
         tcase_add_test(tc, test_forgotten_regions_give_pages_back);
         tcase_add_test(tc, test_handle_mark);
+        tcase_add_test(tc, test_format_1);
         suite_add_tcase(s, tc);
         return s;
 }

@@ -91,6 +91,28 @@ START_TEST(a_waiter_gets_the_region_once_it_is_sealed) {
 }
 END_TEST
 
+/* A holder may seal with fcntl() and then ask: the broker learns of the seal from SEAL all the same. */
+START_TEST(a_seal_added_with_fcntl_first_wakes_waiters_at_seal) {
+        mfb_client *producer = connect_or_fail();
+        mfb_region *r = NULL;
+        int waiter = raw_connect_hello(&test_broker);
+
+        ck_assert_int_eq(mfb_region_create_with(producer, "sealed-by-hand", 4096, 0644, 0, &r), 0);
+        ck_assert_int_eq(pwrite(mfb_region_fd(r), "by hand", 8, 0), 8);
+        send_wait(waiter, "sealed-by-hand", MFB_WAIT_FOREVER);
+        ck_assert_int_eq(fcntl(mfb_region_fd(r), F_ADD_SEALS, F_SEAL_WRITE), 0);
+        /* The broker was not told yet: the waiter still waits. */
+        ck_assert_int_eq(poll(&(struct pollfd) { .fd = waiter, .events = POLLIN }, 1, 0), 0);
+
+        ck_assert_int_eq(mfb_region_seal(r), 0);
+        assert_woken_with(waiter, "by hand");
+
+        mfb_region_free(r);
+        mfb_client_free(producer);
+        close(waiter);
+}
+END_TEST
+
 START_TEST(every_one_of_many_waiters_is_woken) {
         mfb_client *producer = connect_or_fail();
         mfb_region *r;
@@ -200,6 +222,7 @@ Suite *wait_suite(void) {
         tcase_set_timeout(tc, 60);
         tcase_add_checked_fixture(tc, test_broker_setup, test_broker_teardown);
         tcase_add_test(tc, a_waiter_gets_the_region_once_it_is_sealed);
+        tcase_add_test(tc, a_seal_added_with_fcntl_first_wakes_waiters_at_seal);
         tcase_add_test(tc, every_one_of_many_waiters_is_woken);
         tcase_add_test(tc, the_library_waits_and_times_out);
         tcase_add_test(tc, remove_wakes_waiters_with_an_error);

@@ -53,8 +53,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 /* Loaded regions seen at most; more make the callback fail, as an allocation failure would. */
 #define REGIONS_MAX 512U
 
+/* A region as the state saves it: its meta, and its name. */
+struct saved {
+        struct region_meta meta;
+        char name[MFB_WIRE_NAME_MAX + 1];
+};
+
 struct loaded {
-        struct state_region regions[REGIONS_MAX];
+        struct saved regions[REGIONS_MAX];
         uint32_t slots[REGIONS_MAX];
         size_t n;
         size_t fail_at;         /* the callback fails for this region; SIZE_MAX for none */
@@ -103,12 +109,14 @@ static void write_header(uint8_t *file) {
         memcpy(file + 12, &record_size, sizeof(record_size));
 }
 
-static int collect(const struct state_region *r, uint32_t slot, void *userdata) {
+static int collect(const struct region_meta *meta, const char *name, uint32_t slot, void *userdata) {
         struct loaded *l = userdata;
 
         if (l->n == l->fail_at || l->n == REGIONS_MAX)
                 return CALLBACK_ERROR;
-        l->regions[l->n] = *r;
+        check(strlen(name) <= MFB_WIRE_NAME_MAX, "a region was loaded with a name longer than any");
+        l->regions[l->n].meta = *meta;
+        snprintf(l->regions[l->n].name, sizeof(l->regions[l->n].name), "%s", name);
         l->slots[l->n] = slot;
         l->n++;
         return 0;
@@ -126,11 +134,13 @@ static int memfd_with(const uint8_t *file, size_t len) {
 /* What state_load() reports must be what state.h promises of a saved region. */
 static void check_loaded(const struct loaded *l, uint32_t n_slots) {
         for (size_t i = 0; i < l->n; i++) {
-                const struct state_region *r = &l->regions[i];
+                const struct saved *r = &l->regions[i];
 
-                check(r->handle != 0, "a region was loaded with handle 0");
-                check(r->size != 0 && r->size <= INT64_MAX, "a region was loaded with a size no memfd has");
-                check(r->mode <= 0777, "a region was loaded with a mode above 0777");
+                check(r->meta.handle != 0, "a region was loaded with handle 0");
+                check(r->meta.size != 0 && r->meta.size <= INT64_MAX, "a region was loaded with a size no memfd has");
+                check(r->meta.mode <= 0777, "a region was loaded with a mode above 0777");
+                check((r->meta.flags & ~REGION_FLAGS_ALL) == 0,
+                      "a region was loaded with flags the broker does not set");
                 check(memchr(r->name, 0, sizeof(r->name)) && mfb_name_check(r->name) == 0,
                       "a region was loaded with a bad name");
                 check(l->slots[i] > 0 && l->slots[i] < n_slots, "a region was loaded from a slot outside the file");
@@ -138,17 +148,12 @@ static void check_loaded(const struct loaded *l, uint32_t n_slots) {
         }
 }
 
-static bool same_region(const struct state_region *a, const struct state_region *b) {
-        return a->handle == b->handle && a->size == b->size && a->uid == b->uid && a->gid == b->gid &&
-               a->creator_uid == b->creator_uid && a->creator_gid == b->creator_gid && a->mode == b->mode &&
-               a->creator_pid == b->creator_pid && a->last_pid == b->last_pid && a->hugetlb == b->hugetlb &&
-               a->create_time == b->create_time && a->attach_time == b->attach_time &&
-               a->detach_time == b->detach_time && a->change_time == b->change_time &&
-               strcmp(a->name, b->name) == 0;
+static bool same_region(const struct saved *a, const struct saved *b) {
+        return memcmp(&a->meta, &b->meta, sizeof(a->meta)) == 0 && strcmp(a->name, b->name) == 0;
 }
 
 /* The region loaded from slot, or NULL. */
-static const struct state_region *find_slot(const struct loaded *l, uint32_t slot) {
+static const struct saved *find_slot(const struct loaded *l, uint32_t slot) {
         for (size_t i = 0; i < l->n; i++)
                 if (l->slots[i] == slot)
                         return &l->regions[i];
@@ -161,10 +166,10 @@ static const struct state_region *find_slot(const struct loaded *l, uint32_t slo
  * and compares. before is what the first load reported.
  */
 static void round_trip(struct state *s, struct loaded *before) {
-        struct state_region added = {
+        struct saved added = { .meta = {
                 .handle = 1, .size = 4096, .uid = 1000, .gid = 1000, .creator_uid = 1000, .creator_gid = 1000,
                 .mode = 0640, .creator_pid = 1, .last_pid = 1, .create_time = 1,
-        };
+        } };
         uint64_t mark = state_handle_mark(s);
         uint32_t added_slot = 0, forgotten = 0;
         struct state *again = NULL;
@@ -177,12 +182,13 @@ static void round_trip(struct state *s, struct loaded *before) {
                 check(state_forget_region(s, forgotten) == 0, "forgetting a loaded region failed");
         }
         if (before->n > 1) {
-                before->regions[1].mode ^= 0007;
-                before->regions[1].attach_time++;
-                check(state_save_region(s, &before->slots[1], &before->regions[1]) == 0,
+                before->regions[1].meta.mode ^= 0007;
+                before->regions[1].meta.attach_time++;
+                check(state_save_region(s, &before->slots[1], &before->regions[1].meta, before->regions[1].name) == 0,
                       "updating a loaded region failed");
         }
-        check(state_save_region(s, &added_slot, &added) == 0, "saving a region into a loaded state failed");
+        check(state_save_region(s, &added_slot, &added.meta, added.name) == 0,
+              "saving a region into a loaded state failed");
         check(added_slot != 0, "a region was saved in the mark's slot");
         if (mark < UINT64_MAX)
                 check(state_reserve_handle(s, mark + 1) == 0, "reserving a handle in a loaded state failed");
@@ -196,7 +202,7 @@ static void round_trip(struct state *s, struct loaded *before) {
         /* Exactly the regions before, less the forgotten one, with the update, and the added one. */
         check(after.n == before->n - (before->n > 0) + 1, "regions were lost or made up across an update");
         for (size_t i = 0; i < before->n; i++) {
-                const struct state_region *r = find_slot(&after, before->slots[i]);
+                const struct saved *r = find_slot(&after, before->slots[i]);
 
                 if (before->slots[i] == forgotten)
                         check(!r || r == find_slot(&after, added_slot), "a forgotten region came back");

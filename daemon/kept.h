@@ -1,0 +1,19 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/*
+ * Where a region kept across restarts is kept: the bookkeeping of persist
+ * (persist.h), reached through r->kept (region.h). Here rather than in
+ * persist.h because restore (restore.h), which persist calls, makes the
+ * ones of the regions it restores: neither of the two includes the other's
+ * header for it.
+ */
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct kept_region {
+        uint32_t parked_bucket; /* the bucket its memfd is parked in (park.h) */
+        uint32_t saved_slot;    /* where it is in the saved state (state.h); 0 when not saved */
+        bool dirty;             /* changed since saved; waiting for persist_flush() */
+};
