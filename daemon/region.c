@@ -190,15 +190,8 @@ static size_t order_find(struct region_table *t, size_t i) {
 }
 
 static int order_append(struct region_table *t, struct region *r) {
-        if (t->n_slots == t->n_allocated) {
-                size_t n = t->n_allocated ? t->n_allocated * 2 : 64;
-                struct order_slot *slots = reallocarray(t->slots, n, sizeof(*slots));
-
-                if (!slots)
-                        return -ENOMEM;
-                t->slots = slots;
-                t->n_allocated = n;
-        }
+        if (GREEDY_REALLOC(t->slots, t->n_allocated, t->n_slots + 1) < 0)
+                return -ENOMEM;
         r->slot = t->n_slots;
         t->slots[t->n_slots] = (struct order_slot) { .handle = r->handle, .region = r, .next = t->n_slots };
         t->n_slots++;
