@@ -100,7 +100,7 @@ static struct event_base *event_base_new_early_close(void) {
         return base;
 }
 
-int broker_new(const struct config *config, struct broker **ret) {
+int broker_new(const struct settings *settings, struct broker **ret) {
         _cleanup_(broker_freep) struct broker *b = NULL;
         _cleanup_(closep) int listen_fd = -1;
         struct services *sv;
@@ -112,7 +112,7 @@ int broker_new(const struct config *config, struct broker **ret) {
         if (!b)
                 return log_error_errno(ENOMEM, "Failed to start: %m");
         sv = &b->services;
-        sv->config = config;
+        sv->settings = settings;
         TAILQ_INIT(&sv->sessions);
         sv->handle_request = request_handle;
 
@@ -131,20 +131,20 @@ int broker_new(const struct config *config, struct broker **ret) {
 
         r = quota_new(&(struct quota_limits) {
                         .broker_max = { .n = {
-                                [MFB_RESOURCE_REGIONS] = config->max_regions,
-                                [MFB_RESOURCE_BYTES] = config->max_bytes,
-                                [MFB_RESOURCE_FDS] = config->max_fds,
-                                [MFB_RESOURCE_CONNECTIONS] = config->max_connections,
-                                [MFB_RESOURCE_QUEUED_BYTES] = config->max_queued_bytes,
-                                [MFB_RESOURCE_WAITERS] = config->max_waiters,
-                                [MFB_RESOURCE_KEPT] = config->max_kept_regions,
-                                [MFB_RESOURCE_HOLDS] = config->max_holds,
+                                [MFB_RESOURCE_REGIONS] = settings->max_regions,
+                                [MFB_RESOURCE_BYTES] = settings->max_bytes,
+                                [MFB_RESOURCE_FDS] = settings->max_fds,
+                                [MFB_RESOURCE_CONNECTIONS] = settings->max_connections,
+                                [MFB_RESOURCE_QUEUED_BYTES] = settings->max_queued_bytes,
+                                [MFB_RESOURCE_WAITERS] = settings->max_waiters,
+                                [MFB_RESOURCE_KEPT] = settings->max_kept_regions,
+                                [MFB_RESOURCE_HOLDS] = settings->max_holds,
                         } },
                         .uid_max = { .n = {
-                                [MFB_RESOURCE_REGIONS] = config->max_regions_per_uid,
-                                [MFB_RESOURCE_BYTES] = config->max_bytes_per_uid,
+                                [MFB_RESOURCE_REGIONS] = settings->max_regions_per_uid,
+                                [MFB_RESOURCE_BYTES] = settings->max_bytes_per_uid,
                                 [MFB_RESOURCE_FDS] = MFB_LIMIT_NONE,
-                                [MFB_RESOURCE_CONNECTIONS] = config->max_connections_per_uid,
+                                [MFB_RESOURCE_CONNECTIONS] = settings->max_connections_per_uid,
                                 [MFB_RESOURCE_QUEUED_BYTES] = MFB_LIMIT_NONE,
                                 [MFB_RESOURCE_WAITERS] = MFB_LIMIT_NONE,
                                 [MFB_RESOURCE_KEPT] = MFB_LIMIT_NONE,
@@ -153,7 +153,7 @@ int broker_new(const struct config *config, struct broker **ret) {
                 }, geteuid(), &sv->quota);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the accounting per uid: %m");
-        r = region_table_new(config->max_region_size, sv->quota, &sv->regions);
+        r = region_table_new(settings->max_region_size, sv->quota, &sv->regions);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the region table: %m");
         r = wait_table_new(b->base, sv->quota, request_wait_answer, NULL, &sv->waits);
@@ -184,10 +184,10 @@ int broker_new(const struct config *config, struct broker **ret) {
                         return r;
                 log_notice("memfd-brokerd " PACKAGE_VERSION " serving on the socket passed by the service manager");
         } else {
-                r = listener_new_path(b->base, config->socket_path, on_accept, b, &b->listener);
+                r = listener_new_path(b->base, settings->socket_path, on_accept, b, &b->listener);
                 if (r < 0)
                         return r;
-                log_notice("memfd-brokerd " PACKAGE_VERSION " listening on %s", config->socket_path);
+                log_notice("memfd-brokerd " PACKAGE_VERSION " listening on %s", settings->socket_path);
         }
 
         *ret = TAKE_PTR(b);

@@ -10,7 +10,7 @@
 
 #include <event2/event.h>
 
-#include "config.h"
+#include "settings.h"
 #include "services.h"
 
 struct listener;
@@ -24,11 +24,11 @@ struct broker {
 
 /*
  * Sets up a broker listening on the socket the service manager passed, or
- * else on config->socket_path, with the regions the service manager kept
- * (persist.h). config is borrowed and must outlive the broker. Returns 0,
+ * else on settings->socket_path, with the regions the service manager kept
+ * (persist.h). settings is borrowed and must outlive the broker. Returns 0,
  * or -errno after logging why.
  */
-int broker_new(const struct config *config, struct broker **ret);
+int broker_new(const struct settings *settings, struct broker **ret);
 
 /*
  * Tells the service manager that it is ready, and serves clients until

@@ -11,7 +11,7 @@
 #include <event2/event.h>
 
 #include "broker.h"
-#include "config.h"
+#include "settings.h"
 #include "parse.h"
 #include "socket-path.h"
 #include "log.h"
@@ -49,15 +49,15 @@ static void help(void) {
                "\n"
                "BYTES take an optional K, M, G or T suffix. Besides its limits, a uid may take only a\n"
                "share of what is left of each; root and the broker's own uid are exempt.\n",
-               program_invocation_short_name, CONFIG_MAX_REGION_SIZE_DEFAULT >> 30, CONFIG_MAX_REGIONS_CAP,
-               CONFIG_MAX_CONNECTIONS_CAP, CONFIG_MAX_QUEUED_BYTES_DEFAULT >> 20,
-               CONFIG_HOLDS_PER_REGION,
-               CONFIG_MAX_HOLDS_PER_CONNECTION_DEFAULT, CONFIG_MAX_CONNECTIONS_PER_UID_DEFAULT);
+               program_invocation_short_name, SETTINGS_MAX_REGION_SIZE_DEFAULT >> 30, SETTINGS_MAX_REGIONS_CAP,
+               SETTINGS_MAX_CONNECTIONS_CAP, SETTINGS_MAX_QUEUED_BYTES_DEFAULT >> 20,
+               SETTINGS_HOLDS_PER_REGION,
+               SETTINGS_MAX_HOLDS_PER_CONNECTION_DEFAULT, SETTINGS_MAX_CONNECTIONS_PER_UID_DEFAULT);
 }
 
 /* Parses the value of a count option into *ret, or logs why not. */
 static int parse_count_option(const char *option, const char *value, uint32_t *ret) {
-        int r = config_parse_count(value, ret);
+        int r = settings_parse_count(value, ret);
 
         if (r < 0)
                 return log_error_errno(r, "Invalid --%s '%s' (%m): expected 1 to %u", option, value, UINT32_MAX);
@@ -75,7 +75,7 @@ static int parse_size_option(const char *option, const char *value, uint64_t *re
 }
 
 /* Returns 1 to run, 0 to exit successfully (--help, --version), or -errno after logging why. */
-static int parse_args(int argc, char *argv[], struct config *c) {
+static int parse_args(int argc, char *argv[], struct settings *c) {
         enum {
                 ARG_SOCKET = 0x100,
                 ARG_MAX_REGION_SIZE,
@@ -124,7 +124,7 @@ static int parse_args(int argc, char *argv[], struct config *c) {
                                 log_error("--socket needs a path");
                                 return -EINVAL;
                         }
-                        r = config_set_socket_path(c, optarg);
+                        r = settings_set_socket_path(c, optarg);
                         if (r < 0)
                                 return log_error_errno(r, "Failed to set the socket path: %m");
                         break;
@@ -235,14 +235,14 @@ static uint64_t physical_memory(void) {
  * where the system allows less than LimitNOFILE=, and systemd then gives
  * the service as much as it can.
  */
-static void derive_limits(struct config *c) {
+static void derive_limits(struct settings *c) {
         uint64_t limit = raise_fd_limit();
 
-        config_derive_limits(c, limit, physical_memory());
+        settings_derive_limits(c, limit, physical_memory());
         if ((uint64_t) c->max_regions > c->max_fds)
                 log_notice("The limit on open files, %llu, is below the %" PRIu64 " that --max-regions=%" PRIu32
                            " needs: regions will run out of file descriptors first, and CREATE fail with ENOSPC.",
-                           (unsigned long long) limit, (uint64_t) c->max_regions + CONFIG_FD_RESERVE,
+                           (unsigned long long) limit, (uint64_t) c->max_regions + SETTINGS_FD_RESERVE,
                            c->max_regions);
         log_debug("Limits: %" PRIu32 " regions (%" PRIu32 " per uid), %" PRIu64 " bytes (%" PRIu64 " per uid), %"
                   PRIu64 " fds, %" PRIu32 " connections (%" PRIu32 " per uid), %" PRIu64 " queued bytes, %" PRIu32
@@ -253,21 +253,21 @@ static void derive_limits(struct config *c) {
 
 int main(int argc, char *argv[]) {
         struct broker *b = NULL;
-        struct config config;
+        struct settings config;
         int r;
 
-        config_init(&config);
+        settings_init(&config);
         log_set_max_level(config.log_level);
         r = parse_args(argc, argv, &config);
         if (r > 0 && !config.socket_path) {
-                r = config_set_default_socket_path(&config);
+                r = settings_set_default_socket_path(&config);
                 if (r < 0)
                         log_error_errno(r, "Failed to find the socket path: %m");
                 else
                         r = 1;
         }
         if (r <= 0) {
-                config_done(&config);
+                settings_done(&config);
                 return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
         }
 
@@ -282,7 +282,7 @@ int main(int argc, char *argv[]) {
         }
 
         broker_free(b);
-        config_done(&config);
+        settings_done(&config);
         /* Frees libevent's global state, so that leak checkers see a clean exit. */
         libevent_global_shutdown();
         return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;

@@ -59,7 +59,7 @@
 #define PARK_BUCKET_REGIONS (PARK_FDS_PER_MESSAGE * PARK_BUCKET_MESSAGES)
 /* Regions sent alone into a bucket before it is packed. */
 #define PARK_APPENDS_MAX 128U
-/* Buckets at most: room for twice CONFIG_MAX_REGIONS_CAP regions, so that half-empty buckets never refuse. */
+/* Buckets at most: room for twice SETTINGS_MAX_REGIONS_CAP regions, so that half-empty buckets never refuse. */
 #define PARK_BUCKETS_MAX 128U
 /* The fd store name of a bucket is this and a number, never reused by a broker and its successors. */
 #define PARK_FDNAME_PREFIX "park."

@@ -8,7 +8,7 @@
 
 #include "access.h"
 #include "codec.h"
-#include "config.h"
+#include "settings.h"
 #include "connection.h"
 #include "hugetlb.h"
 #include "log.h"
@@ -164,7 +164,7 @@ static int check_owner(struct request *q, const struct region *r, const char *wh
 /* Returns 0 when the caller may hold one more reference, or -ENOSPC. */
 static int check_hold_allowed(struct request *q) {
         struct session *s = q->session;
-        uint32_t max = s->services->config->max_holds_per_connection;
+        uint32_t max = s->services->settings->max_holds_per_connection;
 
         if (s->n_references < max)
                 return 0;
@@ -694,7 +694,7 @@ static int handle_create_batch(struct request *q) {
                 struct mfb_wire_create_batch_reply body;
                 uint64_t handles[MFB_WIRE_CREATE_BATCH_MAX];
         } rec;
-        uint32_t max_holds = s->services->config->max_holds_per_connection;
+        uint32_t max_holds = s->services->settings->max_holds_per_connection;
         bool hugetlb;
         size_t n = 0;
         int k = 0;

@@ -13,7 +13,7 @@
 #include <stdint.h>
 #include <sys/queue.h>
 
-struct config;
+struct settings;
 struct notifier;
 struct persist;
 struct quota;
@@ -25,7 +25,7 @@ struct wait_table;
 TAILQ_HEAD(session_list, session);
 
 struct services {
-        const struct config *config;
+        const struct settings *settings;
         struct quota *quota;
         struct region_table *regions;
         struct wait_table *waits;

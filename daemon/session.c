@@ -6,7 +6,7 @@
 #include <sys/socket.h>
 
 #include "codec.h"
-#include "config.h"
+#include "settings.h"
 #include "connection.h"
 #include "fdpass.h"
 #include "hashmap.h"

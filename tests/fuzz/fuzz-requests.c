@@ -56,7 +56,7 @@
 #include "access.h"
 #include "broker.h"
 #include "codec.h"
-#include "config.h"
+#include "settings.h"
 #include "connection.h"
 #include "session.h"
 #include "fdpass.h"
@@ -156,7 +156,7 @@ struct slot {
 
 /* Everything one input uses, set up afresh for each. */
 static struct {
-        struct config config;
+        struct settings config;
         struct broker *broker;
         struct slot slots[SLOTS_MAX];
         uint64_t handles[HANDLES_MAX];
@@ -1138,7 +1138,7 @@ static void run_step(struct input *in) {
 /* ---- One input ---- */
 
 static void broker_start(void) {
-        config_init(&f.config);
+        settings_init(&f.config);
         f.config.max_region_size = LIMIT_REGION_SIZE;
         f.config.max_regions = LIMIT_REGIONS;
         f.config.max_regions_per_uid = LIMIT_REGIONS_PER_UID;
@@ -1148,14 +1148,14 @@ static void broker_start(void) {
         f.config.max_connections = LIMIT_CONNECTIONS;
         f.config.max_connections_per_uid = LIMIT_CONNECTIONS_PER_UID;
         f.config.max_waiters = LIMIT_WAITERS;
-        config_derive_limits(&f.config, FD_LIMIT, PHYSICAL_MEMORY);
-        check(config_set_socket_path(&f.config, socket_path) == 0, "out of memory", NULL);
+        settings_derive_limits(&f.config, FD_LIMIT, PHYSICAL_MEMORY);
+        check(settings_set_socket_path(&f.config, socket_path) == 0, "out of memory", NULL);
         check(broker_new(&f.config, &f.broker) == 0, "the broker did not start", NULL);
 }
 
 static void broker_stop(void) {
         f.broker = broker_free(f.broker);
-        config_done(&f.config);
+        settings_done(&f.config);
         check(access(socket_path, F_OK) < 0 && errno == ENOENT, "the broker left its socket file behind", NULL);
 }
 

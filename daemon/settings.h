@@ -5,30 +5,30 @@
 
 #include <stdint.h>
 
-#define CONFIG_MAX_REGION_SIZE_DEFAULT          (UINT64_C(64) << 30)
-#define CONFIG_MAX_REGIONS_CAP                  262144U /* the default --max-regions when fds allow it */
-#define CONFIG_MAX_CONNECTIONS_CAP              65536U  /* the default --max-connections when fds allow it */
-#define CONFIG_MAX_HOLDS_PER_CONNECTION_DEFAULT 65536U
-#define CONFIG_MAX_CONNECTIONS_PER_UID_DEFAULT  1024U
-#define CONFIG_MAX_QUEUED_BYTES_DEFAULT         (UINT64_C(64) << 20)
+#define SETTINGS_MAX_REGION_SIZE_DEFAULT          (UINT64_C(64) << 30)
+#define SETTINGS_MAX_REGIONS_CAP                  262144U /* the default --max-regions when fds allow it */
+#define SETTINGS_MAX_CONNECTIONS_CAP              65536U  /* the default --max-connections when fds allow it */
+#define SETTINGS_MAX_HOLDS_PER_CONNECTION_DEFAULT 65536U
+#define SETTINGS_MAX_CONNECTIONS_PER_UID_DEFAULT  1024U
+#define SETTINGS_MAX_QUEUED_BYTES_DEFAULT         (UINT64_C(64) << 20)
 /* The default --max-kept-regions is fd_limit over this: parked memfds count against the fd limit (park.h). */
-#define CONFIG_KEPT_REGIONS_DIVISOR             2U
-#define CONFIG_SHARE_PER_UID_DIVISOR            4U      /* per-uid defaults: a quarter of the broker's */
-#define CONFIG_HOLDS_PER_REGION                 4U      /* the default --max-holds: this many per region */
+#define SETTINGS_KEPT_REGIONS_DIVISOR             2U
+#define SETTINGS_SHARE_PER_UID_DIVISOR            4U      /* per-uid defaults: a quarter of the broker's */
+#define SETTINGS_HOLDS_PER_REGION                 4U      /* the default --max-holds: this many per region */
 
 /*
  * File descriptors kept out of the budget the users share: the listener,
  * the event loop, logging, the spare kept for accept(), the reopens made
  * while answering, and the service manager's socket.
  */
-#define CONFIG_FD_RESERVE 64U
+#define SETTINGS_FD_RESERVE 64U
 
 /*
- * The broker's settings. A limit of 0 is "not set": config_derive_limits()
+ * The broker's settings. A limit of 0 is "not set": settings_derive_limits()
  * derives it from the machine. Root and the broker's own uid are exempt
  * from the limits per uid and from the fair shares (quota.h).
  */
-struct config {
+struct settings {
         char *socket_path;
         uint64_t max_region_size;
         uint32_t max_regions;
@@ -47,31 +47,31 @@ struct config {
 };
 
 /* Fills c with the defaults; socket_path stays NULL until set or defaulted. */
-void config_init(struct config *c);
+void settings_init(struct settings *c);
 
 /* Frees what c owns. */
-void config_done(struct config *c);
+void settings_done(struct settings *c);
 
 /* Sets c->socket_path to a copy of path. Returns 0 or -ENOMEM. path is borrowed. */
-int config_set_socket_path(struct config *c, const char *path);
+int settings_set_socket_path(struct settings *c, const char *path);
 
 /*
  * The socket path when none was given: $MEMFD_BROKER_SOCKET if non-empty,
  * else $XDG_RUNTIME_DIR/memfd-broker.sock for a non-root user with
  * XDG_RUNTIME_DIR set, else /run/memfd-broker.sock. Returns 0 or -ENOMEM.
  */
-int config_set_default_socket_path(struct config *c);
+int settings_set_default_socket_path(struct settings *c);
 
 /*
  * Fills the limits left unset from the machine: fd_limit, the soft limit
  * on open files (RLIM_INFINITY allowed), and physical_memory in bytes.
- * The fds the users share are fd_limit less CONFIG_FD_RESERVE; regions
+ * The fds the users share are fd_limit less SETTINGS_FD_RESERVE; regions
  * and connections default to what those fds allow, capped; bytes to the
  * physical memory; kept regions to half fd_limit, since the kernel counts
  * parked memfds in flight against it; each limit per uid to a quarter of
  * the broker's.
  */
-void config_derive_limits(struct config *c, uint64_t fd_limit, uint64_t physical_memory);
+void settings_derive_limits(struct settings *c, uint64_t fd_limit, uint64_t physical_memory);
 
 /* Parses a decimal count from 1 to UINT32_MAX. Returns 0, -EINVAL or -ERANGE. */
-int config_parse_count(const char *s, uint32_t *ret);
+int settings_parse_count(const char *s, uint32_t *ret);

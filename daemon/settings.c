@@ -6,26 +6,26 @@
 #include <syslog.h>
 #include <unistd.h>
 
-#include "config.h"
+#include "settings.h"
 #include "parse.h"
 #include "socket-path.h"
 
-void config_init(struct config *c) {
-        *c = (struct config) {
-                .max_region_size = CONFIG_MAX_REGION_SIZE_DEFAULT,
-                .max_holds_per_connection = CONFIG_MAX_HOLDS_PER_CONNECTION_DEFAULT,
-                .max_connections_per_uid = CONFIG_MAX_CONNECTIONS_PER_UID_DEFAULT,
-                .max_queued_bytes = CONFIG_MAX_QUEUED_BYTES_DEFAULT,
+void settings_init(struct settings *c) {
+        *c = (struct settings) {
+                .max_region_size = SETTINGS_MAX_REGION_SIZE_DEFAULT,
+                .max_holds_per_connection = SETTINGS_MAX_HOLDS_PER_CONNECTION_DEFAULT,
+                .max_connections_per_uid = SETTINGS_MAX_CONNECTIONS_PER_UID_DEFAULT,
+                .max_queued_bytes = SETTINGS_MAX_QUEUED_BYTES_DEFAULT,
                 .log_level = LOG_INFO,
         };
 }
 
-void config_done(struct config *c) {
+void settings_done(struct settings *c) {
         free(c->socket_path);
         c->socket_path = NULL;
 }
 
-int config_set_socket_path(struct config *c, const char *path) {
+int settings_set_socket_path(struct settings *c, const char *path) {
         char *copy = strdup(path);
 
         if (!copy)
@@ -35,7 +35,7 @@ int config_set_socket_path(struct config *c, const char *path) {
         return 0;
 }
 
-int config_set_default_socket_path(struct config *c) {
+int settings_set_default_socket_path(struct settings *c) {
         const char *prefix, *suffix;
         char *path;
 
@@ -53,16 +53,16 @@ static uint64_t min_u64(uint64_t a, uint64_t b) {
 
 /* A quarter of limit, at least 1. */
 static uint64_t quarter_of(uint64_t limit) {
-        return limit / CONFIG_SHARE_PER_UID_DIVISOR ?: 1;
+        return limit / SETTINGS_SHARE_PER_UID_DIVISOR ?: 1;
 }
 
-void config_derive_limits(struct config *c, uint64_t fd_limit, uint64_t physical_memory) {
+void settings_derive_limits(struct settings *c, uint64_t fd_limit, uint64_t physical_memory) {
         /* An unlimited or huge limit: the kernel's own cap on open files per process (fs.nr_open) is 2^20 by default. */
         fd_limit = min_u64(fd_limit, UINT64_C(1) << 20);
-        c->max_fds = fd_limit > 2 * CONFIG_FD_RESERVE ? fd_limit - CONFIG_FD_RESERVE : fd_limit / 2 ?: 1;
+        c->max_fds = fd_limit > 2 * SETTINGS_FD_RESERVE ? fd_limit - SETTINGS_FD_RESERVE : fd_limit / 2 ?: 1;
 
         if (c->max_regions == 0)
-                c->max_regions = (uint32_t) min_u64(CONFIG_MAX_REGIONS_CAP, c->max_fds);
+                c->max_regions = (uint32_t) min_u64(SETTINGS_MAX_REGIONS_CAP, c->max_fds);
         if (c->max_regions_per_uid == 0)
                 c->max_regions_per_uid = (uint32_t) quarter_of(c->max_regions);
         if (c->max_bytes == 0)
@@ -70,11 +70,11 @@ void config_derive_limits(struct config *c, uint64_t fd_limit, uint64_t physical
         if (c->max_bytes_per_uid == 0)
                 c->max_bytes_per_uid = quarter_of(c->max_bytes);
         if (c->max_connections == 0)
-                c->max_connections = (uint32_t) min_u64(CONFIG_MAX_CONNECTIONS_CAP, quarter_of(c->max_fds));
+                c->max_connections = (uint32_t) min_u64(SETTINGS_MAX_CONNECTIONS_CAP, quarter_of(c->max_fds));
         if (c->max_kept_regions == 0)
-                c->max_kept_regions = (uint32_t) min_u64(c->max_regions, fd_limit / CONFIG_KEPT_REGIONS_DIVISOR ?: 1);
+                c->max_kept_regions = (uint32_t) min_u64(c->max_regions, fd_limit / SETTINGS_KEPT_REGIONS_DIVISOR ?: 1);
         if (c->max_holds == 0)
-                c->max_holds = (uint64_t) c->max_regions * CONFIG_HOLDS_PER_REGION;
+                c->max_holds = (uint64_t) c->max_regions * SETTINGS_HOLDS_PER_REGION;
         /* A limit per uid above the broker's says more than it means. */
         c->max_regions_per_uid = (uint32_t) min_u64(c->max_regions_per_uid, c->max_regions);
         c->max_bytes_per_uid = min_u64(c->max_bytes_per_uid, c->max_bytes);
@@ -84,7 +84,7 @@ void config_derive_limits(struct config *c, uint64_t fd_limit, uint64_t physical
                 c->max_waiters = c->max_connections;
 }
 
-int config_parse_count(const char *s, uint32_t *ret) {
+int settings_parse_count(const char *s, uint32_t *ret) {
         uint64_t v;
         char *end;
         int r;
