@@ -64,7 +64,7 @@ static int chunk_parse(mfb_client *c, struct chunk *k, const struct client_reply
 
         /* mfb_wire_reply_check() matched the body's size and the fds to count. */
         memcpy(&head, reply->body, sizeof(head));
-        if (head.count != k->count || head.access != (MFB_ACCESS_READ | MFB_ACCESS_WRITE) || head.size != b->size) {
+        if (head.count != k->count || head.access != (MFB_WIRE_ACCESS_READ | MFB_WIRE_ACCESS_WRITE) || head.size != b->size) {
                 mfb_close_fds(reply->fds, reply->nfds);
                 return client_protocol_error(c);
         }
@@ -124,7 +124,7 @@ static int chunk_request(mfb_client *c, struct batch *b, size_t count) {
                         goto fail;
                 }
         }
-        r = client_request(c, MFB_OP_CREATE_BATCH, &request, sizeof(request), chunk_handler,
+        r = client_request(c, MFB_WIRE_OP_CREATE_BATCH, &request, sizeof(request), chunk_handler,
                            sizeof(*k) + count * sizeof(k->slots[0]), (void **) &k);
         if (r < 0)
                 goto fail;
@@ -212,7 +212,7 @@ _public_ int mfb_region_create_batch(mfb_client *c, uint64_t size, size_t n, mfb
 
         /* A callback of an earlier request may free the client while the batch waits. */
         client_ref(c);
-        if (c->hello.capabilities & MFB_CAP_CREATE_BATCH)
+        if (c->hello.capabilities & MFB_WIRE_CAP_CREATE_BATCH)
                 r = batch_create(c, n, WIRE_WINDOW, true, &b);
         else
                 r = batch_create(c, n, c->hello.requests_in_flight_max ?: 1, false, &b);

@@ -211,8 +211,8 @@ int client_request(mfb_client *c, uint16_t opcode, const void *body, size_t body
         /* An empty body (LIMITS) may come as NULL, which memcpy() must not be given even for 0 bytes. */
         if (body_size > 0)
                 memcpy(q->record.body, body, body_size);
-        if (!handler && (opcode == MFB_OP_RELEASE || opcode == MFB_OP_REMOVE) &&
-            (c->hello.capabilities & MFB_CAP_QUIET)) {
+        if (!handler && (opcode == MFB_WIRE_OP_RELEASE || opcode == MFB_WIRE_OP_REMOVE) &&
+            (c->hello.capabilities & MFB_WIRE_CAP_QUIET)) {
                 q->record.header.flags |= MFB_WIRE_FLAG_QUIET;
                 c->last_quiet = q->record.header.cookie;
         }
@@ -273,7 +273,7 @@ static int reply_read(mfb_client *c, bool block) {
         q = TAILQ_FIRST(&c->sent);
         if (header.status < 0 && header.cookie > c->last_answered && header.cookie <= c->last_quiet &&
             (!q || header.cookie < q->record.header.cookie) &&
-            (header.opcode == (MFB_OP_RELEASE | MFB_WIRE_REPLY) || header.opcode == (MFB_OP_REMOVE | MFB_WIRE_REPLY))) {
+            (header.opcode == (MFB_WIRE_OP_RELEASE | MFB_WIRE_REPLY) || header.opcode == (MFB_WIRE_OP_REMOVE | MFB_WIRE_REPLY))) {
                 c->last_answered = header.cookie;
                 return 0;
         }
@@ -403,7 +403,7 @@ static int hello_send(mfb_client *c) {
                 },
         };
 
-        mfb_wire_header_init(&record.header, MFB_OP_HELLO, c->next_cookie++, 0, 0, sizeof(record));
+        mfb_wire_header_init(&record.header, MFB_WIRE_OP_HELLO, c->next_cookie++, 0, 0, sizeof(record));
         return mfb_record_send(c->fd, &record, sizeof(record), NULL, 0, 0);
 }
 
@@ -434,7 +434,7 @@ static int hello_receive(mfb_client *c, uint64_t cookie) {
                         return (int) n;
 
                 if (mfb_wire_reply_check(c->record, (size_t) n, nfds, &header) < 0 ||
-                    header.opcode != (MFB_OP_HELLO | MFB_WIRE_REPLY) || header.status < -ERRNO_MAX) {
+                    header.opcode != (MFB_WIRE_OP_HELLO | MFB_WIRE_REPLY) || header.status < -ERRNO_MAX) {
                         mfb_close_fds(fds, nfds);
                         return -EBADMSG;
                 }
@@ -645,7 +645,7 @@ _public_ int mfb_client_roundtrip(mfb_client *c) {
          * one, only the answer to one more, made after it, tells it was done.
          */
         if (client_usable(c) && c->last_quiet == c->next_cookie - 1 && c->last_quiet > c->last_answered) {
-                r = client_request(c, MFB_OP_LIMITS, NULL, 0, NULL, 0, NULL);
+                r = client_request(c, MFB_WIRE_OP_LIMITS, NULL, 0, NULL, 0, NULL);
                 if (r < 0)
                         return r;
         }

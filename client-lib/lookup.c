@@ -16,8 +16,8 @@ _Static_assert(sizeof(((mfb_region_stat *) NULL)->name) == sizeof(struct mfb_wir
 
 /* The wire's state bits that mean something to callers, as MFB_REGION_* bits; newer ones are dropped. */
 static uint32_t state_from_wire(uint32_t state) {
-        return (state & MFB_STATE_REMOVED ? MFB_REGION_REMOVED : 0) |
-               (state & MFB_STATE_HUGETLB ? MFB_REGION_HUGETLB : 0);
+        return (state & MFB_WIRE_STATE_REMOVED ? MFB_REGION_REMOVED : 0) |
+               (state & MFB_WIRE_STATE_HUGETLB ? MFB_REGION_HUGETLB : 0);
 }
 
 static struct timespec timespec_from_ns(uint64_t ns) {
@@ -95,7 +95,7 @@ int lookup_stat(mfb_client *c, const char *name, uint64_t handle, mfb_region_sta
         r = lookup_request_init(&request, name, handle);
         if (r < 0)
                 return r;
-        return client_call(c, MFB_OP_STAT, &request, sizeof(request), stat_parse, ret);
+        return client_call(c, MFB_WIRE_OP_STAT, &request, sizeof(request), stat_parse, ret);
 }
 
 int lookup_remove(mfb_client *c, const char *name, uint64_t handle) {
@@ -107,7 +107,7 @@ int lookup_remove(mfb_client *c, const char *name, uint64_t handle) {
         r = lookup_request_init(&request, name, handle);
         if (r < 0)
                 return r;
-        return client_call(c, MFB_OP_REMOVE, &request, sizeof(request), NULL, NULL);
+        return client_call(c, MFB_WIRE_OP_REMOVE, &request, sizeof(request), NULL, NULL);
 }
 
 void lookup_remove_nowait(mfb_client *c, uint64_t handle) {
@@ -116,7 +116,7 @@ void lookup_remove_nowait(mfb_client *c, uint64_t handle) {
         assert(c);
 
         if (client_usable(c))
-                (void) client_request(c, MFB_OP_REMOVE, &request, sizeof(request), NULL, 0, NULL);
+                (void) client_request(c, MFB_WIRE_OP_REMOVE, &request, sizeof(request), NULL, 0, NULL);
 }
 
 _public_ int mfb_stat(mfb_client *c, const char *name, mfb_region_stat *ret) {
@@ -155,9 +155,9 @@ _public_ int mfb_remove_handle(mfb_client *c, uint64_t handle) {
 static int lookup_set(mfb_client *c, const char *name, uint32_t fields, mode_t mode, uid_t uid, gid_t gid) {
         struct mfb_wire_set_request request = {
                 .fields = fields,
-                .mode = fields & MFB_SET_MODE ? (uint32_t) mode : 0,
-                .uid = fields & MFB_SET_UID ? (uint32_t) uid : 0,
-                .gid = fields & MFB_SET_GID ? (uint32_t) gid : 0,
+                .mode = fields & MFB_WIRE_SET_MODE ? (uint32_t) mode : 0,
+                .uid = fields & MFB_WIRE_SET_UID ? (uint32_t) uid : 0,
+                .gid = fields & MFB_WIRE_SET_GID ? (uint32_t) gid : 0,
         };
         int r;
 
@@ -168,7 +168,7 @@ static int lookup_set(mfb_client *c, const char *name, uint32_t fields, mode_t m
         r = mfb_wire_name_set(&request.name, name);
         if (r < 0)
                 return r;
-        return client_call(c, MFB_OP_SET, &request, sizeof(request), NULL, NULL);
+        return client_call(c, MFB_WIRE_OP_SET, &request, sizeof(request), NULL, NULL);
 }
 
 _public_ int mfb_chmod(mfb_client *c, const char *name, mode_t mode) {
@@ -176,11 +176,11 @@ _public_ int mfb_chmod(mfb_client *c, const char *name, mode_t mode) {
                 return -EINVAL;
 
         client_error_clear(c);
-        return lookup_set(c, name, MFB_SET_MODE, mode, 0, 0);
+        return lookup_set(c, name, MFB_WIRE_SET_MODE, mode, 0, 0);
 }
 
 _public_ int mfb_chown(mfb_client *c, const char *name, uid_t uid, gid_t gid) {
-        uint32_t fields = (uid != (uid_t) -1 ? MFB_SET_UID : 0) | (gid != (gid_t) -1 ? MFB_SET_GID : 0);
+        uint32_t fields = (uid != (uid_t) -1 ? MFB_WIRE_SET_UID : 0) | (gid != (gid_t) -1 ? MFB_WIRE_SET_GID : 0);
 
         /* Nothing to change is no request: the broker refuses an empty set of fields. */
         if (!c || !name || !*name || fields == 0)
@@ -250,7 +250,7 @@ _public_ int mfb_list(mfb_client *c, mfb_region_stat **ret_entries, size_t *ret_
         do {
                 struct mfb_wire_list_request request = { .after_handle = s.after };
 
-                r = client_call(c, MFB_OP_LIST, &request, sizeof(request), list_parse, &s);
+                r = client_call(c, MFB_WIRE_OP_LIST, &request, sizeof(request), list_parse, &s);
                 if (r < 0) {
                         free(s.entries);
                         return r;

@@ -32,7 +32,7 @@ static bool access_valid(int access) {
 
 static uint32_t access_to_wire(int access) {
         assert(access_valid(access));
-        return access == O_RDWR ? MFB_ACCESS_READ | MFB_ACCESS_WRITE : MFB_ACCESS_READ;
+        return access == O_RDWR ? MFB_WIRE_ACCESS_READ | MFB_WIRE_ACCESS_WRITE : MFB_WIRE_ACCESS_READ;
 }
 
 /*
@@ -62,7 +62,7 @@ static void region_release(mfb_client *c, uint64_t handle) {
         struct mfb_wire_release_request request = { .handle = handle };
 
         if (client_usable(c))
-                (void) client_request(c, MFB_OP_RELEASE, &request, sizeof(request), NULL, 0, NULL);
+                (void) client_request(c, MFB_WIRE_OP_RELEASE, &request, sizeof(request), NULL, 0, NULL);
 }
 
 /* A CREATE, OPEN or WAIT on its way: what its reply must say, and whom to give the region. */
@@ -231,7 +231,7 @@ static int region_create_check(mfb_client *c, const char *name, uint64_t size, m
         *ret = (struct mfb_wire_create_request) {
                 .size = size,
                 /* MFB_CREATE_RESERVE is the library's own work; the broker knows only HUGETLB. */
-                .flags = flags & MFB_CREATE_HUGETLB,
+                .flags = flags & MFB_CREATE_HUGETLB ? MFB_WIRE_CREATE_HUGETLB : 0,
                 .mode = (uint32_t) mode,
         };
         return mfb_wire_name_set(&ret->name, name);
@@ -249,7 +249,7 @@ _public_ int mfb_region_create_async(mfb_client *c, const char *name, uint64_t s
                 return r;
 
         client_error_clear(c);
-        return region_request(c, MFB_OP_CREATE, &request, sizeof(request), O_RDWR, size, flags, name,
+        return region_request(c, MFB_WIRE_OP_CREATE, &request, sizeof(request), O_RDWR, size, flags, name,
                               callback, userdata);
 }
 
@@ -279,7 +279,7 @@ static int region_open(mfb_client *c, const char *name, uint64_t handle, int acc
         r = mfb_wire_name_set(&request.name, name);
         if (r < 0)
                 return r;
-        return region_request(c, MFB_OP_OPEN, &request, sizeof(request), access, 0, 0, false, callback, userdata);
+        return region_request(c, MFB_WIRE_OP_OPEN, &request, sizeof(request), access, 0, 0, false, callback, userdata);
 }
 
 _public_ int mfb_region_open_async(mfb_client *c, const char *name, int access,
@@ -412,7 +412,7 @@ static int region_seal_request(mfb_region *r, uint32_t seals, mfb_callback callb
         struct seal_call *sc;
         int k;
 
-        k = client_request(r->client, MFB_OP_SEAL, &request, sizeof(request), seal_handler, sizeof(*sc),
+        k = client_request(r->client, MFB_WIRE_OP_SEAL, &request, sizeof(request), seal_handler, sizeof(*sc),
                            (void **) &sc);
         if (k < 0)
                 return k;
@@ -496,16 +496,16 @@ _public_ int mfb_region_seal_future_write(mfb_region *r) {
 /* The broker's timeout for timeout_ms, of at least -1. */
 static uint64_t wait_timeout_ns(int64_t timeout_ms) {
         if (timeout_ms < 0)
-                return MFB_WAIT_FOREVER;
+                return MFB_WIRE_WAIT_FOREVER;
         /* Beyond 584 years: no different from waiting without limit. */
-        if ((uint64_t) timeout_ms >= MFB_WAIT_FOREVER / NSEC_PER_MSEC)
-                return MFB_WAIT_FOREVER;
+        if ((uint64_t) timeout_ms >= MFB_WIRE_WAIT_FOREVER / NSEC_PER_MSEC)
+                return MFB_WIRE_WAIT_FOREVER;
         return (uint64_t) timeout_ms * NSEC_PER_MSEC;
 }
 
 _public_ int mfb_region_wait_async(mfb_client *c, const char *name, int64_t timeout_ms,
                                    mfb_region_callback callback, void *userdata) {
-        struct mfb_wire_wait_request request = { .access = MFB_ACCESS_READ };
+        struct mfb_wire_wait_request request = { .access = MFB_WIRE_ACCESS_READ };
         int r;
 
         if (!c || !name || !*name || timeout_ms < -1 || !callback)
@@ -516,7 +516,7 @@ _public_ int mfb_region_wait_async(mfb_client *c, const char *name, int64_t time
         r = mfb_wire_name_set(&request.name, name);
         if (r < 0)
                 return r;
-        return region_request(c, MFB_OP_WAIT, &request, sizeof(request), O_RDONLY, 0, 0, false,
+        return region_request(c, MFB_WIRE_OP_WAIT, &request, sizeof(request), O_RDONLY, 0, 0, false,
                               callback, userdata);
 }
 

@@ -80,7 +80,7 @@ bool access_in_group(const struct peer *p, gid_t gid) {
 }
 
 bool access_may(const struct peer *p, const struct region *r, uint32_t access) {
-        unsigned need = (access & MFB_ACCESS_READ ? 4 : 0) | (access & MFB_ACCESS_WRITE ? 2 : 0);
+        unsigned need = (access & MFB_WIRE_ACCESS_READ ? 4 : 0) | (access & MFB_WIRE_ACCESS_WRITE ? 2 : 0);
         unsigned bits;
 
         if (p->creds.uid == 0)
@@ -99,5 +99,5 @@ bool access_owns(const struct peer *p, const struct region *r) {
 }
 
 bool access_may_see(const struct peer *p, const struct region *r) {
-        return access_owns(p, r) || access_may(p, r, MFB_ACCESS_READ);
+        return access_owns(p, r) || access_may(p, r, MFB_WIRE_ACCESS_READ);
 }

@@ -34,8 +34,8 @@ int peer_get(int fd, struct peer *ret);
 void peer_done(struct peer *p);
 
 /*
- * Whether the region's mode grants p access (MFB_ACCESS_READ,
- * MFB_ACCESS_WRITE or both): root always; the owner by the owner bits; a
+ * Whether the region's mode grants p access (MFB_WIRE_ACCESS_READ,
+ * MFB_WIRE_ACCESS_WRITE or both): root always; the owner by the owner bits; a
  * member of the region's group by the group bits; anyone else by the
  * other bits. Being the creator grants no access bits.
  */

@@ -89,8 +89,8 @@ struct transport *transport_free(struct transport *t) {
 /* What a queued record is charged to the connection's uid. */
 static struct quota_amount outgoing_amount(size_t len, size_t n_fds) {
         return (struct quota_amount) { .n = {
-                [MFB_RESOURCE_QUEUED_BYTES] = sizeof(struct outgoing) + len + n_fds * sizeof(int),
-                [MFB_RESOURCE_FDS] = n_fds,
+                [MFB_WIRE_RESOURCE_QUEUED_BYTES] = sizeof(struct outgoing) + len + n_fds * sizeof(int),
+                [MFB_WIRE_RESOURCE_FDS] = n_fds,
         } };
 }
 

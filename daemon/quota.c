@@ -30,7 +30,7 @@ struct quota {
         struct quota_limits limits;
         uid_t exempt_uid;
         struct quota_amount used;               /* by every uid, exempt ones included */
-        uint64_t holders[MFB_RESOURCE_COUNT];   /* non-exempt uids holding some */
+        uint64_t holders[MFB_WIRE_RESOURCE_COUNT];   /* non-exempt uids holding some */
         struct hashmap *users;                  /* uid → struct quota_user; exempt ones only for reporting */
 };
 
@@ -73,18 +73,18 @@ bool quota_is_exempt(const struct quota *q, uid_t uid) {
 }
 
 const char *quota_resource_name(enum mfb_wire_resource resource) {
-        static const char *const names[MFB_RESOURCE_COUNT] = {
-                [MFB_RESOURCE_REGIONS] = "regions",
-                [MFB_RESOURCE_BYTES] = "bytes",
-                [MFB_RESOURCE_FDS] = "file descriptors",
-                [MFB_RESOURCE_CONNECTIONS] = "connections",
-                [MFB_RESOURCE_QUEUED_BYTES] = "bytes of queued replies",
-                [MFB_RESOURCE_WAITERS] = "pending WAITs",
-                [MFB_RESOURCE_KEPT] = "named regions kept across restarts",
-                [MFB_RESOURCE_HOLDS] = "region references",
+        static const char *const names[MFB_WIRE_RESOURCE_COUNT] = {
+                [MFB_WIRE_RESOURCE_REGIONS] = "regions",
+                [MFB_WIRE_RESOURCE_BYTES] = "bytes",
+                [MFB_WIRE_RESOURCE_FDS] = "file descriptors",
+                [MFB_WIRE_RESOURCE_CONNECTIONS] = "connections",
+                [MFB_WIRE_RESOURCE_QUEUED_BYTES] = "bytes of queued replies",
+                [MFB_WIRE_RESOURCE_WAITERS] = "pending WAITs",
+                [MFB_WIRE_RESOURCE_KEPT] = "named regions kept across restarts",
+                [MFB_WIRE_RESOURCE_HOLDS] = "region references",
         };
 
-        return (unsigned) resource < MFB_RESOURCE_COUNT ? names[resource] : "?";
+        return (unsigned) resource < MFB_WIRE_RESOURCE_COUNT ? names[resource] : "?";
 }
 
 static struct quota_user *user_get(const struct quota *q, uid_t uid) {
@@ -114,7 +114,7 @@ static struct quota_user *user_get_or_add(struct quota *q, uid_t uid) {
 static void user_forget_if_unused(struct quota *q, struct quota_user *u) {
         if (u->refused > 0)
                 return;
-        for (unsigned i = 0; i < MFB_RESOURCE_COUNT; i++)
+        for (unsigned i = 0; i < MFB_WIRE_RESOURCE_COUNT; i++)
                 if (u->held.n[i] > 0)
                         return;
         hashmap_remove(q->users, &u->uid);
@@ -140,7 +140,7 @@ static uint64_t share_available(const struct quota *q, enum mfb_wire_resource i,
         /* left + held <= broker_max <= UINT64_MAX only if used counts held; it does, but saturate anyway. */
         share = (l > UINT64_MAX - held ? UINT64_MAX : l + held) / (n + 1);
         by_share = share > held ? share - held : 0;
-        if (uid_max != MFB_LIMIT_NONE)
+        if (uid_max != MFB_WIRE_LIMIT_NONE)
                 return held >= uid_max ? 0 : by_share < uid_max - held ? by_share : uid_max - held;
         return by_share;
 }
@@ -157,7 +157,7 @@ uint64_t quota_available(const struct quota *q, uid_t uid, enum mfb_wire_resourc
 /* Checks amount for uid (u its entry, NULL when it has none) without charging. */
 static int check(const struct quota *q, uid_t uid, const struct quota_user *u, const struct quota_amount *amount,
                  enum mfb_wire_resource *ret_refused) {
-        for (unsigned i = 0; i < MFB_RESOURCE_COUNT; i++) {
+        for (unsigned i = 0; i < MFB_WIRE_RESOURCE_COUNT; i++) {
                 uint64_t charge = amount->n[i];
                 int r = 0;
 
@@ -183,7 +183,7 @@ int quota_charge_force(struct quota *q, uid_t uid, const struct quota_amount *am
         u = user_get_or_add(q, uid);
         if (!u)
                 return -ENOMEM;
-        for (unsigned i = 0; i < MFB_RESOURCE_COUNT; i++) {
+        for (unsigned i = 0; i < MFB_WIRE_RESOURCE_COUNT; i++) {
                 if (amount->n[i] == 0)
                         continue;
                 /* Exempt uids take no share, so they do not make the others' smaller. */
@@ -211,7 +211,7 @@ void quota_discharge(struct quota *q, uid_t uid, const struct quota_amount *amou
         struct quota_user *u = user_get(q, uid);
 
         assert(u);
-        for (unsigned i = 0; i < MFB_RESOURCE_COUNT; i++) {
+        for (unsigned i = 0; i < MFB_WIRE_RESOURCE_COUNT; i++) {
                 if (amount->n[i] == 0)
                         continue;
                 assert(q->used.n[i] >= amount->n[i] && u->held.n[i] >= amount->n[i]);

@@ -34,12 +34,12 @@ struct quota;
 
 /* An amount of each resource, indexed by enum mfb_wire_resource. */
 struct quota_amount {
-        uint64_t n[MFB_RESOURCE_COUNT];
+        uint64_t n[MFB_WIRE_RESOURCE_COUNT];
 };
 
 struct quota_limits {
         struct quota_amount broker_max;
-        struct quota_amount uid_max;    /* MFB_LIMIT_NONE: no limit per uid */
+        struct quota_amount uid_max;    /* MFB_WIRE_LIMIT_NONE: no limit per uid */
 };
 
 /*

@@ -168,9 +168,9 @@ uint64_t region_table_max_region_size(const struct region_table *t) {
 }
 
 uint64_t region_table_capabilities(const struct region_table *t) {
-        return (t->future_write_seal ? MFB_CAP_SEAL_FUTURE_WRITE : 0) |
-               (t->memfd_flags & MFD_NOEXEC_SEAL ? MFB_CAP_NOEXEC_SEAL : 0) |
-               (t->hugetlb_page_size > 0 ? MFB_CAP_HUGETLB : 0);
+        return (t->future_write_seal ? MFB_WIRE_CAP_SEAL_FUTURE_WRITE : 0) |
+               (t->memfd_flags & MFD_NOEXEC_SEAL ? MFB_WIRE_CAP_NOEXEC_SEAL : 0) |
+               (t->hugetlb_page_size > 0 ? MFB_WIRE_CAP_HUGETLB : 0);
 }
 
 uint64_t region_table_hugetlb_page_size(const struct region_table *t) {
@@ -241,14 +241,14 @@ struct region *region_next(struct region_table *t, uint64_t after) {
 
 void region_amount(const struct region *r, struct quota_amount *ret) {
         *ret = (struct quota_amount) { .n = {
-                [MFB_RESOURCE_REGIONS] = 1,
-                [MFB_RESOURCE_BYTES] = r->size,
-                [MFB_RESOURCE_FDS] = 1,
-                [MFB_RESOURCE_KEPT] = r->kept ? 1 : 0,
+                [MFB_WIRE_RESOURCE_REGIONS] = 1,
+                [MFB_WIRE_RESOURCE_BYTES] = r->size,
+                [MFB_WIRE_RESOURCE_FDS] = 1,
+                [MFB_WIRE_RESOURCE_KEPT] = r->kept ? 1 : 0,
         } };
 }
 
-static const struct quota_amount kept_amount = { .n = { [MFB_RESOURCE_KEPT] = 1 } };
+static const struct quota_amount kept_amount = { .n = { [MFB_WIRE_RESOURCE_KEPT] = 1 } };
 
 int region_keep(struct region_table *t, struct region *r, struct kept_region *kept,
                 enum mfb_wire_resource *ret_refused) {
@@ -330,9 +330,9 @@ static void region_free_uncharge(struct region_table *t, struct region *r) {
 int region_create(struct region_table *t, uint64_t size, const char *name, mode_t mode, bool hugetlb,
                   const struct ucred *creds, struct region **ret, enum mfb_wire_resource *ret_refused) {
         struct quota_amount amount = { .n = {
-                [MFB_RESOURCE_REGIONS] = 1,
-                [MFB_RESOURCE_BYTES] = size,
-                [MFB_RESOURCE_FDS] = 1,
+                [MFB_WIRE_RESOURCE_REGIONS] = 1,
+                [MFB_WIRE_RESOURCE_BYTES] = size,
+                [MFB_WIRE_RESOURCE_FDS] = 1,
         } };
         struct region *r;
         int fd, k;
@@ -618,7 +618,7 @@ void region_info(const struct region *r, struct mfb_wire_region_info *ret) {
                 .last_pid = (uint32_t) m->last_pid,
                 .nattch = r->nattch,
                 .seals = seals < 0 ? 0 : (uint32_t) seals,
-                .state = (r->removed ? MFB_STATE_REMOVED : 0) | (m->flags & REGION_HUGETLB ? MFB_STATE_HUGETLB : 0),
+                .state = (r->removed ? MFB_WIRE_STATE_REMOVED : 0) | (m->flags & REGION_HUGETLB ? MFB_WIRE_STATE_HUGETLB : 0),
                 .create_time = m->create_time,
                 .attach_time = m->attach_time,
                 .detach_time = m->detach_time,

@@ -86,7 +86,7 @@ struct region_table *region_table_free(struct region_table *t);
 
 uint64_t region_table_max_region_size(const struct region_table *t);
 
-/* MFB_CAP_* bits for the HELLO reply. */
+/* MFB_WIRE_CAP_* bits for the HELLO reply. */
 uint64_t region_table_capabilities(const struct region_table *t);
 
 /* The size of the huge pages hugetlb regions are made of, or 0 when the kernel cannot make them. */
@@ -114,7 +114,7 @@ int region_create(struct region_table *t, uint64_t size, const char *name, mode_
 void region_amount(const struct region *r, struct quota_amount *ret);
 
 /*
- * Charges r's owner for keeping r across restarts (MFB_RESOURCE_KEPT), and
+ * Charges r's owner for keeping r across restarts (MFB_WIRE_RESOURCE_KEPT), and
  * makes kept (persist's, not NULL) r->kept. Returns 0, or the errors of
  * quota_charge() with *ret_refused set; r is not kept then.
  */

@@ -68,13 +68,13 @@ static int fail_kernel(struct request *q, int error, const char *what) {
 
 /*
  * error, -EDQUOT or -ENOSPC from quota_charge(), saying which resource of
- * uid's refused (MFB_RESOURCE_COUNT when none did: the kernel's own error).
+ * uid's refused (MFB_WIRE_RESOURCE_COUNT when none did: the kernel's own error).
  */
 static int fail_quota(struct request *q, int error, uid_t uid, enum mfb_wire_resource resource) {
         const struct quota *quota = q->session->services->quota;
         const char *what = quota_resource_name(resource);
 
-        if ((unsigned) resource >= MFB_RESOURCE_COUNT)
+        if ((unsigned) resource >= MFB_WIRE_RESOURCE_COUNT)
                 return fail_kernel(q, error, "the kernel refused");
         if (error == -ENOSPC)
                 return fail(q, error, "the broker's limit of %" PRIu64 " %s is reached",
@@ -179,8 +179,8 @@ static int check_hold_allowed(struct request *q) {
 static int grant(struct request *q, struct region *r, bool writable) {
         struct session *s = q->session;
         _cleanup_(closep) int fd = -1;
-        uint32_t access = MFB_ACCESS_READ | (writable ? MFB_ACCESS_WRITE : 0);
-        enum mfb_wire_resource refused = MFB_RESOURCE_COUNT;
+        uint32_t access = MFB_WIRE_ACCESS_READ | (writable ? MFB_WIRE_ACCESS_WRITE : 0);
+        enum mfb_wire_resource refused = MFB_WIRE_RESOURCE_COUNT;
         int k;
 
         k = check_hold_allowed(q);
@@ -223,7 +223,7 @@ static int handle_hello(struct request *q) {
         s->hello_done = true;
         rec.body = (struct mfb_wire_hello_reply) {
                 .version = MFB_WIRE_VERSION,
-                .capabilities = region_table_capabilities(t) | MFB_CAP_QUIET | MFB_CAP_CREATE_BATCH,
+                .capabilities = region_table_capabilities(t) | MFB_WIRE_CAP_QUIET | MFB_WIRE_CAP_CREATE_BATCH,
                 .region_size_max = region_table_max_region_size(t),
                 .record_max = MFB_WIRE_RECORD_MAX,
                 .name_max = MFB_WIRE_NAME_MAX,
@@ -265,7 +265,7 @@ static int handle_create(struct request *q) {
         struct session *s = q->session;
         struct region_table *t = s->services->regions;
         struct mfb_wire_create_request req;
-        enum mfb_wire_resource refused = MFB_RESOURCE_COUNT;
+        enum mfb_wire_resource refused = MFB_WIRE_RESOURCE_COUNT;
         struct region *r;
         bool hugetlb;
         int name_len, k, fd;
@@ -274,12 +274,12 @@ static int handle_create(struct request *q) {
         name_len = mfb_wire_name_check(&req.name);
         if (name_len < 0)
                 return fail_bad_name(q);
-        if (req.flags & ~MFB_CREATE_HUGETLB)
-                return fail(q, -EINVAL, "flags 0x%" PRIx32 " has bits other than 0x%x (MFB_CREATE_HUGETLB)",
-                                   req.flags, MFB_CREATE_HUGETLB);
+        if (req.flags & ~MFB_WIRE_CREATE_HUGETLB)
+                return fail(q, -EINVAL, "flags 0x%" PRIx32 " has bits other than 0x%x (MFB_WIRE_CREATE_HUGETLB)",
+                                   req.flags, MFB_WIRE_CREATE_HUGETLB);
         if (req.mode & ~0777U)
                 return fail(q, -EINVAL, "mode 0%" PRIo32 " has bits outside 0777", req.mode);
-        hugetlb = req.flags & MFB_CREATE_HUGETLB;
+        hugetlb = req.flags & MFB_WIRE_CREATE_HUGETLB;
         if (hugetlb) {
                 k = check_hugetlb(q, req.size);
                 if (k < 0)
@@ -344,7 +344,7 @@ static int handle_create(struct request *q) {
         log_debug("CREATE of pid %d uid %u: region %" PRIu64 ", %" PRIu64 " bytes, name %s, mode 0%o%s",
                   (int) s->peer.creds.pid, s->peer.creds.uid, r->handle, r->size, r->name ?: "(none)",
                   (unsigned) r->mode, hugetlb ? ", huge pages" : "");
-        (void) reply_region_consume_fd(s->connection, &q->header, r, MFB_ACCESS_READ | MFB_ACCESS_WRITE, fd);
+        (void) reply_region_consume_fd(s->connection, &q->header, r, MFB_WIRE_ACCESS_READ | MFB_WIRE_ACCESS_WRITE, fd);
         return 0;
 }
 
@@ -360,13 +360,13 @@ static int handle_open(struct request *q) {
         name_len = mfb_wire_name_check(&req.name);
         if (name_len < 0)
                 return fail_bad_name(q);
-        if (req.access != MFB_ACCESS_READ && req.access != (MFB_ACCESS_READ | MFB_ACCESS_WRITE))
+        if (req.access != MFB_WIRE_ACCESS_READ && req.access != (MFB_WIRE_ACCESS_READ | MFB_WIRE_ACCESS_WRITE))
                 return fail(q, -EINVAL, "access must be 0x1 (read-only) or 0x3 (read-write), not 0x%" PRIx32,
                                    req.access);
         k = lookup(q, req.handle, name_len > 0 ? req.name.bytes : NULL, false, &r);
         if (k < 0)
                 return k;
-        writable = req.access & MFB_ACCESS_WRITE;
+        writable = req.access & MFB_WIRE_ACCESS_WRITE;
         k = check_access(q, r, req.access, "open", writable ? " read-write" : " read-only");
         if (k < 0)
                 return k;
@@ -398,7 +398,7 @@ static int handle_seal(struct request *q) {
                                    "seals must be 0x%x (F_SEAL_WRITE) or 0x%x (F_SEAL_FUTURE_WRITE), not 0x%" PRIx32,
                                    (unsigned) F_SEAL_WRITE, (unsigned) F_SEAL_FUTURE_WRITE, req.seals);
         if (req.seals == F_SEAL_FUTURE_WRITE &&
-            !(region_table_capabilities(s->services->regions) & MFB_CAP_SEAL_FUTURE_WRITE))
+            !(region_table_capabilities(s->services->regions) & MFB_WIRE_CAP_SEAL_FUTURE_WRITE))
                 return fail(q, -EOPNOTSUPP, "the broker's kernel has no F_SEAL_FUTURE_WRITE");
         hold = session_get_hold(s, req.handle);
         if (!hold)
@@ -445,7 +445,7 @@ static int handle_stat(struct request *q) {
         k = lookup(q, req.handle, name_len > 0 ? req.name.bytes : NULL, true, &r);
         if (k < 0)
                 return k;
-        k = check_access(q, r, MFB_ACCESS_READ, "stat", "");
+        k = check_access(q, r, MFB_WIRE_ACCESS_READ, "stat", "");
         if (k < 0)
                 return k;
 
@@ -559,7 +559,7 @@ static int handle_remove(struct request *q) {
 
 static int handle_set(struct request *q) {
         struct session *s = q->session;
-        const uint32_t all = MFB_SET_MODE | MFB_SET_UID | MFB_SET_GID;
+        const uint32_t all = MFB_WIRE_SET_MODE | MFB_WIRE_SET_UID | MFB_WIRE_SET_GID;
         struct mfb_wire_set_request req;
         struct region *r;
         uid_t old_uid;
@@ -574,14 +574,14 @@ static int handle_set(struct request *q) {
         if (req.fields == 0 || (req.fields & ~all))
                 return fail(q, -EINVAL, "fields 0x%" PRIx32 " must be a non-empty set of 0x1 (mode), "
                                    "0x2 (uid) and 0x4 (gid)", req.fields);
-        if ((!(req.fields & MFB_SET_MODE) && req.mode != 0) || (!(req.fields & MFB_SET_UID) && req.uid != 0) ||
-            (!(req.fields & MFB_SET_GID) && req.gid != 0))
+        if ((!(req.fields & MFB_WIRE_SET_MODE) && req.mode != 0) || (!(req.fields & MFB_WIRE_SET_UID) && req.uid != 0) ||
+            (!(req.fields & MFB_WIRE_SET_GID) && req.gid != 0))
                 return fail(q, -EINVAL, "a field not named in fields must be 0");
         if (req.mode & ~0777U)
                 return fail(q, -EINVAL, "mode 0%" PRIo32 " has bits outside 0777", req.mode);
         /* The kernel's "no id" value (what chown(2) takes as "unchanged"), never a real owner. */
-        if (((req.fields & MFB_SET_UID) && req.uid == (uint32_t) -1) ||
-            ((req.fields & MFB_SET_GID) && req.gid == (uint32_t) -1))
+        if (((req.fields & MFB_WIRE_SET_UID) && req.uid == (uint32_t) -1) ||
+            ((req.fields & MFB_WIRE_SET_GID) && req.gid == (uint32_t) -1))
                 return fail(q, -EINVAL, "4294967295 is not a valid uid or gid; leave the field out instead");
         k = lookup(q, req.handle, name_len > 0 ? req.name.bytes : NULL, true, &r);
         if (k < 0)
@@ -595,9 +595,9 @@ static int handle_set(struct request *q) {
          * it, and would fill another uid's quota with regions it never
          * asked for.
          */
-        if ((req.fields & MFB_SET_UID) && req.uid != r->uid && s->peer.creds.uid != 0)
+        if ((req.fields & MFB_WIRE_SET_UID) && req.uid != r->uid && s->peer.creds.uid != 0)
                 return fail(q, -EPERM, "only root may give a region to another uid");
-        if ((req.fields & MFB_SET_GID) && req.gid != r->gid && s->peer.creds.uid != 0 &&
+        if ((req.fields & MFB_WIRE_SET_GID) && req.gid != r->gid && s->peer.creds.uid != 0 &&
             !access_in_group(&s->peer, req.gid))
                 return fail(q, -EPERM, "uid %u is not in group %" PRIu32 ", so may not give the region to it",
                                    s->peer.creds.uid, req.gid);
@@ -606,8 +606,8 @@ static int handle_set(struct request *q) {
         old_gid = r->gid;
         old_mode = r->mode;
         /* The one change that can fail goes first, so that a refused SET changes nothing. */
-        if (req.fields & MFB_SET_UID) {
-                enum mfb_wire_resource refused = MFB_RESOURCE_COUNT;
+        if (req.fields & MFB_WIRE_SET_UID) {
+                enum mfb_wire_resource refused = MFB_WIRE_RESOURCE_COUNT;
 
                 k = region_set_owner(s->services->regions, r, req.uid, &refused);
                 if (k == -EDQUOT || k == -ENOSPC)
@@ -615,9 +615,9 @@ static int handle_set(struct request *q) {
                 if (k < 0)
                         return fail_kernel(q, k, "changing the owner failed");
         }
-        if (req.fields & MFB_SET_GID)
+        if (req.fields & MFB_WIRE_SET_GID)
                 r->gid = req.gid;
-        if (req.fields & MFB_SET_MODE)
+        if (req.fields & MFB_WIRE_SET_MODE)
                 r->mode = req.mode;
         region_touched(s->services->regions, r, s->peer.creds.pid, REGION_CHANGED, region_now());
 
@@ -633,7 +633,7 @@ static int handle_set(struct request *q) {
 static int handle_wait(struct request *q) {
         struct session *s = q->session;
         struct mfb_wire_wait_request req;
-        enum mfb_wire_resource refused = MFB_RESOURCE_COUNT;
+        enum mfb_wire_resource refused = MFB_WIRE_RESOURCE_COUNT;
         struct waiter *w;
         struct region *r;
         int name_len, k;
@@ -646,13 +646,13 @@ static int handle_wait(struct request *q) {
                 return fail_bad_name(q);
         if (name_len == 0)
                 return fail(q, -EINVAL, "WAIT needs a name");
-        if (req.access != MFB_ACCESS_READ)
+        if (req.access != MFB_WIRE_ACCESS_READ)
                 return fail(q, -EINVAL, "access must be 0x1 (read-only), not 0x%" PRIx32, req.access);
 
         /* A region the caller may not see is waited for as if it did not exist. */
         r = region_get_by_name(s->services->regions, req.name.bytes);
         if (r && region_is_sealed(r) && access_may_see(&s->peer, r)) {
-                k = check_access(q, r, MFB_ACCESS_READ, "open", " read-only");
+                k = check_access(q, r, MFB_WIRE_ACCESS_READ, "open", " read-only");
                 if (k < 0)
                         return k;
                 return grant(q, r, false);
@@ -667,7 +667,7 @@ static int handle_wait(struct request *q) {
                 return fail_kernel(q, k, "waiting failed");
         session_wait(s, w);
         log_debug("WAIT of pid %d uid %u: for %s, %s", (int) s->peer.creds.pid, s->peer.creds.uid, req.name.bytes,
-                  req.timeout_ns == MFB_WAIT_FOREVER ? "without timeout" : "with a timeout");
+                  req.timeout_ns == MFB_WIRE_WAIT_FOREVER ? "without timeout" : "with a timeout");
         return 0;
 }
 
@@ -686,7 +686,7 @@ static int handle_create_batch(struct request *q) {
         struct session *s = q->session;
         struct region_table *t = s->services->regions;
         struct mfb_wire_create_batch_request req;
-        enum mfb_wire_resource refused = MFB_RESOURCE_COUNT;
+        enum mfb_wire_resource refused = MFB_WIRE_RESOURCE_COUNT;
         struct region *regions[MFB_WIRE_CREATE_BATCH_MAX];
         int fds[MFB_WIRE_CREATE_BATCH_MAX];
         struct {
@@ -703,14 +703,14 @@ static int handle_create_batch(struct request *q) {
         if (req.count == 0 || req.count > MFB_WIRE_CREATE_BATCH_MAX)
                 return fail(q, -EINVAL, "count %" PRIu32 " is not from 1 to %u", req.count,
                                    MFB_WIRE_CREATE_BATCH_MAX);
-        if (req.flags & ~MFB_CREATE_HUGETLB)
-                return fail(q, -EINVAL, "flags 0x%" PRIx32 " has bits other than 0x%x (MFB_CREATE_HUGETLB)",
-                                   req.flags, MFB_CREATE_HUGETLB);
+        if (req.flags & ~MFB_WIRE_CREATE_HUGETLB)
+                return fail(q, -EINVAL, "flags 0x%" PRIx32 " has bits other than 0x%x (MFB_WIRE_CREATE_HUGETLB)",
+                                   req.flags, MFB_WIRE_CREATE_HUGETLB);
         if (req.mode & ~0777U)
                 return fail(q, -EINVAL, "mode 0%" PRIo32 " has bits outside 0777", req.mode);
         if (req.reserved != 0)
                 return fail(q, -EINVAL, "reserved is not zero");
-        hugetlb = req.flags & MFB_CREATE_HUGETLB;
+        hugetlb = req.flags & MFB_WIRE_CREATE_HUGETLB;
         if (hugetlb) {
                 /* Room for all of them, or the batch fails halfway for want of pages. */
                 if (req.size > UINT64_MAX / req.count)
@@ -762,7 +762,7 @@ static int handle_create_batch(struct request *q) {
                   (int) s->peer.creds.pid, s->peer.creds.uid, req.count, req.size, rec.handles[0]);
         rec.body = (struct mfb_wire_create_batch_reply) {
                 .count = req.count,
-                .access = MFB_ACCESS_READ | MFB_ACCESS_WRITE,
+                .access = MFB_WIRE_ACCESS_READ | MFB_WIRE_ACCESS_WRITE,
                 .size = req.size,
         };
         k = offsetof(__typeof__(rec), handles) + req.count * sizeof(uint64_t);
@@ -786,22 +786,22 @@ static int handle_limits(struct request *q) {
         struct {
                 struct mfb_wire_header header;
                 struct mfb_wire_limits_reply body;
-        } rec = { .body = { .uid = uid, .count = MFB_RESOURCE_COUNT } };
+        } rec = { .body = { .uid = uid, .count = MFB_WIRE_RESOURCE_COUNT } };
 
-        for (unsigned i = 0; i < MFB_RESOURCE_COUNT; i++)
+        for (unsigned i = 0; i < MFB_WIRE_RESOURCE_COUNT; i++)
                 rec.body.resources[i] = (struct mfb_wire_limit) {
                         .broker_max = limits->broker_max.n[i],
                         /* How much others hold is not every uid's business. */
-                        .broker_used = exempt ? quota_used(quota, i) : MFB_LIMIT_NONE,
-                        .uid_max = exempt ? MFB_LIMIT_NONE : limits->uid_max.n[i],
+                        .broker_used = exempt ? quota_used(quota, i) : MFB_WIRE_LIMIT_NONE,
+                        .uid_max = exempt ? MFB_WIRE_LIMIT_NONE : limits->uid_max.n[i],
                         .uid_used = quota_held(quota, uid, i),
                         .uid_available = quota_available(quota, uid, i),
                 };
         /* Without a service manager nothing is kept across restarts. */
         if (!s->services->persist)
-                rec.body.resources[MFB_RESOURCE_KEPT] = (struct mfb_wire_limit) {
-                        .broker_used = exempt ? 0 : MFB_LIMIT_NONE,
-                        .uid_max = exempt ? MFB_LIMIT_NONE : 0,
+                rec.body.resources[MFB_WIRE_RESOURCE_KEPT] = (struct mfb_wire_limit) {
+                        .broker_used = exempt ? 0 : MFB_WIRE_LIMIT_NONE,
+                        .uid_max = exempt ? MFB_WIRE_LIMIT_NONE : 0,
                 };
         (void) reply_record(s->connection, &q->header, &rec.header, sizeof(rec));
         return 0;
@@ -822,7 +822,7 @@ static int check_request(struct request *q, int checked, size_t len, size_t nfds
         if (s->quota == SESSION_REFUSED)
                 return fail(q, -EDQUOT, "uid %u may open no more connections: it has %" PRIu64 ", its limit per uid "
                             "or its share of what is left", s->peer.creds.uid,
-                            quota_held(s->services->quota, s->peer.creds.uid, MFB_RESOURCE_CONNECTIONS));
+                            quota_held(s->services->quota, s->peer.creds.uid, MFB_WIRE_RESOURCE_CONNECTIONS));
         if (nfds > 0)
                 return fail(q, -EBADMSG, "file descriptors are not accepted from clients");
         /* An unknown opcode is answered as such, HELLO or not. */

@@ -20,12 +20,12 @@
 #include "wait.h"
 
 /* What a region a session holds is charged to its uid, however many references it has. */
-static const struct quota_amount hold_amount = { .n = { [MFB_RESOURCE_HOLDS] = 1 } };
+static const struct quota_amount hold_amount = { .n = { [MFB_WIRE_RESOURCE_HOLDS] = 1 } };
 
 /* What a session is charged to its uid: a connection, and its socket. */
 static const struct quota_amount session_amount = { .n = {
-        [MFB_RESOURCE_CONNECTIONS] = 1,
-        [MFB_RESOURCE_FDS] = 1,
+        [MFB_WIRE_RESOURCE_CONNECTIONS] = 1,
+        [MFB_WIRE_RESOURCE_FDS] = 1,
 } };
 
 static void on_record(struct connection *c, const void *record, size_t len, size_t nfds, void *userdata) {
@@ -61,7 +61,7 @@ void session_refuse(int fd, int error, const char *message) {
         uint8_t buf[sizeof(struct mfb_wire_header) + sizeof(struct mfb_wire_hello_request)];
 
         /* The answer to the HELLO it sends or has sent: cookie 0, since there is no request to take one from. */
-        mfb_wire_header_init(&rec.header, MFB_OP_HELLO | MFB_WIRE_REPLY, 0, error, 0,
+        mfb_wire_header_init(&rec.header, MFB_WIRE_OP_HELLO | MFB_WIRE_REPLY, 0, error, 0,
                              (uint32_t) (sizeof(rec.header) + len));
         memcpy(rec.message, message, len);
         (void) mfb_record_send(fd, &rec, sizeof(rec.header) + len, NULL, 0, MSG_DONTWAIT);

@@ -83,7 +83,7 @@ struct hold *session_get_hold(struct session *s, uint64_t handle);
 
 /*
  * Adds one reference to r, read-write if writable. The first charges the
- * uid one hold (MFB_RESOURCE_HOLDS); the limit per session is the caller's
+ * uid one hold (MFB_WIRE_RESOURCE_HOLDS); the limit per session is the caller's
  * to check. Returns 0, -ENOMEM, or the errors of quota_charge() (-EDQUOT,
  * -ENOSPC) with *ret_refused set.
  */

@@ -39,7 +39,7 @@ struct waiter {
 TAILQ_HEAD(waiter_queue, waiter);
 
 /* What a pending WAIT is charged to its owner's uid. */
-static const struct quota_amount waiter_amount = { .n = { [MFB_RESOURCE_WAITERS] = 1 } };
+static const struct quota_amount waiter_amount = { .n = { [MFB_WIRE_RESOURCE_WAITERS] = 1 } };
 
 struct wait_table {
         struct event_base *base;
@@ -169,7 +169,7 @@ int wait_start(struct wait_table *t, const struct peer *peer, void *owner, const
                 return -ENOMEM;
         }
         *w = (struct waiter) { .table = t, .peer = peer, .owner = owner, .request = *request, .timeout_ns = timeout_ns };
-        if (timeout_ns != MFB_WAIT_FOREVER) {
+        if (timeout_ns != MFB_WIRE_WAIT_FOREVER) {
                 w->timer = evtimer_new(t->base, on_timeout, w);
                 if (!w->timer) {
                         waiter_free(w);
@@ -236,7 +236,7 @@ static void wake(struct wait_table *t, const char *name, struct region *r, enum 
 }
 
 static bool may_read(const struct waiter *w, const struct region *r) {
-        return access_may(w->peer, r, MFB_ACCESS_READ);
+        return access_may(w->peer, r, MFB_WIRE_ACCESS_READ);
 }
 
 void wait_wake_readers(struct wait_table *t, struct region *r) {

@@ -55,12 +55,12 @@ struct wait_table *wait_table_free(struct wait_table *t);
 
 /*
  * Holds request, a WAIT for name (borrowed, copied) with timeout_ns
- * (MFB_WAIT_FOREVER for none, else above 0), pending on behalf of owner,
+ * (MFB_WIRE_WAIT_FOREVER for none, else above 0), pending on behalf of owner,
  * whose credentials peer (borrowed: it must outlive the waiter) decide
  * what it may see and read. Returns 0 and the waiter, which stays the
  * table's: it ends when answered or with wait_forget(). Errors: -ENOMEM,
  * or -EDQUOT / -ENOSPC when the uid may not have one more pending WAIT
- * (*ret_refused is MFB_RESOURCE_WAITERS then).
+ * (*ret_refused is MFB_WIRE_RESOURCE_WAITERS then).
  */
 int wait_start(struct wait_table *t, const struct peer *peer, void *owner, const struct mfb_wire_header *request,
                const char *name, uint64_t timeout_ns, enum mfb_wire_resource *ret_refused, struct waiter **ret);

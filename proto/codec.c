@@ -102,7 +102,7 @@ int mfb_wire_reply_check(const void *record, size_t len, size_t nfds, struct mfb
         if (h.status < 0) {
                 if (body > MFB_WIRE_ERROR_MESSAGE_MAX || nfds != 0)
                         return -EBADMSG;
-        } else if (opcode == MFB_OP_LIST) {
+        } else if (opcode == MFB_WIRE_OP_LIST) {
                 struct mfb_wire_list_reply l;
 
                 if (body < sizeof(l) || nfds != 0)
@@ -111,7 +111,7 @@ int mfb_wire_reply_check(const void *record, size_t len, size_t nfds, struct mfb
                 if (l.count > MFB_WIRE_LIST_ENTRIES_MAX || l.more > 1 || (l.more && l.next_after == 0) ||
                     body != sizeof(l) + (size_t) l.count * sizeof(struct mfb_wire_region_info))
                         return -EBADMSG;
-        } else if (opcode == MFB_OP_CREATE_BATCH) {
+        } else if (opcode == MFB_WIRE_OP_CREATE_BATCH) {
                 struct mfb_wire_create_batch_reply b;
 
                 if (body < sizeof(b))

@@ -82,7 +82,7 @@
 
 /* Opcodes. A reply carries its request's opcode with MFB_WIRE_REPLY set. */
 enum mfb_wire_opcode {
-#define MFB_WIRE_OPCODE_ENUM(NAME, name, opcode, ...) MFB_OP_##NAME = opcode,
+#define MFB_WIRE_OPCODE_ENUM(NAME, name, opcode, ...) MFB_WIRE_OP_##NAME = opcode,
         MFB_WIRE_REQUESTS(MFB_WIRE_OPCODE_ENUM)
 #undef MFB_WIRE_OPCODE_ENUM
 };
@@ -126,11 +126,11 @@ struct mfb_wire_hello_request {
 };
 
 /* Capability bits in the HELLO reply: what this broker and kernel support. */
-#define MFB_CAP_SEAL_FUTURE_WRITE 0x1U  /* F_SEAL_FUTURE_WRITE */
-#define MFB_CAP_NOEXEC_SEAL       0x2U  /* regions are created with MFD_NOEXEC_SEAL */
-#define MFB_CAP_HUGETLB           0x4U  /* MFD_HUGETLB regions can be created */
-#define MFB_CAP_QUIET             0x8U  /* requests may carry MFB_WIRE_FLAG_QUIET */
-#define MFB_CAP_CREATE_BATCH      0x10U /* CREATE_BATCH is served */
+#define MFB_WIRE_CAP_SEAL_FUTURE_WRITE 0x1U  /* F_SEAL_FUTURE_WRITE */
+#define MFB_WIRE_CAP_NOEXEC_SEAL       0x2U  /* regions are created with MFD_NOEXEC_SEAL */
+#define MFB_WIRE_CAP_HUGETLB           0x4U  /* MFD_HUGETLB regions can be created */
+#define MFB_WIRE_CAP_QUIET             0x8U  /* requests may carry MFB_WIRE_FLAG_QUIET */
+#define MFB_WIRE_CAP_CREATE_BATCH      0x10U /* CREATE_BATCH is served */
 
 /*
  * Request header flags. MFB_WIRE_FLAG_QUIET: answer only a failure. For
@@ -157,12 +157,12 @@ struct mfb_wire_hello_reply {
 };
 
 /* Access requested by OPEN and granted in a region reply. */
-#define MFB_ACCESS_READ  0x1U
-#define MFB_ACCESS_WRITE 0x2U
+#define MFB_WIRE_ACCESS_READ  0x1U
+#define MFB_WIRE_ACCESS_WRITE 0x2U
 
 /* State bits in struct mfb_wire_region_info. */
-#define MFB_STATE_REMOVED 0x1U  /* its name was removed; no new opens */
-#define MFB_STATE_HUGETLB 0x2U  /* created with MFB_CREATE_HUGETLB */
+#define MFB_WIRE_STATE_REMOVED 0x1U  /* its name was removed; no new opens */
+#define MFB_WIRE_STATE_HUGETLB 0x2U  /* created with MFB_WIRE_CREATE_HUGETLB */
 
 /*
  * Everything known about one region (the IPC_STAT of memfd-broker).
@@ -189,7 +189,7 @@ struct mfb_wire_region_info {
 };
 
 /* CREATE flags. */
-#define MFB_CREATE_HUGETLB 0x1U /* back the region with huge pages (MFD_HUGETLB) */
+#define MFB_WIRE_CREATE_HUGETLB 0x1U /* back the region with huge pages (MFD_HUGETLB) */
 
 /*
  * CREATE: reply is struct mfb_wire_region_reply with one read-write fd, a
@@ -235,7 +235,7 @@ struct mfb_wire_create_batch_reply {
  */
 struct mfb_wire_open_request {
         uint64_t handle;
-        uint32_t access;        /* MFB_ACCESS_READ, or MFB_ACCESS_READ | MFB_ACCESS_WRITE */
+        uint32_t access;        /* MFB_WIRE_ACCESS_READ, or MFB_WIRE_ACCESS_READ | MFB_WIRE_ACCESS_WRITE */
         uint32_t reserved;
         struct mfb_wire_name name;
 };
@@ -292,9 +292,9 @@ struct mfb_wire_release_request {
 /* REMOVE: request is struct mfb_wire_lookup_request; reply has no body. */
 
 /* SET fields (the IPC_SET of memfd-broker): which of mode, uid, gid to change. */
-#define MFB_SET_MODE 0x1U
-#define MFB_SET_UID  0x2U
-#define MFB_SET_GID  0x4U
+#define MFB_WIRE_SET_MODE 0x1U
+#define MFB_WIRE_SET_UID  0x2U
+#define MFB_WIRE_SET_GID  0x4U
 
 /* SET: by name or by handle, as lookups. Reply: struct mfb_wire_region_info. */
 struct mfb_wire_set_request {
@@ -307,7 +307,7 @@ struct mfb_wire_set_request {
 };
 
 /* WAIT timeout meaning "until it happens". */
-#define MFB_WAIT_FOREVER UINT64_MAX
+#define MFB_WIRE_WAIT_FOREVER UINT64_MAX
 
 /*
  * WAIT: until a region of this name that the caller may read exists and is
@@ -316,8 +316,8 @@ struct mfb_wire_set_request {
  * The broker reads no more of the connection's requests while it waits.
  */
 struct mfb_wire_wait_request {
-        uint64_t timeout_ns;    /* 0: do not wait; MFB_WAIT_FOREVER: no timeout */
-        uint32_t access;        /* MFB_ACCESS_READ */
+        uint64_t timeout_ns;    /* 0: do not wait; MFB_WIRE_WAIT_FOREVER: no timeout */
+        uint32_t access;        /* MFB_WIRE_ACCESS_READ */
         uint32_t reserved;
         struct mfb_wire_name name;
 };
@@ -329,32 +329,32 @@ struct mfb_wire_wait_request {
  * shrinks as more uids hold some (PROTOCOL.md, "Fair shares").
  */
 enum mfb_wire_resource {
-        MFB_RESOURCE_REGIONS      = 0,  /* regions the uid owns, removed ones still held included */
-        MFB_RESOURCE_BYTES        = 1,  /* the sum of their sizes */
-        MFB_RESOURCE_FDS          = 2,  /* fds the broker holds for the uid: its regions, connections, queued fds */
-        MFB_RESOURCE_CONNECTIONS  = 3,  /* the uid's open connections */
-        MFB_RESOURCE_QUEUED_BYTES = 4,  /* bytes of replies queued for the uid's connections that do not read */
-        MFB_RESOURCE_WAITERS      = 5,  /* the uid's pending WAITs */
-        MFB_RESOURCE_KEPT         = 6,  /* its named regions kept across restarts by the service manager */
-        MFB_RESOURCE_HOLDS        = 7,  /* regions its connections hold references to: one per region and connection */
-        MFB_RESOURCE_COUNT        = 8,
+        MFB_WIRE_RESOURCE_REGIONS      = 0,  /* regions the uid owns, removed ones still held included */
+        MFB_WIRE_RESOURCE_BYTES        = 1,  /* the sum of their sizes */
+        MFB_WIRE_RESOURCE_FDS          = 2,  /* fds the broker holds for the uid: its regions, connections, queued fds */
+        MFB_WIRE_RESOURCE_CONNECTIONS  = 3,  /* the uid's open connections */
+        MFB_WIRE_RESOURCE_QUEUED_BYTES = 4,  /* bytes of replies queued for the uid's connections that do not read */
+        MFB_WIRE_RESOURCE_WAITERS      = 5,  /* the uid's pending WAITs */
+        MFB_WIRE_RESOURCE_KEPT         = 6,  /* its named regions kept across restarts by the service manager */
+        MFB_WIRE_RESOURCE_HOLDS        = 7,  /* regions its connections hold references to: one per region and connection */
+        MFB_WIRE_RESOURCE_COUNT        = 8,
 };
 
 /* UINT64_MAX in a limit means "no limit"; in broker_used, "not told" (callers but root and the broker's uid). */
-#define MFB_LIMIT_NONE UINT64_MAX
+#define MFB_WIRE_LIMIT_NONE UINT64_MAX
 
 struct mfb_wire_limit {
         uint64_t broker_max;    /* for every uid together */
-        uint64_t broker_used;   /* by every uid together: for the exempt uids only, MFB_LIMIT_NONE for others */
-        uint64_t uid_max;       /* for one uid; MFB_LIMIT_NONE if none, and for root and the broker's uid (exempt) */
+        uint64_t broker_used;   /* by every uid together: for the exempt uids only, MFB_WIRE_LIMIT_NONE for others */
+        uint64_t uid_max;       /* for one uid; MFB_WIRE_LIMIT_NONE if none, and for root and the broker's uid (exempt) */
         uint64_t uid_used;      /* by the caller's uid */
         uint64_t uid_available; /* what the caller's uid may take more right now */
 };
 
 struct mfb_wire_limits_reply {
         uint32_t uid;           /* the caller's uid, as the broker sees it */
-        uint32_t count;         /* MFB_RESOURCE_COUNT */
-        struct mfb_wire_limit resources[MFB_RESOURCE_COUNT];
+        uint32_t count;         /* MFB_WIRE_RESOURCE_COUNT */
+        struct mfb_wire_limit resources[MFB_WIRE_RESOURCE_COUNT];
 };
 
 /* Errors: status < 0, no fds, and the body is up to MFB_WIRE_ERROR_MESSAGE_MAX bytes of UTF-8 text, no NUL. */
@@ -372,7 +372,7 @@ _Static_assert(sizeof(struct mfb_wire_lookup_request) == 264, "lookup layout");
 _Static_assert(sizeof(struct mfb_wire_list_request) == 8, "list request layout");
 _Static_assert(sizeof(struct mfb_wire_list_reply) == 16, "list reply layout");
 _Static_assert(sizeof(struct mfb_wire_limit) == 40, "limit layout");
-_Static_assert(sizeof(struct mfb_wire_limits_reply) == 8 + 40 * MFB_RESOURCE_COUNT, "limits reply layout");
+_Static_assert(sizeof(struct mfb_wire_limits_reply) == 8 + 40 * MFB_WIRE_RESOURCE_COUNT, "limits reply layout");
 _Static_assert(sizeof(struct mfb_wire_release_request) == 8, "release layout");
 _Static_assert(sizeof(struct mfb_wire_create_batch_request) == 24, "create batch request layout");
 _Static_assert(sizeof(struct mfb_wire_create_batch_reply) == 16, "create batch reply layout");

@@ -113,7 +113,7 @@ static void probe_and_close(const struct test_broker *b, int fd) {
         struct pollfd p = { .fd = fd, .events = POLLIN };
         unsigned with_probe;
 
-        mfb_wire_header_init(&hello.h, MFB_OP_HELLO, 1, 0, 0, sizeof(hello));
+        mfb_wire_header_init(&hello.h, MFB_WIRE_OP_HELLO, 1, 0, 0, sizeof(hello));
         ck_assert_int_eq(send(fd, &hello, sizeof(hello), MSG_NOSIGNAL), (ssize_t) sizeof(hello));
         ck_assert_int_eq(poll(&p, 1, TEST_TIMEOUT_MS), 1);
         ck_assert_int_gt(recv(fd, reply, sizeof(reply), 0), 0);

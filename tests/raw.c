@@ -18,7 +18,7 @@ int raw_connect_hello(const struct test_broker *b) {
         int fd = test_raw_connect(b);
 
         ck_assert_int_ge(fd, 0);
-        ck_assert_int_eq(raw_request(fd, MFB_OP_HELLO, &hello, sizeof(hello), NULL, 0), 0);
+        ck_assert_int_eq(raw_request(fd, MFB_WIRE_OP_HELLO, &hello, sizeof(hello), NULL, 0), 0);
         return fd;
 }
 

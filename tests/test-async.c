@@ -711,7 +711,7 @@ static int fake_accept(const struct fake *f) {
         int fd;
 
         fd = accept4(f->listener, NULL, NULL, SOCK_CLOEXEC);
-        if (fd < 0 || fake_read(fd, MFB_OP_HELLO, &h) < 0 ||
+        if (fd < 0 || fake_read(fd, MFB_WIRE_OP_HELLO, &h) < 0 ||
             fake_reply(fd, &h, h.cookie, 0, &hello, sizeof(hello), -1) < 0)
                 return -1;
         return fd;
@@ -728,7 +728,7 @@ static int fake_memfd(void) {
 
 static int fake_region_reply(int fd, const struct mfb_wire_header *h, uint64_t handle) {
         struct mfb_wire_region_reply region = {
-                .access = MFB_ACCESS_READ | MFB_ACCESS_WRITE,
+                .access = MFB_WIRE_ACCESS_READ | MFB_WIRE_ACCESS_WRITE,
                 .info = { .handle = handle, .size = 4096, .mode = 0600 },
         };
         int memfd = fake_memfd(), r;
@@ -769,25 +769,25 @@ static void fake_stop(struct fake *f, const struct sockaddr_un *sa, pid_t pid) {
 static int fake_broker(void *arg) {
         const struct fake *f = arg;
         struct mfb_wire_region_info info = { .handle = FAKE_HANDLE, .size = 4096, .nattch = FAKE_NATTCH };
-        bool quiet = f->capabilities & MFB_CAP_QUIET;
+        bool quiet = f->capabilities & MFB_WIRE_CAP_QUIET;
         struct mfb_wire_header h;
         int fd;
 
         fd = fake_accept(f);
         TEST_CHILD_CHECK(fd >= 0);
-        TEST_CHILD_CHECK(fake_read(fd, MFB_OP_CREATE, &h) == 0);
+        TEST_CHILD_CHECK(fake_read(fd, MFB_WIRE_OP_CREATE, &h) == 0);
         TEST_CHILD_CHECK(fake_region_reply(fd, &h, FAKE_HANDLE) == 0);
 
-        TEST_CHILD_CHECK(fake_read(fd, MFB_OP_RELEASE, &h) == 0);
+        TEST_CHILD_CHECK(fake_read(fd, MFB_WIRE_OP_RELEASE, &h) == 0);
         TEST_CHILD_CHECK(h.flags == (quiet ? MFB_WIRE_FLAG_QUIET : 0));
         if (quiet)
                 TEST_CHILD_CHECK(fake_reply(fd, &h, h.cookie, -ENOENT, "refused", 7, -1) == 0);
         else
                 TEST_CHILD_CHECK(fake_reply(fd, &h, h.cookie, 0, NULL, 0, -1) == 0);
 
-        TEST_CHILD_CHECK(fake_read(fd, MFB_OP_STAT, &h) == 0);
+        TEST_CHILD_CHECK(fake_read(fd, MFB_WIRE_OP_STAT, &h) == 0);
         TEST_CHILD_CHECK(fake_reply(fd, &h, h.cookie, 0, &info, sizeof(info), -1) == 0);
-        TEST_CHILD_CHECK(fake_read(fd, MFB_OP_STAT, &h) == 0);
+        TEST_CHILD_CHECK(fake_read(fd, MFB_WIRE_OP_STAT, &h) == 0);
         TEST_CHILD_CHECK(fake_reply(fd, &h, h.cookie + 1, 0, &info, sizeof(info), -1) == 0);
         close(fd);
         return 0;
@@ -821,7 +821,7 @@ static void run_against_fake(uint64_t capabilities) {
 
 /* Where the broker offers quiet requests, a release is one; the failure of one is dropped. */
 START_TEST(quiet_release_and_its_failure) {
-        run_against_fake(MFB_CAP_QUIET);
+        run_against_fake(MFB_WIRE_CAP_QUIET);
 }
 END_TEST
 
@@ -860,7 +860,7 @@ static int fake_pipelined_broker(void *arg) {
                         break;
                 TEST_CHILD_CHECK(n > 0 && nfds == 0 && mfb_wire_request_check(record, (size_t) n, &h) == 0);
                 switch (h.opcode) {
-                case MFB_OP_CREATE:
+                case MFB_WIRE_OP_CREATE:
                         /* Nothing is asked after the refusal but what was on its way already. */
                         TEST_CHILD_CHECK(creates < PIPELINED_MADE + MFB_WIRE_REQUESTS_IN_FLIGHT_MAX);
                         if (creates < PIPELINED_MADE)
@@ -869,7 +869,7 @@ static int fake_pipelined_broker(void *arg) {
                                 TEST_CHILD_CHECK(fake_reply(fd, &h, h.cookie, -ENOSPC, "full", 4, -1) == 0);
                         creates++;
                         break;
-                case MFB_OP_RELEASE:
+                case MFB_WIRE_OP_RELEASE:
                         memcpy(&release, record + sizeof(h), sizeof(release));
                         TEST_CHILD_CHECK(release.handle >= 1 && release.handle <= PIPELINED_MADE);
                         TEST_CHILD_CHECK(!released[release.handle]);

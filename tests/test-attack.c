@@ -78,8 +78,8 @@ static void sleep_ms(long ms) {
 static int32_t hello(int fd, struct mfb_wire_hello_reply *ret) {
         struct mfb_wire_hello_request req = { .version_min = MFB_WIRE_VERSION, .version_max = MFB_WIRE_VERSION };
 
-        raw_send(fd, MFB_OP_HELLO, &req, sizeof(req), NULL, 0);
-        return raw_reply(fd, MFB_OP_HELLO, ret, ret ? sizeof(*ret) : 0, NULL);
+        raw_send(fd, MFB_WIRE_OP_HELLO, &req, sizeof(req), NULL, 0);
+        return raw_reply(fd, MFB_WIRE_OP_HELLO, ret, ret ? sizeof(*ret) : 0, NULL);
 }
 
 /* A connection of uid (and extra_group, unless 0) that has done HELLO. */
@@ -108,8 +108,8 @@ static int32_t create(int fd, const char *name, uint64_t size, uint32_t mode, ui
         int32_t k;
 
         ck_assert_int_eq(mfb_wire_name_set(&req.name, name), 0);
-        raw_send(fd, MFB_OP_CREATE, &req, sizeof(req), NULL, 0);
-        k = raw_reply(fd, MFB_OP_CREATE, &reply, sizeof(reply), ret_fd);
+        raw_send(fd, MFB_WIRE_OP_CREATE, &req, sizeof(req), NULL, 0);
+        k = raw_reply(fd, MFB_WIRE_OP_CREATE, &reply, sizeof(reply), ret_fd);
         if (k == 0 && ret_handle)
                 *ret_handle = reply.info.handle;
         return k;
@@ -118,33 +118,33 @@ static int32_t create(int fd, const char *name, uint64_t size, uint32_t mode, ui
 static int32_t open_handle(int fd, uint64_t handle, uint32_t access, int *ret_fd) {
         struct mfb_wire_open_request req = { .handle = handle, .access = access };
 
-        raw_send(fd, MFB_OP_OPEN, &req, sizeof(req), NULL, 0);
-        return raw_reply(fd, MFB_OP_OPEN, NULL, 0, ret_fd);
+        raw_send(fd, MFB_WIRE_OP_OPEN, &req, sizeof(req), NULL, 0);
+        return raw_reply(fd, MFB_WIRE_OP_OPEN, NULL, 0, ret_fd);
 }
 
 static int32_t release(int fd, uint64_t handle) {
         struct mfb_wire_release_request req = { .handle = handle };
 
-        return raw_request(fd, MFB_OP_RELEASE, &req, sizeof(req), NULL, 0);
+        return raw_request(fd, MFB_WIRE_OP_RELEASE, &req, sizeof(req), NULL, 0);
 }
 
 static int32_t set_owner(int fd, uint64_t handle, uint32_t fields, uint32_t uid, uint32_t gid) {
         struct mfb_wire_set_request req = { .handle = handle, .fields = fields, .uid = uid, .gid = gid };
 
-        return raw_request(fd, MFB_OP_SET, &req, sizeof(req), NULL, 0);
+        return raw_request(fd, MFB_WIRE_OP_SET, &req, sizeof(req), NULL, 0);
 }
 
 static int32_t remove_name(int fd, const char *name) {
         struct mfb_wire_lookup_request req = { 0 };
 
         ck_assert_int_eq(mfb_wire_name_set(&req.name, name), 0);
-        return raw_request(fd, MFB_OP_REMOVE, &req, sizeof(req), NULL, 0);
+        return raw_request(fd, MFB_WIRE_OP_REMOVE, &req, sizeof(req), NULL, 0);
 }
 
 static void get_limits(int fd, struct mfb_wire_limits_reply *ret) {
-        raw_send(fd, MFB_OP_LIMITS, "", 0, NULL, 0);
-        ck_assert_int_eq(raw_reply(fd, MFB_OP_LIMITS, ret, sizeof(*ret), NULL), 0);
-        ck_assert_uint_eq(ret->count, MFB_RESOURCE_COUNT);
+        raw_send(fd, MFB_WIRE_OP_LIMITS, "", 0, NULL, 0);
+        ck_assert_int_eq(raw_reply(fd, MFB_WIRE_OP_LIMITS, ret, sizeof(*ret), NULL), 0);
+        ck_assert_uint_eq(ret->count, MFB_WIRE_RESOURCE_COUNT);
 }
 
 /* What uid holds of resource, asked on one of its connections (which counts itself). */
@@ -162,7 +162,7 @@ static void assert_victim_served(int fd) {
 
         k = create(fd, NULL, PAGE, 0, 0, &handle, NULL);
         ck_assert_msg(k == 0, "the victim's CREATE failed: %s", strerror(-k));
-        k = open_handle(fd, handle, MFB_ACCESS_READ | MFB_ACCESS_WRITE, NULL);
+        k = open_handle(fd, handle, MFB_WIRE_ACCESS_READ | MFB_WIRE_ACCESS_WRITE, NULL);
         ck_assert_msg(k == 0, "the victim's OPEN failed: %s", strerror(-k));
         ck_assert_int_eq(release(fd, handle), 0);
         ck_assert_int_eq(release(fd, handle), 0);
@@ -175,7 +175,7 @@ static int send_list_nowait(int fd, uint64_t after) {
                 struct mfb_wire_list_request body;
         } rec = { .body = { .after_handle = after } };
 
-        mfb_wire_header_init(&rec.h, MFB_OP_LIST, RAW_COOKIE, 0, 0, sizeof(rec));
+        mfb_wire_header_init(&rec.h, MFB_WIRE_OP_LIST, RAW_COOKIE, 0, 0, sizeof(rec));
         return mfb_record_send(fd, &rec, sizeof(rec), NULL, 0, MSG_DONTWAIT);
 }
 
@@ -286,7 +286,7 @@ static void baseline_take(const struct test_broker *b, struct baseline *ret) {
 
 /* Fails unless uid holds nothing but the connection it asks on (1 connection, 1 fd). */
 static void assert_uid_holds_nothing(const struct test_broker *b, uid_t uid) {
-        static const char *const names[MFB_RESOURCE_COUNT] = {
+        static const char *const names[MFB_WIRE_RESOURCE_COUNT] = {
                 "regions", "bytes", "fds", "connections", "queued bytes", "waiters", "kept regions",
                 "region references",
         };
@@ -295,8 +295,8 @@ static void assert_uid_holds_nothing(const struct test_broker *b, uid_t uid) {
 
         get_limits(fd, &l);
         ck_assert_uint_eq(l.uid, uid);
-        for (unsigned i = 0; i < MFB_RESOURCE_COUNT; i++) {
-                uint64_t own = i == MFB_RESOURCE_CONNECTIONS || i == MFB_RESOURCE_FDS ? 1 : 0;
+        for (unsigned i = 0; i < MFB_WIRE_RESOURCE_COUNT; i++) {
+                uint64_t own = i == MFB_WIRE_RESOURCE_CONNECTIONS || i == MFB_WIRE_RESOURCE_FDS ? 1 : 0;
 
                 ck_assert_msg(l.resources[i].uid_used == own, "uid %u still holds %" PRIu64 " %s", uid,
                               l.resources[i].uid_used - own, names[i]);
@@ -337,10 +337,10 @@ static void wait_queued_bytes(int root, uint64_t want) {
 
         for (;;) {
                 get_limits(root, &l);
-                if (l.resources[MFB_RESOURCE_QUEUED_BYTES].broker_used >= want)
+                if (l.resources[MFB_WIRE_RESOURCE_QUEUED_BYTES].broker_used >= want)
                         return;
                 ck_assert_msg(now_ms() < deadline, "the broker queued %" PRIu64 " bytes of replies, not %" PRIu64,
-                              l.resources[MFB_RESOURCE_QUEUED_BYTES].broker_used, want);
+                              l.resources[MFB_WIRE_RESOURCE_QUEUED_BYTES].broker_used, want);
                 sleep_ms(2);
         }
 }
@@ -349,7 +349,7 @@ START_TEST(a_hangup_frees_the_connection_whatever_it_waits_for) {
         const char *args[] = { "--max-connections-per-uid", "4", "--max-queued-bytes", "64M", NULL };
         struct test_broker b;
         struct baseline base;
-        struct mfb_wire_wait_request wait = { .timeout_ns = MFB_WAIT_FOREVER, .access = MFB_ACCESS_READ };
+        struct mfb_wire_wait_request wait = { .timeout_ns = MFB_WIRE_WAIT_FOREVER, .access = MFB_WIRE_ACCESS_READ };
         struct mfb_wire_create_request unread = { .size = PAGE };
         int attacker, victim, root, over[2], counted[4];
         unsigned sent = 0;
@@ -364,9 +364,9 @@ START_TEST(a_hangup_frees_the_connection_whatever_it_waits_for) {
 
         /* A WAIT pending, and behind it in the attacker's socket the reply to a CREATE it never read. */
         attacker = connect_as(&b, UID_A);
-        raw_send(attacker, MFB_OP_CREATE, &unread, sizeof(unread), NULL, 0);
+        raw_send(attacker, MFB_WIRE_OP_CREATE, &unread, sizeof(unread), NULL, 0);
         ck_assert_int_eq(mfb_wire_name_set(&wait.name, "never-sealed"), 0);
-        raw_send(attacker, MFB_OP_WAIT, &wait, sizeof(wait), NULL, 0);
+        raw_send(attacker, MFB_WIRE_OP_WAIT, &wait, sizeof(wait), NULL, 0);
         raw_wait_consumed(attacker);
         /* Waiting costs nothing while the waiter is there. */
         assert_broker_idle(&b);
@@ -431,30 +431,30 @@ START_TEST(an_owner_cannot_give_its_regions_away) {
 
         ck_assert_int_eq(create(attacker, NULL, 16 * PAGE, 0666, 0, &handle, NULL), 0);
         /* To root, which is exempt from quotas, or to another user, whose quota it would fill. */
-        ck_assert_int_eq(set_owner(attacker, handle, MFB_SET_UID, 0, 0), -EPERM);
-        ck_assert_int_eq(set_owner(attacker, handle, MFB_SET_UID, UID_B, 0), -EPERM);
-        ck_assert_int_eq(set_owner(attacker, handle, MFB_SET_UID | MFB_SET_GID, UID_B, UID_A), -EPERM);
+        ck_assert_int_eq(set_owner(attacker, handle, MFB_WIRE_SET_UID, 0, 0), -EPERM);
+        ck_assert_int_eq(set_owner(attacker, handle, MFB_WIRE_SET_UID, UID_B, 0), -EPERM);
+        ck_assert_int_eq(set_owner(attacker, handle, MFB_WIRE_SET_UID | MFB_WIRE_SET_GID, UID_B, UID_A), -EPERM);
         /* Groups: only one the owner is in, as chown(2). */
-        ck_assert_int_eq(set_owner(attacker, handle, MFB_SET_GID, 0, UID_B), -EPERM);
-        ck_assert_int_eq(set_owner(attacker, handle, MFB_SET_GID, 0, 0), -EPERM);
-        ck_assert_int_eq(set_owner(attacker, handle, MFB_SET_GID, 0, EXTRA_GROUP), 0);
-        ck_assert_int_eq(set_owner(attacker, handle, MFB_SET_GID, 0, UID_A), 0);
+        ck_assert_int_eq(set_owner(attacker, handle, MFB_WIRE_SET_GID, 0, UID_B), -EPERM);
+        ck_assert_int_eq(set_owner(attacker, handle, MFB_WIRE_SET_GID, 0, 0), -EPERM);
+        ck_assert_int_eq(set_owner(attacker, handle, MFB_WIRE_SET_GID, 0, EXTRA_GROUP), 0);
+        ck_assert_int_eq(set_owner(attacker, handle, MFB_WIRE_SET_GID, 0, UID_A), 0);
         /* Its own uid is no change. */
-        ck_assert_int_eq(set_owner(attacker, handle, MFB_SET_UID, UID_A, 0), 0);
+        ck_assert_int_eq(set_owner(attacker, handle, MFB_WIRE_SET_UID, UID_A, 0), 0);
 
-        ck_assert_uint_eq(uid_used(attacker, MFB_RESOURCE_REGIONS), 1);
-        ck_assert_uint_eq(uid_used(attacker, MFB_RESOURCE_BYTES), 16 * PAGE);
-        ck_assert_uint_eq(uid_used(victim, MFB_RESOURCE_REGIONS), 0);
-        ck_assert_uint_eq(uid_used(victim, MFB_RESOURCE_BYTES), 0);
+        ck_assert_uint_eq(uid_used(attacker, MFB_WIRE_RESOURCE_REGIONS), 1);
+        ck_assert_uint_eq(uid_used(attacker, MFB_WIRE_RESOURCE_BYTES), 16 * PAGE);
+        ck_assert_uint_eq(uid_used(victim, MFB_WIRE_RESOURCE_REGIONS), 0);
+        ck_assert_uint_eq(uid_used(victim, MFB_WIRE_RESOURCE_BYTES), 0);
         assert_victim_served(victim);
 
         /* Root may: the new owner is charged, and the creator cannot take it back. */
-        ck_assert_int_eq(set_owner(root, handle, MFB_SET_UID, UID_B, 0), 0);
-        ck_assert_uint_eq(uid_used(victim, MFB_RESOURCE_REGIONS), 1);
-        ck_assert_uint_eq(uid_used(victim, MFB_RESOURCE_BYTES), 16 * PAGE);
-        ck_assert_uint_eq(uid_used(attacker, MFB_RESOURCE_REGIONS), 0);
-        ck_assert_uint_eq(uid_used(attacker, MFB_RESOURCE_BYTES), 0);
-        ck_assert_int_eq(set_owner(attacker, handle, MFB_SET_UID, UID_A, 0), -EPERM);
+        ck_assert_int_eq(set_owner(root, handle, MFB_WIRE_SET_UID, UID_B, 0), 0);
+        ck_assert_uint_eq(uid_used(victim, MFB_WIRE_RESOURCE_REGIONS), 1);
+        ck_assert_uint_eq(uid_used(victim, MFB_WIRE_RESOURCE_BYTES), 16 * PAGE);
+        ck_assert_uint_eq(uid_used(attacker, MFB_WIRE_RESOURCE_REGIONS), 0);
+        ck_assert_uint_eq(uid_used(attacker, MFB_WIRE_RESOURCE_BYTES), 0);
+        ck_assert_int_eq(set_owner(attacker, handle, MFB_WIRE_SET_UID, UID_A, 0), -EPERM);
 
         /* The region dies with its last holder, the attacker's connection. */
         close(attacker);
@@ -507,9 +507,9 @@ static size_t list_everything(int fd, const uint64_t *all, size_t n_all, uint64_
                 const struct mfb_wire_region_info *entries = (const void *) (list_page.bytes + sizeof(list_page.head));
 
                 ck_assert_msg(pages <= n_all, "LIST paging did not end");
-                raw_send(fd, MFB_OP_LIST, &req, sizeof(req), NULL, 0);
+                raw_send(fd, MFB_WIRE_OP_LIST, &req, sizeof(req), NULL, 0);
                 memset(&list_page, 0, sizeof(list_page));
-                ck_assert_int_eq(raw_reply(fd, MFB_OP_LIST, &list_page, sizeof(list_page), NULL), 0);
+                ck_assert_int_eq(raw_reply(fd, MFB_WIRE_OP_LIST, &list_page, sizeof(list_page), NULL), 0);
                 for (uint32_t i = 0; i < list_page.head.count; i++) {
                         ck_assert_uint_gt(entries[i].handle, after);
                         ck_assert_uint_lt(n, max);
@@ -580,13 +580,13 @@ START_TEST(list_examines_a_bounded_number_of_regions) {
         for (unsigned i = 1; i < 3 * MFB_WIRE_LIST_SCAN_MAX; i += 3) {
                 struct mfb_wire_release_request rel = { .handle = all[i] };
 
-                ck_assert_int_eq(raw_request(attacker, MFB_OP_RELEASE, &rel, sizeof(rel), NULL, 0), 0);
+                ck_assert_int_eq(raw_request(attacker, MFB_WIRE_OP_RELEASE, &rel, sizeof(rel), NULL, 0), 0);
         }
         for (uint64_t after = all[1] - 1; after <= all[1] + 2; after++) {
                 struct mfb_wire_list_request req = { .after_handle = after };
 
-                raw_send(victim, MFB_OP_LIST, &req, sizeof(req), NULL, 0);
-                ck_assert_int_eq(raw_reply(victim, MFB_OP_LIST, &list_page, sizeof(list_page), NULL), 0);
+                raw_send(victim, MFB_WIRE_OP_LIST, &req, sizeof(req), NULL, 0);
+                ck_assert_int_eq(raw_reply(victim, MFB_WIRE_OP_LIST, &list_page, sizeof(list_page), NULL), 0);
                 ck_assert_uint_eq(list_page.head.count, 0);
                 ck_assert_uint_eq(list_page.head.more, 1);
                 ck_assert_uint_eq(list_page.head.next_after, after + MFB_WIRE_LIST_SCAN_MAX);
@@ -679,25 +679,25 @@ static void assert_every_lookup_answered_as_absent(int fd, uint64_t handle, uint
                         lookup_by_handle(&lw, handle);
                         lookup_by_handle(&la, absent_handle);
                 }
-                assert_answered_as_absent(fd, MFB_OP_STAT, &lw, &la, sizeof(lw), w, a);
-                assert_answered_as_absent(fd, MFB_OP_REMOVE, &lw, &la, sizeof(lw), w, a);
+                assert_answered_as_absent(fd, MFB_WIRE_OP_STAT, &lw, &la, sizeof(lw), w, a);
+                assert_answered_as_absent(fd, MFB_WIRE_OP_REMOVE, &lw, &la, sizeof(lw), w, a);
 
-                for (uint32_t access = MFB_ACCESS_READ; access <= (MFB_ACCESS_READ | MFB_ACCESS_WRITE); access += 2) {
+                for (uint32_t access = MFB_WIRE_ACCESS_READ; access <= (MFB_WIRE_ACCESS_READ | MFB_WIRE_ACCESS_WRITE); access += 2) {
                         ow = (struct mfb_wire_open_request) { .handle = lw.handle, .access = access, .name = lw.name };
                         oa = (struct mfb_wire_open_request) { .handle = la.handle, .access = access, .name = la.name };
-                        assert_answered_as_absent(fd, MFB_OP_OPEN, &ow, &oa, sizeof(ow), w, a);
+                        assert_answered_as_absent(fd, MFB_WIRE_OP_OPEN, &ow, &oa, sizeof(ow), w, a);
                 }
 
-                sw = (struct mfb_wire_set_request) { .handle = lw.handle, .fields = MFB_SET_MODE, .mode = 0666,
+                sw = (struct mfb_wire_set_request) { .handle = lw.handle, .fields = MFB_WIRE_SET_MODE, .mode = 0666,
                                                      .name = lw.name };
-                sa = (struct mfb_wire_set_request) { .handle = la.handle, .fields = MFB_SET_MODE, .mode = 0666,
+                sa = (struct mfb_wire_set_request) { .handle = la.handle, .fields = MFB_WIRE_SET_MODE, .mode = 0666,
                                                      .name = la.name };
-                assert_answered_as_absent(fd, MFB_OP_SET, &sw, &sa, sizeof(sw), w, a);
+                assert_answered_as_absent(fd, MFB_WIRE_OP_SET, &sw, &sa, sizeof(sw), w, a);
         }
 }
 
 static void wait_request(struct mfb_wire_wait_request *ret, const char *name, uint64_t timeout_ns) {
-        *ret = (struct mfb_wire_wait_request) { .timeout_ns = timeout_ns, .access = MFB_ACCESS_READ };
+        *ret = (struct mfb_wire_wait_request) { .timeout_ns = timeout_ns, .access = MFB_WIRE_ACCESS_READ };
         ck_assert_int_eq(mfb_wire_name_set(&ret->name, name), 0);
 }
 
@@ -721,7 +721,7 @@ START_TEST(unreadable_regions_do_not_exist_for_others) {
         ck_assert_int_eq(create(attacker, "secret", PAGE, 0600, 0, &open_handle, NULL), 0);
         ck_assert_int_eq(create(attacker, "published", PAGE, 0600, 0, &sealed_handle, NULL), 0);
         seal.handle = sealed_handle;
-        ck_assert_int_eq(raw_request(attacker, MFB_OP_SEAL, &seal, sizeof(seal), NULL, 0), 0);
+        ck_assert_int_eq(raw_request(attacker, MFB_WIRE_OP_SEAL, &seal, sizeof(seal), NULL, 0), 0);
 
         assert_every_lookup_answered_as_absent(victim, open_handle, open_handle + 1000000, "secret", "absent");
         assert_every_lookup_answered_as_absent(victim, sealed_handle, sealed_handle + 1000000, "published", "absent");
@@ -729,9 +729,9 @@ START_TEST(unreadable_regions_do_not_exist_for_others) {
         /* WAIT cannot tell sealed from absent either: not at once, and not after a while. */
         wait_request(&ww, "published", 0);
         wait_request(&wa, "absent", 0);
-        assert_answered_as_absent(victim, MFB_OP_WAIT, &ww, &wa, sizeof(ww), "published", "absent");
+        assert_answered_as_absent(victim, MFB_WIRE_OP_WAIT, &ww, &wa, sizeof(ww), "published", "absent");
         wait_request(&ww, "published", 20 * 1000 * 1000);
-        ck_assert_int_eq(raw_request(victim, MFB_OP_WAIT, &ww, sizeof(ww), NULL, 0), -ETIMEDOUT);
+        ck_assert_int_eq(raw_request(victim, MFB_WIRE_OP_WAIT, &ww, sizeof(ww), NULL, 0), -ETIMEDOUT);
 
         /*
          * Nor removal: the owner's REMOVE wakes no waiter that may not read
@@ -739,16 +739,16 @@ START_TEST(unreadable_regions_do_not_exist_for_others) {
          * the owner's REMOVE is answered, ahead of the timeout.
          */
         wait_request(&ww, "secret", 300 * 1000 * 1000);
-        raw_send(victim, MFB_OP_WAIT, &ww, sizeof(ww), NULL, 0);
+        raw_send(victim, MFB_WIRE_OP_WAIT, &ww, sizeof(ww), NULL, 0);
         raw_wait_consumed(victim);
         ck_assert_int_eq(remove_name(attacker, "secret"), 0);
-        ck_assert_int_eq(raw_reply(victim, MFB_OP_WAIT, NULL, 0, NULL), -ETIMEDOUT);
+        ck_assert_int_eq(raw_reply(victim, MFB_WIRE_OP_WAIT, NULL, 0, NULL), -ETIMEDOUT);
         assert_victim_served(victim);
 
         /* The owner and root see everything as before. */
         lookup_by_handle(&lookup, sealed_handle);
-        ck_assert_int_eq(raw_request(attacker, MFB_OP_STAT, &lookup, sizeof(lookup), NULL, 0), 0);
-        ck_assert_int_eq(raw_request(root, MFB_OP_STAT, &lookup, sizeof(lookup), NULL, 0), 0);
+        ck_assert_int_eq(raw_request(attacker, MFB_WIRE_OP_STAT, &lookup, sizeof(lookup), NULL, 0), 0);
+        ck_assert_int_eq(raw_request(root, MFB_WIRE_OP_STAT, &lookup, sizeof(lookup), NULL, 0), 0);
         ck_assert_int_eq(remove_name(attacker, "published"), 0);
 
         close(attacker);
@@ -899,7 +899,7 @@ START_TEST(slow_readers_cannot_take_the_brokers_memory) {
         close(attacker);
         ck_assert(test_broker_wait_fd_count(&b, base.fds + 2));
         get_limits(root, &l);
-        ck_assert_uint_eq(l.resources[MFB_RESOURCE_QUEUED_BYTES].broker_used, 0);
+        ck_assert_uint_eq(l.resources[MFB_WIRE_RESOURCE_QUEUED_BYTES].broker_used, 0);
         close(victim);
         close(root);
         assert_back_to_baseline(&b, &base, RSS_SLACK_KIB, __func__);
@@ -931,8 +931,8 @@ START_TEST(default_quotas_fit_the_machine) {
         struct test_broker b;
         struct baseline base;
         struct mfb_wire_limits_reply l;
-        const struct mfb_wire_limit *bytes = &l.resources[MFB_RESOURCE_BYTES];
-        const struct mfb_wire_limit *regions = &l.resources[MFB_RESOURCE_REGIONS];
+        const struct mfb_wire_limit *bytes = &l.resources[MFB_WIRE_RESOURCE_BYTES];
+        const struct mfb_wire_limit *regions = &l.resources[MFB_WIRE_RESOURCE_REGIONS];
         int fd, victim;
 
         if (!can_switch_users(__func__))
@@ -1041,7 +1041,7 @@ START_TEST(reserved_huge_pages_are_not_free) {
         baseline_take(&b, &base);
         raw_connect_as(&b, UID_A, 0, 1, &attacker);
         ck_assert_int_eq(hello(attacker, &caps), 0);
-        if (!(caps.capabilities & MFB_CAP_HUGETLB)) {
+        if (!(caps.capabilities & MFB_WIRE_CAP_HUGETLB)) {
                 fprintf(stderr, "SKIP %s: the broker cannot make hugetlb regions here\n", __func__);
                 close(attacker);
                 test_broker_stop(&b);
@@ -1050,14 +1050,14 @@ START_TEST(reserved_huge_pages_are_not_free) {
         victim = connect_as(&b, UID_B);
 
         /* A shared mapping reserves the pages: still free, no longer available. */
-        ck_assert_int_eq(create(attacker, NULL, size, 0, MFB_CREATE_HUGETLB, NULL, &region_fd), 0);
+        ck_assert_int_eq(create(attacker, NULL, size, 0, MFB_WIRE_CREATE_HUGETLB, NULL, &region_fd), 0);
         mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, region_fd, 0);
         ck_assert(mem != MAP_FAILED);
         ck_assert_int_eq(huge_pages_available(), 0);
         ck_assert_int_eq(meminfo("HugePages_Free"), 2);
 
         /* Refused now, rather than a SIGBUS at the first touch. */
-        ck_assert_int_eq(create(victim, NULL, size, 0, MFB_CREATE_HUGETLB, NULL, NULL), -ENOMEM);
+        ck_assert_int_eq(create(victim, NULL, size, 0, MFB_WIRE_CREATE_HUGETLB, NULL, NULL), -ENOMEM);
         assert_victim_served(victim);
 
         munmap(mem, size);
@@ -1087,7 +1087,7 @@ START_TEST(co_writers_do_not_share_an_open_file) {
         co_writer = connect_as(&b, UID_B);
         root = raw_connect_hello(&b);
         ck_assert_int_eq(create(creator, NULL, PAGE, 0666, 0, &handle, &mine), 0);
-        ck_assert_int_eq(open_handle(co_writer, handle, MFB_ACCESS_READ | MFB_ACCESS_WRITE, &theirs), 0);
+        ck_assert_int_eq(open_handle(co_writer, handle, MFB_WIRE_ACCESS_READ | MFB_WIRE_ACCESS_WRITE, &theirs), 0);
         ck_assert_int_eq(fcntl(theirs, F_SETFL, O_APPEND), 0);
         ck_assert_int_eq(lseek(theirs, 1000, SEEK_SET), 1000);
 
@@ -1102,7 +1102,7 @@ START_TEST(co_writers_do_not_share_an_open_file) {
         ck_assert_int_eq(memcmp(buf, "abclo", sizeof(buf)), 0);
 
         /* A holder that comes later starts afresh too. */
-        ck_assert_int_eq(open_handle(root, handle, MFB_ACCESS_READ | MFB_ACCESS_WRITE, &later), 0);
+        ck_assert_int_eq(open_handle(root, handle, MFB_WIRE_ACCESS_READ | MFB_WIRE_ACCESS_WRITE, &later), 0);
         ck_assert_int_eq(fcntl(later, F_GETFL) & O_APPEND, 0);
         ck_assert_int_eq(lseek(later, 0, SEEK_CUR), 0);
         assert_victim_served(creator);

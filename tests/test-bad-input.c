@@ -72,7 +72,7 @@ START_TEST(truncated_header_drops_the_connection) {
         struct mfb_wire_header h;
         int fd = connect_hello();
 
-        mfb_wire_header_init(&h, MFB_OP_LIST, 1, 0, 0, sizeof(h));
+        mfb_wire_header_init(&h, MFB_WIRE_OP_LIST, 1, 0, 0, sizeof(h));
         send_raw(fd, &h, sizeof(h) - 4);
         assert_dropped(fd);
         close(fd);
@@ -86,7 +86,7 @@ START_TEST(lying_size_drops_the_connection) {
         } rec = { 0 };
         int fd = connect_hello();
 
-        mfb_wire_header_init(&rec.h, MFB_OP_LIST, 1, 0, 0, sizeof(rec) + 4096);
+        mfb_wire_header_init(&rec.h, MFB_WIRE_OP_LIST, 1, 0, 0, sizeof(rec) + 4096);
         send_raw(fd, &rec, sizeof(rec));
         assert_dropped(fd);
         close(fd);
@@ -97,7 +97,7 @@ START_TEST(oversized_record_drops_the_connection) {
         static uint8_t big[MFB_WIRE_RECORD_MAX + 4096];
         int fd = connect_hello();
 
-        mfb_wire_header_init((struct mfb_wire_header *) big, MFB_OP_LIST, 1, 0, 0, sizeof(big));
+        mfb_wire_header_init((struct mfb_wire_header *) big, MFB_WIRE_OP_LIST, 1, 0, 0, sizeof(big));
         send_raw(fd, big, sizeof(big));
         assert_dropped(fd);
         close(fd);
@@ -110,9 +110,9 @@ START_TEST(unknown_opcode_and_wrong_body_size) {
         int fd = connect_hello();
 
         ck_assert_int_eq(raw_request(fd, 0x0777, body, sizeof(body), NULL, 0), -EOPNOTSUPP);
-        ck_assert_int_eq(raw_request(fd, MFB_OP_LIST, body, sizeof(body), NULL, 0), -EMSGSIZE);
+        ck_assert_int_eq(raw_request(fd, MFB_WIRE_OP_LIST, body, sizeof(body), NULL, 0), -EMSGSIZE);
         /* The connection is still good. */
-        ck_assert_int_eq(raw_request(fd, MFB_OP_LIST, &list, sizeof(list), NULL, 0), 0);
+        ck_assert_int_eq(raw_request(fd, MFB_WIRE_OP_LIST, &list, sizeof(list), NULL, 0), 0);
         close(fd);
 }
 END_TEST
@@ -123,10 +123,10 @@ START_TEST(hello_comes_first_and_once) {
         struct mfb_wire_list_request list = { 0 };
         int fd = test_raw_connect(&test_broker);
 
-        ck_assert_int_eq(raw_request(fd, MFB_OP_LIST, &list, sizeof(list), NULL, 0), -EPROTO);
-        ck_assert_int_eq(raw_request(fd, MFB_OP_HELLO, &future, sizeof(future), NULL, 0), -EPROTONOSUPPORT);
-        ck_assert_int_eq(raw_request(fd, MFB_OP_HELLO, &hello, sizeof(hello), NULL, 0), 0);
-        ck_assert_int_eq(raw_request(fd, MFB_OP_HELLO, &hello, sizeof(hello), NULL, 0), -EPROTO);
+        ck_assert_int_eq(raw_request(fd, MFB_WIRE_OP_LIST, &list, sizeof(list), NULL, 0), -EPROTO);
+        ck_assert_int_eq(raw_request(fd, MFB_WIRE_OP_HELLO, &future, sizeof(future), NULL, 0), -EPROTONOSUPPORT);
+        ck_assert_int_eq(raw_request(fd, MFB_WIRE_OP_HELLO, &hello, sizeof(hello), NULL, 0), 0);
+        ck_assert_int_eq(raw_request(fd, MFB_WIRE_OP_HELLO, &hello, sizeof(hello), NULL, 0), -EPROTO);
         close(fd);
 }
 END_TEST
@@ -140,7 +140,7 @@ START_TEST(attached_fds_are_refused_and_closed) {
         attached[0] = p[0];
         attached[1] = p[1];
         attached[2] = p[0];
-        ck_assert_int_eq(raw_request(fd, MFB_OP_CREATE, &create, sizeof(create), attached, 3), -EBADMSG);
+        ck_assert_int_eq(raw_request(fd, MFB_WIRE_OP_CREATE, &create, sizeof(create), attached, 3), -EBADMSG);
         mfb_close_fds(p, 2);
         /* Our end of the connection is the only extra fd the broker may hold. */
         ck_assert(test_broker_wait_fd_count(&test_broker, baseline + 1));
@@ -152,42 +152,42 @@ START_TEST(bad_sizes_are_refused) {
         struct mfb_wire_create_request create = { .size = 0 };
         int fd = connect_hello();
 
-        ck_assert_int_eq(raw_request(fd, MFB_OP_CREATE, &create, sizeof(create), NULL, 0), -EINVAL);
+        ck_assert_int_eq(raw_request(fd, MFB_WIRE_OP_CREATE, &create, sizeof(create), NULL, 0), -EINVAL);
         create.size = UINT64_MAX;
-        ck_assert_int_eq(raw_request(fd, MFB_OP_CREATE, &create, sizeof(create), NULL, 0), -EFBIG);
+        ck_assert_int_eq(raw_request(fd, MFB_WIRE_OP_CREATE, &create, sizeof(create), NULL, 0), -EFBIG);
         create.size = 4096;
         create.mode = 01777;
-        ck_assert_int_eq(raw_request(fd, MFB_OP_CREATE, &create, sizeof(create), NULL, 0), -EINVAL);
+        ck_assert_int_eq(raw_request(fd, MFB_WIRE_OP_CREATE, &create, sizeof(create), NULL, 0), -EINVAL);
         create.mode = 0;
         create.flags = 0x80;
-        ck_assert_int_eq(raw_request(fd, MFB_OP_CREATE, &create, sizeof(create), NULL, 0), -EINVAL);
+        ck_assert_int_eq(raw_request(fd, MFB_WIRE_OP_CREATE, &create, sizeof(create), NULL, 0), -EINVAL);
         close(fd);
 }
 END_TEST
 
 START_TEST(bad_names_are_refused) {
         struct mfb_wire_create_request create = { .size = 4096 };
-        struct mfb_wire_open_request open_req = { .access = MFB_ACCESS_READ };
+        struct mfb_wire_open_request open_req = { .access = MFB_WIRE_ACCESS_READ };
         int fd = connect_hello();
 
         /* 256 name bytes and no terminating NUL. */
         memset(create.name.bytes, 'x', sizeof(create.name.bytes));
-        ck_assert_int_eq(raw_request(fd, MFB_OP_CREATE, &create, sizeof(create), NULL, 0), -EBADMSG);
+        ck_assert_int_eq(raw_request(fd, MFB_WIRE_OP_CREATE, &create, sizeof(create), NULL, 0), -EBADMSG);
 
         memset(&create.name, 0, sizeof(create.name));
         memcpy(create.name.bytes, "bad name", 8);
-        ck_assert_int_eq(raw_request(fd, MFB_OP_CREATE, &create, sizeof(create), NULL, 0), -EBADMSG);
+        ck_assert_int_eq(raw_request(fd, MFB_WIRE_OP_CREATE, &create, sizeof(create), NULL, 0), -EBADMSG);
 
         /* Both a handle and a name, then neither. */
         open_req.handle = 1;
         memcpy(open_req.name.bytes, "x", 1);
-        ck_assert_int_eq(raw_request(fd, MFB_OP_OPEN, &open_req, sizeof(open_req), NULL, 0), -EINVAL);
+        ck_assert_int_eq(raw_request(fd, MFB_WIRE_OP_OPEN, &open_req, sizeof(open_req), NULL, 0), -EINVAL);
         memset(&open_req, 0, sizeof(open_req));
-        open_req.access = MFB_ACCESS_READ;
-        ck_assert_int_eq(raw_request(fd, MFB_OP_OPEN, &open_req, sizeof(open_req), NULL, 0), -EINVAL);
+        open_req.access = MFB_WIRE_ACCESS_READ;
+        ck_assert_int_eq(raw_request(fd, MFB_WIRE_OP_OPEN, &open_req, sizeof(open_req), NULL, 0), -EINVAL);
         open_req.handle = 1;
-        open_req.access = MFB_ACCESS_WRITE;
-        ck_assert_int_eq(raw_request(fd, MFB_OP_OPEN, &open_req, sizeof(open_req), NULL, 0), -EINVAL);
+        open_req.access = MFB_WIRE_ACCESS_WRITE;
+        ck_assert_int_eq(raw_request(fd, MFB_WIRE_OP_OPEN, &open_req, sizeof(open_req), NULL, 0), -EINVAL);
         close(fd);
 }
 END_TEST
@@ -196,7 +196,7 @@ START_TEST(release_of_what_is_not_held) {
         struct mfb_wire_release_request release = { .handle = 999999 };
         int fd = connect_hello();
 
-        ck_assert_int_eq(raw_request(fd, MFB_OP_RELEASE, &release, sizeof(release), NULL, 0), -ENOENT);
+        ck_assert_int_eq(raw_request(fd, MFB_WIRE_OP_RELEASE, &release, sizeof(release), NULL, 0), -ENOENT);
         close(fd);
 }
 END_TEST
@@ -228,47 +228,47 @@ START_TEST(quiet_requests_answer_only_failures) {
         int32_t status;
 
         ck_assert_int_ge(fd, 0);
-        raw_send(fd, MFB_OP_HELLO, &hello, sizeof(hello), NULL, 0);
-        ck_assert_int_eq(raw_reply(fd, MFB_OP_HELLO, &hello_reply, sizeof(hello_reply), NULL), 0);
-        ck_assert(hello_reply.capabilities & MFB_CAP_QUIET);
+        raw_send(fd, MFB_WIRE_OP_HELLO, &hello, sizeof(hello), NULL, 0);
+        ck_assert_int_eq(raw_reply(fd, MFB_WIRE_OP_HELLO, &hello_reply, sizeof(hello_reply), NULL), 0);
+        ck_assert(hello_reply.capabilities & MFB_WIRE_CAP_QUIET);
 
         /* Released quietly: the region is gone by the time STAT is answered, and STAT's is the next reply. */
-        raw_send(fd, MFB_OP_CREATE, &create, sizeof(create), NULL, 0);
-        ck_assert_int_eq(raw_reply(fd, MFB_OP_CREATE, &region, sizeof(region), &memfd), 0);
+        raw_send(fd, MFB_WIRE_OP_CREATE, &create, sizeof(create), NULL, 0);
+        ck_assert_int_eq(raw_reply(fd, MFB_WIRE_OP_CREATE, &region, sizeof(region), &memfd), 0);
         safe_close(memfd);
         release.handle = region.info.handle;
-        raw_send_flags(fd, MFB_OP_RELEASE, MFB_WIRE_FLAG_QUIET, &release, sizeof(release), NULL, 0);
+        raw_send_flags(fd, MFB_WIRE_OP_RELEASE, MFB_WIRE_FLAG_QUIET, &release, sizeof(release), NULL, 0);
         by_name.handle = region.info.handle;
-        raw_send(fd, MFB_OP_STAT, &by_name, sizeof(by_name), NULL, 0);
-        ck_assert_uint_eq(next_reply(fd, &status), MFB_OP_STAT);
+        raw_send(fd, MFB_WIRE_OP_STAT, &by_name, sizeof(by_name), NULL, 0);
+        ck_assert_uint_eq(next_reply(fd, &status), MFB_WIRE_OP_STAT);
         ck_assert_int_eq(status, -ENOENT);
 
         /* A quiet request that fails is answered, before the next. */
-        raw_send_flags(fd, MFB_OP_RELEASE, MFB_WIRE_FLAG_QUIET, &release, sizeof(release), NULL, 0);
-        raw_send(fd, MFB_OP_STAT, &by_name, sizeof(by_name), NULL, 0);
-        ck_assert_uint_eq(next_reply(fd, &status), MFB_OP_RELEASE);
+        raw_send_flags(fd, MFB_WIRE_OP_RELEASE, MFB_WIRE_FLAG_QUIET, &release, sizeof(release), NULL, 0);
+        raw_send(fd, MFB_WIRE_OP_STAT, &by_name, sizeof(by_name), NULL, 0);
+        ck_assert_uint_eq(next_reply(fd, &status), MFB_WIRE_OP_RELEASE);
         ck_assert_int_eq(status, -ENOENT);
-        ck_assert_uint_eq(next_reply(fd, &status), MFB_OP_STAT);
+        ck_assert_uint_eq(next_reply(fd, &status), MFB_WIRE_OP_STAT);
 
         /* A quiet REMOVE: the name is free when the next reply comes. */
         ck_assert_int_eq(mfb_wire_name_set(&create.name, "quiet"), 0);
-        raw_send(fd, MFB_OP_CREATE, &create, sizeof(create), NULL, 0);
-        ck_assert_int_eq(raw_reply(fd, MFB_OP_CREATE, &region, sizeof(region), &memfd), 0);
+        raw_send(fd, MFB_WIRE_OP_CREATE, &create, sizeof(create), NULL, 0);
+        ck_assert_int_eq(raw_reply(fd, MFB_WIRE_OP_CREATE, &region, sizeof(region), &memfd), 0);
         safe_close(memfd);
         by_name = (struct mfb_wire_lookup_request) {};
         ck_assert_int_eq(mfb_wire_name_set(&by_name.name, "quiet"), 0);
-        raw_send_flags(fd, MFB_OP_REMOVE, MFB_WIRE_FLAG_QUIET, &by_name, sizeof(by_name), NULL, 0);
-        raw_send(fd, MFB_OP_STAT, &by_name, sizeof(by_name), NULL, 0);
-        ck_assert_uint_eq(next_reply(fd, &status), MFB_OP_STAT);
+        raw_send_flags(fd, MFB_WIRE_OP_REMOVE, MFB_WIRE_FLAG_QUIET, &by_name, sizeof(by_name), NULL, 0);
+        raw_send(fd, MFB_WIRE_OP_STAT, &by_name, sizeof(by_name), NULL, 0);
+        ck_assert_uint_eq(next_reply(fd, &status), MFB_WIRE_OP_STAT);
         ck_assert_int_eq(status, -ENOENT);
 
         /* Other requests have something to say on success: they may not be quiet. */
-        raw_send_flags(fd, MFB_OP_STAT, MFB_WIRE_FLAG_QUIET, &by_name, sizeof(by_name), NULL, 0);
-        ck_assert_uint_eq(next_reply(fd, &status), MFB_OP_STAT);
+        raw_send_flags(fd, MFB_WIRE_OP_STAT, MFB_WIRE_FLAG_QUIET, &by_name, sizeof(by_name), NULL, 0);
+        ck_assert_uint_eq(next_reply(fd, &status), MFB_WIRE_OP_STAT);
         ck_assert_int_eq(status, -EINVAL);
 
         /* A flag this broker does not know breaks the protocol. */
-        raw_send_flags(fd, MFB_OP_STAT, 0x2, &by_name, sizeof(by_name), NULL, 0);
+        raw_send_flags(fd, MFB_WIRE_OP_STAT, 0x2, &by_name, sizeof(by_name), NULL, 0);
         assert_dropped(fd);
         close(fd);
 }
@@ -290,7 +290,7 @@ END_TEST
  */
 START_TEST(fds_in_flight_to_a_client_that_never_reads_are_bounded) {
         struct mfb_wire_create_request create = { .size = 4096 };
-        struct mfb_wire_open_request open_req = { .access = MFB_ACCESS_READ };
+        struct mfb_wire_open_request open_req = { .access = MFB_WIRE_ACCESS_READ };
         struct mfb_wire_region_reply region;
         uint8_t buf[MFB_WIRE_RECORD_MAX];
         struct mfb_wire_header h;
@@ -301,8 +301,8 @@ START_TEST(fds_in_flight_to_a_client_that_never_reads_are_bounded) {
         ssize_t n;
 
         ck_assert_int_eq(mfb_wire_name_set(&create.name, "many-opens"), 0);
-        raw_send(fd, MFB_OP_CREATE, &create, sizeof(create), NULL, 0);
-        ck_assert_int_eq(raw_reply(fd, MFB_OP_CREATE, &region, sizeof(region), &memfd), 0);
+        raw_send(fd, MFB_WIRE_OP_CREATE, &create, sizeof(create), NULL, 0);
+        ck_assert_int_eq(raw_reply(fd, MFB_WIRE_OP_CREATE, &region, sizeof(region), &memfd), 0);
         safe_close(memfd);
         ck_assert_int_eq(mfb_wire_name_set(&open_req.name, "many-opens"), 0);
 
@@ -312,7 +312,7 @@ START_TEST(fds_in_flight_to_a_client_that_never_reads_are_bounded) {
          */
         ck_assert_int_eq(fcntl(fd, F_SETFL, O_NONBLOCK), 0);
         ck_assert_int_eq(mfb_client_connect(test_broker.socket_path, &c), 0);
-        mfb_wire_header_init(&h, MFB_OP_OPEN, 1, 0, 0, sizeof(h) + sizeof(open_req));
+        mfb_wire_header_init(&h, MFB_WIRE_OP_OPEN, 1, 0, 0, sizeof(h) + sizeof(open_req));
         memcpy(buf, &h, sizeof(h));
         memcpy(buf + sizeof(h), &open_req, sizeof(open_req));
         for (int waited_ms = 0;;) {
@@ -357,7 +357,7 @@ START_TEST(a_client_that_never_reads) {
         size_t n;
         int fd = connect_hello();
 
-        mfb_wire_header_init(&rec.h, MFB_OP_LIST, 1, 0, 0, sizeof(rec));
+        mfb_wire_header_init(&rec.h, MFB_WIRE_OP_LIST, 1, 0, 0, sizeof(rec));
         /* Enough requests to fill the socket buffer with replies; the rest wait in the kernel. */
         ck_assert_int_eq(fcntl(fd, F_SETFL, O_NONBLOCK), 0);
         for (int i = 0; i < 10000; i++)

@@ -15,7 +15,7 @@ struct create_record {
 
 static void init_create(struct create_record *rec) {
         memset(rec, 0, sizeof(*rec));
-        mfb_wire_header_init(&rec->h, MFB_OP_CREATE, 42, 0, 0, sizeof(*rec));
+        mfb_wire_header_init(&rec->h, MFB_WIRE_OP_CREATE, 42, 0, 0, sizeof(*rec));
         rec->body.size = 4096;
 }
 
@@ -72,7 +72,7 @@ START_TEST(request_valid) {
 
         init_create(&rec);
         ck_assert_int_eq(mfb_wire_request_check(&rec, sizeof(rec), &h), 0);
-        ck_assert_uint_eq(h.opcode, MFB_OP_CREATE);
+        ck_assert_uint_eq(h.opcode, MFB_WIRE_OP_CREATE);
         ck_assert_uint_eq(h.cookie, 42);
 }
 END_TEST
@@ -119,7 +119,7 @@ START_TEST(request_bad_opcode_or_body) {
 
         /* A reply opcode is not a request. */
         init_create(&rec);
-        rec.h.opcode = MFB_OP_CREATE | MFB_WIRE_REPLY;
+        rec.h.opcode = MFB_WIRE_OP_CREATE | MFB_WIRE_REPLY;
         ck_assert_int_eq(mfb_wire_request_check(&rec, sizeof(rec), &h), -EOPNOTSUPP);
 
         init_create(&rec);
@@ -140,24 +140,24 @@ START_TEST(reply_shapes) {
         } region = { 0 };
         struct mfb_wire_header h;
 
-        mfb_wire_header_init(&region.h, MFB_OP_OPEN | MFB_WIRE_REPLY, 7, 0, 1, sizeof(region));
+        mfb_wire_header_init(&region.h, MFB_WIRE_OP_OPEN | MFB_WIRE_REPLY, 7, 0, 1, sizeof(region));
         ck_assert_int_eq(mfb_wire_reply_check(&region, sizeof(region), 1, &h), 0);
         ck_assert_uint_eq(h.cookie, 7);
         /* The header must announce exactly the fds that arrived. */
         ck_assert_int_eq(mfb_wire_reply_check(&region, sizeof(region), 0, &h), -EBADMSG);
         /* A request opcode is not a reply. */
-        region.h.opcode = MFB_OP_OPEN;
+        region.h.opcode = MFB_WIRE_OP_OPEN;
         ck_assert_int_eq(mfb_wire_reply_check(&region, sizeof(region), 1, &h), -EBADMSG);
 
         memset(&err, 'e', sizeof(err));
-        mfb_wire_header_init(&err.h, MFB_OP_SEAL | MFB_WIRE_REPLY, 8, -EBUSY, 0,
+        mfb_wire_header_init(&err.h, MFB_WIRE_OP_SEAL | MFB_WIRE_REPLY, 8, -EBUSY, 0,
                              sizeof(err.h) + MFB_WIRE_ERROR_MESSAGE_MAX);
         ck_assert_int_eq(mfb_wire_reply_check(&err, err.h.size, 0, &h), 0);
         ck_assert_int_eq(h.status, -EBUSY);
         err.h.size++;
         ck_assert_int_eq(mfb_wire_reply_check(&err, err.h.size, 0, &h), -EBADMSG);
         /* A status is 0 or a Linux errno, -4095 to -1. */
-        mfb_wire_header_init(&err.h, MFB_OP_SEAL | MFB_WIRE_REPLY, 8, -4095, 0, sizeof(err.h));
+        mfb_wire_header_init(&err.h, MFB_WIRE_OP_SEAL | MFB_WIRE_REPLY, 8, -4095, 0, sizeof(err.h));
         ck_assert_int_eq(mfb_wire_reply_check(&err, err.h.size, 0, &h), 0);
         err.h.status = -4096;
         ck_assert_int_eq(mfb_wire_reply_check(&err, err.h.size, 0, &h), -EBADMSG);
@@ -172,7 +172,7 @@ START_TEST(reply_list_count) {
         } rec = { 0 };
         struct mfb_wire_header h;
 
-        mfb_wire_header_init(&rec.h, MFB_OP_LIST | MFB_WIRE_REPLY, 1, 0, 0, sizeof(rec));
+        mfb_wire_header_init(&rec.h, MFB_WIRE_OP_LIST | MFB_WIRE_REPLY, 1, 0, 0, sizeof(rec));
         rec.l.count = 2;
         ck_assert_int_eq(mfb_wire_reply_check(&rec, sizeof(rec), 0, &h), 0);
         rec.l.count = 3; /* more entries announced than sent */
@@ -189,7 +189,7 @@ START_TEST(reply_list_cursor) {
         struct mfb_wire_header h;
 
         ck_assert_uint_eq(offsetof(struct mfb_wire_list_reply, next_after), 8);
-        mfb_wire_header_init(&rec.h, MFB_OP_LIST | MFB_WIRE_REPLY, 1, 0, 0, sizeof(rec));
+        mfb_wire_header_init(&rec.h, MFB_WIRE_OP_LIST | MFB_WIRE_REPLY, 1, 0, 0, sizeof(rec));
         rec.l = (struct mfb_wire_list_reply) { .count = 0, .more = 1, .next_after = 1024 };
         ck_assert_int_eq(mfb_wire_reply_check(&rec, sizeof(rec), 0, &h), 0);
         rec.l = (struct mfb_wire_list_reply) { .count = 0, .more = 0, .next_after = 0 };
@@ -221,25 +221,25 @@ START_TEST(limits_shape) {
         ck_assert_uint_eq(sizeof(struct mfb_wire_limits_reply), 328);
         ck_assert_uint_eq(offsetof(struct mfb_wire_limits_reply, resources), 8);
         ck_assert_uint_eq(offsetof(struct mfb_wire_limit, uid_available), 32);
-        ck_assert_uint_eq(offsetof(struct mfb_wire_limits_reply, resources[MFB_RESOURCE_KEPT]), 8 + 40 * 6);
-        ck_assert_uint_eq(offsetof(struct mfb_wire_limits_reply, resources[MFB_RESOURCE_HOLDS]), 8 + 40 * 7);
+        ck_assert_uint_eq(offsetof(struct mfb_wire_limits_reply, resources[MFB_WIRE_RESOURCE_KEPT]), 8 + 40 * 6);
+        ck_assert_uint_eq(offsetof(struct mfb_wire_limits_reply, resources[MFB_WIRE_RESOURCE_HOLDS]), 8 + 40 * 7);
 
         /* The request has no body; one with a body is the wrong size. */
-        ck_assert_int_eq(mfb_wire_request_body_size(MFB_OP_LIMITS), 0);
-        mfb_wire_header_init(&request.h, MFB_OP_LIMITS, 3, 0, 0, sizeof(request));
+        ck_assert_int_eq(mfb_wire_request_body_size(MFB_WIRE_OP_LIMITS), 0);
+        mfb_wire_header_init(&request.h, MFB_WIRE_OP_LIMITS, 3, 0, 0, sizeof(request));
         ck_assert_int_eq(mfb_wire_request_check(&request, sizeof(request), &h), 0);
-        ck_assert_uint_eq(h.opcode, MFB_OP_LIMITS);
-        mfb_wire_header_init(&rec.h, MFB_OP_LIMITS, 3, 0, 0, sizeof(rec));
+        ck_assert_uint_eq(h.opcode, MFB_WIRE_OP_LIMITS);
+        mfb_wire_header_init(&rec.h, MFB_WIRE_OP_LIMITS, 3, 0, 0, sizeof(rec));
         ck_assert_int_eq(mfb_wire_request_check(&rec, sizeof(rec), &h), -EMSGSIZE);
 
-        mfb_wire_header_init(&rec.h, MFB_OP_LIMITS | MFB_WIRE_REPLY, 3, 0, 0, sizeof(rec));
-        rec.l.count = MFB_RESOURCE_COUNT;
+        mfb_wire_header_init(&rec.h, MFB_WIRE_OP_LIMITS | MFB_WIRE_REPLY, 3, 0, 0, sizeof(rec));
+        rec.l.count = MFB_WIRE_RESOURCE_COUNT;
         ck_assert_int_eq(mfb_wire_reply_check(&rec, sizeof(rec), 0, &h), 0);
         /* Exactly its size, and no fd. */
         ck_assert_int_eq(mfb_wire_reply_check(&rec, sizeof(rec), 1, &h), -EBADMSG);
         rec.h.size -= 8;
         ck_assert_int_eq(mfb_wire_reply_check(&rec, sizeof(rec) - 8, 0, &h), -EBADMSG);
-        ck_assert_str_eq(mfb_wire_opcode_name(MFB_OP_LIMITS | MFB_WIRE_REPLY), "LIMITS");
+        ck_assert_str_eq(mfb_wire_opcode_name(MFB_WIRE_OP_LIMITS | MFB_WIRE_REPLY), "LIMITS");
 }
 END_TEST
 

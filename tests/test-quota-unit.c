@@ -41,7 +41,7 @@ static uint64_t largest_fitting_charge(uint64_t n, uint64_t held, uint64_t left)
 /* What the test expects of the bytes: the limits, and who holds how much of them. */
 struct model {
         uint64_t broker_max;
-        uint64_t uid_max;                       /* MFB_LIMIT_NONE: no limit per uid */
+        uint64_t uid_max;                       /* MFB_WIRE_LIMIT_NONE: no limit per uid */
         uint64_t held[ELEMENTSOF(watched)];     /* by each of watched[] */
 };
 
@@ -76,7 +76,7 @@ static uint64_t model_available(struct model *m, uid_t uid) {
                 if (!exempt(watched[i]) && (m->held[i] > 0 || watched[i] == uid))
                         n++;
         most = largest_fitting_charge(n, held, model_left(m));
-        if (m->uid_max != MFB_LIMIT_NONE) {
+        if (m->uid_max != MFB_WIRE_LIMIT_NONE) {
                 if (held >= m->uid_max)
                         return 0;
                 if (most > m->uid_max - held)
@@ -98,12 +98,12 @@ static int model_expect(struct model *m, uid_t uid, uint64_t charge) {
 static struct quota_limits model_limits(const struct model *m) {
         struct quota_limits limits;
 
-        for (unsigned i = 0; i < MFB_RESOURCE_COUNT; i++) {
+        for (unsigned i = 0; i < MFB_WIRE_RESOURCE_COUNT; i++) {
                 limits.broker_max.n[i] = 100;
-                limits.uid_max.n[i] = MFB_LIMIT_NONE;
+                limits.uid_max.n[i] = MFB_WIRE_LIMIT_NONE;
         }
-        limits.broker_max.n[MFB_RESOURCE_BYTES] = m->broker_max;
-        limits.uid_max.n[MFB_RESOURCE_BYTES] = m->uid_max;
+        limits.broker_max.n[MFB_WIRE_RESOURCE_BYTES] = m->broker_max;
+        limits.uid_max.n[MFB_WIRE_RESOURCE_BYTES] = m->uid_max;
         return limits;
 }
 
@@ -116,7 +116,7 @@ static struct quota *model_quota(const struct model *m) {
 }
 
 static struct quota_amount bytes(uint64_t n) {
-        struct quota_amount a = { .n = { [MFB_RESOURCE_BYTES] = n } };
+        struct quota_amount a = { .n = { [MFB_WIRE_RESOURCE_BYTES] = n } };
 
         return a;
 }
@@ -126,23 +126,23 @@ static void assert_as_model(const struct quota *q, struct model *m) {
         uint64_t used = 0;
 
         for (size_t i = 0; i < ELEMENTSOF(watched); i++) {
-                ck_assert_msg(quota_held(q, watched[i], MFB_RESOURCE_BYTES) == m->held[i],
+                ck_assert_msg(quota_held(q, watched[i], MFB_WIRE_RESOURCE_BYTES) == m->held[i],
                               "uid %u holds %llu bytes, not %llu", (unsigned) watched[i],
-                              (unsigned long long) quota_held(q, watched[i], MFB_RESOURCE_BYTES),
+                              (unsigned long long) quota_held(q, watched[i], MFB_WIRE_RESOURCE_BYTES),
                               (unsigned long long) m->held[i]);
-                ck_assert_msg(quota_available(q, watched[i], MFB_RESOURCE_BYTES) == model_available(m, watched[i]),
+                ck_assert_msg(quota_available(q, watched[i], MFB_WIRE_RESOURCE_BYTES) == model_available(m, watched[i]),
                               "uid %u may take %llu bytes more, not %llu", (unsigned) watched[i],
-                              (unsigned long long) quota_available(q, watched[i], MFB_RESOURCE_BYTES),
+                              (unsigned long long) quota_available(q, watched[i], MFB_WIRE_RESOURCE_BYTES),
                               (unsigned long long) model_available(m, watched[i]));
                 used += m->held[i];
         }
-        ck_assert_uint_eq(quota_used(q, MFB_RESOURCE_BYTES), used);
+        ck_assert_uint_eq(quota_used(q, MFB_WIRE_RESOURCE_BYTES), used);
 }
 
 /* Charges uid with charge bytes, which must come out as the model says; the model follows. Returns the result. */
 static int charge_bytes(struct quota *q, struct model *m, uid_t uid, uint64_t charge) {
         struct quota_amount amount = bytes(charge);
-        enum mfb_wire_resource refused = MFB_RESOURCE_COUNT;
+        enum mfb_wire_resource refused = MFB_WIRE_RESOURCE_COUNT;
         int want = model_expect(m, uid, charge), r;
 
         r = quota_charge(q, uid, &amount, &refused);
@@ -151,7 +151,7 @@ static int charge_bytes(struct quota *q, struct model *m, uid_t uid, uint64_t ch
         if (r == 0)
                 *model_held(m, uid) += charge;
         else
-                ck_assert_int_eq(refused, MFB_RESOURCE_BYTES);
+                ck_assert_int_eq(refused, MFB_WIRE_RESOURCE_BYTES);
         assert_as_model(q, m);
         return r;
 }
@@ -171,7 +171,7 @@ static void discharge_bytes(struct quota *q, struct model *m, uid_t uid, uint64_
 static void take_the_most(struct quota *q, struct model *m, uid_t uid) {
         uint64_t most = model_available(m, uid);
 
-        ck_assert_uint_eq(quota_available(q, uid, MFB_RESOURCE_BYTES), most);
+        ck_assert_uint_eq(quota_available(q, uid, MFB_WIRE_RESOURCE_BYTES), most);
         ck_assert_int_eq(charge_bytes(q, m, uid, most + 1), -EDQUOT);
         if (most > 0)
                 ck_assert_int_eq(charge_bytes(q, m, uid, most), 0);
@@ -180,13 +180,13 @@ static void take_the_most(struct quota *q, struct model *m, uid_t uid) {
 
 /* All that the watched uids hold and may take of every resource, and the totals. */
 struct snapshot {
-        uint64_t held[ELEMENTSOF(watched)][MFB_RESOURCE_COUNT];
-        uint64_t available[ELEMENTSOF(watched)][MFB_RESOURCE_COUNT];
-        uint64_t used[MFB_RESOURCE_COUNT];
+        uint64_t held[ELEMENTSOF(watched)][MFB_WIRE_RESOURCE_COUNT];
+        uint64_t available[ELEMENTSOF(watched)][MFB_WIRE_RESOURCE_COUNT];
+        uint64_t used[MFB_WIRE_RESOURCE_COUNT];
 };
 
 static void snapshot(const struct quota *q, struct snapshot *ret) {
-        for (unsigned r = 0; r < MFB_RESOURCE_COUNT; r++) {
+        for (unsigned r = 0; r < MFB_WIRE_RESOURCE_COUNT; r++) {
                 for (size_t i = 0; i < ELEMENTSOF(watched); i++) {
                         ret->held[i][r] = quota_held(q, watched[i], r);
                         ret->available[i][r] = quota_available(q, watched[i], r);
@@ -199,7 +199,7 @@ static void assert_unchanged(const struct quota *q, const struct snapshot *befor
         struct snapshot now;
 
         snapshot(q, &now);
-        for (unsigned r = 0; r < MFB_RESOURCE_COUNT; r++) {
+        for (unsigned r = 0; r < MFB_WIRE_RESOURCE_COUNT; r++) {
                 for (size_t i = 0; i < ELEMENTSOF(watched); i++) {
                         ck_assert_msg(now.held[i][r] == before->held[i][r], "uid %u holds %llu %s, not %llu as before",
                                       (unsigned) watched[i], (unsigned long long) now.held[i][r],
@@ -221,7 +221,7 @@ START_TEST(share_at_its_boundary_for_one_two_and_three_uids) {
         static const uint64_t newcomer_most[] = { 498, 299, 174 };
 
         for (size_t n_uids = 1; n_uids <= ELEMENTSOF(uids); n_uids++) {
-                struct model m = { .broker_max = BYTES_MAX, .uid_max = MFB_LIMIT_NONE };
+                struct model m = { .broker_max = BYTES_MAX, .uid_max = MFB_WIRE_LIMIT_NONE };
                 struct quota *q = model_quota(&m);
 
                 /* The others came first and took less than their share, so they may take more later. */
@@ -244,24 +244,24 @@ START_TEST(a_limit_per_uid_binds_before_the_share) {
 
         ck_assert_int_eq(quota_new(&limits, EXEMPT_UID, &q), 0);
         /* The limits are copied: changing the caller's afterwards changes nothing. */
-        limits.uid_max.n[MFB_RESOURCE_BYTES] = MFB_LIMIT_NONE;
-        ck_assert_uint_eq(quota_limits(q)->uid_max.n[MFB_RESOURCE_BYTES], 300);
+        limits.uid_max.n[MFB_WIRE_RESOURCE_BYTES] = MFB_WIRE_LIMIT_NONE;
+        ck_assert_uint_eq(quota_limits(q)->uid_max.n[MFB_WIRE_RESOURCE_BYTES], 300);
 
         /* Alone, A's share would be 498 bytes; its limit is 300. */
         ck_assert_uint_eq(model_available(&m, UID_A), 300);
         ck_assert_int_eq(charge_bytes(q, &m, UID_A, 250), 0);
         take_the_most(q, &m, UID_A);
-        ck_assert_uint_eq(quota_held(q, UID_A, MFB_RESOURCE_BYTES), 300);
+        ck_assert_uint_eq(quota_held(q, UID_A, MFB_WIRE_RESOURCE_BYTES), 300);
 
         /* For B, the share of the 697 bytes left binds first: 3 * 232 <= 697, below the limit. */
         take_the_most(q, &m, UID_B);
-        ck_assert_uint_eq(quota_held(q, UID_B, MFB_RESOURCE_BYTES), 232);
+        ck_assert_uint_eq(quota_held(q, UID_B, MFB_WIRE_RESOURCE_BYTES), 232);
         quota_free(q);
 }
 END_TEST
 
 START_TEST(enospc_only_when_nothing_is_left) {
-        struct model m = { .broker_max = BYTES_MAX, .uid_max = MFB_LIMIT_NONE };
+        struct model m = { .broker_max = BYTES_MAX, .uid_max = MFB_WIRE_LIMIT_NONE };
         struct quota *q = model_quota(&m);
 
         /* Over its share with room left in the broker: EDQUOT, not ENOSPC. */
@@ -271,9 +271,9 @@ START_TEST(enospc_only_when_nothing_is_left) {
 
         /* Root takes all that is left; then everyone, exempt or not, is refused with ENOSPC. */
         ck_assert_int_eq(charge_bytes(q, &m, 0, BYTES_MAX - 100), 0);
-        ck_assert_uint_eq(quota_used(q, MFB_RESOURCE_BYTES), BYTES_MAX);
+        ck_assert_uint_eq(quota_used(q, MFB_WIRE_RESOURCE_BYTES), BYTES_MAX);
         for (size_t i = 0; i < ELEMENTSOF(watched); i++) {
-                ck_assert_uint_eq(quota_available(q, watched[i], MFB_RESOURCE_BYTES), 0);
+                ck_assert_uint_eq(quota_available(q, watched[i], MFB_WIRE_RESOURCE_BYTES), 0);
                 ck_assert_int_eq(charge_bytes(q, &m, watched[i], 1), -ENOSPC);
         }
 
@@ -286,7 +286,7 @@ START_TEST(enospc_only_when_nothing_is_left) {
         discharge_bytes(q, &m, EXEMPT_UID, 1);
         discharge_bytes(q, &m, 0, BYTES_MAX - 101);
         discharge_bytes(q, &m, UID_A, 100);
-        ck_assert_uint_eq(quota_used(q, MFB_RESOURCE_BYTES), 0);
+        ck_assert_uint_eq(quota_used(q, MFB_WIRE_RESOURCE_BYTES), 0);
         quota_free(q);
 }
 END_TEST
@@ -305,24 +305,24 @@ START_TEST(exempt_uids_take_what_is_left_without_a_share) {
 
                 /* Past the limit per uid and any share: 600 of the 947 bytes left. */
                 ck_assert_int_eq(charge_bytes(q, &m, x, 600), 0);
-                ck_assert_uint_eq(quota_held(q, x, MFB_RESOURCE_BYTES), 600);
-                ck_assert_uint_eq(quota_used(q, MFB_RESOURCE_BYTES), 650);
+                ck_assert_uint_eq(quota_held(q, x, MFB_WIRE_RESOURCE_BYTES), 600);
+                ck_assert_uint_eq(quota_used(q, MFB_WIRE_RESOURCE_BYTES), 650);
 
                 /*
                  * x is no holder: B shares the 347 bytes left with A alone,
                  * 3 * 115 <= 347, where with x counted it would be 86.
                  */
-                ck_assert_uint_eq(quota_available(q, UID_B, MFB_RESOURCE_BYTES), 115);
+                ck_assert_uint_eq(quota_available(q, UID_B, MFB_WIRE_RESOURCE_BYTES), 115);
                 take_the_most(q, &m, UID_B);
 
                 /* And x takes everything left, not a byte more. */
-                ck_assert_uint_eq(quota_available(q, x, MFB_RESOURCE_BYTES), BYTES_MAX - 650 - 115);
+                ck_assert_uint_eq(quota_available(q, x, MFB_WIRE_RESOURCE_BYTES), BYTES_MAX - 650 - 115);
                 ck_assert_int_eq(charge_bytes(q, &m, x, BYTES_MAX - 650 - 115 + 1), -ENOSPC);
                 ck_assert_int_eq(charge_bytes(q, &m, x, BYTES_MAX - 650 - 115), 0);
                 ck_assert_int_eq(charge_bytes(q, &m, x, 1), -ENOSPC);
 
                 discharge_bytes(q, &m, x, BYTES_MAX - 50 - 115);
-                ck_assert_uint_eq(quota_held(q, x, MFB_RESOURCE_BYTES), 0);
+                ck_assert_uint_eq(quota_held(q, x, MFB_WIRE_RESOURCE_BYTES), 0);
                 quota_free(q);
         }
 }
@@ -331,57 +331,57 @@ END_TEST
 START_TEST(a_charge_of_several_resources_is_all_or_nothing) {
         struct quota_limits limits;
         struct quota_amount a = { .n = {
-                [MFB_RESOURCE_REGIONS] = 1, [MFB_RESOURCE_BYTES] = 100,
-                [MFB_RESOURCE_FDS] = 1, [MFB_RESOURCE_HOLDS] = 1,
+                [MFB_WIRE_RESOURCE_REGIONS] = 1, [MFB_WIRE_RESOURCE_BYTES] = 100,
+                [MFB_WIRE_RESOURCE_FDS] = 1, [MFB_WIRE_RESOURCE_HOLDS] = 1,
         } };
         enum mfb_wire_resource refused;
         struct snapshot before;
         struct quota *q;
 
-        limits = model_limits(&(struct model) { .broker_max = BYTES_MAX, .uid_max = MFB_LIMIT_NONE });
-        limits.uid_max.n[MFB_RESOURCE_REGIONS] = 10;
+        limits = model_limits(&(struct model) { .broker_max = BYTES_MAX, .uid_max = MFB_WIRE_LIMIT_NONE });
+        limits.uid_max.n[MFB_WIRE_RESOURCE_REGIONS] = 10;
         ck_assert_int_eq(quota_new(&limits, EXEMPT_UID, &q), 0);
         ck_assert_int_eq(quota_charge(q, UID_A, &a, NULL), 0);
         snapshot(q, &before);
 
         /* fds in the middle refuse (A's share of the 99 left is 49): regions and bytes before, holds after stay. */
-        a.n[MFB_RESOURCE_FDS] = 50;
-        refused = MFB_RESOURCE_COUNT;
+        a.n[MFB_WIRE_RESOURCE_FDS] = 50;
+        refused = MFB_WIRE_RESOURCE_COUNT;
         ck_assert_int_eq(quota_charge(q, UID_A, &a, &refused), -EDQUOT);
-        ck_assert_int_eq(refused, MFB_RESOURCE_FDS);
+        ck_assert_int_eq(refused, MFB_WIRE_RESOURCE_FDS);
         assert_unchanged(q, &before);
         /* Without anyone to be told which. */
         ck_assert_int_eq(quota_charge(q, UID_A, &a, NULL), -EDQUOT);
         assert_unchanged(q, &before);
 
         /* The first resource refuses, over the limit per uid. */
-        a.n[MFB_RESOURCE_FDS] = 1;
-        a.n[MFB_RESOURCE_REGIONS] = 10;
+        a.n[MFB_WIRE_RESOURCE_FDS] = 1;
+        a.n[MFB_WIRE_RESOURCE_REGIONS] = 10;
         ck_assert_int_eq(quota_charge(q, UID_A, &a, &refused), -EDQUOT);
-        ck_assert_int_eq(refused, MFB_RESOURCE_REGIONS);
+        ck_assert_int_eq(refused, MFB_WIRE_RESOURCE_REGIONS);
         assert_unchanged(q, &before);
 
         /* The last one refuses. */
-        a.n[MFB_RESOURCE_REGIONS] = 1;
-        a.n[MFB_RESOURCE_HOLDS] = 50;
+        a.n[MFB_WIRE_RESOURCE_REGIONS] = 1;
+        a.n[MFB_WIRE_RESOURCE_HOLDS] = 50;
         ck_assert_int_eq(quota_charge(q, UID_A, &a, &refused), -EDQUOT);
-        ck_assert_int_eq(refused, MFB_RESOURCE_HOLDS);
+        ck_assert_int_eq(refused, MFB_WIRE_RESOURCE_HOLDS);
         assert_unchanged(q, &before);
 
         /* A newcomer refused does not count as a holder: A's shares stay as they were. */
-        a.n[MFB_RESOURCE_HOLDS] = 1;
-        a.n[MFB_RESOURCE_FDS] = 50;
+        a.n[MFB_WIRE_RESOURCE_HOLDS] = 1;
+        a.n[MFB_WIRE_RESOURCE_FDS] = 50;
         ck_assert_int_eq(quota_charge(q, UID_B, &a, &refused), -EDQUOT);
-        ck_assert_int_eq(refused, MFB_RESOURCE_FDS);
+        ck_assert_int_eq(refused, MFB_WIRE_RESOURCE_FDS);
         assert_unchanged(q, &before);
 
         /* Nothing is left of one resource: ENOSPC names it, the others stay. */
-        ck_assert_int_eq(quota_charge_force(q, 0, &(struct quota_amount) { .n = { [MFB_RESOURCE_WAITERS] = 100 } }), 0);
+        ck_assert_int_eq(quota_charge_force(q, 0, &(struct quota_amount) { .n = { [MFB_WIRE_RESOURCE_WAITERS] = 100 } }), 0);
         snapshot(q, &before);
-        a.n[MFB_RESOURCE_FDS] = 1;
-        a.n[MFB_RESOURCE_WAITERS] = 1;
+        a.n[MFB_WIRE_RESOURCE_FDS] = 1;
+        a.n[MFB_WIRE_RESOURCE_WAITERS] = 1;
         ck_assert_int_eq(quota_charge(q, UID_A, &a, &refused), -ENOSPC);
-        ck_assert_int_eq(refused, MFB_RESOURCE_WAITERS);
+        ck_assert_int_eq(refused, MFB_WIRE_RESOURCE_WAITERS);
         assert_unchanged(q, &before);
         quota_free(q);
 }
@@ -390,18 +390,18 @@ END_TEST
 START_TEST(discharge_gives_back_exactly) {
         struct quota_limits limits;
         struct quota_amount x = { .n = {
-                [MFB_RESOURCE_REGIONS] = 2, [MFB_RESOURCE_BYTES] = 200, [MFB_RESOURCE_FDS] = 3,
+                [MFB_WIRE_RESOURCE_REGIONS] = 2, [MFB_WIRE_RESOURCE_BYTES] = 200, [MFB_WIRE_RESOURCE_FDS] = 3,
         } };
         struct quota_amount y = { .n = {
-                [MFB_RESOURCE_REGIONS] = 1, [MFB_RESOURCE_BYTES] = 50, [MFB_RESOURCE_HOLDS] = 4,
+                [MFB_WIRE_RESOURCE_REGIONS] = 1, [MFB_WIRE_RESOURCE_BYTES] = 50, [MFB_WIRE_RESOURCE_HOLDS] = 4,
         } };
         struct quota_amount b = { .n = {
-                [MFB_RESOURCE_REGIONS] = 5, [MFB_RESOURCE_BYTES] = 10, [MFB_RESOURCE_FDS] = 5,
+                [MFB_WIRE_RESOURCE_REGIONS] = 5, [MFB_WIRE_RESOURCE_BYTES] = 10, [MFB_WIRE_RESOURCE_FDS] = 5,
         } };
         struct snapshot before;
         struct quota *q;
 
-        limits = model_limits(&(struct model) { .broker_max = BYTES_MAX, .uid_max = MFB_LIMIT_NONE });
+        limits = model_limits(&(struct model) { .broker_max = BYTES_MAX, .uid_max = MFB_WIRE_LIMIT_NONE });
         ck_assert_int_eq(quota_new(&limits, EXEMPT_UID, &q), 0);
         ck_assert_int_eq(quota_charge(q, UID_B, &b, NULL), 0);
         snapshot(q, &before);
@@ -412,7 +412,7 @@ START_TEST(discharge_gives_back_exactly) {
 
         /* Giving x back leaves A with y, exactly. */
         quota_discharge(q, UID_A, &x);
-        for (unsigned r = 0; r < MFB_RESOURCE_COUNT; r++) {
+        for (unsigned r = 0; r < MFB_WIRE_RESOURCE_COUNT; r++) {
                 ck_assert_uint_eq(quota_held(q, UID_A, r), y.n[r]);
                 ck_assert_uint_eq(quota_used(q, r), b.n[r] + y.n[r] + x.n[r]);
         }
@@ -423,7 +423,7 @@ START_TEST(discharge_gives_back_exactly) {
         assert_unchanged(q, &before);
 
         quota_discharge(q, UID_B, &b);
-        for (unsigned r = 0; r < MFB_RESOURCE_COUNT; r++)
+        for (unsigned r = 0; r < MFB_WIRE_RESOURCE_COUNT; r++)
                 ck_assert_uint_eq(quota_used(q, r), 0);
         quota_free(q);
 }
@@ -436,7 +436,7 @@ END_TEST
  */
 static int move_bytes(struct quota *q, struct model *m, uid_t from, uid_t to, uint64_t charge) {
         struct quota_amount amount = bytes(charge);
-        enum mfb_wire_resource refused = MFB_RESOURCE_COUNT;
+        enum mfb_wire_resource refused = MFB_WIRE_RESOURCE_COUNT;
         struct model after = *m;
         struct snapshot before;
         int want, r;
@@ -449,7 +449,7 @@ static int move_bytes(struct quota *q, struct model *m, uid_t from, uid_t to, ui
                       (unsigned) from, (unsigned) to, r == 0 ? "success" : strerror(-r),
                       want == 0 ? "success" : strerror(-want));
         if (r < 0) {
-                ck_assert_int_eq(refused, MFB_RESOURCE_BYTES);
+                ck_assert_int_eq(refused, MFB_WIRE_RESOURCE_BYTES);
                 assert_unchanged(q, &before);
                 return r;
         }
@@ -461,7 +461,7 @@ static int move_bytes(struct quota *q, struct model *m, uid_t from, uid_t to, ui
 
 START_TEST(a_refused_move_leaves_both_uids_as_they_were) {
         struct model m = { .broker_max = BYTES_MAX, .uid_max = 450 };
-        struct quota_amount both = { .n = { [MFB_RESOURCE_REGIONS] = 2, [MFB_RESOURCE_BYTES] = 110 } };
+        struct quota_amount both = { .n = { [MFB_WIRE_RESOURCE_REGIONS] = 2, [MFB_WIRE_RESOURCE_BYTES] = 110 } };
         enum mfb_wire_resource refused;
         struct snapshot before;
         struct quota *q = model_quota(&m);
@@ -476,8 +476,8 @@ START_TEST(a_refused_move_leaves_both_uids_as_they_were) {
         ck_assert_int_eq(move_bytes(q, &m, UID_A, UID_B, 400), -EDQUOT);
         /* Within B's share: 4 * (100 + 50) - 100 <= 537. */
         ck_assert_int_eq(move_bytes(q, &m, UID_A, UID_B, 50), 0);
-        ck_assert_uint_eq(quota_held(q, UID_A, MFB_RESOURCE_BYTES), 350);
-        ck_assert_uint_eq(quota_held(q, UID_B, MFB_RESOURCE_BYTES), 150);
+        ck_assert_uint_eq(quota_held(q, UID_A, MFB_WIRE_RESOURCE_BYTES), 350);
+        ck_assert_uint_eq(quota_held(q, UID_B, MFB_WIRE_RESOURCE_BYTES), 150);
         /* An exempt uid takes it regardless of shares, and gives it back to a uid within its share. */
         ck_assert_int_eq(move_bytes(q, &m, UID_A, 0, 300), 0);
         ck_assert_int_eq(move_bytes(q, &m, 0, UID_C, 300), -EDQUOT);
@@ -488,11 +488,11 @@ START_TEST(a_refused_move_leaves_both_uids_as_they_were) {
         assert_unchanged(q, &before);
 
         /* All that C holds, of two resources, the bytes refusing after the regions: C keeps its regions too. */
-        ck_assert_int_eq(quota_charge(q, UID_C, &(struct quota_amount) { .n = { [MFB_RESOURCE_REGIONS] = 2 } }, NULL),
+        ck_assert_int_eq(quota_charge(q, UID_C, &(struct quota_amount) { .n = { [MFB_WIRE_RESOURCE_REGIONS] = 2 } }, NULL),
                          0);
         snapshot(q, &before);
         ck_assert_int_eq(quota_move(q, UID_C, UID_B, &both, &refused), -EDQUOT);
-        ck_assert_int_eq(refused, MFB_RESOURCE_BYTES);
+        ck_assert_int_eq(refused, MFB_WIRE_RESOURCE_BYTES);
         assert_unchanged(q, &before);
         quota_free(q);
 }
@@ -520,7 +520,7 @@ START_TEST(available_is_the_largest_charge_that_succeeds) {
                         (void) charge_bytes(q, &m, uid, 1 + next_random(&state) % 200);
 
                 for (size_t i = 0; i < ELEMENTSOF(watched); i++) {
-                        uint64_t most = quota_available(q, watched[i], MFB_RESOURCE_BYTES);
+                        uint64_t most = quota_available(q, watched[i], MFB_WIRE_RESOURCE_BYTES);
 
                         ck_assert_uint_eq(most, model_available(&m, watched[i]));
                         ck_assert_int_lt(charge_bytes(q, &m, watched[i], most + 1), 0);
@@ -543,13 +543,13 @@ START_TEST(a_forced_charge_goes_beyond_every_limit) {
         ck_assert_int_eq(quota_charge_force(q, UID_A, &amount), 0);
         *model_held(&m, UID_A) += 150;
         assert_as_model(q, &m);
-        ck_assert_uint_eq(quota_used(q, MFB_RESOURCE_BYTES), 150);
+        ck_assert_uint_eq(quota_used(q, MFB_WIRE_RESOURCE_BYTES), 150);
         for (size_t i = 0; i < ELEMENTSOF(watched); i++)
                 ck_assert_int_eq(charge_bytes(q, &m, watched[i], 1), -ENOSPC);
 
         /* Then A counts as a holder: with 10 left, B's share is 3 (3 * 3 <= 10), not 5. */
         discharge_bytes(q, &m, UID_A, 60);
-        ck_assert_uint_eq(quota_available(q, UID_B, MFB_RESOURCE_BYTES), 3);
+        ck_assert_uint_eq(quota_available(q, UID_B, MFB_WIRE_RESOURCE_BYTES), 3);
         take_the_most(q, &m, UID_B);
         ck_assert_int_eq(charge_bytes(q, &m, UID_A, 1), -EDQUOT);
 
@@ -566,7 +566,7 @@ START_TEST(a_forced_charge_goes_beyond_every_limit) {
 END_TEST
 
 START_TEST(refused_connections_wait_at_most_eight_per_uid) {
-        struct model m = { .broker_max = BYTES_MAX, .uid_max = MFB_LIMIT_NONE };
+        struct model m = { .broker_max = BYTES_MAX, .uid_max = MFB_WIRE_LIMIT_NONE };
         struct quota *q = model_quota(&m);
         struct snapshot before;
 

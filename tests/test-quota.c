@@ -72,7 +72,7 @@ static int connect_as(const struct test_broker *b, uid_t uid) {
         int fd;
 
         raw_connect_as(b, uid, 0, 1, &fd);
-        ck_assert_int_eq(raw_request(fd, MFB_OP_HELLO, &hello, sizeof(hello), NULL, 0), 0);
+        ck_assert_int_eq(raw_request(fd, MFB_WIRE_OP_HELLO, &hello, sizeof(hello), NULL, 0), 0);
         return fd;
 }
 
@@ -93,7 +93,7 @@ static int32_t request(int fd, uint16_t opcode, const void *req, size_t len, uni
 static uint64_t create(int fd, uint64_t size) {
         struct mfb_wire_create_request req = { .size = size };
         union reply_body body;
-        int32_t k = request(fd, MFB_OP_CREATE, &req, sizeof(req), &body);
+        int32_t k = request(fd, MFB_WIRE_OP_CREATE, &req, sizeof(req), &body);
 
         ck_assert_msg(k == 0, "CREATE of %llu bytes: %s (%s)", (unsigned long long) size, strerror(-k), body.message);
         return body.region.info.handle;
@@ -103,7 +103,7 @@ static uint64_t create(int fd, uint64_t size) {
 static void create_refused(int fd, uint64_t size, int32_t status, const char *resource) {
         struct mfb_wire_create_request req = { .size = size };
         union reply_body body;
-        int32_t k = request(fd, MFB_OP_CREATE, &req, sizeof(req), &body);
+        int32_t k = request(fd, MFB_WIRE_OP_CREATE, &req, sizeof(req), &body);
 
         ck_assert_msg(k == status, "CREATE of %llu bytes: %s, not %s", (unsigned long long) size,
                       k == 0 ? "success" : strerror(-k), strerror(-status));
@@ -124,7 +124,7 @@ static int connect_and_fill(const struct test_broker *b, uid_t uid, unsigned n) 
 static void release(int fd, uint64_t handle) {
         struct mfb_wire_release_request req = { .handle = handle };
 
-        ck_assert_int_eq(raw_request(fd, MFB_OP_RELEASE, &req, sizeof(req), NULL, 0), 0);
+        ck_assert_int_eq(raw_request(fd, MFB_WIRE_OP_RELEASE, &req, sizeof(req), NULL, 0), 0);
 }
 
 START_TEST(regions_per_uid_stop_at_the_limit) {
@@ -190,7 +190,7 @@ END_TEST
 static int32_t hello(int fd, union reply_body *ret) {
         struct mfb_wire_hello_request req = { .version_min = MFB_WIRE_VERSION, .version_max = MFB_WIRE_VERSION };
 
-        return request(fd, MFB_OP_HELLO, &req, sizeof(req), ret);
+        return request(fd, MFB_WIRE_OP_HELLO, &req, sizeof(req), ret);
 }
 
 START_TEST(connections_per_uid_stop_at_the_limit) {
@@ -274,7 +274,7 @@ START_TEST(silent_refused_connections_do_not_pile_up) {
         raw_connect_as(&test_broker, USER_A, 0, 1, &late);
         n = raw_recv(late, &rec, sizeof(rec), NULL);
         ck_assert_int_gt(n, (ssize_t) sizeof(rec.h));
-        ck_assert_uint_eq(rec.h.opcode, MFB_OP_HELLO | MFB_WIRE_REPLY);
+        ck_assert_uint_eq(rec.h.opcode, MFB_WIRE_OP_HELLO | MFB_WIRE_REPLY);
         ck_assert_uint_eq(rec.h.cookie, 0);
         ck_assert_int_eq(rec.h.status, -EDQUOT);
         ck_assert_int_eq(raw_recv(late, &rec, sizeof(rec), NULL), 0);
@@ -331,10 +331,10 @@ END_TEST
 
 /* OPEN read-only of the region named name on fd: its status, and the refusal's text in *ret. */
 static int32_t open_named(int fd, const char *name, union reply_body *ret) {
-        struct mfb_wire_open_request req = { .access = MFB_ACCESS_READ };
+        struct mfb_wire_open_request req = { .access = MFB_WIRE_ACCESS_READ };
 
         ck_assert_int_eq(mfb_wire_name_set(&req.name, name), 0);
-        return request(fd, MFB_OP_OPEN, &req, sizeof(req), ret);
+        return request(fd, MFB_WIRE_OP_OPEN, &req, sizeof(req), ret);
 }
 
 /*
@@ -359,7 +359,7 @@ START_TEST(a_uid_gets_its_fair_share_of_holds) {
         for (unsigned i = 0; i < SHARE_MAX_HOLDS + 1; i++) {
                 snprintf(name, sizeof(name), "public-%u", i);
                 ck_assert_int_eq(mfb_wire_name_set(&create_req.name, name), 0);
-                ck_assert_int_eq(request(root, MFB_OP_CREATE, &create_req, sizeof(create_req), &body), 0);
+                ck_assert_int_eq(request(root, MFB_WIRE_OP_CREATE, &create_req, sizeof(create_req), &body), 0);
                 release(root, body.region.info.handle);
         }
 
@@ -449,7 +449,7 @@ static int32_t create_batch_reply(int fd, uint32_t count, uint64_t size, uint64_
 static int32_t create_batch(int fd, uint32_t count, uint64_t size, uint64_t *ret_handles, int *ret_fds) {
         struct mfb_wire_create_batch_request req = { .size = size, .count = count };
 
-        raw_send(fd, MFB_OP_CREATE_BATCH, &req, sizeof(req), NULL, 0);
+        raw_send(fd, MFB_WIRE_OP_CREATE_BATCH, &req, sizeof(req), NULL, 0);
         return create_batch_reply(fd, count, size, ret_handles, ret_fds);
 }
 
@@ -467,13 +467,13 @@ static int32_t create_batch_reply(int fd, uint32_t count, uint64_t size, uint64_
         n = mfb_record_recv(fd, rec.bytes, sizeof(rec), fds, &nfds, 0);
         ck_assert_int_gt(n, 0);
         ck_assert_int_eq(mfb_wire_reply_check(rec.bytes, (size_t) n, nfds, &rec.h), 0);
-        ck_assert_uint_eq(rec.h.opcode, MFB_OP_CREATE_BATCH | MFB_WIRE_REPLY);
+        ck_assert_uint_eq(rec.h.opcode, MFB_WIRE_OP_CREATE_BATCH | MFB_WIRE_REPLY);
         if (rec.h.status < 0)
                 return rec.h.status;
         memcpy(&reply, rec.bytes + sizeof(rec.h), sizeof(reply));
         ck_assert_uint_eq(reply.count, count);
         ck_assert_uint_eq(reply.size, size);
-        ck_assert_uint_eq(reply.access, MFB_ACCESS_READ | MFB_ACCESS_WRITE);
+        ck_assert_uint_eq(reply.access, MFB_WIRE_ACCESS_READ | MFB_WIRE_ACCESS_WRITE);
         for (uint32_t i = 0; i < count; i++) {
                 struct stat st;
 
@@ -515,7 +515,7 @@ START_TEST(a_batch_is_made_all_or_none) {
                 /* Two do not fit where one does: the refusal names what ran out, and the one is still free. */
                 memset(&body, 0, sizeof(body));
                 ck_assert_int_eq(create_batch(fd, 2, PAGE, handles + REGIONS_PER_UID, fds), -EDQUOT);
-                k = request(fd, MFB_OP_CREATE_BATCH, &two, sizeof(two), &body);
+                k = request(fd, MFB_WIRE_OP_CREATE_BATCH, &two, sizeof(two), &body);
                 ck_assert_int_eq(k, -EDQUOT);
                 ck_assert_msg(strstr(body.message, "regions"), "the refusal '%s' does not name regions",
                               body.message);
@@ -537,7 +537,7 @@ START_TEST(a_batch_is_made_all_or_none) {
                 };
 
                 for (size_t i = 0; i < ELEMENTSOF(bad); i++)
-                        ck_assert_int_eq(raw_request(fd, MFB_OP_CREATE_BATCH, &bad[i], sizeof(bad[i]), NULL, 0),
+                        ck_assert_int_eq(raw_request(fd, MFB_WIRE_OP_CREATE_BATCH, &bad[i], sizeof(bad[i]), NULL, 0),
                                          -EINVAL);
         }
         close(fd);
@@ -562,8 +562,8 @@ START_TEST(a_batch_is_made_all_or_none) {
                         static uint8_t buf[MFB_WIRE_RECORD_MAX];
 
                         for (int i = 0; i < 12; i++)
-                                raw_send(root, MFB_OP_LIST, &list, sizeof(list), NULL, 0);
-                        raw_send(root, MFB_OP_CREATE_BATCH, &batch, sizeof(batch), NULL, 0);
+                                raw_send(root, MFB_WIRE_OP_LIST, &list, sizeof(list), NULL, 0);
+                        raw_send(root, MFB_WIRE_OP_CREATE_BATCH, &batch, sizeof(batch), NULL, 0);
                         raw_wait_consumed(root);
                         for (int i = 0; i < 12; i++)
                                 ck_assert_int_gt(raw_recv(root, buf, sizeof(buf), NULL), (ssize_t) MFB_WIRE_RECORD_MAX / 2);
@@ -596,7 +596,7 @@ START_TEST(a_batch_takes_no_more_than_its_uids_share) {
         b = connect_as(&test_broker, USER_B);
 
         /* The most a batch may ask for, and one more than A's share: refused for the share, nothing kept. */
-        ck_assert_int_eq(request(a, MFB_OP_CREATE_BATCH, &most, sizeof(most), &body), -EDQUOT);
+        ck_assert_int_eq(request(a, MFB_WIRE_OP_CREATE_BATCH, &most, sizeof(most), &body), -EDQUOT);
         ck_assert_msg(strstr(body.message, "regions"), "the refusal '%s' does not name regions", body.message);
         ck_assert_int_eq(create_batch(a, share_a + 1, PAGE, handles, fds), -EDQUOT);
 
@@ -610,7 +610,7 @@ START_TEST(a_batch_takes_no_more_than_its_uids_share) {
         create_refused(a, PAGE, -EDQUOT, "regions");
 
         /* B has all the share that A's regions leave it, and not one region more, batch or not. */
-        ck_assert_int_eq(request(b, MFB_OP_CREATE_BATCH, &most, sizeof(most), &body), -EDQUOT);
+        ck_assert_int_eq(request(b, MFB_WIRE_OP_CREATE_BATCH, &most, sizeof(most), &body), -EDQUOT);
         ck_assert_int_eq(create_batch(b, share_b + 1, PAGE, handles, fds), -EDQUOT);
         for (unsigned i = 0; i < share_b; i++)
                 create(b, PAGE);
@@ -652,7 +652,7 @@ START_TEST(a_quiet_remove_of_another_uids_region_is_refused_aloud) {
         for (int i = 0; i < REGIONS_PER_UID; i++) {
                 snprintf(name, sizeof(name), "a-%d", i);
                 ck_assert_int_eq(mfb_wire_name_set(&create_req.name, name), 0);
-                ck_assert_int_eq(request(a, MFB_OP_CREATE, &create_req, sizeof(create_req), &body), 0);
+                ck_assert_int_eq(request(a, MFB_WIRE_OP_CREATE, &create_req, sizeof(create_req), &body), 0);
                 handles[i] = body.region.info.handle;
         }
         create_refused(a, PAGE, -EDQUOT, "regions");
@@ -660,15 +660,15 @@ START_TEST(a_quiet_remove_of_another_uids_region_is_refused_aloud) {
         /* B's quiet REMOVE of A's region, by name: refused, answered, and A still holds it. */
         ck_assert_int_eq(mfb_wire_name_set(&by_name.name, "a-0"), 0);
         memset(&body, 0, sizeof(body));
-        raw_send_flags(b, MFB_OP_REMOVE, MFB_WIRE_FLAG_QUIET, &by_name, sizeof(by_name), NULL, 0);
-        k = raw_reply(b, MFB_OP_REMOVE, &body, sizeof(body) - 1, NULL);
+        raw_send_flags(b, MFB_WIRE_OP_REMOVE, MFB_WIRE_FLAG_QUIET, &by_name, sizeof(by_name), NULL, 0);
+        k = raw_reply(b, MFB_WIRE_OP_REMOVE, &body, sizeof(body) - 1, NULL);
         ck_assert_msg(k == -EPERM, "uid %d's quiet REMOVE of uid %d's region: %s", USER_B, USER_A,
                       k == 0 ? "success" : strerror(-k));
         ck_assert_msg(strstr(body.message, "owner"), "the refusal '%s' does not name the owner", body.message);
         /* B's quiet RELEASE of the handle of A's region: B holds no such region, and is told. */
         rel.handle = handles[0];
-        raw_send_flags(b, MFB_OP_RELEASE, MFB_WIRE_FLAG_QUIET, &rel, sizeof(rel), NULL, 0);
-        ck_assert_int_lt(raw_reply(b, MFB_OP_RELEASE, &body, sizeof(body) - 1, NULL), 0);
+        raw_send_flags(b, MFB_WIRE_OP_RELEASE, MFB_WIRE_FLAG_QUIET, &rel, sizeof(rel), NULL, 0);
+        ck_assert_int_lt(raw_reply(b, MFB_WIRE_OP_RELEASE, &body, sizeof(body) - 1, NULL), 0);
         ck_assert_int_eq(open_named(b, "a-0", &body), 0);
         release(b, body.region.info.handle);
         create_refused(a, PAGE, -EDQUOT, "regions");
@@ -677,8 +677,8 @@ START_TEST(a_quiet_remove_of_another_uids_region_is_refused_aloud) {
          * A's own quiet REMOVE of the name and RELEASE of its hold: no answer
          * to either, and its next CREATE, the next answered, has the room.
          */
-        raw_send_flags(a, MFB_OP_REMOVE, MFB_WIRE_FLAG_QUIET, &by_name, sizeof(by_name), NULL, 0);
-        raw_send_flags(a, MFB_OP_RELEASE, MFB_WIRE_FLAG_QUIET, &rel, sizeof(rel), NULL, 0);
+        raw_send_flags(a, MFB_WIRE_OP_REMOVE, MFB_WIRE_FLAG_QUIET, &by_name, sizeof(by_name), NULL, 0);
+        raw_send_flags(a, MFB_WIRE_OP_RELEASE, MFB_WIRE_FLAG_QUIET, &rel, sizeof(rel), NULL, 0);
         create(a, PAGE);
         create_refused(a, PAGE, -EDQUOT, "regions");
 

@@ -29,10 +29,10 @@ static mfb_client *connect_or_fail(void) {
 
 /* Sends WAIT for name and returns once the broker holds it pending. */
 static void send_wait(int fd, const char *name, uint64_t timeout_ns) {
-        struct mfb_wire_wait_request req = { .timeout_ns = timeout_ns, .access = MFB_ACCESS_READ };
+        struct mfb_wire_wait_request req = { .timeout_ns = timeout_ns, .access = MFB_WIRE_ACCESS_READ };
 
         ck_assert_int_eq(mfb_wire_name_set(&req.name, name), 0);
-        raw_send(fd, MFB_OP_WAIT, &req, sizeof(req), NULL, 0);
+        raw_send(fd, MFB_WIRE_OP_WAIT, &req, sizeof(req), NULL, 0);
         raw_wait_consumed(fd);
 }
 
@@ -57,9 +57,9 @@ static void assert_woken_with(int fd, const char *text) {
         const char *mem;
         int region_fd;
 
-        ck_assert_int_eq(raw_reply(fd, MFB_OP_WAIT, &reply, sizeof(reply), &region_fd), 0);
+        ck_assert_int_eq(raw_reply(fd, MFB_WIRE_OP_WAIT, &reply, sizeof(reply), &region_fd), 0);
         ck_assert_int_ge(region_fd, 0);
-        ck_assert_uint_eq(reply.access, MFB_ACCESS_READ);
+        ck_assert_uint_eq(reply.access, MFB_WIRE_ACCESS_READ);
         ck_assert(reply.info.seals & F_SEAL_WRITE);
         ck_assert_int_eq(fcntl(region_fd, F_GETFL) & O_ACCMODE, O_RDONLY);
         mem = mmap(NULL, 4096, PROT_READ, MAP_SHARED, region_fd, 0);
@@ -75,7 +75,7 @@ START_TEST(a_waiter_gets_the_region_once_it_is_sealed) {
         char *mem;
         int waiter = raw_connect_hello(&test_broker);
 
-        send_wait(waiter, "frame", MFB_WAIT_FOREVER);
+        send_wait(waiter, "frame", MFB_WIRE_WAIT_FOREVER);
 
         /* Existing but unsealed is not enough. */
         ck_assert_int_eq(mfb_region_create_with(producer, "frame", 4096, 0644, 0, &r), 0);
@@ -99,7 +99,7 @@ START_TEST(a_seal_added_with_fcntl_first_wakes_waiters_at_seal) {
 
         ck_assert_int_eq(mfb_region_create_with(producer, "sealed-by-hand", 4096, 0644, 0, &r), 0);
         ck_assert_int_eq(pwrite(mfb_region_fd(r), "by hand", 8, 0), 8);
-        send_wait(waiter, "sealed-by-hand", MFB_WAIT_FOREVER);
+        send_wait(waiter, "sealed-by-hand", MFB_WIRE_WAIT_FOREVER);
         ck_assert_int_eq(fcntl(mfb_region_fd(r), F_ADD_SEALS, F_SEAL_WRITE), 0);
         /* The broker was not told yet: the waiter still waits. */
         ck_assert_int_eq(poll(&(struct pollfd) { .fd = waiter, .events = POLLIN }, 1, 0), 0);
@@ -120,7 +120,7 @@ START_TEST(every_one_of_many_waiters_is_woken) {
 
         for (int i = 0; i < WAITERS; i++) {
                 waiters[i] = raw_connect_hello(&test_broker);
-                send_wait(waiters[i], "popular", MFB_WAIT_FOREVER);
+                send_wait(waiters[i], "popular", MFB_WIRE_WAIT_FOREVER);
         }
         r = publish(producer, "popular", "for all");
         for (int i = 0; i < WAITERS; i++) {
@@ -174,9 +174,9 @@ START_TEST(remove_wakes_waiters_with_an_error) {
         int waiter = raw_connect_hello(&test_broker);
 
         ck_assert_int_eq(mfb_region_create(c, "doomed", 4096, &r), 0);
-        send_wait(waiter, "doomed", MFB_WAIT_FOREVER);
+        send_wait(waiter, "doomed", MFB_WIRE_WAIT_FOREVER);
         ck_assert_int_eq(mfb_remove(c, "doomed"), 0);
-        ck_assert_int_eq(raw_reply(waiter, MFB_OP_WAIT, NULL, 0, NULL), -EIDRM);
+        ck_assert_int_eq(raw_reply(waiter, MFB_WIRE_OP_WAIT, NULL, 0, NULL), -EIDRM);
 
         mfb_region_free(r);
         mfb_client_free(c);
@@ -190,7 +190,7 @@ START_TEST(a_vanished_waiter_is_forgotten) {
         mfb_region *r;
         int waiter = raw_connect_hello(&test_broker);
 
-        send_wait(waiter, "later", MFB_WAIT_FOREVER);
+        send_wait(waiter, "later", MFB_WIRE_WAIT_FOREVER);
         close(waiter);
         ck_assert(test_broker_wait_fd_count(&test_broker, baseline));
 
@@ -207,10 +207,10 @@ START_TEST(a_waiter_times_out) {
         int waiter = raw_connect_hello(&test_broker);
 
         send_wait(waiter, "never", 20 * 1000 * 1000);
-        ck_assert_int_eq(raw_reply(waiter, MFB_OP_WAIT, NULL, 0, NULL), -ETIMEDOUT);
+        ck_assert_int_eq(raw_reply(waiter, MFB_WIRE_OP_WAIT, NULL, 0, NULL), -ETIMEDOUT);
         /* The connection serves requests again. */
         send_wait(waiter, "never", 0);
-        ck_assert_int_eq(raw_reply(waiter, MFB_OP_WAIT, NULL, 0, NULL), -ETIMEDOUT);
+        ck_assert_int_eq(raw_reply(waiter, MFB_WIRE_OP_WAIT, NULL, 0, NULL), -ETIMEDOUT);
         close(waiter);
 }
 END_TEST

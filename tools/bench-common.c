@@ -633,7 +633,7 @@ int bench_connect_hello(const char *socket_path) {
         memcpy(sa.sun_path, socket_path, strlen(socket_path) + 1);
         if (connect(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0)
                 bench_die("connecting to %s: %m", socket_path);
-        k = bench_call(fd, MFB_OP_HELLO, &hello, sizeof(hello), record);
+        k = bench_call(fd, MFB_WIRE_OP_HELLO, &hello, sizeof(hello), record);
         if (k < 0)
                 bench_die("HELLO: %s", strerror(-k));
         return fd;
@@ -664,11 +664,11 @@ unsigned bench_create_regions(int fd, unsigned n, uint64_t size, uint32_t mode, 
                                 if (mfb_wire_name_set(&req.name, name) < 0)
                                         bench_die("bad region name %s", name);
                         }
-                        if (bench_request_send(fd, MFB_OP_CREATE, sent + 1, &req, sizeof(req), 0) < 0)
+                        if (bench_request_send(fd, MFB_WIRE_OP_CREATE, sent + 1, &req, sizeof(req), 0) < 0)
                                 bench_die("sending CREATE: %m");
                         sent++;
                 }
-                if (bench_reply_recv(fd, MFB_OP_CREATE, record, NULL) < 0)
+                if (bench_reply_recv(fd, MFB_WIRE_OP_CREATE, record, NULL) < 0)
                         refused = true;
                 else {
                         if (made == 0 && ret_first)
@@ -685,7 +685,7 @@ void bench_limits(int fd, enum mfb_wire_resource resource, uint64_t *ret_max, ui
         struct mfb_wire_limits_reply l;
         int32_t k;
 
-        k = bench_call(fd, MFB_OP_LIMITS, NULL, 0, record);
+        k = bench_call(fd, MFB_WIRE_OP_LIMITS, NULL, 0, record);
         if (k < 0)
                 bench_die("LIMITS: %s", strerror(-k));
         memcpy(&l, (const uint8_t *) record + sizeof(struct mfb_wire_header), sizeof(l));

@@ -231,5 +231,5 @@ uint64_t bench_reply_handle(const void *record);
 unsigned bench_create_regions(int fd, unsigned n, uint64_t size, uint32_t mode, const char *name_prefix,
                               unsigned first_index, unsigned window, uint64_t *ret_first);
 
-/* LIMITS for resource: what the broker allows in all, and what is used (MFB_LIMIT_NONE unless exempt). */
+/* LIMITS for resource: what the broker allows in all, and what is used (MFB_WIRE_LIMIT_NONE unless exempt). */
 void bench_limits(int fd, enum mfb_wire_resource resource, uint64_t *ret_max, uint64_t *ret_used);

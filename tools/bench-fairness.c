@@ -138,7 +138,7 @@ static bool told_to_stop(int stop, int timeout_ms) {
 static int send_list(int fd, uint64_t after, int flags) {
         struct mfb_wire_list_request req = { .after_handle = after };
 
-        return bench_request_send(fd, MFB_OP_LIST, 1, &req, sizeof(req), flags);
+        return bench_request_send(fd, MFB_WIRE_OP_LIST, 1, &req, sizeof(req), flags);
 }
 
 /*
@@ -170,7 +170,7 @@ static uint32_t flood(int ready, int stop) {
 
                         if (!p[i].revents)
                                 continue;
-                        if (recv_reply(p[i].fd, MFB_OP_LIST, NULL) < 0)
+                        if (recv_reply(p[i].fd, MFB_WIRE_OP_LIST, NULL) < 0)
                                 bench_die("a LIST of the flood was refused");
                         memcpy(&head, record + sizeof(struct mfb_wire_header), sizeof(head));
                         cursor[i] = head.more ? head.next_after : 0;
@@ -269,7 +269,7 @@ static void measure_raw(double *ret_memfd, double *ret_round_trip) {
                 bench_pin(SERVER_CPU);
                 _exit(answer_with_fd(sock));
         }
-        mfb_wire_header_init(&h, MFB_OP_CREATE, 1, 0, 0, sizeof(h));
+        mfb_wire_header_init(&h, MFB_WIRE_OP_CREATE, 1, 0, 0, sizeof(h));
         for (unsigned i = 0; i < RAW_SAMPLES; i++) {
                 uint64_t start = bench_now_ns();
                 int fds[MFB_FDS_RECV_MAX];
@@ -296,14 +296,14 @@ static uint64_t victim_create_release(int fd) {
         int region = -1;
         int32_t k;
 
-        if (bench_request_send(fd, MFB_OP_CREATE, 1, &create, sizeof(create), 0) < 0)
+        if (bench_request_send(fd, MFB_WIRE_OP_CREATE, 1, &create, sizeof(create), 0) < 0)
                 bench_die("sending CREATE: %m");
-        k = recv_reply(fd, MFB_OP_CREATE, &region);
+        k = recv_reply(fd, MFB_WIRE_OP_CREATE, &region);
         if (k < 0)
                 bench_die("the victim's CREATE failed: %s", strerror(-k));
         release.handle = bench_reply_handle(record);
         close(region);
-        k = call(fd, MFB_OP_RELEASE, &release, sizeof(release));
+        k = call(fd, MFB_WIRE_OP_RELEASE, &release, sizeof(release));
         if (k < 0)
                 bench_die("the victim's RELEASE failed: %s", strerror(-k));
         return bench_now_ns() - start;
@@ -408,7 +408,7 @@ int main(int argc, char **argv) {
                        "apart\n", (unsigned) getuid());
         /* Regions the flooding uid may not read: root's (or, not as root, as many as the broker allows). */
         root = connect_hello();
-        bench_limits(root, MFB_RESOURCE_FDS, &fds_max, NULL);
+        bench_limits(root, MFB_WIRE_RESOURCE_FDS, &fds_max, NULL);
         regions = bench_create_regions(root, regions_that_fit(fds_max), 4096, 0600, NULL, 0, 32, NULL);
         victim = connect_as(VICTIM_UID);
         settled = bench_count_fds(broker.pid);

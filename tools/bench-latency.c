@@ -236,10 +236,10 @@ static unsigned fill_named(const char *socket_path, unsigned want) {
         int fd = bench_connect_hello(socket_path);
         unsigned made;
 
-        bench_limits(fd, MFB_RESOURCE_REGIONS, &regions_max, NULL);
-        bench_limits(fd, MFB_RESOURCE_FDS, &fds_max, &fds_used);
+        bench_limits(fd, MFB_WIRE_RESOURCE_REGIONS, &regions_max, NULL);
+        bench_limits(fd, MFB_WIRE_RESOURCE_FDS, &fds_max, &fds_used);
         /* Room for this scenario's own connections, and the regions its clients create meanwhile. */
-        room = fds_max - (fds_used == MFB_LIMIT_NONE ? 0 : fds_used);
+        room = fds_max - (fds_used == MFB_WIRE_LIMIT_NONE ? 0 : fds_used);
         room = room > 64 ? room - 64 : 0;
         if (regions_max < room)
                 room = regions_max > 64 ? regions_max - 64 : 0;
@@ -371,7 +371,7 @@ static uint64_t flood_run(void *userdata, int ready, int stop) {
 
         for (;;) {
                 struct pollfd p[2] = { { .fd = fd, .events = POLLOUT }, { .fd = stop, .events = POLLIN } };
-                int k = bench_request_send(fd, MFB_OP_CREATE, sent + 2, &req, sizeof(req), MSG_DONTWAIT);
+                int k = bench_request_send(fd, MFB_WIRE_OP_CREATE, sent + 2, &req, sizeof(req), MSG_DONTWAIT);
 
                 if (k == 0) {
                         sent++;

@@ -76,7 +76,7 @@ static void pipelined_op(void *userdata) {
 static int batch_send(int fd, uint32_t count) {
         struct mfb_wire_create_batch_request req = { .size = BENCH_PAGE_REGION, .count = count };
 
-        return bench_request_send(fd, MFB_OP_CREATE_BATCH, 1, &req, sizeof(req), 0);
+        return bench_request_send(fd, MFB_WIRE_OP_CREATE_BATCH, 1, &req, sizeof(req), 0);
 }
 
 static void wire_batch_op(void *userdata) {
@@ -98,7 +98,7 @@ static void wire_batch_op(void *userdata) {
                         in_flight++;
                 }
                 /* Its fds, up to 253 of them, are closed: the connection holds the regions. */
-                k = bench_reply_recv(p->fd, MFB_OP_CREATE_BATCH, p->record, NULL);
+                k = bench_reply_recv(p->fd, MFB_WIRE_OP_CREATE_BATCH, p->record, NULL);
                 if (k < 0)
                         bench_die("CREATE_BATCH refused after %u regions: %s", made, strerror(-k));
                 memcpy(&reply, p->record + sizeof(struct mfb_wire_header), sizeof(reply));
@@ -115,7 +115,7 @@ static bool broker_batches(const char *socket_path) {
         k = batch_send(fd, 1);
         if (k < 0)
                 bench_die("sending CREATE_BATCH: %s", strerror(-k));
-        k = bench_reply_recv(fd, MFB_OP_CREATE_BATCH, record, NULL);
+        k = bench_reply_recv(fd, MFB_WIRE_OP_CREATE_BATCH, record, NULL);
         close(fd);
         return k >= 0;
 }
@@ -125,8 +125,8 @@ static void wait_regions_gone(int control) {
         uint64_t deadline = bench_now_ns() + (uint64_t) BENCH_TIMEOUT_MS * 1000000, used;
 
         for (;;) {
-                bench_limits(control, MFB_RESOURCE_REGIONS, NULL, &used);
-                if (used == 0 || used == MFB_LIMIT_NONE)
+                bench_limits(control, MFB_WIRE_RESOURCE_REGIONS, NULL, &used);
+                if (used == 0 || used == MFB_WIRE_LIMIT_NONE)
                         return;
                 if (bench_now_ns() > deadline)
                         bench_die("the broker still holds %llu regions %d ms after their client closed",

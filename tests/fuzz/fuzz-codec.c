@@ -81,28 +81,28 @@ static void fuzz_request(const uint8_t *record, size_t len) {
 /* The body and fds a successful reply to opcode has, by PROTOCOL.md; false for opcodes with no fixed shape. */
 static bool reply_shape(uint16_t opcode, size_t *ret_body, size_t *ret_nfds) {
         switch (opcode) {
-        case MFB_OP_HELLO:
+        case MFB_WIRE_OP_HELLO:
                 *ret_body = sizeof(struct mfb_wire_hello_reply);
                 *ret_nfds = 0;
                 return true;
-        case MFB_OP_CREATE:
-        case MFB_OP_OPEN:
-        case MFB_OP_WAIT:
+        case MFB_WIRE_OP_CREATE:
+        case MFB_WIRE_OP_OPEN:
+        case MFB_WIRE_OP_WAIT:
                 *ret_body = sizeof(struct mfb_wire_region_reply);
                 *ret_nfds = 1;
                 return true;
-        case MFB_OP_SEAL:
-        case MFB_OP_STAT:
-        case MFB_OP_SET:
+        case MFB_WIRE_OP_SEAL:
+        case MFB_WIRE_OP_STAT:
+        case MFB_WIRE_OP_SET:
                 *ret_body = sizeof(struct mfb_wire_region_info);
                 *ret_nfds = 0;
                 return true;
-        case MFB_OP_RELEASE:
-        case MFB_OP_REMOVE:
+        case MFB_WIRE_OP_RELEASE:
+        case MFB_WIRE_OP_REMOVE:
                 *ret_body = 0;
                 *ret_nfds = 0;
                 return true;
-        case MFB_OP_LIMITS:
+        case MFB_WIRE_OP_LIMITS:
                 *ret_body = sizeof(struct mfb_wire_limits_reply);
                 *ret_nfds = 0;
                 return true;
@@ -127,7 +127,7 @@ static bool reply_valid(const uint8_t *record, size_t len, size_t nfds) {
         body = len - HEADER_SIZE;
         if (h.status < 0)
                 return nfds == 0 && body <= MFB_WIRE_ERROR_MESSAGE_MAX;
-        if (opcode == MFB_OP_LIST) {
+        if (opcode == MFB_WIRE_OP_LIST) {
                 struct mfb_wire_list_reply l;
 
                 if (nfds != 0 || body < sizeof(l))

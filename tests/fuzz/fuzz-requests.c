@@ -328,7 +328,7 @@ static bool in_groups(const struct identity *id, gid_t gid) {
 
 /* PROTOCOL.md, "Access control": whether id may have access to a region described by info. */
 static bool may(const struct identity *id, const struct mfb_wire_region_info *info, uint32_t access) {
-        unsigned need = (access & MFB_ACCESS_READ ? 4 : 0) | (access & MFB_ACCESS_WRITE ? 2 : 0);
+        unsigned need = (access & MFB_WIRE_ACCESS_READ ? 4 : 0) | (access & MFB_WIRE_ACCESS_WRITE ? 2 : 0);
         unsigned bits;
 
         if (id->uid == 0)
@@ -344,7 +344,7 @@ static bool may(const struct identity *id, const struct mfb_wire_region_info *in
 
 /* Whether id may see the region: read it, or own it (root, the owner uid, the creator uid). */
 static bool may_see(const struct identity *id, const struct mfb_wire_region_info *info) {
-        return may(id, info, MFB_ACCESS_READ) || id->uid == 0 || id->uid == info->uid || id->uid == info->creator_uid;
+        return may(id, info, MFB_WIRE_ACCESS_READ) || id->uid == 0 || id->uid == info->uid || id->uid == info->creator_uid;
 }
 
 static bool same_name(const struct mfb_wire_name *a, const struct mfb_wire_name *b) {
@@ -358,9 +358,9 @@ static void check_info(const struct slot *s, const struct mfb_wire_region_info *
         check(info->size != 0 && info->size <= LIMIT_REGION_SIZE, "a region has a size the broker does not make", s);
         check(info->mode <= 0777, "a region has a mode above 0777", s);
         check((info->seals & resize_seals) == resize_seals, "a region is not sealed against resizing", s);
-        check((info->state & ~(MFB_STATE_REMOVED | MFB_STATE_HUGETLB)) == 0, "a region has unknown state bits", s);
+        check((info->state & ~(MFB_WIRE_STATE_REMOVED | MFB_WIRE_STATE_HUGETLB)) == 0, "a region has unknown state bits", s);
         check(mfb_wire_name_check(&info->name) >= 0, "a region's name field is bad", s);
-        check(!(info->state & MFB_STATE_REMOVED) || info->name.bytes[0] == 0, "a removed region has a name", s);
+        check(!(info->state & MFB_WIRE_STATE_REMOVED) || info->name.bytes[0] == 0, "a removed region has a name", s);
         remember_handle(info->handle);
 }
 
@@ -378,7 +378,7 @@ static void check_region_fd(const struct slot *s, int fd, const struct mfb_wire_
         check((reply->info.seals & ~(uint32_t) seals) == 0, "a region reply has seals its fd has not", s);
         flags = fcntl(fd, F_GETFL);
         check(flags >= 0, "fcntl(F_GETFL) failed", s);
-        check((flags & O_ACCMODE) == (reply->access & MFB_ACCESS_WRITE ? O_RDWR : O_RDONLY),
+        check((flags & O_ACCMODE) == (reply->access & MFB_WIRE_ACCESS_WRITE ? O_RDWR : O_RDONLY),
               "a region reply's fd is not open for the access granted", s);
 }
 
@@ -400,27 +400,27 @@ static void check_region_reply(struct slot *s, const struct expected *e, const u
         check(reply.access == e->access, "a region reply grants other access than asked for", s);
         check(reply.reserved == 0, "a region reply's reserved field is not zero", s);
         check(reply.info.nattch >= 1, "a region just given out has no holder", s);
-        check(!(reply.info.state & MFB_STATE_REMOVED), "a removed region was given out", s);
+        check(!(reply.info.state & MFB_WIRE_STATE_REMOVED), "a removed region was given out", s);
 
         switch (e->opcode) {
-        case MFB_OP_CREATE:
+        case MFB_WIRE_OP_CREATE:
                 check(reply.info.size == e->size && reply.info.mode == (e->mode ?: 0600) &&
                       same_name(&reply.info.name, &e->name), "a region was created other than asked for", s);
                 check(reply.info.uid == id->uid && reply.info.gid == id->gid && reply.info.creator_uid == id->uid &&
                       reply.info.creator_gid == id->gid, "a region was created for another user", s);
                 check(!(reply.info.seals & write_seals), "a new region is sealed against writes", s);
                 break;
-        case MFB_OP_OPEN:
+        case MFB_WIRE_OP_OPEN:
                 check(e->by_name ? same_name(&reply.info.name, &e->name) : reply.info.handle == e->handle,
                       "OPEN gave another region than named", s);
                 check(may(id, &reply.info, e->access), "OPEN gave access the region's mode does not grant", s);
-                check(!(e->access & MFB_ACCESS_WRITE) || !(reply.info.seals & write_seals),
+                check(!(e->access & MFB_WIRE_ACCESS_WRITE) || !(reply.info.seals & write_seals),
                       "OPEN gave write access to a sealed region", s);
                 break;
-        case MFB_OP_WAIT:
+        case MFB_WIRE_OP_WAIT:
                 check(same_name(&reply.info.name, &e->name), "WAIT gave another region than named", s);
                 check(reply.info.seals & write_seals, "WAIT gave a region that is not sealed", s);
-                check(may(id, &reply.info, MFB_ACCESS_READ), "WAIT gave a region the caller may not read", s);
+                check(may(id, &reply.info, MFB_WIRE_ACCESS_READ), "WAIT gave a region the caller may not read", s);
                 break;
         }
 }
@@ -429,11 +429,11 @@ static void check_region_reply(struct slot *s, const struct expected *e, const u
 static void check_batch_reply(struct slot *s, const struct expected *e, const uint8_t *body, const int *fds,
                               size_t nfds) {
         struct mfb_wire_create_batch_reply reply;
-        struct mfb_wire_region_reply as_region = { .access = MFB_ACCESS_READ | MFB_ACCESS_WRITE };
+        struct mfb_wire_region_reply as_region = { .access = MFB_WIRE_ACCESS_READ | MFB_WIRE_ACCESS_WRITE };
 
         memcpy(&reply, body, sizeof(reply));
         check(reply.count == e->count && nfds == e->count, "CREATE_BATCH made another number of regions", s);
-        check(reply.size == e->size && reply.access == (MFB_ACCESS_READ | MFB_ACCESS_WRITE),
+        check(reply.size == e->size && reply.access == (MFB_WIRE_ACCESS_READ | MFB_WIRE_ACCESS_WRITE),
               "CREATE_BATCH made regions other than asked for", s);
         as_region.info.size = reply.size;
         for (uint32_t i = 0; i < reply.count; i++) {
@@ -459,7 +459,7 @@ static void check_success(struct slot *s, const struct expected *e, const uint8_
         struct mfb_wire_region_info info;
 
         check(!e->must_fail, "a request the broker must refuse succeeded", s);
-        if (e->opcode == MFB_OP_HELLO) {
+        if (e->opcode == MFB_WIRE_OP_HELLO) {
                 struct mfb_wire_hello_reply hello;
 
                 check(!s->hello_done, "a second HELLO succeeded", s);
@@ -476,32 +476,32 @@ static void check_success(struct slot *s, const struct expected *e, const uint8_
         check(s->hello_done, "a request before HELLO succeeded", s);
 
         switch (e->opcode) {
-        case MFB_OP_CREATE:
-        case MFB_OP_OPEN:
-        case MFB_OP_WAIT:
+        case MFB_WIRE_OP_CREATE:
+        case MFB_WIRE_OP_OPEN:
+        case MFB_WIRE_OP_WAIT:
                 check_region_reply(s, e, body, fd);
                 return;
-        case MFB_OP_SEAL:
-        case MFB_OP_STAT:
-        case MFB_OP_SET:
+        case MFB_WIRE_OP_SEAL:
+        case MFB_WIRE_OP_STAT:
+        case MFB_WIRE_OP_SET:
                 memcpy(&info, body, sizeof(info));
                 check_info(s, &info);
-                if (e->opcode == MFB_OP_SEAL) {
+                if (e->opcode == MFB_WIRE_OP_SEAL) {
                         check(info.handle == e->handle, "SEAL answered for another region", s);
                         check(info.seals & e->seals, "SEAL succeeded without sealing", s);
                         return;
                 }
                 check(e->by_name ? same_name(&info.name, &e->name) : info.handle == e->handle,
                       "a region other than the one named was described", s);
-                if (e->opcode == MFB_OP_STAT) {
-                        check(may(id, &info, MFB_ACCESS_READ), "STAT described a region the caller may not read", s);
+                if (e->opcode == MFB_WIRE_OP_STAT) {
+                        check(may(id, &info, MFB_WIRE_ACCESS_READ), "STAT described a region the caller may not read", s);
                         return;
                 }
-                check((!(e->set_fields & MFB_SET_MODE) || info.mode == e->mode) &&
-                      (!(e->set_fields & MFB_SET_UID) || info.uid == e->uid) &&
-                      (!(e->set_fields & MFB_SET_GID) || info.gid == e->gid), "SET did not make the change", s);
+                check((!(e->set_fields & MFB_WIRE_SET_MODE) || info.mode == e->mode) &&
+                      (!(e->set_fields & MFB_WIRE_SET_UID) || info.uid == e->uid) &&
+                      (!(e->set_fields & MFB_WIRE_SET_GID) || info.gid == e->gid), "SET did not make the change", s);
                 return;
-        case MFB_OP_LIST: {
+        case MFB_WIRE_OP_LIST: {
                 struct mfb_wire_list_reply list;
                 uint64_t last = e->handle;
 
@@ -518,22 +518,22 @@ static void check_success(struct slot *s, const struct expected *e, const uint8_
                       "LIST's next_after would have the client list a region twice, or ask forever", s);
                 return;
         }
-        case MFB_OP_LIMITS: {
+        case MFB_WIRE_OP_LIMITS: {
                 struct mfb_wire_limits_reply limits;
 
                 memcpy(&limits, body, sizeof(limits));
-                check(limits.uid == id->uid && limits.count == MFB_RESOURCE_COUNT,
+                check(limits.uid == id->uid && limits.count == MFB_WIRE_RESOURCE_COUNT,
                       "LIMITS answered for another uid, or with another count", s);
-                for (unsigned i = 0; i < MFB_RESOURCE_COUNT; i++)
-                        check(id->uid == 0 || limits.resources[i].broker_used == MFB_LIMIT_NONE,
+                for (unsigned i = 0; i < MFB_WIRE_RESOURCE_COUNT; i++)
+                        check(id->uid == 0 || limits.resources[i].broker_used == MFB_WIRE_LIMIT_NONE,
                               "LIMITS told a non-root caller what everyone uses", s);
                 return;
         }
-        case MFB_OP_RELEASE:
-        case MFB_OP_REMOVE:
+        case MFB_WIRE_OP_RELEASE:
+        case MFB_WIRE_OP_REMOVE:
                 check(body_len == 0, "an empty reply has a body", s);
                 return;
-        case MFB_OP_CREATE_BATCH:
+        case MFB_WIRE_OP_CREATE_BATCH:
                 check_batch_reply(s, e, body, fds, nfds);
                 return;
         default:
@@ -570,7 +570,7 @@ static void check_reply(struct slot *s, const uint8_t *rec, size_t len, const in
                 s->refused = true;
                 check(len > sizeof(h), "a refusal has no message", s);
         } else if (h.status < 0) {
-                check(e->opcode != MFB_OP_HELLO || s->hello_done || e->must_fail || h.status == -EPROTONOSUPPORT ||
+                check(e->opcode != MFB_WIRE_OP_HELLO || s->hello_done || e->must_fail || h.status == -EPROTONOSUPPORT ||
                       h.status == -EBADMSG || h.status == -EMSGSIZE,
                       "a first HELLO was refused for no reason", s);
                 check_error_message(s, rec + sizeof(h), len - sizeof(h));
@@ -683,9 +683,9 @@ static void run_until_idle(void) {
 /* ---- Requests ---- */
 
 static const uint16_t opcodes[] = {
-        MFB_OP_HELLO, MFB_OP_CREATE, MFB_OP_OPEN, MFB_OP_SEAL, MFB_OP_STAT, MFB_OP_LIST, MFB_OP_RELEASE,
-        MFB_OP_REMOVE, MFB_OP_SET, MFB_OP_WAIT, MFB_OP_LIMITS, MFB_OP_CREATE, MFB_OP_OPEN, MFB_OP_SEAL, MFB_OP_WAIT,
-        MFB_OP_CREATE_BATCH,
+        MFB_WIRE_OP_HELLO, MFB_WIRE_OP_CREATE, MFB_WIRE_OP_OPEN, MFB_WIRE_OP_SEAL, MFB_WIRE_OP_STAT, MFB_WIRE_OP_LIST, MFB_WIRE_OP_RELEASE,
+        MFB_WIRE_OP_REMOVE, MFB_WIRE_OP_SET, MFB_WIRE_OP_WAIT, MFB_WIRE_OP_LIMITS, MFB_WIRE_OP_CREATE, MFB_WIRE_OP_OPEN, MFB_WIRE_OP_SEAL, MFB_WIRE_OP_WAIT,
+        MFB_WIRE_OP_CREATE_BATCH,
         0,      /* an opcode that is no request */
 };
 
@@ -762,7 +762,7 @@ static size_t build_body(struct input *in, uint16_t opcode, uint8_t *body) {
         uint8_t b;
 
         switch (opcode) {
-        case MFB_OP_HELLO: {
+        case MFB_WIRE_OP_HELLO: {
                 static const uint32_t versions[][2] = { { 1, MFB_WIRE_VERSION }, { MFB_WIRE_VERSION, MFB_WIRE_VERSION },
                                                         { 1, 1 }, { MFB_WIRE_VERSION + 1, 9 },
                                                         { MFB_WIRE_VERSION, 1 } };
@@ -774,7 +774,7 @@ static size_t build_body(struct input *in, uint16_t opcode, uint8_t *body) {
                 memcpy(body, &req, sizeof(req));
                 return sizeof(req);
         }
-        case MFB_OP_CREATE: {
+        case MFB_WIRE_OP_CREATE: {
                 static const uint64_t sizes[] = { 4096, 1, 65536, 1 << 20, LIMIT_REGION_SIZE, LIMIT_REGION_SIZE + 1,
                                                   0, UINT64_MAX, 3 << 20 };
                 struct mfb_wire_create_request req = {};
@@ -782,7 +782,7 @@ static size_t build_body(struct input *in, uint16_t opcode, uint8_t *body) {
                 b = take_u8(in);
                 req.size = b < 0xf0 ? sizes[b % ELEMENTSOF(sizes)] : take_u64(in);
                 b = take_u8(in);
-                req.flags = b < 0xf0 ? 0 : b == 0xff ? MFB_CREATE_HUGETLB : b;
+                req.flags = b < 0xf0 ? 0 : b == 0xff ? MFB_WIRE_CREATE_HUGETLB : b;
                 req.mode = pick_mode(in);
                 b = take_u8(in);
                 if (b & 1)
@@ -790,7 +790,7 @@ static size_t build_body(struct input *in, uint16_t opcode, uint8_t *body) {
                 memcpy(body, &req, sizeof(req));
                 return sizeof(req);
         }
-        case MFB_OP_CREATE_BATCH: {
+        case MFB_WIRE_OP_CREATE_BATCH: {
                 static const uint32_t counts[] = { 1, 2, 3, MFB_WIRE_CREATE_BATCH_MAX, 0,
                                                    MFB_WIRE_CREATE_BATCH_MAX + 1, 17 };
                 struct mfb_wire_create_batch_request req = {};
@@ -800,15 +800,15 @@ static size_t build_body(struct input *in, uint16_t opcode, uint8_t *body) {
                 b = take_u8(in);
                 req.count = b < 0xf0 ? counts[b % ELEMENTSOF(counts)] : (uint32_t) take_u64(in);
                 b = take_u8(in);
-                req.flags = b < 0xf0 ? 0 : b == 0xff ? MFB_CREATE_HUGETLB : b;
+                req.flags = b < 0xf0 ? 0 : b == 0xff ? MFB_WIRE_CREATE_HUGETLB : b;
                 req.mode = pick_mode(in);
                 req.reserved = take_u8(in) == 0xff;
                 memcpy(body, &req, sizeof(req));
                 return sizeof(req);
         }
-        case MFB_OP_OPEN: {
-                static const uint32_t accesses[] = { MFB_ACCESS_READ, MFB_ACCESS_READ | MFB_ACCESS_WRITE,
-                                                     MFB_ACCESS_WRITE, 0 };
+        case MFB_WIRE_OP_OPEN: {
+                static const uint32_t accesses[] = { MFB_WIRE_ACCESS_READ, MFB_WIRE_ACCESS_READ | MFB_WIRE_ACCESS_WRITE,
+                                                     MFB_WIRE_ACCESS_WRITE, 0 };
                 struct mfb_wire_open_request req = {};
 
                 pick_lookup(in, &req.handle, &req.name);
@@ -816,7 +816,7 @@ static size_t build_body(struct input *in, uint16_t opcode, uint8_t *body) {
                 memcpy(body, &req, sizeof(req));
                 return sizeof(req);
         }
-        case MFB_OP_SEAL: {
+        case MFB_WIRE_OP_SEAL: {
                 static const uint32_t seals[] = { F_SEAL_WRITE, F_SEAL_FUTURE_WRITE, F_SEAL_WRITE, F_SEAL_SEAL };
                 struct mfb_wire_seal_request req = {};
 
@@ -825,15 +825,15 @@ static size_t build_body(struct input *in, uint16_t opcode, uint8_t *body) {
                 memcpy(body, &req, sizeof(req));
                 return sizeof(req);
         }
-        case MFB_OP_STAT:
-        case MFB_OP_REMOVE: {
+        case MFB_WIRE_OP_STAT:
+        case MFB_WIRE_OP_REMOVE: {
                 struct mfb_wire_lookup_request req;
 
                 pick_lookup(in, &req.handle, &req.name);
                 memcpy(body, &req, sizeof(req));
                 return sizeof(req);
         }
-        case MFB_OP_LIST: {
+        case MFB_WIRE_OP_LIST: {
                 struct mfb_wire_list_request req;
 
                 b = take_u8(in);
@@ -841,31 +841,31 @@ static size_t build_body(struct input *in, uint16_t opcode, uint8_t *body) {
                 memcpy(body, &req, sizeof(req));
                 return sizeof(req);
         }
-        case MFB_OP_RELEASE: {
+        case MFB_WIRE_OP_RELEASE: {
                 struct mfb_wire_release_request req = { .handle = pick_handle(in) };
 
                 memcpy(body, &req, sizeof(req));
                 return sizeof(req);
         }
-        case MFB_OP_SET: {
+        case MFB_WIRE_OP_SET: {
                 struct mfb_wire_set_request req = {};
 
                 pick_lookup(in, &req.handle, &req.name);
                 b = take_u8(in);
                 req.fields = b < 0xf8 ? 1 + b % 7 : b;
-                if (req.fields & MFB_SET_MODE)
+                if (req.fields & MFB_WIRE_SET_MODE)
                         req.mode = pick_mode(in);
-                if (req.fields & MFB_SET_UID)
+                if (req.fields & MFB_WIRE_SET_UID)
                         req.uid = pick_id(in);
-                if (req.fields & MFB_SET_GID)
+                if (req.fields & MFB_WIRE_SET_GID)
                         req.gid = pick_id(in);
                 memcpy(body, &req, sizeof(req));
                 return sizeof(req);
         }
-        case MFB_OP_WAIT: {
+        case MFB_WIRE_OP_WAIT: {
                 /* Short timeouts end while the script runs; long ones only with the connection. */
-                static const uint64_t timeouts[] = { MFB_WAIT_FOREVER, 0, 1000, 1, UINT64_C(3600) * 1000000000 };
-                struct mfb_wire_wait_request req = { .access = MFB_ACCESS_READ };
+                static const uint64_t timeouts[] = { MFB_WIRE_WAIT_FOREVER, 0, 1000, 1, UINT64_C(3600) * 1000000000 };
+                struct mfb_wire_wait_request req = { .access = MFB_WIRE_ACCESS_READ };
 
                 b = take_u8(in);
                 req.timeout_ns = b < 0xf0 ? timeouts[b % ELEMENTSOF(timeouts)] : take_u64(in);
@@ -876,7 +876,7 @@ static size_t build_body(struct input *in, uint16_t opcode, uint8_t *body) {
                 memcpy(body, &req, sizeof(req));
                 return sizeof(req);
         }
-        case MFB_OP_LIMITS:
+        case MFB_WIRE_OP_LIMITS:
                 return 0;
         default:
                 b = take_u8(in);
@@ -902,33 +902,33 @@ static void expect(struct slot *s, const uint8_t *rec, size_t len, bool with_fd)
         }
         e->cookie = h.cookie;
         e->opcode = h.opcode;
-        e->quiet = (h.flags & MFB_WIRE_FLAG_QUIET) && (h.opcode == MFB_OP_RELEASE || h.opcode == MFB_OP_REMOVE);
+        e->quiet = (h.flags & MFB_WIRE_FLAG_QUIET) && (h.opcode == MFB_WIRE_OP_RELEASE || h.opcode == MFB_WIRE_OP_REMOVE);
         e->must_fail = with_fd || r < 0 || ((h.flags & MFB_WIRE_FLAG_QUIET) && !e->quiet);
         if (e->must_fail)
                 return;
 
         switch (h.opcode) {
-        case MFB_OP_CREATE: {
+        case MFB_WIRE_OP_CREATE: {
                 struct mfb_wire_create_request req;
 
                 memcpy(&req, body, sizeof(req));
-                e->access = MFB_ACCESS_READ | MFB_ACCESS_WRITE;
+                e->access = MFB_WIRE_ACCESS_READ | MFB_WIRE_ACCESS_WRITE;
                 e->size = req.size;
                 e->mode = req.mode;
                 e->name = req.name;
                 return;
         }
-        case MFB_OP_CREATE_BATCH: {
+        case MFB_WIRE_OP_CREATE_BATCH: {
                 struct mfb_wire_create_batch_request req;
 
                 memcpy(&req, body, sizeof(req));
-                e->access = MFB_ACCESS_READ | MFB_ACCESS_WRITE;
+                e->access = MFB_WIRE_ACCESS_READ | MFB_WIRE_ACCESS_WRITE;
                 e->size = req.size;
                 e->count = req.count;
                 e->mode = req.mode;
                 return;
         }
-        case MFB_OP_OPEN: {
+        case MFB_WIRE_OP_OPEN: {
                 struct mfb_wire_open_request req;
 
                 memcpy(&req, body, sizeof(req));
@@ -938,7 +938,7 @@ static void expect(struct slot *s, const uint8_t *rec, size_t len, bool with_fd)
                 e->name = req.name;
                 return;
         }
-        case MFB_OP_SEAL: {
+        case MFB_WIRE_OP_SEAL: {
                 struct mfb_wire_seal_request req;
 
                 memcpy(&req, body, sizeof(req));
@@ -946,8 +946,8 @@ static void expect(struct slot *s, const uint8_t *rec, size_t len, bool with_fd)
                 e->seals = req.seals;
                 return;
         }
-        case MFB_OP_STAT:
-        case MFB_OP_REMOVE: {
+        case MFB_WIRE_OP_STAT:
+        case MFB_WIRE_OP_REMOVE: {
                 struct mfb_wire_lookup_request req;
 
                 memcpy(&req, body, sizeof(req));
@@ -956,14 +956,14 @@ static void expect(struct slot *s, const uint8_t *rec, size_t len, bool with_fd)
                 e->name = req.name;
                 return;
         }
-        case MFB_OP_LIST: {
+        case MFB_WIRE_OP_LIST: {
                 struct mfb_wire_list_request req;
 
                 memcpy(&req, body, sizeof(req));
                 e->handle = req.after_handle;
                 return;
         }
-        case MFB_OP_SET: {
+        case MFB_WIRE_OP_SET: {
                 struct mfb_wire_set_request req;
 
                 memcpy(&req, body, sizeof(req));
@@ -976,11 +976,11 @@ static void expect(struct slot *s, const uint8_t *rec, size_t len, bool with_fd)
                 e->gid = req.gid;
                 return;
         }
-        case MFB_OP_WAIT: {
+        case MFB_WIRE_OP_WAIT: {
                 struct mfb_wire_wait_request req;
 
                 memcpy(&req, body, sizeof(req));
-                e->access = MFB_ACCESS_READ;
+                e->access = MFB_WIRE_ACCESS_READ;
                 e->name = req.name;
                 e->may_stay = req.timeout_ns != 0;
                 return;
@@ -1076,7 +1076,7 @@ static void step_send(struct input *in, unsigned kind) {
                 }
                 mfb_wire_header_init(&h, opcode, ++f.cookie, 0, 0, (uint32_t) len);
                 /* Quiet, mostly where it may be: a RELEASE or REMOVE answered only if it fails. */
-                if ((opcode == MFB_OP_RELEASE || opcode == MFB_OP_REMOVE || opcode == MFB_OP_STAT) &&
+                if ((opcode == MFB_WIRE_OP_RELEASE || opcode == MFB_WIRE_OP_REMOVE || opcode == MFB_WIRE_OP_STAT) &&
                     take_u8(in) >= 0x80)
                         h.flags = MFB_WIRE_FLAG_QUIET;
                 memcpy(record, &h, sizeof(h));
