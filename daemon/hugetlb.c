@@ -47,14 +47,10 @@ static int read_meminfo(uint64_t *ret_page_size, uint64_t *ret_free_pages) {
 }
 
 int hugetlb_page_size(uint64_t *ret) {
-        uint64_t size, free_pages;
-        int r;
+        uint64_t free_pages;
 
-        r = read_meminfo(&size, &free_pages);
-        if (r < 0)
-                return r;
-        *ret = size;
-        return 0;
+        /* Sets *ret only on success. */
+        return read_meminfo(ret, &free_pages);
 }
 
 int hugetlb_free_bytes(uint64_t *ret) {

@@ -139,6 +139,18 @@ static int lookup(struct request *q, uint64_t handle, const char *name, bool rem
         return 0;
 }
 
+/* As lookup(), for STAT and REMOVE: their body (a lookup request) says which region. */
+static int lookup_body(struct request *q, bool removed_ok, struct region **ret) {
+        struct mfb_wire_lookup_request req;
+        int name_len;
+
+        memcpy(&req, q->body, sizeof(req));
+        name_len = mfb_wire_name_check(&req.name);
+        if (name_len < 0)
+                return fail_bad_name(q);
+        return lookup(q, req.handle, name_len > 0 ? req.name.bytes : NULL, removed_ok, ret);
+}
+
 /* Returns 0 if the caller may have access (MFB_ACCESS_*) to r, or -EACCES saying that it may not "VERB region NAME HOW". */
 static int check_access(struct request *q, const struct region *r, uint32_t access, const char *verb,
                         const char *how) {
@@ -434,18 +446,12 @@ static int handle_seal(struct request *q) {
 
 static int handle_stat(struct request *q) {
         struct session *s = q->session;
-        struct mfb_wire_lookup_request req;
         struct region *r;
-        int name_len, k;
+        int k;
 
-        memcpy(&req, q->body, sizeof(req));
-        name_len = mfb_wire_name_check(&req.name);
-        if (name_len < 0)
-                return fail_bad_name(q);
-        k = lookup(q, req.handle, name_len > 0 ? req.name.bytes : NULL, true, &r);
-        if (k < 0)
-                return k;
-        k = check_access(q, r, MFB_WIRE_ACCESS_READ, "stat", "");
+        k = lookup_body(q, true, &r);
+        if (k >= 0)
+                k = check_access(q, r, MFB_WIRE_ACCESS_READ, "stat", "");
         if (k < 0)
                 return k;
 
@@ -532,18 +538,12 @@ static int handle_release(struct request *q) {
 
 static int handle_remove(struct request *q) {
         struct session *s = q->session;
-        struct mfb_wire_lookup_request req;
         struct region *r;
-        int name_len, k;
+        int k;
 
-        memcpy(&req, q->body, sizeof(req));
-        name_len = mfb_wire_name_check(&req.name);
-        if (name_len < 0)
-                return fail_bad_name(q);
-        k = lookup(q, req.handle, name_len > 0 ? req.name.bytes : NULL, false, &r);
-        if (k < 0)
-                return k;
-        k = check_owner(q, r, "remove");
+        k = lookup_body(q, false, &r);
+        if (k >= 0)
+                k = check_owner(q, r, "remove");
         if (k < 0)
                 return k;
 
