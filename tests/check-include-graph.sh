@@ -16,6 +16,10 @@
 # without the including file's folder. An include found nowhere in the tree
 # is a system header and is left out; so is the config header of autoconf
 # (AC_CONFIG_HEADERS), which is generated in the build tree.
+# For each include between modules that is on a cycle, the shortest cycle
+# through it is printed (daemon: connection -> request -> connection) with
+# the includes that make it, so every such include shows in some cycle; not
+# every longer cycle they make is printed.
 #
 # Usage: check-include-graph.sh [--root DIR] [--quiet]
 #   --root DIR  the source tree to check; by default $srcdir (set by make
@@ -162,7 +166,7 @@ def search_path(target):
 targets_of = {}
 for name, value in variables.items():
     if name.endswith("_SOURCES") and not name.startswith("EXTRA_"):
-        target = name[:-len("_SOURCES")]
+        target = re.sub(r"^(nodist|dist)_", "", name[:-len("_SOURCES")])
         for source in expand(value).split():
             source = os.path.normpath(re.sub(r"^@src@/", "", source))
             targets_of.setdefault(source, []).append(target)
