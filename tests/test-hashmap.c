@@ -327,6 +327,9 @@ START_TEST(shrinks_keeping_strings) {
         }
         ck_assert_uint_eq(hashmap_size(h), (N + 63) / 64);
         hashmap_free(h);
+        free(names);
+        free(present);
+        free(values);
 }
 END_TEST
 
