@@ -57,6 +57,10 @@ int main(void) {
         srunner_add_suite(sr, quota_unit_suite());
         srunner_add_suite(sr, schedule_suite());
         srunner_add_suite(sr, async_suite());
+        srunner_add_suite(sr, hashmap_suite());
+        srunner_add_suite(sr, access_unit_suite());
+        srunner_add_suite(sr, region_index_suite());
+        srunner_add_suite(sr, parse_suite());
         srunner_run_all(sr, CK_NORMAL);
         failed = srunner_ntests_failed(sr);
         srunner_free(sr);

@@ -19,3 +19,7 @@ Suite *quota_suite(void);
 Suite *quota_unit_suite(void);
 Suite *schedule_suite(void);
 Suite *async_suite(void);
+Suite *hashmap_suite(void);
+Suite *access_unit_suite(void);
+Suite *region_index_suite(void);
+Suite *parse_suite(void);
