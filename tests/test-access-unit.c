@@ -40,9 +40,9 @@ static void setup(void) {
         struct quota_limits limits;
 
         test_fd_leak_setup();
-        for (unsigned i = 0; i < MFB_RESOURCE_COUNT; i++) {
+        for (unsigned i = 0; i < MFB_WIRE_RESOURCE_COUNT; i++) {
                 limits.broker_max.n[i] = UINT32_MAX;
-                limits.uid_max.n[i] = MFB_LIMIT_NONE;
+                limits.uid_max.n[i] = MFB_WIRE_LIMIT_NONE;
         }
         ck_assert_int_eq(quota_new(&limits, 0, &quota), 0);
         ck_assert_int_eq(region_table_new(UINT32_MAX, quota, &table), 0);
@@ -139,9 +139,9 @@ static struct peer peer_of(const struct who *w) {
 static bool model_may(enum class class, mode_t mode, uint32_t access) {
         unsigned bits, need = 0;
 
-        if (access & MFB_ACCESS_READ)
+        if (access & MFB_WIRE_ACCESS_READ)
                 need |= 4;
-        if (access & MFB_ACCESS_WRITE)
+        if (access & MFB_WIRE_ACCESS_WRITE)
                 need |= 2;
         switch (class) {
         case CLASS_ROOT:
@@ -158,10 +158,10 @@ static bool model_may(enum class class, mode_t mode, uint32_t access) {
         return (bits & need) == need;
 }
 
-static const uint32_t accesses[] = { MFB_ACCESS_READ, MFB_ACCESS_WRITE, MFB_ACCESS_READ | MFB_ACCESS_WRITE };
+static const uint32_t accesses[] = { MFB_WIRE_ACCESS_READ, MFB_WIRE_ACCESS_WRITE, MFB_WIRE_ACCESS_READ | MFB_WIRE_ACCESS_WRITE };
 
 static const char *access_name(uint32_t access) {
-        return access == MFB_ACCESS_READ ? "read" : access == MFB_ACCESS_WRITE ? "write" : "read-write";
+        return access == MFB_WIRE_ACCESS_READ ? "read" : access == MFB_WIRE_ACCESS_WRITE ? "write" : "read-write";
 }
 
 /* Every mode from 0000 to 0777, every peer, every access; and who may see each region. */
@@ -171,7 +171,7 @@ START_TEST(every_mode_for_every_peer) {
 
                 for (size_t i = 0; i < ELEMENTSOF(peers); i++) {
                         struct peer p = peer_of(&peers[i]);
-                        bool may_read = model_may(peers[i].class, mode, MFB_ACCESS_READ);
+                        bool may_read = model_may(peers[i].class, mode, MFB_WIRE_ACCESS_READ);
 
                         for (size_t j = 0; j < ELEMENTSOF(accesses); j++) {
                                 bool want = model_may(peers[i].class, mode, accesses[j]);
@@ -200,18 +200,18 @@ START_TEST(each_bit_alone) {
                 enum class class;
                 uint32_t grants;
         } cases[] = {
-                { 0400, CLASS_OWNER, MFB_ACCESS_READ },
-                { 0200, CLASS_OWNER, MFB_ACCESS_WRITE },
+                { 0400, CLASS_OWNER, MFB_WIRE_ACCESS_READ },
+                { 0200, CLASS_OWNER, MFB_WIRE_ACCESS_WRITE },
                 { 0100, CLASS_OWNER, 0 },
-                { 0600, CLASS_OWNER, MFB_ACCESS_READ | MFB_ACCESS_WRITE },
-                { 0040, CLASS_GROUP, MFB_ACCESS_READ },
-                { 0020, CLASS_GROUP, MFB_ACCESS_WRITE },
+                { 0600, CLASS_OWNER, MFB_WIRE_ACCESS_READ | MFB_WIRE_ACCESS_WRITE },
+                { 0040, CLASS_GROUP, MFB_WIRE_ACCESS_READ },
+                { 0020, CLASS_GROUP, MFB_WIRE_ACCESS_WRITE },
                 { 0010, CLASS_GROUP, 0 },
-                { 0060, CLASS_GROUP, MFB_ACCESS_READ | MFB_ACCESS_WRITE },
-                { 0004, CLASS_OTHER, MFB_ACCESS_READ },
-                { 0002, CLASS_OTHER, MFB_ACCESS_WRITE },
+                { 0060, CLASS_GROUP, MFB_WIRE_ACCESS_READ | MFB_WIRE_ACCESS_WRITE },
+                { 0004, CLASS_OTHER, MFB_WIRE_ACCESS_READ },
+                { 0002, CLASS_OTHER, MFB_WIRE_ACCESS_WRITE },
                 { 0001, CLASS_OTHER, 0 },
-                { 0006, CLASS_OTHER, MFB_ACCESS_READ | MFB_ACCESS_WRITE },
+                { 0006, CLASS_OTHER, MFB_WIRE_ACCESS_READ | MFB_WIRE_ACCESS_WRITE },
         };
         const struct peer owner = { .creds = { .uid = OWNER_UID, .gid = OTHER_GID } };
         const struct peer member = { .creds = { .uid = MEMBER_UID, .gid = GROUP_GID } };
@@ -243,8 +243,8 @@ START_TEST(creator_that_still_owns) {
         const struct peer creator = { .creds = { .uid = CREATOR_UID, .gid = GROUP_GID } };
         struct region *r = region_of(0460, CREATOR_UID, GROUP_GID, CREATOR_UID);
 
-        ck_assert(access_may(&creator, r, MFB_ACCESS_READ));
-        ck_assert(!access_may(&creator, r, MFB_ACCESS_WRITE));  /* not by the group's write bit */
+        ck_assert(access_may(&creator, r, MFB_WIRE_ACCESS_READ));
+        ck_assert(!access_may(&creator, r, MFB_WIRE_ACCESS_WRITE));  /* not by the group's write bit */
         ck_assert(access_owns(&creator, r));
         ck_assert(access_may_see(&creator, r));
 }
@@ -269,18 +269,18 @@ START_TEST(ownership_follows_the_owner_and_stays_with_the_creator) {
         ck_assert(access_owns(&creator, r));
 
         /* The new owner's bits are 0: owning is not reading. */
-        ck_assert(!access_may(&second, r, MFB_ACCESS_READ));
+        ck_assert(!access_may(&second, r, MFB_WIRE_ACCESS_READ));
         ck_assert(access_may_see(&second, r));
         /* The former owner is anyone now, whom the other bits let read. */
-        ck_assert(access_may(&first, r, MFB_ACCESS_READ));
-        ck_assert(!access_may(&first, r, MFB_ACCESS_WRITE));
+        ck_assert(access_may(&first, r, MFB_WIRE_ACCESS_READ));
+        ck_assert(!access_may(&first, r, MFB_WIRE_ACCESS_WRITE));
         ck_assert(access_may_see(&first, r));
 
         /* Given back to its creator, who is owner and creator at once. */
         ck_assert_int_eq(region_set_owner(table, r, CREATOR_UID, &refused), 0);
         ck_assert(!access_owns(&second, r));
         ck_assert(access_owns(&creator, r));
-        ck_assert(!access_may(&creator, r, MFB_ACCESS_READ));
+        ck_assert(!access_may(&creator, r, MFB_WIRE_ACCESS_READ));
 }
 END_TEST
 
@@ -290,9 +290,9 @@ START_TEST(write_alone_does_not_show_a_region) {
         const struct peer other = { .creds = { .uid = OTHER_UID, .gid = OTHER_GID } };
         struct region *r = region_of(0622, CREATOR_UID, GROUP_GID, OWNER_UID);
 
-        ck_assert(access_may(&member, r, MFB_ACCESS_WRITE));
+        ck_assert(access_may(&member, r, MFB_WIRE_ACCESS_WRITE));
         ck_assert(!access_may_see(&member, r));
-        ck_assert(access_may(&other, r, MFB_ACCESS_WRITE));
+        ck_assert(access_may(&other, r, MFB_WIRE_ACCESS_WRITE));
         ck_assert(!access_may_see(&other, r));
 }
 END_TEST

@@ -60,9 +60,9 @@ static void setup(void) {
         struct quota_limits limits;
 
         test_fd_leak_setup();
-        for (unsigned i = 0; i < MFB_RESOURCE_COUNT; i++) {
+        for (unsigned i = 0; i < MFB_WIRE_RESOURCE_COUNT; i++) {
                 limits.broker_max.n[i] = UINT32_MAX;
-                limits.uid_max.n[i] = MFB_LIMIT_NONE;
+                limits.uid_max.n[i] = MFB_WIRE_LIMIT_NONE;
         }
         ck_assert_int_eq(quota_new(&limits, 0, &quota), 0);
         ck_assert_int_eq(region_table_new(UINT32_MAX, quota, &table), 0);
