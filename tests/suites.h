@@ -18,4 +18,5 @@ Suite *attack_suite(void);
 Suite *quota_suite(void);
 Suite *quota_unit_suite(void);
 Suite *schedule_suite(void);
+Suite *connection_suite(void);
 Suite *async_suite(void);
