@@ -258,16 +258,17 @@ static void client_send(struct peer *p, size_t len) {
 
 /*
  * The client reads one reply, which must be the next in order and whole.
- * Returns its length, or -EAGAIN when none is waiting; its fds in fds.
+ * Returns its length, -EAGAIN when none is waiting, or 0 at the end; its
+ * fds in fds.
  */
 static ssize_t client_read_fds(struct peer *p, int *fds, size_t *n_fds) {
         static uint8_t buf[MFB_WIRE_RECORD_MAX];
         ssize_t n;
 
         n = mfb_record_recv(p->client, buf, sizeof(buf), fds, n_fds, MSG_DONTWAIT);
-        if (n == -EAGAIN)
+        if (n == -EAGAIN || n == 0)
                 return n;
-        ck_assert_int_gt(n, 0);
+        ck_assert_msg(n > 0, "the client's read of reply %u failed: %s", p->next_read, strerror((int) -n));
         ck_assert_uint_eq(record_check(buf, (size_t) n), p->next_read);
         p->next_read++;
         return n;
@@ -559,6 +560,458 @@ START_TEST(borrowed_fds_stay_the_caller_s_and_a_queued_record_gets_copies) {
 }
 END_TEST
 
+START_TEST(records_queue_while_the_client_does_not_read_and_go_out_in_order) {
+        struct peer *p = peer_new(UID_A);
+        int fds[MFB_FDS_RECV_MAX];
+        size_t n_fds, queued_len = 0;
+        uint32_t first_queued;
+
+        /* Nothing queued while the socket has room. */
+        ck_assert_int_eq(server_send(p, 100), 0);
+        ck_assert_uint_eq(connection_queued(p->c), 0);
+        assert_uncharged(UID_A);
+
+        fill_queue(p, BIG_REPLY_LEN, 1);
+        first_queued = p->next_reply - 1;
+        queued_len += BIG_REPLY_LEN;
+        /* Once one waits, every later one waits behind it, however small. */
+        for (unsigned i = 0; i < 5; i++) {
+                ck_assert_int_eq(server_send(p, 4 + i), 0);
+                queued_len += 4 + i;
+        }
+        for (unsigned i = 0; i < 3; i++) {
+                int fd = memfd_new();
+
+                ck_assert_int_eq(server_send_consume(p, 8, &fd, 1), 0);
+                ck_assert_int_eq(fd, -1);
+                queued_len += 8;
+        }
+        ck_assert_uint_eq(connection_queued(p->c), 9);
+        ck_assert_uint_ge(quota_held(quota, UID_A, MFB_RESOURCE_QUEUED_BYTES), queued_len);
+        ck_assert_uint_eq(quota_held(quota, UID_A, MFB_RESOURCE_FDS), 3);
+        /* Not sent while the client does not read, however long the loop runs. */
+        run_idle();
+        ck_assert_uint_eq(connection_queued(p->c), 9);
+
+        /* The client reads: everything comes, in the order sent (client_read_fds checks it). */
+        while (p->next_read < p->next_reply) {
+                client_read_next(p, fds, &n_fds);
+                ck_assert_uint_eq(n_fds, p->next_read - 1 >= first_queued + 6 ? 1 : 0);
+                mfb_close_fds(fds, n_fds);
+        }
+        RUN_UNTIL(connection_queued(p->c) == 0);
+        assert_uncharged(UID_A);
+        ck_assert_int_eq(client_read_fds(p, fds, &n_fds), -EAGAIN);
+        ck_assert_uint_eq(p->n_gone, 0);
+}
+END_TEST
+
+/*
+ * The client sends requests and never reads the replies: once
+ * MFB_WIRE_REQUESTS_IN_FLIGHT_MAX replies are queued, no more of its
+ * requests are handed up; once it reads, they are again.
+ */
+START_TEST(no_record_is_handed_up_while_the_in_flight_limit_is_queued) {
+        struct peer *p = peer_new(UID_A);
+        unsigned n_sent = MFB_WIRE_REQUESTS_IN_FLIGHT_MAX + 40, in_socket, stalled_at;
+
+        p->reply_len = BIG_REPLY_LEN;
+        for (unsigned i = 0; i < n_sent; i++)
+                client_send(p, 8);
+        RUN_UNTIL(connection_queued(p->c) == MFB_WIRE_REQUESTS_IN_FLIGHT_MAX);
+        stalled_at = p->n_records;
+        run_idle();
+        client_send(p, 8);
+        n_sent++;
+        run_idle();
+        ck_assert_uint_eq(connection_queued(p->c), MFB_WIRE_REQUESTS_IN_FLIGHT_MAX);
+        ck_assert_msg(p->n_records == stalled_at, "%u records handed up with %u replies queued, %u before",
+                      p->n_records, MFB_WIRE_REQUESTS_IN_FLIGHT_MAX, stalled_at);
+        ck_assert_uint_lt(p->n_records, n_sent);
+        /* Every record handed up was answered: those in the socket, and the limit queued. */
+        in_socket = client_drain(p);
+        ck_assert_uint_eq(p->n_records, in_socket + MFB_WIRE_REQUESTS_IN_FLIGHT_MAX);
+        ck_assert_uint_ge(quota_held(quota, UID_A, MFB_RESOURCE_QUEUED_BYTES),
+                          (uint64_t) MFB_WIRE_REQUESTS_IN_FLIGHT_MAX * BIG_REPLY_LEN);
+
+        /* The client read: the queue goes out and the next record comes up. */
+        RUN_UNTIL(p->n_records > stalled_at);
+        ck_assert_uint_eq(handed[stalled_at].seq, stalled_at);
+        RUN_READING_UNTIL(p, p->n_records == n_sent && p->next_read == n_sent);
+        ck_assert_uint_eq(connection_queued(p->c), 0);
+        assert_uncharged(UID_A);
+        ck_assert_uint_eq(p->n_gone, 0);
+}
+END_TEST
+
+#define FLOOD_RECORDS 30U
+#define A_CONNECTIONS 3U
+
+/*
+ * Uid A floods from three connections, uid B from one. schedule.h: each
+ * round hands up one record of every ready uid, A's connections in turn. So
+ * while both have records, B never waits for more than one of A's records
+ * (nor A for more than one of B's), however many connections A has.
+ */
+START_TEST(a_uid_with_many_connections_does_not_starve_one_with_one) {
+        struct peer *a[A_CONNECTIONS], *b;
+        unsigned last_b = 0, since_b = 0, since_a = 0, n_a = 0, n_b = 0;
+        unsigned a_turns[A_CONNECTIONS];
+
+        for (unsigned i = 0; i < A_CONNECTIONS; i++)
+                a[i] = peer_new(UID_A);
+        b = peer_new(UID_B);
+        for (unsigned k = 0; k < FLOOD_RECORDS; k++) {
+                for (unsigned i = 0; i < A_CONNECTIONS; i++)
+                        client_send(a[i], 8);
+                client_send(b, 8);
+        }
+        RUN_UNTIL(n_handed == (A_CONNECTIONS + 1) * FLOOD_RECORDS);
+
+        for (unsigned i = 0; i < n_handed; i++)
+                if (handed[i].peer == b->index)
+                        last_b = i;
+        for (unsigned i = 0; i <= last_b; i++) {
+                if (handed[i].peer == b->index) {
+                        since_b = 0;
+                        n_b++;
+                        ck_assert_msg(since_a <= 1, "uid B's record %u came after %u of uid A's in a row", n_b, since_a);
+                        since_a = 0;
+                } else {
+                        /* A's connections take its turns one after the other. */
+                        if (n_a < A_CONNECTIONS)
+                                a_turns[n_a] = handed[i].peer;
+                        else
+                                ck_assert_msg(handed[i].peer == a_turns[n_a % A_CONNECTIONS],
+                                              "A's record %u came from connection %u, not in turn", n_a,
+                                              handed[i].peer);
+                        n_a++;
+                        since_a++;
+                        ck_assert_msg(since_b <= 1 || n_b == FLOOD_RECORDS,
+                                      "uid A's record %u came after %u of uid B's in a row", n_a, since_b);
+                        since_b++;
+                }
+        }
+        ck_assert_uint_eq(n_b, FLOOD_RECORDS);
+        /* B was done while A still had most of its records: it was not served last. */
+        ck_assert_uint_le(n_a, FLOOD_RECORDS + 1);
+}
+END_TEST
+
+#define CHARGED_TURNS 4U
+
+/* B's records handed up between A's records seq and seq + 1. */
+static unsigned b_records_between(const struct peer *a, const struct peer *b, uint32_t seq) {
+        unsigned n = 0;
+        bool between = false;
+
+        for (unsigned i = 0; i < n_handed; i++) {
+                if (handed[i].peer == a->index && handed[i].seq == seq)
+                        between = true;
+                else if (handed[i].peer == a->index && handed[i].seq == seq + 1)
+                        return n;
+                else if (between && handed[i].peer == b->index)
+                        n++;
+        }
+        ck_abort_msg("A's records %u and %u were not both handed up", seq, seq + 1);
+        return 0;
+}
+
+/*
+ * A record charged as CHARGED_TURNS (a batch) makes its uid sit out
+ * CHARGED_TURNS - 1 rounds while another uid is ready: the other has
+ * CHARGED_TURNS records handed up before the charged uid's next, not one.
+ */
+START_TEST(a_charged_record_makes_its_uid_sit_out_rounds) {
+        struct peer *a = peer_new(UID_A), *b = peer_new(UID_B);
+
+        a->charge_at = 3;
+        a->charge_turns = CHARGED_TURNS;
+        for (unsigned k = 0; k < FLOOD_RECORDS; k++) {
+                client_send(a, 8);
+                client_send(b, 8);
+        }
+        RUN_UNTIL(n_handed == 2 * FLOOD_RECORDS);
+        ck_assert_uint_eq(b_records_between(a, b, 1), 1);
+        ck_assert_uint_eq(b_records_between(a, b, 2), 1);
+        ck_assert_uint_eq(b_records_between(a, b, 3), CHARGED_TURNS);
+        ck_assert_uint_eq(b_records_between(a, b, 4), 1);
+}
+END_TEST
+
+/* The client goes away with replies queued for it: the owner hears of it, and freeing it gives everything back. */
+static void hang_up_with_replies_queued(struct peer *p, bool free_when_gone) {
+        unsigned fds_before = test_fd_count();
+        int fd = memfd_new();
+
+        p->free_when_gone = free_when_gone;
+        if (connection_queued(p->c) == 0)
+                fill_queue(p, BIG_REPLY_LEN, 1);
+        ck_assert_int_eq(server_send_consume(p, 8, &fd, 1), 0);
+        ck_assert_uint_gt(quota_held(quota, p->uid, MFB_RESOURCE_QUEUED_BYTES), 0);
+        ck_assert_uint_eq(quota_held(quota, p->uid, MFB_RESOURCE_FDS), 1);
+        ck_assert_uint_eq(test_fd_count(), fds_before + 1);     /* the queued fd */
+
+        p->client = safe_close(p->client);
+        RUN_UNTIL(p->n_gone > 0);
+        run_idle();
+        ck_assert_uint_eq(p->n_gone, 1);
+        if (!free_when_gone) {
+                /* Gone, not freed: nothing more happens to it meanwhile. */
+                ck_assert_int_lt(server_send(p, 8), 0);
+                connection_free(p->c);
+                p->c = NULL;
+        }
+        assert_uncharged(p->uid);
+        /* The connection's socket, the queued fd and the client's end: all closed. */
+        ck_assert_uint_eq(test_fd_count(), fds_before - 2);
+}
+
+START_TEST(a_client_that_hangs_up_with_replies_queued_is_gone_and_freed) {
+        hang_up_with_replies_queued(peer_new(UID_A), true);
+        hang_up_with_replies_queued(peer_new(UID_B), false);
+}
+END_TEST
+
+START_TEST(a_paused_client_that_hangs_up_is_gone) {
+        struct peer *p = peer_new(UID_A);
+
+        p->pause_at = 0;
+        client_send(p, 8);
+        client_send(p, 8);
+        RUN_UNTIL(p->n_records == 1);
+        run_idle();
+        ck_assert_uint_eq(p->n_records, 1);
+        hang_up_with_replies_queued(p, true);
+}
+END_TEST
+
+START_TEST(a_client_stalled_at_the_in_flight_limit_that_hangs_up_is_gone) {
+        struct peer *p = peer_new(UID_A);
+
+        p->reply_len = BIG_REPLY_LEN;
+        for (unsigned i = 0; i < MFB_WIRE_REQUESTS_IN_FLIGHT_MAX + 20; i++)
+                client_send(p, 8);
+        RUN_UNTIL(connection_queued(p->c) == MFB_WIRE_REQUESTS_IN_FLIGHT_MAX);
+        run_idle();
+        p->reply_len = 0;
+        hang_up_with_replies_queued(p, true);
+}
+END_TEST
+
+/*
+ * The uid has no share left for another queued reply: the send fails, but
+ * the owner hears of it only from the loop, once; later sends fail too, and
+ * the fds they were given are closed or stay the caller's as each promises.
+ */
+START_TEST(a_send_over_the_queue_quota_fails_and_gone_follows_from_the_loop) {
+        struct peer *p = peer_new(UID_A);
+        int fd, taken, r;
+
+        fill_queue(p, TINY_REPLY_LEN, 1);
+        r = server_send(p, TINY_REPLY_LEN);
+        ck_assert_int_eq(r, -EDQUOT);
+        ck_assert_uint_eq(p->n_gone, 0);
+        /* What was queued is still charged, the refused one not. */
+        ck_assert_uint_eq(connection_queued(p->c), 1);
+
+        ck_assert_int_lt(server_send(p, 4), 0);
+        fd = taken = memfd_new();
+        ck_assert_int_lt(server_send_consume(p, 8, &fd, 1), 0);
+        ck_assert_int_eq(fd, -1);
+        ck_assert_msg(!fd_is_open(taken), "a failed send_consume_fds left fd %d open", taken);
+        fd = memfd_new();
+        ck_assert_int_lt(server_send_borrowed(p, 8, &fd, 1), 0);
+        ck_assert_msg(fd_is_open(fd), "a failed send_borrowed_fds closed the caller's fd");
+        safe_close(fd);
+        ck_assert_uint_eq(p->n_gone, 0);
+
+        RUN_UNTIL(p->n_gone > 0);
+        run_idle();
+        ck_assert_uint_eq(p->n_gone, 1);
+        ck_assert_int_eq(p->gone_error, r);
+        /* Nothing the client sends now is handed up. */
+        client_send(p, 8);
+        run_idle();
+        ck_assert_uint_eq(p->n_records, 0);
+        connection_free(p->c);
+        p->c = NULL;
+        assert_uncharged(UID_A);
+}
+END_TEST
+
+/* A send to a client that hung up fails, from the test or from another connection's handler, and gone comes later. */
+START_TEST(a_send_to_a_client_that_hung_up_fails_and_gone_follows_from_the_loop) {
+        struct peer *p = peer_new(UID_A), *q = peer_new(UID_B), *other = peer_new(UID_B);
+        int r;
+
+        run_idle();
+        p->client = safe_close(p->client);
+        r = server_send(p, 8);
+        ck_assert_int_lt(r, 0);
+        ck_assert_uint_eq(p->n_gone, 0);
+        ck_assert_int_lt(server_send(p, 8), 0);
+
+        /* other's handler answers on q, whose client is gone, and carries on. */
+        run_idle();
+        q->client = safe_close(q->client);
+        other->send_to = q;
+        other->send_to_result = 1;
+        client_send(other, 8);
+        client_send(other, 8);
+
+        RUN_UNTIL(p->n_gone > 0 && q->n_gone > 0 && other->n_records == 2);
+        run_idle();
+        ck_assert_uint_eq(p->n_gone, 1);
+        ck_assert_int_eq(p->gone_error, r);
+        ck_assert_uint_eq(q->n_gone, 1);
+        ck_assert_int_lt(other->send_to_result, 0);
+        ck_assert_uint_eq(other->n_gone, 0);
+}
+END_TEST
+
+START_TEST(a_paused_connection_hands_nothing_up_until_resumed) {
+        struct peer *p = peer_new(UID_A);
+
+        /* Paused by its own record (a WAIT), resumed from outside it (the WAIT answered). */
+        p->pause_at = 1;
+        for (unsigned i = 0; i < 4; i++)
+                client_send(p, 8);
+        RUN_UNTIL(p->n_records == 2);
+        run_idle();
+        ck_assert_uint_eq(p->n_records, 2);
+        client_send(p, 8);
+        run_idle();
+        ck_assert_uint_eq(p->n_records, 2);
+
+        connection_pause(p->c, false);
+        RUN_UNTIL(p->n_records == 5);
+        /* In order: on_record checks it. */
+        ck_assert_uint_eq(handed[4].seq, 4);
+
+        /* Paused from outside, before anything came. */
+        connection_pause(p->c, true);
+        client_send(p, 8);
+        run_idle();
+        ck_assert_uint_eq(p->n_records, 5);
+        connection_pause(p->c, false);
+        RUN_UNTIL(p->n_records == 6);
+        ck_assert_uint_eq(p->n_gone, 0);
+}
+END_TEST
+
+START_TEST(an_aborted_connection_is_gone_from_the_loop_and_hands_nothing_more_up) {
+        struct peer *p = peer_new(UID_A), *q = peer_new(UID_B);
+
+        /* From its own record, as a record that is no request is refused. */
+        p->abort_at = 1;
+        p->abort_error = -EBADMSG;
+        for (unsigned i = 0; i < 4; i++)
+                client_send(p, 8);
+        RUN_UNTIL(p->n_gone > 0);
+        run_idle();
+        ck_assert_uint_eq(p->n_gone, 1);
+        ck_assert_int_eq(p->gone_error, -EBADMSG);
+        ck_assert_uint_eq(p->n_records, 2);
+        ck_assert_int_lt(server_send(p, 8), 0);
+
+        /* From outside the loop: gone comes from it, not from the call. */
+        run_idle();
+        in_send = true;
+        connection_abort(q->c, -ETIMEDOUT);
+        in_send = false;
+        ck_assert_uint_eq(q->n_gone, 0);
+        client_send(q, 8);
+        RUN_UNTIL(q->n_gone > 0);
+        run_idle();
+        ck_assert_uint_eq(q->n_gone, 1);
+        ck_assert_int_eq(q->gone_error, -ETIMEDOUT);
+        ck_assert_uint_eq(q->n_records, 0);
+}
+END_TEST
+
+#define CLOSE_REPLIES 20U
+
+/*
+ * Closed by its own record with replies queued: gone(0) only once they are
+ * all sent, nothing handed up after, and what the client sent after is
+ * read and dropped, so the client reads every reply and then the end, not
+ * ECONNRESET.
+ */
+START_TEST(close_when_sent_is_gone_once_the_queue_is_sent_and_drops_what_came_after) {
+        struct peer *p = peer_new(UID_A);
+        int fds[MFB_FDS_RECV_MAX];
+        size_t n_fds;
+
+        p->close_at = 0;
+        p->close_replies = CLOSE_REPLIES;
+        for (unsigned i = 0; i < 6; i++)
+                client_send(p, 8);
+        RUN_UNTIL(p->n_records == 1);
+        ck_assert_uint_gt(connection_queued(p->c), 0);
+        run_idle();
+        ck_assert_uint_eq(p->n_gone, 0);
+        client_send(p, 8);
+        run_idle();
+        ck_assert_uint_eq(p->n_records, 1);
+        ck_assert_uint_eq(p->n_gone, 0);
+
+        /* The client reads (and no more than it needs to make room): gone comes when the last reply is out. */
+        for (unsigned i = 0; i < LOOP_PASSES_MAX && p->n_gone == 0; i++) {
+                ck_assert_uint_gt(connection_queued(p->c), 0);
+                if (client_read_fds(p, fds, &n_fds) == -EAGAIN)
+                        loop_pass();
+        }
+        ck_assert_uint_eq(p->n_gone, 1);
+        ck_assert_int_eq(p->gone_error, 0);
+        ck_assert_uint_eq(connection_queued(p->c), 0);
+        ck_assert_uint_eq(p->n_records, 1);
+        connection_free(p->c);
+        p->c = NULL;
+
+        while (p->next_read < CLOSE_REPLIES)
+                ck_assert_int_eq(client_read_fds(p, fds, &n_fds), BIG_REPLY_LEN);
+        ck_assert_int_eq(client_read_fds(p, fds, &n_fds), 0);
+        assert_uncharged(UID_A);
+}
+END_TEST
+
+/* Closed by its own record with nothing queued: gone(0) at once from the loop, and what came after dropped. */
+START_TEST(close_when_sent_with_nothing_queued_is_gone_at_once) {
+        struct peer *p = peer_new(UID_A);
+        int fds[MFB_FDS_RECV_MAX];
+        size_t n_fds;
+
+        p->close_at = 1;
+        p->reply_len = 8;
+        for (unsigned i = 0; i < 4; i++)
+                client_send(p, 8);
+        RUN_UNTIL(p->n_gone > 0);
+        run_idle();
+        ck_assert_uint_eq(p->n_gone, 1);
+        ck_assert_int_eq(p->gone_error, 0);
+        ck_assert_uint_eq(p->n_records, 2);
+        connection_free(p->c);
+        p->c = NULL;
+        ck_assert_uint_eq(client_drain(p), 2);
+        ck_assert_int_eq(client_read_fds(p, fds, &n_fds), 0);
+}
+END_TEST
+
+/* connection.h does not say close_when_sent() is only for ops->record: from outside, the end must come too. */
+START_TEST(close_when_sent_from_outside_a_record_with_nothing_queued_is_gone) {
+        struct peer *p = peer_new(UID_A);
+
+        client_send(p, 8);
+        RUN_UNTIL(p->n_records == 1);
+        run_idle();
+        connection_close_when_sent(p->c);
+        ck_assert_uint_eq(p->n_gone, 0);
+        RUN_UNTIL(p->n_gone > 0);
+        ck_assert_int_eq(p->gone_error, 0);
+}
+END_TEST
+
 Suite *connection_suite(void) {
         Suite *s = suite_create("connection");
         TCase *tc = tcase_create("connection");
@@ -569,7 +1022,25 @@ Suite *connection_suite(void) {
         tcase_add_test(tc, consumed_fds_go_to_the_client_and_the_sender_s_are_closed);
         tcase_add_test(tc, a_reply_of_the_largest_record_size_is_sent_whole);
         tcase_add_test(tc, borrowed_fds_stay_the_caller_s_and_a_queued_record_gets_copies);
+        tcase_add_test(tc, records_queue_while_the_client_does_not_read_and_go_out_in_order);
+        tcase_add_test(tc, no_record_is_handed_up_while_the_in_flight_limit_is_queued);
+        tcase_add_test(tc, a_uid_with_many_connections_does_not_starve_one_with_one);
+        tcase_add_test(tc, a_charged_record_makes_its_uid_sit_out_rounds);
+        tcase_add_test(tc, a_client_that_hangs_up_with_replies_queued_is_gone_and_freed);
+        tcase_add_test(tc, a_paused_client_that_hangs_up_is_gone);
+        tcase_add_test(tc, a_client_stalled_at_the_in_flight_limit_that_hangs_up_is_gone);
+        tcase_add_test(tc, a_send_to_a_client_that_hung_up_fails_and_gone_follows_from_the_loop);
+        tcase_add_test(tc, a_paused_connection_hands_nothing_up_until_resumed);
+        tcase_add_test(tc, an_aborted_connection_is_gone_from_the_loop_and_hands_nothing_more_up);
+        tcase_add_test(tc, close_when_sent_is_gone_once_the_queue_is_sent_and_drops_what_came_after);
+        tcase_add_test(tc, close_when_sent_with_nothing_queued_is_gone_at_once);
+        tcase_add_test(tc, close_when_sent_from_outside_a_record_with_nothing_queued_is_gone);
         suite_add_tcase(s, tc);
-        (void) setup_tiny_queue;
+
+        /* A quota with room for one small queued reply per uid. */
+        tc = tcase_create("connection-tiny-queue");
+        tcase_add_checked_fixture(tc, setup_tiny_queue, teardown);
+        tcase_add_test(tc, a_send_over_the_queue_quota_fails_and_gone_follows_from_the_loop);
+        suite_add_tcase(s, tc);
         return s;
 }
