@@ -238,6 +238,9 @@ void connection_pause(struct connection *c, bool paused) {
 void connection_close_when_sent(struct connection *c) {
         c->closing = true;
         update_reading(c);
+        /* Nothing to send: it is gone from the next pass of the loop, whoever asked, wherever. */
+        if (STAILQ_EMPTY(&c->queue))
+                event_active(c->event, EV_WRITE, 0);
 }
 
 void connection_charge(struct connection *c, unsigned turns) {

@@ -56,6 +56,7 @@ int main(void) {
         srunner_add_suite(sr, quota_suite());
         srunner_add_suite(sr, quota_unit_suite());
         srunner_add_suite(sr, schedule_suite());
+        srunner_add_suite(sr, connection_suite());
         srunner_add_suite(sr, async_suite());
         srunner_add_suite(sr, hashmap_suite());
         srunner_add_suite(sr, access_unit_suite());

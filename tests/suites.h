@@ -18,6 +18,7 @@ Suite *attack_suite(void);
 Suite *quota_suite(void);
 Suite *quota_unit_suite(void);
 Suite *schedule_suite(void);
+Suite *connection_suite(void);
 Suite *async_suite(void);
 Suite *hashmap_suite(void);
 Suite *access_unit_suite(void);
