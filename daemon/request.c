@@ -807,6 +807,19 @@ static int handle_limits(struct request *q) {
         return 0;
 }
 
+/* Notifications (issue 13): on their way; until then refused as a broker without them would. */
+static int handle_notifier(struct request *q) {
+        return fail(q, -EOPNOTSUPP, "this broker does not serve notifications yet");
+}
+
+static int handle_notify_watch(struct request *q) {
+        return handle_notifier(q);
+}
+
+static int handle_notify(struct request *q) {
+        return handle_notifier(q);
+}
+
 /* One handler per request of MFB_WIRE_REQUESTS, by opcode. */
 static const request_handler_t handlers[] = {
 #define HANDLER(NAME, name, opcode, ...) [opcode] = handle_##name,

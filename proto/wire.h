@@ -78,7 +78,13 @@
         X(WAIT, wait, 0x000A, sizeof(struct mfb_wire_wait_request),                                       \
           sizeof(struct mfb_wire_region_reply), 1, false, true)                                           \
         X(LIMITS, limits, 0x000B, 0, sizeof(struct mfb_wire_limits_reply), 0, false, true)                 \
-        X(CREATE_BATCH, create_batch, 0x000C, sizeof(struct mfb_wire_create_batch_request), -1, 0, false, true)
+        X(CREATE_BATCH, create_batch, 0x000C, sizeof(struct mfb_wire_create_batch_request), -1, 0, false, true) \
+        X(NOTIFIER, notifier, 0x000D, sizeof(struct mfb_wire_notify_request),                              \
+          sizeof(struct mfb_wire_notifier_reply), 1, false, true)                                         \
+        X(NOTIFY_WATCH, notify_watch, 0x000E, sizeof(struct mfb_wire_notify_request),                      \
+          sizeof(struct mfb_wire_notify_reply), 1, false, true)                                           \
+        X(NOTIFY, notify, 0x000F, sizeof(struct mfb_wire_notify_request),                                  \
+          sizeof(struct mfb_wire_notify_reply), 0, true, true)
 
 /* Opcodes. A reply carries its request's opcode with MFB_WIRE_REPLY set. */
 enum mfb_wire_opcode {
@@ -131,6 +137,7 @@ struct mfb_wire_hello_request {
 #define MFB_WIRE_CAP_HUGETLB           0x4U  /* MFD_HUGETLB regions can be created */
 #define MFB_WIRE_CAP_QUIET             0x8U  /* requests may carry MFB_WIRE_FLAG_QUIET */
 #define MFB_WIRE_CAP_CREATE_BATCH      0x10U /* CREATE_BATCH is served */
+#define MFB_WIRE_CAP_NOTIFY            0x20U /* NOTIFIER, NOTIFY_WATCH and NOTIFY are served */
 
 /*
  * Request header flags. MFB_WIRE_FLAG_QUIET: answer only a failure. For
@@ -357,6 +364,80 @@ struct mfb_wire_limits_reply {
         struct mfb_wire_limit resources[MFB_WIRE_RESOURCE_COUNT];
 };
 
+/*
+ * Notifications (PROTOCOL.md, "Notifications"). Every region can have a
+ * control page: a memfd of MFB_WIRE_NOTIFY_PAGE_SIZE bytes that the broker
+ * makes on the first NOTIFIER for the region, owns (mode 0644, sealed
+ * against resizing and further seals) and keeps as long as the region.
+ * NOTIFIER gives a holder the page's fd: read-write to a connection that
+ * holds the region writable, read-only to any other holder, so that only
+ * writers can advance the sequence: the kernel enforces it.
+ *
+ * To notify, a holder of a read-write page fd adds 1 to seq atomically (a
+ * 64-bit atomic add on its shared mapping), then wakes every futex waiter
+ * on seq's low 32 bits (FUTEX_WAKE, not FUTEX_PRIVATE_FLAG, INT_MAX
+ * waiters), then, if watchers is not 0, sends NOTIFY without
+ * MFB_WIRE_NOTIFY_ADVANCE (may be quiet), so that the broker signals the
+ * connections that watch with an eventfd. A client that cannot do atomics
+ * sends NOTIFY with MFB_WIRE_NOTIFY_ADVANCE instead: the broker does all
+ * three.
+ *
+ * To wait, any holder reads seq from its mapping; while it is what it saw
+ * last, it sleeps in FUTEX_WAIT on the low 32 bits with their value (which
+ * works on a read-only shared mapping), or polls an eventfd from
+ * NOTIFY_WATCH. A wake-up with seq unchanged is no notification: a
+ * read-only holder can issue FUTEX_WAKE, but cannot change seq.
+ */
+#define MFB_WIRE_NOTIFY_PAGE_SIZE 4096U
+
+struct mfb_wire_notify_page {
+        uint64_t seq;           /* notifications so far; its low 32 bits are the futex word */
+        uint32_t watchers;      /* eventfds NOTIFY_WATCH gave out and the broker signals; the broker's to write */
+        uint32_t reserved;
+};
+
+/*
+ * The futex word: the low 32 bits of seq, which are its first four bytes on
+ * a little-endian host and its last four on a big-endian one.
+ */
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define MFB_WIRE_NOTIFY_FUTEX_OFFSET 0U
+#else
+#define MFB_WIRE_NOTIFY_FUTEX_OFFSET 4U
+#endif
+
+/* NOTIFY flags. */
+#define MFB_WIRE_NOTIFY_ADVANCE 0x1U    /* the broker advances seq and wakes the futex waiters itself */
+
+/* NOTIFIER, NOTIFY_WATCH and NOTIFY name a region the connection holds. */
+struct mfb_wire_notify_request {
+        uint64_t handle;
+        uint32_t flags;         /* NOTIFY: MFB_WIRE_NOTIFY_*; zero for the others */
+        uint32_t reserved;
+};
+
+/*
+ * NOTIFIER reply, with one fd: the control page, read-write (access
+ * MFB_WIRE_ACCESS_READ | MFB_WIRE_ACCESS_WRITE) if the connection holds
+ * the region writable, else read-only (MFB_WIRE_ACCESS_READ).
+ */
+struct mfb_wire_notifier_reply {
+        uint32_t access;
+        uint32_t reserved;
+        uint64_t seq;           /* the sequence when the broker answered */
+};
+
+/*
+ * NOTIFY_WATCH reply, with one fd: an eventfd (EFD_NONBLOCK) the broker
+ * writes 1 to after notifications of the region, at most once per pass of
+ * its loop, for as long as the connection holds the region. One per
+ * connection and region: a second NOTIFY_WATCH gives a copy of the same.
+ * NOTIFY reply: seq after it.
+ */
+struct mfb_wire_notify_reply {
+        uint64_t seq;
+};
+
 /* Errors: status < 0, no fds, and the body is up to MFB_WIRE_ERROR_MESSAGE_MAX bytes of UTF-8 text, no NUL. */
 
 _Static_assert(sizeof(struct mfb_wire_header) == 24, "header layout");
@@ -379,6 +460,10 @@ _Static_assert(sizeof(struct mfb_wire_create_batch_reply) == 16, "create batch r
 _Static_assert(sizeof(struct mfb_wire_create_batch_reply) + MFB_WIRE_CREATE_BATCH_MAX * sizeof(uint64_t) <=
                MFB_WIRE_RECORD_MAX, "a whole batch fits in one record");
 _Static_assert(sizeof(struct mfb_wire_set_request) == 280, "set layout");
+_Static_assert(sizeof(struct mfb_wire_notify_page) == 16, "notify page layout");
+_Static_assert(sizeof(struct mfb_wire_notify_request) == 16, "notify request layout");
+_Static_assert(sizeof(struct mfb_wire_notifier_reply) == 16, "notifier reply layout");
+_Static_assert(sizeof(struct mfb_wire_notify_reply) == 8, "notify reply layout");
 _Static_assert(sizeof(struct mfb_wire_wait_request) == 272, "wait layout");
 _Static_assert(sizeof(struct mfb_wire_header) + sizeof(struct mfb_wire_list_reply)
                + MFB_WIRE_LIST_ENTRIES_MAX * sizeof(struct mfb_wire_region_info) <= MFB_WIRE_RECORD_MAX,
