@@ -485,15 +485,6 @@ void region_remove(struct region_table *t, struct region *r) {
         region_destroy_if_unused(t, r);
 }
 
-int region_dup(const struct region *r) {
-        int fd = fcntl(r->fd, F_DUPFD_CLOEXEC, 3);
-
-        if (fd < 0)
-                return log_full_errno(errno_is_fd_shortage(errno) ? LOG_WARNING : LOG_ERR, errno,
-                                      "Failed to duplicate the fd of region %" PRIu64 ": %m", r->handle);
-        return fd;
-}
-
 /*
  * The broker owns its memfds: 0600 makes a reopen through /proc/PID/fd fail
  * for other users, so that a read-only fd cannot be turned into a writable

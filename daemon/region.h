@@ -182,14 +182,6 @@ void region_remove(struct region_table *t, struct region *r);
  */
 int region_open(struct region *r, bool writable);
 
-/*
- * A new fd of the broker's own read-write open file description of r, for
- * its creator only: no other holder ever shares it, and the broker does no
- * I/O through it. Owned by the caller. Returns the fd, or -errno (-EMFILE
- * or -ENFILE when the broker is out of file descriptors).
- */
-int region_dup(const struct region *r);
-
 /* The memfd's seals (F_SEAL_*), read from the kernel, or -errno. */
 int region_get_seals(const struct region *r);
 

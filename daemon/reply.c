@@ -44,16 +44,32 @@ int reply_info(struct connection *c, const struct mfb_wire_header *request, cons
         return reply_record(c, request, &rec.header, sizeof(rec));
 }
 
+/* A region reply record, with one fd to attach. */
+struct region_record {
+        struct mfb_wire_header header;
+        struct mfb_wire_region_reply body;
+};
+
+static void region_record_init(struct region_record *rec, const struct mfb_wire_header *request,
+                               const struct region *r, uint32_t access) {
+        rec->body = (struct mfb_wire_region_reply) { .access = access };
+        region_info(r, &rec->body.info);
+        mfb_wire_header_init(&rec->header, request->opcode | MFB_WIRE_REPLY, request->cookie, 0, 1, sizeof(*rec));
+}
+
 int reply_region_consume_fd(struct connection *c, const struct mfb_wire_header *request, const struct region *r,
                             uint32_t access, int fd) {
-        struct {
-                struct mfb_wire_header header;
-                struct mfb_wire_region_reply body;
-        } rec;
+        struct region_record rec;
 
-        rec.body = (struct mfb_wire_region_reply) { .access = access };
-        region_info(r, &rec.body.info);
-        mfb_wire_header_init(&rec.header, request->opcode | MFB_WIRE_REPLY, request->cookie, 0, 1, sizeof(rec));
+        region_record_init(&rec, request, r, access);
         /* Handed over, not copied: a queued reply then needs no second fd, which the broker may not have. */
         return connection_send_consume_fds(c, &rec, sizeof(rec), &fd, 1);
+}
+
+int reply_region_borrowed_fd(struct connection *c, const struct mfb_wire_header *request, const struct region *r,
+                             uint32_t access, int fd) {
+        struct region_record rec;
+
+        region_record_init(&rec, request, r, access);
+        return connection_send_borrowed_fds(c, &rec, sizeof(rec), &fd, 1);
 }

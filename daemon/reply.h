@@ -36,3 +36,12 @@ int reply_info(struct connection *c, const struct mfb_wire_header *request, cons
 /* A region reply granting access with fd attached, which it takes (closed once sent, or on failure). */
 int reply_region_consume_fd(struct connection *c, const struct mfb_wire_header *request, const struct region *r,
                             uint32_t access, int fd);
+
+/*
+ * As reply_region_consume_fd(), with fd borrowed: a copy is made only if
+ * the reply has to wait in the queue. -EMFILE or -ENFILE when that copy
+ * cannot be made: then nothing was sent, and the caller may answer
+ * otherwise (connection_send_borrowed_fds()).
+ */
+int reply_region_borrowed_fd(struct connection *c, const struct mfb_wire_header *request, const struct region *r,
+                             uint32_t access, int fd);

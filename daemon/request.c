@@ -280,7 +280,7 @@ static int handle_create(struct request *q) {
         enum mfb_wire_resource refused = MFB_WIRE_RESOURCE_COUNT;
         struct region *r;
         bool hugetlb;
-        int name_len, k, fd;
+        int name_len, k;
 
         memcpy(&req, q->body, sizeof(req));
         name_len = mfb_wire_name_check(&req.name);
@@ -320,18 +320,6 @@ static int handle_create(struct request *q) {
                 return fail_kernel(q, k, "creating the region failed");
         }
 
-        /*
-         * The creator gets the broker's own open file description, which no
-         * other holder shares (each OPEN is a fresh open) and through which the
-         * broker does no I/O, so no flag or offset the creator sets matters to
-         * anyone: a dup() rather than a reopen through /proc, a path walk on
-         * every CREATE.
-         */
-        fd = region_dup(r);
-        if (fd < 0) {
-                region_remove(t, r);
-                return fail_kernel(q, fd, "opening the region failed");
-        }
         /* Before the handle leaves: a client that got it can rely on it after a restart. */
         k = persist_region_created(s->services->persist, r, &refused);
         if (k >= 0) {
@@ -340,7 +328,6 @@ static int handle_create(struct request *q) {
                         persist_region_removed(s->services->persist, r);
         }
         if (k < 0) {
-                safe_close(fd);
                 region_remove(t, r);
                 if (k == -EDQUOT || k == -ENOSPC)
                         return fail_quota(q, k, s->peer.creds.uid, refused);
@@ -356,7 +343,23 @@ static int handle_create(struct request *q) {
         log_debug("CREATE of pid %d uid %u: region %" PRIu64 ", %" PRIu64 " bytes, name %s, mode 0%o%s",
                   (int) s->peer.creds.pid, s->peer.creds.uid, r->handle, r->size, r->name ?: "(none)",
                   (unsigned) r->mode, hugetlb ? ", huge pages" : "");
-        (void) reply_region_consume_fd(s->connection, &q->header, r, MFB_WIRE_ACCESS_READ | MFB_WIRE_ACCESS_WRITE, fd);
+        /*
+         * The creator gets the broker's own open file description, which no
+         * other holder shares (each OPEN is a fresh open) and through which the
+         * broker does no I/O, so no flag or offset the creator sets matters to
+         * anyone. Sent as it is, as CREATE_BATCH does: a copy is made only for
+         * a reply that has to wait in the queue, rather than a dup() and a
+         * close() on every CREATE.
+         */
+        k = reply_region_borrowed_fd(s->connection, &q->header, r, MFB_WIRE_ACCESS_READ | MFB_WIRE_ACCESS_WRITE,
+                                     r->fd);
+        if (k == -EMFILE || k == -ENFILE) {
+                /* Nothing was sent: no one knows of the region; undone, the name last (r is held till then). */
+                persist_region_removed(s->services->persist, r);
+                region_remove(t, r);
+                (void) session_release(s, r->handle);
+                return fail_kernel(q, k, "creating the region failed");
+        }
         return 0;
 }
 
