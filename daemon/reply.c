@@ -73,3 +73,9 @@ int reply_region_borrowed_fd(struct connection *c, const struct mfb_wire_header 
         region_record_init(&rec, request, r, access);
         return connection_send_borrowed_fds(c, &rec, sizeof(rec), &fd, 1);
 }
+
+int reply_record_consume_fd(struct connection *c, const struct mfb_wire_header *request,
+                            struct mfb_wire_header *record, size_t len, int fd) {
+        mfb_wire_header_init(record, request->opcode | MFB_WIRE_REPLY, request->cookie, 0, 1, (uint32_t) len);
+        return connection_send_consume_fds(c, record, len, &fd, 1);
+}
