@@ -25,3 +25,4 @@ Suite *access_unit_suite(void);
 Suite *region_index_suite(void);
 Suite *parse_suite(void);
 Suite *notify_wire_suite(void);
+Suite *locks_suite(void);

@@ -158,6 +158,36 @@ elapsed_ms=$(( ($(date +%s%N) - start) / 1000000 ))
 [ "$elapsed_ms" -ge 200 ] || fail "wait gave up after $elapsed_ms ms, before its 0.2 s timeout"
 expect_error moded wait moded --timeout 0
 
+# notify and watch. From --after 0, a watch started before, during or after the
+# notifications sees them all: here two, printed as they come, the last line 2.
+ctl create bell 4K >/dev/null
+brokerctl watch bell --after 0 --count 2 --timeout "$TIMEOUT" >"$dir/watched" 2>"$dir/watch-err" &
+watcher=$!
+ctl notify bell
+ctl notify bell
+status=0; reap "$watcher" || status=$?
+[ "$status" -eq 0 ] || fail "watch --count 2 exited $status: $(cat "$dir/watch-err")"
+[ ! -s "$dir/watch-err" ] || fail "watch complained: $(cat "$dir/watch-err")"
+watched=$(cat "$dir/watched")
+[ "$watched" = $'1\n2' ] || [ "$watched" = 2 ] || fail "watch printed '$watched', not the sequences 1 and 2 as they came"
+# Without --after it counts from the sequence it finds: the two before do not end it, the time does.
+start=$(date +%s%N)
+expect_error "no notification within 0.2 s" watch bell --timeout 0.2
+elapsed_ms=$(( ($(date +%s%N) - start) / 1000000 ))
+[ "$elapsed_ms" -ge 200 ] || fail "watch gave up after $elapsed_ms ms, before its 0.2 s timeout"
+# A sequence moved on already is printed at once.
+[ "$(ctl watch bell --after 1 --count 1 --timeout 0)" = 2 ] || fail "watch --after 1 did not print 2 at once"
+expect_error nosuch notify nosuch
+expect_error nosuch watch nosuch
+expect_error demo notify demo    # sealed: nobody may open it for writing, so nobody notifies
+for args in "watch bell --count 0" "watch bell --count x" "watch bell --after -1" "notify bell extra" "notify" \
+    "notify bell --count 1" "watch bell --timeout x"; do
+    # shellcheck disable=SC2086 # the words of each case
+    status=0; ctl $args >/dev/null 2>&1 || status=$?
+    [ "$status" -eq 2 ] || fail "$args exited $status, not 2"
+done
+ctl rm bell
+
 # stat and rm by handle.
 moded_handle=$(field moded handle)
 [ "$(ctl stat --handle "$moded_handle" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["name"])')" = moded ] \

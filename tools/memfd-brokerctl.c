@@ -1,11 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * memfd-brokerctl: creates, fills, seals, waits for, shows, changes and
- * removes the regions of memfd-brokerd from the command line. An ordinary
- * client of the library.
+ * memfd-brokerctl: creates, fills, seals, waits for, notifies, watches,
+ * shows, changes and removes the regions of memfd-brokerd from the command
+ * line. An ordinary client of the library.
  *
  * Exit status: 0 on success, 1 when an operation fails (one line on stderr
- * naming the command, the region and the reason), 2 for a usage error.
+ * naming the command, the region and the reason; a wait or watch that ran
+ * out of time included), 2 for a usage error.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -47,6 +48,8 @@ enum {
         OPTION_TIMEOUT      = 1U << 6,
         OPTION_COUNT        = 1U << 7,
         OPTION_HOLD         = 1U << 8,
+        OPTION_NOTIFICATIONS = 1U << 9,
+        OPTION_AFTER        = 1U << 10,
 };
 
 static const struct {
@@ -63,6 +66,9 @@ static const struct {
         { OPTION_TIMEOUT,      "timeout",      required_argument },
         { OPTION_COUNT,        "count",        required_argument },
         { OPTION_HOLD,         "hold",         no_argument },
+        /* watch's --count: how many notifications, not how many regions, so a field of its own. */
+        { OPTION_NOTIFICATIONS, "count",       required_argument },
+        { OPTION_AFTER,        "after",        required_argument },
 };
 
 struct options {
@@ -76,6 +82,9 @@ struct options {
         const char *timeout;            /* --timeout as given, to say it back in the error */
         uint64_t count;                 /* --count, standing for the NAME word; 0 when not given */
         bool hold;
+        uint64_t notifications;         /* watch --count; 0 for no end */
+        bool after_given;
+        uint64_t after;                 /* watch --after: the sequence to start from */
 };
 
 #define NO_NAME (-1)
@@ -681,12 +690,91 @@ static int cmd_wait(const struct options *o, char **args, size_t n_args) {
         return EXIT_SUCCESS;
 }
 
+static int cmd_notify(const struct options *o, char **args, size_t n_args) {
+        _cleanup_(client_freep) mfb_client *c = NULL;
+        _cleanup_(region_freep) mfb_region *r = NULL;
+        const char *name = args[0];
+        int k;
+
+        k = client_open(o, "notify", name, &c);
+        if (k != 0)
+                return k;
+        /* Only writers may notify: the broker hands read-only holders a control page they cannot advance. */
+        k = mfb_region_open(c, name, O_RDWR, &r);
+        if (k >= 0)
+                k = mfb_region_notify(r);
+        if (k == -EOPNOTSUPP && !*mfb_client_error_message(c))
+                return fail("notify", name, "the broker does not support notifications");
+        if (k < 0)
+                return fail_errno(c, k, "notify", name);
+        /* client_freep()'s round trip: the broker has signalled the watchers before the command ends. */
+        return EXIT_SUCCESS;
+}
+
+/* Prints one sequence number and pushes it out at once, for whoever follows the output. -1 to go on. */
+static int print_sequence(uint64_t seq) {
+        printf("%" PRIu64 "\n", seq);
+        errno = 0;
+        if (fflush(stdout) == 0 && !ferror(stdout))
+                return -1;
+        /* Whoever read our output stopped reading: the watch is over, and not in failure. */
+        if (errno == EPIPE)
+                return EXIT_SUCCESS;
+        fprintf(stderr, PROGRAM ": standard output: %s\n", strerror(errno ?: EIO));
+        return EXIT_FAILURE;
+}
+
+static int cmd_watch(const struct options *o, char **args, size_t n_args) {
+        _cleanup_(client_freep) mfb_client *c = NULL;
+        _cleanup_(region_freep) mfb_region *r = NULL;
+        const char *name = args[0];
+        uint64_t start, seq;
+        int k;
+
+        k = client_open(o, "watch", name, &c);
+        if (k != 0)
+                return k;
+        /* Watching needs only read permission: every holder may wait. */
+        k = mfb_region_open(c, name, O_RDONLY, &r);
+        if (k < 0)
+                return fail_errno(c, k, "watch", name);
+
+        /* The sequence now, without asking for the fd of event loops: the watch sleeps in a futex wait instead. */
+        if (o->after_given)
+                seq = o->after;
+        else {
+                k = mfb_region_notify_read(r, &seq);
+                if (k < 0)
+                        goto failed;
+        }
+        start = seq;
+        /* Notifications counted by the sequence: several between two looks print as one line, the last. */
+        while (o->notifications == 0 || seq - start < o->notifications) {
+                k = mfb_region_wait_notify(r, &seq, o->timeout_ms);
+                if (k == -ETIMEDOUT)
+                        return fail("watch", name, "no notification within %s s", o->timeout);
+                if (k < 0)
+                        goto failed;
+                k = print_sequence(seq);
+                if (k >= 0)
+                        return k;
+        }
+        return EXIT_SUCCESS;
+
+failed:
+        if (k == -EOPNOTSUPP && !*mfb_client_error_message(c))
+                return fail("watch", name, "the broker does not support notifications");
+        return fail_errno(c, k, "watch", name);
+}
+
 static const struct command commands[] = {
         { "create", 2, 2, 0,       OPTION_MODE | OPTION_HUGETLB | OPTION_RESERVE | OPTION_COUNT | OPTION_HOLD,
                                                                                   cmd_create },
         { "write",  1, 2, 0,       0,                                             cmd_write },
         { "seal",   1, 1, 0,       OPTION_FUTURE_WRITE,                           cmd_seal },
         { "wait",   1, 1, 0,       OPTION_TIMEOUT,                                cmd_wait },
+        { "notify", 1, 1, 0,       0,                                             cmd_notify },
+        { "watch",  1, 1, 0,       OPTION_NOTIFICATIONS | OPTION_AFTER | OPTION_TIMEOUT, cmd_watch },
         { "cat",    1, 1, 0,       0,                                             cmd_cat },
         { "stat",   1, 1, 0,       OPTION_JSON | OPTION_HANDLE,                   cmd_stat },
         { "list",   0, 0, NO_NAME, OPTION_JSON,                                   cmd_list },
@@ -699,8 +787,8 @@ static const struct command commands[] = {
 static void help(void) {
         printf("Usage: " PROGRAM " [--socket PATH] COMMAND [ARGUMENTS]\n"
                "\n"
-               "Creates, fills, seals, waits for, shows, changes and removes the shared-memory\n"
-               "regions of memfd-brokerd.\n"
+               "Creates, fills, seals, waits for, notifies, watches, shows, changes and removes\n"
+               "the shared-memory regions of memfd-brokerd.\n"
                "\n"
                "Commands:\n"
                "  create NAME SIZE [--mode MODE] [--hugetlb] [--reserve]\n"
@@ -721,6 +809,13 @@ static void help(void) {
                "  wait NAME [--timeout SECONDS]\n"
                "                       wait until a region NAME exists and is sealed, then print\n"
                "                       its handle; without --timeout, wait as long as it takes\n"
+               "  notify NAME          notify the region's holders: advance its sequence and wake\n"
+               "                       whoever waits (needs write permission)\n"
+               "  watch NAME [--count N] [--timeout SECONDS] [--after SEQ]\n"
+               "                       print the region's sequence after each notification, one\n"
+               "                       a line; several close together may show as one line. Ends\n"
+               "                       after N notifications, or fails when SECONDS pass without\n"
+               "                       one; --after: count from SEQ, not from the sequence now\n"
                "  cat NAME             write the region's contents to standard output\n"
                "  stat NAME|--handle N [--json]\n"
                "                       show everything the broker knows about the region\n"
@@ -741,7 +836,8 @@ static void help(void) {
                "  -V, --version        show the version and exit\n"
                "\n"
                "Names are 1 to %d bytes of printable ASCII without spaces. Exit status is 0 on\n"
-               "success, 1 when an operation fails, 2 for a usage error.\n",
+               "success, 1 when an operation fails (a wait or watch that timed out included),\n"
+               "2 for a usage error.\n",
                MFB_NAME_MAX);
 }
 
@@ -814,6 +910,15 @@ static int option_set(const struct command *cmd, unsigned bit, const char *value
                 break;
         case OPTION_HOLD:
                 o->hold = true;
+                break;
+        case OPTION_NOTIFICATIONS:
+                if (parse_number(value, UINT64_MAX, &o->notifications) < 0 || o->notifications == 0)
+                        return usage_error("%s: invalid count '%s': a positive decimal number", cmd->name, value);
+                break;
+        case OPTION_AFTER:
+                if (parse_number(value, UINT64_MAX, &o->after) < 0)
+                        return usage_error("%s: invalid sequence '%s': a decimal number", cmd->name, value);
+                o->after_given = true;
                 break;
         case OPTION_TIMEOUT:
                 k = parse_timeout(value, &o->timeout_ms);

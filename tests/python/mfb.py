@@ -9,6 +9,7 @@ import collections
 import fcntl
 import mmap
 import os
+import select
 import socket
 import stat as _stat
 import struct
@@ -21,7 +22,8 @@ LIST_ENTRIES_MAX = 128
 LIST_SCAN_MAX = 256
 REQUESTS_IN_FLIGHT_MAX = 64
 
-HELLO, CREATE, OPEN, SEAL, STAT, LIST, RELEASE, REMOVE, SET, WAIT, LIMITS, CREATE_BATCH = range(1, 13)
+HELLO, CREATE, OPEN, SEAL, STAT, LIST, RELEASE, REMOVE, SET, WAIT, LIMITS, CREATE_BATCH, NOTIFIER, NOTIFY_WATCH, \
+    NOTIFY = range(1, 16)
 CREATE_BATCH_MAX = 253  # regions in one CREATE_BATCH: the fds one record carries
 REPLY = 0x8000
 
@@ -30,10 +32,14 @@ CAP_NOEXEC_SEAL = 0x2
 CAP_HUGETLB = 0x4
 CAP_QUIET = 0x8
 CAP_CREATE_BATCH = 0x10
+CAP_NOTIFY = 0x20
 
 FLAG_QUIET = 0x1  # request header flag: answer only a failure (RELEASE and REMOVE)
 
 CREATE_HUGETLB = 0x1
+
+NOTIFY_ADVANCE = 0x1  # NOTIFY flag: the broker advances seq and wakes the futex waiters itself
+NOTIFY_PAGE_SIZE = 4096
 
 SET_MODE = 0x1
 SET_UID = 0x2
@@ -78,6 +84,10 @@ CREATE_BATCH_REPLY_HEAD = struct.Struct("=IIQ")  # count, access, size; then cou
 LIMITS_REPLY_HEAD = struct.Struct("=II")  # uid, count
 LIMIT = struct.Struct("=QQQQQ")
 LIMIT_FIELDS = "broker_max broker_used uid_max uid_used uid_available".split()
+NOTIFY_REQUEST = struct.Struct("=QII")  # handle, flags, reserved
+NOTIFIER_REPLY = struct.Struct("=IIQ")  # access, reserved, seq
+NOTIFY_REPLY = struct.Struct("=Q")  # seq
+NOTIFY_PAGE = struct.Struct("=QII")  # seq, watchers, reserved: the start of the control page
 
 INFO_FIELDS = (
     "handle size uid gid creator_uid creator_gid mode creator_pid last_pid "
@@ -141,6 +151,80 @@ class Region:
             os.close(self.fd)
             self.fd = -1
             self.client.release(self.handle)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Notifier:
+    """A region's control page from NOTIFIER: its fd, the access granted, and a read-only shared mapping through
+    which seq and watchers are read. Python has no atomic add on shared memory, so this client never writes the
+    page: it notifies with NOTIFY and NOTIFY_ADVANCE (Client.notify), and waits through a Watch."""
+
+    def __init__(self, fd, access, seq):
+        self.fd = fd
+        self.access = access
+        self.first_seq = seq  # the sequence when the broker answered
+        self.map = mmap.mmap(fd, NOTIFY_PAGE_SIZE, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
+
+    def seq(self):
+        """The sequence now. Copying 8 bytes out of the mapping is not one atomic load: read until two agree, so
+        that a copy torn by a concurrent advance is not taken for a sequence."""
+        now = NOTIFY_PAGE.unpack_from(self.map)[0]
+        while True:
+            again = NOTIFY_PAGE.unpack_from(self.map)[0]
+            if again == now:
+                return now
+            now = again
+
+    def watchers(self):
+        return NOTIFY_PAGE.unpack_from(self.map)[1]
+
+    def close(self):
+        if self.fd >= 0:
+            self.map.close()
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Watch:
+    """The eventfd of NOTIFY_WATCH: readable after notifications of the region. The broker ends it when the
+    connection lets go of the region; close() closes only this process's fd."""
+
+    def __init__(self, fd, seq):
+        self.fd = fd
+        self.seq = seq  # the sequence when the broker answered
+
+    def fileno(self):
+        return self.fd
+
+    def wait(self, timeout=None):
+        """Waits until the eventfd is readable and consumes what it counted; returns that count, or 0 if timeout
+        seconds passed first (None: no limit)."""
+        if not select.select([self.fd], [], [], timeout)[0]:
+            return 0
+        return self.consume()
+
+    def consume(self):
+        """Reads the eventfd's counter (which resets it) without blocking: 0 when nothing was signalled."""
+        try:
+            return struct.unpack("=Q", os.read(self.fd, 8))[0]
+        except BlockingIOError:
+            return 0
+
+    def close(self):
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
     def __enter__(self):
         return self
@@ -389,6 +473,46 @@ class Client:
     def release(self, handle):
         self._call(RELEASE, RELEASE_REQUEST.pack(handle))
 
+    def notifier(self, handle):
+        """NOTIFIER: the control page of a region this connection holds, as a Notifier; read-write if the hold is
+        writable, else read-only."""
+        reply, fds = self._call(NOTIFIER, NOTIFY_REQUEST.pack(handle, 0, 0), want_fds=1)
+        access, _, seq = NOTIFIER_REPLY.unpack(reply)
+        fd = fds[0]
+        try:
+            if access not in (ACCESS_READ, ACCESS_READ | ACCESS_WRITE):
+                raise ProtocolError("NOTIFIER granted access 0x%x" % access)
+            _verify_page(fd, access)
+            return Notifier(fd, access, seq)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def notify_watch(self, handle):
+        """NOTIFY_WATCH: a Watch on the eventfd the broker signals after notifications of the region."""
+        reply, fds = self._call(NOTIFY_WATCH, NOTIFY_REQUEST.pack(handle, 0, 0), want_fds=1)
+        fd = fds[0]
+        try:
+            if len(reply) != NOTIFY_REPLY.size:
+                raise ProtocolError("NOTIFY_WATCH reply of %d bytes" % len(reply))
+            # An eventfd shows as an anonymous inode; what matters is that it reads as one: 8 bytes or EAGAIN.
+            if os.readlink("/proc/self/fd/%d" % fd) != "anon_inode:[eventfd]":
+                raise ProtocolError("NOTIFY_WATCH gave no eventfd")
+            os.set_blocking(fd, False)
+        except BaseException:
+            os.close(fd)
+            raise
+        return Watch(fd, NOTIFY_REPLY.unpack(reply)[0])
+
+    def notify(self, handle, advance=True):
+        """NOTIFY: with advance, the broker adds 1 to seq, wakes the futex waiters and signals the watchers (what
+        this client, without atomics, must ask for); without it, it only signals the watchers. Returns seq after
+        it. Needs a writable hold: EPERM otherwise."""
+        reply = self._call(NOTIFY, NOTIFY_REQUEST.pack(handle, NOTIFY_ADVANCE if advance else 0, 0))
+        if len(reply) != NOTIFY_REPLY.size:
+            raise ProtocolError("NOTIFY reply of %d bytes" % len(reply))
+        return NOTIFY_REPLY.unpack(reply)[0]
+
     def remove(self, name=None, handle=0):
         self._call(REMOVE, LOOKUP_REQUEST.pack(handle, _name_field(name)))
 
@@ -422,3 +546,17 @@ def _verify(fd, size, access):
     mode = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
     if mode != (os.O_RDWR if access & ACCESS_WRITE else os.O_RDONLY):
         raise ProtocolError("received fd has another access mode than granted")
+
+
+def _verify_page(fd, access):
+    """A control page as PROTOCOL.md describes it: a regular file of NOTIFY_PAGE_SIZE bytes, sealed against
+    resizing and further seals, opened with the access granted."""
+    st = os.fstat(fd)
+    if not _stat.S_ISREG(st.st_mode) or st.st_size != NOTIFY_PAGE_SIZE:
+        raise ProtocolError("control page is not a regular file of %d bytes" % NOTIFY_PAGE_SIZE)
+    want = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL
+    if fcntl.fcntl(fd, F_GET_SEALS) & want != want:
+        raise ProtocolError("control page is not sealed against resizing and sealing")
+    mode = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
+    if mode != (os.O_RDWR if access & ACCESS_WRITE else os.O_RDONLY):
+        raise ProtocolError("control page has another access mode than granted")

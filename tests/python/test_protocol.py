@@ -14,10 +14,12 @@ the broker.
 import errno
 import grp
 import json
+import mmap
 import os
 import pwd
 import shlex
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -612,6 +614,103 @@ class BrokerTest(unittest.TestCase):
         self.ctl("create", "huge-c", str(page), "--hugetlb", "--reserve")
         self.assertEqual(self.client.stat(name="huge-c")["state"], mfb.STATE_HUGETLB)
         self.assertIn("huge page", self.ctl_fails("create", "odd", str(page + 4096), "--hugetlb"))
+
+    def test_notify_advances_seq_and_signals_watchers(self):
+        self.assertTrue(self.client.capabilities & mfb.CAP_NOTIFY)
+        with self.client.create(4096, name="bell") as w, self.connect() as other, other.open(name="bell") as r, \
+                other.notifier(r.handle) as page, other.notify_watch(r.handle) as watch:
+            self.assertEqual(page.access, mfb.ACCESS_READ)
+            self.assertEqual((page.first_seq, watch.seq, page.seq()), (0, 0, 0))
+            self.assertEqual(page.watchers(), 1)
+            self.assertEqual(watch.consume(), 0)  # nothing signalled yet
+            # Python has no atomics: the broker advances seq (NOTIFY_ADVANCE) and signals the eventfd.
+            self.assertEqual(self.client.notify(w.handle), 1)
+            self.assertGreaterEqual(watch.wait(TIMEOUT), 1)
+            self.assertEqual(page.seq(), 1)
+            # Several at once: seq counts every notification, the eventfd only that there were some.
+            for i in range(2, 12):
+                self.assertEqual(self.client.notify(w.handle), i)
+            self.assertEqual(page.seq(), 11)
+            self.assertGreaterEqual(watch.wait(TIMEOUT), 1)
+            # Without NOTIFY_ADVANCE (a C client advanced seq itself) the broker only signals.
+            self.assertEqual(self.client.notify(w.handle, advance=False), 11)
+            self.assertGreaterEqual(watch.wait(TIMEOUT), 1)
+            self.assertEqual(page.seq(), 11)
+            # The writer's page is read-write, and the same memory.
+            with self.client.notifier(w.handle) as wpage:
+                self.assertEqual((wpage.access, wpage.first_seq, wpage.seq()),
+                                 (mfb.ACCESS_READ | mfb.ACCESS_WRITE, 11, 11))
+
+    def test_one_watch_per_connection_and_region(self):
+        with self.client.create(4096, name="bell") as w, self.client.notifier(w.handle) as page:
+            with self.connect() as other, other.open(name="bell") as r:
+                with other.notify_watch(r.handle) as first, other.notify_watch(r.handle) as second:
+                    self.assertEqual(page.watchers(), 1)
+                    # A copy of the same eventfd: what is written through one is read through the other.
+                    os.write(first.fd, struct.pack("=Q", 5))
+                    self.assertEqual(second.wait(TIMEOUT), 5)
+                    with self.connect() as third, third.open(name="bell") as r3, third.notify_watch(r3.handle):
+                        self.assertEqual(page.watchers(), 2)
+                    # The third connection closed: the broker ended its watch.
+                    wait_until(lambda: page.watchers() == 1, "the closed connection's watch ended")
+                # Letting go of the region ends the watch, even with the eventfds still open here.
+                watch = other.notify_watch(r.handle)
+                self.addCleanup(watch.close)
+            wait_until(lambda: page.watchers() == 0, "the released region's watch ended")
+            self.client.notify(w.handle)
+            self.assertEqual(watch.wait(0), 0)
+
+    def test_notify_needs_a_writable_hold(self):
+        with self.client.create(4096, name="bell") as w, self.connect() as other:
+            with other.open(name="bell") as r, other.notifier(r.handle) as page:
+                for advance in (True, False):
+                    with self.assertRaises(mfb.BrokerError) as e:
+                        other.notify(r.handle, advance=advance)
+                    self.assertEqual(e.exception.errno, errno.EPERM)
+                self.assertEqual(page.seq(), 0)
+                # The kernel keeps a read-only holder from writing seq itself: its page fd is read-only.
+                with self.assertRaises(PermissionError):
+                    mmap.mmap(page.fd, mfb.NOTIFY_PAGE_SIZE, flags=mmap.MAP_SHARED)
+                with self.assertRaises(OSError) as e:
+                    os.pwrite(page.fd, b"\1", 0)
+                self.assertEqual(e.exception.errno, errno.EBADF)
+            # Nothing of a region the connection does not hold, however it knows the handle.
+            for call in (other.notifier, other.notify_watch, other.notify):
+                with self.assertRaises(mfb.BrokerError) as e:
+                    call(w.handle)
+                self.assertEqual(e.exception.errno, errno.ENOENT)
+            self.assertEqual(self.client.notify(w.handle), 1)
+
+    def test_python_notify_wakes_a_c_waiter(self):
+        with self.client.create(4096, name="bell", mode=0o644) as w:
+            # From seq 0 on: the tool cannot miss a notification made before it looked.
+            tool = subprocess.Popen([os.environ["MFB_BROKERCTL"], "--socket", self.path, "watch", "bell",
+                                     "--after", "0", "--count", "3", "--timeout", str(TIMEOUT)],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            self.addCleanup(stop, tool)
+            # It waits in FUTEX_WAIT, not on the broker: NOTIFY_ADVANCE's FUTEX_WAKE is what wakes it.
+            self.assertEqual(self.client.notify(w.handle), 1)
+            line = tool.stdout.readline()
+            self.assertEqual(line, b"1\n")
+            self.client.notify(w.handle)
+            self.client.notify(w.handle)
+            out, err = tool.communicate(timeout=TIMEOUT)
+            self.assertEqual((tool.returncode, err), (0, b""))
+            # Each line a sequence it saw, up to the third notification; two may show as one.
+            self.assertIn(out, (b"2\n3\n", b"3\n"))
+
+    def test_c_notify_signals_a_python_watcher(self):
+        with self.client.create(4096, name="bell", mode=0o644) as w, self.connect() as other, \
+                other.open(name="bell") as r, other.notifier(r.handle) as page, \
+                other.notify_watch(r.handle) as watch:
+            # The tool advances seq itself, wakes futex waiters, and asks the broker to signal: a watcher exists.
+            self.ctl("notify", "bell")
+            self.assertGreaterEqual(watch.wait(TIMEOUT), 1)
+            self.assertEqual(page.seq(), 1)
+            self.ctl("notify", "bell")
+            self.assertGreaterEqual(watch.wait(TIMEOUT), 1)
+            self.assertEqual(page.seq(), 2)
+            self.assertTrue(self.ctl_fails("notify", "nothing").startswith("memfd-brokerctl: notify nothing: "))
 
 
 def hugepages():
