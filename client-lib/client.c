@@ -211,8 +211,8 @@ int client_request(mfb_client *c, uint16_t opcode, const void *body, size_t body
         /* An empty body (LIMITS) may come as NULL, which memcpy() must not be given even for 0 bytes. */
         if (body_size > 0)
                 memcpy(q->record.body, body, body_size);
-        if (!handler && (opcode == MFB_WIRE_OP_RELEASE || opcode == MFB_WIRE_OP_REMOVE) &&
-            (c->hello.capabilities & MFB_WIRE_CAP_QUIET)) {
+        /* Nobody waits for the answer: have the broker send one only for a failure, where the protocol allows. */
+        if (!handler && mfb_wire_request_info(opcode)->quiet && (c->hello.capabilities & MFB_WIRE_CAP_QUIET)) {
                 q->record.header.flags |= MFB_WIRE_FLAG_QUIET;
                 c->last_quiet = q->record.header.cookie;
         }
