@@ -138,6 +138,7 @@ struct expected {
         uint32_t seals;         /* SEAL */
         uint32_t set_fields;    /* SET, with mode and these */
         uint32_t uid, gid;
+        uint32_t notify_flags;  /* NOTIFY */
 };
 
 struct slot {
@@ -425,6 +426,29 @@ static void check_region_reply(struct slot *s, const struct expected *e, const u
         }
 }
 
+/*
+ * A NOTIFIER reply: the control page, a sealed memfd of one page, with
+ * exactly the access the reply grants, read-only or read-write.
+ */
+static void check_page_reply(struct slot *s, const uint8_t *body, int fd) {
+        const int page_seals = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
+        struct mfb_wire_notifier_reply reply;
+        struct stat st;
+        int seals, flags;
+
+        memcpy(&reply, body, sizeof(reply));
+        check(reply.reserved == 0, "a NOTIFIER reply's reserved field is not zero", s);
+        check(reply.access == MFB_WIRE_ACCESS_READ || reply.access == (MFB_WIRE_ACCESS_READ | MFB_WIRE_ACCESS_WRITE),
+              "a NOTIFIER reply grants no valid access", s);
+        check(fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size == MFB_WIRE_NOTIFY_PAGE_SIZE &&
+              (st.st_mode & 07777) == 0644, "NOTIFIER gave no control page", s);
+        seals = fcntl(fd, F_GET_SEALS);
+        check(seals >= 0 && (seals & page_seals) == page_seals, "a control page can be resized or sealed", s);
+        flags = fcntl(fd, F_GETFL);
+        check(flags >= 0 && (flags & O_ACCMODE) == (reply.access & MFB_WIRE_ACCESS_WRITE ? O_RDWR : O_RDONLY),
+              "a control page's fd has other access than the reply grants", s);
+}
+
 /* A CREATE_BATCH reply: the count asked for, each fd a new region's of the size asked for, read-write. */
 static void check_batch_reply(struct slot *s, const struct expected *e, const uint8_t *body, const int *fds,
                               size_t nfds) {
@@ -535,6 +559,18 @@ static void check_success(struct slot *s, const struct expected *e, const uint8_
                 return;
         case MFB_WIRE_OP_CREATE_BATCH:
                 check_batch_reply(s, e, body, fds, nfds);
+                return;
+        case MFB_WIRE_OP_NOTIFIER:
+                check_page_reply(s, body, fd);
+                return;
+        case MFB_WIRE_OP_NOTIFY_WATCH: {
+                int flags = fcntl(fd, F_GETFL);
+
+                check(fd >= 0 && flags >= 0 && (flags & O_NONBLOCK), "NOTIFY_WATCH gave no non-blocking fd", s);
+                return;
+        }
+        case MFB_WIRE_OP_NOTIFY:
+                check(body_len == sizeof(struct mfb_wire_notify_reply), "a NOTIFY reply has another body", s);
                 return;
         default:
                 fail("an opcode that is no request succeeded", s);
@@ -685,7 +721,8 @@ static void run_until_idle(void) {
 static const uint16_t opcodes[] = {
         MFB_WIRE_OP_HELLO, MFB_WIRE_OP_CREATE, MFB_WIRE_OP_OPEN, MFB_WIRE_OP_SEAL, MFB_WIRE_OP_STAT, MFB_WIRE_OP_LIST, MFB_WIRE_OP_RELEASE,
         MFB_WIRE_OP_REMOVE, MFB_WIRE_OP_SET, MFB_WIRE_OP_WAIT, MFB_WIRE_OP_LIMITS, MFB_WIRE_OP_CREATE, MFB_WIRE_OP_OPEN, MFB_WIRE_OP_SEAL, MFB_WIRE_OP_WAIT,
-        MFB_WIRE_OP_CREATE_BATCH,
+        MFB_WIRE_OP_CREATE_BATCH, MFB_WIRE_OP_NOTIFIER, MFB_WIRE_OP_NOTIFY_WATCH, MFB_WIRE_OP_NOTIFY,
+        MFB_WIRE_OP_NOTIFY,
         0,      /* an opcode that is no request */
 };
 
@@ -878,6 +915,22 @@ static size_t build_body(struct input *in, uint16_t opcode, uint8_t *body) {
         }
         case MFB_WIRE_OP_LIMITS:
                 return 0;
+        case MFB_WIRE_OP_NOTIFIER:
+        case MFB_WIRE_OP_NOTIFY_WATCH:
+        case MFB_WIRE_OP_NOTIFY: {
+                struct mfb_wire_notify_request req = { .handle = pick_handle(in) };
+
+                b = take_u8(in);
+                /* Mostly valid flags (NOTIFY: with or without MFB_WIRE_NOTIFY_ADVANCE), now and then any. */
+                if (b >= 0xf0)
+                        req.flags = take_u8(in);
+                else if (opcode == MFB_WIRE_OP_NOTIFY)
+                        req.flags = b & MFB_WIRE_NOTIFY_ADVANCE;
+                if (b == 0xef)
+                        req.reserved = 1;
+                memcpy(body, &req, sizeof(req));
+                return sizeof(req);
+        }
         default:
                 b = take_u8(in);
                 take_bytes(in, body, b % 32);
@@ -902,7 +955,8 @@ static void expect(struct slot *s, const uint8_t *rec, size_t len, bool with_fd)
         }
         e->cookie = h.cookie;
         e->opcode = h.opcode;
-        e->quiet = (h.flags & MFB_WIRE_FLAG_QUIET) && (h.opcode == MFB_WIRE_OP_RELEASE || h.opcode == MFB_WIRE_OP_REMOVE);
+        e->quiet = (h.flags & MFB_WIRE_FLAG_QUIET) &&
+                   (h.opcode == MFB_WIRE_OP_RELEASE || h.opcode == MFB_WIRE_OP_REMOVE || h.opcode == MFB_WIRE_OP_NOTIFY);
         e->must_fail = with_fd || r < 0 || ((h.flags & MFB_WIRE_FLAG_QUIET) && !e->quiet);
         if (e->must_fail)
                 return;
@@ -983,6 +1037,19 @@ static void expect(struct slot *s, const uint8_t *rec, size_t len, bool with_fd)
                 e->access = MFB_WIRE_ACCESS_READ;
                 e->name = req.name;
                 e->may_stay = req.timeout_ns != 0;
+                return;
+        }
+        case MFB_WIRE_OP_NOTIFIER:
+        case MFB_WIRE_OP_NOTIFY_WATCH:
+        case MFB_WIRE_OP_NOTIFY: {
+                struct mfb_wire_notify_request req;
+
+                memcpy(&req, body, sizeof(req));
+                e->handle = req.handle;
+                e->notify_flags = req.flags;
+                /* Only holders are answered, and only with valid flags and a zero reserved field. */
+                e->must_fail = req.reserved != 0 ||
+                               (req.flags & ~(h.opcode == MFB_WIRE_OP_NOTIFY ? MFB_WIRE_NOTIFY_ADVANCE : 0U));
                 return;
         }
         }
@@ -1076,8 +1143,8 @@ static void step_send(struct input *in, unsigned kind) {
                 }
                 mfb_wire_header_init(&h, opcode, ++f.cookie, 0, 0, (uint32_t) len);
                 /* Quiet, mostly where it may be: a RELEASE or REMOVE answered only if it fails. */
-                if ((opcode == MFB_WIRE_OP_RELEASE || opcode == MFB_WIRE_OP_REMOVE || opcode == MFB_WIRE_OP_STAT) &&
-                    take_u8(in) >= 0x80)
+                if ((opcode == MFB_WIRE_OP_RELEASE || opcode == MFB_WIRE_OP_REMOVE || opcode == MFB_WIRE_OP_STAT ||
+                     opcode == MFB_WIRE_OP_NOTIFY) && take_u8(in) >= 0x80)
                         h.flags = MFB_WIRE_FLAG_QUIET;
                 memcpy(record, &h, sizeof(h));
         }

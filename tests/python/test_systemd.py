@@ -8,6 +8,7 @@ socket, listening socket and fd store in a temporary folder.
 
 import errno
 import fcntl
+import mmap
 import os
 import struct
 import sys
@@ -22,6 +23,15 @@ from testlib import TIMEOUT, FakeSystemdTest  # noqa: E402
 F_ADD_SEALS = 1033  # F_LINUX_SPECIFIC_BASE + 9
 # The saved state's header: magic, then the format version (daemon/state.c).
 STATE_VERSION_OFFSET = 8
+
+# Notifications (proto/wire.h), sent with the raw helpers of mfb.Client.
+OP_NOTIFIER = 0x000D
+OP_NOTIFY_WATCH = 0x000E
+OP_NOTIFY = 0x000F
+NOTIFY_ADVANCE = 0x1
+NOTIFY_PAGE_SIZE = 4096
+# The handle a region's control page is parked under: its region's with the top bit (daemon/kept.h).
+PAGE_BIT = 1 << 63
 
 # What a restart must keep of a region (nattch, attach and detach times may change).
 KEPT = ("handle", "size", "uid", "gid", "creator_uid", "creator_gid", "mode", "creator_pid", "seals", "state",
@@ -154,6 +164,47 @@ class RestartTest(SystemdTest):
         old_map.close()
         for r in (alpha, beta, anonymous, removed):
             os.close(r.fd)
+
+    def test_control_page_survives(self):
+        """A kept region's control page is parked with it and comes back: the same memory, seq, no watchers."""
+        def notify_request(handle, flags=0):
+            return struct.pack("=QII", handle, flags, 0)
+
+        self.systemd.start()
+        c = self.client()
+        region = c.create(4096, name="notified")
+        _, fds = c._call(OP_NOTIFIER, notify_request(region.handle), want_fds=1)
+        old_page = mmap.mmap(fds[0], NOTIFY_PAGE_SIZE, mmap.MAP_SHARED, mmap.PROT_READ)
+        os.close(fds[0])
+        for _ in range(3):
+            c._call(OP_NOTIFY, notify_request(region.handle, NOTIFY_ADVANCE))
+        _, fds = c._call(OP_NOTIFY_WATCH, notify_request(region.handle), want_fds=1)
+        os.close(fds[0])
+        self.assertEqual(struct.unpack_from("=QI", old_page), (3, 1))
+        self.systemd.wait_for(lambda: self.parked() == sorted([region.handle, region.handle | PAGE_BIT]),
+                              "the region and its page parked")
+
+        self.systemd.kill()
+        self.systemd.start()
+        c2 = self.client()
+        self.systemd.wait_for(lambda: self.parked() == sorted([region.handle, region.handle | PAGE_BIT]),
+                              "the region and its page parked again")
+        with c2.open(name="notified", write=True) as r:
+            body, fds = c2._call(OP_NOTIFIER, notify_request(r.handle), want_fds=1)
+            new_page = mmap.mmap(fds[0], NOTIFY_PAGE_SIZE, mmap.MAP_SHARED, mmap.PROT_READ)
+            os.close(fds[0])
+            # The sequence went on; the watcher died with the old broker, and the page says so.
+            self.assertEqual(struct.unpack("=IIQ", body)[2], 3)
+            self.assertEqual(struct.unpack_from("=QI", new_page), (3, 0))
+            self.assertEqual(struct.unpack_from("=QI", old_page), (3, 0))
+            # One page: what the new broker advances, the mapping made through the old one sees.
+            (seq,) = struct.unpack("=Q", c2._call(OP_NOTIFY, notify_request(r.handle, NOTIFY_ADVANCE)))
+            self.assertEqual(seq, 4)
+            self.assertEqual(struct.unpack_from("=Q", old_page)[0], 4)
+            new_page.close()
+        self.stop_cleanly()
+        old_page.close()
+        os.close(region.fd)
 
     def test_remove_forgets(self):
         self.systemd.start()
