@@ -56,3 +56,4 @@ void bench_scenario_live(struct bench_ctx *ctx);
 void bench_scenario_clients(struct bench_ctx *ctx);
 void bench_scenario_flood(struct bench_ctx *ctx);
 void bench_scenario_memory(struct bench_ctx *ctx);
+void bench_scenario_notify(struct bench_ctx *ctx);

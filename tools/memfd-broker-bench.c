@@ -45,6 +45,7 @@ static const struct {
         { "clients", bench_scenario_clients, "10, 100 and 1000 client processes at once" },
         { "flood", bench_scenario_flood, "a client that floods requests and reads nothing, and the others" },
         { "memory", bench_scenario_memory, "the broker's memory per region and per idle connection" },
+        { "notify", bench_scenario_notify, "notify and wait, a ping-pong between two processes, against an eventfd" },
 };
 
 void bench_ctx_broker(struct bench_ctx *ctx, struct bench_broker *b, const char *const *extra_args) {
