@@ -62,6 +62,7 @@ int main(void) {
         srunner_add_suite(sr, access_unit_suite());
         srunner_add_suite(sr, region_index_suite());
         srunner_add_suite(sr, parse_suite());
+        srunner_add_suite(sr, notify_suite());
         srunner_run_all(sr, CK_NORMAL);
         failed = srunner_ntests_failed(sr);
         srunner_free(sr);

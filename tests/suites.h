@@ -24,3 +24,4 @@ Suite *hashmap_suite(void);
 Suite *access_unit_suite(void);
 Suite *region_index_suite(void);
 Suite *parse_suite(void);
+Suite *notify_suite(void);
