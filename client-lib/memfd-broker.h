@@ -488,7 +488,9 @@ int mfb_region_fd(const mfb_region *r);
  * (mfb_client_flush(), mfb_client_dispatch(), any request); skipped once
  * the connection is gone, which released the region already. Safe in a
  * callback, also for a region of another request's callback. Frees a
- * client given to mfb_client_free() with its last region. Accepts NULL.
+ * client given to mfb_client_free() with its last region. Unmaps the
+ * region's control page and closes its notification fd, if it had them.
+ * Accepts NULL.
  * Always returns NULL.
  */
 mfb_region *mfb_region_free(mfb_region *r);
@@ -511,6 +513,74 @@ mfb_region *mfb_region_free(mfb_region *r);
  * -EINVAL also for ret_regions NULL with n above 0.
  */
 int mfb_region_create_batch(mfb_client *c, uint64_t size, size_t n, mfb_region **ret_regions);
+
+/*
+ * Notifications: a region's holders can wake each other without a round
+ * trip through the broker. Each region has a sequence, a 64-bit counter on
+ * a small control page the broker keeps with the region (across restarts
+ * too, for named regions under a service manager). A writer notifies by
+ * advancing it and waking whoever waits; a holder waits by sleeping until
+ * it differs from the value it saw last (futex(2)), or polls an fd that
+ * the broker makes readable after notifications. Readers cannot advance
+ * the sequence: their page is read-only, the kernel sees to it.
+ *
+ * The first notification call on a region asks the broker for its page
+ * (one round trip: -ENOTCONN and the broker's refusals are possible then,
+ * and callbacks of earlier asynchronous requests on its client run); the
+ * page stays mapped until mfb_region_free(). Each needs a broker that
+ * serves notifications: -EOPNOTSUPP otherwise.
+ */
+
+/*
+ * Notifies r's holders: adds 1 to its sequence, wakes every thread waiting
+ * in mfb_region_wait_notify() on it, in any process, and if anyone watches
+ * with mfb_region_notify_fd(), asks the broker to signal them, without
+ * waiting for its answer (a refusal is dropped). After the first call it
+ * never waits for the broker. Returns 0. Errors: -EINVAL (r NULL), -EACCES
+ * (r was opened O_RDONLY), -EOPNOTSUPP, the errors of the first call (see
+ * above: -ENOTCONN; -EDQUOT or -ENOSPC when the broker may not make the
+ * region's page, charged to the region's owner as an fd; -ENOMEM), and
+ * -ENOTCONN or -ENOMEM when the request to signal the watchers could not
+ * be queued (the sequence was advanced, and the waiters woken, all the
+ * same).
+ */
+int mfb_region_notify(mfb_region *r);
+
+/*
+ * Waits until r's sequence differs from *seq, then stores the new one in
+ * *seq and returns 0: start with *seq from mfb_region_notify_read() (or 0)
+ * and pass it again, so that a notification between two calls is never
+ * missed. Several notifications may show as one. timeout_ms: 0 only looks,
+ * negative waits without limit. Blocks the calling thread (futex(2)), not
+ * talking to the broker after the first call, restarting after signals.
+ * Works for readers and writers. Errors: -EINVAL (r or seq NULL),
+ * -ETIMEDOUT, -EOPNOTSUPP, and the errors of the first call (see above).
+ */
+int mfb_region_wait_notify(mfb_region *r, uint64_t *seq, int64_t timeout_ms);
+
+/*
+ * An fd for an event loop: POLLIN after a notification of r, by anyone who
+ * notifies (the broker writes it, at most once per pass of its loop,
+ * however many notifications there were). Consume its readiness with
+ * mfb_region_notify_read(). The first call asks the broker for the page
+ * and the fd (two round trips); later ones return the same fd. The fd is
+ * r's: do not close or read it yourself; mfb_region_free() closes it.
+ * Regions of one client with the same handle share one such fd, so
+ * reading it through one consumes it for all. Returns the fd, or -EINVAL
+ * (r NULL), -EOPNOTSUPP, the errors of the first call (see above), or
+ * -EPERM (the broker stopped signalling this client's fd for the region,
+ * because it was made blocking and filled).
+ */
+int mfb_region_notify_fd(mfb_region *r);
+
+/*
+ * Consumes the readiness of mfb_region_notify_fd()'s fd, if it was asked
+ * for, and stores r's current sequence in *ret_seq. Never blocks, nor
+ * talks to the broker after the first notification call on r. Returns 0,
+ * or -EINVAL (r or ret_seq NULL), -EOPNOTSUPP, or the errors of the first
+ * call (see above).
+ */
+int mfb_region_notify_read(mfb_region *r, uint64_t *ret_seq);
 
 /*
  * Event loops.

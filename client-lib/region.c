@@ -12,6 +12,7 @@
 #include "codec.h"
 #include "lookup.h"
 #include "macro.h"
+#include "notify.h"
 #include "region.h"
 
 #define NSEC_PER_MSEC UINT64_C(1000000)
@@ -24,6 +25,7 @@ struct mfb_region {
         int fd;                 /* the verified memfd, owned */
         void *addr;             /* the mapping of all size bytes, or NULL */
         bool writable;          /* the mapping is PROT_WRITE */
+        struct region_notify notify;    /* its control page and eventfd, asked for at first use */
 };
 
 static bool access_valid(int access) {
@@ -108,6 +110,7 @@ int region_init(mfb_region *r, mfb_client *c, uint64_t handle, uint64_t size, in
                 .size = size,
                 .access = access,
                 .fd = fd,
+                .notify = REGION_NOTIFY_INIT,
         };
         client_ref(c);
         return 0;
@@ -562,6 +565,37 @@ _public_ int mfb_region_fd(const mfb_region *r) {
         return r ? r->fd : -EINVAL;
 }
 
+_public_ int mfb_region_notify(mfb_region *r) {
+        if (!r)
+                return -EINVAL;
+        client_error_clear(r->client);
+        /* The page a reader gets is read-only: the kernel would refuse the add anyway. */
+        if (r->access != O_RDWR)
+                return -EACCES;
+        return region_notify_signal(r->client, r->handle, r->access, &r->notify);
+}
+
+_public_ int mfb_region_wait_notify(mfb_region *r, uint64_t *seq, int64_t timeout_ms) {
+        if (!r || !seq)
+                return -EINVAL;
+        client_error_clear(r->client);
+        return region_notify_wait(r->client, r->handle, r->access, &r->notify, seq, timeout_ms);
+}
+
+_public_ int mfb_region_notify_fd(mfb_region *r) {
+        if (!r)
+                return -EINVAL;
+        client_error_clear(r->client);
+        return region_notify_fd(r->client, r->handle, r->access, &r->notify);
+}
+
+_public_ int mfb_region_notify_read(mfb_region *r, uint64_t *ret_seq) {
+        if (!r || !ret_seq)
+                return -EINVAL;
+        client_error_clear(r->client);
+        return region_notify_read(r->client, r->handle, r->access, &r->notify, ret_seq);
+}
+
 _public_ mfb_region *mfb_region_free(mfb_region *r) {
         mfb_client *c;
 
@@ -570,6 +604,7 @@ _public_ mfb_region *mfb_region_free(mfb_region *r) {
 
         c = r->client;
         region_unmap(r);
+        region_notify_done(&r->notify);
         safe_close(r->fd);
         /* Sent, not waited for: the broker has it before the next reply on c is read. */
         region_release(c, r->handle);

@@ -12,6 +12,7 @@
 #include "activation.h"
 #include "broker.h"
 #include "connection.h"
+#include "control.h"
 #include "listener.h"
 #include "log.h"
 #include "macro.h"
@@ -159,6 +160,9 @@ int broker_new(const struct settings *settings, struct broker **ret) {
         r = wait_table_new(b->base, sv->quota, request_wait_answer, NULL, &sv->waits);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the table of waiters: %m");
+        r = watch_table_new(b->base, sv->quota, &sv->watches);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the watches of control pages: %m");
         r = transport_new(b->base, sv->quota, &sv->transport);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the connections' transport: %m");
@@ -220,6 +224,7 @@ struct broker *broker_free(struct broker *b) {
         notifier_free(sv->notifier);
         listener_free(b->listener);
         wait_table_free(sv->waits);
+        watch_table_free(sv->watches);
         transport_free(sv->transport);
         region_table_free(sv->regions);
         quota_free(sv->quota);

@@ -7,6 +7,7 @@
 #include <event2/event.h>
 
 #include "activation.h"
+#include "control.h"
 #include "fdstore.h"
 #include "kept.h"
 #include "log.h"
@@ -30,11 +31,15 @@ struct persist {
         size_t n_dirty, n_dirty_allocated;
 };
 
-/* The park's park_fd_cb: the memfd of a region that is still kept. */
+/* The park's park_fd_cb: the memfd of a region that is still kept, or its control page (KEPT_PAGE_BIT). */
 static int region_fd_of(uint64_t handle, void *userdata) {
-        struct region *r = region_get_by_handle(userdata, handle);
+        struct region *r = region_get_by_handle(userdata, handle & ~KEPT_PAGE_BIT);
 
-        return r && r->kept ? r->fd : -1;
+        if (!r || !r->kept)
+                return -1;
+        if (handle & KEPT_PAGE_BIT)
+                return r->kept->page_parked && r->page ? control_page_fd(r->page) : -1;
+        return r->fd;
 }
 
 /* Saves r, a kept region. */
@@ -226,6 +231,23 @@ int persist_region_created(struct persist *p, struct region *r, enum mfb_wire_re
         return 0;
 }
 
+int persist_control_page_made(struct persist *p, struct region *r) {
+        int k;
+
+        if (!p || !r->name || !r->kept || !r->page || r->kept->page_parked)
+                return 0;
+        k = park_add(p->park, r->handle | KEPT_PAGE_BIT, control_page_fd(r->page), &r->kept->page_bucket);
+        if (park_packing_due(p->park))
+                schedule_pack(p);
+        if (k < 0) {
+                log_refusal(p, k);
+                return k == -ENOSPC || k == -ENOBUFS ? -E2BIG : k;
+        }
+        p->refusal_logged = 0;
+        r->kept->page_parked = true;
+        return 0;
+}
+
 void persist_region_removed(struct persist *p, struct region *r) {
         int k;
 
@@ -235,6 +257,9 @@ void persist_region_removed(struct persist *p, struct region *r) {
         k = state_forget_region(p->state, r->kept->saved_slot);
         if (k < 0)
                 log_warning_errno(k, "Failed to forget region %" PRIu64 " in the saved state: %m", r->handle);
+        /* A parked page without its region's state is dropped by the next broker as well. */
+        if (r->kept->page_parked)
+                park_remove(p->park, r->kept->page_bucket, r->handle | KEPT_PAGE_BIT);
         park_remove(p->park, r->kept->parked_bucket, r->handle);
         free(region_unkeep(p->regions, r));
         schedule_pack(p);

@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "control.h"
 #include "hashmap.h"
 #include "hugetlb.h"
 #include "log.h"
@@ -145,6 +146,7 @@ int region_table_new(uint64_t max_region_size, struct quota *quota, struct regio
 }
 
 static void region_free_unlinked(struct region *r) {
+        control_page_free(r->page);
         safe_close(r->fd);
         free(r->name);
         free(r);
@@ -243,9 +245,36 @@ void region_amount(const struct region *r, struct quota_amount *ret) {
         *ret = (struct quota_amount) { .n = {
                 [MFB_WIRE_RESOURCE_REGIONS] = 1,
                 [MFB_WIRE_RESOURCE_BYTES] = r->size,
-                [MFB_WIRE_RESOURCE_FDS] = 1,
+                [MFB_WIRE_RESOURCE_FDS] = r->page ? 2 : 1,
                 [MFB_WIRE_RESOURCE_KEPT] = r->kept ? 1 : 0,
         } };
+}
+
+static const struct quota_amount page_amount = { .n = { [MFB_WIRE_RESOURCE_FDS] = 1 } };
+
+int region_make_control_page(struct region_table *t, struct region *r, enum mfb_wire_resource *ret_refused) {
+        int k;
+
+        if (r->page)
+                return 0;
+        /* The owner's, as its memfd is: whoever asks for it, the page lives as long as the region. */
+        k = quota_charge(t->quota, r->uid, &page_amount, ret_refused);
+        if (k < 0)
+                return k;
+        k = control_page_new(t->memfd_flags, &r->page);
+        if (k < 0) {
+                quota_discharge(t->quota, r->uid, &page_amount);
+                return log_full_errno(errno_is_fd_shortage(-k) ? LOG_WARNING : LOG_ERR, k,
+                                      "Failed to make the control page of region %" PRIu64 ": %m", r->handle);
+        }
+        return 0;
+}
+
+void region_drop_control_page(struct region_table *t, struct region *r) {
+        if (!r->page)
+                return;
+        r->page = control_page_free(r->page);
+        quota_discharge(t->quota, r->uid, &page_amount);
 }
 
 static const struct quota_amount kept_amount = { .n = { [MFB_WIRE_RESOURCE_KEPT] = 1 } };

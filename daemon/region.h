@@ -49,6 +49,8 @@ struct region {
          * and finding its parked memfd when a bucket is packed is O(1).
          */
         struct kept_region *kept;
+        /* Its control page for notifications (control.h), owned; NULL until the first NOTIFIER. */
+        struct control_page *page;
 };
 
 _Static_assert(offsetof(struct region, change_time) == offsetof(struct region, meta.change_time),
@@ -110,8 +112,19 @@ uint64_t region_table_hugetlb_page_size(const struct region_table *t);
 int region_create(struct region_table *t, uint64_t size, const char *name, mode_t mode, bool hugetlb,
                   const struct ucred *creds, struct region **ret, enum mfb_wire_resource *ret_refused);
 
-/* What r is charged to its owner: a region, its bytes, an fd, and being kept if it is. */
+/* What r is charged to its owner: a region, its bytes, an fd (two with a control page), and being kept if it is. */
 void region_amount(const struct region *r, struct quota_amount *ret);
+
+/*
+ * Gives r its control page (control.h) if it has none: made now, and
+ * charged to r's owner as one more fd. Returns 0 (r->page is set), or
+ * the errors of quota_charge() (-EDQUOT, -ENOSPC) with *ret_refused set,
+ * or those of control_page_new().
+ */
+int region_make_control_page(struct region_table *t, struct region *r, enum mfb_wire_resource *ret_refused);
+
+/* Undoes region_make_control_page() for a page no one has seen yet. */
+void region_drop_control_page(struct region_table *t, struct region *r);
 
 /*
  * Charges r's owner for keeping r across restarts (MFB_WIRE_RESOURCE_KEPT), and

@@ -57,3 +57,9 @@ int reply_region_consume_fd(struct connection *c, const struct mfb_wire_header *
         /* Handed over, not copied: a queued reply then needs no second fd, which the broker may not have. */
         return connection_send_consume_fds(c, &rec, sizeof(rec), &fd, 1);
 }
+
+int reply_record_consume_fd(struct connection *c, const struct mfb_wire_header *request,
+                            struct mfb_wire_header *record, size_t len, int fd) {
+        mfb_wire_header_init(record, request->opcode | MFB_WIRE_REPLY, request->cookie, 0, 1, (uint32_t) len);
+        return connection_send_consume_fds(c, record, len, &fd, 1);
+}

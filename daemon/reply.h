@@ -36,3 +36,10 @@ int reply_info(struct connection *c, const struct mfb_wire_header *request, cons
 /* A region reply granting access with fd attached, which it takes (closed once sent, or on failure). */
 int reply_region_consume_fd(struct connection *c, const struct mfb_wire_header *request, const struct region *r,
                             uint32_t access, int fd);
+
+/*
+ * As reply_record(), with fd attached, which it takes (closed once sent,
+ * or at once on failure).
+ */
+int reply_record_consume_fd(struct connection *c, const struct mfb_wire_header *request,
+                            struct mfb_wire_header *record, size_t len, int fd);

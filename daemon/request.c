@@ -10,6 +10,7 @@
 #include "codec.h"
 #include "settings.h"
 #include "connection.h"
+#include "control.h"
 #include "hugetlb.h"
 #include "log.h"
 #include "macro.h"
@@ -235,7 +236,8 @@ static int handle_hello(struct request *q) {
         s->hello_done = true;
         rec.body = (struct mfb_wire_hello_reply) {
                 .version = MFB_WIRE_VERSION,
-                .capabilities = region_table_capabilities(t) | MFB_WIRE_CAP_QUIET | MFB_WIRE_CAP_CREATE_BATCH,
+                .capabilities = region_table_capabilities(t) | MFB_WIRE_CAP_QUIET | MFB_WIRE_CAP_CREATE_BATCH |
+                                MFB_WIRE_CAP_NOTIFY,
                 .region_size_max = region_table_max_region_size(t),
                 .record_max = MFB_WIRE_RECORD_MAX,
                 .name_max = MFB_WIRE_NAME_MAX,
@@ -807,17 +809,165 @@ static int handle_limits(struct request *q) {
         return 0;
 }
 
-/* Notifications (issue 13): on their way; until then refused as a broker without them would. */
+/*
+ * The hold of the region a NOTIFIER, NOTIFY_WATCH or NOTIFY names (its body
+ * read into req), whose flags may have only flags_allowed. Notifications
+ * are for holders: the region is found by the caller's hold, never by
+ * lookup, so what it may see does not matter. Returns 0 or -errno.
+ */
+static int notify_hold(struct request *q, uint32_t flags_allowed, struct mfb_wire_notify_request *req,
+                       struct hold **ret) {
+        struct hold *h;
+
+        memcpy(req, q->body, sizeof(*req));
+        if (req->reserved != 0)
+                return fail(q, -EINVAL, "reserved is not zero");
+        if (req->flags & ~flags_allowed)
+                return fail(q, -EINVAL, "flags 0x%" PRIx32 " has bits other than 0x%" PRIx32, req->flags,
+                            flags_allowed);
+        h = session_get_hold(q->session, req->handle);
+        if (!h)
+                return fail(q, -ENOENT, "this connection holds no region with handle %" PRIu64, req->handle);
+        *ret = h;
+        return 0;
+}
+
+/*
+ * The control page of r, made at its first use, charged to r's owner as an
+ * fd, and parked with r when r is kept. Returns 0 or -errno.
+ */
+static int need_page(struct request *q, struct region *r) {
+        struct services *sv = q->session->services;
+        enum mfb_wire_resource refused = MFB_WIRE_RESOURCE_COUNT;
+        int k;
+
+        if (r->page)
+                return 0;
+        k = region_make_control_page(sv->regions, r, &refused);
+        if (k == -EDQUOT || k == -ENOSPC)
+                return fail_quota(q, k, r->uid, refused);
+        if (k < 0)
+                return fail_kernel(q, k, "making the control page failed");
+        /* As a named region's handle (CREATE): a page handed out must be the same after a restart. */
+        k = persist_control_page_made(sv->persist, r);
+        if (k < 0) {
+                region_drop_control_page(sv->regions, r);
+                if (k == -ETOOMANYREFS)
+                        return fail(q, -ENOSPC, "the kernel refuses the broker more fds in flight (its "
+                                    "RLIMIT_NOFILE): no more control pages can be kept across a restart");
+                if (k == -E2BIG)
+                        return fail(q, -ENOSPC, "the service manager cannot keep more control pages across a "
+                                    "restart");
+                return fail_kernel(q, k, "keeping the control page failed");
+        }
+        return 0;
+}
+
 static int handle_notifier(struct request *q) {
-        return fail(q, -EOPNOTSUPP, "this broker does not serve notifications yet");
+        struct session *s = q->session;
+        struct mfb_wire_notify_request req;
+        struct {
+                struct mfb_wire_header header;
+                struct mfb_wire_notifier_reply body;
+        } rec;
+        struct hold *h;
+        bool writable;
+        int k, fd;
+
+        k = notify_hold(q, 0, &req, &h);
+        if (k < 0)
+                return k;
+        k = need_page(q, h->region);
+        if (k < 0)
+                return k;
+        /* A writer's page can advance seq, a reader's cannot: a fresh open of each, so the kernel sees to it. */
+        writable = h->writable > 0;
+        fd = control_page_open(h->region->page, writable);
+        if (fd < 0)
+                return fail_kernel(q, fd, "opening the control page failed");
+        rec.body = (struct mfb_wire_notifier_reply) {
+                .access = MFB_WIRE_ACCESS_READ | (writable ? MFB_WIRE_ACCESS_WRITE : 0),
+                .seq = control_page_seq(h->region->page),
+        };
+        log_debug("NOTIFIER of pid %d uid %u: region %" PRIu64 " %s", (int) s->peer.creds.pid, s->peer.creds.uid,
+                  req.handle, writable ? "read-write" : "read-only");
+        (void) reply_record_consume_fd(s->connection, &q->header, &rec.header, sizeof(rec), fd);
+        return 0;
 }
 
 static int handle_notify_watch(struct request *q) {
-        return handle_notifier(q);
+        struct session *s = q->session;
+        enum mfb_wire_resource refused = MFB_WIRE_RESOURCE_COUNT;
+        struct mfb_wire_notify_request req;
+        struct {
+                struct mfb_wire_header header;
+                struct mfb_wire_notify_reply body;
+        } rec;
+        struct hold *h;
+        int k, fd;
+
+        k = notify_hold(q, 0, &req, &h);
+        if (k < 0)
+                return k;
+        k = need_page(q, h->region);
+        if (k < 0)
+                return k;
+        /* One per connection and region, for as long as it holds the region: a second asks for a copy. */
+        if (!h->watch) {
+                k = control_watch(s->services->watches, h->region->page, s->peer.creds.uid, &h->watch, &refused);
+                if (k == -EDQUOT || k == -ENOSPC)
+                        return fail_quota(q, k, s->peer.creds.uid, refused);
+                if (k < 0)
+                        return fail_kernel(q, k, "making the eventfd failed");
+        }
+        fd = control_watch_fd(h->watch);
+        if (fd == -EPERM)
+                return fail(q, fd, "the eventfd this connection had was made blocking and filled, so the broker "
+                            "stopped writing it; no other is given while the region is held");
+        if (fd < 0)
+                return fail_kernel(q, fd, "copying the eventfd failed");
+        rec.body = (struct mfb_wire_notify_reply) { .seq = control_page_seq(h->region->page) };
+        log_debug("NOTIFY_WATCH of pid %d uid %u: region %" PRIu64 ", %" PRIu32 " watchers",
+                  (int) s->peer.creds.pid, s->peer.creds.uid, req.handle,
+                  control_page_watchers(h->region->page));
+        (void) reply_record_consume_fd(s->connection, &q->header, &rec.header, sizeof(rec), fd);
+        return 0;
 }
 
 static int handle_notify(struct request *q) {
-        return handle_notifier(q);
+        struct session *s = q->session;
+        struct mfb_wire_notify_request req;
+        struct {
+                struct mfb_wire_header header;
+                struct mfb_wire_notify_reply body;
+        } rec;
+        struct control_page *page;
+        struct hold *h;
+        uint32_t signalled;
+        uint64_t seq;
+        int k;
+
+        k = notify_hold(q, MFB_WIRE_NOTIFY_ADVANCE, &req, &h);
+        if (k < 0)
+                return k;
+        /* Readers may wait, not notify: the kernel keeps them from seq, this from the eventfds. */
+        if (h->writable == 0)
+                return fail(q, -EPERM, "this connection holds region %" PRIu64 " read-only: only writers may "
+                            "notify", req.handle);
+        k = need_page(q, h->region);
+        if (k < 0)
+                return k;
+        page = h->region->page;
+        seq = req.flags & MFB_WIRE_NOTIFY_ADVANCE ? control_page_advance(page) : control_page_seq(page);
+        signalled = control_page_signal(s->services->watches, page);
+        /* The eventfd writes of the next pass are this request's work: many watchers cost turns. */
+        if (signalled >= CONTROL_WATCHERS_PER_TURN)
+                connection_charge(s->connection, 1 + signalled / CONTROL_WATCHERS_PER_TURN);
+        if (q->header.flags & MFB_WIRE_FLAG_QUIET)
+                return 0;
+        rec.body = (struct mfb_wire_notify_reply) { .seq = seq };
+        (void) reply_record(s->connection, &q->header, &rec.header, sizeof(rec));
+        return 0;
 }
 
 /* One handler per request of MFB_WIRE_REQUESTS, by opcode. */
@@ -850,7 +1000,7 @@ static int check_request(struct request *q, int checked, size_t len, size_t nfds
                 return fail(q, -EPROTO, "HELLO must come first");
         /* Only where success has nothing to say; any other reply would be lost to a client not waiting for it. */
         if ((q->header.flags & MFB_WIRE_FLAG_QUIET) && !info->quiet)
-                return fail(q, -EINVAL, "%s cannot be quiet: only RELEASE and REMOVE can", info->name);
+                return fail(q, -EINVAL, "%s cannot be quiet: only RELEASE, REMOVE and NOTIFY can", info->name);
         return 0;
 }
 

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "activation.h"
+#include "control.h"
 #include "fdstore.h"
 #include "hashmap.h"
 #include "kept.h"
@@ -55,6 +56,7 @@ static void drop_passed(struct passed_fd *p) {
 }
 
 static void saved_region_free(struct region *r) {
+        control_page_free(r->page);
         free(r->kept);
         free(r->name);
         safe_close(r->fd);
@@ -110,7 +112,8 @@ static void on_found(uint64_t handle, int fd, void *userdata) {
                 safe_close(fd);
                 return;
         }
-        rs->last_handle = MAX(rs->last_handle, handle);
+        /* A control page's (KEPT_PAGE_BIT) names its region's handle; it is kept under its own key. */
+        rs->last_handle = MAX(rs->last_handle, handle & ~KEPT_PAGE_BIT);
         if (hashmap_get(rs->fds, &handle)) {
                 rs->n_duplicates++;
                 safe_close(fd);
@@ -172,6 +175,28 @@ static const char *memfd_mismatch(int fd, const struct stat *st, const struct re
 }
 
 /*
+ * Gives r its control page, when one was parked with it and is one: the
+ * holders that come back get the page they have mapped, and their futex
+ * waits go on. Without it, r gets a new page at the next NOTIFIER.
+ */
+static void restore_page(struct restore *rs, struct region *r) {
+        uint64_t key = r->handle | KEPT_PAGE_BIT;
+        struct region_fd *f = hashmap_get(rs->fds, &key);
+        const char *why;
+        int k;
+
+        if (!f || f->fd < 0)
+                return;
+        k = control_page_adopt(TAKE_FD(f->fd), &r->page, &why);
+        if (k == -EBADF)
+                log_warning("The control page kept for region %s (handle %" PRIu64 ") %s; dropping it", r->name,
+                            r->handle, why);
+        else if (k < 0)
+                log_warning_errno(k, "Failed to restore the control page of region %s (handle %" PRIu64 "), "
+                                  "dropping it: %m", r->name, r->handle);
+}
+
+/*
  * Gives r (taken) its memfd and adds it to the table, or forgets it in
  * state when that cannot be. Returns 1 when r is in the table, 0 when it
  * was forgotten, or -ENOMEM: a shortage ends the restore without dropping
@@ -205,6 +230,7 @@ static int restore_region(struct restore *rs, struct state *state, struct region
                             "uid %u: read-only opens of it will fail. Run the broker as the same user throughout.",
                             r->name, r->handle, (unsigned) st.st_uid, (unsigned) geteuid());
 
+        restore_page(rs, r);
         r->fd = f->fd;
         k = region_adopt(rs->regions, r);
         if (k == -ENOMEM) {
@@ -307,6 +333,16 @@ static void repark(struct restore *rs, struct state *state, struct park *park) {
                 struct region *r = rs->saved[i];
                 int k = park_add(park, r->handle, r->fd, &r->kept->parked_bucket);
 
+                if (k >= 0 && r->page) {
+                        int j = park_add(park, r->handle | KEPT_PAGE_BIT, control_page_fd(r->page),
+                                         &r->kept->page_bucket);
+
+                        /* The region is kept; its next broker makes a new page, which is all that is lost. */
+                        if (j < 0)
+                                log_warning_errno(j, "Failed to keep the control page of region %" PRIu64
+                                                  " for the next restart: %m", r->handle);
+                        r->kept->page_parked = j >= 0;
+                }
                 if (k >= 0)
                         continue;
                 if (first_error == 0)

@@ -21,6 +21,7 @@ struct region_table;
 struct session;
 struct transport;
 struct wait_table;
+struct watch_table;
 
 TAILQ_HEAD(session_list, session);
 
@@ -29,6 +30,7 @@ struct services {
         struct quota *quota;
         struct region_table *regions;
         struct wait_table *waits;
+        struct watch_table *watches;            /* the eventfds of NOTIFY_WATCH (control.h) */
         struct transport *transport;
         struct notifier *notifier;              /* NULL when not under a service manager */
         struct persist *persist;                /* NULL when not under a service manager */

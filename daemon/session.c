@@ -8,6 +8,7 @@
 #include "codec.h"
 #include "settings.h"
 #include "connection.h"
+#include "control.h"
 #include "fdpass.h"
 #include "hashmap.h"
 #include "log.h"
@@ -178,6 +179,8 @@ static void hold_touch(struct session *s, struct hold *h) {
 static void hold_free(struct session *s, struct hold *h) {
         struct region *r = h->region;
 
+        /* The watch ends with the last reference: the eventfd is closed, and the page counts one watcher fewer. */
+        control_unwatch(s->services->watches, h->watch);
         free(h);
         region_drop_holder(s->services->regions, r);
         quota_discharge(s->services->quota, s->peer.creds.uid, &hold_amount);

@@ -17,6 +17,7 @@
 #include "wire.h"
 
 struct connection;
+struct control_watch;
 struct hashmap;
 struct region;
 struct services;
@@ -34,6 +35,7 @@ struct hold {
         struct region *region;
         uint32_t count;         /* CREATEs and OPENs not released yet */
         uint32_t writable;      /* how many of them are read-write */
+        struct control_watch *watch;    /* its NOTIFY_WATCH eventfd (control.h), owned; NULL when none */
 };
 
 struct session {
