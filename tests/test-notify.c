@@ -74,6 +74,20 @@ static uint64_t current_seq_or_fail(mfb_region *r) {
         return seq;
 }
 
+/*
+ * Waits for a notification with TEST_TIMEOUT_MS as timeout. A wait that
+ * saw the notification only when its timeout ran out, and looked again,
+ * was not woken: that is -ETIME, not success. Safe in children.
+ */
+static int wait_woken(mfb_region *r, uint64_t *seen) {
+        long long start = now_ms();
+        int k = mfb_region_wait_notify(r, seen, TEST_TIMEOUT_MS);
+
+        if (k == 0 && now_ms() - start >= TEST_TIMEOUT_MS / 2)
+                return -ETIME;
+        return k;
+}
+
 /* Whether pid is blocked in futex() now: in the library's wait, for the single-threaded processes here. */
 static bool in_futex(pid_t pid) {
         char path[64], buf[128];
@@ -229,7 +243,7 @@ static int ring_produce(void *arg) {
 
                 /* Full: wait for the consumer to make room. */
                 while (seq - 1 - __atomic_load_n(&acks->tail, __ATOMIC_ACQUIRE) >= RING_SLOTS) {
-                        int k = mfb_region_wait_notify(acks_region, &acks_seen, TEST_TIMEOUT_MS);
+                        int k = wait_woken(acks_region, &acks_seen);
 
                         if (k != 0) {
                                 fprintf(stderr, "producer at %llu: waiting for room: %s\n",
@@ -282,7 +296,7 @@ START_TEST(a_million_messages_through_a_ring) {
         while (next <= RING_MESSAGES) {
                 head = __atomic_load_n(&ring->head, __ATOMIC_ACQUIRE);
                 if (head < next) {
-                        int k = mfb_region_wait_notify(ring_region, &ring_seen, TEST_TIMEOUT_MS);
+                        int k = wait_woken(ring_region, &ring_seen);
 
                         if (k != 0)
                                 ck_abort_msg("consumer at %llu: waiting for a message: %s",
@@ -576,7 +590,11 @@ static int wait_for_broadcast(void *arg) {
         TEST_CHILD_CHECK(current_seq(r, &seen) == 0);
         TEST_CHILD_CHECK(seen == w->before);
         TEST_CHILD_CHECK(test_pipe_signal(w->ready) == 0);
-        TEST_CHILD_CHECK(mfb_region_wait_notify(r, &seen, TEST_TIMEOUT_MS) == 0);
+        /*
+         * No limit: a wake-up that does not come leaves it asleep past the
+         * test's deadline, rather than checking again when a timeout ends.
+         */
+        TEST_CHILD_CHECK(mfb_region_wait_notify(r, &seen, -1) == 0);
         TEST_CHILD_CHECK(seen == w->before + 1);
         mfb_region_free(r);
         mfb_client_free(c);
@@ -620,15 +638,25 @@ END_TEST
 
 /* Timeouts and failures -------------------------------------------------- */
 
-/* Notifies "timed" once the test process sleeps in its wait without a timeout. */
-static int notify_the_sleeper(void *arg) {
+struct unlimited_waiter {
+        uint64_t seq;   /* the sequence it must wait past */
+        int done;       /* a byte once its wait returned */
+};
+
+/* Waits on "timed" without a limit; in a child, so that a wake-up that never comes fails at its deadline. */
+static int wait_without_limit(void *arg) {
+        const struct unlimited_waiter *w = arg;
         mfb_client *c = NULL;
         mfb_region *r = NULL;
+        uint64_t seen = w->seq;
+        int k;
 
         TEST_CHILD_CHECK(mfb_client_connect(test_broker.socket_path, &c) == 0);
-        TEST_CHILD_CHECK(mfb_region_open(c, "timed", O_RDWR, &r) == 0);
-        TEST_CHILD_CHECK(wait_in_futex(getppid(), -1));
-        TEST_CHILD_CHECK(mfb_region_notify(r) == 0);
+        TEST_CHILD_CHECK(mfb_region_open(c, "timed", O_RDONLY, &r) == 0);
+        k = mfb_region_wait_notify(r, &seen, -1);
+        TEST_CHILD_CHECK(test_pipe_signal(w->done) == 0);
+        TEST_CHILD_CHECK(k == 0);
+        TEST_CHILD_CHECK(seen == w->seq + 1);
         mfb_region_free(r);
         mfb_client_free(c);
         return 0;
@@ -637,7 +665,9 @@ static int notify_the_sleeper(void *arg) {
 START_TEST(waits_time_out_and_poll) {
         mfb_client *c = connect_to(&test_broker);
         mfb_region *r = create_shared(c, "timed", 4096);
+        struct unlimited_waiter w;
         uint64_t seq, s;
+        int done[2];
         long long start, waited;
         pid_t pid;
 
@@ -669,11 +699,15 @@ START_TEST(waits_time_out_and_poll) {
         ck_assert_int_eq(mfb_region_wait_notify(r, &s, 1000), 0);
         ck_assert_uint_eq(s, seq + 3);
 
-        /* Negative: no limit, until another process notifies. */
-        pid = test_fork(notify_the_sleeper, NULL);
-        ck_assert_int_eq(mfb_region_wait_notify(r, &s, -1), 0);
-        ck_assert_uint_eq(s, seq + 4);
+        /* Negative: no limit; it sleeps until notified. */
+        ck_assert_int_eq(pipe2(done, O_CLOEXEC), 0);
+        w = (struct unlimited_waiter) { .seq = s, .done = done[1] };
+        pid = test_fork(wait_without_limit, &w);
+        ck_assert_msg(wait_in_futex(pid, done[0]), "the waiter without a limit did not go to sleep");
+        ck_assert_int_eq(mfb_region_notify(r), 0);
         test_child_succeeded(pid);
+        close(done[0]);
+        close(done[1]);
 
         mfb_region_free(r);
         mfb_client_free(c);
@@ -801,7 +835,7 @@ static int pong(void *arg) {
         for (int i = 1; i <= PING_PONGS; i++) {
                 uint64_t before = seen;
 
-                TEST_CHILD_CHECK(mfb_region_wait_notify(ping_region, &seen, TEST_TIMEOUT_MS) == 0);
+                TEST_CHILD_CHECK(wait_woken(ping_region, &seen) == 0);
                 TEST_CHILD_CHECK(seen == before + 1);
                 TEST_CHILD_CHECK(mfb_region_notify(pong_region) == 0);
         }
@@ -843,7 +877,7 @@ START_TEST(notifications_outlive_a_killed_broker) {
                 uint64_t before = seen;
 
                 ck_assert_int_eq(mfb_region_notify(ping_region), 0);
-                ck_assert_int_eq(mfb_region_wait_notify(pong_region, &seen, TEST_TIMEOUT_MS), 0);
+                ck_assert_int_eq(wait_woken(pong_region, &seen), 0);
                 ck_assert_uint_eq(seen, before + 1);
         }
         test_child_succeeded(pid);
