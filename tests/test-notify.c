@@ -171,7 +171,10 @@ struct ring_slot {
  * tail, so a notification after that look changes the sequence, and the
  * next wait returns at once instead of sleeping through it; one before it
  * was counted in the sequence read, and the notifier's release of head or
- * tail came before its notification, so the look saw it.
+ * tail came before its notification, so the look saw it. Left to
+ * themselves the two may rarely sleep, so each waits once for the other
+ * to fall asleep: the consumer on an empty ring, the producer on a full
+ * one.
  */
 struct ring {
         uint64_t head;
@@ -241,6 +244,9 @@ static int ring_produce(void *arg) {
         for (uint64_t seq = 1; seq <= RING_MESSAGES; seq++) {
                 struct ring_slot *slot = &ring->slots[(seq - 1) % RING_SLOTS];
 
+                /* Once, let the consumer drain the ring and fall asleep: this message must wake it. */
+                if (seq == RING_MESSAGES / 4)
+                        TEST_CHILD_CHECK(wait_in_futex(getppid(), -1));
                 /* Full: wait for the consumer to make room. */
                 while (seq - 1 - __atomic_load_n(&acks->tail, __ATOMIC_ACQUIRE) >= RING_SLOTS) {
                         int k = wait_woken(acks_region, &acks_seen);
@@ -283,6 +289,7 @@ START_TEST(a_million_messages_through_a_ring) {
         struct ring_acks *acks;
         uint64_t ring_seen = 0, next = 1, head;
         long long start = now_ms();
+        bool paused = false;
         pid_t pid;
 
         acks_region = create_shared(c, "ring-acks", 4096);
@@ -303,10 +310,17 @@ START_TEST(a_million_messages_through_a_ring) {
                                              (unsigned long long) next, strerror(-k));
                         continue;
                 }
+                /* Once, let the producer fill the ring and fall asleep: the room made next must wake it. */
+                if (next == RING_MESSAGES / 2 && !paused) {
+                        ck_assert_msg(wait_in_futex(pid, -1), "the producer did not wait for room");
+                        ck_assert_uint_eq(__atomic_load_n(&ring->head, __ATOMIC_ACQUIRE), next - 1 + RING_SLOTS);
+                        paused = true;
+                        continue;
+                }
                 if (head - next >= RING_SLOTS)
                         ck_abort_msg("the producer is %llu messages ahead of %llu in a ring of %u",
                                      (unsigned long long) (head - next + 1), (unsigned long long) next, RING_SLOTS);
-                for (; next <= head; next++) {
+                for (; next <= head && (next != RING_MESSAGES / 2 || paused); next++) {
                         const struct ring_slot *slot = &ring->slots[(next - 1) % RING_SLOTS];
 
                         if (slot->seq != next)
