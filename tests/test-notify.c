@@ -434,7 +434,7 @@ static int reader_tries_to_notify(void *arg) {
                 TEST_CHILD_CHECK(prctl(PR_SET_DUMPABLE, 1) == 0);
         }
 
-        /* The library: a region opened read-only does not notify, and does not even ask. */
+        /* The library: a region opened read-only does not notify. */
         TEST_CHILD_CHECK(mfb_client_connect(test_broker.socket_path, &c) == 0);
         TEST_CHILD_CHECK(mfb_region_open(c, "guarded", O_RDONLY, &r) == 0);
         TEST_CHILD_CHECK(mfb_region_notify(r) == -EACCES);
@@ -512,7 +512,7 @@ START_TEST(a_reader_cannot_notify_by_any_route) {
         struct quiet_waiter w;
         struct wait_report rep;
         struct reader rd = { .other_uid = geteuid() == 0 };
-        int ready[2], report[2], raw, page_fd, seals;
+        int ready[2], report[2], raw, page_fd, seals, watch_fd;
         struct stat st;
         uint64_t seq;
         pid_t waiter;
@@ -521,6 +521,9 @@ START_TEST(a_reader_cannot_notify_by_any_route) {
         for (int i = 0; i < 3; i++)
                 ck_assert_int_eq(mfb_region_notify(r), 0);
         seq = current_seq_or_fail(r);
+        /* A watcher too: no attempt may signal it either. */
+        watch_fd = mfb_region_notify_fd(r);
+        ck_assert_int_ge(watch_fd, 0);
 
         ck_assert_int_eq(pipe2(ready, O_CLOEXEC), 0);
         ck_assert_int_eq(pipe2(report, O_CLOEXEC), 0);
@@ -566,10 +569,12 @@ START_TEST(a_reader_cannot_notify_by_any_route) {
         ck_assert_uint_eq(rep.seq, seq);
         ck_assert_int_ge(rep.waited_ms, QUIET_WAIT_MS - 1);
         ck_assert_uint_eq(current_seq_or_fail(r), seq);
+        ck_assert_int_eq(poll(&(struct pollfd) { .fd = watch_fd, .events = POLLIN }, 1, 0), 0);
 
-        /* The writer can: the same waiting sees its notification. */
+        /* The writer can: the same waiting and watching see its notification. */
         ck_assert_int_eq(mfb_region_notify(r), 0);
         ck_assert_uint_eq(current_seq_or_fail(r), seq + 1);
+        ck_assert_int_eq(poll(&(struct pollfd) { .fd = watch_fd, .events = POLLIN }, 1, TEST_TIMEOUT_MS), 1);
 
         close(page_fd);
         close(raw);
