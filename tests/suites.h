@@ -26,3 +26,4 @@ Suite *region_index_suite(void);
 Suite *parse_suite(void);
 Suite *notify_wire_suite(void);
 Suite *locks_suite(void);
+Suite *notify_suite(void);
