@@ -12,7 +12,7 @@
 #include "codec.h"
 #include "lookup.h"
 #include "macro.h"
-#include "notify.h"
+#include "notification.h"
 #include "region.h"
 
 #define NSEC_PER_MSEC UINT64_C(1000000)

@@ -12,7 +12,7 @@
 
 #include "client.h"
 #include "macro.h"
-#include "notify.h"
+#include "notification.h"
 
 #define NSEC_PER_SEC INT64_C(1000000000)
 #define NSEC_PER_MSEC INT64_C(1000000)
