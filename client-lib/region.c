@@ -25,7 +25,7 @@ struct mfb_region {
         int fd;                 /* the verified memfd, owned */
         void *addr;             /* the mapping of all size bytes, or NULL */
         bool writable;          /* the mapping is PROT_WRITE */
-        struct region_notify notify;    /* its control page and eventfd, asked for at first use */
+        struct region_notify notify;    /* its control page and pipe, asked for at first use */
 };
 
 static bool access_valid(int access) {
