@@ -560,16 +560,14 @@ int mfb_region_wait_notify(mfb_region *r, uint64_t *seq, int64_t timeout_ms);
 
 /*
  * An fd for an event loop: POLLIN after a notification of r, by anyone who
- * notifies (the broker writes it, at most once per pass of its loop,
- * however many notifications there were). Consume its readiness with
+ * notifies (the read end of a pipe that the broker writes a byte to, at
+ * most once per pass of its loop, however many notifications there were). Consume its readiness with
  * mfb_region_notify_read(). The first call asks the broker for the page
  * and the fd (two round trips); later ones return the same fd. The fd is
  * r's: do not close or read it yourself; mfb_region_free() closes it.
  * Regions of one client with the same handle share one such fd, so
  * reading it through one consumes it for all. Returns the fd, or -EINVAL
- * (r NULL), -EOPNOTSUPP, the errors of the first call (see above), or
- * -EPERM (the broker stopped signalling this client's fd for the region,
- * because it was made blocking and filled).
+ * (r NULL), -EOPNOTSUPP, or the errors of the first call (see above).
  */
 int mfb_region_notify_fd(mfb_region *r);
 
@@ -578,7 +576,12 @@ int mfb_region_notify_fd(mfb_region *r);
  * for, and stores r's current sequence in *ret_seq. Never blocks, nor
  * talks to the broker after the first notification call on r. Returns 0,
  * or -EINVAL (r or ret_seq NULL), -EOPNOTSUPP, or the errors of the first
- * call (see above).
+ * call (see above), or -ENOTCONN with *ret_seq stored all the same: the
+ * broker that gave the fd is gone (it restarted, or closed the
+ * connection), so nobody signals the fd any more, and it polls readable
+ * for good. Stop polling it then: mfb_region_wait_notify() keeps working
+ * on r, and for a pollable fd again, connect a new client, open the
+ * region with it and ask that region's mfb_region_notify_fd().
  */
 int mfb_region_notify_read(mfb_region *r, uint64_t *ret_seq);
 

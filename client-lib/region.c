@@ -12,7 +12,7 @@
 #include "codec.h"
 #include "lookup.h"
 #include "macro.h"
-#include "notify.h"
+#include "notification.h"
 #include "region.h"
 
 #define NSEC_PER_MSEC UINT64_C(1000000)
@@ -25,7 +25,7 @@ struct mfb_region {
         int fd;                 /* the verified memfd, owned */
         void *addr;             /* the mapping of all size bytes, or NULL */
         bool writable;          /* the mapping is PROT_WRITE */
-        struct region_notify notify;    /* its control page and eventfd, asked for at first use */
+        struct region_notify notify;    /* its control page and pipe, asked for at first use */
 };
 
 static bool access_valid(int access) {

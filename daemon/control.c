@@ -4,17 +4,14 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/futex.h>
-#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/queue.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -24,8 +21,8 @@
 #include "macro.h"
 #include "quota.h"
 
-/* The signal of the guard timer: a real-time one, which nothing else in the broker (nor libevent) uses. */
-#define GUARD_SIGNAL (SIGRTMIN + 4)
+/* What a watch's pipe is cut to: one page of the kernel's, however long its watcher does not read. */
+#define WATCH_PIPE_SIZE 4096
 
 #define PAGE_SEALS (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)
 
@@ -46,9 +43,10 @@ struct control_page {
 };
 
 struct control_watch {
-        struct control_page *page;              /* NULL once revoked */
-        int efd;                                /* the broker's eventfd, owned; -1 once revoked */
-        uid_t uid;                              /* charged one fd for it while not revoked */
+        struct control_page *page;
+        int write_fd;                           /* the pipe's write end, owned: never leaves the broker */
+        int read_fd;                            /* its read end, owned: only copied for the client */
+        uid_t uid;                              /* charged two fds for them */
         LIST_ENTRY(control_watch) link;         /* in page->watches */
 };
 
@@ -56,18 +54,13 @@ struct watch_table {
         struct quota *quota;                    /* borrowed */
         struct event *flush_event;              /* made active when a page is marked: runs once per pass */
         TAILQ_HEAD(, control_page) pending;
-        timer_t guard;
 };
 
-/* What a watch is charged to its uid: the broker's copy of its eventfd. */
-static const struct quota_amount watch_amount = { .n = { [MFB_WIRE_RESOURCE_FDS] = 1 } };
+/* What a watch is charged to its uid: the broker's two ends of its pipe. */
+static const struct quota_amount watch_amount = { .n = { [MFB_WIRE_RESOURCE_FDS] = 2 } };
 
 static void on_flush(evutil_socket_t fd, short what, void *userdata) {
         watch_table_flush(userdata);
-}
-
-/* Only there to interrupt a blocked write(): installed without SA_RESTART. */
-static void on_guard(int sig) {
 }
 
 static int watchers_store(const struct control_page *p) {
@@ -129,7 +122,7 @@ int control_page_adopt(int fd, struct control_page **ret, const char **ret_why) 
                 return -ENOMEM;
         p->fd = TAKE_FD(owned);
         LIST_INIT(&p->watches);
-        /* The eventfds it counted died with the broker that gave them. */
+        /* The pipes it counted died with the broker that gave them. */
         k = watchers_store(p);
         if (k < 0) {
                 control_page_free(p);
@@ -177,7 +170,7 @@ uint64_t control_page_advance(struct control_page *p) {
 
         page = mmap(NULL, MFB_WIRE_NOTIFY_PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, p->fd, 0);
         if (page == MAP_FAILED) {
-                /* Out of memory or mappings: the waiters still wake on the eventfds, not on the futex. */
+                /* Out of memory or mappings: the waiters still wake on the pipes, not on the futex. */
                 log_warning_errno(errno, "Failed to map a control page to advance it: %m");
                 return control_page_seq(p);
         }
@@ -194,14 +187,7 @@ uint32_t control_page_watchers(const struct control_page *p) {
 }
 
 int watch_table_new(struct event_base *base, struct quota *quota, struct watch_table **ret) {
-        struct sigaction sa = { .sa_handler = on_guard };
-        struct sigevent sev = {
-                .sigev_notify = SIGEV_THREAD_ID,
-                .sigev_signo = GUARD_SIGNAL,
-                ._sigev_un._tid = gettid(),
-        };
         struct watch_table *t;
-        sigset_t mask;
 
         t = calloc(1, sizeof(*t));
         if (!t)
@@ -213,19 +199,6 @@ int watch_table_new(struct event_base *base, struct quota *quota, struct watch_t
                 free(t);
                 return -ENOMEM;
         }
-
-        /* No SA_RESTART: the signal is there to make a blocked write() return EINTR. */
-        sigemptyset(&sa.sa_mask);
-        sigemptyset(&mask);
-        sigaddset(&mask, GUARD_SIGNAL);
-        if (sigaction(GUARD_SIGNAL, &sa, NULL) < 0 || sigprocmask(SIG_UNBLOCK, &mask, NULL) < 0 ||
-            timer_create(CLOCK_MONOTONIC, &sev, &t->guard) < 0) {
-                int k = negative_errno();
-
-                event_free(t->flush_event);
-                free(t);
-                return k;
-        }
         *ret = t;
         return 0;
 }
@@ -235,7 +208,6 @@ struct watch_table *watch_table_free(struct watch_table *t) {
                 return NULL;
         assert(TAILQ_EMPTY(&t->pending));
         event_free(t->flush_event);
-        (void) timer_delete(t->guard);
         free(t);
         return NULL;
 }
@@ -251,7 +223,7 @@ static void page_unmark(struct watch_table *t, struct control_page *p) {
 int control_watch(struct watch_table *t, struct control_page *p, uid_t uid, struct control_watch **ret,
                   enum mfb_wire_resource *ret_refused) {
         struct control_watch *w;
-        int k;
+        int k, fds[2];
 
         k = quota_charge(t->quota, uid, &watch_amount, ret_refused);
         if (k < 0)
@@ -261,13 +233,27 @@ int control_watch(struct watch_table *t, struct control_page *p, uid_t uid, stru
                 quota_discharge(t->quota, uid, &watch_amount);
                 return -ENOMEM;
         }
-        w->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-        if (w->efd < 0) {
+        /*
+         * Non-blocking for good on the write end: that open file description
+         * stays in the broker (clients get copies of the read end only), so
+         * nobody can clear O_NONBLOCK on it, and a full pipe fails a write
+         * with EAGAIN instead of blocking the broker.
+         */
+        if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0) {
                 k = negative_errno();
                 quota_discharge(t->quota, uid, &watch_amount);
                 free(w);
                 return k;
         }
+        /*
+         * One page, not the default 16: what a watcher that never reads
+         * keeps in the kernel. Not fatal: a bigger pipe works the same, it
+         * only costs more.
+         */
+        if (fcntl(fds[1], F_SETPIPE_SZ, WATCH_PIPE_SIZE) < 0)
+                log_debug_errno(errno, "Failed to cut a watch's pipe to %d bytes: %m", WATCH_PIPE_SIZE);
+        w->read_fd = fds[0];
+        w->write_fd = fds[1];
         w->page = p;
         w->uid = uid;
         LIST_INSERT_HEAD(&p->watches, w, link);
@@ -280,33 +266,27 @@ int control_watch(struct watch_table *t, struct control_page *p, uid_t uid, stru
 int control_watch_fd(const struct control_watch *w) {
         int fd;
 
-        if (w->efd < 0)
-                return -EPERM;
-        fd = fcntl(w->efd, F_DUPFD_CLOEXEC, 3);
+        /* Shares the read end's file description: what the client does to it (O_NONBLOCK too) is the client's. */
+        fd = fcntl(w->read_fd, F_DUPFD_CLOEXEC, 3);
         return fd < 0 ? negative_errno() : fd;
 }
 
-/* Takes w off its page and closes its eventfd; what is left of w is its owner's to free. */
-static void watch_detach(struct watch_table *t, struct control_watch *w) {
-        struct control_page *p = w->page;
+void control_unwatch(struct watch_table *t, struct control_watch *w) {
+        struct control_page *p;
 
-        if (!p)
+        if (!w)
                 return;
+        p = w->page;
         LIST_REMOVE(w, link);
         assert(p->watchers > 0);
         p->watchers--;
         (void) watchers_store(p);
         if (p->watchers == 0)
                 page_unmark(t, p);
-        w->page = NULL;
-        w->efd = safe_close(w->efd);
+        /* The broker's write end: with it gone, the client's copies of the read end report end of file. */
+        safe_close(w->write_fd);
+        safe_close(w->read_fd);
         quota_discharge(t->quota, w->uid, &watch_amount);
-}
-
-void control_unwatch(struct watch_table *t, struct control_watch *w) {
-        if (!w)
-                return;
-        watch_detach(t, w);
         free(w);
 }
 
@@ -322,43 +302,20 @@ uint32_t control_page_signal(struct watch_table *t, struct control_page *p) {
         return p->watchers;
 }
 
-/* Arms (or, with 0, disarms) the guard: a signal every usec microseconds. */
-static void guard_set(struct watch_table *t, long usec) {
-        struct itimerspec its = {
-                .it_value = { .tv_nsec = usec * 1000 },
-                .it_interval = { .tv_nsec = usec * 1000 },
-        };
-
-        (void) timer_settime(t->guard, 0, &its, NULL);
-}
-
 void watch_table_flush(struct watch_table *t) {
-        static const uint64_t one = 1;
+        static const uint8_t one = 1;
         struct control_page *p;
 
-        if (TAILQ_EMPTY(&t->pending))
-                return;
-        /* A tick, not a single shot: one that came just before a write started would leave it blocked. */
-        guard_set(t, CONTROL_GUARD_USEC);
         while ((p = TAILQ_FIRST(&t->pending))) {
-                struct control_watch *w, *next;
+                struct control_watch *w;
 
                 page_unmark(t, p);
-                for (w = LIST_FIRST(&p->watches); w; w = next) {
-                        next = LIST_NEXT(w, link);
-                        if (write(w->efd, &one, sizeof(one)) >= 0)
+                LIST_FOREACH(w, &p->watches, link) {
+                        /* EAGAIN: the pipe is full, so readable already; nothing is lost. */
+                        if (write(w->write_fd, &one, sizeof(one)) >= 0 || errno == EAGAIN)
                                 continue;
-                        /* EAGAIN: its count is near the top, so it is readable already; nothing is lost. */
-                        if (errno == EAGAIN)
-                                continue;
-                        if (errno == EINTR) {
-                                log_debug("Revoking a watch of uid %u: writing its eventfd blocked, someone made it "
-                                          "blocking and filled it", (unsigned) w->uid);
-                                watch_detach(t, w);
-                                continue;
-                        }
-                        log_debug_errno(errno, "Failed to signal a watcher's eventfd: %m");
+                        /* Not EPIPE: the broker keeps the read end. Nothing else is expected of a pipe. */
+                        log_debug_errno(errno, "Failed to signal a watcher of uid %u: %m", (unsigned) w->uid);
                 }
         }
-        guard_set(t, 0);
 }

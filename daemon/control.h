@@ -3,7 +3,7 @@
 
 /*
  * Notifications (PROTOCOL.md, "Notifications"): the control page of a
- * region, and the eventfds of the connections that watch it.
+ * region, and the pipes of the connections that watch it.
  *
  * A control page is a memfd of MFB_WIRE_NOTIFY_PAGE_SIZE bytes that the
  * broker owns (mode 0644: only the broker's uid can reopen it read-write
@@ -13,19 +13,18 @@
  * read-write for writers, read-only for readers, so the kernel is what
  * keeps readers from changing seq.
  *
- * A watch is one eventfd per connection and region, which the broker
- * writes 1 to after notifications. Signalling is coalesced: a NOTIFY only
- * marks its page, and the marked pages' eventfds are written once per pass
+ * A watch is one pipe per connection and region, which the broker writes a
+ * byte to after notifications. Signalling is coalesced: a NOTIFY only
+ * marks its page, and the marked pages' pipes are written once per pass
  * of the event loop, so a flood of NOTIFYs costs one write per watcher and
  * pass, not per NOTIFY.
  *
- * A client shares the open file description of its eventfd with the broker
- * (an eventfd cannot be reopened), so it can clear O_NONBLOCK on it, and
- * write 0xfffffffffffffffe to it, after which the broker's write would
- * block for good. So the writes of a pass run under a timer that
- * interrupts a blocked one after CONTROL_GUARD_USEC, and a watch whose
- * write blocked is revoked: the broker closes its copy, and the connection
- * gets no other watch of the region while it holds it.
+ * The broker keeps both ends and gives out only copies of the read end.
+ * The write end is an open file description of its own, non-blocking, that
+ * no client ever gets, so no client can make the broker's writes block:
+ * a full pipe (a watcher that never reads) fails them with EAGAIN, and
+ * is readable already. The pipe is cut to one page, which bounds what a
+ * watcher that never reads keeps in the kernel.
  *
  * This module knows pages and watches, not regions or sessions: the region
  * table owns a region's page (region.h), and a session's hold its watch.
@@ -37,8 +36,6 @@
 
 #include "wire.h"
 
-/* How long the broker lets one eventfd write block before it revokes that watch. */
-#define CONTROL_GUARD_USEC 200U
 /* Watchers signalled in a pass that a NOTIFY costs as one more turn of its uid's (schedule.h). */
 #define CONTROL_WATCHERS_PER_TURN 64U
 
@@ -60,7 +57,7 @@ int control_page_new(unsigned memfd_flags, struct control_page **ret);
  * Makes a page of fd, a parked control page restored after a restart
  * (taken, closed on failure too), after checking it is one: a memfd of
  * MFB_WIRE_NOTIFY_PAGE_SIZE bytes, open read-write, sealed as
- * control_page_new() seals. Its watchers are set to 0: the eventfds they
+ * control_page_new() seals. Its watchers are set to 0: the pipes they
  * counted died with the broker that gave them. Returns 0 and the page;
  * -EBADF with *ret_why saying why fd is not a control page; or -errno.
  */
@@ -92,8 +89,8 @@ uint32_t control_page_watchers(const struct control_page *p);
 
 /*
  * Returns 0 and a table of watches whose signalling runs on base
- * (borrowed), charging each watch's eventfd to its uid in quota (borrowed,
- * as an fd); or -errno.
+ * (borrowed), charging each watch's two pipe ends to its uid in quota
+ * (borrowed, as fds); or -errno.
  */
 int watch_table_new(struct event_base *base, struct quota *quota, struct watch_table **ret);
 
@@ -101,8 +98,9 @@ int watch_table_new(struct event_base *base, struct quota *quota, struct watch_t
 struct watch_table *watch_table_free(struct watch_table *t);
 
 /*
- * Makes a watch of p for a connection of uid: an eventfd (EFD_NONBLOCK,
- * EFD_CLOEXEC) counted in p's watchers, charged to uid as one fd. Returns
+ * Makes a watch of p for a connection of uid: a pipe (O_NONBLOCK,
+ * O_CLOEXEC, one page when the kernel lets the broker cut it) counted in
+ * p's watchers, charged to uid as two fds. Returns
  * 0 and the watch, owned by the caller until control_unwatch(); the errors
  * of quota_charge() (-EDQUOT, -ENOSPC) with *ret_refused set; -EMFILE,
  * -ENFILE; or -ENOMEM.
@@ -110,17 +108,14 @@ struct watch_table *watch_table_free(struct watch_table *t);
 int control_watch(struct watch_table *t, struct control_page *p, uid_t uid, struct control_watch **ret,
                   enum mfb_wire_resource *ret_refused);
 
-/*
- * A copy of w's eventfd for the client, owned by the caller; or -EPERM
- * when w was revoked (its write blocked), or -errno.
- */
+/* A copy of the read end of w's pipe for the client, owned by the caller; or -errno. */
 int control_watch_fd(const struct control_watch *w);
 
-/* Ends w: closes the broker's eventfd, takes it off its page's watchers, and frees it. Accepts NULL. */
+/* Ends w: closes the broker's ends of its pipe, takes it off its page's watchers, and frees it. Accepts NULL. */
 void control_unwatch(struct watch_table *t, struct control_watch *w);
 
 /*
- * p was notified: its watchers' eventfds are written in the next pass of
+ * p was notified: its watchers' pipes are written in the next pass of
  * the event loop, once however many notifications come before it. Also
  * writes the broker's count of watchers into the page again, which a
  * writer may have scribbled over. Returns how many watchers will be
@@ -129,5 +124,5 @@ void control_unwatch(struct watch_table *t, struct control_watch *w);
  */
 uint32_t control_page_signal(struct watch_table *t, struct control_page *p);
 
-/* Writes the eventfds of every marked page now (what the pass does); for tests. */
+/* Writes a byte to the pipes of every marked page now (what the pass does); for tests. */
 void watch_table_flush(struct watch_table *t);

@@ -921,14 +921,11 @@ static int handle_notify_watch(struct request *q) {
                 if (k == -EDQUOT || k == -ENOSPC)
                         return fail_quota(q, k, s->peer.creds.uid, refused);
                 if (k < 0)
-                        return fail_kernel(q, k, "making the eventfd failed");
+                        return fail_kernel(q, k, "making the pipe failed");
         }
         fd = control_watch_fd(h->watch);
-        if (fd == -EPERM)
-                return fail(q, fd, "the eventfd this connection had was made blocking and filled, so the broker "
-                            "stopped writing it; no other is given while the region is held");
         if (fd < 0)
-                return fail_kernel(q, fd, "copying the eventfd failed");
+                return fail_kernel(q, fd, "copying the pipe's read end failed");
         rec.body = (struct mfb_wire_notify_reply) { .seq = control_page_seq(h->region->page) };
         log_debug("NOTIFY_WATCH of pid %d uid %u: region %" PRIu64 ", %" PRIu32 " watchers",
                   (int) s->peer.creds.pid, s->peer.creds.uid, req.handle,
@@ -953,7 +950,7 @@ static int handle_notify(struct request *q) {
         k = notify_hold(q, MFB_WIRE_NOTIFY_ADVANCE, &req, &h);
         if (k < 0)
                 return k;
-        /* Readers may wait, not notify: the kernel keeps them from seq, this from the eventfds. */
+        /* Readers may wait, not notify: the kernel keeps them from seq, this from the watchers' pipes. */
         if (h->writable == 0)
                 return fail(q, -EPERM, "this connection holds region %" PRIu64 " read-only: only writers may "
                             "notify", req.handle);
@@ -963,7 +960,7 @@ static int handle_notify(struct request *q) {
         page = h->region->page;
         seq = req.flags & MFB_WIRE_NOTIFY_ADVANCE ? control_page_advance(page) : control_page_seq(page);
         signalled = control_page_signal(s->services->watches, page);
-        /* The eventfd writes of the next pass are this request's work: many watchers cost turns. */
+        /* The pipe writes of the next pass are this request's work: many watchers cost turns. */
         if (signalled >= CONTROL_WATCHERS_PER_TURN)
                 connection_charge(s->connection, 1 + signalled / CONTROL_WATCHERS_PER_TURN);
         if (q->header.flags & MFB_WIRE_FLAG_QUIET)

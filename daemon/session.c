@@ -179,7 +179,7 @@ static void hold_touch(struct session *s, struct hold *h) {
 static void hold_free(struct session *s, struct hold *h) {
         struct region *r = h->region;
 
-        /* The watch ends with the last reference: the eventfd is closed, and the page counts one watcher fewer. */
+        /* The watch ends with the last reference: its pipe is closed, and the page counts one watcher fewer. */
         control_unwatch(s->services->watches, h->watch);
         free(h);
         region_drop_holder(s->services->regions, r);

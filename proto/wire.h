@@ -378,13 +378,13 @@ struct mfb_wire_limits_reply {
  * on seq's low 32 bits (FUTEX_WAKE, not FUTEX_PRIVATE_FLAG, INT_MAX
  * waiters), then, if watchers is not 0, sends NOTIFY without
  * MFB_WIRE_NOTIFY_ADVANCE (may be quiet), so that the broker signals the
- * connections that watch with an eventfd. A client that cannot do atomics
+ * connections that watch with a pipe. A client that cannot do atomics
  * sends NOTIFY with MFB_WIRE_NOTIFY_ADVANCE instead: the broker does all
  * three.
  *
  * To wait, any holder reads seq from its mapping; while it is what it saw
  * last, it sleeps in FUTEX_WAIT on the low 32 bits with their value (which
- * works on a read-only shared mapping), or polls an eventfd from
+ * works on a read-only shared mapping), or polls the pipe from
  * NOTIFY_WATCH. A wake-up with seq unchanged is no notification: a
  * read-only holder can issue FUTEX_WAKE, but cannot change seq.
  */
@@ -392,7 +392,7 @@ struct mfb_wire_limits_reply {
 
 struct mfb_wire_notify_page {
         uint64_t seq;           /* notifications so far; its low 32 bits are the futex word */
-        uint32_t watchers;      /* eventfds NOTIFY_WATCH gave out and the broker signals; the broker's to write */
+        uint32_t watchers;      /* pipes NOTIFY_WATCH gave out and the broker signals; the broker's to write */
         uint32_t reserved;
 };
 
@@ -428,10 +428,11 @@ struct mfb_wire_notifier_reply {
 };
 
 /*
- * NOTIFY_WATCH reply, with one fd: an eventfd (EFD_NONBLOCK) the broker
- * writes 1 to after notifications of the region, at most once per pass of
- * its loop, for as long as the connection holds the region. One per
- * connection and region: a second NOTIFY_WATCH gives a copy of the same.
+ * NOTIFY_WATCH reply, with one fd: the read end (O_NONBLOCK) of a pipe
+ * the broker writes a byte to after notifications of the region, at most
+ * once per pass of its loop, for as long as the connection holds the
+ * region; end of file after that. One per connection and region: a second
+ * NOTIFY_WATCH gives a copy of the same read end.
  * NOTIFY reply: seq after it.
  */
 struct mfb_wire_notify_reply {

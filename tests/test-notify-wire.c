@@ -3,10 +3,10 @@
  * Notifications at the protocol level (PROTOCOL.md, "Notifications"):
  * NOTIFIER, NOTIFY_WATCH and NOTIFY over raw connections, what each kind of
  * holder may do with the control page, how watchers are signalled and
- * cleaned up, and the quota a page is charged to. One test drives the
- * broker's watch table (daemon/control.h) directly, for what a socket
- * cannot show exactly: how often a burst of notifications writes an
- * eventfd.
+ * cleaned up, what a watcher that never reads cannot do to the broker, and
+ * the quota a page is charged to. One test drives the broker's watch table
+ * (daemon/control.h) directly, for what a socket cannot show exactly: how
+ * often a burst of notifications writes a watcher's pipe.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -29,6 +30,7 @@
 #include "control.h"
 #include "harness.h"
 #include "macro.h"
+#include "memfd-broker.h"
 #include "quota.h"
 #include "raw.h"
 #include "suites.h"
@@ -109,15 +111,55 @@ static void unmap_page(volatile struct mfb_wire_notify_page *p) {
         ck_assert_int_eq(munmap((void *) p, MFB_WIRE_NOTIFY_PAGE_SIZE), 0);
 }
 
-/* An eventfd's count, read away; 0 when it had none (EAGAIN). */
-static uint64_t eventfd_take(int fd) {
-        uint64_t value = 0;
+/* A watch's pipe, read empty: how many bytes it held; 0 when none (EAGAIN). Not at end of file. */
+static size_t pipe_take(int fd) {
+        uint8_t buf[512];
+        size_t total = 0;
+        ssize_t n;
 
-        if (read(fd, &value, sizeof(value)) < 0) {
-                ck_assert_int_eq(errno, EAGAIN);
-                return 0;
-        }
-        return value;
+        while ((n = read(fd, buf, sizeof(buf))) > 0)
+                total += (size_t) n;
+        ck_assert_msg(n < 0, "the watch's pipe is at end of file");
+        ck_assert_int_eq(errno, EAGAIN);
+        return total;
+}
+
+/* Whether fd, a watch's pipe, is at end of file once read empty: the broker closed its write end. */
+static bool pipe_ended(int fd) {
+        uint8_t buf[512];
+        ssize_t n;
+
+        while ((n = read(fd, buf, sizeof(buf))) > 0)
+                ;
+        return n == 0;
+}
+
+/* How many bytes wait in fd, a pipe. */
+static size_t pipe_queued(int fd) {
+        int n = -1;
+
+        ck_assert_int_eq(ioctl(fd, FIONREAD, &n), 0);
+        ck_assert_int_ge(n, 0);
+        return (size_t) n;
+}
+
+/* What the broker cuts a watch's pipe to: 4096 bytes, which the kernel rounds up to one of its pages. */
+static int one_page(void) {
+        long page = sysconf(_SC_PAGESIZE);
+
+        return page > 4096 ? (int) page : 4096;
+}
+
+/* What NOTIFY_WATCH promises (PROTOCOL.md): a pipe's read end, non-blocking. */
+static void assert_watch_fd(int fd) {
+        struct stat st;
+        int flags = fcntl(fd, F_GETFL);
+
+        ck_assert_int_eq(fstat(fd, &st), 0);
+        ck_assert(S_ISFIFO(st.st_mode));
+        ck_assert_int_ge(flags, 0);
+        ck_assert_int_eq(flags & O_ACCMODE, O_RDONLY);
+        ck_assert_int_ne(flags & O_NONBLOCK, 0);
 }
 
 /* Waits until fd is readable; false after TEST_TIMEOUT_MS. */
@@ -310,6 +352,7 @@ START_TEST(watchers_are_signalled) {
         int writer = raw_connect_hello(&test_broker), reader = raw_connect_hello(&test_broker);
         uint64_t handle = create(writer, NULL), value;
         volatile struct mfb_wire_notify_page *page;
+        struct stat st, st_again;
         int efd = -1, again = -1;
 
         open_handle(reader, handle, MFB_WIRE_ACCESS_READ);
@@ -317,22 +360,26 @@ START_TEST(watchers_are_signalled) {
         ck_assert_uint_eq(page->watchers, 0);
         ck_assert_int_eq(watch(reader, handle, &efd), 0);
         ck_assert_int_ge(efd, 0);
-        ck_assert_int_ne(fcntl(efd, F_GETFL) & O_NONBLOCK, 0);
+        assert_watch_fd(efd);
         ck_assert_uint_eq(page->watchers, 1);
-        /* A second NOTIFY_WATCH of the same connection: the same eventfd, one watcher still. */
+        /* A second NOTIFY_WATCH of the same connection: the same pipe, one watcher still. */
         ck_assert_int_eq(watch(reader, handle, &again), 0);
+        assert_watch_fd(again);
+        ck_assert_int_eq(fstat(efd, &st), 0);
+        ck_assert_int_eq(fstat(again, &st_again), 0);
+        ck_assert_uint_eq(st.st_ino, st_again.st_ino);
         ck_assert_uint_eq(page->watchers, 1);
-        ck_assert_uint_eq(eventfd_take(efd), 0);
+        ck_assert_uint_eq(pipe_take(efd), 0);
 
-        /* The writer advanced seq itself and asks only for the eventfds: quiet, nothing comes back. */
+        /* The writer advanced seq itself and asks only for the watchers' pipes: quiet, nothing comes back. */
         raw_send_flags(writer, MFB_WIRE_OP_NOTIFY, MFB_WIRE_FLAG_QUIET,
                        &(struct mfb_wire_notify_request) { .handle = handle }, sizeof(struct mfb_wire_notify_request),
                        NULL, 0);
         ck_assert(readable(efd));
-        ck_assert_uint_eq(eventfd_take(again), 1);
-        ck_assert_uint_eq(eventfd_take(efd), 0);
+        ck_assert_uint_eq(pipe_take(again), 1);
+        ck_assert_uint_eq(pipe_take(efd), 0);
 
-        /* A burst: every NOTIFY is answered, and the eventfd is written at most once each, at least once. */
+        /* A burst: every NOTIFY is answered, and the pipe is written at most once each, at least once. */
         for (unsigned i = 0; i < BURST; i++)
                 raw_send(writer, MFB_WIRE_OP_NOTIFY,
                          &(struct mfb_wire_notify_request) { .handle = handle, .flags = MFB_WIRE_NOTIFY_ADVANCE },
@@ -340,7 +387,7 @@ START_TEST(watchers_are_signalled) {
         for (unsigned i = 0; i < BURST; i++)
                 ck_assert_int_eq(raw_reply(writer, MFB_WIRE_OP_NOTIFY, NULL, 0, NULL), 0);
         ck_assert(readable(efd));
-        value = eventfd_take(efd);
+        value = pipe_take(efd);
         ck_assert_uint_ge(value, 1);
         ck_assert_uint_le(value, BURST);
         ck_assert_uint_eq(page->seq, BURST);
@@ -376,7 +423,8 @@ START_TEST(watches_end_with_the_hold) {
         ck_assert_uint_eq(page->watchers, 1);
         ck_assert_int_eq(notify(writer, handle, MFB_WIRE_NOTIFY_ADVANCE, NULL), 0);
         ck_assert(readable(witness_efd));
-        ck_assert_uint_eq(eventfd_take(efd), 0);
+        /* Nothing for the notification; end of file, since the broker closed its end. */
+        ck_assert(pipe_ended(efd));
         /* Not held any more: no new watch either. */
         ck_assert_int_eq(watch(reader, handle, &(int) { -1 }), -ENOENT);
 
@@ -409,7 +457,7 @@ START_TEST(a_watched_region_goes_with_its_page) {
         ck_assert(readable(efd));
         ck_assert_uint_eq(page->seq, 1);
 
-        /* The writer lets go, then the watching reader by hanging up: the region, page, eventfd and socket go. */
+        /* The writer lets go, then the watching reader by hanging up: the region, page, pipe and socket go. */
         release(writer, handle);
         close(reader);
         ck_assert(test_broker_wait_fd_count(&test_broker, before - 1));
@@ -419,6 +467,104 @@ START_TEST(a_watched_region_goes_with_its_page) {
         unmap_page(page);
         close(efd);
         close(writer);
+}
+END_TEST
+
+/*
+ * A watcher that makes its copy of the read end blocking (the file
+ * description it shares with the broker's read end) and never reads, while
+ * a writer notifies thousands of times, each in a pass of its own (one
+ * round trip each): the broker answers everyone throughout, the other
+ * watcher is signalled every time, and no more than the pipe's page waits
+ * for the one that does not read.
+ */
+START_TEST(a_watcher_that_never_reads_blocks_nobody) {
+        int writer = raw_connect_hello(&test_broker), lazy = raw_connect_hello(&test_broker);
+        int reader = raw_connect_hello(&test_broker);
+        uint64_t handle = create(writer, NULL), seq = 0;
+        struct mfb_wire_notifier_reply reply;
+        int lazy_fd = -1, reader_fd = -1, fd = -1, size, n;
+
+        open_handle(lazy, handle, MFB_WIRE_ACCESS_READ);
+        open_handle(reader, handle, MFB_WIRE_ACCESS_READ);
+        ck_assert_int_eq(watch(lazy, handle, &lazy_fd), 0);
+        ck_assert_int_eq(watch(reader, handle, &reader_fd), 0);
+        ck_assert_int_eq(fcntl(lazy_fd, F_SETFL, 0), 0);
+        size = fcntl(lazy_fd, F_GETPIPE_SZ);
+        ck_assert_int_eq(size, one_page());
+
+        /* Past the pipe's size: the broker's writes to the full pipe fail, and nothing else does. */
+        n = size + 100;
+        for (int i = 1; i <= n; i++) {
+                ck_assert_int_eq(notify(writer, handle, MFB_WIRE_NOTIFY_ADVANCE, &seq), 0);
+                ck_assert_uint_eq(seq, (uint64_t) i);
+                if (i % 512 == 0) {
+                        ck_assert(readable(reader_fd));
+                        ck_assert_uint_ge(pipe_take(reader_fd), 1);
+                }
+        }
+        ck_assert_uint_le(pipe_queued(lazy_fd), (size_t) size);
+        ck_assert_uint_ge(pipe_queued(lazy_fd), 1);
+
+        /* Everyone is still served: the lazy watcher's connection, the others, and a newcomer. */
+        ck_assert_int_eq(notifier(lazy, handle, &reply, &fd), 0);
+        ck_assert_uint_eq(reply.seq, (uint64_t) n);
+        close(fd);
+        (void) pipe_take(reader_fd);
+        ck_assert_int_eq(notify(writer, handle, MFB_WIRE_NOTIFY_ADVANCE, &seq), 0);
+        ck_assert(readable(reader_fd));
+        ck_assert_uint_eq(pipe_take(reader_fd), 1);
+        close(raw_connect_hello(&test_broker));
+        ck_assert_uint_le(pipe_queued(lazy_fd), (size_t) size);
+
+        close(lazy_fd);
+        close(reader_fd);
+        close(reader);
+        close(lazy);
+        close(writer);
+}
+END_TEST
+
+/*
+ * The library, when the broker that gave a region's pollable fd is gone:
+ * the fd is at end of file and polls readable for good, so
+ * mfb_region_notify_read() says so (-ENOTCONN) each time instead of
+ * letting a poll loop spin, and still gives the sequence; waiting on the
+ * page needs no broker and goes on.
+ */
+START_TEST(a_gone_broker_ends_the_pollable_fd) {
+        struct test_broker b;
+        struct pollfd p;
+        mfb_client *c = NULL;
+        mfb_region *r = NULL;
+        uint64_t seq = 0;
+        int fd;
+
+        test_broker_start(&b, NULL);
+        ck_assert_int_eq(mfb_client_connect(b.socket_path, &c), 0);
+        ck_assert_int_eq(mfb_region_create(c, NULL, PAGE, &r), 0);
+        fd = mfb_region_notify_fd(r);
+        ck_assert_int_ge(fd, 0);
+        ck_assert_int_eq(mfb_region_notify_read(r, &seq), 0);
+        ck_assert_uint_eq(seq, 0);
+        ck_assert_int_eq(mfb_region_notify(r), 0);
+        ck_assert(readable(fd));
+        ck_assert_int_eq(mfb_region_notify_read(r, &seq), 0);
+        ck_assert_uint_eq(seq, 1);
+        p = (struct pollfd) { .fd = fd, .events = POLLIN };
+        ck_assert_int_eq(poll(&p, 1, 0), 0);
+
+        test_broker_stop(&b);
+        ck_assert(readable(fd));
+        for (unsigned i = 0; i < 2; i++) {
+                seq = 0;
+                ck_assert_int_eq(mfb_region_notify_read(r, &seq), -ENOTCONN);
+                ck_assert_uint_eq(seq, 1);
+        }
+        ck_assert_int_eq(mfb_region_wait_notify(r, &seq, 0), -ETIMEDOUT);
+
+        mfb_region_free(r);
+        mfb_client_free(c);
 }
 END_TEST
 
@@ -475,7 +621,7 @@ START_TEST(pages_are_charged_to_the_owner) {
 }
 END_TEST
 
-/* The watch table on its own: a burst of notifications in one pass writes each eventfd once. */
+/* The watch table on its own: a burst of notifications in one pass writes each pipe once. */
 START_TEST(a_burst_is_one_write_per_pass) {
         struct quota_limits limits = {};
         struct event_base *base = event_base_new();
@@ -484,7 +630,7 @@ START_TEST(a_burst_is_one_write_per_pass) {
         struct watch_table *t = NULL;
         struct quota *q = NULL;
         enum mfb_wire_resource refused;
-        int efd[2];
+        int efd[2], size;
 
         for (unsigned i = 0; i < MFB_WIRE_RESOURCE_COUNT; i++)
                 limits.broker_max.n[i] = limits.uid_max.n[i] = MFB_WIRE_LIMIT_NONE;
@@ -498,35 +644,46 @@ START_TEST(a_burst_is_one_write_per_pass) {
                 ck_assert_int_ge(efd[i], 0);
         }
         ck_assert_uint_eq(control_page_watchers(page), 2);
-        ck_assert_uint_eq(quota_held(q, 1000, MFB_WIRE_RESOURCE_FDS), 1);
+        /* Both ends of the pipe, which the broker keeps. */
+        ck_assert_uint_eq(quota_held(q, 1000, MFB_WIRE_RESOURCE_FDS), 2);
 
         /* The first marks the page, the rest find it marked; the pass writes once. */
         ck_assert_uint_eq(control_page_signal(t, page), 2);
         for (unsigned i = 0; i < 99; i++)
                 ck_assert_uint_eq(control_page_signal(t, page), 0);
-        ck_assert_uint_eq(eventfd_take(efd[0]), 0);
+        ck_assert_uint_eq(pipe_take(efd[0]), 0);
         ck_assert_int_ge(event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK), 0);
-        ck_assert_uint_eq(eventfd_take(efd[0]), 1);
-        ck_assert_uint_eq(eventfd_take(efd[1]), 1);
+        ck_assert_uint_eq(pipe_take(efd[0]), 1);
+        ck_assert_uint_eq(pipe_take(efd[1]), 1);
         /* Nothing marked: the next pass writes nothing. */
         ck_assert_int_ge(event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK), 0);
-        ck_assert_uint_eq(eventfd_take(efd[0]), 0);
+        ck_assert_uint_eq(pipe_take(efd[0]), 0);
 
-        /* A client that makes its copy blocking and fills it loses the watch; the others are signalled. */
+        /*
+         * A client that makes its copy blocking and never reads: its pipe
+         * fills up to its size, and then the passes go on without blocking,
+         * for the others too. The broker cut the pipe to a page.
+         */
         ck_assert_int_eq(fcntl(efd[0], F_SETFL, 0), 0);
-        ck_assert_int_eq(write(efd[0], &(uint64_t) { UINT64_MAX - 1 }, sizeof(uint64_t)), (ssize_t) sizeof(uint64_t));
-        ck_assert_uint_eq(control_page_signal(t, page), 2);
-        watch_table_flush(t);
-        ck_assert_uint_eq(control_page_watchers(page), 1);
-        ck_assert_uint_eq(quota_held(q, 1000, MFB_WIRE_RESOURCE_FDS), 0);
-        ck_assert_int_eq(control_watch_fd(w[0]), -EPERM);
-        ck_assert_uint_eq(eventfd_take(efd[1]), 1);
+        size = fcntl(efd[0], F_GETPIPE_SZ);
+        ck_assert_int_eq(size, one_page());
+        for (int i = 0; i < size + 10; i++) {
+                ck_assert_uint_eq(control_page_signal(t, page), 2);
+                watch_table_flush(t);
+                ck_assert_uint_eq(pipe_take(efd[1]), 1);
+        }
+        ck_assert_uint_eq(pipe_queued(efd[0]), size);
+        ck_assert_uint_eq(control_page_watchers(page), 2);
+        ck_assert_uint_eq(quota_held(q, 1000, MFB_WIRE_RESOURCE_FDS), 2);
 
         for (unsigned i = 0; i < 2; i++) {
                 control_unwatch(t, w[i]);
+                /* The broker's write end is closed: end of file after what it held. */
+                ck_assert(pipe_ended(efd[i]));
                 close(efd[i]);
         }
         ck_assert_uint_eq(control_page_watchers(page), 0);
+        ck_assert_uint_eq(quota_held(q, 1000, MFB_WIRE_RESOURCE_FDS), 0);
         ck_assert_uint_eq(quota_held(q, 1001, MFB_WIRE_RESOURCE_FDS), 0);
         control_page_free(page);
         watch_table_free(t);
@@ -549,6 +706,8 @@ Suite *notify_wire_suite(void) {
         tcase_add_test(tc, watchers_are_signalled);
         tcase_add_test(tc, watches_end_with_the_hold);
         tcase_add_test(tc, a_watched_region_goes_with_its_page);
+        tcase_add_test(tc, a_watcher_that_never_reads_blocks_nobody);
+        tcase_add_test(tc, a_gone_broker_ends_the_pollable_fd);
         tcase_add_test(tc, pages_are_charged_to_the_owner);
         suite_add_tcase(s, tc);
 

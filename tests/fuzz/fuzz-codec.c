@@ -106,6 +106,21 @@ static bool reply_shape(uint16_t opcode, size_t *ret_body, size_t *ret_nfds) {
                 *ret_body = sizeof(struct mfb_wire_limits_reply);
                 *ret_nfds = 0;
                 return true;
+        case MFB_WIRE_OP_NOTIFIER:
+                /* access, reserved, seq; the control page */
+                *ret_body = 16;
+                *ret_nfds = 1;
+                return true;
+        case MFB_WIRE_OP_NOTIFY_WATCH:
+                /* seq; the pipe's read end */
+                *ret_body = 8;
+                *ret_nfds = 1;
+                return true;
+        case MFB_WIRE_OP_NOTIFY:
+                /* seq */
+                *ret_body = 8;
+                *ret_nfds = 0;
+                return true;
         default:
                 return false;
         }
@@ -135,6 +150,16 @@ static bool reply_valid(const uint8_t *record, size_t len, size_t nfds) {
                 memcpy(&l, record + HEADER_SIZE, sizeof(l));
                 return l.count <= MFB_WIRE_LIST_ENTRIES_MAX && l.more <= 1 && !(l.more && l.next_after == 0) &&
                        body == sizeof(l) + l.count * sizeof(struct mfb_wire_region_info);
+        }
+        if (opcode == MFB_WIRE_OP_CREATE_BATCH) {
+                uint32_t count;
+
+                /* 16 bytes (count first), then count handles, with count fds: 1 to MFB_WIRE_CREATE_BATCH_MAX. */
+                if (body < 16)
+                        return false;
+                memcpy(&count, record + HEADER_SIZE, sizeof(count));
+                return count >= 1 && count <= MFB_WIRE_CREATE_BATCH_MAX && nfds == count &&
+                       body == 16 + (size_t) count * sizeof(uint64_t);
         }
         return reply_shape(opcode, &want_body, &want_nfds) && body == want_body && nfds == want_nfds;
 }

@@ -197,29 +197,39 @@ class Notifier:
 
 
 class Watch:
-    """The eventfd of NOTIFY_WATCH: readable after notifications of the region. The broker ends it when the
-    connection lets go of the region; close() closes only this process's fd."""
+    """The pipe's read end of NOTIFY_WATCH: readable after notifications of the region. The broker ends it when
+    the connection lets go of the region, or closes: the pipe is at end of file then (ended). close() closes only
+    this process's fd."""
 
     def __init__(self, fd, seq):
         self.fd = fd
         self.seq = seq  # the sequence when the broker answered
+        self.ended = False  # end of file seen: the broker closed its write end
 
     def fileno(self):
         return self.fd
 
     def wait(self, timeout=None):
-        """Waits until the eventfd is readable and consumes what it counted; returns that count, or 0 if timeout
-        seconds passed first (None: no limit)."""
+        """Waits until the pipe is readable and consumes what it holds; returns how many bytes that was (one per
+        pass of the broker's loop that signalled it), or 0 if timeout seconds passed first (None: no limit) or
+        the pipe is at end of file (ended is set then)."""
         if not select.select([self.fd], [], [], timeout)[0]:
             return 0
         return self.consume()
 
     def consume(self):
-        """Reads the eventfd's counter (which resets it) without blocking: 0 when nothing was signalled."""
-        try:
-            return struct.unpack("=Q", os.read(self.fd, 8))[0]
-        except BlockingIOError:
-            return 0
+        """Reads the pipe empty without blocking; returns how many bytes it held: 0 when nothing was signalled
+        (EAGAIN). Sets ended at end of file."""
+        count = 0
+        while True:
+            try:
+                data = os.read(self.fd, 4096)
+            except BlockingIOError:
+                return count
+            if not data:
+                self.ended = True
+                return count
+            count += len(data)
 
     def close(self):
         if self.fd >= 0:
@@ -489,16 +499,18 @@ class Client:
             raise
 
     def notify_watch(self, handle):
-        """NOTIFY_WATCH: a Watch on the eventfd the broker signals after notifications of the region."""
+        """NOTIFY_WATCH: a Watch on the pipe the broker writes to after notifications of the region."""
         reply, fds = self._call(NOTIFY_WATCH, NOTIFY_REQUEST.pack(handle, 0, 0), want_fds=1)
         fd = fds[0]
         try:
             if len(reply) != NOTIFY_REPLY.size:
                 raise ProtocolError("NOTIFY_WATCH reply of %d bytes" % len(reply))
-            # An eventfd shows as an anonymous inode; what matters is that it reads as one: 8 bytes or EAGAIN.
-            if os.readlink("/proc/self/fd/%d" % fd) != "anon_inode:[eventfd]":
-                raise ProtocolError("NOTIFY_WATCH gave no eventfd")
-            os.set_blocking(fd, False)
+            # A pipe's read end, non-blocking (PROTOCOL.md): reading it away never blocks.
+            flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+            if not _stat.S_ISFIFO(os.fstat(fd).st_mode) or flags & os.O_ACCMODE != os.O_RDONLY:
+                raise ProtocolError("NOTIFY_WATCH gave no pipe's read end")
+            if not flags & os.O_NONBLOCK:
+                raise ProtocolError("NOTIFY_WATCH gave a blocking fd")
         except BaseException:
             os.close(fd)
             raise

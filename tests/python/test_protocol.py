@@ -19,7 +19,6 @@ import os
 import pwd
 import shlex
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -623,11 +622,11 @@ class BrokerTest(unittest.TestCase):
             self.assertEqual((page.first_seq, watch.seq, page.seq()), (0, 0, 0))
             self.assertEqual(page.watchers(), 1)
             self.assertEqual(watch.consume(), 0)  # nothing signalled yet
-            # Python has no atomics: the broker advances seq (NOTIFY_ADVANCE) and signals the eventfd.
+            # Python has no atomics: the broker advances seq (NOTIFY_ADVANCE) and writes to the pipe.
             self.assertEqual(self.client.notify(w.handle), 1)
             self.assertGreaterEqual(watch.wait(TIMEOUT), 1)
             self.assertEqual(page.seq(), 1)
-            # Several at once: seq counts every notification, the eventfd only that there were some.
+            # Several at once: seq counts every notification, the pipe only that there were some.
             for i in range(2, 12):
                 self.assertEqual(self.client.notify(w.handle), i)
             self.assertEqual(page.seq(), 11)
@@ -646,19 +645,23 @@ class BrokerTest(unittest.TestCase):
             with self.connect() as other, other.open(name="bell") as r:
                 with other.notify_watch(r.handle) as first, other.notify_watch(r.handle) as second:
                     self.assertEqual(page.watchers(), 1)
-                    # A copy of the same eventfd: what is written through one is read through the other.
-                    os.write(first.fd, struct.pack("=Q", 5))
-                    self.assertEqual(second.wait(TIMEOUT), 5)
+                    # Copies of the same read end: what is read through one is gone for the other.
+                    self.assertEqual(os.fstat(first.fd).st_ino, os.fstat(second.fd).st_ino)
+                    self.client.notify(w.handle)
+                    self.assertGreaterEqual(first.wait(TIMEOUT), 1)
+                    self.assertEqual(second.consume(), 0)
                     with self.connect() as third, third.open(name="bell") as r3, third.notify_watch(r3.handle):
                         self.assertEqual(page.watchers(), 2)
                     # The third connection closed: the broker ended its watch.
                     wait_until(lambda: page.watchers() == 1, "the closed connection's watch ended")
-                # Letting go of the region ends the watch, even with the eventfds still open here.
+                # Letting go of the region ends the watch, even with the read ends still open here.
                 watch = other.notify_watch(r.handle)
                 self.addCleanup(watch.close)
             wait_until(lambda: page.watchers() == 0, "the released region's watch ended")
             self.client.notify(w.handle)
-            self.assertEqual(watch.wait(0), 0)
+            # The broker closed its write end: end of file at once, and no byte for the notification after.
+            self.assertEqual(watch.wait(TIMEOUT), 0)
+            self.assertTrue(watch.ended)
 
     def test_notify_needs_a_writable_hold(self):
         with self.client.create(4096, name="bell") as w, self.connect() as other:

@@ -3,9 +3,9 @@
 
 /*
  * Notifications of one region (PROTOCOL.md, "Notifications"): its control
- * page, mapped, and the eventfd the broker signals, each asked for at its
- * first use. Internal: region.c keeps one in every region and gives the
- * public calls their checks.
+ * page, mapped, and the read end of the pipe the broker writes to, each
+ * asked for at its first use. Internal: region.c keeps one in every region
+ * and gives the public calls their checks.
  */
 
 #include <stdbool.h>
@@ -17,7 +17,7 @@
 struct region_notify {
         int page_fd;                            /* the control page's fd, owned; -1 until NOTIFIER */
         struct mfb_wire_notify_page *page;      /* its mapping, read-write for a writer; NULL until then */
-        int event_fd;                           /* the NOTIFY_WATCH eventfd, owned; -1 until asked for */
+        int event_fd;                           /* the NOTIFY_WATCH pipe's read end, owned; -1 until asked for */
 };
 
 /* A region's, before any use. */
@@ -38,8 +38,12 @@ int region_notify_signal(mfb_client *c, uint64_t handle, int access, struct regi
 int region_notify_wait(mfb_client *c, uint64_t handle, int access, struct region_notify *n, uint64_t *seq,
                        int64_t timeout_ms);
 
-/* The eventfd (borrowed), asked for at the first call, with the page; or -errno. */
+/* The pipe's read end (borrowed), asked for at the first call, with the page; or -errno. */
 int region_notify_fd(mfb_client *c, uint64_t handle, int access, struct region_notify *n);
 
-/* Reads the eventfd's count away, if there is an eventfd, and gives the sequence. */
+/*
+ * Reads what the pipe holds away, if there is a pipe, and gives the
+ * sequence; -ENOTCONN (the sequence given all the same) when the pipe is
+ * at end of file: the broker that gave it is gone.
+ */
 int region_notify_read(mfb_client *c, uint64_t handle, int access, struct region_notify *n, uint64_t *ret_seq);

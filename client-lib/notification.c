@@ -12,7 +12,7 @@
 
 #include "client.h"
 #include "macro.h"
-#include "notify.h"
+#include "notification.h"
 
 #define NSEC_PER_SEC INT64_C(1000000000)
 #define NSEC_PER_MSEC INT64_C(1000000)
@@ -108,7 +108,7 @@ int region_notify_signal(mfb_client *c, uint64_t handle, int access, struct regi
         (void) syscall(SYS_futex, futex_word(n->page), FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
         if (__atomic_load_n(&n->page->watchers, __ATOMIC_SEQ_CST) == 0)
                 return 0;
-        /* Quiet, and not waited for: the broker signals the eventfds; a refusal is read and dropped. */
+        /* Quiet, and not waited for: the broker signals the watchers; a refusal is read and dropped. */
         return client_request(c, MFB_WIRE_OP_NOTIFY, &request, sizeof(request), NULL, 0, NULL);
 }
 
@@ -163,10 +163,12 @@ int region_notify_wait(mfb_client *c, uint64_t handle, int access, struct region
 /* What NOTIFY_WATCH's parse gets: where the fd goes. */
 static int watch_parse(mfb_client *c, const struct client_reply *reply, void *userdata) {
         int *ret_fd = userdata, fd = reply->fds[0], flags;
+        struct stat st;
 
-        /* Non-blocking, as PROTOCOL.md promises: mfb_region_notify_read() must never block. */
+        /* A pipe's read end, non-blocking, as PROTOCOL.md promises: mfb_region_notify_read() must never block. */
         flags = fcntl(fd, F_GETFL);
-        if (flags < 0 || !(flags & O_NONBLOCK))
+        if (fstat(fd, &st) < 0 || !S_ISFIFO(st.st_mode) || flags < 0 || (flags & O_ACCMODE) != O_RDONLY ||
+            !(flags & O_NONBLOCK))
                 return client_protocol_error(c);
         *ret_fd = fd;
         reply->fds[0] = -1;
@@ -195,8 +197,28 @@ int region_notify_fd(mfb_client *c, uint64_t handle, int access, struct region_n
         return fd;
 }
 
+/*
+ * Reads fd (a non-blocking pipe) empty. Returns 0 once it would block, -ENOTCONN at end of file (no write end
+ * left: the broker that gave it is gone, and the fd polls readable for good), or -errno.
+ */
+static int drain(int fd) {
+        uint8_t buf[256];
+
+        for (;;) {
+                ssize_t n = read(fd, buf, sizeof(buf));
+
+                if (n > 0)
+                        continue;
+                if (n == 0)
+                        return -ENOTCONN;
+                if (errno == EAGAIN)
+                        return 0;
+                if (errno != EINTR)
+                        return negative_errno();
+        }
+}
+
 int region_notify_read(mfb_client *c, uint64_t handle, int access, struct region_notify *n, uint64_t *ret_seq) {
-        uint64_t value;
         int k;
 
         k = check_capable(c);
@@ -206,8 +228,8 @@ int region_notify_read(mfb_client *c, uint64_t handle, int access, struct region
         if (k < 0)
                 return k;
         /* Before the sequence is read: a notification after the read makes the fd readable again. */
-        if (n->event_fd >= 0 && read(n->event_fd, &value, sizeof(value)) < 0 && errno != EAGAIN && errno != EINTR)
-                return negative_errno();
+        k = n->event_fd >= 0 ? drain(n->event_fd) : 0;
+        /* At end of file too: the page is memory, and its sequence as good as ever. */
         *ret_seq = __atomic_load_n(&n->page->seq, __ATOMIC_SEQ_CST);
-        return 0;
+        return k;
 }
