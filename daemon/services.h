@@ -30,7 +30,7 @@ struct services {
         struct quota *quota;
         struct region_table *regions;
         struct wait_table *waits;
-        struct watch_table *watches;            /* the eventfds of NOTIFY_WATCH (control.h) */
+        struct watch_table *watches;            /* the pipes of NOTIFY_WATCH (control.h) */
         struct transport *transport;
         struct notifier *notifier;              /* NULL when not under a service manager */
         struct persist *persist;                /* NULL when not under a service manager */

@@ -35,7 +35,7 @@ struct hold {
         struct region *region;
         uint32_t count;         /* CREATEs and OPENs not released yet */
         uint32_t writable;      /* how many of them are read-write */
-        struct control_watch *watch;    /* its NOTIFY_WATCH eventfd (control.h), owned; NULL when none */
+        struct control_watch *watch;    /* its NOTIFY_WATCH pipe (control.h), owned; NULL when none */
 };
 
 struct session {

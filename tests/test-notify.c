@@ -1144,7 +1144,7 @@ START_TEST(freeing_a_region_after_all_four_leaves_nothing) {
         ck_assert_int_ge(fd, 0);
         snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
         ck_assert_int_gt(readlink(proc, link, sizeof(link) - 1), 0);
-        ck_assert_str_eq(link, "anon_inode:[eventfd]");
+        ck_assert_msg(strncmp(link, "pipe:[", 6) == 0, "the pollable fd is %s, not a pipe", link);
         ck_assert_int_eq(mfb_region_notify(r), 0);
         ck_assert_int_eq(poll(&(struct pollfd) { .fd = fd, .events = POLLIN }, 1, TEST_TIMEOUT_MS), 1);
         ck_assert_int_eq(mfb_region_notify_read(r, &s), 0);

@@ -507,7 +507,7 @@ void bench_scenario_notify(struct bench_ctx *ctx) {
                 bench_state_note(SCENARIO, &states[i]);
         if (methods == METHOD_COUNT)
                 bench_report_note(SCENARIO, "a round trip is two notifications and two wake-ups; the pollable path "
-                                  "sends each notification to the broker, which signals the watcher's eventfd; "
+                                  "sends each notification to the broker, which signals the watcher's pipe; "
                                   "the measuring side waits through the library with a timeout, as a caller "
                                   "would, the raw ones without");
 
