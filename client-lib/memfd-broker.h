@@ -540,9 +540,12 @@ int mfb_region_create_batch(mfb_client *c, uint64_t size, size_t n, mfb_region *
  * (r was opened O_RDONLY), -EOPNOTSUPP, the errors of the first call (see
  * above: -ENOTCONN; -EDQUOT or -ENOSPC when the broker may not make the
  * region's page, charged to the region's owner as an fd; -ENOMEM), and
- * -ENOTCONN or -ENOMEM when the request to signal the watchers could not
- * be queued (the sequence was advanced, and the waiters woken, all the
- * same).
+ * -ENOMEM when the request to signal the watchers could not be queued (the
+ * sequence was advanced, and the waiters woken, all the same). Once the
+ * client's connection is gone (the broker restarted), a notification still
+ * advances the sequence and wakes the waiters, and returns 0: the watchers'
+ * fds came from the broker that is gone, and show end of file
+ * (mfb_region_notify_read()).
  */
 int mfb_region_notify(mfb_region *r);
 

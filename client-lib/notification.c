@@ -106,7 +106,12 @@ int region_notify_signal(mfb_client *c, uint64_t handle, int access, struct regi
         (void) __atomic_add_fetch(&n->page->seq, 1, __ATOMIC_SEQ_CST);
         /* Shared, not FUTEX_PRIVATE_FLAG: the waiters are in other processes. */
         (void) syscall(SYS_futex, futex_word(n->page), FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
-        if (__atomic_load_n(&n->page->watchers, __ATOMIC_SEQ_CST) == 0)
+        /*
+         * Without a connection the notification is made all the same: the
+         * futex waiters woke, and the pipes of watchers died with the broker
+         * that wrote them (their readers see end of file).
+         */
+        if (__atomic_load_n(&n->page->watchers, __ATOMIC_SEQ_CST) == 0 || !client_usable(c))
                 return 0;
         /* Quiet, and not waited for: the broker signals the watchers; a refusal is read and dropped. */
         return client_request(c, MFB_WIRE_OP_NOTIFY, &request, sizeof(request), NULL, 0, NULL);
