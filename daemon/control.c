@@ -291,7 +291,7 @@ void control_unwatch(struct watch_table *t, struct control_watch *w) {
 }
 
 uint32_t control_page_signal(struct watch_table *t, struct control_page *p) {
-        /* The broker's count, again: a writer may have changed it, and readers rely on it to send NOTIFY. */
+        /* The broker's count, again: a writer may have changed it, and writers rely on it to send NOTIFY. */
         (void) watchers_store(p);
         if (p->watchers == 0 || p->pending)
                 return 0;
