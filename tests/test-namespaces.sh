@@ -127,6 +127,9 @@ elif ! as "$uid_a" test -x "$MFB_BROKERCTL"; then
 else
     [ "$(userns_root id -u)" = 0 ] || fail "unshare --map-root-user did not make uid $uid_a root inside"
     mapped() { userns_root "$MFB_BROKERCTL" --socket "$sock" "$@"; }
+    # What a client can ask to learn how the broker sees it.
+    seen=$(mapped limits --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["uid"])')
+    [ "$seen" = "$uid_a" ] || fail "limits tells root mapped to uid $uid_a that it is uid $seen"
     ctl create mine 4K --mode 0600 >/dev/null && ctl chown "$uid_a:$uid_a" mine
     ctl create theirs 4K --mode 0600 >/dev/null && ctl chown "$uid_b:$uid_b" theirs
     ctl create public 4K --mode 0644 >/dev/null && ctl chown "$uid_b:$uid_b" public
@@ -178,6 +181,8 @@ else
     ctl create group 4K --mode 0640 >/dev/null && ctl chown "$uid_b:$uid_a" group
     ctl create world 4K --mode 0604 >/dev/null && ctl chown "$uid_a:$uid_a" world
     unmapped() { local uid=$1; shift; as "$uid" "$MFB_BROKERCTL" --socket "$sock" "$@"; }
+    seen=$(unmapped "$uid_a" limits --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["uid"])')
+    [ "$seen" = "$overflow_uid" ] || fail "limits tells uid $uid_a, unmapped, that it is uid $seen"
     refused own unmapped "$uid_a" cat own          # owner bits: not for the overflow uid
     refused group unmapped "$uid_a" cat group      # group bits: not for the overflow gid
     unmapped "$uid_a" cat world >/dev/null || fail "uid $uid_a, unmapped, cannot read a region others may read"
