@@ -17,7 +17,7 @@
  * PERSIST_FLUSH_MSEC rather than at each request, and when the broker
  * stops. A restart by SIGKILL loses at most those.
  *
- * Anonymous regions, and removed ones, are not kept: the connections that
+ * Anonymous regions, transient ones and removed ones are not kept: the connections that
  * hold them do not survive a restart. Neither is anything when the broker
  * does not run under systemd: then there is no persist, and every function
  * here takes NULL and does nothing, at the cost of that one test.
