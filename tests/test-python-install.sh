@@ -27,10 +27,13 @@ print(memfd_broker.__version__)' "$site") || fail "the installed package does no
 [ "$version" = "$MFB_VERSION" ] || fail "memfd_broker.__version__ is $version, configure.ac says $MFB_VERSION"
 
 # pip, offline, from a copy of python/ (it builds in the folder it is given).
-if "$MFB_PYTHON" -c 'import setuptools' 2>/dev/null && "$MFB_PYTHON" -m pip --version >/dev/null 2>&1; then
+# It needs pip, setuptools and a bdist_wheel (setuptools' own from 70.1 on, else the wheel package's); each
+# is checked alone, since importing pip first trips up Debian's setuptools.
+has() { "$MFB_PYTHON" -c "import importlib.util, sys; sys.exit(not importlib.util.find_spec('$1'))" 2>/dev/null; }
+if has pip && has setuptools && { has wheel || has setuptools.command.bdist_wheel; }; then
     cp -R "$MFB_SRCDIR/python" "$dir/src"
     chmod -R u+w "$dir/src"
-    (cd "$dir/src" && PIP_DISABLE_PIP_VERSION_CHECK=1 "$MFB_PYTHON" -m pip install --quiet --no-build-isolation \
+    (cd "$dir/src" && TMPDIR=$dir PIP_DISABLE_PIP_VERSION_CHECK=1 "$MFB_PYTHON" -m pip install --quiet --no-build-isolation \
         --no-index --no-deps --target "$dir/pip" . >"$dir/log" 2>&1) || fail "pip install: $(cat "$dir/log")"
     [ -f "$dir/pip/memfd_broker/_wire.py" ] || fail "pip installed no memfd_broker/_wire.py"
     (cd "$dir" && env PYTHONPATH="$dir/pip" PYTHONDONTWRITEBYTECODE=1 "$MFB_PYTHON" -c '
@@ -38,6 +41,6 @@ import memfd_broker, sys
 assert memfd_broker.__file__.startswith(sys.argv[1]), memfd_broker.__file__' "$dir/pip") ||
         fail "the package pip installed does not import"
 else
-    echo "pip or setuptools missing for $MFB_PYTHON: pip install not tried"
+    echo "pip, setuptools or wheel missing for $MFB_PYTHON: pip install not tried"
 fi
 echo "memfd_broker $version installed into $MFB_PYTHONDIR"
