@@ -17,7 +17,8 @@ _Static_assert(sizeof(((mfb_region_stat *) NULL)->name) == sizeof(struct mfb_wir
 /* The wire's state bits that mean something to callers, as MFB_REGION_* bits; newer ones are dropped. */
 static uint32_t state_from_wire(uint32_t state) {
         return (state & MFB_WIRE_STATE_REMOVED ? MFB_REGION_REMOVED : 0) |
-               (state & MFB_WIRE_STATE_HUGETLB ? MFB_REGION_HUGETLB : 0);
+               (state & MFB_WIRE_STATE_HUGETLB ? MFB_REGION_HUGETLB : 0) |
+               (state & MFB_WIRE_STATE_TRANSIENT ? MFB_REGION_TRANSIENT : 0);
 }
 
 static struct timespec timespec_from_ns(uint64_t ns) {

@@ -100,6 +100,7 @@ extern "C" {
 /* mfb_region_stat.state bits. */
 #define MFB_REGION_REMOVED 0x1U /* the name was removed; no new opens; freed when the last holder lets go */
 #define MFB_REGION_HUGETLB 0x2U /* backed by huge pages */
+#define MFB_REGION_TRANSIENT 0x4U /* created with MFB_CREATE_TRANSIENT: ends with its last holder */
 
 typedef struct mfb_client mfb_client;
 typedef struct mfb_region mfb_region;
@@ -207,6 +208,7 @@ int mfb_region_create(mfb_client *c, const char *name, uint64_t size, mfb_region
 /* Flags for mfb_region_create_with(). */
 #define MFB_CREATE_HUGETLB 0x1U /* huge pages (MFD_HUGETLB); size a multiple of the huge page size */
 #define MFB_CREATE_RESERVE 0x2U /* allocate every page now (fallocate), charged to the caller's memory cgroup */
+#define MFB_CREATE_TRANSIENT 0x4U /* the name lives only while some client holds the region */
 
 /*
  * As mfb_region_create(), with permission bits mode (0 for 0600; only 0777
@@ -215,12 +217,24 @@ int mfb_region_create(mfb_client *c, const char *name, uint64_t size, mfb_region
  * if named, its name removed) instead of a SIGBUS at first touch; the pages
  * are allocated by this process with fallocate(), so they are charged to its
  * memory cgroup, as touching them would. Ownership as in mfb_region_create().
+ *
+ * MFB_CREATE_TRANSIENT (named regions only) ties the name to the region's
+ * holders: when the last client holding it lets go (mfb_region_free(),
+ * mfb_client_free(), or its process exiting or being killed), the broker
+ * removes the name, as mfb_region_remove() would, and frees the region, so
+ * that a crashed producer leaves no stale name behind. Any holder keeps it
+ * alive, also one of another user the mode let open it; its owner can
+ * still remove it at any time. It is never kept across a restart of the
+ * broker, and its state has MFB_REGION_TRANSIENT.
+ *
  * Errors: those of mfb_region_create(); -EINVAL also for unknown flags or
- * mode bits, or a hugetlb size that is not a multiple of the huge page size;
- * -ENOMEM for MFB_CREATE_HUGETLB when the system has too few huge pages
- * reserved (vm.nr_hugepages); -EOPNOTSUPP when the broker's kernel has no
- * hugetlb memfds; for MFB_CREATE_RESERVE, what fallocate() failed with
- * (-ENOSPC, -ENOMEM; -EPERM if a peer sealed the region in between).
+ * mode bits, MFB_CREATE_TRANSIENT without a name, or a hugetlb size that is
+ * not a multiple of the huge page size; -ENOMEM for MFB_CREATE_HUGETLB when
+ * the system has too few huge pages reserved (vm.nr_hugepages);
+ * -EOPNOTSUPP when the broker's kernel has no hugetlb memfds, or for
+ * MFB_CREATE_TRANSIENT when the broker is too old to offer it; for
+ * MFB_CREATE_RESERVE, what fallocate() failed with (-ENOSPC, -ENOMEM;
+ * -EPERM if a peer sealed the region in between).
  */
 int mfb_region_create_with(mfb_client *c, const char *name, uint64_t size, mode_t mode, unsigned flags,
                            mfb_region **ret);

@@ -225,16 +225,21 @@ static int region_sync_finish(mfb_client *c, int r, struct region_sync *s, mfb_r
 static int region_create_check(mfb_client *c, const char *name, uint64_t size, mode_t mode, unsigned flags,
                                struct mfb_wire_create_request *ret) {
         if (!c || (name && !*name) || size == 0 || (mode & ~(mode_t) 0777) ||
-            (flags & ~(MFB_CREATE_HUGETLB | MFB_CREATE_RESERVE)))
+            (flags & ~(MFB_CREATE_HUGETLB | MFB_CREATE_RESERVE | MFB_CREATE_TRANSIENT)) ||
+            (!name && (flags & MFB_CREATE_TRANSIENT)))
                 return -EINVAL;
+        /* An older broker would refuse the flag with -EINVAL, as if the caller had it wrong. */
+        if ((flags & MFB_CREATE_TRANSIENT) && !(c->hello.capabilities & MFB_WIRE_CAP_TRANSIENT))
+                return -EOPNOTSUPP;
         /* fallocate() takes an off_t; no broker makes regions that large anyway. */
         if ((flags & MFB_CREATE_RESERVE) && size > INT64_MAX)
                 return -EFBIG;
 
         *ret = (struct mfb_wire_create_request) {
                 .size = size,
-                /* MFB_CREATE_RESERVE is the library's own work; the broker knows only HUGETLB. */
-                .flags = flags & MFB_CREATE_HUGETLB ? MFB_WIRE_CREATE_HUGETLB : 0,
+                /* MFB_CREATE_RESERVE is the library's own work; the broker knows HUGETLB and TRANSIENT. */
+                .flags = (flags & MFB_CREATE_HUGETLB ? MFB_WIRE_CREATE_HUGETLB : 0) |
+                         (flags & MFB_CREATE_TRANSIENT ? MFB_WIRE_CREATE_TRANSIENT : 0),
                 .mode = (uint32_t) mode,
         };
         return mfb_wire_name_set(&ret->name, name);

@@ -197,7 +197,13 @@ int persist_region_created(struct persist *p, struct region *r, enum mfb_wire_re
         k = state_reserve_handle(p->state, r->handle);
         if (k < 0)
                 return log_error_errno(k, "Failed to save the handle mark: %m");
-        if (!r->name)
+        /*
+         * A transient region ends with its last holder, and every holder's
+         * connection ends with this broker: it cannot outlive it, so it is
+         * not kept (nor charged as kept). The handle mark above still is:
+         * its handle must not come back.
+         */
+        if (!r->name || r->transient)
                 return 0;
         kept = calloc(1, sizeof(*kept));
         if (!kept)

@@ -500,6 +500,16 @@ void region_add_holder(struct region *r) {
 void region_drop_holder(struct region_table *t, struct region *r) {
         assert(r->nattch > 0);
         r->nattch--;
+        /*
+         * Only its own last holder ends a transient name: a region removed
+         * already has none, and its old name may be another region's now.
+         */
+        if (r->transient && r->nattch == 0 && !r->removed) {
+                log_debug("Region %" PRIu64 " (%s) lost its last holder: transient, so removed", r->handle,
+                          r->name);
+                region_remove(t, r);
+                return;
+        }
         region_destroy_if_unused(t, r);
 }
 
@@ -638,7 +648,9 @@ void region_info(const struct region *r, struct mfb_wire_region_info *ret) {
                 .last_pid = (uint32_t) m->last_pid,
                 .nattch = r->nattch,
                 .seals = seals < 0 ? 0 : (uint32_t) seals,
-                .state = (r->removed ? MFB_WIRE_STATE_REMOVED : 0) | (m->flags & REGION_HUGETLB ? MFB_WIRE_STATE_HUGETLB : 0),
+                .state = (r->removed ? MFB_WIRE_STATE_REMOVED : 0) |
+                         (m->flags & REGION_HUGETLB ? MFB_WIRE_STATE_HUGETLB : 0) |
+                         (r->transient ? MFB_WIRE_STATE_TRANSIENT : 0),
                 .create_time = m->create_time,
                 .attach_time = m->attach_time,
                 .detach_time = m->detach_time,

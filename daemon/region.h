@@ -10,6 +10,8 @@
  * the broker can be used to resize it. A region lives while it has a name
  * that was not removed, or while any connection holds it (nattch > 0);
  * when neither is true any more, the table closes its memfd and frees it.
+ * A transient region's name lasts only while it is held: the last holder
+ * that lets go removes it, and so frees the region.
  */
 
 #include <stdbool.h>
@@ -38,6 +40,12 @@ struct region {
         int fd;                 /* the broker's read-write memfd, owned */
         uint32_t nattch;        /* connections holding it */
         bool removed;
+        /*
+         * Its name goes with its last holder (MFB_WIRE_CREATE_TRANSIENT). Set
+         * by the creator before the first holder is added, on named regions
+         * only. Not in the meta: a transient region is never saved (persist.c).
+         */
+        bool transient;
         bool mode_locked;       /* its memfd is 0600 already: done before the first read-only fd leaves */
         bool seal_announced;    /* a SEAL of it woke the WAITs on its name */
         size_t slot;            /* index in the table's handle order */
@@ -175,7 +183,11 @@ struct region *region_after(struct region_table *t, const struct region *r);
 /* Counts one more connection holding r. */
 void region_add_holder(struct region *r);
 
-/* Counts one connection fewer; frees r if that ends its life. */
+/*
+ * Counts one connection fewer; frees r if that ends its life. For a
+ * transient region the last holder removes its name first, as
+ * region_remove() does: the name is free at once.
+ */
 void region_drop_holder(struct region_table *t, struct region *r);
 
 /*

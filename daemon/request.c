@@ -237,7 +237,7 @@ static int handle_hello(struct request *q) {
         rec.body = (struct mfb_wire_hello_reply) {
                 .version = MFB_WIRE_VERSION,
                 .capabilities = region_table_capabilities(t) | MFB_WIRE_CAP_QUIET | MFB_WIRE_CAP_CREATE_BATCH |
-                                MFB_WIRE_CAP_NOTIFY,
+                                MFB_WIRE_CAP_NOTIFY | MFB_WIRE_CAP_TRANSIENT,
                 .region_size_max = region_table_max_region_size(t),
                 .record_max = MFB_WIRE_RECORD_MAX,
                 .name_max = MFB_WIRE_NAME_MAX,
@@ -281,19 +281,25 @@ static int handle_create(struct request *q) {
         struct mfb_wire_create_request req;
         enum mfb_wire_resource refused = MFB_WIRE_RESOURCE_COUNT;
         struct region *r;
-        bool hugetlb;
+        bool hugetlb, transient;
         int name_len, k;
 
         memcpy(&req, q->body, sizeof(req));
         name_len = mfb_wire_name_check(&req.name);
         if (name_len < 0)
                 return fail_bad_name(q);
-        if (req.flags & ~MFB_WIRE_CREATE_HUGETLB)
-                return fail(q, -EINVAL, "flags 0x%" PRIx32 " has bits other than 0x%x (MFB_WIRE_CREATE_HUGETLB)",
-                                   req.flags, MFB_WIRE_CREATE_HUGETLB);
+        if (req.flags & ~(MFB_WIRE_CREATE_HUGETLB | MFB_WIRE_CREATE_TRANSIENT))
+                return fail(q, -EINVAL, "flags 0x%" PRIx32 " has bits other than 0x%x (MFB_WIRE_CREATE_HUGETLB) "
+                                   "and 0x%x (MFB_WIRE_CREATE_TRANSIENT)", req.flags, MFB_WIRE_CREATE_HUGETLB,
+                                   MFB_WIRE_CREATE_TRANSIENT);
         if (req.mode & ~0777U)
                 return fail(q, -EINVAL, "mode 0%" PRIo32 " has bits outside 0777", req.mode);
         hugetlb = req.flags & MFB_WIRE_CREATE_HUGETLB;
+        transient = req.flags & MFB_WIRE_CREATE_TRANSIENT;
+        /* Refused rather than ignored: a client that asked for it expects a name that ends. */
+        if (transient && name_len == 0)
+                return fail(q, -EINVAL, "MFB_WIRE_CREATE_TRANSIENT needs a name: an anonymous region goes with "
+                                   "its last holder anyway");
         if (hugetlb) {
                 k = check_hugetlb(q, req.size);
                 if (k < 0)
@@ -321,6 +327,8 @@ static int handle_create(struct request *q) {
         default:
                 return fail_kernel(q, k, "creating the region failed");
         }
+        /* Before its first holder, whose going ends it; and before persist, which keeps no transient region. */
+        r->transient = transient;
 
         /* Before the handle leaves: a client that got it can rely on it after a restart. */
         k = persist_region_created(s->services->persist, r, &refused);
@@ -342,9 +350,9 @@ static int handle_create(struct request *q) {
                 return fail_kernel(q, k, "saving or holding the region failed");
         }
 
-        log_debug("CREATE of pid %d uid %u: region %" PRIu64 ", %" PRIu64 " bytes, name %s, mode 0%o%s",
+        log_debug("CREATE of pid %d uid %u: region %" PRIu64 ", %" PRIu64 " bytes, name %s, mode 0%o%s%s",
                   (int) s->peer.creds.pid, s->peer.creds.uid, r->handle, r->size, r->name ?: "(none)",
-                  (unsigned) r->mode, hugetlb ? ", huge pages" : "");
+                  (unsigned) r->mode, hugetlb ? ", huge pages" : "", transient ? ", transient" : "");
         /*
          * The creator gets the broker's own open file description, which no
          * other holder shares (each OPEN is a fresh open) and through which the
@@ -708,6 +716,9 @@ static int handle_create_batch(struct request *q) {
         if (req.count == 0 || req.count > MFB_WIRE_CREATE_BATCH_MAX)
                 return fail(q, -EINVAL, "count %" PRIu32 " is not from 1 to %u", req.count,
                                    MFB_WIRE_CREATE_BATCH_MAX);
+        if (req.flags & MFB_WIRE_CREATE_TRANSIENT)
+                return fail(q, -EINVAL, "MFB_WIRE_CREATE_TRANSIENT needs a name: CREATE_BATCH makes anonymous "
+                                   "regions, which go with their last holder anyway");
         if (req.flags & ~MFB_WIRE_CREATE_HUGETLB)
                 return fail(q, -EINVAL, "flags 0x%" PRIx32 " has bits other than 0x%x (MFB_WIRE_CREATE_HUGETLB)",
                                    req.flags, MFB_WIRE_CREATE_HUGETLB);

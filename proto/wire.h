@@ -138,6 +138,7 @@ struct mfb_wire_hello_request {
 #define MFB_WIRE_CAP_QUIET             0x8U  /* requests may carry MFB_WIRE_FLAG_QUIET */
 #define MFB_WIRE_CAP_CREATE_BATCH      0x10U /* CREATE_BATCH is served */
 #define MFB_WIRE_CAP_NOTIFY            0x20U /* NOTIFIER, NOTIFY_WATCH and NOTIFY are served */
+#define MFB_WIRE_CAP_TRANSIENT         0x40U /* CREATE accepts MFB_WIRE_CREATE_TRANSIENT */
 
 /*
  * Request header flags. MFB_WIRE_FLAG_QUIET: answer only a failure. For
@@ -168,8 +169,9 @@ struct mfb_wire_hello_reply {
 #define MFB_WIRE_ACCESS_WRITE 0x2U
 
 /* State bits in struct mfb_wire_region_info. */
-#define MFB_WIRE_STATE_REMOVED 0x1U  /* its name was removed; no new opens */
-#define MFB_WIRE_STATE_HUGETLB 0x2U  /* created with MFB_WIRE_CREATE_HUGETLB */
+#define MFB_WIRE_STATE_REMOVED   0x1U /* its name was removed; no new opens */
+#define MFB_WIRE_STATE_HUGETLB   0x2U /* created with MFB_WIRE_CREATE_HUGETLB */
+#define MFB_WIRE_STATE_TRANSIENT 0x4U /* created with MFB_WIRE_CREATE_TRANSIENT: ends with its last holder */
 
 /*
  * Everything known about one region (the IPC_STAT of memfd-broker).
@@ -197,6 +199,13 @@ struct mfb_wire_region_info {
 
 /* CREATE flags. */
 #define MFB_WIRE_CREATE_HUGETLB 0x1U /* back the region with huge pages (MFD_HUGETLB) */
+/*
+ * The name lives only while some connection holds the region: when the last
+ * holder lets go (RELEASE, close, exit, crash), the name is removed, as by
+ * REMOVE, and the region freed. Named regions only; never kept across a
+ * restart of the broker. CREATE_BATCH refuses it.
+ */
+#define MFB_WIRE_CREATE_TRANSIENT 0x2U
 
 /*
  * CREATE: reply is struct mfb_wire_region_reply with one read-write fd, a

@@ -27,3 +27,4 @@ Suite *parse_suite(void);
 Suite *notify_wire_suite(void);
 Suite *locks_suite(void);
 Suite *notify_suite(void);
+Suite *transient_suite(void);

@@ -225,7 +225,60 @@ done <"$dir/held"
 exec 3>&-
 reap "$holder" || fail "create --count --hold exited $?"
 while read -r h; do expect_error "handle $h" stat --handle "$h"; done <"$dir/held"
-for args in "--count 2 4K --mode 0644" "--count 2 x 4K" "--count 0 4K" "4K --hold"; do
+
+# create --transient --hold: a named region that lasts while someone holds it, and goes with its
+# last holder. Without --hold the command's own exit would end it at once: a usage error.
+mkfifo "$dir/hold-transient"
+brokerctl create fleeting 4K --transient --hold --mode 0644 <"$dir/hold-transient" >"$dir/held-transient" &
+holder=$!
+exec 3>"$dir/hold-transient"
+deadline=$((SECONDS + TIMEOUT))
+until [ "$(wc -l <"$dir/held-transient")" -eq 1 ]; do
+    [ "$SECONDS" -lt "$deadline" ] || fail "create --transient --hold printed '$(cat "$dir/held-transient")'"
+    sleep 0.01
+done
+handle=$(cat "$dir/held-transient")
+ctl stat fleeting --json | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+assert s["handle"] == int(sys.argv[1]) and s["nattch"] == 1 and s["mode"] == 0o644, s
+assert s["state"] == ["writable", "transient"], s' "$handle" || fail "stat --json of a transient region is wrong"
+ctl stat fleeting | grep -q '^state: *writable,transient$' || fail "stat does not say transient: $(ctl stat fleeting)"
+ctl list | grep -q "^ *$handle fleeting .* writable,transient$" || fail "list does not say transient: $(ctl list)"
+# Other commands open and release it meanwhile; it stays while the holder holds it.
+printf 'hello' | ctl write fleeting
+[ "$(ctl cat fleeting | head -c 5)" = hello ] || fail "write to a held transient region"
+expect_error fleeting create fleeting 4K
+exec 3>&-
+reap "$holder" || fail "create --transient --hold exited $?"
+expect_error fleeting stat fleeting
+expect_error "handle $handle" stat --handle "$handle"
+# A holder killed with SIGKILL lets go as surely: the name comes free.
+"$MFB_BROKERCTL" create fleeting 4K --transient --hold <"$dir/hold-transient" >"$dir/held-transient" &
+holder=$!
+exec 3>"$dir/hold-transient"
+deadline=$((SECONDS + TIMEOUT))
+until [ "$(wc -l <"$dir/held-transient")" -eq 1 ]; do
+    [ "$SECONDS" -lt "$deadline" ] || fail "create --transient --hold printed '$(cat "$dir/held-transient")'"
+    sleep 0.01
+done
+kill -KILL "$holder"
+# Quiet: bash would report the kill this test made on purpose.
+status=0; reap "$holder" 2>/dev/null || status=$?
+[ "$status" -eq $((128 + 9)) ] || fail "the killed holder exited $status"
+exec 3>&-
+# The broker sees the hang-up in its own time.
+deadline=$((SECONDS + TIMEOUT))
+while ctl stat fleeting >/dev/null 2>&1; do
+    [ "$SECONDS" -lt "$deadline" ] || fail "a transient region outlived its killed holder: $(ctl stat fleeting)"
+    sleep 0.01
+done
+ctl create fleeting 4K >/dev/null || fail "the name of an ended transient region is not free"
+[ "$(field fleeting state)" = "['writable']" ] || fail "a plain region is transient: $(field fleeting state)"
+ctl rm fleeting
+
+for args in "--count 2 4K --mode 0644" "--count 2 x 4K" "--count 0 4K" "4K --hold" "t 4K --hold" "t 4K --transient" \
+    "--count 2 4K --transient" "--count 2 4K --transient --hold"; do
     # shellcheck disable=SC2086 # the words of each case
     status=0; ctl create $args >/dev/null 2>&1 || status=$?
     [ "$status" -eq 2 ] || fail "create $args exited $status, not 2"

@@ -68,6 +68,8 @@ static void state_words(const mfb_region_stat *st, struct words *ret) {
                 words_add(ret, "removed");
         if (st->state & MFB_REGION_HUGETLB)
                 words_add(ret, "hugetlb");
+        if (st->state & MFB_REGION_TRANSIENT)
+                words_add(ret, "transient");
 }
 
 static void words_print(FILE *f, const struct words *w, const char *empty) {

@@ -50,6 +50,7 @@ enum {
         OPTION_HOLD         = 1U << 8,
         OPTION_NOTIFICATIONS = 1U << 9,
         OPTION_AFTER        = 1U << 10,
+        OPTION_TRANSIENT    = 1U << 11,
 };
 
 static const struct {
@@ -69,6 +70,7 @@ static const struct {
         /* watch's --count: how many notifications, not how many regions, so a field of its own. */
         { OPTION_NOTIFICATIONS, "count",       required_argument },
         { OPTION_AFTER,        "after",        required_argument },
+        { OPTION_TRANSIENT,    "transient",    no_argument },
 };
 
 struct options {
@@ -76,7 +78,7 @@ struct options {
         bool json;
         uint64_t handle;                /* --handle, standing for the NAME word; 0 when not given */
         mode_t mode;                    /* --mode; 0 for the broker's default */
-        unsigned create_flags;          /* MFB_CREATE_* from --hugetlb and --reserve */
+        unsigned create_flags;          /* MFB_CREATE_* from --hugetlb, --reserve and --transient */
         bool future_write;
         int64_t timeout_ms;             /* --timeout; -1 without it, for no limit */
         const char *timeout;            /* --timeout as given, to say it back in the error */
@@ -290,6 +292,22 @@ static int read_to_end(void) {
         }
 }
 
+/*
+ * --hold: the handles are out, standard input is read to its end, and only
+ * then does the caller let go of what it created. Returns an exit status.
+ */
+static int hold(const char *name) {
+        int k = flush_stdout();
+
+        if (k == EXIT_SUCCESS) {
+                int e = read_to_end();
+
+                if (e < 0)
+                        k = fail("create", name, "standard input: %s", strerror(-e));
+        }
+        return k;
+}
+
 /* create --count N SIZE: N anonymous regions in one batch. */
 static int cmd_create_batch(const struct options *o, const char *size_arg) {
         _cleanup_(client_freep) mfb_client *c = NULL;
@@ -314,16 +332,7 @@ static int cmd_create_batch(const struct options *o, const char *size_arg) {
         for (size_t i = 0; i < o->count; i++)
                 printf("%" PRIu64 "\n", mfb_region_handle(regions[i]));
         /* Anonymous regions live only while held: long enough for whoever reads the handles, if asked. */
-        k = EXIT_SUCCESS;
-        if (o->hold) {
-                k = flush_stdout();
-                if (k == EXIT_SUCCESS) {
-                        int e = read_to_end();
-
-                        if (e < 0)
-                                k = fail("create", NULL, "standard input: %s", strerror(-e));
-                }
-        }
+        k = o->hold ? hold(NULL) : EXIT_SUCCESS;
         for (size_t i = 0; i < o->count; i++)
                 mfb_region_free(regions[i]);
         return k;
@@ -352,12 +361,14 @@ static int cmd_create(const struct options *o, char **args, size_t n_args) {
         if ((k == -ENOSPC || k == -ENOMEM) && (o->create_flags & MFB_CREATE_RESERVE) &&
             !*mfb_client_error_message(c))
                 return fail("create", name, "cannot reserve its %" PRIu64 " bytes: %s", size, strerror(-k));
+        if (k == -EOPNOTSUPP && (o->create_flags & MFB_CREATE_TRANSIENT) && !*mfb_client_error_message(c))
+                return fail("create", name, "the broker does not support transient regions");
         if (k < 0)
                 return fail_errno(c, k, "create", name);
 
-        /* The name keeps the region alive after this connection closes. */
         printf("%" PRIu64 "\n", mfb_region_handle(r));
-        return EXIT_SUCCESS;
+        /* A plain name keeps the region alive after this connection closes; a transient one, only --hold. */
+        return o->hold ? hold(name) : EXIT_SUCCESS;
 }
 
 /*
@@ -768,8 +779,8 @@ failed:
 }
 
 static const struct command commands[] = {
-        { "create", 2, 2, 0,       OPTION_MODE | OPTION_HUGETLB | OPTION_RESERVE | OPTION_COUNT | OPTION_HOLD,
-                                                                                  cmd_create },
+        { "create", 2, 2, 0,       OPTION_MODE | OPTION_HUGETLB | OPTION_RESERVE | OPTION_TRANSIENT | OPTION_COUNT |
+                                   OPTION_HOLD,                                   cmd_create },
         { "write",  1, 2, 0,       0,                                             cmd_write },
         { "seal",   1, 1, 0,       OPTION_FUTURE_WRITE,                           cmd_seal },
         { "wait",   1, 1, 0,       OPTION_TIMEOUT,                                cmd_wait },
@@ -796,6 +807,10 @@ static void help(void) {
                "                       powers of 1024) and print its handle; it stays until rm.\n"
                "                       --mode: octal permission bits (default 0600); --hugetlb:\n"
                "                       back it with huge pages; --reserve: allocate its memory now\n"
+               "  create NAME SIZE --transient --hold [--mode MODE] [--hugetlb] [--reserve]\n"
+               "                       as above, but the name lasts only while someone holds the\n"
+               "                       region: this command until its standard input ends, and\n"
+               "                       whoever opened it meanwhile\n"
                "  create --count N SIZE [--hold]\n"
                "                       create N anonymous regions of SIZE bytes at once and print\n"
                "                       their handles, one a line. They live while held: as long as\n"
@@ -901,6 +916,9 @@ static int option_set(const struct command *cmd, unsigned bit, const char *value
         case OPTION_RESERVE:
                 o->create_flags |= MFB_CREATE_RESERVE;
                 break;
+        case OPTION_TRANSIENT:
+                o->create_flags |= MFB_CREATE_TRANSIENT;
+                break;
         case OPTION_FUTURE_WRITE:
                 o->future_write = true;
                 break;
@@ -987,9 +1005,13 @@ static int parse_command_args(const struct command *cmd, int argc, char **argv, 
                 return usage_error("%s: too many arguments", cmd->name);
         /* The batch has no mode or flags: each region is what a plain anonymous create makes. */
         if (o->count != 0 && (o->mode != 0 || o->create_flags != 0))
-                return usage_error("%s: --count takes no --mode, --hugetlb or --reserve", cmd->name);
-        if (o->hold && o->count == 0)
-                return usage_error("%s: --hold goes with --count", cmd->name);
+                return usage_error("%s: --count takes no --mode, --hugetlb, --reserve or --transient", cmd->name);
+        /* Without --hold the command's own exit would end the transient region it just made. */
+        if ((o->create_flags & MFB_CREATE_TRANSIENT) && !o->hold)
+                return usage_error("%s: --transient needs --hold: the region would end as this command exits",
+                                   cmd->name);
+        if (o->hold && o->count == 0 && !(o->create_flags & MFB_CREATE_TRANSIENT))
+                return usage_error("%s: --hold goes with --count or --transient", cmd->name);
         /* The rule of memfd-broker.h, checked before any broker is asked, as a usage error. */
         if (cmd->name_arg != NO_NAME && o->handle == 0 && o->count == 0 &&
             mfb_name_check(argv[optind + cmd->name_arg]) < 0)

@@ -135,6 +135,7 @@ struct expected {
         uint64_t size;          /* CREATE, CREATE_BATCH */
         uint32_t count;         /* CREATE_BATCH */
         uint32_t mode;          /* CREATE, CREATE_BATCH (0 is 0600), SET */
+        uint32_t create_flags;  /* CREATE */
         uint32_t seals;         /* SEAL */
         uint32_t set_fields;    /* SET, with mode and these */
         uint32_t uid, gid;
@@ -359,7 +360,13 @@ static void check_info(const struct slot *s, const struct mfb_wire_region_info *
         check(info->size != 0 && info->size <= LIMIT_REGION_SIZE, "a region has a size the broker does not make", s);
         check(info->mode <= 0777, "a region has a mode above 0777", s);
         check((info->seals & resize_seals) == resize_seals, "a region is not sealed against resizing", s);
-        check((info->state & ~(MFB_WIRE_STATE_REMOVED | MFB_WIRE_STATE_HUGETLB)) == 0, "a region has unknown state bits", s);
+        check((info->state & ~(MFB_WIRE_STATE_REMOVED | MFB_WIRE_STATE_HUGETLB | MFB_WIRE_STATE_TRANSIENT)) == 0,
+              "a region has unknown state bits", s);
+        /* Its last holder ends it: no one can describe a transient region that nobody holds. */
+        check(!(info->state & MFB_WIRE_STATE_TRANSIENT) || info->nattch >= 1, "a transient region outlived its holders",
+              s);
+        check(!(info->state & MFB_WIRE_STATE_TRANSIENT) || (info->state & MFB_WIRE_STATE_REMOVED) ||
+              info->name.bytes[0] != 0, "a transient region has no name", s);
         check(mfb_wire_name_check(&info->name) >= 0, "a region's name field is bad", s);
         check(!(info->state & MFB_WIRE_STATE_REMOVED) || info->name.bytes[0] == 0, "a removed region has a name", s);
         remember_handle(info->handle);
@@ -410,6 +417,8 @@ static void check_region_reply(struct slot *s, const struct expected *e, const u
                 check(reply.info.uid == id->uid && reply.info.gid == id->gid && reply.info.creator_uid == id->uid &&
                       reply.info.creator_gid == id->gid, "a region was created for another user", s);
                 check(!(reply.info.seals & write_seals), "a new region is sealed against writes", s);
+                check(!(reply.info.state & MFB_WIRE_STATE_TRANSIENT) == !(e->create_flags & MFB_WIRE_CREATE_TRANSIENT),
+                      "a region is transient other than asked for", s);
                 break;
         case MFB_WIRE_OP_OPEN:
                 check(e->by_name ? same_name(&reply.info.name, &e->name) : reply.info.handle == e->handle,
@@ -819,7 +828,8 @@ static size_t build_body(struct input *in, uint16_t opcode, uint8_t *body) {
                 b = take_u8(in);
                 req.size = b < 0xf0 ? sizes[b % ELEMENTSOF(sizes)] : take_u64(in);
                 b = take_u8(in);
-                req.flags = b < 0xf0 ? 0 : b == 0xff ? MFB_WIRE_CREATE_HUGETLB : b;
+                /* Mostly none; now and then each known flag, or any bits. */
+                req.flags = b < 0xe0 ? 0 : b < 0xf0 ? MFB_WIRE_CREATE_TRANSIENT : b == 0xff ? MFB_WIRE_CREATE_HUGETLB : b;
                 req.mode = pick_mode(in);
                 b = take_u8(in);
                 if (b & 1)
@@ -837,7 +847,7 @@ static size_t build_body(struct input *in, uint16_t opcode, uint8_t *body) {
                 b = take_u8(in);
                 req.count = b < 0xf0 ? counts[b % ELEMENTSOF(counts)] : (uint32_t) take_u64(in);
                 b = take_u8(in);
-                req.flags = b < 0xf0 ? 0 : b == 0xff ? MFB_WIRE_CREATE_HUGETLB : b;
+                req.flags = b < 0xf0 ? 0 : b == 0xff ? MFB_WIRE_CREATE_HUGETLB : b == 0xfe ? MFB_WIRE_CREATE_TRANSIENT : b;
                 req.mode = pick_mode(in);
                 req.reserved = take_u8(in) == 0xff;
                 memcpy(body, &req, sizeof(req));
@@ -970,6 +980,10 @@ static void expect(struct slot *s, const uint8_t *rec, size_t len, bool with_fd)
                 e->size = req.size;
                 e->mode = req.mode;
                 e->name = req.name;
+                e->create_flags = req.flags;
+                /* Unknown flags, or a transient region without a name. */
+                e->must_fail = (req.flags & ~(MFB_WIRE_CREATE_HUGETLB | MFB_WIRE_CREATE_TRANSIENT)) ||
+                               ((req.flags & MFB_WIRE_CREATE_TRANSIENT) && req.name.bytes[0] == 0);
                 return;
         }
         case MFB_WIRE_OP_CREATE_BATCH: {
@@ -980,6 +994,8 @@ static void expect(struct slot *s, const uint8_t *rec, size_t len, bool with_fd)
                 e->size = req.size;
                 e->count = req.count;
                 e->mode = req.mode;
+                /* Its regions are anonymous: never transient. */
+                e->must_fail = req.flags & MFB_WIRE_CREATE_TRANSIENT;
                 return;
         }
         case MFB_WIRE_OP_OPEN: {

@@ -32,6 +32,10 @@ NOTIFY_ADVANCE = 0x1
 NOTIFY_PAGE_SIZE = 4096
 # The handle a region's control page is parked under: its region's with the top bit (daemon/kept.h).
 PAGE_BIT = 1 << 63
+# Transient regions (proto/wire.h): a name that lives only while the region is held.
+CAP_TRANSIENT = 0x40
+CREATE_TRANSIENT = 0x2
+STATE_TRANSIENT = 0x4
 
 # What a restart must keep of a region (nattch, attach and detach times may change).
 KEPT = ("handle", "size", "uid", "gid", "creator_uid", "creator_gid", "mode", "creator_pid", "seals", "state",
@@ -218,6 +222,43 @@ class RestartTest(SystemdTest):
         self.systemd.start()
         self.assertEqual([e["name"] for e in self.client().list()], ["kept"])
         self.stop_cleanly()
+
+    def test_transient_regions_are_not_kept(self):
+        """A transient region ends with its holders' connections, which end with the broker: never kept."""
+        self.systemd.start()
+        c = self.client()
+        self.assertTrue(c.capabilities & CAP_TRANSIENT)
+        kept = c.create(4096, name="kept")
+        kept.close()
+        crashed = c.create(4096, name="fleeting", flags=CREATE_TRANSIENT)
+        self.assertEqual(c.stat(name="fleeting")["state"], STATE_TRANSIENT)
+        # Neither parked nor charged as kept: only the plain named region is.
+        self.systemd.wait_for(lambda: self.parked() == [kept.handle], "the plain named region parked")
+        self.assertEqual(c.limits()["resources"]["kept_regions"]["uid_used"], 1)
+
+        # A crash while it is held: the next broker does not have it, and its name is free.
+        self.systemd.kill()
+        self.systemd.start()
+        c2 = self.client()
+        self.assertEqual([e["name"] for e in c2.list()], ["kept"])
+        with self.assertRaises(mfb.BrokerError) as e:
+            c2.stat(handle=crashed.handle)
+        self.assertEqual(e.exception.errno, errno.ENOENT)
+        # A clean stop while one is held: the same.
+        stopped = c2.create(4096, name="fleeting", flags=CREATE_TRANSIENT)
+        self.assertGreater(stopped.handle, crashed.handle)
+        self.stop_cleanly()
+        self.systemd.start()
+        c3 = self.client()
+        self.assertEqual([e["name"] for e in c3.list()], ["kept"])
+        self.assertEqual(c3.limits()["resources"]["kept_regions"]["uid_used"], 1)
+        self.assertEqual(self.parked(), [kept.handle])
+        with c3.create(4096, name="fleeting") as new:
+            # Handles are not given again after a restart, a transient region's neither.
+            self.assertGreater(new.handle, stopped.handle)
+        self.stop_cleanly()
+        for r in (crashed, stopped):
+            os.close(r.fd)
 
     def start_with_broken_state(self, write_at, data):
         self.systemd.start()
