@@ -20,7 +20,7 @@ from ._client import (BrokerError, BrokerUnavailableError, Client, ProtocolError
 from ._shared_memory import SharedMemory
 from ._wire import (CAP_CREATE_BATCH, CAP_HUGETLB, CAP_NOTIFY, CAP_SEAL_FUTURE_WRITE, CAP_TRANSIENT,
                     F_SEAL_FUTURE_WRITE, F_SEAL_GROW, F_SEAL_SEAL, F_SEAL_SHRINK, F_SEAL_WRITE, LIMIT_NONE, NAME_MAX,
-                    STATE_HUGETLB, STATE_REMOVED, Notifier, Watch)
+                    STATE_HUGETLB, STATE_REMOVED, STATE_TRANSIENT, Notifier, Watch)
 
 __version__ = "0.1.0"
 
@@ -29,5 +29,5 @@ __all__ = [
     "SharedMemory", "Watch", "default_socket_path",
     "CAP_CREATE_BATCH", "CAP_HUGETLB", "CAP_NOTIFY", "CAP_SEAL_FUTURE_WRITE", "CAP_TRANSIENT",
     "F_SEAL_FUTURE_WRITE", "F_SEAL_GROW", "F_SEAL_SEAL", "F_SEAL_SHRINK", "F_SEAL_WRITE",
-    "LIMIT_NONE", "NAME_MAX", "STATE_HUGETLB", "STATE_REMOVED",
+    "LIMIT_NONE", "NAME_MAX", "STATE_HUGETLB", "STATE_REMOVED", "STATE_TRANSIENT",
 ]

@@ -41,6 +41,11 @@ class RegionInfo(collections.namedtuple("RegionInfo", _wire.INFO_FIELDS)):
         return bool(self.state & _wire.STATE_REMOVED)
 
     @property
+    def transient(self):
+        """Whether the region is transient: its name goes with its last holder."""
+        return bool(self.state & _wire.STATE_TRANSIENT)
+
+    @property
     def sealed(self):
         """Whether the region is sealed against writing (F_SEAL_WRITE or F_SEAL_FUTURE_WRITE): published."""
         return bool(self.seals & (_wire.F_SEAL_WRITE | _wire.F_SEAL_FUTURE_WRITE))

@@ -69,6 +69,7 @@ F_GET_SEALS = 1034  # F_LINUX_SPECIFIC_BASE + 10
 
 STATE_REMOVED = 0x1
 STATE_HUGETLB = 0x2
+STATE_TRANSIENT = 0x4  # created with CREATE_TRANSIENT: its name goes with its last holder
 
 # LIMITS resources, in the order of the reply's entries.
 RESOURCES = ("regions", "bytes", "fds", "connections", "queued_bytes", "waiters", "kept_regions", "holds")

@@ -247,12 +247,15 @@ class LifetimeTest(PackageTest):
             self.client.stat(shm.name)
 
     def test_transient_needs_the_capability(self):
-        if self.client.supports_transient:
-            self.skipTest("this broker offers transient regions")
+        """Against a broker without transient regions (this one, its capability hidden), a clear error."""
+        self.client._wire.capabilities &= ~memfd_broker.CAP_TRANSIENT
+        self.assertFalse(self.client.supports_transient)
         with self.assertRaises(OSError) as e:
-            memfd_broker.SharedMemory("t", create=True, size=10, transient=True)
+            memfd_broker.SharedMemory("t", create=True, size=10, transient=True, client=self.client)
         self.assertEqual(e.exception.errno, errno.EOPNOTSUPP)
         self.assertIn("transient", e.exception.strerror)
+        with self.assertRaises(FileNotFoundError):
+            self.client.stat("t")  # nothing was made
 
     def test_transient_killed_holders_leave_nothing(self):
         """A transient block whose holders are all SIGKILLed, as a process group: its name is free and the
@@ -271,7 +274,7 @@ class LifetimeTest(PackageTest):
             self.assertEqual(int(p.stdout.readline()), p.pid)
             holders.append(p)
         info = self.client.stat("doomed")
-        self.assertEqual((info.nattch, self.regions_used()), (3, baseline + 1))
+        self.assertEqual((info.nattch, info.transient, self.regions_used()), (3, True, baseline + 1))
         self.assertEqual(dev_shm(), shm_before, "a transient block has a file in /dev/shm")
         for p in holders:  # what each maps is a memfd, nothing under /dev/shm
             with open("/proc/%d/maps" % p.pid) as f:
@@ -329,6 +332,7 @@ NUMPY_READER = textwrap.dedent("""\
     shm = SharedMemory(sys.argv[1])
     a = np.ndarray((1024,), dtype=np.int64, buffer=shm.buf)
     assert not a.flags.owndata  # a view on the mapping, not a copy of it
+    int(a[0])  # a read maps the page here: its frame is known from then on
     print(a.ctypes.data, page_frame(a.ctypes.data), flush=True)
     sys.stdin.readline()  # the parent wrote
     print(int(a.sum()), flush=True)
