@@ -14,6 +14,13 @@ import unittest
 
 import fake_systemd
 
+# The memfd_broker package, from the source tree: python/ beside tests/, wherever the build is (make distcheck
+# builds outside the sources). The package is sources only, so nothing of it is in the build tree.
+PACKAGE_PARENT = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                              "python")
+if PACKAGE_PARENT not in sys.path:
+    sys.path.insert(0, PACKAGE_PARENT)
+
 # How long any wait of a test may take before the test fails.
 TIMEOUT = 30
 
