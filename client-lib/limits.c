@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "client.h"
@@ -55,5 +56,94 @@ _public_ int mfb_limits(mfb_client *c, size_t n, mfb_limit *ret_limits, uid_t *r
         r = client_call(c, MFB_WIRE_OP_LIMITS, NULL, 0, limits_parse, &out);
         if (r < 0)
                 return r;
+        return MFB_WIRE_RESOURCE_COUNT;
+}
+
+/* What mfb_usage() has gathered so far. */
+struct usage_state {
+        size_t n_resources;             /* entries per row the caller asked for */
+        uint32_t first_uid;             /* the first_uid of the next request */
+        uid_t *uids;
+        mfb_limit *limits;              /* n_resources per row */
+        size_t n, uids_allocated, limits_allocated;
+        bool more;
+};
+
+/* Appends the rows of one USAGE reply to s, and moves s->first_uid on. */
+static int usage_parse(mfb_client *c, const struct client_reply *reply, void *userdata) {
+        struct usage_state *s = userdata;
+        struct mfb_wire_usage_reply head;
+        size_t rows = offsetof(struct mfb_wire_usage_reply, rows);
+        uint64_t next = s->first_uid;  /* the least uid the next row may have */
+
+        /* The body's size is fixed; only count says how many rows are meant. */
+        memcpy(&head, reply->body, rows);
+        if (head.count > MFB_WIRE_USAGE_ROWS_MAX || head.more > 1)
+                return client_protocol_error(c);
+        if (GREEDY_REALLOC(s->uids, s->uids_allocated, s->n + head.count) < 0 ||
+            GREEDY_REALLOC(s->limits, s->limits_allocated, (s->n + head.count) * s->n_resources) < 0)
+                return -ENOMEM;
+
+        for (uint32_t i = 0; i < head.count; i++) {
+                struct mfb_wire_limits_reply row;
+                mfb_limit *out = s->limits + (s->n + i) * s->n_resources;
+
+                memcpy(&row, reply->body + rows + i * sizeof(row), sizeof(row));
+                /* Ascending uids from first_uid: no row twice; and the count of a LIMITS reply. */
+                if (row.uid < next || row.count != MFB_WIRE_RESOURCE_COUNT)
+                        return client_protocol_error(c);
+                next = (uint64_t) row.uid + 1;
+                s->uids[s->n + i] = (uid_t) row.uid;
+                for (size_t j = 0; j < s->n_resources; j++)
+                        out[j] = j < MFB_WIRE_RESOURCE_COUNT ? (mfb_limit) {
+                                .broker_max = row.resources[j].broker_max,
+                                .broker_used = row.resources[j].broker_used,
+                                .uid_max = row.resources[j].uid_max,
+                                .uid_used = row.resources[j].uid_used,
+                                .uid_available = row.resources[j].uid_available,
+                        } : (mfb_limit) { MFB_UNKNOWN, MFB_UNKNOWN, MFB_UNKNOWN, MFB_UNKNOWN, MFB_UNKNOWN };
+        }
+        s->n += head.count;
+
+        /* A cursor that does not move on would have us ask forever; one at or below a row, list it twice. */
+        s->more = head.more;
+        if (head.more) {
+                if (head.next_uid <= s->first_uid || head.next_uid < next)
+                        return client_protocol_error(c);
+                s->first_uid = head.next_uid;
+        }
+        return 0;
+}
+
+_public_ int mfb_usage(mfb_client *c, size_t n, uid_t **ret_uids, mfb_limit **ret_limits, size_t *ret_count) {
+        struct usage_state s = { .n_resources = n };
+        int r;
+
+        if (!c || !ret_uids || !ret_limits || !ret_count)
+                return -EINVAL;
+
+        client_error_clear(c);
+        do {
+                struct mfb_wire_usage_request request = { .first_uid = s.first_uid };
+
+                r = client_call(c, MFB_WIRE_OP_USAGE, &request, sizeof(request), usage_parse, &s);
+                if (r < 0) {
+                        free(s.uids);
+                        free(s.limits);
+                        return r;
+                }
+        } while (s.more);
+
+        if (s.n == 0 || n == 0) {
+                free(s.limits);
+                s.limits = NULL;
+        }
+        if (s.n == 0) {
+                free(s.uids);
+                s.uids = NULL;
+        }
+        *ret_uids = s.uids;
+        *ret_limits = s.limits;
+        *ret_count = s.n;
         return MFB_WIRE_RESOURCE_COUNT;
 }

@@ -266,3 +266,93 @@ _public_ int mfb_list(mfb_client *c, mfb_region_stat **ret_entries, size_t *ret_
         *ret_count = s.n;
         return 0;
 }
+
+/* What a listing of allocated bytes has gathered so far, as struct list_state. */
+struct allocated_state {
+        uint64_t after;                 /* the after_handle of the next request */
+        mfb_allocation *entries;
+        size_t n, allocated;
+        bool more;
+};
+
+/*
+ * Appends the entries of one ALLOCATED reply to s->entries and moves
+ * s->after on, with the checks of list_parse(): the cursor rules are LIST's.
+ */
+static int allocated_parse(mfb_client *c, const struct client_reply *reply, void *userdata) {
+        struct allocated_state *s = userdata;
+        struct mfb_wire_allocated_reply head;
+        uint64_t last = s->after;
+
+        /* The body's size is fixed; only count says how much of it is meant. */
+        memcpy(&head, reply->body, offsetof(struct mfb_wire_allocated_reply, entries));
+        if (head.count > MFB_WIRE_ALLOCATED_ENTRIES_MAX || head.more > 1)
+                return client_protocol_error(c);
+        if (GREEDY_REALLOC(s->entries, s->allocated, s->n + head.count) < 0)
+                return -ENOMEM;
+
+        for (uint32_t i = 0; i < head.count; i++) {
+                struct mfb_wire_allocated_entry e;
+
+                memcpy(&e, reply->body + offsetof(struct mfb_wire_allocated_reply, entries) + i * sizeof(e),
+                       sizeof(e));
+                if (e.handle <= last)
+                        return client_protocol_error(c);
+                last = e.handle;
+                s->entries[s->n++] = (mfb_allocation) { .handle = e.handle, .allocated = e.allocated };
+        }
+
+        s->more = head.more;
+        if (head.more) {
+                if (head.next_after <= s->after || head.next_after < last)
+                        return client_protocol_error(c);
+                s->after = head.next_after;
+        }
+        return 0;
+}
+
+_public_ int mfb_list_allocated(mfb_client *c, mfb_allocation **ret_entries, size_t *ret_count) {
+        struct allocated_state s = {};
+        int r;
+
+        if (!c || !ret_entries || !ret_count)
+                return -EINVAL;
+
+        client_error_clear(c);
+        do {
+                struct mfb_wire_allocated_request request = { .after_handle = s.after };
+
+                r = client_call(c, MFB_WIRE_OP_ALLOCATED, &request, sizeof(request), allocated_parse, &s);
+                if (r < 0) {
+                        free(s.entries);
+                        return r;
+                }
+        } while (s.more);
+
+        if (s.n == 0) {
+                free(s.entries);
+                s.entries = NULL;
+        }
+        *ret_entries = s.entries;
+        *ret_count = s.n;
+        return 0;
+}
+
+_public_ int mfb_allocated_handle(mfb_client *c, uint64_t handle, uint64_t *ret_bytes) {
+        /* One entry at most, from the region's own handle: the first the broker examines, if it is there. */
+        struct mfb_wire_allocated_request request = { .after_handle = handle - 1, .max_count = 1 };
+        struct allocated_state s = { .after = handle - 1 };
+        int r;
+
+        if (!c || handle == 0 || !ret_bytes)
+                return -EINVAL;
+
+        client_error_clear(c);
+        r = client_call(c, MFB_WIRE_OP_ALLOCATED, &request, sizeof(request), allocated_parse, &s);
+        if (r >= 0 && (s.n == 0 || s.entries[0].handle != handle))
+                r = -ENOENT;
+        if (r >= 0)
+                *ret_bytes = s.entries[0].allocated;
+        free(s.entries);
+        return r;
+}

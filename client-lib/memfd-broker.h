@@ -412,6 +412,35 @@ int mfb_stat_handle(mfb_client *c, uint64_t handle, mfb_region_stat *ret);
  */
 int mfb_list(mfb_client *c, mfb_region_stat **ret_entries, size_t *ret_count);
 
+/* How much memory one region really uses, as mfb_list_allocated() and mfb_allocated_handle() report it. */
+typedef struct mfb_allocation {
+        uint64_t handle;
+        uint64_t allocated;     /* bytes: the pages written or reserved so far, as fstat()'s st_blocks * 512
+                                 * of the broker's memfd says; at most the size rounded up to pages */
+} mfb_allocation;
+
+/*
+ * The memory every region the caller may see really uses (the same regions
+ * as mfb_list(), which the region stat cannot carry): pages are allocated
+ * as they are first written (or reserved, MFB_CREATE_RESERVE), so a
+ * region's size is only what it may grow to use. In handle order, paged
+ * as mfb_list() is; regions created or freed meanwhile may or may not
+ * appear, none twice. On success *ret_entries is an array of *ret_count
+ * entries allocated with malloc() and owned by the caller (free() it;
+ * NULL when the count is 0). Both are untouched on failure. Errors:
+ * -EINVAL (NULL argument), -EOPNOTSUPP (the broker is older than this call).
+ */
+int mfb_list_allocated(mfb_client *c, mfb_allocation **ret_entries, size_t *ret_count);
+
+/*
+ * As mfb_list_allocated(), for the region with that handle only, in one
+ * request: stores its allocated bytes in *ret_bytes (untouched on failure).
+ * Errors: -EINVAL (c or ret_bytes NULL, handle 0), -ENOENT (no region with
+ * that handle that the caller may see; a removed one still held is found),
+ * -EOPNOTSUPP (the broker is older than this call).
+ */
+int mfb_allocated_handle(mfb_client *c, uint64_t handle, uint64_t *ret_bytes);
+
 /*
  * The resources the broker shares among users, as indexes into the array
  * mfb_limits() fills. Every one is shared the same way: a uid may hold at
@@ -467,6 +496,31 @@ typedef struct mfb_limit {
  * on failure. Errors: -EINVAL (c NULL, ret_limits NULL with n > 0).
  */
 int mfb_limits(mfb_client *c, size_t n, mfb_limit *ret_limits, uid_t *ret_uid);
+
+/*
+ * What each uid holds against its limits, like ipcs -u with quotas: one row
+ * per uid, in ascending uid order, each what mfb_limits() would tell that
+ * uid (uid_max, uid_used and uid_available are the row's uid's). Root and
+ * the broker's own uid get a row for every uid the broker counts anything
+ * for (holding regions, connections, references...; their own included),
+ * and broker_used in every row. Any other caller gets only its own row,
+ * with broker_used MFB_UNKNOWN: nothing about other users. The broker
+ * answers at most 16 rows per request, so this asks as many times as there
+ * are rows; uids that come or go meanwhile may or may not appear, none
+ * appears twice.
+ *
+ * n is the number of resources per row the caller makes room for: pass
+ * MFB_LIMIT_COUNT. On success *ret_uids is an array of *ret_count uids and
+ * *ret_limits one of *ret_count * n entries, row i's resource j at
+ * (*ret_limits)[i * n + j]; resources the broker does not report are
+ * MFB_UNKNOWN in every field. Both are allocated with malloc() and owned by
+ * the caller (free() them); NULL when there is no row (and *ret_limits when
+ * n is 0). Returns the number of resources the broker reports:
+ * MFB_LIMIT_COUNT from a broker of this protocol version. Nothing is
+ * touched on failure. Errors: -EINVAL (a NULL argument), -EOPNOTSUPP (the
+ * broker is older than this call).
+ */
+int mfb_usage(mfb_client *c, size_t n, uid_t **ret_uids, mfb_limit **ret_limits, size_t *ret_count);
 
 /* The region's handle: unique for the broker's lifetime, never 0. 0 for NULL. */
 uint64_t mfb_region_handle(const mfb_region *r);

@@ -2,11 +2,13 @@
 #include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "hashmap.h"
 #include "log.h"
+#include "macro.h"
 #include "quota.h"
 
 /*
@@ -32,6 +34,15 @@ struct quota {
         struct quota_amount used;               /* by every uid, exempt ones included */
         uint64_t holders[MFB_WIRE_RESOURCE_COUNT];   /* non-exempt uids holding some */
         struct hashmap *users;                  /* uid → struct quota_user; exempt ones only for reporting */
+        /*
+         * The same entries in ascending uid order, for USAGE to page through
+         * at a bounded cost per page. An entry comes and goes with a uid's
+         * first and last charge, rarely compared with the charges
+         * themselves; moving the pointers after it is cheap at any number
+         * of uids a machine has.
+         */
+        struct quota_user **sorted;
+        size_t n_sorted, n_sorted_allocated;
 };
 
 int quota_new(const struct quota_limits *limits, uid_t exempt_uid, struct quota **ret) {
@@ -60,6 +71,7 @@ struct quota *quota_free(struct quota *q) {
         for (size_t i = 0; hashmap_iterate(q->users, &i, &v);)
                 free(v);
         hashmap_free(q->users);
+        free(q->sorted);
         free(q);
         return NULL;
 }
@@ -93,12 +105,31 @@ static struct quota_user *user_get(const struct quota *q, uid_t uid) {
         return hashmap_get(q->users, &key);
 }
 
+/* The position in q->sorted of the first entry whose uid is at least uid. */
+static size_t sorted_find(const struct quota *q, uint64_t uid) {
+        size_t lo = 0, hi = q->n_sorted;
+
+        while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+
+                if (q->sorted[mid]->uid < uid)
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        return lo;
+}
+
 /* The entry of uid, created empty if needed; NULL when out of memory. */
 static struct quota_user *user_get_or_add(struct quota *q, uid_t uid) {
         struct quota_user *u = user_get(q, uid);
+        size_t i;
 
         if (u)
                 return u;
+        /* Room first, so that nothing is to be undone after the entry is in the table. */
+        if (GREEDY_REALLOC(q->sorted, q->n_sorted_allocated, q->n_sorted + 1) < 0)
+                return NULL;
         u = calloc(1, sizeof(*u));
         if (!u)
                 return NULL;
@@ -107,18 +138,37 @@ static struct quota_user *user_get_or_add(struct quota *q, uid_t uid) {
                 free(u);
                 return NULL;
         }
+        i = sorted_find(q, u->uid);
+        memmove(q->sorted + i + 1, q->sorted + i, (q->n_sorted - i) * sizeof(q->sorted[0]));
+        q->sorted[i] = u;
+        q->n_sorted++;
         return u;
 }
 
 /* Frees u once it holds nothing. */
 static void user_forget_if_unused(struct quota *q, struct quota_user *u) {
+        size_t pos;
+
         if (u->refused > 0)
                 return;
         for (unsigned i = 0; i < MFB_WIRE_RESOURCE_COUNT; i++)
                 if (u->held.n[i] > 0)
                         return;
+        pos = sorted_find(q, u->uid);
+        assert(pos < q->n_sorted && q->sorted[pos] == u);
+        memmove(q->sorted + pos, q->sorted + pos + 1, (q->n_sorted - pos - 1) * sizeof(q->sorted[0]));
+        q->n_sorted--;
         hashmap_remove(q->users, &u->uid);
         free(u);
+}
+
+size_t quota_users(const struct quota *q, uid_t first_uid, uid_t *ret_uids, size_t n, bool *ret_more) {
+        size_t i = sorted_find(q, first_uid), k = 0;
+
+        for (; k < n && i < q->n_sorted; k++, i++)
+                ret_uids[k] = (uid_t) q->sorted[i]->uid;
+        *ret_more = i < q->n_sorted;
+        return k;
 }
 
 static uint64_t left(const struct quota *q, enum mfb_wire_resource i) {

@@ -25,6 +25,7 @@
  */
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -90,6 +91,15 @@ uint64_t quota_used(const struct quota *q, enum mfb_wire_resource resource);
 
 /* The most of resource that uid may take more right now. */
 uint64_t quota_available(const struct quota *q, uid_t uid, enum mfb_wire_resource resource);
+
+/*
+ * The uids the table has an entry for (those holding anything, exempt ones
+ * included, and those with refused connections waiting to be told), from
+ * first_uid up in ascending order: stores up to n of them in ret_uids and
+ * returns how many, and in *ret_more whether more follow them. Costs
+ * O(log uids + n), whatever the table holds.
+ */
+size_t quota_users(const struct quota *q, uid_t first_uid, uid_t *ret_uids, size_t n, bool *ret_more);
 
 /* The name of a resource for messages: "regions", "bytes", ... */
 const char *quota_resource_name(enum mfb_wire_resource resource);

@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "access.h"
 #include "codec.h"
@@ -819,6 +820,140 @@ static int handle_limits(struct request *q) {
                         .broker_used = exempt ? 0 : MFB_WIRE_LIMIT_NONE,
                         .uid_max = exempt ? MFB_WIRE_LIMIT_NONE : 0,
                 };
+        (void) reply_record(s->connection, &q->header, &rec.header, sizeof(rec));
+        return 0;
+}
+
+/*
+ * uid's row of a USAGE reply, laid out as a LIMITS reply for it: its limits,
+ * what it holds and what it may take more. told: whether the caller is
+ * told what every uid together holds (root and the broker's uid).
+ */
+static void usage_row(struct request *q, uid_t uid, bool told, struct mfb_wire_limits_reply *ret) {
+        const struct services *sv = q->session->services;
+        const struct quota *quota = sv->quota;
+        const struct quota_limits *limits = quota_limits(quota);
+        bool exempt = quota_is_exempt(quota, uid);
+
+        *ret = (struct mfb_wire_limits_reply) { .uid = uid, .count = MFB_WIRE_RESOURCE_COUNT };
+        for (unsigned i = 0; i < MFB_WIRE_RESOURCE_COUNT; i++)
+                ret->resources[i] = (struct mfb_wire_limit) {
+                        .broker_max = limits->broker_max.n[i],
+                        .broker_used = told ? quota_used(quota, i) : MFB_WIRE_LIMIT_NONE,
+                        .uid_max = exempt ? MFB_WIRE_LIMIT_NONE : limits->uid_max.n[i],
+                        .uid_used = quota_held(quota, uid, i),
+                        .uid_available = quota_available(quota, uid, i),
+                };
+        /* As LIMITS says it: without a service manager nothing is kept across restarts. */
+        if (!sv->persist)
+                ret->resources[MFB_WIRE_RESOURCE_KEPT] = (struct mfb_wire_limit) {
+                        .broker_used = told ? 0 : MFB_WIRE_LIMIT_NONE,
+                        .uid_max = exempt ? MFB_WIRE_LIMIT_NONE : 0,
+                };
+}
+
+/*
+ * USAGE: the exempt uids, who are told what everyone holds anyway, page
+ * through every uid the quota table counts, MFB_WIRE_USAGE_ROWS_MAX at a
+ * time in uid order (a binary search and a page of rows, whatever the
+ * broker holds). Any other caller gets its own row and nothing else: not
+ * even whether other uids hold anything, which a cursor that stopped
+ * short of them, or a count, would tell.
+ */
+static int handle_usage(struct request *q) {
+        struct session *s = q->session;
+        const struct quota *quota = s->services->quota;
+        uid_t uid = s->peer.creds.uid, uids[MFB_WIRE_USAGE_ROWS_MAX];
+        bool all = quota_is_exempt(quota, uid), more = false;
+        struct mfb_wire_usage_request req;
+        struct {
+                struct mfb_wire_header header;
+                struct mfb_wire_usage_reply body;
+        } rec = {};
+        size_t n = 0;
+
+        memcpy(&req, q->body, sizeof(req));
+        if (req.reserved != 0)
+                return fail(q, -EINVAL, "reserved is not zero");
+        if (all)
+                n = quota_users(quota, req.first_uid, uids, MFB_WIRE_USAGE_ROWS_MAX, &more);
+        else if (uid >= req.first_uid)
+                uids[n++] = uid;
+        for (size_t i = 0; i < n; i++)
+                usage_row(q, uids[i], all, &rec.body.rows[i]);
+        rec.body.count = (uint32_t) n;
+        /* A uid follows the last row only if it is below UINT32_MAX, so next_uid cannot wrap. */
+        rec.body.more = more;
+        rec.body.next_uid = more ? uids[n - 1] + 1 : 0;
+
+        log_debug("USAGE of pid %d uid %u: %zu rows from uid %" PRIu32 "%s", (int) s->peer.creds.pid, uid, n,
+                  req.first_uid, more ? ", more to come" : "");
+        (void) reply_record(s->connection, &q->header, &rec.header, sizeof(rec));
+        return 0;
+}
+
+/*
+ * ALLOCATED: LIST's pages (see handle_list(), whose rules this follows to
+ * the letter, so that it costs and tells no more), with each region's
+ * allocated bytes instead of its info. Only for regions the caller may
+ * see, which it can map and measure itself (SEEK_DATA, mincore()) anyway,
+ * or owns and is charged for.
+ */
+static int handle_allocated(struct request *q) {
+        struct session *s = q->session;
+        struct region_table *t = s->services->regions;
+        uint64_t last_handle = region_table_last_handle(t), end;
+        bool dense = s->peer.creds.uid == 0;
+        struct mfb_wire_allocated_request req;
+        struct {
+                struct mfb_wire_header header;
+                struct mfb_wire_allocated_reply body;
+        } rec = {};
+        struct region *r;
+        uint32_t n = 0, scanned = 0, max;
+
+        memcpy(&req, q->body, sizeof(req));
+        if (req.reserved != 0)
+                return fail(q, -EINVAL, "reserved is not zero");
+        if (req.max_count > MFB_WIRE_ALLOCATED_ENTRIES_MAX)
+                return fail(q, -EINVAL, "max_count %" PRIu32 " is above %u", req.max_count,
+                            MFB_WIRE_ALLOCATED_ENTRIES_MAX);
+        max = req.max_count ?: MFB_WIRE_ALLOCATED_ENTRIES_MAX;
+        if (dense || req.after_handle > UINT64_MAX - MFB_WIRE_LIST_SCAN_MAX)
+                end = UINT64_MAX;
+        else
+                end = req.after_handle + MFB_WIRE_LIST_SCAN_MAX;
+        for (r = region_next(t, req.after_handle); r && r->handle <= end; r = region_after(t, r)) {
+                struct stat st;
+
+                if (n == max || scanned == MFB_WIRE_LIST_SCAN_MAX)
+                        break;
+                scanned++;
+                if (!access_may_see(&s->peer, r))
+                        continue;
+                if (fstat(r->fd, &st) < 0)
+                        return fail_kernel(q, negative_errno(), "measuring the region failed");
+                rec.body.entries[n++] = (struct mfb_wire_allocated_entry) {
+                        .handle = r->handle,
+                        .allocated = (uint64_t) st.st_blocks * 512,
+                };
+        }
+        rec.body.count = n;
+        if (n == max) {
+                /* A full page: on from its last entry, as LIST. */
+                rec.body.more = 1;
+                rec.body.next_after = rec.body.entries[n - 1].handle;
+        } else if (dense) {
+                rec.body.more = r != NULL;
+                rec.body.next_after = n > 0 ? rec.body.entries[n - 1].handle : req.after_handle;
+        } else {
+                rec.body.more = end < last_handle;
+                rec.body.next_after = end < last_handle ? end : last_handle;
+        }
+
+        log_debug("ALLOCATED of pid %d uid %u: %" PRIu32 " of %" PRIu32 " regions after %" PRIu64 "%s",
+                  (int) s->peer.creds.pid, s->peer.creds.uid, n, scanned, req.after_handle,
+                  rec.body.more ? ", more to come" : "");
         (void) reply_record(s->connection, &q->header, &rec.header, sizeof(rec));
         return 0;
 }

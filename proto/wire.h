@@ -84,7 +84,11 @@
         X(NOTIFY_WATCH, notify_watch, 0x000E, sizeof(struct mfb_wire_notify_request),                      \
           sizeof(struct mfb_wire_notify_reply), 1, false, true)                                           \
         X(NOTIFY, notify, 0x000F, sizeof(struct mfb_wire_notify_request),                                  \
-          sizeof(struct mfb_wire_notify_reply), 0, true, true)
+          sizeof(struct mfb_wire_notify_reply), 0, true, true)                                            \
+        X(USAGE, usage, 0x0010, sizeof(struct mfb_wire_usage_request),                                     \
+          sizeof(struct mfb_wire_usage_reply), 0, false, true)                                            \
+        X(ALLOCATED, allocated, 0x0011, sizeof(struct mfb_wire_allocated_request),                         \
+          sizeof(struct mfb_wire_allocated_reply), 0, false, true)
 
 /* Opcodes. A reply carries its request's opcode with MFB_WIRE_REPLY set. */
 enum mfb_wire_opcode {
@@ -374,6 +378,62 @@ struct mfb_wire_limits_reply {
 };
 
 /*
+ * USAGE: what each uid holds, against its limits, a page of rows at a time
+ * in ascending uid order, each row laid out as a LIMITS reply for its uid
+ * (uid, count, the resources). Root and the broker's uid (the exempt ones)
+ * get a row for every uid the broker counts anything for; any other caller
+ * gets only its own row, whatever first_uid asks, and broker_used as LIMITS
+ * tells it: how much others hold is not every uid's business. One request
+ * costs at most MFB_WIRE_USAGE_ROWS_MAX rows, whatever the broker holds.
+ *
+ * The reply has a fixed size, so that the codec checks it as any other:
+ * the rows after the first count are zero, to be ignored.
+ */
+#define MFB_WIRE_USAGE_ROWS_MAX 16U     /* rows in one USAGE reply */
+
+struct mfb_wire_usage_request {
+        uint32_t first_uid;     /* rows of this uid and those above it; 0 to start */
+        uint32_t reserved;
+};
+
+struct mfb_wire_usage_reply {
+        uint32_t count;         /* meaningful rows, 0 to MFB_WIRE_USAGE_ROWS_MAX */
+        uint32_t more;          /* 1: ask again from next_uid; 0: done */
+        uint32_t next_uid;      /* with more, the next first_uid: above the last row's uid */
+        uint32_t reserved;
+        struct mfb_wire_limits_reply rows[MFB_WIRE_USAGE_ROWS_MAX];    /* ascending uids; zero after count */
+};
+
+/*
+ * ALLOCATED: the bytes of memory each region really uses (the broker's
+ * fstat() of its memfd: st_blocks * 512), which the region info cannot
+ * carry, its layout being fixed. Pages as LIST, over the same regions with
+ * the same rules (MFB_WIRE_LIST_SCAN_MAX, dense for root; a reply of fewer
+ * entries than fit, even none, may still have more = 1), but a page holds
+ * at most max_count entries: 1 for one region (after_handle = its handle -
+ * 1). The reply has a fixed size; entries after count are zero.
+ */
+#define MFB_WIRE_ALLOCATED_ENTRIES_MAX 128U    /* entries in one ALLOCATED reply */
+
+struct mfb_wire_allocated_request {
+        uint64_t after_handle;
+        uint32_t max_count;     /* entries wanted at most: 1 to MFB_WIRE_ALLOCATED_ENTRIES_MAX; 0 for that many */
+        uint32_t reserved;
+};
+
+struct mfb_wire_allocated_entry {
+        uint64_t handle;
+        uint64_t allocated;     /* bytes of memory the region uses: st_blocks * 512 of its memfd */
+};
+
+struct mfb_wire_allocated_reply {
+        uint32_t count;         /* meaningful entries */
+        uint32_t more;          /* as LIST's */
+        uint64_t next_after;    /* as LIST's */
+        struct mfb_wire_allocated_entry entries[MFB_WIRE_ALLOCATED_ENTRIES_MAX]; /* ascending handles; zero after count */
+};
+
+/*
  * Notifications (PROTOCOL.md, "Notifications"). Every region can have a
  * control page: a memfd of MFB_WIRE_NOTIFY_PAGE_SIZE bytes that the broker
  * makes on the first NOTIFIER for the region, owns (mode 0644, sealed
@@ -475,6 +535,12 @@ _Static_assert(sizeof(struct mfb_wire_notify_request) == 16, "notify request lay
 _Static_assert(sizeof(struct mfb_wire_notifier_reply) == 16, "notifier reply layout");
 _Static_assert(sizeof(struct mfb_wire_notify_reply) == 8, "notify reply layout");
 _Static_assert(sizeof(struct mfb_wire_wait_request) == 272, "wait layout");
+_Static_assert(sizeof(struct mfb_wire_usage_request) == 8, "usage request layout");
+_Static_assert(sizeof(struct mfb_wire_usage_reply) == 16 + 328 * MFB_WIRE_USAGE_ROWS_MAX, "usage reply layout");
+_Static_assert(sizeof(struct mfb_wire_allocated_request) == 16, "allocated request layout");
+_Static_assert(sizeof(struct mfb_wire_allocated_entry) == 16, "allocated entry layout");
+_Static_assert(sizeof(struct mfb_wire_allocated_reply) == 16 + 16 * MFB_WIRE_ALLOCATED_ENTRIES_MAX,
+               "allocated reply layout");
 _Static_assert(sizeof(struct mfb_wire_header) + sizeof(struct mfb_wire_list_reply)
                + MFB_WIRE_LIST_ENTRIES_MAX * sizeof(struct mfb_wire_region_info) <= MFB_WIRE_RECORD_MAX,
                "a full LIST reply fits in one record");

@@ -53,6 +53,40 @@ ctl list | grep -q 'demo' || fail "list lacks demo"
 ctl list --json | python3 -c 'import json,sys; l=json.load(sys.stdin); assert [e["name"] for e in l] == ["demo"], l' \
     || fail "list --json is wrong"
 
+# The memory a region really uses: written halfway, half its pages, in list (ALLOC), list --json and stat.
+ctl create halfway 4M >/dev/null
+head -c 2M /dev/zero | ctl write halfway
+ctl list --json | python3 -c '
+import json, sys
+l = {e["name"]: e for e in json.load(sys.stdin)}
+assert l["halfway"]["size"] == 4 << 20 and l["halfway"]["allocated"] == 2 << 20, l["halfway"]
+assert l["demo"]["allocated"] == 64 << 20, l["demo"]' || fail "list --json has wrong allocated bytes"
+line=$(ctl list | awk '$2 == "halfway"')
+[ "$(awk '{print $5, $6}' <<<"$line")" = "4194304 2097152" ] || fail "list's SIZE and ALLOC of halfway: $line"
+[ "$(ctl list | head -1 | awk '{print $5, $6}')" = "SIZE ALLOC" ] || fail "list has another header: $(ctl list | head -1)"
+line=$(ctl list --human | awk '$2 == "halfway"')
+[ "$(awk '{print $5, $6}' <<<"$line")" = "4MiB 2MiB" ] || fail "list --human of halfway: $line"
+[ "$(ctl list --human | awk '$2 == "demo" {print $5, $6}')" = "64MiB 64MiB" ] || fail "list --human of demo"
+ctl stat halfway | grep -qx 'allocated: 2097152 (2 MiB)' || fail "stat lacks the allocated bytes: $(ctl stat halfway)"
+[ "$(ctl stat halfway --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["allocated"])')" = 2097152 ] \
+    || fail "stat --json lacks the allocated bytes"
+
+# Filters: --name GLOB (named regions only), --owner USER (a name or a uid).
+names() { ctl list --json "$@" | python3 -c 'import json,sys; print(" ".join(e["name"] or "-" for e in json.load(sys.stdin)))'; }
+[ "$(names --name 'half*')" = halfway ] || fail "list --name 'half*' gave '$(names --name 'half*')'"
+[ "$(names --name '[dh]*')" = "demo halfway" ] || fail "list --name '[dh]*' gave '$(names --name '[dh]*')'"
+[ "$(names --name nothing)" = "" ] || fail "list --name nothing listed regions"
+[ "$(names --owner "$(id -un)")" = "demo halfway" ] || fail "list --owner $(id -un) gave '$(names --owner "$(id -un)")'"
+[ "$(names --owner "$(id -u)" --name 'd*')" = demo ] || fail "list --owner with --name"
+[ "$(names --owner 4242)" = "" ] || fail "list --owner 4242 listed regions it does not own"
+[ "$(ctl list --owner 4242 | wc -l)" -eq 1 ] || fail "list with nothing to show lacks its header, or has more"
+for args in "--human --json" "--owner no-such-user-here" "--name" "--human extra"; do
+    # shellcheck disable=SC2086 # the words of each case
+    status=0; ctl list $args >/dev/null 2>&1 || status=$?
+    [ "$status" -eq 2 ] || fail "list $args exited $status, not 2"
+done
+ctl rm halfway
+
 # limits: a line per resource, one word per cell; JSON with the exact numbers.
 resources="regions bytes fds connections queued_bytes waiters kept_regions holds"
 check_limits_table() {
@@ -307,5 +341,121 @@ room=$(ctl --socket "$limited" limits --json |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["resources"]["regions"]["uid_available"])')
 [ "$room" -gt 0 ] && [ "$(ctl --socket "$limited" create --count "$room" 4K | wc -l)" -eq "$room" ] \
     || fail "the room a failed batch had is not back"
+stop_broker
+
+# limits as the broker was configured, and usage that matches the region list, also after a refusal.
+set_limits="--max-regions 300 --max-bytes 64M --max-connections 50 --max-queued-bytes 1M --max-waiters 20
+    --max-holds 900 --max-regions-per-uid 3 --max-bytes-per-uid 16M --max-connections-per-uid 10"
+# shellcheck disable=SC2086 # the wrapper and the limits are lists of words
+run_broker "$limited" ${MFB_BROKER_WRAPPER:-} "$MFB_BROKERD" --socket "$limited" --log-level warning $set_limits
+export MEMFD_BROKER_SOCKET="$limited"
+check_configured() {
+    python3 -c '
+import json, sys
+exempt = sys.argv[1] == "exempt"
+r = json.load(sys.stdin)["resources"]
+want = {"regions": 300, "bytes": 64 << 20, "connections": 50, "queued_bytes": 1 << 20, "waiters": 20, "holds": 900,
+        "kept_regions": 0}
+for name, value in want.items():
+    assert r[name]["broker_max"] == value, (name, r[name])
+per_uid = {"regions": 3, "bytes": 16 << 20, "connections": 10}
+for name, value in per_uid.items():
+    assert r[name]["uid_max"] == (None if exempt else value), (name, r[name])' "$@"
+}
+ctl limits --json | check_configured exempt || fail "limits --json is not what the broker was given"
+table=$(ctl limits)
+[ "$(awk '$1 == "regions" {print $2} $1 == "bytes" {print $2} $1 == "connections" {print $2}' <<<"$table" | xargs)" \
+    = "300 64MiB 50" ] || fail "limits table is not what the broker was given: $table"
+
+# usage --json against list --json: every owner's regions and bytes, and this tool's own connection.
+check_usage() {
+    local usage list
+    usage=$(ctl usage --json) && list=$(ctl list --json) || fail "usage or list failed"
+    python3 -c '
+import json, os, sys
+usage, listed = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+rows = {u["uid"]: u["resources"] for u in usage["users"]}
+assert [u["uid"] for u in usage["users"]] == sorted(rows), usage["users"]
+for uid in {e["uid"] for e in listed} | set(rows):
+    owned = [e for e in listed if e["uid"] == uid]
+    assert rows[uid]["regions"]["uid_used"] == len(owned), (uid, rows[uid]["regions"], owned)
+    assert rows[uid]["bytes"]["uid_used"] == sum(e["size"] for e in owned), (uid, rows[uid]["bytes"])
+assert rows[os.getuid()]["connections"]["uid_used"] == 1, rows[os.getuid()]
+totals = usage["totals"]
+assert totals["regions"]["broker_used"] == len(listed) and totals["regions"]["broker_max"] == 300, totals
+assert totals["bytes"]["broker_used"] == sum(e["size"] for e in listed), totals
+for extra in sys.argv[3:]:
+    uid, regions, size = map(int, extra.split(":"))
+    assert rows[uid]["regions"]["uid_used"] == regions and rows[uid]["bytes"]["uid_used"] == size, rows[uid]
+    assert rows[uid]["regions"]["uid_max"] == 3 and rows[uid]["bytes"]["uid_max"] == 16 << 20, rows[uid]
+' "$usage" "$list" "$@" || fail "usage does not match the region list: $usage"
+}
+ctl create mine 12K >/dev/null
+check_usage
+table=$(ctl usage)
+[ "$(head -1 <<<"$table" | xargs)" = \
+    "USER UID REGIONS BYTES FDS CONNECTIONS QUEUED_BYTES WAITERS KEPT_REGIONS HOLDS" ] || fail "usage header: $table"
+[ "$(awk -v uid="$(id -u)" '$2 == uid {print $3, $4}' <<<"$table")" = "1/- 12KiB/-" ] \
+    || fail "usage has a wrong line for this user: $table"
+[ "$(awk '$1 == "(all)" {print $3, $4, $6}' <<<"$table")" = "1/300 12KiB/64MiB 1/50" ] \
+    || fail "usage has wrong totals: $table"
+if can_switch; then
+    chmod 755 "$dir"
+    other_creates() {
+        local err status=0
+        err=$(as_other "$MFB_BROKERCTL" create "$1" "$2" 2>&1 >/dev/null) || status=$?
+        [ "$status" -eq "$3" ] || fail "create $1 as uid 65534 exited $status, not $3: $err"
+        [ "$3" -eq 0 ] || grep -q "regions" <<<"$err" || fail "the refusal does not name the resource: $err"
+    }
+    other_creates o1 4K 0
+    other_creates o2 8K 0
+    other_creates o3 12K 0
+    other_creates o4 4K 1   # its fourth region: over --max-regions-per-uid
+    check_usage 65534:3:24576
+    [ "$(ctl usage | awk '$2 == 65534 {print $3, $4}')" = "3/3 24KiB/16MiB" ] || fail "usage line of uid 65534: $(ctl usage)"
+    # A uid that is not exempt sees its own line, against its own limits, and no totals.
+    as_other "$MFB_BROKERCTL" limits --json | check_configured limited || fail "limits as uid 65534"
+    table=$(as_other "$MFB_BROKERCTL" usage) || fail "usage as uid 65534 failed: $table"
+    [ "$(wc -l <<<"$table")" -eq 2 ] && [ "$(awk 'NR == 2 {print $2, $3, $4, $6}' <<<"$table")" = "65534 3/3 24KiB/16MiB 1/10" ] \
+        || fail "usage as uid 65534 shows more than its own line: $table"
+    as_other "$MFB_BROKERCTL" usage --json | python3 -c '
+import json, sys
+u = json.load(sys.stdin)
+assert u["totals"] is None and [row["uid"] for row in u["users"]] == [65534], u
+assert u["users"][0]["resources"]["regions"] == {"unit": "count", "uid_max": 3, "uid_used": 3, "uid_available": 0}, u
+' || fail "usage --json as uid 65534 tells more than its own row"
+    # What it may not see, its list leaves out, and its allocated bytes with it.
+    [ "$(as_other "$MFB_BROKERCTL" list --json | python3 -c 'import json,sys; print(" ".join(e["name"] for e in json.load(sys.stdin)))')" \
+        = "o1 o2 o3" ] || fail "uid 65534 lists regions it may not see"
+    for r in o1 o2 o3; do ctl rm "$r"; done
+    check_usage
+else
+    echo "SKIP: usage after a refusal, and as uid 65534: needs root, setpriv or runuser, and a build tree uid 65534 can reach"
+fi
+
+# Bash completion: commands, options, and region names from the broker on the line's --socket. The
+# helpers of bash-completion it uses are stood in for, so that this runs without it too.
+completion=${MFB_SRCDIR:-$(dirname "$0")/..}/tools/bash-completion/memfd-brokerctl
+complete_line() {
+    PATH="$(dirname "$MFB_BROKERCTL"):$PATH" bash -c '
+_init_completion() { words=("${COMP_WORDS[@]}"); cword=$COMP_CWORD; cur=${words[cword]}; prev=${words[cword - 1]}; }
+_filedir() { COMPREPLY=(FILES); }
+. "$1"; shift
+COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1))
+_memfd_brokerctl
+printf "%s\n" "${COMPREPLY[@]}" | sort | xargs' bash "$completion" "$@"
+}
+[ "$(complete_line memfd-brokerctl li)" = "limits list" ] || fail "completes 'li' as '$(complete_line memfd-brokerctl li)'"
+[ "$(complete_line memfd-brokerctl us)" = "usage" ] || fail "does not complete usage"
+[ "$(complete_line memfd-brokerctl list --h)" = "--human" ] || fail "does not complete list's --human"
+[ "$(complete_line memfd-brokerctl usage --)" = "--json" ] || fail "completes usage's options wrongly"
+ctl create completed 4K >/dev/null
+[ "$(complete_line memfd-brokerctl --socket "$limited" stat com)" = "completed" ] \
+    || fail "does not complete region names: '$(complete_line memfd-brokerctl --socket "$limited" stat com)'"
+[ "$(complete_line memfd-brokerctl --socket "$limited" chmod 600 "")" = "completed mine" ] \
+    || fail "does not complete chmod's NAME"
+[ "$(complete_line memfd-brokerctl --socket "$limited" write completed "")" = "FILES" ] \
+    || fail "does not complete write's FILE"
+[ "$(complete_line memfd-brokerctl --socket "$dir/none.sock" cat "")" = "" ] || fail "completes names of no broker"
 stop_broker
 echo "memfd-brokerctl: all checks passed"

@@ -127,13 +127,17 @@ static void time_line(FILE *f, const char *label, struct timespec t) {
         fprintf(f, "%-10s %s\n", label, time_never(t) ? "never" : time_string(t, buf));
 }
 
-void format_stat(FILE *f, const mfb_region_stat *st) {
+void format_stat(FILE *f, const mfb_region_stat *st, uint64_t allocated) {
         char owner[OWNER_STRING_MAX], creator[OWNER_STRING_MAX], size[MFB_SIZE_STRING_MAX];
         struct words w;
 
         fprintf(f, "%-10s %" PRIu64 "\n", "handle:", st->handle);
         fprintf(f, "%-10s %s\n", "name:", *st->name ? st->name : "-");
         fprintf(f, "%-10s %" PRIu64 " (%s)\n", "size:", st->size, mfb_size_format(st->size, " ", size));
+        if (allocated == MFB_UNKNOWN)
+                fprintf(f, "%-10s unknown\n", "allocated:");
+        else
+                fprintf(f, "%-10s %" PRIu64 " (%s)\n", "allocated:", allocated, mfb_size_format(allocated, " ", size));
         fprintf(f, "%-10s %s (uid %u, gid %u)\n", "owner:", owner_string(st->uid, owner),
                 (unsigned) st->uid, (unsigned) st->gid);
         fprintf(f, "%-10s %s (uid %u, gid %u), pid %d\n", "creator:", owner_string(st->creator_uid, creator),
@@ -189,7 +193,7 @@ static void json_time(FILE *f, const char *key, struct timespec t) {
                 json_string(f, time_string(t, buf));
 }
 
-static void stat_json(FILE *f, const mfb_region_stat *st) {
+static void stat_json(FILE *f, const mfb_region_stat *st, uint64_t allocated) {
         struct words w;
 
         fprintf(f, "{\"handle\": %" PRIu64 ", \"name\": ", st->handle);
@@ -197,9 +201,14 @@ static void stat_json(FILE *f, const mfb_region_stat *st) {
                 json_string(f, st->name);
         else
                 fputs("null", f);
-        fprintf(f, ", \"size\": %" PRIu64 ", \"uid\": %u, \"gid\": %u, \"creator_uid\": %u, \"creator_gid\": %u"
+        fprintf(f, ", \"size\": %" PRIu64 ", \"allocated\": ", st->size);
+        if (allocated == MFB_UNKNOWN)
+                fputs("null", f);
+        else
+                fprintf(f, "%" PRIu64, allocated);
+        fprintf(f, ", \"uid\": %u, \"gid\": %u, \"creator_uid\": %u, \"creator_gid\": %u"
                 ", \"mode\": %u, \"creator_pid\": %d, \"last_pid\": %d, \"nattch\": %" PRIu32,
-                st->size, (unsigned) st->uid, (unsigned) st->gid, (unsigned) st->creator_uid,
+                (unsigned) st->uid, (unsigned) st->gid, (unsigned) st->creator_uid,
                 (unsigned) st->creator_gid, (unsigned) st->mode, (int) st->creator_pid, (int) st->last_pid,
                 st->nattch);
         seal_words(st->seals, &w);
@@ -215,35 +224,49 @@ static void stat_json(FILE *f, const mfb_region_stat *st) {
         fputc('}', f);
 }
 
-void format_stat_json(FILE *f, const mfb_region_stat *st) {
-        stat_json(f, st);
+void format_stat_json(FILE *f, const mfb_region_stat *st, uint64_t allocated) {
+        stat_json(f, st, allocated);
         fputc('\n', f);
 }
 
-void format_list_json(FILE *f, const mfb_region_stat *entries, size_t n) {
+void format_list_json(FILE *f, const mfb_region_stat *entries, const uint64_t *allocated, size_t n) {
         fputc('[', f);
         for (size_t i = 0; i < n; i++) {
                 fputs(i > 0 ? ",\n " : "\n ", f);
-                stat_json(f, &entries[i]);
+                stat_json(f, &entries[i], allocated[i]);
         }
         fputs(n > 0 ? "\n]\n" : "]\n", f);
 }
 
 /* Column widths of the table: at least the header's, at most what the widest entry needs. */
 struct widths {
-        int handle, name, owner, size, nattch, seals;
+        int handle, name, owner, size, allocated, nattch, seals;
 };
+
+/* A size cell of the table: bytes, or with human one word in binary units ("16MiB"); "-" for unknown. */
+static const char *size_cell(uint64_t v, bool human, char buf[static MFB_SIZE_STRING_MAX]) {
+        if (v == MFB_UNKNOWN)
+                return "-";
+        if (human)
+                return mfb_size_format(v, "", buf);
+        snprintf(buf, MFB_SIZE_STRING_MAX, "%" PRIu64, v);
+        return buf;
+}
 
 static int width_max(int w, int len) {
         return len > w ? len : w;
 }
 
-static void widths_measure(const mfb_region_stat *entries, size_t n, struct widths *ret) {
+static void widths_measure(const mfb_region_stat *entries, const uint64_t *allocated, size_t n, bool human,
+                           struct widths *ret) {
+        char buf[MFB_SIZE_STRING_MAX];
+
         *ret = (struct widths) {
                 .handle = (int) strlen("HANDLE"),
                 .name = (int) strlen("NAME"),
                 .owner = (int) strlen("OWNER"),
                 .size = (int) strlen("SIZE"),
+                .allocated = (int) strlen("ALLOC"),
                 .nattch = (int) strlen("NATTCH"),
                 .seals = (int) strlen("SEALS"),
         };
@@ -256,27 +279,29 @@ static void widths_measure(const mfb_region_stat *entries, size_t n, struct widt
                 ret->handle = width_max(ret->handle, snprintf(NULL, 0, "%" PRIu64, st->handle));
                 ret->name = width_max(ret->name, *st->name ? (int) strlen(st->name) : 1);
                 ret->owner = width_max(ret->owner, (int) strlen(owner_string(st->uid, owner)));
-                ret->size = width_max(ret->size, snprintf(NULL, 0, "%" PRIu64, st->size));
+                ret->size = width_max(ret->size, (int) strlen(size_cell(st->size, human, buf)));
+                ret->allocated = width_max(ret->allocated, (int) strlen(size_cell(allocated[i], human, buf)));
                 ret->nattch = width_max(ret->nattch, snprintf(NULL, 0, "%" PRIu32, st->nattch));
                 ret->seals = width_max(ret->seals, (int) words_width(&w, "none"));
         }
 }
 
-void format_list(FILE *f, const mfb_region_stat *entries, size_t n) {
+void format_list(FILE *f, const mfb_region_stat *entries, const uint64_t *allocated, size_t n, bool human) {
         struct widths wd;
 
-        widths_measure(entries, n, &wd);
-        fprintf(f, "%*s %-*s %-*s MODE %*s %*s %-*s STATE\n", wd.handle, "HANDLE", wd.name, "NAME",
-                wd.owner, "OWNER", wd.size, "SIZE", wd.nattch, "NATTCH", wd.seals, "SEALS");
+        widths_measure(entries, allocated, n, human, &wd);
+        fprintf(f, "%*s %-*s %-*s MODE %*s %*s %*s %-*s STATE\n", wd.handle, "HANDLE", wd.name, "NAME",
+                wd.owner, "OWNER", wd.size, "SIZE", wd.allocated, "ALLOC", wd.nattch, "NATTCH", wd.seals, "SEALS");
 
         for (size_t i = 0; i < n; i++) {
                 const mfb_region_stat *st = &entries[i];
-                char owner[OWNER_STRING_MAX];
+                char owner[OWNER_STRING_MAX], size[MFB_SIZE_STRING_MAX], alloc[MFB_SIZE_STRING_MAX];
                 struct words w;
 
-                fprintf(f, "%*" PRIu64 " %-*s %-*s %04o %*" PRIu64 " %*" PRIu32 " ", wd.handle, st->handle,
+                fprintf(f, "%*" PRIu64 " %-*s %-*s %04o %*s %*s %*" PRIu32 " ", wd.handle, st->handle,
                         wd.name, *st->name ? st->name : "-", wd.owner, owner_string(st->uid, owner),
-                        (unsigned) st->mode, wd.size, st->size, wd.nattch, st->nattch);
+                        (unsigned) st->mode, wd.size, size_cell(st->size, human, size), wd.allocated,
+                        size_cell(allocated[i], human, alloc), wd.nattch, st->nattch);
                 seal_words(st->seals, &w);
                 words_print(f, &w, "none");
                 fprintf(f, "%*s", wd.seals - (int) words_width(&w, "none") + 1, "");
@@ -397,4 +422,120 @@ void format_limits_json(FILE *f, uid_t uid, const mfb_limit *limits, size_t n) {
                 fputc('}', f);
         }
         fputs(n > 0 ? "\n}}\n" : "}}\n", f);
+}
+
+/* A usage cell: "used/max", one word, bytes in binary units, "-" for no limit (or not told). */
+static const char *usage_cell(uint64_t used, uint64_t max, bool bytes, char buf[static 2 * MFB_SIZE_STRING_MAX]) {
+        char u[MFB_SIZE_STRING_MAX], m[MFB_SIZE_STRING_MAX];
+
+        snprintf(buf, 2 * MFB_SIZE_STRING_MAX, "%s/%s", limit_string(used, LIMIT_UID_USED, bytes, u),
+                 limit_string(max, LIMIT_UID_MAX, bytes, m));
+        return buf;
+}
+
+/* Whether rows tell what every uid together holds: only to root and the broker's uid. */
+static bool usage_totals_told(const mfb_limit *limits, size_t n_rows, size_t n) {
+        return n_rows > 0 && n > 0 && limits[0].broker_used != MFB_UNKNOWN;
+}
+
+/* The widths of the usage table's columns: user, uid, then one per resource. */
+static void usage_widths(const uid_t *uids, const mfb_limit *limits, size_t n_rows, size_t stride, size_t n,
+                         int *ret_user, int *ret_uid, int ret_widths[static MFB_LIMIT_COUNT]) {
+        char buf[2 * MFB_SIZE_STRING_MAX], owner[OWNER_STRING_MAX];
+        bool totals = usage_totals_told(limits, n_rows, n);
+
+        *ret_user = width_max((int) strlen("USER"), totals ? (int) strlen("(all)") : 0);
+        *ret_uid = (int) strlen("UID");
+        for (size_t j = 0; j < n; j++)
+                ret_widths[j] = (int) strlen(resources[j].name);
+        for (size_t i = 0; i < n_rows; i++) {
+                *ret_user = width_max(*ret_user, (int) strlen(owner_string(uids[i], owner)));
+                *ret_uid = width_max(*ret_uid, snprintf(NULL, 0, "%u", (unsigned) uids[i]));
+                for (size_t j = 0; j < n; j++) {
+                        const mfb_limit *l = &limits[i * stride + j];
+
+                        ret_widths[j] = width_max(ret_widths[j], (int) strlen(usage_cell(l->uid_used, l->uid_max,
+                                                                                          resources[j].bytes, buf)));
+                        if (totals && i == 0)
+                                ret_widths[j] = width_max(ret_widths[j], (int) strlen(usage_cell(
+                                        l->broker_used, l->broker_max, resources[j].bytes, buf)));
+                }
+        }
+}
+
+void format_usage(FILE *f, const uid_t *uids, const mfb_limit *limits, size_t n_rows, size_t stride, size_t n) {
+        char buf[2 * MFB_SIZE_STRING_MAX], owner[OWNER_STRING_MAX];
+        int user_width, uid_width, widths[MFB_LIMIT_COUNT];
+
+        usage_widths(uids, limits, n_rows, stride, n, &user_width, &uid_width, widths);
+        fprintf(f, "%-*s %*s", user_width, "USER", uid_width, "UID");
+        for (size_t j = 0; j < n; j++) {
+                char header[32];
+
+                /* The resource names of limits, in capitals as headers are. */
+                snprintf(header, sizeof(header), "%s", resources[j].name);
+                for (char *p = header; *p; p++)
+                        if (*p >= 'a' && *p <= 'z')
+                                *p = (char) (*p - 'a' + 'A');
+                fprintf(f, " %*s", widths[j], header);
+        }
+        fputc('\n', f);
+        for (size_t i = 0; i < n_rows; i++) {
+                fprintf(f, "%-*s %*u", user_width, owner_string(uids[i], owner), uid_width, (unsigned) uids[i]);
+                for (size_t j = 0; j < n; j++) {
+                        const mfb_limit *l = &limits[i * stride + j];
+
+                        fprintf(f, " %*s", widths[j], usage_cell(l->uid_used, l->uid_max, resources[j].bytes, buf));
+                }
+                fputc('\n', f);
+        }
+        /* Every uid together against the broker's limits, where the broker tells it. */
+        if (usage_totals_told(limits, n_rows, n)) {
+                fprintf(f, "%-*s %*s", user_width, "(all)", uid_width, "-");
+                for (size_t j = 0; j < n; j++)
+                        fprintf(f, " %*s", widths[j], usage_cell(limits[j].broker_used, limits[j].broker_max,
+                                                                 resources[j].bytes, buf));
+                fputc('\n', f);
+        }
+}
+
+void format_usage_json(FILE *f, const uid_t *uids, const mfb_limit *limits, size_t n_rows, size_t stride, size_t n) {
+        char owner[OWNER_STRING_MAX];
+
+        fputs("{\"totals\": ", f);
+        if (usage_totals_told(limits, n_rows, n)) {
+                fputc('{', f);
+                for (size_t j = 0; j < n; j++) {
+                        fprintf(f, "%s\n  \"%s\": {\"unit\": \"%s\"", j > 0 ? "," : "", resources[j].name,
+                                resources[j].bytes ? "bytes" : "count");
+                        json_limit(f, "broker_max", limits[j].broker_max);
+                        json_limit(f, "broker_used", limits[j].broker_used);
+                        fputc('}', f);
+                }
+                fputs(n > 0 ? "\n}" : "}", f);
+        } else
+                fputs("null", f);
+        fputs(",\n\"users\": [", f);
+        for (size_t i = 0; i < n_rows; i++) {
+                const struct passwd *pw = getpwuid(uids[i]);
+
+                fprintf(f, "%s\n {\"uid\": %u, \"user\": ", i > 0 ? "," : "", (unsigned) uids[i]);
+                if (pw)
+                        json_string(f, owner_string(uids[i], owner));
+                else
+                        fputs("null", f);
+                fputs(", \"resources\": {", f);
+                for (size_t j = 0; j < n; j++) {
+                        const mfb_limit *l = &limits[i * stride + j];
+
+                        fprintf(f, "%s\n  \"%s\": {\"unit\": \"%s\"", j > 0 ? "," : "", resources[j].name,
+                                resources[j].bytes ? "bytes" : "count");
+                        json_limit(f, "uid_max", l->uid_max);
+                        json_limit(f, "uid_used", l->uid_used);
+                        json_limit(f, "uid_available", l->uid_available);
+                        fputc('}', f);
+                }
+                fputs(n > 0 ? "\n }}" : "}}", f);
+        }
+        fputs(n_rows > 0 ? "\n]}\n" : "]}\n", f);
 }

@@ -10,6 +10,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <fnmatch.h>
 #include <getopt.h>
 #include <grp.h>
 #include <inttypes.h>
@@ -51,6 +52,9 @@ enum {
         OPTION_NOTIFICATIONS = 1U << 9,
         OPTION_AFTER        = 1U << 10,
         OPTION_TRANSIENT    = 1U << 11,
+        OPTION_HUMAN        = 1U << 12,
+        OPTION_OWNER        = 1U << 13,
+        OPTION_NAME         = 1U << 14,
 };
 
 static const struct {
@@ -71,6 +75,9 @@ static const struct {
         { OPTION_NOTIFICATIONS, "count",       required_argument },
         { OPTION_AFTER,        "after",        required_argument },
         { OPTION_TRANSIENT,    "transient",    no_argument },
+        { OPTION_HUMAN,        "human",        no_argument },
+        { OPTION_OWNER,        "owner",        required_argument },
+        { OPTION_NAME,         "name",         required_argument },
 };
 
 struct options {
@@ -87,6 +94,10 @@ struct options {
         uint64_t notifications;         /* watch --count; 0 for no end */
         bool after_given;
         uint64_t after;                 /* watch --after: the sequence to start from */
+        bool human;                     /* list --human: sizes in binary units */
+        bool owner_given;
+        uid_t owner;                    /* list --owner */
+        const char *name_glob;          /* list --name: a pattern of fnmatch(3); NULL for any */
 };
 
 #define NO_NAME (-1)
@@ -536,11 +547,28 @@ static const char *region_label(const struct options *o, char **args, char buf[s
         return buf;
 }
 
+/*
+ * The allocated bytes of the region with handle, MFB_UNKNOWN when a broker
+ * older than the request cannot tell, or the region went away since its
+ * stat. Returns 0 or the library's -errno.
+ */
+static int allocated_get(mfb_client *c, uint64_t handle, uint64_t *ret) {
+        int k;
+
+        k = mfb_allocated_handle(c, handle, ret);
+        if (k == -EOPNOTSUPP || k == -ENOENT) {
+                *ret = MFB_UNKNOWN;
+                return 0;
+        }
+        return k;
+}
+
 static int cmd_stat(const struct options *o, char **args, size_t n_args) {
         _cleanup_(client_freep) mfb_client *c = NULL;
         char buf[REGION_LABEL_MAX];
         const char *label = region_label(o, args, buf);
         mfb_region_stat st;
+        uint64_t allocated;
         int k;
 
         k = client_open(o, "stat", label, &c);
@@ -549,19 +577,63 @@ static int cmd_stat(const struct options *o, char **args, size_t n_args) {
         k = o->handle != 0 ? mfb_stat_handle(c, o->handle, &st) : mfb_stat(c, args[0], &st);
         if (k < 0)
                 return fail_errno(c, k, "stat", label);
+        k = allocated_get(c, st.handle, &allocated);
+        if (k < 0)
+                return fail_errno(c, k, "stat", label);
 
         if (o->json)
-                format_stat_json(stdout, &st);
+                format_stat_json(stdout, &st, allocated);
         else
-                format_stat(stdout, &st);
+                format_stat(stdout, &st, allocated);
         return EXIT_SUCCESS;
+}
+
+/* Whether st passes list's filters: --owner, and --name, which only named regions can match. */
+static bool list_wanted(const struct options *o, const mfb_region_stat *st) {
+        if (o->owner_given && st->uid != o->owner)
+                return false;
+        if (o->name_glob && (!*st->name || fnmatch(o->name_glob, st->name, 0) != 0))
+                return false;
+        return true;
+}
+
+/*
+ * Keeps the entries that pass the filters, at the front, with the
+ * allocated bytes of each from allocations (both in handle order; one a
+ * region created between the two listings lacks is MFB_UNKNOWN). Stores
+ * how many are kept. Returns 0 or -ENOMEM.
+ */
+static int list_join(const struct options *o, mfb_region_stat *entries, size_t *n,
+                     const mfb_allocation *allocations, size_t n_allocations, uint64_t **ret_allocated) {
+        uint64_t *allocated = calloc(*n ?: 1, sizeof(*allocated));
+        size_t kept = 0, a = 0;
+
+        if (!allocated)
+                return -ENOMEM;
+        for (size_t i = 0; i < *n; i++) {
+                while (a < n_allocations && allocations[a].handle < entries[i].handle)
+                        a++;
+                if (!list_wanted(o, &entries[i]))
+                        continue;
+                allocated[kept] = a < n_allocations && allocations[a].handle == entries[i].handle ?
+                                  allocations[a].allocated : MFB_UNKNOWN;
+                entries[kept++] = entries[i];
+        }
+        *n = kept;
+        *ret_allocated = allocated;
+        return 0;
 }
 
 static int cmd_list(const struct options *o, char **args, size_t n_args) {
         _cleanup_(client_freep) mfb_client *c = NULL;
         _cleanup_(freep) mfb_region_stat *entries = NULL;
-        size_t n;
+        _cleanup_(freep) mfb_allocation *allocations = NULL;
+        _cleanup_(freep) uint64_t *allocated = NULL;
+        size_t n, n_allocations = 0;
         int k;
+
+        if (o->json && o->human)
+                return usage_error("list: --human is for the table; --json gives bytes");
 
         k = client_open(o, "list", NULL, &c);
         if (k != 0)
@@ -569,11 +641,44 @@ static int cmd_list(const struct options *o, char **args, size_t n_args) {
         k = mfb_list(c, &entries, &n);
         if (k < 0)
                 return fail_errno(c, k, "list", NULL);
+        /* A broker older than ALLOCATED still lists: the column is unknown then. */
+        k = mfb_list_allocated(c, &allocations, &n_allocations);
+        if (k < 0 && k != -EOPNOTSUPP)
+                return fail_errno(c, k, "list", NULL);
+        k = list_join(o, entries, &n, allocations, n_allocations, &allocated);
+        if (k < 0)
+                return fail("list", NULL, "%s", strerror(-k));
 
         if (o->json)
-                format_list_json(stdout, entries, n);
+                format_list_json(stdout, entries, allocated, n);
         else
-                format_list(stdout, entries, n);
+                format_list(stdout, entries, allocated, n, o->human);
+        return EXIT_SUCCESS;
+}
+
+static int cmd_usage(const struct options *o, char **args, size_t n_args) {
+        _cleanup_(client_freep) mfb_client *c = NULL;
+        _cleanup_(freep) uid_t *uids = NULL;
+        _cleanup_(freep) mfb_limit *limits = NULL;
+        size_t n_rows, n;
+        int k;
+
+        k = client_open(o, "usage", NULL, &c);
+        if (k != 0)
+                return k;
+        k = mfb_usage(c, MFB_LIMIT_COUNT, &uids, &limits, &n_rows);
+        /* Its own words ("unknown opcode 0x10") would not say what the user can do. */
+        if (k == -EOPNOTSUPP)
+                return fail("usage", NULL, "the broker is older than this tool and does not report usage");
+        if (k < 0)
+                return fail_errno(c, k, "usage", NULL);
+
+        /* As limits: fewer resources from the broker leave the rest unknown; more, this program cannot name. */
+        n = (size_t) k < MFB_LIMIT_COUNT ? (size_t) k : MFB_LIMIT_COUNT;
+        if (o->json)
+                format_usage_json(stdout, uids, limits, n_rows, MFB_LIMIT_COUNT, n);
+        else
+                format_usage(stdout, uids, limits, n_rows, MFB_LIMIT_COUNT, n);
         return EXIT_SUCCESS;
 }
 
@@ -788,8 +893,9 @@ static const struct command commands[] = {
         { "watch",  1, 1, 0,       OPTION_NOTIFICATIONS | OPTION_AFTER | OPTION_TIMEOUT, cmd_watch },
         { "cat",    1, 1, 0,       0,                                             cmd_cat },
         { "stat",   1, 1, 0,       OPTION_JSON | OPTION_HANDLE,                   cmd_stat },
-        { "list",   0, 0, NO_NAME, OPTION_JSON,                                   cmd_list },
+        { "list",   0, 0, NO_NAME, OPTION_JSON | OPTION_HUMAN | OPTION_OWNER | OPTION_NAME, cmd_list },
         { "limits", 0, 0, NO_NAME, OPTION_JSON,                                   cmd_limits },
+        { "usage",  0, 0, NO_NAME, OPTION_JSON,                                   cmd_usage },
         { "chmod",  2, 2, 1,       0,                                             cmd_chmod },
         { "chown",  2, 2, 1,       0,                                             cmd_chown },
         { "rm",     1, 1, 0,       OPTION_HANDLE,                                 cmd_rm },
@@ -834,9 +940,16 @@ static void help(void) {
                "  cat NAME             write the region's contents to standard output\n"
                "  stat NAME|--handle N [--json]\n"
                "                       show everything the broker knows about the region\n"
-               "  list [--json]        list the regions you may read or own, like ipcs -m\n"
+               "  list [--json] [--human] [--owner USER] [--name GLOB]\n"
+               "                       list the regions you may read or own, like ipcs -m, with the\n"
+               "                       memory each really uses (ALLOC); --human: sizes in binary\n"
+               "                       units; only those USER (a name or uid) owns, or whose name\n"
+               "                       matches GLOB (fnmatch(3): *, ?, [...])\n"
                "  limits [--json]      show, per resource, the broker's limit, the limit per user,\n"
                "                       what your user holds and what it may still take\n"
+               "  usage [--json]       show what each user holds against its limits, like ipcs -u,\n"
+               "                       and the broker's totals; only your own user's line unless\n"
+               "                       you are root or the broker's user\n"
                "  chmod MODE NAME      change the region's permission bits (octal)\n"
                "  chown USER[:GROUP] NAME\n"
                "                       change the region's owner, or only its group with :GROUP;\n"
@@ -937,6 +1050,21 @@ static int option_set(const struct command *cmd, unsigned bit, const char *value
                 if (parse_number(value, UINT64_MAX, &o->after) < 0)
                         return usage_error("%s: invalid sequence '%s': a decimal number", cmd->name, value);
                 o->after_given = true;
+                break;
+        case OPTION_HUMAN:
+                o->human = true;
+                break;
+        case OPTION_OWNER: {
+                uint32_t uid;
+
+                if (parse_id(value, false, &uid) < 0)
+                        return usage_error("%s: unknown user '%s'", cmd->name, value);
+                o->owner = (uid_t) uid;
+                o->owner_given = true;
+                break;
+        }
+        case OPTION_NAME:
+                o->name_glob = value;
                 break;
         case OPTION_TIMEOUT:
                 k = parse_timeout(value, &o->timeout_ms);

@@ -32,6 +32,9 @@ REQUESTS_IN_FLIGHT_MAX = 64
 
 HELLO, CREATE, OPEN, SEAL, STAT, LIST, RELEASE, REMOVE, SET, WAIT, LIMITS, CREATE_BATCH, NOTIFIER, NOTIFY_WATCH, \
     NOTIFY = range(1, 16)
+USAGE, ALLOCATED = 0x10, 0x11
+USAGE_ROWS_MAX = 16  # rows in one USAGE reply, whose size is fixed: rows after count are zero
+ALLOCATED_ENTRIES_MAX = 128  # entries in one ALLOCATED reply, whose size is fixed too
 CREATE_BATCH_MAX = 253  # regions in one CREATE_BATCH: the fds one record carries
 REPLY = 0x8000
 
@@ -95,6 +98,11 @@ CREATE_BATCH_REPLY_HEAD = struct.Struct("=IIQ")  # count, access, size; then cou
 LIMITS_REPLY_HEAD = struct.Struct("=II")  # uid, count
 LIMIT = struct.Struct("=QQQQQ")
 LIMIT_FIELDS = "broker_max broker_used uid_max uid_used uid_available".split()
+USAGE_REQUEST = struct.Struct("=II")  # first_uid, reserved
+USAGE_REPLY_HEAD = struct.Struct("=IIII")  # count, more, next_uid, reserved; then USAGE_ROWS_MAX limits replies
+ALLOCATED_REQUEST = struct.Struct("=QII")  # after_handle, max_count, reserved
+ALLOCATED_REPLY_HEAD = struct.Struct("=IIQ")  # count, more, next_after; then ALLOCATED_ENTRIES_MAX entries
+ALLOCATED_ENTRY = struct.Struct("=QQ")  # handle, allocated
 NOTIFY_REQUEST = struct.Struct("=QII")  # handle, flags, reserved
 NOTIFIER_REPLY = struct.Struct("=IIQ")  # access, reserved, seq
 NOTIFY_REPLY = struct.Struct("=Q")  # seq
@@ -537,6 +545,72 @@ class Client:
             values = LIMIT.unpack_from(body, LIMITS_REPLY_HEAD.size + i * LIMIT.size)
             resources[name] = dict(zip(LIMIT_FIELDS, values))
         return {"uid": uid, "resources": resources}
+
+    @staticmethod
+    def _limits_row(body, offset):
+        """One LIMITS reply's layout at offset of body: its uid and {resource: {field: value}}."""
+        uid, count = LIMITS_REPLY_HEAD.unpack_from(body, offset)
+        if count != len(RESOURCES):
+            raise ProtocolError("a limits row with count %d" % count)
+        resources = {}
+        for i, name in enumerate(RESOURCES):
+            values = LIMIT.unpack_from(body, offset + LIMITS_REPLY_HEAD.size + i * LIMIT.size)
+            resources[name] = dict(zip(LIMIT_FIELDS, values))
+        return {"uid": uid, "resources": resources}
+
+    def usage_page(self, first_uid=0, reserved=0):
+        """One USAGE request: its rows (as limits() returns its one), whether more remain, and the first_uid to
+        go on from."""
+        body = self._call(USAGE, USAGE_REQUEST.pack(first_uid, reserved))
+        row_size = LIMITS_REPLY_HEAD.size + len(RESOURCES) * LIMIT.size
+        count, more, next_uid, reserved = USAGE_REPLY_HEAD.unpack_from(body)
+        if len(body) != USAGE_REPLY_HEAD.size + USAGE_ROWS_MAX * row_size or count > USAGE_ROWS_MAX or more > 1 \
+                or reserved != 0:
+            raise ProtocolError("USAGE reply of %d bytes with count %d, more %d" % (len(body), count, more))
+        rows = [self._limits_row(body, USAGE_REPLY_HEAD.size + i * row_size) for i in range(count)]
+        if any(b != 0 for b in body[USAGE_REPLY_HEAD.size + count * row_size:]):
+            raise ProtocolError("USAGE rows after count %d are not zero" % count)
+        uids = [row["uid"] for row in rows]
+        if uids != sorted(set(uids)) or (uids and uids[0] < first_uid):
+            raise ProtocolError("USAGE rows not ascending from uid %d: %s" % (first_uid, uids))
+        if more and (next_uid <= first_uid or (uids and next_uid <= uids[-1])):
+            raise ProtocolError("USAGE from uid %d says go on from %d" % (first_uid, next_uid))
+        return rows, bool(more), next_uid
+
+    def usage(self):
+        """Every row USAGE gives the caller, following the cursor."""
+        rows, first, more = [], 0, True
+        while more:
+            page, more, first = self.usage_page(first)
+            rows.extend(page)
+        return rows
+
+    def allocated_page(self, after=0, max_count=0, reserved=0):
+        """One ALLOCATED request: its [(handle, allocated bytes)], whether more remain, and the after_handle to go
+        on from."""
+        body = self._call(ALLOCATED, ALLOCATED_REQUEST.pack(after, max_count, reserved))
+        count, more, next_after = ALLOCATED_REPLY_HEAD.unpack_from(body)
+        if len(body) != ALLOCATED_REPLY_HEAD.size + ALLOCATED_ENTRIES_MAX * ALLOCATED_ENTRY.size or \
+                count > ALLOCATED_ENTRIES_MAX or more > 1:
+            raise ProtocolError("ALLOCATED reply of %d bytes with count %d, more %d" % (len(body), count, more))
+        entries = [ALLOCATED_ENTRY.unpack_from(body, ALLOCATED_REPLY_HEAD.size + i * ALLOCATED_ENTRY.size)
+                   for i in range(count)]
+        if any(b != 0 for b in body[ALLOCATED_REPLY_HEAD.size + count * ALLOCATED_ENTRY.size:]):
+            raise ProtocolError("ALLOCATED entries after count %d are not zero" % count)
+        handles = [after] + [h for h, _ in entries]
+        if any(a >= b for a, b in zip(handles, handles[1:])):
+            raise ProtocolError("ALLOCATED entries not ascending above %d" % after)
+        if more and (next_after <= after or next_after < handles[-1]):
+            raise ProtocolError("ALLOCATED after %d says go on from %d" % (after, next_after))
+        return entries, bool(more), next_after
+
+    def allocated(self):
+        """{handle: allocated bytes} of every region the caller may see, following the cursor."""
+        result, after, more = {}, 0, True
+        while more:
+            page, more, after = self.allocated_page(after)
+            result.update(page)
+        return result
 
     def release(self, handle):
         """RELEASE one reference this connection holds to the region."""

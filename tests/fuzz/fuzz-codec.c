@@ -121,6 +121,16 @@ static bool reply_shape(uint16_t opcode, size_t *ret_body, size_t *ret_nfds) {
                 *ret_body = 8;
                 *ret_nfds = 0;
                 return true;
+        case MFB_WIRE_OP_USAGE:
+                /* count, more, next_uid, reserved; 16 rows of a LIMITS reply's 328 bytes, whatever count says */
+                *ret_body = 16 + 16 * 328;
+                *ret_nfds = 0;
+                return true;
+        case MFB_WIRE_OP_ALLOCATED:
+                /* count, more, next_after; 128 entries of handle and allocated bytes, whatever count says */
+                *ret_body = 16 + 128 * 16;
+                *ret_nfds = 0;
+                return true;
         default:
                 return false;
         }

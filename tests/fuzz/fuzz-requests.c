@@ -485,6 +485,68 @@ static void check_batch_reply(struct slot *s, const struct expected *e, const ui
         }
 }
 
+/* Whether the bytes from start to end are all zero: the unused part of a fixed-size reply. */
+static bool all_zero(const uint8_t *start, const uint8_t *end) {
+        for (; start < end; start++)
+                if (*start)
+                        return false;
+        return true;
+}
+
+/*
+ * A USAGE reply: ascending rows from first_uid, each laid out as a LIMITS
+ * reply; for a caller that is not exempt (root or the broker's uid), its
+ * own row alone and nothing of what others hold.
+ */
+static void check_usage_reply(struct slot *s, const struct expected *e, const uint8_t *body) {
+        const struct identity *id = s->id;
+        bool exempt = id->uid == 0 || id->uid == geteuid();
+        struct mfb_wire_usage_reply reply;
+        uint64_t next = e->uid;
+        bool own = false;
+
+        memcpy(&reply, body, sizeof(reply));
+        check(reply.count <= MFB_WIRE_USAGE_ROWS_MAX && reply.more <= 1 && reply.reserved == 0,
+              "a USAGE reply has a bad count, more or reserved field", s);
+        check(all_zero((const uint8_t *) &reply.rows[reply.count], (const uint8_t *) (&reply + 1)),
+              "a USAGE reply's unused rows are not zero", s);
+        for (uint32_t i = 0; i < reply.count; i++) {
+                const struct mfb_wire_limits_reply *row = &reply.rows[i];
+
+                check(row->uid >= next && row->count == MFB_WIRE_RESOURCE_COUNT,
+                      "USAGE rows are not ascending from first_uid, or have another count", s);
+                next = (uint64_t) row->uid + 1;
+                own = own || row->uid == id->uid;
+                check(exempt || row->uid == id->uid, "USAGE showed a non-exempt caller another uid's row", s);
+                for (unsigned j = 0; j < MFB_WIRE_RESOURCE_COUNT; j++)
+                        check(exempt || row->resources[j].broker_used == MFB_WIRE_LIMIT_NONE,
+                              "USAGE told a non-exempt caller what everyone uses", s);
+        }
+        /* Its own connection makes every caller one the broker counts: in the page, unless after it. */
+        check(id->uid < e->uid || own || (reply.more && id->uid >= next), "USAGE left out the caller's own row", s);
+        check(exempt || !reply.more, "USAGE told a non-exempt caller that more rows follow", s);
+        check(!reply.more || (reply.count == MFB_WIRE_USAGE_ROWS_MAX && reply.next_uid == next),
+              "USAGE's next_uid would have the client read a row twice, or skip some", s);
+}
+
+/* An ALLOCATED reply: LIST's cursor rules, at most max_count entries, zeros after them. */
+static void check_allocated_reply(struct slot *s, const struct expected *e, const uint8_t *body) {
+        struct mfb_wire_allocated_reply reply;
+        uint64_t last = e->handle;
+
+        memcpy(&reply, body, sizeof(reply));
+        check(reply.count <= e->count && reply.more <= 1, "an ALLOCATED reply has too many entries, or a bad more", s);
+        check(all_zero((const uint8_t *) &reply.entries[reply.count], (const uint8_t *) (&reply + 1)),
+              "an ALLOCATED reply's unused entries are not zero", s);
+        for (uint32_t i = 0; i < reply.count; i++) {
+                check(reply.entries[i].handle > last, "ALLOCATED entries are not ascending above after_handle", s);
+                check(reply.entries[i].allocated <= LIMIT_REGION_SIZE, "ALLOCATED says a region uses more than it may", s);
+                last = reply.entries[i].handle;
+        }
+        check(!reply.more || (reply.next_after >= last && reply.next_after > e->handle),
+              "ALLOCATED's next_after would have the client list a region twice, or ask forever", s);
+}
+
 static void check_success(struct slot *s, const struct expected *e, const uint8_t *body, size_t body_len,
                           const int *fds, size_t nfds) {
         int fd = nfds > 0 ? fds[0] : -1;
@@ -562,6 +624,12 @@ static void check_success(struct slot *s, const struct expected *e, const uint8_
                               "LIMITS told a non-root caller what everyone uses", s);
                 return;
         }
+        case MFB_WIRE_OP_USAGE:
+                check_usage_reply(s, e, body);
+                return;
+        case MFB_WIRE_OP_ALLOCATED:
+                check_allocated_reply(s, e, body);
+                return;
         case MFB_WIRE_OP_RELEASE:
         case MFB_WIRE_OP_REMOVE:
                 check(body_len == 0, "an empty reply has a body", s);
@@ -731,7 +799,7 @@ static const uint16_t opcodes[] = {
         MFB_WIRE_OP_HELLO, MFB_WIRE_OP_CREATE, MFB_WIRE_OP_OPEN, MFB_WIRE_OP_SEAL, MFB_WIRE_OP_STAT, MFB_WIRE_OP_LIST, MFB_WIRE_OP_RELEASE,
         MFB_WIRE_OP_REMOVE, MFB_WIRE_OP_SET, MFB_WIRE_OP_WAIT, MFB_WIRE_OP_LIMITS, MFB_WIRE_OP_CREATE, MFB_WIRE_OP_OPEN, MFB_WIRE_OP_SEAL, MFB_WIRE_OP_WAIT,
         MFB_WIRE_OP_CREATE_BATCH, MFB_WIRE_OP_NOTIFIER, MFB_WIRE_OP_NOTIFY_WATCH, MFB_WIRE_OP_NOTIFY,
-        MFB_WIRE_OP_NOTIFY,
+        MFB_WIRE_OP_NOTIFY, MFB_WIRE_OP_USAGE, MFB_WIRE_OP_ALLOCATED,
         0,      /* an opcode that is no request */
 };
 
@@ -925,6 +993,28 @@ static size_t build_body(struct input *in, uint16_t opcode, uint8_t *body) {
         }
         case MFB_WIRE_OP_LIMITS:
                 return 0;
+        case MFB_WIRE_OP_USAGE: {
+                struct mfb_wire_usage_request req = {};
+
+                b = take_u8(in);
+                req.first_uid = b < 0x80 ? 0 : pick_id(in);
+                req.reserved = b == 0xff;
+                memcpy(body, &req, sizeof(req));
+                return sizeof(req);
+        }
+        case MFB_WIRE_OP_ALLOCATED: {
+                static const uint32_t counts[] = { 0, 1, 2, MFB_WIRE_ALLOCATED_ENTRIES_MAX,
+                                                   MFB_WIRE_ALLOCATED_ENTRIES_MAX + 1 };
+                struct mfb_wire_allocated_request req = {};
+
+                b = take_u8(in);
+                req.after_handle = b < 0x80 ? 0 : pick_handle(in);
+                b = take_u8(in);
+                req.max_count = b < 0xf0 ? counts[b % ELEMENTSOF(counts)] : (uint32_t) take_u64(in);
+                req.reserved = b == 0xef;
+                memcpy(body, &req, sizeof(req));
+                return sizeof(req);
+        }
         case MFB_WIRE_OP_NOTIFIER:
         case MFB_WIRE_OP_NOTIFY_WATCH:
         case MFB_WIRE_OP_NOTIFY: {
@@ -1053,6 +1143,23 @@ static void expect(struct slot *s, const uint8_t *rec, size_t len, bool with_fd)
                 e->access = MFB_WIRE_ACCESS_READ;
                 e->name = req.name;
                 e->may_stay = req.timeout_ns != 0;
+                return;
+        }
+        case MFB_WIRE_OP_USAGE: {
+                struct mfb_wire_usage_request req;
+
+                memcpy(&req, body, sizeof(req));
+                e->uid = req.first_uid;
+                e->must_fail = req.reserved != 0;
+                return;
+        }
+        case MFB_WIRE_OP_ALLOCATED: {
+                struct mfb_wire_allocated_request req;
+
+                memcpy(&req, body, sizeof(req));
+                e->handle = req.after_handle;
+                e->count = req.max_count ?: MFB_WIRE_ALLOCATED_ENTRIES_MAX;
+                e->must_fail = req.reserved != 0 || req.max_count > MFB_WIRE_ALLOCATED_ENTRIES_MAX;
                 return;
         }
         case MFB_WIRE_OP_NOTIFIER:

@@ -715,6 +715,113 @@ class BrokerTest(unittest.TestCase):
             self.assertEqual(page.seq(), 2)
             self.assertTrue(self.ctl_fails("notify", "nothing").startswith("memfd-brokerctl: notify nothing: "))
 
+    @needs_root(OTHER_ID)
+    def test_usage_pages_through_every_uid_for_root_only(self):
+        # Regions given to more uids than one page holds, with sizes that tell the rows apart.
+        uids = [1000 + 7 * i for i in range(2 * mfb.USAGE_ROWS_MAX + 3)]
+        for i, uid in enumerate(uids):
+            with self.client.create(4096 * (i + 1), name="u%d" % i) as r:
+                self.client.chown(uid=uid, handle=r.handle)
+        rows = self.client.usage()
+        by_uid = {row["uid"]: row["resources"] for row in rows}
+        self.assertEqual(sorted(by_uid), [row["uid"] for row in rows])
+        self.assertTrue(set(uids) | {os.getuid()} <= set(by_uid), sorted(by_uid))
+        # The figures are the region list's, uid by uid; this connection is the only one of root's.
+        listed = self.client.list()
+        for uid in {e["uid"] for e in listed}:
+            owned = [e for e in listed if e["uid"] == uid]
+            self.assertEqual(by_uid[uid]["regions"]["uid_used"], len(owned), uid)
+            self.assertEqual(by_uid[uid]["bytes"]["uid_used"], sum(e["size"] for e in owned), uid)
+        self.assertEqual(by_uid[os.getuid()]["connections"]["uid_used"], 1)
+        # Each row is what LIMITS tells that uid, but broker_used, which root is told in every row.
+        mine = self.client.limits()["resources"]
+        for uid, resources in by_uid.items():
+            for name in ("regions", "bytes"):
+                self.assertEqual(resources[name]["broker_used"], mine[name]["broker_used"], (uid, name))
+                self.assertEqual(resources[name]["broker_max"], mine[name]["broker_max"], (uid, name))
+        self.assertEqual(by_uid[os.getuid()], mine)
+        given = by_uid[uids[0]]["regions"]
+        self.assertNotEqual(given["uid_max"], mfb.LIMIT_NONE)  # not exempt
+        self.assertEqual(given["uid_used"], 1)
+
+        # Pages: full ones say where to go on; a first_uid in the middle starts there.
+        page, more, next_uid = self.client.usage_page(0)
+        self.assertEqual((len(page), more, next_uid), (mfb.USAGE_ROWS_MAX, True, page[-1]["uid"] + 1))
+        page, _, _ = self.client.usage_page(uids[5])
+        self.assertEqual([row["uid"] for row in page],
+                         [uid for uid in sorted(by_uid) if uid >= uids[5]][:mfb.USAGE_ROWS_MAX])
+        # A uid that holds nothing any more has no row.
+        self.client.remove(name="u0")
+        self.assertNotIn(uids[0], [row["uid"] for row in self.client.usage()])
+        with self.assertRaises(mfb.BrokerError) as e:
+            self.client.usage_page(0, reserved=1)
+        self.assertEqual(e.exception.errno, errno.EINVAL)
+
+        # Another uid sees its own row and nothing of the others, whatever it asks.
+        os.chmod(self.dir.name, 0o755)  # so that the other user reaches the socket
+
+        def other():
+            with self.connect() as c:
+                with c.create(8192, name="other"):
+                    return c.usage(), c.usage_page(OTHER_ID + 1), c.usage_page(0), c.limits()
+
+        rows, after, first, limits = as_user(OTHER_ID, other)
+        self.assertEqual(rows, [limits])
+        self.assertEqual(first, [[limits], False, 0])
+        self.assertEqual(after, [[], False, 0])
+        self.assertEqual(limits["resources"]["bytes"]["uid_used"], 8192)
+        for name, entry in limits["resources"].items():
+            self.assertEqual(entry["broker_used"], mfb.LIMIT_NONE, name)
+        # Root sees that row too, and what was given to uids[1] is still there.
+        by_uid = {row["uid"]: row["resources"] for row in self.client.usage()}
+        self.assertEqual(by_uid[OTHER_ID]["regions"]["uid_used"], 1)  # its named region stays
+        self.assertEqual(by_uid[uids[1]]["bytes"]["uid_used"], 2 * 4096)
+
+    def test_allocated_counts_the_pages_written(self):
+        size = 4 << 20  # whole huge pages, so that shmem's transparent huge pages change nothing
+        with self.client.create(size, name="half") as r, self.client.create(size) as untouched:
+            self.fill(r, b"x" * (size // 2))
+            self.assertEqual(self.client.allocated(), {r.handle: size // 2, untouched.handle: 0})
+            # One region: from its handle - 1, one entry.
+            self.assertEqual(self.client.allocated_page(r.handle - 1, 1), ([(r.handle, size // 2)], True, r.handle))
+            self.assertEqual(self.ctl_json("stat", "half")["allocated"], size // 2)
+            self.assertEqual({e["name"]: e["allocated"] for e in self.ctl_json("list")},
+                             {"half": size // 2, None: 0})
+            for max_count, reserved in ((mfb.ALLOCATED_ENTRIES_MAX + 1, 0), (0, 1)):
+                with self.assertRaises(mfb.BrokerError) as e:
+                    self.client.allocated_page(0, max_count, reserved)
+                self.assertEqual(e.exception.errno, errno.EINVAL)
+
+    @needs_root(OTHER_ID)
+    def test_allocated_reports_only_what_the_caller_may_see(self):
+        total = mfb.LIST_SCAN_MAX + 40
+        shown = {10, total - 1}
+        handles = []
+        for i in range(total):
+            with self.client.create(4096, name="a%d" % i, mode=0o604 if i in shown else 0o600) as r:
+                if i in shown:
+                    self.fill(r, b"y")
+                handles.append(r.handle)
+        self.assertEqual(sorted(self.client.allocated()), handles)  # root: all of them
+        os.chmod(self.dir.name, 0o755)  # so that the other user reaches the socket
+
+        def other():
+            with self.connect() as c:
+                pages, after, more = [], 0, True
+                while more:
+                    entries, more, after = c.allocated_page(after)
+                    pages.append([h for h, _ in entries])
+                return pages, [e["handle"] for e in c.list()], c.allocated_page(handles[0] - 1, 1)
+
+        pages, listed, one = as_user(OTHER_ID, other)
+        self.assertEqual([h for page in pages for h in page], [handles[i] for i in sorted(shown)])
+        self.assertEqual(listed, [handles[i] for i in sorted(shown)])
+        # LIST's pages: the first request covered LIST_SCAN_MAX handles, of which the caller sees one.
+        self.assertEqual(pages[0], [handles[10]])
+        self.assertGreaterEqual(len(pages), 2)
+        # A region it may not see is not there, as with STAT: the first it sees comes instead, or nothing.
+        self.assertNotIn(handles[0], [h for h, _ in one[0]])
+
 
 def hugepages():
     """The default huge page size in bytes and how many are free, from /proc/meminfo."""
