@@ -794,36 +794,6 @@ static int handle_create_batch(struct request *q) {
         return 0;
 }
 
-static int handle_limits(struct request *q) {
-        struct session *s = q->session;
-        const struct quota *quota = s->services->quota;
-        const struct quota_limits *limits = quota_limits(quota);
-        uid_t uid = s->peer.creds.uid;
-        bool exempt = quota_is_exempt(quota, uid);
-        struct {
-                struct mfb_wire_header header;
-                struct mfb_wire_limits_reply body;
-        } rec = { .body = { .uid = uid, .count = MFB_WIRE_RESOURCE_COUNT } };
-
-        for (unsigned i = 0; i < MFB_WIRE_RESOURCE_COUNT; i++)
-                rec.body.resources[i] = (struct mfb_wire_limit) {
-                        .broker_max = limits->broker_max.n[i],
-                        /* How much others hold is not every uid's business. */
-                        .broker_used = exempt ? quota_used(quota, i) : MFB_WIRE_LIMIT_NONE,
-                        .uid_max = exempt ? MFB_WIRE_LIMIT_NONE : limits->uid_max.n[i],
-                        .uid_used = quota_held(quota, uid, i),
-                        .uid_available = quota_available(quota, uid, i),
-                };
-        /* Without a service manager nothing is kept across restarts. */
-        if (!s->services->persist)
-                rec.body.resources[MFB_WIRE_RESOURCE_KEPT] = (struct mfb_wire_limit) {
-                        .broker_used = exempt ? 0 : MFB_WIRE_LIMIT_NONE,
-                        .uid_max = exempt ? MFB_WIRE_LIMIT_NONE : 0,
-                };
-        (void) reply_record(s->connection, &q->header, &rec.header, sizeof(rec));
-        return 0;
-}
-
 /*
  * uid's row of a USAGE reply, laid out as a LIMITS reply for it: its limits,
  * what it holds and what it may take more. told: whether the caller is
@@ -850,6 +820,20 @@ static void usage_row(struct request *q, uid_t uid, bool told, struct mfb_wire_l
                         .broker_used = told ? 0 : MFB_WIRE_LIMIT_NONE,
                         .uid_max = exempt ? MFB_WIRE_LIMIT_NONE : 0,
                 };
+}
+
+static int handle_limits(struct request *q) {
+        struct session *s = q->session;
+        uid_t uid = s->peer.creds.uid;
+        struct {
+                struct mfb_wire_header header;
+                struct mfb_wire_limits_reply body;
+        } rec;
+
+        /* How much others hold is not every uid's business: the exempt are told, as they may list it all. */
+        usage_row(q, uid, quota_is_exempt(s->services->quota, uid), &rec.body);
+        (void) reply_record(s->connection, &q->header, &rec.header, sizeof(rec));
+        return 0;
 }
 
 /*
