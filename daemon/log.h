@@ -2,8 +2,10 @@
 #pragma once
 
 /*
- * Logging to stderr, one line per message, each with the sd-daemon.h
- * priority prefix ("<3>") that journald turns into the entry's priority.
+ * Logging to stderr, one line per message. When stderr is the journal's
+ * stream ($JOURNAL_STREAM names it), each line starts with the sd-daemon.h
+ * priority prefix ("<3>") that journald turns into the entry's priority;
+ * elsewhere (a terminal, a file) lines are plain text.
  */
 
 #include <stdlib.h>

@@ -10,8 +10,11 @@ dir=$(dirname "$0")/python
 PYTHONPATH=$(cd "$(dirname "$0")/../python" && pwd)${PYTHONPATH:+:$PYTHONPATH}
 PYTHONDONTWRITEBYTECODE=1
 export PYTHONPATH PYTHONDONTWRITEBYTECODE
+# The interpreter configure found (what the package is installed for), else python3.
+python=${MFB_PYTHON:-python3}
+[ "$python" = : ] && python=python3
 status=0
-python3 "$dir/test_protocol.py" -v || status=1
-python3 "$dir/test_attack.py" -v || status=1
-python3 "$dir/test_package.py" -v || status=1
+"$python" "$dir/test_protocol.py" -v || status=1
+"$python" "$dir/test_attack.py" -v || status=1
+"$python" "$dir/test_package.py" -v || status=1
 exit $status
