@@ -2,8 +2,10 @@
 broker service of its own under fake_systemd.FakeSystemd. Standard library only, besides fake_systemd.
 """
 
+import glob
 import json
 import os
+import shutil
 import select
 import signal
 import sys
@@ -32,6 +34,30 @@ def needs_root(*uids):
     else:
         who = "uids " + " and ".join("%d" % uid for uid in uids)
     return unittest.skipUnless(os.geteuid() == 0, "needs root to switch to " + who)
+
+
+def brokerctl_for_others(folder):
+    """A memfd-brokerctl that uids other than the test's can run: in a build tree private to root (a checkout in a
+    0700 folder) they cannot run the built one, so its program and library are copied into folder/bin (folder must
+    be one those uids reach; the copy goes with it). libtool builds tools/memfd-brokerctl as a script that runs
+    tools/.libs/memfd-brokerctl. The built one itself where there is no such program (an installed tree)."""
+    top = os.path.dirname(os.path.dirname(os.path.abspath(os.environ["MFB_BROKERD"])))
+    program = os.path.join(top, "tools", ".libs", "memfd-brokerctl")
+    if not os.path.exists(program):
+        return os.environ["MFB_BROKERCTL"]
+    bindir = os.path.join(folder, "bin")
+    os.makedirs(bindir, exist_ok=True)
+    shutil.copy(program, os.path.join(bindir, "memfd-brokerctl.bin"))
+    for lib in glob.glob(os.path.join(top, "client-lib", ".libs", "libmemfd-broker.so*")):
+        shutil.copy(lib, bindir, follow_symlinks=False)
+    wrapper = os.path.join(bindir, "memfd-brokerctl")
+    with open(wrapper, "w") as f:
+        f.write('#!/bin/sh\nLD_LIBRARY_PATH=%s exec %s "$@"\n' % (bindir, os.path.join(bindir, "memfd-brokerctl.bin")))
+    for name in os.listdir(bindir):
+        if not os.path.islink(os.path.join(bindir, name)):
+            os.chmod(os.path.join(bindir, name), 0o755)
+    os.chmod(bindir, 0o755)
+    return wrapper
 
 
 def as_user(uid, fn, *args):
