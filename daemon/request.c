@@ -475,63 +475,103 @@ static int handle_stat(struct request *q) {
 }
 
 /*
- * A LIST must cost the same whatever others hold, and must not tell a
- * caller anything about the regions it may not see, not even that they
- * exist. So a caller other than root is given the regions of the next
- * MFB_WIRE_LIST_SCAN_MAX handle values, whichever of them are live, and
- * the cursor moves on by that range: a cursor that stopped at the last
- * region examined would say where hidden regions are. Whether there is
- * more depends only on the highest handle given, which any CREATE tells.
- * Root sees every region, so its pages are dense: the next
- * MFB_WIRE_LIST_SCAN_MAX live regions, however sparse their handles.
+ * A LIST (and an ALLOCATED, which pages alike) must cost the same whatever
+ * others hold, and must not tell a caller anything about the regions it
+ * may not see, not even that they exist. So a caller other than root is
+ * given the regions of the next MFB_WIRE_LIST_SCAN_MAX handle values,
+ * whichever of them are live, and the cursor moves on by that range: a
+ * cursor that stopped at the last region examined would say where hidden
+ * regions are. Whether there is more depends only on the highest handle
+ * given, which any CREATE tells. Root sees every region, so its pages are
+ * dense: the next MFB_WIRE_LIST_SCAN_MAX live regions, however sparse
+ * their handles.
  */
+struct page {
+        uint32_t count;         /* regions taken, at most the page's max */
+        uint32_t scanned;       /* regions examined */
+        uint32_t more;
+        uint64_t next_after;
+};
+
+/* Takes r, which the caller may see, as the page's entry i. Returns 0 or -errno (fail() said why). */
+typedef int (*page_take_t)(struct request *q, struct region *r, uint32_t i, void *userdata);
+
+/* Walks the page after after_handle, of at most max entries, handing each region the caller may see to take. */
+static int page_walk(struct request *q, uint64_t after_handle, uint32_t max, page_take_t take, void *userdata,
+                     struct page *ret) {
+        const struct session *s = q->session;
+        struct region_table *t = s->services->regions;
+        uint64_t last_handle = region_table_last_handle(t), end, last_taken = 0;
+        bool dense = s->peer.creds.uid == 0;
+        struct region *r;
+        uint32_t n = 0, scanned = 0;
+
+        if (dense || after_handle > UINT64_MAX - MFB_WIRE_LIST_SCAN_MAX)
+                end = UINT64_MAX;
+        else
+                end = after_handle + MFB_WIRE_LIST_SCAN_MAX;
+        for (r = region_next(t, after_handle); r && r->handle <= end; r = region_after(t, r)) {
+                int k;
+
+                if (n == max || scanned == MFB_WIRE_LIST_SCAN_MAX)
+                        break;
+                scanned++;
+                if (!access_may_see(&s->peer, r))
+                        continue;
+                k = take(q, r, n++, userdata);
+                if (k < 0)
+                        return k;
+                last_taken = r->handle;
+        }
+        *ret = (struct page) { .count = n, .scanned = scanned };
+        if (n == max) {
+                /*
+                 * A full page: on from its last entry, which the caller may
+                 * see; whether anything follows it is the next page's to say.
+                 */
+                ret->more = 1;
+                ret->next_after = last_taken;
+        } else if (dense) {
+                /* Root sees every region it examined, so the last one examined may say where it stopped. */
+                ret->more = r != NULL;
+                ret->next_after = n > 0 ? last_taken : after_handle;
+        } else {
+                ret->more = end < last_handle;
+                ret->next_after = end < last_handle ? end : last_handle;
+        }
+        return 0;
+}
+
+static int list_take(struct request *q, struct region *r, uint32_t i, void *userdata) {
+        struct mfb_wire_region_info *entries = userdata;
+
+        region_info(r, &entries[i]);
+        return 0;
+}
+
 static int handle_list(struct request *q) {
         struct session *s = q->session;
-        struct region_table *t = s->services->regions;
-        uint64_t last_handle = region_table_last_handle(t), end;
-        bool dense = s->peer.creds.uid == 0;
         struct mfb_wire_list_request req;
         struct {
                 struct mfb_wire_header header;
                 struct mfb_wire_list_reply body;
                 struct mfb_wire_region_info entries[MFB_WIRE_LIST_ENTRIES_MAX];
         } rec;
-        struct region *r;
-        uint32_t n = 0, scanned = 0;
+        struct page page;
 
         memcpy(&req, q->body, sizeof(req));
-        if (dense || req.after_handle > UINT64_MAX - MFB_WIRE_LIST_SCAN_MAX)
-                end = UINT64_MAX;
-        else
-                end = req.after_handle + MFB_WIRE_LIST_SCAN_MAX;
-        for (r = region_next(t, req.after_handle); r && r->handle <= end; r = region_after(t, r)) {
-                if (n == MFB_WIRE_LIST_ENTRIES_MAX || scanned == MFB_WIRE_LIST_SCAN_MAX)
-                        break;
-                scanned++;
-                if (access_may_see(&s->peer, r))
-                        region_info(r, &rec.entries[n++]);
-        }
-        rec.body.count = n;
-        if (n == MFB_WIRE_LIST_ENTRIES_MAX) {
-                /*
-                 * A full page: on from its last entry, which the caller may
-                 * see; whether anything follows it is the next page's to say.
-                 */
-                rec.body.more = 1;
-                rec.body.next_after = rec.entries[n - 1].handle;
-        } else if (dense) {
-                /* Root sees every region it examined, so the last one examined may say where it stopped. */
-                rec.body.more = r != NULL;
-                rec.body.next_after = n > 0 ? rec.entries[n - 1].handle : req.after_handle;
-        } else {
-                rec.body.more = end < last_handle;
-                rec.body.next_after = end < last_handle ? end : last_handle;
-        }
+        (void) page_walk(q, req.after_handle, MFB_WIRE_LIST_ENTRIES_MAX, list_take, rec.entries, &page);
+        rec.body = (struct mfb_wire_list_reply) {
+                .count = page.count,
+                .more = page.more,
+                .next_after = page.next_after,
+        };
 
         log_debug("LIST of pid %d uid %u: %" PRIu32 " of %" PRIu32 " regions after %" PRIu64 "%s",
-                  (int) s->peer.creds.pid, s->peer.creds.uid, n, scanned, req.after_handle,
-                  rec.body.more ? ", more to come" : "");
-        (void) reply_record(s->connection, &q->header, &rec.header, offsetof(__typeof__(rec), entries) + n * sizeof(rec.entries[0]));
+                  (int) s->peer.creds.pid, s->peer.creds.uid, page.count, page.scanned, req.after_handle,
+                  page.more ? ", more to come" : "");
+        (void) reply_record(s->connection, &q->header, &rec.header,
+                            offsetof(__typeof__(rec), entries) + page.count * sizeof(rec.entries[0]));
         return 0;
 }
 
@@ -877,24 +917,33 @@ static int handle_usage(struct request *q) {
 }
 
 /*
- * ALLOCATED: LIST's pages (see handle_list(), whose rules this follows to
- * the letter, so that it costs and tells no more), with each region's
- * allocated bytes instead of its info. Only for regions the caller may
- * see, which it can map and measure itself (SEEK_DATA, mincore()) anyway,
- * or owns and is charged for.
+ * ALLOCATED: LIST's pages (page_walk(), so that it costs and tells no
+ * more), with each region's allocated bytes instead of its info. Only for
+ * regions the caller may see, which it can map and measure itself
+ * (SEEK_DATA, mincore()) anyway, or owns and is charged for.
  */
+static int allocated_take(struct request *q, struct region *r, uint32_t i, void *userdata) {
+        struct mfb_wire_allocated_entry *entries = userdata;
+        struct stat st;
+
+        if (fstat(r->fd, &st) < 0)
+                return fail_kernel(q, negative_errno(), "measuring the region failed");
+        entries[i] = (struct mfb_wire_allocated_entry) {
+                .handle = r->handle,
+                .allocated = (uint64_t) st.st_blocks * 512,
+        };
+        return 0;
+}
+
 static int handle_allocated(struct request *q) {
         struct session *s = q->session;
-        struct region_table *t = s->services->regions;
-        uint64_t last_handle = region_table_last_handle(t), end;
-        bool dense = s->peer.creds.uid == 0;
         struct mfb_wire_allocated_request req;
         struct {
                 struct mfb_wire_header header;
                 struct mfb_wire_allocated_reply body;
         } rec = {};
-        struct region *r;
-        uint32_t n = 0, scanned = 0, max;
+        struct page page;
+        int k;
 
         memcpy(&req, q->body, sizeof(req));
         if (req.reserved != 0)
@@ -902,42 +951,17 @@ static int handle_allocated(struct request *q) {
         if (req.max_count > MFB_WIRE_ALLOCATED_ENTRIES_MAX)
                 return fail(q, -EINVAL, "max_count %" PRIu32 " is above %u", req.max_count,
                             MFB_WIRE_ALLOCATED_ENTRIES_MAX);
-        max = req.max_count ?: MFB_WIRE_ALLOCATED_ENTRIES_MAX;
-        if (dense || req.after_handle > UINT64_MAX - MFB_WIRE_LIST_SCAN_MAX)
-                end = UINT64_MAX;
-        else
-                end = req.after_handle + MFB_WIRE_LIST_SCAN_MAX;
-        for (r = region_next(t, req.after_handle); r && r->handle <= end; r = region_after(t, r)) {
-                struct stat st;
-
-                if (n == max || scanned == MFB_WIRE_LIST_SCAN_MAX)
-                        break;
-                scanned++;
-                if (!access_may_see(&s->peer, r))
-                        continue;
-                if (fstat(r->fd, &st) < 0)
-                        return fail_kernel(q, negative_errno(), "measuring the region failed");
-                rec.body.entries[n++] = (struct mfb_wire_allocated_entry) {
-                        .handle = r->handle,
-                        .allocated = (uint64_t) st.st_blocks * 512,
-                };
-        }
-        rec.body.count = n;
-        if (n == max) {
-                /* A full page: on from its last entry, as LIST. */
-                rec.body.more = 1;
-                rec.body.next_after = rec.body.entries[n - 1].handle;
-        } else if (dense) {
-                rec.body.more = r != NULL;
-                rec.body.next_after = n > 0 ? rec.body.entries[n - 1].handle : req.after_handle;
-        } else {
-                rec.body.more = end < last_handle;
-                rec.body.next_after = end < last_handle ? end : last_handle;
-        }
+        k = page_walk(q, req.after_handle, req.max_count ?: MFB_WIRE_ALLOCATED_ENTRIES_MAX, allocated_take,
+                      rec.body.entries, &page);
+        if (k < 0)
+                return k;
+        rec.body.count = page.count;
+        rec.body.more = page.more;
+        rec.body.next_after = page.next_after;
 
         log_debug("ALLOCATED of pid %d uid %u: %" PRIu32 " of %" PRIu32 " regions after %" PRIu64 "%s",
-                  (int) s->peer.creds.pid, s->peer.creds.uid, n, scanned, req.after_handle,
-                  rec.body.more ? ", more to come" : "");
+                  (int) s->peer.creds.pid, s->peer.creds.uid, page.count, page.scanned, req.after_handle,
+                  page.more ? ", more to come" : "");
         (void) reply_record(s->connection, &q->header, &rec.header, sizeof(rec));
         return 0;
 }
