@@ -70,7 +70,7 @@ static int notifier_parse(mfb_client *c, const struct client_reply *reply, void 
         return 0;
 }
 
-/* Maps the control page, asking the broker for it the first time. */
+/* Maps the control page, asking the broker for it the first time; -EOPNOTSUPP from a broker without notifications. */
 static int need_page(mfb_client *c, uint64_t handle, int access, struct region_notify *n) {
         struct mfb_wire_notify_request request = { .handle = handle };
         struct notifier_call nc = { .access = access, .fd = -1 };
@@ -80,6 +80,9 @@ static int need_page(mfb_client *c, uint64_t handle, int access, struct region_n
 
         if (n->page)
                 return 0;
+        k = check_capable(c);
+        if (k < 0)
+                return k;
         k = client_call(c, MFB_WIRE_OP_NOTIFIER, &request, sizeof(request), notifier_parse, &nc);
         fd = nc.fd;
         if (k < 0)
@@ -97,9 +100,6 @@ int region_notify_signal(mfb_client *c, uint64_t handle, int access, struct regi
         struct mfb_wire_notify_request request = { .handle = handle };
         int k;
 
-        k = check_capable(c);
-        if (k < 0)
-                return k;
         k = need_page(c, handle, access, n);
         if (k < 0)
                 return k;
@@ -129,9 +129,6 @@ int region_notify_wait(mfb_client *c, uint64_t handle, int access, struct region
         int64_t deadline = 0;
         int k;
 
-        k = check_capable(c);
-        if (k < 0)
-                return k;
         k = need_page(c, handle, access, n);
         if (k < 0)
                 return k;
@@ -184,9 +181,6 @@ int region_notify_fd(mfb_client *c, uint64_t handle, int access, struct region_n
         struct mfb_wire_notify_request request = { .handle = handle };
         int k, fd = -1;
 
-        k = check_capable(c);
-        if (k < 0)
-                return k;
         if (n->event_fd >= 0)
                 return n->event_fd;
         /* The page too, now: then region_notify_read() never asks the broker anything. */
@@ -226,9 +220,6 @@ static int drain(int fd) {
 int region_notify_read(mfb_client *c, uint64_t handle, int access, struct region_notify *n, uint64_t *ret_seq) {
         int k;
 
-        k = check_capable(c);
-        if (k < 0)
-                return k;
         k = need_page(c, handle, access, n);
         if (k < 0)
                 return k;
