@@ -200,6 +200,24 @@ struct list_state {
 };
 
 /*
+ * Moves a paging cursor (LIST's rules, which ALLOCATED follows) on to a
+ * reply's next_after, last being the reply's last entry (or the cursor,
+ * for none). A reply may examine regions without listing any, so only the
+ * cursor tells how far it got; one that does not move on would have us ask
+ * forever, and one behind the last entry would list entries twice.
+ */
+static int cursor_next(mfb_client *c, uint32_t more, uint64_t next_after, uint64_t last, uint64_t *after,
+                       bool *ret_more) {
+        *ret_more = more;
+        if (!more)
+                return 0;
+        if (next_after <= *after || next_after < last)
+                return client_protocol_error(c);
+        *after = next_after;
+        return 0;
+}
+
+/*
  * Appends the entries of one LIST reply, to the request with s->after as
  * after_handle, to s->entries, and moves s->after on to where the next
  * request starts.
@@ -226,18 +244,7 @@ static int list_parse(mfb_client *c, const struct client_reply *reply, void *use
                 s->n++;
         }
 
-        /*
-         * A reply may examine regions without listing any, so only the cursor
-         * tells how far it got; one that does not move on would have us ask
-         * forever, and one behind the last entry would list entries twice.
-         */
-        s->more = head.more;
-        if (head.more) {
-                if (head.next_after <= s->after || head.next_after < last)
-                        return client_protocol_error(c);
-                s->after = head.next_after;
-        }
-        return 0;
+        return cursor_next(c, head.more, head.next_after, last, &s->after, &s->more);
 }
 
 _public_ int mfb_list(mfb_client *c, mfb_region_stat **ret_entries, size_t *ret_count) {
@@ -302,13 +309,7 @@ static int allocated_parse(mfb_client *c, const struct client_reply *reply, void
                 s->entries[s->n++] = (mfb_allocation) { .handle = e.handle, .allocated = e.allocated };
         }
 
-        s->more = head.more;
-        if (head.more) {
-                if (head.next_after <= s->after || head.next_after < last)
-                        return client_protocol_error(c);
-                s->after = head.next_after;
-        }
-        return 0;
+        return cursor_next(c, head.more, head.next_after, last, &s->after, &s->more);
 }
 
 _public_ int mfb_list_allocated(mfb_client *c, mfb_allocation **ret_entries, size_t *ret_count) {
