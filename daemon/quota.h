@@ -95,9 +95,12 @@ uint64_t quota_available(const struct quota *q, uid_t uid, enum mfb_wire_resourc
 /*
  * The uids the table has an entry for (those holding anything, exempt ones
  * included, and those with refused connections waiting to be told), from
- * first_uid up in ascending order: stores up to n of them in ret_uids and
- * returns how many, and in *ret_more whether more follow them. Costs
- * O(log uids + n), whatever the table holds.
+ * first_uid up in ascending order: stores up to n of them in ret_uids, the
+ * caller's room for n, and returns how many. Sets *ret_more to whether the
+ * table has uids after the last one stored (when none is, as with n == 0:
+ * any from first_uid up), so that a caller paging through takes the next
+ * page from that uid + 1, which cannot wrap, until *ret_more is false.
+ * Costs O(log uids + n), whatever the table holds.
  */
 size_t quota_users(const struct quota *q, uid_t first_uid, uid_t *ret_uids, size_t n, bool *ret_more);
 
