@@ -2,10 +2,11 @@
 /*
  * daemon/quota.c on its own, without a broker: the fair share of what is
  * left (dbus-broker's rule, quota.h), limits per uid, exempt uids, charges
- * of several resources at once, moves between uids, forced charges and
- * refused connections. The expected values come from a model of the rule
- * in this file, which finds the largest charge by trying one after the
- * other, not from the formula quota.c solves it with.
+ * of several resources at once, moves between uids, forced charges,
+ * refused connections, and the uids USAGE pages through. The expected
+ * values come from a model of the rule in this file, which finds the
+ * largest charge by trying one after the other, not from the formula
+ * quota.c solves it with.
  */
 #include <errno.h>
 #include <string.h>
@@ -602,6 +603,441 @@ START_TEST(refused_connections_wait_at_most_eight_per_uid) {
 }
 END_TEST
 
+/*
+ * quota_users(), which USAGE pages through. What the tests expect is kept
+ * here sorted with qsort() and searched by scanning, not with the binary
+ * search of quota.c.
+ */
+#define LISTED_MAX 320
+
+/* Put in a page's room beforehand; no test charges it, so that a store past what is listed shows. */
+#define NOT_A_TEST_UID 0xdeadbeefU
+
+struct listed {
+        uid_t uids[LISTED_MAX];
+        size_t n;
+};
+
+static int compare_uids(const void *a, const void *b) {
+        uid_t x = *(const uid_t *) a, y = *(const uid_t *) b;
+
+        return x < y ? -1 : x > y;
+}
+
+/* The position of the first uid at least uid. */
+static size_t listed_find(const struct listed *l, uid_t uid) {
+        size_t i = 0;
+
+        while (i < l->n && l->uids[i] < uid)
+                i++;
+        return i;
+}
+
+static bool listed_has(const struct listed *l, uid_t uid) {
+        size_t i = listed_find(l, uid);
+
+        return i < l->n && l->uids[i] == uid;
+}
+
+static void listed_add(struct listed *l, uid_t uid) {
+        ck_assert(!listed_has(l, uid));
+        ck_assert_uint_lt(l->n, LISTED_MAX);
+        l->uids[l->n++] = uid;
+        qsort(l->uids, l->n, sizeof(l->uids[0]), compare_uids);
+}
+
+static void listed_remove(struct listed *l, uid_t uid) {
+        size_t i = listed_find(l, uid);
+
+        ck_assert(i < l->n && l->uids[i] == uid);
+        for (l->n--; i < l->n; i++)
+                l->uids[i] = l->uids[i + 1];
+}
+
+/*
+ * One page of n from first_uid: the uids listed from there, no more than
+ * n, nothing stored past them, and *ret_more set (from the wrong value)
+ * exactly when uids follow the page, with n == 0 too.
+ */
+static void assert_page(const struct quota *q, const struct listed *l, uid_t first_uid, size_t n) {
+        uid_t page[LISTED_MAX + 2];
+        size_t from = listed_find(l, first_uid), want = n < l->n - from ? n : l->n - from, got, i;
+        bool want_more = from + want < l->n, more = !want_more;
+
+        ck_assert_uint_le(n, ELEMENTSOF(page));
+        for (i = 0; i < ELEMENTSOF(page); i++)
+                page[i] = NOT_A_TEST_UID;
+        got = quota_users(q, first_uid, page, n, &more);
+        ck_assert_msg(got == want, "from uid %u, %zu at a time: %zu uids listed, not %zu", (unsigned) first_uid, n,
+                      got, want);
+        /* One assertion per page, not per uid: Check records every one that passes. */
+        for (i = 0; i < got && page[i] == l->uids[from + i]; i++)
+                ;
+        ck_assert_msg(i == got, "from uid %u, %zu at a time: uid %u listed at %zu, not %u", (unsigned) first_uid, n,
+                      (unsigned) page[i], i, (unsigned) l->uids[from + i]);
+        for (i = got; i < ELEMENTSOF(page) && page[i] == NOT_A_TEST_UID; i++)
+                ;
+        ck_assert_msg(i == ELEMENTSOF(page), "from uid %u, %zu at a time: %u stored at %zu, past the %zu listed",
+                      (unsigned) first_uid, n, (unsigned) page[i], i, got);
+        ck_assert_msg(more == want_more, "from uid %u, %zu at a time: more is %s with %zu of %zu uids after the page",
+                      (unsigned) first_uid, n, more ? "true" : "false", l->n - from - want, l->n);
+}
+
+/*
+ * Pages from at, just below and just above every listed uid (so from
+ * between two, and beyond the last), of 0, 1, one fewer than the uids
+ * left, as many, one more and a USAGE reply's rows.
+ */
+static void assert_every_page(const struct quota *q, const struct listed *l) {
+        assert_page(q, l, 0, l->n);
+        assert_page(q, l, UINT32_MAX, 1);
+        for (size_t i = 0; i < l->n; i++) {
+                /* Wrapping around is fine: 0 - 1 is from beyond all, UINT32_MAX + 1 from the first. */
+                const uid_t firsts[] = { l->uids[i], l->uids[i] - 1, l->uids[i] + 1 };
+
+                for (size_t j = 0; j < ELEMENTSOF(firsts); j++) {
+                        size_t left = l->n - listed_find(l, firsts[j]);
+
+                        assert_page(q, l, firsts[j], 0);
+                        assert_page(q, l, firsts[j], 1);
+                        if (left > 1)
+                                assert_page(q, l, firsts[j], left - 1);
+                        assert_page(q, l, firsts[j], left);
+                        assert_page(q, l, firsts[j], left + 1);
+                        assert_page(q, l, firsts[j], MFB_WIRE_USAGE_ROWS_MAX);
+                }
+        }
+}
+
+/* Pages through everything n at a time as USAGE's callers do, each page from the uid after the last one. */
+static void assert_walk(const struct quota *q, const struct listed *l, size_t n) {
+        uid_t page[LISTED_MAX + 1], first_uid = 0;
+        size_t seen = 0, got, i;
+        bool more = true;
+
+        ck_assert_uint_le(n, ELEMENTSOF(page));
+        for (size_t pages = 0; more; pages++) {
+                ck_assert_msg(pages <= l->n, "paging %zu at a time does not end", n);
+                got = quota_users(q, first_uid, page, n, &more);
+                ck_assert_msg(got <= l->n - seen, "paging %zu at a time lists %zu uids past the %zu", n,
+                              got - (l->n - seen), l->n);
+                for (i = 0; i < got && page[i] == l->uids[seen + i]; i++)
+                        ;
+                ck_assert_msg(i == got, "paging %zu at a time: uid %u listed at %zu, not %u", n, (unsigned) page[i],
+                              seen + i, (unsigned) l->uids[seen + i]);
+                seen += got;
+                if (more) {
+                        ck_assert_uint_eq(got, n);
+                        first_uid = page[got - 1] + 1;
+                }
+        }
+        ck_assert_msg(seen == l->n, "paging %zu at a time lists %zu uids, not %zu", n, seen, l->n);
+}
+
+/* Limits that let hundreds of uids each hold some of every resource. */
+static struct quota *users_quota(void) {
+        struct quota_limits limits;
+        struct quota *q;
+
+        for (unsigned i = 0; i < MFB_WIRE_RESOURCE_COUNT; i++) {
+                limits.broker_max.n[i] = 1U << 20;
+                limits.uid_max.n[i] = MFB_WIRE_LIMIT_NONE;
+        }
+        ck_assert_int_eq(quota_new(&limits, EXEMPT_UID, &q), 0);
+        return q;
+}
+
+/* What uid is charged with: one of a resource of its own, so that entries hold different ones. */
+static struct quota_amount amount_of(uid_t uid) {
+        struct quota_amount a = { .n = { 0 } };
+
+        a.n[uid % MFB_WIRE_RESOURCE_COUNT] = 1;
+        return a;
+}
+
+static void charge_user(struct quota *q, struct listed *l, uid_t uid) {
+        struct quota_amount a = amount_of(uid);
+
+        ck_assert_msg(quota_charge(q, uid, &a, NULL) == 0, "charging uid %u failed", (unsigned) uid);
+        listed_add(l, uid);
+}
+
+static void discharge_user(struct quota *q, struct listed *l, uid_t uid) {
+        struct quota_amount a = amount_of(uid);
+
+        quota_discharge(q, uid, &a);
+        listed_remove(l, uid);
+}
+
+/* Edges of uid_t, the exempt uids and the overflow uid 65534 (nobody) with its neighbours. */
+static const uid_t edge_uids[] = {
+        0, 1, EXEMPT_UID, UID_A, UID_B, 65533, 65534, 65535, 65536,
+        INT32_MAX, (uid_t) INT32_MAX + 1, UINT32_MAX - 1, UINT32_MAX,
+};
+
+/* n distinct uids, edge_uids[] among them, in a shuffled order. */
+static void shuffled_uids(uid_t *uids, size_t n, uint32_t state) {
+        size_t have = 0;
+
+        ck_assert_uint_ge(n, ELEMENTSOF(edge_uids));
+        for (; have < ELEMENTSOF(edge_uids); have++)
+                uids[have] = edge_uids[have];
+        while (have < n) {
+                uid_t high = next_random(&state), uid = high << 16 | next_random(&state);
+                size_t i = 0;
+
+                /* Some close to each other too, not only spread over 32 bits. */
+                if (have % 3 == 0)
+                        uid = 1000 + next_random(&state) % 200;
+                while (i < have && uids[i] != uid)
+                        i++;
+                if (i == have && uid != NOT_A_TEST_UID)
+                        uids[have++] = uid;
+        }
+        for (size_t i = n - 1; i > 0; i--) {
+                size_t j = next_random(&state) % (i + 1);
+                uid_t t = uids[i];
+
+                uids[i] = uids[j];
+                uids[j] = t;
+        }
+}
+
+START_TEST(users_are_listed_in_ascending_order_whatever_order_they_came_in) {
+        static const size_t page_sizes[] = { 1, 2, 3, MFB_WIRE_USAGE_ROWS_MAX, 299, 300, 301 };
+        uid_t order[300];
+        struct listed l = { .n = 0 };
+        struct quota *q = users_quota();
+
+        shuffled_uids(order, ELEMENTSOF(order), 7);
+        for (size_t i = 0; i < ELEMENTSOF(order); i++) {
+                charge_user(q, &l, order[i]);
+                /* The newcomer is where it belongs, and everything is in order. */
+                assert_page(q, &l, order[i], 1);
+                assert_page(q, &l, 0, l.n + 1);
+        }
+        assert_every_page(q, &l);
+        for (size_t i = 0; i < ELEMENTSOF(page_sizes); i++)
+                assert_walk(q, &l, page_sizes[i]);
+        quota_free(q);
+}
+END_TEST
+
+/* A page from first_uid of n must be exactly count uids, want[], and more. */
+static void expect_page(const struct quota *q, uid_t first_uid, size_t n, const uid_t *want, size_t count,
+                        bool want_more) {
+        uid_t page[8];
+        bool more = !want_more;
+        size_t got;
+
+        ck_assert_uint_le(n, ELEMENTSOF(page));
+        for (size_t i = 0; i < ELEMENTSOF(page); i++)
+                page[i] = NOT_A_TEST_UID;
+        got = quota_users(q, first_uid, page, n, &more);
+        ck_assert_msg(got == count, "from uid %u, %zu at a time: %zu uids listed, not %zu", (unsigned) first_uid, n,
+                      got, count);
+        for (size_t i = 0; i < count; i++)
+                ck_assert_msg(page[i] == want[i], "from uid %u, %zu at a time: uid %u listed at %zu, not %u",
+                              (unsigned) first_uid, n, (unsigned) page[i], i, (unsigned) want[i]);
+        for (size_t i = count; i < ELEMENTSOF(page); i++)
+                ck_assert_msg(page[i] == NOT_A_TEST_UID, "from uid %u, %zu at a time: stored past the %zu listed",
+                              (unsigned) first_uid, n, count);
+        ck_assert_msg(more == want_more, "from uid %u, %zu at a time: more is %s", (unsigned) first_uid, n,
+                      more ? "true" : "false");
+}
+
+START_TEST(users_page_from_first_uid_n_at_a_time) {
+        static const uid_t stored[] = { UINT32_MAX, 6, 65534, 0, 100, 5 };
+        struct listed l = { .n = 0 };
+        struct quota *q = users_quota();
+
+        /* Nothing to list, from anywhere, of any size. */
+        expect_page(q, 0, 0, NULL, 0, false);
+        expect_page(q, 0, 8, NULL, 0, false);
+        expect_page(q, UINT32_MAX, 1, NULL, 0, false);
+
+        for (size_t i = 0; i < ELEMENTSOF(stored); i++)
+                charge_user(q, &l, stored[i]);
+
+        /* At a stored uid, the page starts with it; fewer than are left, more follow. */
+        expect_page(q, 0, 2, (const uid_t[]) { 0, 5 }, 2, true);
+        expect_page(q, 5, 2, (const uid_t[]) { 5, 6 }, 2, true);
+        expect_page(q, 6, 1, (const uid_t[]) { 6 }, 1, true);
+        /* Between stored uids, from the next one up. */
+        expect_page(q, 1, 1, (const uid_t[]) { 5 }, 1, true);
+        expect_page(q, 7, 2, (const uid_t[]) { 100, 65534 }, 2, true);
+        expect_page(q, 101, 1, (const uid_t[]) { 65534 }, 1, true);
+        /* Exactly as many as are left: nothing more, and the last is UINT32_MAX. */
+        expect_page(q, 7, 3, (const uid_t[]) { 100, 65534, UINT32_MAX }, 3, false);
+        expect_page(q, 65535, 1, (const uid_t[]) { UINT32_MAX }, 1, false);
+        expect_page(q, UINT32_MAX, 1, (const uid_t[]) { UINT32_MAX }, 1, false);
+        /* More room than is left. */
+        expect_page(q, 7, 8, (const uid_t[]) { 100, 65534, UINT32_MAX }, 3, false);
+        expect_page(q, 0, 8, (const uid_t[]) { 0, 5, 6, 100, 65534, UINT32_MAX }, 6, false);
+
+        /* n == 0 lists nothing, and tells whether there is any uid from first_uid up. */
+        expect_page(q, 0, 0, NULL, 0, true);
+        expect_page(q, 7, 0, NULL, 0, true);
+        expect_page(q, UINT32_MAX, 0, NULL, 0, true);
+
+        /* Beyond the last stored uid: nothing, and nothing more. */
+        discharge_user(q, &l, UINT32_MAX);
+        expect_page(q, 65535, 1, NULL, 0, false);
+        expect_page(q, 65535, 0, NULL, 0, false);
+        expect_page(q, UINT32_MAX, 8, NULL, 0, false);
+        expect_page(q, 7, 2, (const uid_t[]) { 100, 65534 }, 2, false);
+
+        /* The same, found by the test's model of quota_users(), which the other tests rely on. */
+        assert_every_page(q, &l);
+        quota_free(q);
+}
+END_TEST
+
+START_TEST(a_user_that_gives_everything_back_leaves_the_pages_and_comes_back_in_place) {
+        uid_t order[300], chosen[4];
+        struct listed l = { .n = 0 };
+        struct quota *q = users_quota();
+        uint32_t state = 11;
+
+        shuffled_uids(order, ELEMENTSOF(order), 3);
+        for (size_t i = 0; i < ELEMENTSOF(order); i++)
+                charge_user(q, &l, order[i]);
+
+        /* The first, the last and two neighbours in the middle, then half of all in the shuffled order. */
+        chosen[0] = l.uids[0];
+        chosen[1] = l.uids[l.n - 1];
+        chosen[2] = l.uids[l.n / 2];
+        chosen[3] = l.uids[l.n / 2 + 1];
+        for (size_t i = 0; i < ELEMENTSOF(chosen); i++) {
+                discharge_user(q, &l, chosen[i]);
+                assert_page(q, &l, 0, l.n + 1);
+                assert_page(q, &l, chosen[i], 1);
+        }
+        assert_every_page(q, &l);
+        for (size_t i = 0; i < ELEMENTSOF(chosen); i++) {
+                charge_user(q, &l, chosen[i]);
+                assert_page(q, &l, 0, l.n + 1);
+                assert_page(q, &l, chosen[i], 1);
+        }
+
+        /* Half of them one after the other, then back in another order. */
+        for (size_t i = 0; i < ELEMENTSOF(order) / 2; i++) {
+                discharge_user(q, &l, order[i]);
+                assert_page(q, &l, 0, l.n + 1);
+        }
+        assert_every_page(q, &l);
+        for (size_t i = ELEMENTSOF(order) / 2; i > 0; i--) {
+                size_t j = next_random(&state) % i;
+                uid_t t = order[i - 1];
+
+                order[i - 1] = order[j];
+                order[j] = t;
+                charge_user(q, &l, order[i - 1]);
+                assert_page(q, &l, 0, l.n + 1);
+        }
+        assert_every_page(q, &l);
+
+        /* All of them: an empty table, as at first. */
+        for (size_t i = 0; i < ELEMENTSOF(order); i++)
+                discharge_user(q, &l, order[i]);
+        ck_assert_uint_eq(l.n, 0);
+        assert_page(q, &l, 0, 1);
+        assert_page(q, &l, 0, 0);
+        quota_free(q);
+}
+END_TEST
+
+START_TEST(users_are_listed_while_they_hold_something_or_wait_to_be_refused) {
+        struct quota_amount two = { .n = { [MFB_WIRE_RESOURCE_REGIONS] = 1, [MFB_WIRE_RESOURCE_BYTES] = 10 } };
+        struct quota_amount regions = { .n = { [MFB_WIRE_RESOURCE_REGIONS] = 1 } };
+        struct quota_amount bytes10 = bytes(10), all = bytes(1U << 20), nothing = { .n = { 0 } };
+        struct listed l = { .n = 0 };
+        struct quota *q = users_quota();
+
+        charge_user(q, &l, UID_A);
+        charge_user(q, &l, UID_C);
+        charge_user(q, &l, 65534);
+
+        /* Charged nothing, or refused: no entry is left behind. */
+        ck_assert_int_eq(quota_charge(q, UID_B, &nothing, NULL), 0);
+        ck_assert_int_eq(quota_charge_force(q, UID_B, &nothing), 0);
+        ck_assert_int_eq(quota_charge(q, UID_B, &all, NULL), -EDQUOT);
+        assert_every_page(q, &l);
+
+        /* Giving back one of two resources is not giving back everything. */
+        ck_assert_int_eq(quota_charge(q, UID_B, &two, NULL), 0);
+        listed_add(&l, UID_B);
+        quota_discharge(q, UID_B, &bytes10);
+        assert_every_page(q, &l);
+        quota_discharge(q, UID_B, &regions);
+        listed_remove(&l, UID_B);
+        assert_every_page(q, &l);
+
+        /* A refused connection waiting to be told keeps its uid listed, holding nothing or once it gave all back. */
+        ck_assert_int_eq(quota_add_refused(q, UID_B), 0);
+        listed_add(&l, UID_B);
+        assert_every_page(q, &l);
+        ck_assert_int_eq(quota_add_refused(q, UID_A), 0);
+        discharge_user(q, &l, UID_A);
+        listed_add(&l, UID_A);
+        assert_every_page(q, &l);
+        quota_remove_refused(q, UID_A);
+        listed_remove(&l, UID_A);
+        quota_remove_refused(q, UID_B);
+        listed_remove(&l, UID_B);
+        assert_every_page(q, &l);
+
+        /* A move of all a uid holds takes it off the pages and puts the other on. */
+        ck_assert_int_eq(quota_charge(q, UID_B, &bytes10, NULL), 0);
+        listed_add(&l, UID_B);
+        ck_assert_int_eq(quota_move(q, UID_B, UID_A, &bytes10, NULL), 0);
+        listed_remove(&l, UID_B);
+        listed_add(&l, UID_A);
+        assert_every_page(q, &l);
+        /*
+         * A refused one puts back in place the uid that let go of all it
+         * held for a moment (what it holds, with A's, is more than the
+         * broker has room for), and lists no newcomer.
+         */
+        ck_assert_int_eq(quota_charge_force(q, UID_B, &all), 0);
+        listed_add(&l, UID_B);
+        ck_assert_int_eq(quota_move(q, UID_B, 4242, &all, NULL), -ENOSPC);
+        assert_every_page(q, &l);
+        quota_free(q);
+}
+END_TEST
+
+START_TEST(exempt_uids_are_listed_while_they_hold_something) {
+        struct quota_amount a = bytes(10);
+        struct listed l = { .n = 0 };
+        struct quota *q = users_quota();
+
+        charge_user(q, &l, UID_A);
+        charge_user(q, &l, 1);
+
+        /* Root and the broker's own uid, exempt from the shares, are listed like any other. */
+        ck_assert_int_eq(quota_charge(q, EXEMPT_UID, &a, NULL), 0);
+        listed_add(&l, EXEMPT_UID);
+        ck_assert_int_eq(quota_charge_force(q, 0, &a), 0);
+        listed_add(&l, 0);
+        assert_every_page(q, &l);
+
+        /* And leave the pages once they gave everything back. */
+        quota_discharge(q, EXEMPT_UID, &a);
+        listed_remove(&l, EXEMPT_UID);
+        assert_every_page(q, &l);
+        quota_discharge(q, 0, &a);
+        listed_remove(&l, 0);
+        assert_every_page(q, &l);
+
+        /* They never wait to be refused, so a refused connection of theirs lists nothing. */
+        ck_assert_int_eq(quota_add_refused(q, 0), -EDQUOT);
+        ck_assert_int_eq(quota_add_refused(q, EXEMPT_UID), -EDQUOT);
+        assert_every_page(q, &l);
+        quota_free(q);
+}
+END_TEST
+
 Suite *quota_unit_suite(void) {
         Suite *s = suite_create("quota-unit");
         TCase *tc = tcase_create("quota-unit");
@@ -617,6 +1053,11 @@ Suite *quota_unit_suite(void) {
         tcase_add_test(tc, available_is_the_largest_charge_that_succeeds);
         tcase_add_test(tc, a_forced_charge_goes_beyond_every_limit);
         tcase_add_test(tc, refused_connections_wait_at_most_eight_per_uid);
+        tcase_add_test(tc, users_are_listed_in_ascending_order_whatever_order_they_came_in);
+        tcase_add_test(tc, users_page_from_first_uid_n_at_a_time);
+        tcase_add_test(tc, a_user_that_gives_everything_back_leaves_the_pages_and_comes_back_in_place);
+        tcase_add_test(tc, users_are_listed_while_they_hold_something_or_wait_to_be_refused);
+        tcase_add_test(tc, exempt_uids_are_listed_while_they_hold_something);
         suite_add_tcase(s, tc);
         return s;
 }
