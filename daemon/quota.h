@@ -110,7 +110,9 @@ const char *quota_resource_name(enum mfb_wire_resource resource);
 /*
  * Counts a connection of uid that was refused (over its connections or
  * fds) and waits to be told so. Returns 0, or -EDQUOT when uid has so many
- * of them waiting already that this one is to be closed at once, uncounted.
+ * of them waiting already that this one is to be closed at once, uncounted;
+ * and always -EDQUOT for an exempt uid, which is refused only when the
+ * broker is full, and so is never kept waiting to be told.
  */
 int quota_add_refused(struct quota *q, uid_t uid);
 
