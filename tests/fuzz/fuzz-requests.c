@@ -641,9 +641,13 @@ static void check_success(struct slot *s, const struct expected *e, const uint8_
                 check_page_reply(s, body, fd);
                 return;
         case MFB_WIRE_OP_NOTIFY_WATCH: {
+                struct stat st;
                 int flags = fcntl(fd, F_GETFL);
 
-                check(fd >= 0 && flags >= 0 && (flags & O_NONBLOCK), "NOTIFY_WATCH gave no non-blocking fd", s);
+                /* The read end, as PROTOCOL.md promises: the write end never leaves the broker. */
+                check(fd >= 0 && fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode), "NOTIFY_WATCH gave no pipe", s);
+                check(flags >= 0 && (flags & O_NONBLOCK) && (flags & O_ACCMODE) == O_RDONLY,
+                      "NOTIFY_WATCH gave no non-blocking read end", s);
                 return;
         }
         case MFB_WIRE_OP_NOTIFY:
