@@ -687,6 +687,128 @@ START_TEST(a_quiet_remove_of_another_uids_region_is_refused_aloud) {
 }
 END_TEST
 
+/*
+ * The broker-wide limits, met by root, which takes no share: it gets exactly
+ * the limit, and is refused only past it, with ENOSPC (EDQUOT for a
+ * connection), while the broker goes on serving the connections it has.
+ */
+START_TEST(the_brokers_bytes_stop_at_the_limit) {
+        static const char *const args[] = { "--max-bytes", "1M", NULL };
+        const uint64_t first = 600000, rest = BYTES_PER_UID - first;
+        struct test_broker limited;
+        uint64_t handle;
+        int a, b;
+
+        test_broker_start(&limited, args);
+        a = raw_connect_hello(&limited);
+        handle = create(a, first);
+        create_refused(a, rest + 1, -ENOSPC, "bytes");
+        create(a, rest);
+        /* Exactly at the limit now: not one byte more, for this connection or another. */
+        create_refused(a, 1, -ENOSPC, "bytes");
+        b = raw_connect_hello(&limited);
+        create_refused(b, 1, -ENOSPC, "bytes");
+
+        /* Freeing some makes room for as much. */
+        release(a, handle);
+        create(b, first);
+        create_refused(b, 1, -ENOSPC, "bytes");
+
+        close(b);
+        close(a);
+        test_broker_stop(&limited);
+}
+END_TEST
+
+#define MAX_CONNECTIONS 3
+START_TEST(the_brokers_connections_stop_at_the_limit) {
+        static const char *const args[] = { "--max-connections", "3", NULL };
+        struct test_broker limited;
+        int fds[MAX_CONNECTIONS], late;
+        union {
+                struct mfb_wire_header h;
+                char bytes[sizeof(struct mfb_wire_header) + MFB_WIRE_ERROR_MESSAGE_MAX];
+        } rec;
+        unsigned baseline;
+
+        test_broker_start(&limited, args);
+        baseline = test_broker_fd_count(&limited);
+        for (int i = 0; i < MAX_CONNECTIONS; i++)
+                fds[i] = raw_connect_hello(&limited);
+
+        /*
+         * One more is turned away: root is never kept waiting to be told, so
+         * it gets the refusal record (cookie 0) at once, and is closed.
+         */
+        late = test_raw_connect(&limited);
+        ck_assert_int_ge(late, 0);
+        ck_assert_int_gt(raw_recv(late, &rec, sizeof(rec), NULL), (ssize_t) sizeof(rec.h));
+        ck_assert_uint_eq(rec.h.opcode, MFB_WIRE_OP_HELLO | MFB_WIRE_REPLY);
+        ck_assert_uint_eq(rec.h.cookie, 0);
+        ck_assert_int_eq(rec.h.status, -EDQUOT);
+        ck_assert_int_eq(raw_recv(late, &rec, sizeof(rec), NULL), 0);
+        close(late);
+
+        /* Those it has are served; once one goes, another may come. */
+        for (int i = 0; i < MAX_CONNECTIONS; i++)
+                release(fds[i], create(fds[i], PAGE));
+        ck_assert(test_broker_wait_fd_count(&limited, baseline + MAX_CONNECTIONS));
+        close(fds[0]);
+        ck_assert(test_broker_wait_fd_count(&limited, baseline + MAX_CONNECTIONS - 1));
+        fds[0] = raw_connect_hello(&limited);
+        release(fds[0], create(fds[0], PAGE));
+
+        for (int i = 0; i < MAX_CONNECTIONS; i++)
+                close(fds[i]);
+        test_broker_stop(&limited);
+}
+END_TEST
+
+/*
+ * --max-holds-per-connection counts every reference a connection holds,
+ * whether it came from CREATE, CREATE_BATCH or OPEN, the same region opened
+ * twice counting twice; past it, ENOSPC, for that connection only.
+ */
+#define HOLDS_PER_CONNECTION 3
+START_TEST(holds_per_connection_stop_at_the_limit) {
+        static const char *const args[] = { "--max-holds-per-connection", "3", NULL };
+        struct mfb_wire_create_request create_req = { .size = PAGE, .mode = 0644 };
+        struct test_broker limited;
+        uint64_t handles[2];
+        int fds[2], a, b;
+        union reply_body body;
+
+        test_broker_start(&limited, args);
+        a = raw_connect_hello(&limited);
+        ck_assert_int_eq(mfb_wire_name_set(&create_req.name, "held"), 0);
+        ck_assert_int_eq(request(a, MFB_WIRE_OP_CREATE, &create_req, sizeof(create_req), &body), 0);
+        ck_assert_int_eq(open_named(a, "held", &body), 0);
+
+        /* One left: a batch of two is refused whole, one of one fits, and then nothing more. */
+        ck_assert_int_eq(create_batch(a, 2, PAGE, handles, fds), -ENOSPC);
+        ck_assert_int_eq(create_batch(a, 1, PAGE, handles, fds), 0);
+        close(fds[0]);
+        create_refused(a, PAGE, -ENOSPC, "references");
+        ck_assert_int_eq(open_named(a, "held", &body), -ENOSPC);
+        ck_assert_msg(strstr(body.message, "references"), "the refusal '%s' names no references", body.message);
+
+        /* Another connection has a limit of its own. */
+        b = raw_connect_hello(&limited);
+        for (int i = 0; i < HOLDS_PER_CONNECTION; i++)
+                ck_assert_int_eq(open_named(b, "held", &body), 0);
+        ck_assert_int_eq(open_named(b, "held", &body), -ENOSPC);
+
+        /* Letting go of one makes room for one. */
+        release(a, handles[0]);
+        create(a, PAGE);
+        create_refused(a, PAGE, -ENOSPC, "references");
+
+        close(b);
+        close(a);
+        test_broker_stop(&limited);
+}
+END_TEST
+
 static void per_uid_setup(void) {
         test_fd_leak_setup();
         test_broker_start(&test_broker, per_uid_args);
@@ -728,10 +850,13 @@ Suite *quota_suite(void) {
         tcase_add_test(holds, a_uid_gets_its_fair_share_of_holds);
         suite_add_tcase(s, holds);
 
-        /* A broker of its own, which runs as another user. */
+        /* A broker of its own for each test: one that runs as another user, or with one broker-wide limit. */
         tcase_set_timeout(exempt, 60);
         tcase_add_checked_fixture(exempt, test_fd_leak_setup, test_fd_leak_teardown);
         tcase_add_test(exempt, root_and_the_brokers_own_uid_are_exempt);
+        tcase_add_test(exempt, the_brokers_bytes_stop_at_the_limit);
+        tcase_add_test(exempt, the_brokers_connections_stop_at_the_limit);
+        tcase_add_test(exempt, holds_per_connection_stop_at_the_limit);
         suite_add_tcase(s, exempt);
         return s;
 }

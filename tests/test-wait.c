@@ -215,6 +215,52 @@ START_TEST(a_waiter_times_out) {
 }
 END_TEST
 
+/*
+ * --max-waiters bounds the pending WAITs of the whole broker: exactly that
+ * many wait, the next is refused at once (ENOSPC for root, which takes no
+ * share), the broker goes on serving the others, and an answered WAIT gives
+ * its place back.
+ */
+#define MAX_WAITERS 2
+START_TEST(waiters_stop_at_the_limit) {
+        static const char *const args[] = { "--max-waiters", "2", NULL };
+        struct mfb_wire_wait_request req = { .timeout_ns = MFB_WIRE_WAIT_FOREVER, .access = MFB_WIRE_ACCESS_READ };
+        struct test_broker limited;
+        int waiters[MAX_WAITERS], late;
+        char message[MFB_WIRE_ERROR_MESSAGE_MAX + 1] = "";
+        mfb_region *r;
+        mfb_client *c = NULL;
+
+        test_broker_start(&limited, args);
+        for (int i = 0; i < MAX_WAITERS; i++) {
+                waiters[i] = raw_connect_hello(&limited);
+                send_wait(waiters[i], "later", MFB_WIRE_WAIT_FOREVER);
+        }
+        late = raw_connect_hello(&limited);
+        ck_assert_int_eq(mfb_wire_name_set(&req.name, "later"), 0);
+        raw_send(late, MFB_WIRE_OP_WAIT, &req, sizeof(req), NULL, 0);
+        ck_assert_int_eq(raw_reply(late, MFB_WIRE_OP_WAIT, message, sizeof(message) - 1, NULL), -ENOSPC);
+        ck_assert_msg(strstr(message, "WAIT"), "the refusal '%s' does not name WAITs", message);
+
+        /* The broker serves everyone else, and the pending WAITs are answered as ever. */
+        ck_assert_int_eq(mfb_client_connect(limited.socket_path, &c), 0);
+        r = publish(c, "later", "at last");
+        for (int i = 0; i < MAX_WAITERS; i++)
+                assert_woken_with(waiters[i], "at last");
+
+        /* Their places are free again: the refused connection's WAIT now pends, until its timeout. */
+        send_wait(late, "never", 1000 * 1000);
+        ck_assert_int_eq(raw_reply(late, MFB_WIRE_OP_WAIT, NULL, 0, NULL), -ETIMEDOUT);
+
+        mfb_region_free(r);
+        mfb_client_free(c);
+        close(late);
+        for (int i = 0; i < MAX_WAITERS; i++)
+                close(waiters[i]);
+        test_broker_stop(&limited);
+}
+END_TEST
+
 Suite *wait_suite(void) {
         Suite *s = suite_create("wait");
         TCase *tc = tcase_create("wait");
@@ -228,6 +274,7 @@ Suite *wait_suite(void) {
         tcase_add_test(tc, remove_wakes_waiters_with_an_error);
         tcase_add_test(tc, a_vanished_waiter_is_forgotten);
         tcase_add_test(tc, a_waiter_times_out);
+        tcase_add_test(tc, waiters_stop_at_the_limit);
         suite_add_tcase(s, tc);
         return s;
 }
