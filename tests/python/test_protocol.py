@@ -790,6 +790,22 @@ class BrokerTest(unittest.TestCase):
                 with self.assertRaises(mfb.BrokerError) as e:
                     self.client.allocated_page(0, max_count, reserved)
                 self.assertEqual(e.exception.errno, errno.EINVAL)
+            # The largest page is asked for as much as with 0: all there is, here.
+            self.assertEqual(self.client.allocated_page(0, mfb.ALLOCATED_ENTRIES_MAX)[:2],
+                             (sorted([(r.handle, size // 2), (untouched.handle, 0)]), False))
+
+    def test_allocated_pages_hold_at_most_the_largest_count(self):
+        regions = [self.client.create(4096) for _ in range(mfb.ALLOCATED_ENTRIES_MAX + 1)]
+        try:
+            handles = sorted(r.handle for r in regions)
+            for max_count in (0, mfb.ALLOCATED_ENTRIES_MAX):
+                entries, more, after = self.client.allocated_page(0, max_count)
+                self.assertEqual([h for h, _ in entries], handles[:-1])
+                self.assertTrue(more)
+                self.assertEqual(self.client.allocated_page(after, max_count)[:2], ([(handles[-1], 0)], False))
+        finally:
+            for r in regions:
+                r.close()
 
     @needs_root(OTHER_ID)
     def test_allocated_reports_only_what_the_caller_may_see(self):
