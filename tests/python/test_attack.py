@@ -111,6 +111,33 @@ class KeptRegionsTest(FakeSystemdTest):
                               "the store and the broker's fds as they were before the attack")
         self.assertEqual(self.systemd.stop(), 0)
 
+    def test_the_kept_regions_stop_at_the_limit(self):
+        path = self.systemd.socket_path
+        self.systemd.start("--max-kept-regions", str(KEPT_MAX))
+        stored = self.systemd.store_names()
+
+        # Root, exempt from shares, keeps exactly the limit; the next named region is refused, nothing else.
+        full = create_named_until_refused(path, "k")
+        self.assertEqual((full["made"], full["errno"]), (KEPT_MAX, errno.ENOSPC), full["message"])
+        self.assertIn("named regions kept across restarts", full["message"])
+        self.assertEqual(full["kept"], KEPT_MAX)
+        self.assertTrue(as_user(VICTIM, create_and_open, path))
+
+        # One removed makes room for exactly one.
+        with mfb.Client(path, timeout=TIMEOUT) as c:
+            c.remove(name="k0")
+            c.create(4096, name="again").close()
+            with self.assertRaises(mfb.BrokerError) as e:
+                c.create(4096, name="one-more").close()
+            self.assertEqual(e.exception.errno, errno.ENOSPC)
+            c.remove(name="again")
+        with mfb.Client(path, timeout=TIMEOUT) as c:
+            for i in range(1, KEPT_MAX):
+                c.remove(name="k%d" % i)
+            self.assertEqual(c.limits()["resources"]["kept_regions"]["uid_used"], 0)
+        self.systemd.wait_for(lambda: self.systemd.store_names() == stored, "the store as it was before")
+        self.assertEqual(self.systemd.stop(), 0)
+
 
 if __name__ == "__main__":
     unittest.main()
