@@ -139,7 +139,15 @@ int scheduler_new(struct event_base *base, scheduler_serve_t serve, unsigned alo
 struct scheduler *scheduler_free(struct scheduler *s) {
         if (!s)
                 return NULL;
-        assert(!s->users || hashmap_size(s->users) == 0);
+        if (s->users) {
+                void *v;
+
+                /* Only uids that left owing turns are left. */
+                for (size_t i = 0; hashmap_iterate(s->users, &i, &v);) {
+                        assert(((struct scheduler_user *) v)->n_entries == 0);
+                        free(v);
+                }
+        }
         if (s->run_event)
                 event_free(s->run_event);
         hashmap_free(s->users);
@@ -175,7 +183,13 @@ void scheduler_leave(struct scheduler *s, struct scheduler_entry *e) {
         scheduler_unready(s, e);
         e->user = NULL;
         assert(u->n_entries > 0);
-        if (--u->n_entries == 0) {
+        /*
+         * A uid that owes turns stays, with its debt, for when it comes
+         * back: else closing its last connection after a batch and
+         * connecting again would shed it. One entry per such uid, until it
+         * has paid.
+         */
+        if (--u->n_entries == 0 && u->debt == 0) {
                 hashmap_remove(s->users, &u->uid);
                 free(u);
         }

@@ -76,7 +76,8 @@ void scheduler_ready(struct scheduler *s, struct scheduler_entry *e);
  * The turn e is having costs as much as turns ordinary ones (a request that
  * does the work of many): its uid sits out turns - 1 of the next rounds in
  * which another uid is ready, so that the others are not kept waiting by
- * what is one request but many requests' work.
+ * what is one request but many requests' work. The debt is the uid's: it
+ * stays when e, or every entry of the uid, leaves, until paid.
  */
 void scheduler_charge(struct scheduler *s, struct scheduler_entry *e, unsigned turns);
 

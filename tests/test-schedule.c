@@ -452,6 +452,29 @@ START_TEST(a_costly_turn_is_paid_for_in_rounds) {
 }
 END_TEST
 
+/*
+ * What a uid owes is the uid's, not its connection's: one that closes its
+ * last connection after a batch and connects again still sits out the
+ * rounds, or a client could shed every debt by reconnecting.
+ */
+START_TEST(leaving_does_not_pay_a_debt) {
+        struct item *a = item_new(UID_A, 'A', 0, 1), *b = item_new(UID_B, 'B', 0, FOREVER), *a1;
+
+        a->turns_charged = 3;
+        a->leave = true;
+        ready(a);
+        ready(b);
+        ck_assert_str_eq(run_pass(), "A0 B0");
+        /* A0 left, A's only entry: A comes back with another, and owes the 2 turns still. */
+        a1 = item_new(UID_A, 'A', 1, FOREVER);
+        ready(a1);
+        ck_assert_str_eq(run_pass(), "B0");
+        ck_assert_str_eq(run_pass(), "B0");
+        ck_assert_str_eq(run_pass(), "A1 B0");
+        ck_assert_str_eq(run_pass(), "A1 B0");
+}
+END_TEST
+
 Suite *schedule_suite(void) {
         Suite *s = suite_create("schedule");
         TCase *tc = tcase_create("schedule"), *alone = tcase_create("alone"), *timed = tcase_create("alone-timed");
@@ -464,6 +487,7 @@ Suite *schedule_suite(void) {
         tcase_add_test(tc, ready_and_unready_are_idempotent);
         tcase_add_test(tc, an_idle_scheduler_schedules_nothing);
         tcase_add_test(tc, a_costly_turn_is_paid_for_in_rounds);
+        tcase_add_test(tc, leaving_does_not_pay_a_debt);
         suite_add_tcase(s, tc);
 
         tcase_add_checked_fixture(alone, setup_alone, teardown);
