@@ -163,7 +163,7 @@ int broker_new(const struct settings *settings, struct broker **ret) {
         r = watch_table_new(b->base, sv->quota, &sv->watches);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the watches of control pages: %m");
-        r = transport_new(b->base, sv->quota, &sv->transport);
+        r = transport_new(b->base, sv->quota, settings->max_fds_in_flight, geteuid(), &sv->transport);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the connections' transport: %m");
 

@@ -5,6 +5,8 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -25,8 +27,21 @@
 struct transport {
         struct event_base *base;
         struct quota *quota;
+        /*
+         * The fds sent that clients have not read, each uid's share of what
+         * the kernel lets the broker have in flight (its RLIMIT_NOFILE, less
+         * what it parks): MFB_WIRE_RESOURCE_FDS only.
+         */
+        struct quota *in_flight;
         struct scheduler *scheduler;    /* whose record is handed up next */
         void *record;                   /* MFB_WIRE_RECORD_MAX bytes: the record being handed up */
+        TAILQ_HEAD(, connection) lingering;     /* freed by their owners, with fds still unread */
+};
+
+/* A record sent with fds, which the peer may not have read yet. */
+struct unread {
+        uint64_t end;           /* the connection's bytes_sent once it was sent */
+        size_t n_fds;
 };
 
 /* A record waiting for room in the socket, with the fds it carries. */
@@ -53,11 +68,25 @@ struct connection {
         bool told;                      /* that it is gone: nothing more happens to it */
         STAILQ_HEAD(, outgoing) queue;
         size_t n_queued;
+        /*
+         * The fds sent that the peer may not have read: the kernel counts
+         * them against the broker's RLIMIT_NOFILE until it does, even once
+         * the broker has closed its end (see connection.h). Charged to uid,
+         * records oldest first, from unread_first.
+         */
+        uint64_t bytes_sent;            /* of every record sent on the socket */
+        struct unread *unread;
+        size_t unread_first, n_unread, n_unread_allocated;
+        size_t fds_unread;
+        bool lingering;                 /* freed by its owner: kept only until they are read */
+        TAILQ_ENTRY(connection) lingering_link;
 };
 
 static void connection_serve(struct scheduler_entry *e);
 
-int transport_new(struct event_base *base, struct quota *quota, struct transport **ret) {
+int transport_new(struct event_base *base, struct quota *quota, uint64_t fds_in_flight_max, uid_t exempt_uid,
+                  struct transport **ret) {
+        struct quota_limits limits = { .broker_max.n[MFB_WIRE_RESOURCE_FDS] = fds_in_flight_max };
         struct transport *t = calloc(1, sizeof(*t));
         int r;
 
@@ -65,10 +94,14 @@ int transport_new(struct event_base *base, struct quota *quota, struct transport
                 return -ENOMEM;
         t->base = base;
         t->quota = quota;
+        TAILQ_INIT(&t->lingering);
+        for (size_t i = 0; i < MFB_WIRE_RESOURCE_COUNT; i++)
+                limits.uid_max.n[i] = MFB_WIRE_LIMIT_NONE;
         t->record = malloc(MFB_WIRE_RECORD_MAX);
-        r = t->record ? scheduler_new(base, connection_serve, SCHEDULER_ALONE_TURNS_MAX, SCHEDULER_ALONE_USEC_MAX,
-                                      &t->scheduler)
-                      : -ENOMEM;
+        r = t->record ? quota_new(&limits, exempt_uid, &t->in_flight) : -ENOMEM;
+        if (r >= 0)
+                r = scheduler_new(base, connection_serve, SCHEDULER_ALONE_TURNS_MAX, SCHEDULER_ALONE_USEC_MAX,
+                                  &t->scheduler);
         if (r < 0) {
                 transport_free(t);
                 return r;
@@ -77,9 +110,15 @@ int transport_new(struct event_base *base, struct quota *quota, struct transport
         return 0;
 }
 
+static void connection_destroy(struct connection *c);
+
 struct transport *transport_free(struct transport *t) {
         if (t) {
+                /* Stopping: whatever the kernel still counts goes with the broker. */
+                while (!TAILQ_EMPTY(&t->lingering))
+                        connection_destroy(TAILQ_FIRST(&t->lingering));
                 scheduler_free(t->scheduler);
+                quota_free(t->in_flight);
                 free(t->record);
                 free(t);
         }
@@ -102,6 +141,85 @@ static void outgoing_free(struct connection *c, struct outgoing *q) {
         c->n_queued--;
         mfb_close_fds(q->fds, q->n_fds);
         free(q);
+}
+
+/* What n_fds fds in flight are charged, to the transport's in_flight. */
+static struct quota_amount fds_amount(size_t n_fds) {
+        return (struct quota_amount) { .n = { [MFB_WIRE_RESOURCE_FDS] = n_fds } };
+}
+
+/*
+ * Gives back the charge of the fds sent on c that the peer has read, as far
+ * as the socket tells: what it has not read takes at least its own bytes of
+ * the send buffer (SIOCOUTQ), kernel overhead on top, and records are read
+ * in order, so every record that ended at or before bytes_sent less that is
+ * read. A peer that closed its end dropped them all.
+ */
+static void unread_refresh(struct connection *c) {
+        struct quota_amount amount;
+        uint64_t read_up_to;
+        size_t n_read = 0;
+        int outq;
+
+        if (c->fds_unread == 0 || ioctl(c->fd, SIOCOUTQ, &outq) < 0)
+                return;
+        read_up_to = c->bytes_sent > (uint64_t) outq ? c->bytes_sent - (uint64_t) outq : 0;
+        while (c->unread_first < c->n_unread && c->unread[c->unread_first].end <= read_up_to)
+                n_read += c->unread[c->unread_first++].n_fds;
+        if (c->unread_first == c->n_unread)
+                c->unread_first = c->n_unread = 0;
+        if (n_read == 0)
+                return;
+        amount = fds_amount(n_read);
+        quota_discharge(c->transport->in_flight, c->uid, &amount);
+        c->fds_unread -= n_read;
+}
+
+/*
+ * Before sending a record with n_fds fds on c: room to remember it, and
+ * the charge of its fds to c's uid, from its share of the fds the broker
+ * may have in flight, looking first for what the peer has read if the
+ * share is used up. A client that leaves so many fds unread fails as one
+ * whose queue overflows. Returns 0, or -errno, with nothing charged.
+ */
+static int unread_prepare(struct connection *c, size_t n_fds) {
+        struct quota_amount amount = fds_amount(n_fds);
+        enum mfb_wire_resource refused;
+        int r;
+
+        if (c->unread_first > 0 && c->n_unread == c->n_unread_allocated) {
+                memmove(c->unread, c->unread + c->unread_first, (c->n_unread - c->unread_first) * sizeof(*c->unread));
+                c->n_unread -= c->unread_first;
+                c->unread_first = 0;
+        }
+        if (GREEDY_REALLOC(c->unread, c->n_unread_allocated, c->n_unread + 1) < 0)
+                return -ENOMEM;
+        r = quota_charge(c->transport->in_flight, c->uid, &amount, &refused);
+        if (r < 0) {
+                unread_refresh(c);
+                r = quota_charge(c->transport->in_flight, c->uid, &amount, &refused);
+        }
+        if (r < 0)
+                log_debug_errno(r, "uid %u has as many fds in flight as its share allows, and does not read them",
+                                c->uid);
+        return r;
+}
+
+/* Undoes unread_prepare() for a record that was not sent; nothing without fds. */
+static void unread_cancel(struct connection *c, size_t n_fds) {
+        struct quota_amount amount = fds_amount(n_fds);
+
+        if (n_fds > 0)
+                quota_discharge(c->transport->in_flight, c->uid, &amount);
+}
+
+/* A record of len bytes with n_fds fds (charged, after unread_prepare()) went out on c. */
+static void sent(struct connection *c, size_t len, size_t n_fds) {
+        c->bytes_sent += len;
+        if (n_fds == 0)
+                return;
+        c->unread[c->n_unread++] = (struct unread) { .end = c->bytes_sent, .n_fds = n_fds };
+        c->fds_unread += n_fds;
 }
 
 /* Reads c again if nothing stops it, or stops: call it when one of those changed. */
@@ -190,12 +308,23 @@ int connection_send_consume_fds(struct connection *c, const void *record, size_t
                 return r;
         }
         if (STAILQ_EMPTY(&c->queue)) {
+                r = n_fds > 0 ? unread_prepare(c, n_fds) : 0;
+                if (r < 0) {
+                        mfb_close_fds(fds, n_fds);
+                        return fail(c, r);
+                }
                 r = send_record(c, record, len, fds, n_fds);
                 if (r != -EAGAIN) {
                         /* Sent, the kernel holds its own references; or failed, and they go with the connection. */
                         mfb_close_fds(fds, n_fds);
-                        return r < 0 ? fail(c, r) : 0;
+                        if (r < 0) {
+                                unread_cancel(c, n_fds);
+                                return fail(c, r);
+                        }
+                        sent(c, len, n_fds);
+                        return 0;
                 }
+                unread_cancel(c, n_fds);
         }
         return queue_push(c, record, len, fds, n_fds);
 }
@@ -210,9 +339,19 @@ int connection_send_borrowed_fds(struct connection *c, const void *record, size_
         if (r < 0)
                 return r;
         if (STAILQ_EMPTY(&c->queue)) {
+                r = n_fds > 0 ? unread_prepare(c, n_fds) : 0;
+                if (r < 0)
+                        return fail(c, r);
                 r = send_record(c, record, len, fds, n_fds);
-                if (r != -EAGAIN)
-                        return r < 0 ? fail(c, r) : 0;
+                if (r != -EAGAIN) {
+                        if (r < 0) {
+                                unread_cancel(c, n_fds);
+                                return fail(c, r);
+                        }
+                        sent(c, len, n_fds);
+                        return 0;
+                }
+                unread_cancel(c, n_fds);
         }
         /* To be queued: the queue owns what it holds. */
         for (size_t i = 0; i < n_fds; i++) {
@@ -251,18 +390,30 @@ size_t connection_queued(const struct connection *c) {
         return c->n_queued;
 }
 
+uint64_t transport_fds_in_flight(const struct transport *t, uid_t uid) {
+        return quota_held(t->in_flight, uid, MFB_WIRE_RESOURCE_FDS);
+}
+
 /* Sends queued records until the socket is full. Returns 0, or -errno when the connection is broken. */
 static int queue_flush(struct connection *c) {
         struct outgoing *q;
 
         while ((q = STAILQ_FIRST(&c->queue))) {
-                int r = send_record(c, q->record, q->len, q->fds, q->n_fds);
+                int r = q->n_fds > 0 ? unread_prepare(c, q->n_fds) : 0;
 
-                if (r == -EAGAIN)
-                        break;
                 if (r < 0)
                         return r;
+                r = send_record(c, q->record, q->len, q->fds, q->n_fds);
+                if (r == -EAGAIN) {
+                        unread_cancel(c, q->n_fds);
+                        break;
+                }
+                if (r < 0) {
+                        unread_cancel(c, q->n_fds);
+                        return r;
+                }
                 STAILQ_REMOVE_HEAD(&c->queue, link);
+                sent(c, q->len, q->n_fds);
                 outgoing_free(c, q);
         }
         update_reading(c);
@@ -341,12 +492,22 @@ static void on_event(evutil_socket_t fd, short what, void *userdata) {
         struct connection *c = userdata;
         int r;
 
+        /* Whatever woke it, the peer may have read or dropped what it was sent. */
+        if (c->lingering) {
+                unread_refresh(c);
+                if (c->fds_unread == 0)
+                        connection_destroy(c);
+                return;
+        }
         if (c->told)
                 return;         /* its owner frees it later */
         if (c->error < 0) {
                 gone(c, c->error);
                 return;
         }
+        /* Room in the socket: the peer read something. */
+        if (what & EV_WRITE)
+                unread_refresh(c);
         if ((what & EV_WRITE) && !STAILQ_EMPTY(&c->queue)) {
                 r = queue_flush(c);
                 if (r < 0) {
@@ -421,6 +582,21 @@ int connection_new(struct transport *t, int fd, uid_t uid, const struct connecti
         return 0;
 }
 
+/* Closes c's socket and frees it, with the charge of the fds it sent. */
+static void connection_destroy(struct connection *c) {
+        struct quota_amount amount = fds_amount(c->fds_unread);
+
+        if (c->lingering)
+                TAILQ_REMOVE(&c->transport->lingering, c, lingering_link);
+        if (c->fds_unread > 0)
+                quota_discharge(c->transport->in_flight, c->uid, &amount);
+        if (c->event)
+                event_free(c->event);
+        safe_close(c->fd);
+        free(c->unread);
+        free(c);
+}
+
 void connection_free(struct connection *c) {
         struct outgoing *q;
 
@@ -431,8 +607,17 @@ void connection_free(struct connection *c) {
                 STAILQ_REMOVE_HEAD(&c->queue, link);
                 outgoing_free(c, q);
         }
-        if (c->event)
-                event_free(c->event);
-        safe_close(c->fd);
-        free(c);
+        /*
+         * Fds the peer has not read stay counted against the broker's
+         * RLIMIT_NOFILE after its end is closed, for as long as the peer
+         * keeps them unread, and only the socket can tell when that ends:
+         * kept until it does, still charged to the uid.
+         */
+        unread_refresh(c);
+        if (c->fds_unread > 0 && c->event) {
+                c->lingering = true;
+                TAILQ_INSERT_TAIL(&c->transport->lingering, c, lingering_link);
+                return;
+        }
+        connection_destroy(c);
 }

@@ -30,6 +30,16 @@
  * each wakeup asks the kernel whether the peer is still there, and a
  * connection never outlives its client, whatever state it is in.
  *
+ * Fds sent stay in flight until the client reads them, and the kernel
+ * counts them against the broker's RLIMIT_NOFILE (ETOOMANYREFS past it,
+ * for every client, unless the broker has CAP_SYS_RESOURCE), even after
+ * the broker closed its end, for as long as the client keeps them unread.
+ * So each is charged to the connection's uid, from its share of the fds
+ * the broker may have in flight, until the socket says it was read
+ * (SIOCOUTQ): a client that leaves more unread than its share fails as one
+ * whose queue overflows, and a connection freed with fds unread keeps its
+ * socket and its charge until they are read or dropped.
+ *
  * A failure never frees a connection from under a caller: a send that
  * fails marks the connection failed and stops reading it, and ops->gone
  * comes later, from the event loop. So a handler may send to any number of
@@ -38,6 +48,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 struct connection;
@@ -65,13 +76,22 @@ struct connection_ops {
 /*
  * Returns 0 and the transport's shared parts: the event loop (base), the
  * fair turns between uids (schedule.h), the accounting that queued records
- * are charged to (quota), both borrowed, and the buffer a record is read
- * into. Or -ENOMEM.
+ * are charged to (quota), both borrowed; the accounting of fds in flight,
+ * fds_in_flight_max of them for all uids, shared fairly but for root and
+ * exempt_uid (as in quota.h); and the buffer a record is read into. Or
+ * -ENOMEM.
  */
-int transport_new(struct event_base *base, struct quota *quota, struct transport **ret);
+int transport_new(struct event_base *base, struct quota *quota, uint64_t fds_in_flight_max, uid_t exempt_uid,
+                  struct transport **ret);
 
-/* Frees t, which no connection may use any more. Accepts NULL; returns NULL. */
+/*
+ * Frees t, and the connections it kept for their unread fds; no other
+ * connection may use it any more. Accepts NULL; returns NULL.
+ */
 struct transport *transport_free(struct transport *t);
+
+/* The fds sent to uid's connections, live or kept, that may be unread: what uid is charged in flight. */
+uint64_t transport_fds_in_flight(const struct transport *t, uid_t uid);
 
 /*
  * Starts reading fd, an accepted socket, which the connection owns from
@@ -83,7 +103,12 @@ struct transport *transport_free(struct transport *t);
 int connection_new(struct transport *t, int fd, uid_t uid, const struct connection_ops *ops, void *userdata,
                    struct connection **ret);
 
-/* Stops everything, drops the queued records and closes the socket. Accepts NULL. */
+/*
+ * Stops everything, drops the queued records and closes the socket; or,
+ * while the client holds fds it was sent unread, keeps the socket (and
+ * their charge) until it reads or drops them, or the transport is freed.
+ * The owner is done with c either way. Accepts NULL.
+ */
 void connection_free(struct connection *c);
 
 /*

@@ -82,6 +82,15 @@ void settings_derive_limits(struct settings *c, uint64_t fd_limit, uint64_t phys
         /* A connection has at most one pending WAIT. */
         if (c->max_waiters == 0)
                 c->max_waiters = c->max_connections;
+        /*
+         * The kernel's cap on the fds a user has in flight is its
+         * RLIMIT_NOFILE (unless it has CAP_SYS_RESOURCE): shared by the
+         * memfds parked for kept regions and the fds of replies not read yet.
+         */
+        c->max_fds_in_flight = fd_limit > (uint64_t) c->max_kept_regions + SETTINGS_PARK_PACKING_FDS +
+                                                  SETTINGS_FDS_IN_FLIGHT_MIN
+                                       ? fd_limit - c->max_kept_regions - SETTINGS_PARK_PACKING_FDS
+                                       : SETTINGS_FDS_IN_FLIGHT_MIN;
 }
 
 int settings_parse_count(const char *s, uint32_t *ret) {

@@ -24,6 +24,14 @@
 #define SETTINGS_FD_RESERVE 64U
 
 /*
+ * Fds in flight kept out of what replies may have unread: packing parked
+ * memfds has a message of them, SCM_MAX_FD, in flight twice (park.h). And
+ * at least this many for replies, whatever --max-kept-regions leaves.
+ */
+#define SETTINGS_PARK_PACKING_FDS 506U
+#define SETTINGS_FDS_IN_FLIGHT_MIN 64U
+
+/*
  * The broker's settings. A limit of 0 is "not set": settings_derive_limits()
  * derives it from the machine. Root and the broker's own uid are exempt
  * from the limits per uid and from the fair shares (quota.h).
@@ -43,6 +51,7 @@ struct settings {
         uint32_t max_kept_regions;
         uint64_t max_holds;
         uint64_t max_fds;                       /* derived only: the fds the users share */
+        uint64_t max_fds_in_flight;             /* derived only: the fds replies may have unread, in all */
         int log_level;
 };
 
@@ -69,7 +78,8 @@ int settings_set_default_socket_path(struct settings *c);
  * and connections default to what those fds allow, capped; bytes to the
  * physical memory; kept regions to half fd_limit, since the kernel counts
  * parked memfds in flight against it; each limit per uid to a quarter of
- * the broker's.
+ * the broker's. The fds replies may have unread in all are what fd_limit
+ * leaves in flight beyond the kept regions and a park's packing.
  */
 void settings_derive_limits(struct settings *c, uint64_t fd_limit, uint64_t physical_memory);
 

@@ -362,7 +362,7 @@ static bool fd_is_open(int fd) {
         return fcntl(fd, F_GETFD) >= 0;
 }
 
-static void setup_with(uint64_t queued_bytes_max) {
+static void setup_with(uint64_t queued_bytes_max, uint64_t fds_in_flight_max) {
         struct quota_limits limits;
 
         test_fd_leak_setup();
@@ -374,14 +374,14 @@ static void setup_with(uint64_t queued_bytes_max) {
         base = event_base_new();
         ck_assert_ptr_nonnull(base);
         ck_assert_int_eq(quota_new(&limits, EXEMPT_UID, &quota), 0);
-        ck_assert_int_eq(transport_new(base, quota, &transport), 0);
+        ck_assert_int_eq(transport_new(base, quota, fds_in_flight_max, EXEMPT_UID, &transport), 0);
         n_peers = 0;
         n_handed = 0;
         in_loop = in_send = in_record = false;
 }
 
 static void setup(void) {
-        setup_with(UINT64_C(1) << 32);
+        setup_with(UINT64_C(1) << 32, UINT64_C(1) << 32);
 }
 
 /* A uid's share of queued bytes is half of this: room for one small reply queued, not two. */
@@ -389,7 +389,15 @@ static void setup(void) {
 #define TINY_REPLY_LEN 1200U
 
 static void setup_tiny_queue(void) {
-        setup_with(TINY_QUEUED_BYTES_MAX);
+        setup_with(TINY_QUEUED_BYTES_MAX, UINT64_C(1) << 32);
+}
+
+/* A uid's share of fds in flight is half of this: FEW_FDS_SHARE fds sent and unread, not one more. */
+#define FEW_FDS_MAX 8U
+#define FEW_FDS_SHARE (FEW_FDS_MAX / 2)
+
+static void setup_few_fds(void) {
+        setup_with(UINT64_C(1) << 32, FEW_FDS_MAX);
 }
 
 static void teardown(void) {
@@ -398,10 +406,13 @@ static void teardown(void) {
                 safe_close(peers[i]->client);
                 free(peers[i]);
         }
-        /* Whatever a test left queued went with its connection. */
+        /*
+         * Whatever a test left queued went with its connection; what it left
+         * unread, with the transport, which frees connections kept for it.
+         */
+        transport = transport_free(transport);
         ck_assert_uint_eq(quota_used(quota, MFB_WIRE_RESOURCE_QUEUED_BYTES), 0);
         ck_assert_uint_eq(quota_used(quota, MFB_WIRE_RESOURCE_FDS), 0);
-        transport = transport_free(transport);
         quota = quota_free(quota);
         event_base_free(base);
         test_fd_leak_teardown();
@@ -477,11 +488,16 @@ START_TEST(consumed_fds_go_to_the_client_and_the_sender_s_are_closed) {
         ck_assert_int_eq(fd, -1);
         ck_assert_msg(!fd_is_open(taken), "fd %d still open after it was sent and consumed", taken);
 
+        /* Sent, and not read yet: charged to the uid, as the kernel counts it against the broker. */
+        ck_assert_uint_eq(transport_fds_in_flight(transport, UID_A), 1);
+        ck_assert_uint_eq(quota_held(quota, UID_A, MFB_WIRE_RESOURCE_FDS), 0);
         ck_assert_int_eq(client_read_fds(p, got, &n_got), 16);
         ck_assert_uint_eq(n_got, 1);
         ck_assert(same_file(got[0], kept));
         safe_close(got[0]);
         safe_close(kept);
+        /* Read: the charge goes when the loop hears of it. */
+        RUN_UNTIL(transport_fds_in_flight(transport, UID_A) == 0);
         assert_uncharged(UID_A);
 }
 END_TEST
@@ -518,6 +534,7 @@ START_TEST(borrowed_fds_stay_the_caller_s_and_a_queued_record_gets_copies) {
         ck_assert(same_file(got[0], fd));
         safe_close(got[0]);
         fd = safe_close(fd);
+        RUN_UNTIL(transport_fds_in_flight(transport, UID_A) == 0);
 
         /* The client does not read: the socket fills and the next records queue. */
         fill_queue(p, BIG_REPLY_LEN, 1);
@@ -552,6 +569,7 @@ START_TEST(borrowed_fds_stay_the_caller_s_and_a_queued_record_gets_copies) {
         ck_assert_int_eq(client_read_next(p, got, &n_got), 24);
         ck_assert_uint_eq(n_got, 0);
         ck_assert_uint_eq(connection_queued(p->c), 0);
+        RUN_UNTIL(transport_fds_in_flight(transport, UID_A) == 0);
         assert_uncharged(UID_A);
         safe_close(fd);
         safe_close(ref);
@@ -598,7 +616,7 @@ START_TEST(records_queue_while_the_client_does_not_read_and_go_out_in_order) {
                 ck_assert_uint_eq(n_fds, p->next_read - 1 >= first_queued + 6 ? 1 : 0);
                 mfb_close_fds(fds, n_fds);
         }
-        RUN_UNTIL(connection_queued(p->c) == 0);
+        RUN_UNTIL(connection_queued(p->c) == 0 && transport_fds_in_flight(transport, UID_A) == 0);
         assert_uncharged(UID_A);
         ck_assert_int_eq(client_read_fds(p, fds, &n_fds), -EAGAIN);
         ck_assert_uint_eq(p->n_gone, 0);
@@ -1127,6 +1145,118 @@ START_TEST(close_when_sent_from_outside_a_record_with_nothing_queued_is_gone) {
 }
 END_TEST
 
+/*
+ * The kernel counts every fd sent on a unix socket against the sender's
+ * RLIMIT_NOFILE until it is read, so the transport charges each to the
+ * uid until the socket says it was: never less than is still unread.
+ */
+START_TEST(fds_sent_stay_charged_until_the_client_has_read_them) {
+        struct peer *p = peer_new(UID_A);
+        int got[MFB_FDS_RECV_MAX];
+        size_t n_got;
+
+        for (unsigned i = 0; i < 5; i++) {
+                int fd = memfd_new();
+
+                ck_assert_int_eq(server_send_consume(p, 64, &fd, 1), 0);
+        }
+        ck_assert_uint_eq(transport_fds_in_flight(transport, UID_A), 5);
+        run_idle();
+        ck_assert_uint_eq(transport_fds_in_flight(transport, UID_A), 5);
+        for (unsigned n_read = 1; n_read <= 5; n_read++) {
+                ck_assert_int_eq(client_read_fds(p, got, &n_got), 64);
+                ck_assert_uint_eq(n_got, 1);
+                mfb_close_fds(got, n_got);
+                run_idle();
+                ck_assert_uint_ge(transport_fds_in_flight(transport, UID_A), 5 - n_read);
+        }
+        ck_assert_uint_eq(transport_fds_in_flight(transport, UID_A), 0);
+        ck_assert_uint_eq(p->n_gone, 0);
+}
+END_TEST
+
+/*
+ * A connection its owner freed while its client holds fds unread: the
+ * kernel counts them against the broker until they are read or dropped,
+ * whatever the broker closes. So its socket and its charge stay until then.
+ */
+START_TEST(a_freed_connection_stays_until_its_client_reads_or_drops_its_fds) {
+        struct peer *reader = peer_new(UID_A), *leaver = peer_new(UID_A);
+        struct peer *both[] = { reader, leaver };
+        int got[MFB_FDS_RECV_MAX];
+        unsigned fds_before;
+        size_t n_got;
+
+        for (size_t i = 0; i < ELEMENTSOF(both); i++)
+                for (unsigned k = 0; k < 2; k++) {
+                        int fd = memfd_new();
+
+                        ck_assert_int_eq(server_send_consume(both[i], 32, &fd, 1), 0);
+                }
+        fds_before = test_fd_count();
+        for (size_t i = 0; i < ELEMENTSOF(both); i++) {
+                connection_free(both[i]->c);
+                both[i]->c = NULL;
+        }
+        run_idle();
+        ck_assert_uint_eq(transport_fds_in_flight(transport, UID_A), 4);
+        ck_assert_uint_eq(test_fd_count(), fds_before);
+
+        /* One reads what it was sent, the other hangs up: both sockets go, and the charges. */
+        for (unsigned k = 0; k < 2; k++) {
+                ck_assert_int_eq(client_read_fds(reader, got, &n_got), 32);
+                ck_assert_uint_eq(n_got, 1);
+                mfb_close_fds(got, n_got);
+        }
+        leaver->client = safe_close(leaver->client);
+        RUN_UNTIL(transport_fds_in_flight(transport, UID_A) == 0);
+        ck_assert_uint_eq(test_fd_count(), fds_before - 3);
+}
+END_TEST
+
+/* One still kept when the broker stops goes with the transport: the teardown checks that no fd is left. */
+START_TEST(a_connection_kept_for_unread_fds_goes_with_the_transport) {
+        struct peer *p = peer_new(UID_A);
+        int fd = memfd_new();
+
+        ck_assert_int_eq(server_send_consume(p, 32, &fd, 1), 0);
+        connection_free(p->c);
+        p->c = NULL;
+        run_idle();
+        ck_assert_uint_eq(transport_fds_in_flight(transport, UID_A), 1);
+}
+END_TEST
+
+/*
+ * A client that leaves the fds it is sent unread runs out of its uid's
+ * share of the broker's fds, as one that does not read its queue: its
+ * connection fails, and another uid is sent fds as ever.
+ */
+START_TEST(a_client_that_leaves_its_fds_unread_fails_at_its_share_and_others_go_on) {
+        struct peer *p = peer_new(UID_A), *other = peer_new(UID_B);
+        int fd, got[MFB_FDS_RECV_MAX];
+        size_t n_got;
+
+        for (unsigned i = 0; i < FEW_FDS_SHARE; i++) {
+                fd = memfd_new();
+                ck_assert_int_eq(server_send_consume(p, 16, &fd, 1), 0);
+        }
+        fd = memfd_new();
+        ck_assert_int_eq(server_send_consume(p, 16, &fd, 1), -EDQUOT);
+        ck_assert_int_eq(fd, -1);
+        ck_assert_uint_eq(transport_fds_in_flight(transport, UID_A), FEW_FDS_SHARE);
+        RUN_UNTIL(p->n_gone == 1);
+        ck_assert_int_eq(p->gone_error, -EDQUOT);
+
+        fd = memfd_new();
+        ck_assert_int_eq(server_send_consume(other, 16, &fd, 1), 0);
+        ck_assert_int_eq(client_read_fds(other, got, &n_got), 16);
+        ck_assert_uint_eq(n_got, 1);
+        mfb_close_fds(got, n_got);
+        ck_assert_uint_eq(other->n_gone, 0);
+}
+END_TEST
+
 Suite *connection_suite(void) {
         Suite *s = suite_create("connection");
         TCase *tc = tcase_create("connection");
@@ -1154,6 +1284,9 @@ Suite *connection_suite(void) {
         tcase_add_test(tc, an_aborted_connection_is_gone_from_the_loop_and_hands_nothing_more_up);
         tcase_add_test(tc, close_when_sent_is_gone_once_the_queue_is_sent_and_drops_what_came_after);
         tcase_add_test(tc, close_when_sent_with_nothing_queued_is_gone_at_once);
+        tcase_add_test(tc, fds_sent_stay_charged_until_the_client_has_read_them);
+        tcase_add_test(tc, a_freed_connection_stays_until_its_client_reads_or_drops_its_fds);
+        tcase_add_test(tc, a_connection_kept_for_unread_fds_goes_with_the_transport);
         suite_add_tcase(s, tc);
 
         /*
@@ -1172,6 +1305,12 @@ Suite *connection_suite(void) {
         tcase_add_checked_fixture(tc, setup_tiny_queue, teardown);
         tcase_add_test(tc, a_send_over_the_queue_quota_fails_and_gone_follows_from_the_loop);
         tcase_add_test(tc, the_fds_of_a_record_refused_a_place_in_the_queue_are_closed_or_stay_the_caller_s);
+        suite_add_tcase(s, tc);
+
+        /* Room for FEW_FDS_SHARE fds sent and unread per uid. */
+        tc = tcase_create("connection-few-fds");
+        tcase_add_checked_fixture(tc, setup_few_fds, teardown);
+        tcase_add_test(tc, a_client_that_leaves_its_fds_unread_fails_at_its_share_and_others_go_on);
         suite_add_tcase(s, tc);
         return s;
 }
