@@ -430,16 +430,21 @@ static void gone(struct connection *c, int error) {
         c->ops->gone(c, error, c->userdata);
 }
 
-/* Discards what the client sent after its last answered record, then tells the owner. */
-static void close_answered(struct connection *c) {
+/* Reads and drops up to max records waiting on c, and any fds they carry. */
+static void discard_input(struct connection *c, size_t max) {
         int fds[MFB_FDS_RECV_MAX];
         size_t nfds;
 
-        for (unsigned i = 0; i < RECORDS_DISCARDED_MAX; i++) {
+        for (size_t i = 0; i < max; i++) {
                 if (mfb_record_recv(c->fd, c->transport->record, MFB_WIRE_RECORD_MAX, fds, &nfds, MSG_DONTWAIT) <= 0)
                         break;
                 mfb_close_fds(fds, nfds);
         }
+}
+
+/* Discards what the client sent after its last answered record, then tells the owner. */
+static void close_answered(struct connection *c) {
+        discard_input(c, RECORDS_DISCARDED_MAX);
         gone(c, 0);
 }
 
@@ -611,10 +616,14 @@ void connection_free(struct connection *c) {
          * Fds the peer has not read stay counted against the broker's
          * RLIMIT_NOFILE after its end is closed, for as long as the peer
          * keeps them unread, and only the socket can tell when that ends:
-         * kept until it does, still charged to the uid.
+         * kept until it does, still charged to the uid. To the peer it is
+         * closed all the same: shut down both ways (it reads what it was
+         * sent, then end of file), what it sent and was not read dropped.
          */
         unread_refresh(c);
         if (c->fds_unread > 0 && c->event) {
+                (void) shutdown(c->fd, SHUT_RDWR);
+                discard_input(c, SIZE_MAX);
                 c->lingering = true;
                 TAILQ_INSERT_TAIL(&c->transport->lingering, c, lingering_link);
                 return;

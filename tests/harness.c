@@ -205,6 +205,11 @@ void test_broker_start_as(struct test_broker *b, const char *const *extra_args, 
         broker_start(b, extra_args, 0, uid);
 }
 
+void test_broker_start_as_with_fd_limit(struct test_broker *b, const char *const *extra_args, uid_t uid,
+                                        unsigned fd_limit) {
+        broker_start(b, extra_args, fd_limit, uid);
+}
+
 bool test_uid_can_run_broker(uid_t uid) {
         const char *brokerd = getenv("MFB_BROKERD");
         pid_t pid;

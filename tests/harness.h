@@ -44,6 +44,10 @@ void test_broker_start_with_fd_limit(struct test_broker *b, const char *const *e
  */
 void test_broker_start_as(struct test_broker *b, const char *const *extra_args, uid_t uid);
 
+/* Both: the broker as uid, with its limit on open files fd_limit. Needs root. */
+void test_broker_start_as_with_fd_limit(struct test_broker *b, const char *const *extra_args, uid_t uid,
+                                        unsigned fd_limit);
+
 /*
  * Whether uid could run $MFB_BROKERD: a build tree under a private folder
  * (mktemp -d makes them 0700) is out of its reach. Needs root.

@@ -1118,6 +1118,105 @@ START_TEST(co_writers_do_not_share_an_open_file) {
 }
 END_TEST
 
+/* Its fds in flight, as the kernel counts them, are capped at this: the broker's RLIMIT_NOFILE below. */
+#define IN_FLIGHT_FD_LIMIT 2000U
+#define IN_FLIGHT_BROKER_UID 65532      /* a user of its own: the kernel's cap binds it, as under the unit */
+#define IN_FLIGHT_CONNECTIONS 40U
+#define OPEN_REPLY_LEN (sizeof(struct mfb_wire_header) + sizeof(struct mfb_wire_region_reply))
+
+/*
+ * The kernel counts the fds the broker sent that nobody has read against
+ * the broker's RLIMIT_NOFILE, and beyond it refuses the broker every fd it
+ * sends (ETOOMANYREFS), unless it has CAP_SYS_RESOURCE, which the unit does
+ * not give. The attacker opens a region over and over on many connections,
+ * reads nothing, and has the broker drop each connection while it keeps
+ * its end, fds and all: together far more than that cap. It gets only its
+ * share of the room, its connections fail beyond it, and the victim is
+ * sent its fds as ever.
+ */
+START_TEST(unread_fds_cannot_take_fd_passing_from_the_others) {
+        /* Few kept regions, so that most of the room in flight is the replies'. */
+        static const char *const args[] = { "--max-kept-regions", "10", NULL };
+        char *saved = getenv("MFB_BROKER_WRAPPER") ? strdup(getenv("MFB_BROKER_WRAPPER")) : NULL;
+        struct mfb_wire_open_request open_req = { .access = MFB_WIRE_ACCESS_READ };
+        int conns[IN_FLIGHT_CONNECTIONS], victim, fd;
+        unsigned unread_fds = 0, failed = 0;
+        struct test_broker b;
+        struct baseline base;
+
+        if (!can_switch_users(__func__)) {
+                free(saved);
+                return;
+        }
+        if (!test_uid_can_run_broker(IN_FLIGHT_BROKER_UID)) {
+                fprintf(stderr, "SKIP %s: uid %d cannot run the broker in this build tree\n", __func__,
+                        IN_FLIGHT_BROKER_UID);
+                free(saved);
+                return;
+        }
+        raise_own_fd_limit();
+        /* Without a wrapper: valgrind needs fds of its own, which would leave the broker too few. */
+        unsetenv("MFB_BROKER_WRAPPER");
+        test_broker_start_as_with_fd_limit(&b, args, IN_FLIGHT_BROKER_UID, IN_FLIGHT_FD_LIMIT);
+        if (saved) {
+                setenv("MFB_BROKER_WRAPPER", saved, 1);
+                free(saved);
+        }
+        baseline_take(&b, &base);
+        victim = connect_as(&b, UID_B);
+        ck_assert_int_eq(create(victim, "bait", PAGE, 0644, 0, NULL, &fd), 0);
+        close(fd);
+        ck_assert_int_eq(mfb_wire_name_set(&open_req.name, "bait"), 0);
+
+        for (unsigned i = 0; i < IN_FLIGHT_CONNECTIONS; i++) {
+                int queued;
+
+                conns[i] = connect_as(&b, UID_A);
+                /* Until the socket is full, or the broker gave up on the connection. */
+                for (unsigned k = 0; k < MFB_WIRE_REQUESTS_IN_FLIGHT_MAX; k++) {
+                        struct {
+                                struct mfb_wire_header h;
+                                struct mfb_wire_open_request body;
+                        } rec = { .body = open_req };
+
+                        mfb_wire_header_init(&rec.h, MFB_WIRE_OP_OPEN, RAW_COOKIE, 0, 0, sizeof(rec));
+                        if (mfb_record_send(conns[i], &rec, sizeof(rec), NULL, 0, MSG_DONTWAIT) < 0)
+                                break;
+                }
+                wait_consumed_or_dropped(conns[i]);
+                ck_assert_int_eq(ioctl(conns[i], SIOCINQ, &queued), 0);
+                unread_fds += (unsigned) queued / OPEN_REPLY_LEN;
+                /*
+                 * A record that is no request: the broker drops the connection,
+                 * the attacker keeps its end. Unless it dropped it already, at
+                 * the attacker's share: then the broker shut it down.
+                 */
+                if (send(conns[i], "bad", 3, MSG_NOSIGNAL) < 0)
+                        ck_assert_msg(errno == EPIPE || errno == ECONNRESET, "send: %s", strerror(errno));
+                wait_consumed_or_dropped(conns[i]);
+                if (i % 10 == 0)
+                        assert_victim_served(victim);
+        }
+        assert_victim_served(victim);
+        for (unsigned i = 0; i < IN_FLIGHT_CONNECTIONS; i++)
+                failed += hung_up(conns[i]);
+        /* It asked for more than the kernel's cap, and got at most what leaves the others room. */
+        ck_assert_uint_gt(IN_FLIGHT_CONNECTIONS * MFB_WIRE_REQUESTS_IN_FLIGHT_MAX, IN_FLIGHT_FD_LIMIT);
+        ck_assert_uint_lt(unread_fds, IN_FLIGHT_FD_LIMIT / 2);
+        ck_assert_uint_eq(failed, IN_FLIGHT_CONNECTIONS);
+
+        /* Its ends closed, the broker lets go of the sockets it kept for them: what stays is the named region. */
+        for (unsigned i = 0; i < IN_FLIGHT_CONNECTIONS; i++)
+                close(conns[i]);
+        close(victim);
+        ck_assert_msg(test_broker_wait_fd_count(&b, base.fds + 1), "the broker kept %u fds, not %u",
+                      test_broker_fd_count(&b), base.fds + 1);
+        assert_victim_served(victim = connect_as(&b, UID_B));
+        close(victim);
+        test_broker_stop(&b);
+}
+END_TEST
+
 Suite *attack_suite(void) {
         Suite *s = suite_create("attack");
         TCase *tc = tcase_create("attack"), *huge = tcase_create("huge pages");
@@ -1132,6 +1231,7 @@ Suite *attack_suite(void) {
         tcase_add_test(tc, slow_readers_cannot_take_the_brokers_memory);
         tcase_add_test(tc, default_quotas_fit_the_machine);
         tcase_add_test(tc, co_writers_do_not_share_an_open_file);
+        tcase_add_test(tc, unread_fds_cannot_take_fd_passing_from_the_others);
         suite_add_tcase(s, tc);
 
         tcase_set_timeout(huge, 60);
