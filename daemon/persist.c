@@ -237,15 +237,19 @@ int persist_region_created(struct persist *p, struct region *r, enum mfb_wire_re
         return 0;
 }
 
-int persist_control_page_made(struct persist *p, struct region *r) {
+int persist_control_page_made(struct persist *p, struct region *r, enum mfb_wire_resource *ret_refused) {
         int k;
 
         if (!p || !r->name || !r->kept || !r->page || r->kept->page_parked)
                 return 0;
+        k = region_keep_page(p->regions, r, ret_refused);
+        if (k < 0)
+                return k;
         k = park_add(p->park, r->handle | KEPT_PAGE_BIT, control_page_fd(r->page), &r->kept->page_bucket);
         if (park_packing_due(p->park))
                 schedule_pack(p);
         if (k < 0) {
+                region_unkeep_page(p->regions, r);
                 log_refusal(p, k);
                 return k == -ENOSPC || k == -ENOBUFS ? -E2BIG : k;
         }

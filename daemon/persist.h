@@ -75,11 +75,12 @@ int persist_region_created(struct persist *p, struct region *r, enum mfb_wire_re
 /*
  * Parks the control page just made for r (r->page), when r is kept, so
  * that the next broker gives the same page to its holders: their mappings
- * and futex waits go on across the restart. Returns 0, also when r is not
- * kept; or the errors of persist_region_created() but -EDQUOT and -ENOSPC
- * (the region's keeping was charged already); the page is not kept then.
+ * and futex waits go on across the restart; charged as a kept region of
+ * its owner (region_keep_page()). Returns 0, also when r is not kept; or
+ * the errors of persist_region_created(), with *ret_refused set for
+ * -EDQUOT and -ENOSPC; the page is not kept then.
  */
-int persist_control_page_made(struct persist *p, struct region *r);
+int persist_control_page_made(struct persist *p, struct region *r, enum mfb_wire_resource *ret_refused);
 
 /* Forgets r, which is about to be removed, and unparks its memfd soon. Call it while r has its name. */
 void persist_region_removed(struct persist *p, struct region *r);

@@ -246,7 +246,7 @@ void region_amount(const struct region *r, struct quota_amount *ret) {
                 [MFB_WIRE_RESOURCE_REGIONS] = 1,
                 [MFB_WIRE_RESOURCE_BYTES] = r->size,
                 [MFB_WIRE_RESOURCE_FDS] = r->page ? 2 : 1,
-                [MFB_WIRE_RESOURCE_KEPT] = r->kept ? 1 : 0,
+                [MFB_WIRE_RESOURCE_KEPT] = r->kept ? 1 + r->page_kept : 0,
         } };
 }
 
@@ -273,6 +273,7 @@ int region_make_control_page(struct region_table *t, struct region *r, enum mfb_
 void region_drop_control_page(struct region_table *t, struct region *r) {
         if (!r->page)
                 return;
+        region_unkeep_page(t, r);
         r->page = control_page_free(r->page);
         quota_discharge(t->quota, r->uid, &page_amount);
 }
@@ -294,8 +295,27 @@ int region_keep(struct region_table *t, struct region *r, struct kept_region *ke
 struct kept_region *region_unkeep(struct region_table *t, struct region *r) {
         if (!r->kept)
                 return NULL;
+        region_unkeep_page(t, r);
         quota_discharge(t->quota, r->uid, &kept_amount);
         return TAKE_PTR(r->kept);
+}
+
+int region_keep_page(struct region_table *t, struct region *r, enum mfb_wire_resource *ret_refused) {
+        int k;
+
+        assert(r->kept && r->page && !r->page_kept);
+        k = quota_charge(t->quota, r->uid, &kept_amount, ret_refused);
+        if (k < 0)
+                return k;
+        r->page_kept = true;
+        return 0;
+}
+
+void region_unkeep_page(struct region_table *t, struct region *r) {
+        if (!r->page_kept)
+                return;
+        quota_discharge(t->quota, r->uid, &kept_amount);
+        r->page_kept = false;
 }
 
 static void region_discharge(struct region_table *t, const struct region *r) {

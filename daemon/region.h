@@ -59,6 +59,8 @@ struct region {
         struct kept_region *kept;
         /* Its control page for notifications (control.h), owned; NULL until the first NOTIFIER. */
         struct control_page *page;
+        /* The page is kept with it (parked, in flight as its memfd is): charged as one kept region more. */
+        bool page_kept;
 };
 
 _Static_assert(offsetof(struct region, change_time) == offsetof(struct region, meta.change_time),
@@ -142,8 +144,22 @@ void region_drop_control_page(struct region_table *t, struct region *r);
 int region_keep(struct region_table *t, struct region *r, struct kept_region *kept,
                 enum mfb_wire_resource *ret_refused);
 
-/* Undoes region_keep(): returns what r->kept was, for the caller to free, or NULL when r was not kept. */
+/*
+ * Undoes region_keep(), and region_keep_page(): returns what r->kept was,
+ * for the caller to free, or NULL when r was not kept.
+ */
 struct kept_region *region_unkeep(struct region_table *t, struct region *r);
+
+/*
+ * Charges the owner of r, kept and with a control page, one kept region
+ * more for keeping the page too: parked, the page is in flight as r's
+ * memfd is, and --max-kept-regions bounds what is. Returns 0, or the
+ * errors of quota_charge() with *ret_refused set.
+ */
+int region_keep_page(struct region_table *t, struct region *r, enum mfb_wire_resource *ret_refused);
+
+/* Undoes region_keep_page(); nothing if r's page is not kept. */
+void region_unkeep_page(struct region_table *t, struct region *r);
 
 /*
  * Adds r, a region kept across a restart of the broker, which the table

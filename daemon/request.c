@@ -1006,7 +1006,11 @@ static int need_page(struct request *q, struct region *r) {
         if (k < 0)
                 return fail_kernel(q, k, "making the control page failed");
         /* As a named region's handle (CREATE): a page handed out must be the same after a restart. */
-        k = persist_control_page_made(sv->persist, r);
+        k = persist_control_page_made(sv->persist, r, &refused);
+        if (k == -EDQUOT || k == -ENOSPC) {
+                region_drop_control_page(sv->regions, r);
+                return fail_quota(q, k, r->uid, refused);
+        }
         if (k < 0) {
                 region_drop_control_page(sv->regions, r);
                 if (k == -ETOOMANYREFS)

@@ -334,9 +334,15 @@ static void repark(struct restore *rs, struct state *state, struct park *park) {
                 int k = park_add(park, r->handle, r->fd, &r->kept->parked_bucket);
 
                 if (k >= 0 && r->page) {
-                        int j = park_add(park, r->handle | KEPT_PAGE_BIT, control_page_fd(r->page),
-                                         &r->kept->page_bucket);
+                        enum mfb_wire_resource refused;
+                        int j = region_keep_page(rs->regions, r, &refused);
 
+                        if (j >= 0) {
+                                j = park_add(park, r->handle | KEPT_PAGE_BIT, control_page_fd(r->page),
+                                             &r->kept->page_bucket);
+                                if (j < 0)
+                                        region_unkeep_page(rs->regions, r);
+                        }
                         /* The region is kept; its next broker makes a new page, which is all that is lost. */
                         if (j < 0)
                                 log_warning_errno(j, "Failed to keep the control page of region %" PRIu64

@@ -187,12 +187,15 @@ class RestartTest(SystemdTest):
         self.assertEqual(struct.unpack_from("=QI", old_page), (3, 1))
         self.systemd.wait_for(lambda: self.parked() == sorted([region.handle, region.handle | PAGE_BIT]),
                               "the region and its page parked")
+        # In flight as the region's memfd is, the page counts as a kept region of the owner's.
+        self.assertEqual(c.limits()["resources"]["kept_regions"]["uid_used"], 2)
 
         self.systemd.kill()
         self.systemd.start()
         c2 = self.client()
         self.systemd.wait_for(lambda: self.parked() == sorted([region.handle, region.handle | PAGE_BIT]),
                               "the region and its page parked again")
+        self.assertEqual(c2.limits()["resources"]["kept_regions"]["uid_used"], 2)
         with c2.open(name="notified", write=True) as r:
             body, fds = c2._call(OP_NOTIFIER, notify_request(r.handle), want_fds=1)
             new_page = mmap.mmap(fds[0], NOTIFY_PAGE_SIZE, mmap.MAP_SHARED, mmap.PROT_READ)
@@ -209,6 +212,29 @@ class RestartTest(SystemdTest):
         self.stop_cleanly()
         old_page.close()
         os.close(region.fd)
+
+    def test_a_control_page_is_kept_within_the_kept_regions(self):
+        """--max-kept-regions bounds what is parked, pages included: a page beyond it is refused, and the
+        region is as it was."""
+        self.systemd.start("--max-kept-regions", "2")
+        c = self.client()
+        first = c.create(4096, name="first")
+        c.create(4096, name="second").close()
+        with self.assertRaises(mfb.BrokerError) as e:
+            c._call(OP_NOTIFIER, struct.pack("=QII", first.handle, 0, 0), want_fds=1)
+        self.assertEqual(e.exception.errno, errno.ENOSPC)
+        self.assertIn("named regions kept across restarts", str(e.exception))
+        self.assertEqual(c.limits()["resources"]["kept_regions"]["uid_used"], 2)
+        self.assertEqual(self.parked(), sorted([first.handle, c.stat(name="second")["handle"]]))
+        # Removed, the other region makes room for the page.
+        c.remove(name="second")
+        _, fds = c._call(OP_NOTIFIER, struct.pack("=QII", first.handle, 0, 0), want_fds=1)
+        os.close(fds[0])
+        self.systemd.wait_for(lambda: self.parked() == sorted([first.handle, first.handle | PAGE_BIT]),
+                              "the region and its page parked")
+        self.assertEqual(c.limits()["resources"]["kept_regions"]["uid_used"], 2)
+        os.close(first.fd)
+        self.stop_cleanly()
 
     def test_remove_forgets(self):
         self.systemd.start()
