@@ -295,6 +295,25 @@ static int send_record(struct connection *c, const void *record, size_t len, con
         return mfb_record_send(c->fd, record, len, fds, n_fds, MSG_DONTWAIT);
 }
 
+/*
+ * Sends a record at once, nothing being queued before it, its fds charged
+ * as unread. Returns 0 when it went, -EAGAIN when the socket is full (to be
+ * queued), or the -errno that failed c.
+ */
+static int send_now(struct connection *c, const void *record, size_t len, const int *fds, size_t n_fds) {
+        int r = n_fds > 0 ? unread_prepare(c, n_fds) : 0;
+
+        if (r < 0)
+                return fail(c, r);
+        r = send_record(c, record, len, fds, n_fds);
+        if (r < 0) {
+                unread_cancel(c, n_fds);
+                return r == -EAGAIN ? r : fail(c, r);
+        }
+        sent(c, len, n_fds);
+        return 0;
+}
+
 int connection_send(struct connection *c, const void *record, size_t len) {
         return connection_send_consume_fds(c, record, len, NULL, 0);
 }
@@ -308,23 +327,12 @@ int connection_send_consume_fds(struct connection *c, const void *record, size_t
                 return r;
         }
         if (STAILQ_EMPTY(&c->queue)) {
-                r = n_fds > 0 ? unread_prepare(c, n_fds) : 0;
-                if (r < 0) {
-                        mfb_close_fds(fds, n_fds);
-                        return fail(c, r);
-                }
-                r = send_record(c, record, len, fds, n_fds);
+                r = send_now(c, record, len, fds, n_fds);
                 if (r != -EAGAIN) {
                         /* Sent, the kernel holds its own references; or failed, and they go with the connection. */
                         mfb_close_fds(fds, n_fds);
-                        if (r < 0) {
-                                unread_cancel(c, n_fds);
-                                return fail(c, r);
-                        }
-                        sent(c, len, n_fds);
-                        return 0;
+                        return r;
                 }
-                unread_cancel(c, n_fds);
         }
         return queue_push(c, record, len, fds, n_fds);
 }
@@ -339,19 +347,9 @@ int connection_send_borrowed_fds(struct connection *c, const void *record, size_
         if (r < 0)
                 return r;
         if (STAILQ_EMPTY(&c->queue)) {
-                r = n_fds > 0 ? unread_prepare(c, n_fds) : 0;
-                if (r < 0)
-                        return fail(c, r);
-                r = send_record(c, record, len, fds, n_fds);
-                if (r != -EAGAIN) {
-                        if (r < 0) {
-                                unread_cancel(c, n_fds);
-                                return fail(c, r);
-                        }
-                        sent(c, len, n_fds);
-                        return 0;
-                }
-                unread_cancel(c, n_fds);
+                r = send_now(c, record, len, fds, n_fds);
+                if (r != -EAGAIN)
+                        return r;
         }
         /* To be queued: the queue owns what it holds. */
         for (size_t i = 0; i < n_fds; i++) {
