@@ -585,12 +585,14 @@ int connection_new(struct transport *t, int fd, uid_t uid, const struct connecti
         return 0;
 }
 
-/* Closes c's socket and frees it, with the charge of the fds it sent. */
+/* Closes c's socket and frees it, with the charge of the fds it sent, and of the socket if it was kept. */
 static void connection_destroy(struct connection *c) {
-        struct quota_amount amount = fds_amount(c->fds_unread);
+        struct quota_amount amount = fds_amount(c->fds_unread), socket = fds_amount(1);
 
-        if (c->lingering)
+        if (c->lingering) {
                 TAILQ_REMOVE(&c->transport->lingering, c, lingering_link);
+                quota_discharge(c->transport->quota, c->uid, &socket);
+        }
         if (c->fds_unread > 0)
                 quota_discharge(c->transport->in_flight, c->uid, &amount);
         if (c->event)
@@ -620,11 +622,27 @@ void connection_free(struct connection *c) {
          */
         unread_refresh(c);
         if (c->fds_unread > 0 && c->event) {
-                (void) shutdown(c->fd, SHUT_RDWR);
-                discard_input(c, SIZE_MAX);
-                c->lingering = true;
-                TAILQ_INSERT_TAIL(&c->transport->lingering, c, lingering_link);
-                return;
+                struct quota_amount socket = fds_amount(1);
+                enum mfb_wire_resource refused;
+
+                /* The socket is one of the broker's fds, which its uid pays for while it is kept. */
+                if (quota_charge(c->transport->quota, c->uid, &socket, &refused) >= 0) {
+                        (void) shutdown(c->fd, SHUT_RDWR);
+                        discard_input(c, SIZE_MAX);
+                        c->lingering = true;
+                        TAILQ_INSERT_TAIL(&c->transport->lingering, c, lingering_link);
+                        return;
+                }
+                /*
+                 * No room to keep it: closed, and its fds stay charged in
+                 * flight to the uid for as long as the broker runs, since the
+                 * kernel may count them that long and nothing can tell when
+                 * it stops. Only a uid that leaves fds unread and has used
+                 * up its share of the broker's fds comes to that.
+                 */
+                log_debug("uid %u has no room for more %s: a connection it left %zu fds unread is closed, and "
+                          "they stay charged", c->uid, quota_resource_name(refused), c->fds_unread);
+                c->fds_unread = 0;
         }
         connection_destroy(c);
 }

@@ -38,7 +38,9 @@
  * the broker may have in flight, until the socket says it was read
  * (SIOCOUTQ): a client that leaves more unread than its share fails as one
  * whose queue overflows, and a connection freed with fds unread keeps its
- * socket and its charge until they are read or dropped.
+ * socket and its charge until they are read or dropped; the socket charged
+ * as one of the uid's fds (quota), or, without room for it, closed, the
+ * fds then charged in flight for as long as the broker runs.
  *
  * A failure never frees a connection from under a caller: a send that
  * fails marks the connection failed and stops reading it, and ops->gone
@@ -106,7 +108,8 @@ int connection_new(struct transport *t, int fd, uid_t uid, const struct connecti
 /*
  * Stops everything, drops the queued records and closes the socket; or,
  * while the client holds fds it was sent unread, keeps the socket (and
- * their charge) until it reads or drops them, or the transport is freed.
+ * their charge) until it reads or drops them, or the transport is freed,
+ * if the uid has room for one more fd; the socket shut down both ways.
  * The owner is done with c either way. Accepts NULL.
  */
 void connection_free(struct connection *c);

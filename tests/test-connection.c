@@ -362,7 +362,7 @@ static bool fd_is_open(int fd) {
         return fcntl(fd, F_GETFD) >= 0;
 }
 
-static void setup_with(uint64_t queued_bytes_max, uint64_t fds_in_flight_max) {
+static void setup_with(uint64_t queued_bytes_max, uint64_t fds_in_flight_max, uint64_t fds_max) {
         struct quota_limits limits;
 
         test_fd_leak_setup();
@@ -371,6 +371,7 @@ static void setup_with(uint64_t queued_bytes_max, uint64_t fds_in_flight_max) {
                 limits.uid_max.n[i] = MFB_WIRE_LIMIT_NONE;
         }
         limits.broker_max.n[MFB_WIRE_RESOURCE_QUEUED_BYTES] = queued_bytes_max;
+        limits.broker_max.n[MFB_WIRE_RESOURCE_FDS] = fds_max;
         base = event_base_new();
         ck_assert_ptr_nonnull(base);
         ck_assert_int_eq(quota_new(&limits, EXEMPT_UID, &quota), 0);
@@ -381,7 +382,7 @@ static void setup_with(uint64_t queued_bytes_max, uint64_t fds_in_flight_max) {
 }
 
 static void setup(void) {
-        setup_with(UINT64_C(1) << 32, UINT64_C(1) << 32);
+        setup_with(UINT64_C(1) << 32, UINT64_C(1) << 32, UINT64_C(1) << 32);
 }
 
 /* A uid's share of queued bytes is half of this: room for one small reply queued, not two. */
@@ -389,15 +390,20 @@ static void setup(void) {
 #define TINY_REPLY_LEN 1200U
 
 static void setup_tiny_queue(void) {
-        setup_with(TINY_QUEUED_BYTES_MAX, UINT64_C(1) << 32);
+        setup_with(TINY_QUEUED_BYTES_MAX, UINT64_C(1) << 32, UINT64_C(1) << 32);
 }
 
 /* A uid's share of fds in flight is half of this: FEW_FDS_SHARE fds sent and unread, not one more. */
 #define FEW_FDS_MAX 8U
 #define FEW_FDS_SHARE (FEW_FDS_MAX / 2)
 
+/* No fd for the broker to spare: none to keep a connection's socket with. */
+static void setup_no_fds(void) {
+        setup_with(UINT64_C(1) << 32, UINT64_C(1) << 32, 0);
+}
+
 static void setup_few_fds(void) {
-        setup_with(UINT64_C(1) << 32, FEW_FDS_MAX);
+        setup_with(UINT64_C(1) << 32, FEW_FDS_MAX, UINT64_C(1) << 32);
 }
 
 static void teardown(void) {
@@ -1201,6 +1207,8 @@ START_TEST(a_freed_connection_stays_until_its_client_reads_or_drops_its_fds) {
         run_idle();
         ck_assert_uint_eq(transport_fds_in_flight(transport, UID_A), 4);
         ck_assert_uint_eq(test_fd_count(), fds_before);
+        /* Each socket kept is one of the broker's fds, its uid's to pay for. */
+        ck_assert_uint_eq(quota_held(quota, UID_A, MFB_WIRE_RESOURCE_FDS), 2);
 
         /* One reads what it was sent, the other hangs up: both sockets go, and the charges. */
         for (unsigned k = 0; k < 2; k++) {
@@ -1211,6 +1219,7 @@ START_TEST(a_freed_connection_stays_until_its_client_reads_or_drops_its_fds) {
         leaver->client = safe_close(leaver->client);
         RUN_UNTIL(transport_fds_in_flight(transport, UID_A) == 0);
         ck_assert_uint_eq(test_fd_count(), fds_before - 3);
+        ck_assert_uint_eq(quota_held(quota, UID_A, MFB_WIRE_RESOURCE_FDS), 0);
 }
 END_TEST
 
@@ -1254,6 +1263,32 @@ START_TEST(a_client_that_leaves_its_fds_unread_fails_at_its_share_and_others_go_
         ck_assert_uint_eq(n_got, 1);
         mfb_close_fds(got, n_got);
         ck_assert_uint_eq(other->n_gone, 0);
+}
+END_TEST
+
+/*
+ * Keeping a connection's socket costs its uid an fd of the broker's; with
+ * no room for it, the socket is closed, and the fds left unread stay
+ * charged in flight: the kernel may count them as long as the client
+ * likes, and nothing can tell when it stops.
+ */
+START_TEST(a_connection_with_no_room_to_be_kept_is_closed_and_its_fds_stay_charged) {
+        struct peer *p = peer_new(UID_A);
+        int fd = memfd_new(), got[MFB_FDS_RECV_MAX];
+        unsigned fds_before;
+        size_t n_got;
+
+        ck_assert_int_eq(server_send_consume(p, 32, &fd, 1), 0);
+        fds_before = test_fd_count();
+        connection_free(p->c);
+        p->c = NULL;
+        ck_assert_uint_eq(test_fd_count(), fds_before - 1);
+        ck_assert_uint_eq(quota_held(quota, UID_A, MFB_WIRE_RESOURCE_FDS), 0);
+        ck_assert_int_eq(client_read_fds(p, got, &n_got), 32);
+        ck_assert_uint_eq(n_got, 1);
+        mfb_close_fds(got, n_got);
+        run_idle();
+        ck_assert_uint_eq(transport_fds_in_flight(transport, UID_A), 1);
 }
 END_TEST
 
@@ -1305,6 +1340,11 @@ Suite *connection_suite(void) {
         tcase_add_checked_fixture(tc, setup_tiny_queue, teardown);
         tcase_add_test(tc, a_send_over_the_queue_quota_fails_and_gone_follows_from_the_loop);
         tcase_add_test(tc, the_fds_of_a_record_refused_a_place_in_the_queue_are_closed_or_stay_the_caller_s);
+        suite_add_tcase(s, tc);
+
+        tc = tcase_create("connection-no-fds");
+        tcase_add_checked_fixture(tc, setup_no_fds, teardown);
+        tcase_add_test(tc, a_connection_with_no_room_to_be_kept_is_closed_and_its_fds_stay_charged);
         suite_add_tcase(s, tc);
 
         /* Room for FEW_FDS_SHARE fds sent and unread per uid. */
