@@ -51,12 +51,18 @@ static uint64_t min_u64(uint64_t a, uint64_t b) {
         return a < b ? a : b;
 }
 
+static uint64_t max_u64(uint64_t a, uint64_t b) {
+        return a > b ? a : b;
+}
+
 /* A quarter of limit, at least 1. */
 static uint64_t quarter_of(uint64_t limit) {
         return limit / SETTINGS_SHARE_PER_UID_DIVISOR ?: 1;
 }
 
 void settings_derive_limits(struct settings *c, uint64_t fd_limit, uint64_t physical_memory) {
+        uint64_t parked;
+
         /* An unlimited or huge limit: the kernel's own cap on open files per process (fs.nr_open) is 2^20 by default. */
         fd_limit = min_u64(fd_limit, UINT64_C(1) << 20);
         c->max_fds = fd_limit > 2 * SETTINGS_FD_RESERVE ? fd_limit - SETTINGS_FD_RESERVE : fd_limit / 2 ?: 1;
@@ -85,12 +91,15 @@ void settings_derive_limits(struct settings *c, uint64_t fd_limit, uint64_t phys
         /*
          * The kernel's cap on the fds a user has in flight is its
          * RLIMIT_NOFILE (unless it has CAP_SYS_RESOURCE): shared by the
-         * memfds parked for kept regions and the fds of replies not read yet.
+         * memfds parked for kept regions and the fds of replies not read
+         * yet. At least a quarter of it for the replies: with a limit so low
+         * that the kept regions would leave less, they rarely fill it (the
+         * unit raises the limit, and without a service manager nothing is
+         * parked), and clients could not pipeline.
          */
-        c->max_fds_in_flight = fd_limit > (uint64_t) c->max_kept_regions + SETTINGS_PARK_PACKING_FDS +
-                                                  SETTINGS_FDS_IN_FLIGHT_MIN
-                                       ? fd_limit - c->max_kept_regions - SETTINGS_PARK_PACKING_FDS
-                                       : SETTINGS_FDS_IN_FLIGHT_MIN;
+        parked = (uint64_t) c->max_kept_regions + SETTINGS_PARK_PACKING_FDS;
+        c->max_fds_in_flight = fd_limit > parked ? fd_limit - parked : 0;
+        c->max_fds_in_flight = max_u64(max_u64(c->max_fds_in_flight, fd_limit / 4), SETTINGS_FDS_IN_FLIGHT_MIN);
 }
 
 int settings_parse_count(const char *s, uint32_t *ret) {

@@ -26,7 +26,8 @@
 /*
  * Fds in flight kept out of what replies may have unread: packing parked
  * memfds has a message of them, SCM_MAX_FD, in flight twice (park.h). And
- * at least this many for replies, whatever --max-kept-regions leaves.
+ * at least this many for replies, and a quarter of the fd limit, whatever
+ * --max-kept-regions leaves.
  */
 #define SETTINGS_PARK_PACKING_FDS 506U
 #define SETTINGS_FDS_IN_FLIGHT_MIN 64U
@@ -79,7 +80,8 @@ int settings_set_default_socket_path(struct settings *c);
  * physical memory; kept regions to half fd_limit, since the kernel counts
  * parked memfds in flight against it; each limit per uid to a quarter of
  * the broker's. The fds replies may have unread in all are what fd_limit
- * leaves in flight beyond the kept regions and a park's packing.
+ * leaves in flight beyond the kept regions and a park's packing, and at
+ * least a quarter of it.
  */
 void settings_derive_limits(struct settings *c, uint64_t fd_limit, uint64_t physical_memory);
 

@@ -62,6 +62,7 @@ int main(void) {
         srunner_add_suite(sr, access_unit_suite());
         srunner_add_suite(sr, region_index_suite());
         srunner_add_suite(sr, parse_suite());
+        srunner_add_suite(sr, settings_suite());
         srunner_add_suite(sr, notify_wire_suite());
         srunner_add_suite(sr, locks_suite());
         srunner_add_suite(sr, notify_suite());

@@ -24,6 +24,7 @@ Suite *hashmap_suite(void);
 Suite *access_unit_suite(void);
 Suite *region_index_suite(void);
 Suite *parse_suite(void);
+Suite *settings_suite(void);
 Suite *notify_wire_suite(void);
 Suite *locks_suite(void);
 Suite *notify_suite(void);

@@ -1,0 +1,67 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * daemon/settings.c on its own: the limits settings_derive_limits() takes
+ * from the machine, where they guard the kernel's caps, at the values the
+ * unit gives and at the edges.
+ */
+#include <stdint.h>
+
+#include "harness.h"
+#include "settings.h"
+#include "suites.h"
+
+#define UNIT_FD_LIMIT 524288U   /* LimitNOFILE= of systemd/memfd-broker.service */
+#define MEMORY (UINT64_C(8) << 30)
+
+static struct settings derived(uint64_t fd_limit, uint32_t max_kept_regions) {
+        struct settings c;
+
+        settings_init(&c);
+        c.max_kept_regions = max_kept_regions;
+        settings_derive_limits(&c, fd_limit, MEMORY);
+        settings_done(&c);
+        return c;
+}
+
+/*
+ * Under the unit: kept regions take half the fd limit, which the kernel
+ * counts them in flight against, and the fds of unread replies what is left
+ * of it beyond them and a park's packing: together never more than the cap.
+ */
+START_TEST(the_fds_in_flight_fit_the_kernel_s_cap_under_the_unit) {
+        struct settings c = derived(UNIT_FD_LIMIT, 0);
+
+        ck_assert_uint_eq(c.max_kept_regions, UNIT_FD_LIMIT / 2);
+        ck_assert_uint_eq(c.max_fds_in_flight, UNIT_FD_LIMIT - UNIT_FD_LIMIT / 2 - SETTINGS_PARK_PACKING_FDS);
+        ck_assert_uint_eq(c.max_kept_regions + c.max_fds_in_flight + SETTINGS_PARK_PACKING_FDS, UNIT_FD_LIMIT);
+}
+END_TEST
+
+/* Kept regions set to leave the replies little: they still get a quarter of the limit, and never fewer than the minimum. */
+START_TEST(the_fds_in_flight_are_at_least_a_quarter_of_the_limit) {
+        ck_assert_uint_eq(derived(UNIT_FD_LIMIT, UNIT_FD_LIMIT - 1000).max_fds_in_flight, UNIT_FD_LIMIT / 4);
+        ck_assert_uint_eq(derived(1024, 0).max_fds_in_flight, 256);
+        ck_assert_uint_eq(derived(100, 0).max_fds_in_flight, SETTINGS_FDS_IN_FLIGHT_MIN);
+}
+END_TEST
+
+/* An unlimited fd limit counts as the kernel's own cap on open files, 2^20; kept regions as many as regions. */
+START_TEST(an_unlimited_fd_limit_is_the_kernel_s_cap_on_open_files) {
+        struct settings c = derived(UINT64_MAX, 0);
+
+        ck_assert_uint_eq(c.max_kept_regions, SETTINGS_MAX_REGIONS_CAP);
+        ck_assert_uint_eq(c.max_fds_in_flight,
+                          (UINT64_C(1) << 20) - SETTINGS_MAX_REGIONS_CAP - SETTINGS_PARK_PACKING_FDS);
+}
+END_TEST
+
+Suite *settings_suite(void) {
+        Suite *s = suite_create("settings");
+        TCase *tc = tcase_create("settings");
+
+        tcase_add_test(tc, the_fds_in_flight_fit_the_kernel_s_cap_under_the_unit);
+        tcase_add_test(tc, the_fds_in_flight_are_at_least_a_quarter_of_the_limit);
+        tcase_add_test(tc, an_unlimited_fd_limit_is_the_kernel_s_cap_on_open_files);
+        suite_add_tcase(s, tc);
+        return s;
+}
