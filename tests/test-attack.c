@@ -1217,6 +1217,100 @@ START_TEST(unread_fds_cannot_take_fd_passing_from_the_others) {
 }
 END_TEST
 
+/* Few fds for the broker, so that a uid reaches its share of them with a few hundred regions. */
+#define SHARE_FD_LIMIT 700U
+#define SHARE_OPENS 64U
+
+/* Sends OPEN of name n times without reading a reply. */
+static void send_opens_nowait(int fd, const char *name, unsigned n) {
+        struct {
+                struct mfb_wire_header h;
+                struct mfb_wire_open_request body;
+        } rec = { .body = { .access = MFB_WIRE_ACCESS_READ } };
+
+        ck_assert_int_eq(mfb_wire_name_set(&rec.body.name, name), 0);
+        mfb_wire_header_init(&rec.h, MFB_WIRE_OP_OPEN, RAW_COOKIE, 0, 0, sizeof(rec));
+        for (unsigned i = 0; i < n; i++)
+                ck_assert_int_eq(mfb_record_send(fd, &rec, sizeof(rec), NULL, 0, 0), 0);
+}
+
+/*
+ * A connection dropped while its client holds fds unread is kept until the
+ * client lets go of them, its socket then one of its uid's fds as it was
+ * the connection's. A uid that uses its whole share of the broker's fds
+ * (regions, connections) must be able to have it kept all the same, and
+ * so get back its room in flight once its client closes its end: were the
+ * socket counted twice, the connection would be closed at once and its
+ * unread fds charged to the uid in flight for as long as the broker runs.
+ */
+START_TEST(a_uid_at_its_fd_share_gets_back_its_room_in_flight) {
+        static const char *const args[] = { "--max-kept-regions", "10", "--max-regions-per-uid", "100000", NULL };
+        char *saved = getenv("MFB_BROKER_WRAPPER") ? strdup(getenv("MFB_BROKER_WRAPPER")) : NULL;
+        int victim, filler, leaver, later, fd, queued;
+        unsigned regions = 0;
+        struct test_broker b;
+        struct baseline base;
+
+        if (!can_switch_users(__func__)) {
+                free(saved);
+                return;
+        }
+        if (!test_uid_can_run_broker(IN_FLIGHT_BROKER_UID)) {
+                fprintf(stderr, "SKIP %s: uid %d cannot run the broker in this build tree\n", __func__,
+                        IN_FLIGHT_BROKER_UID);
+                free(saved);
+                return;
+        }
+        raise_own_fd_limit();
+        /* Without a wrapper: valgrind needs fds of its own, which would leave the broker too few. */
+        unsetenv("MFB_BROKER_WRAPPER");
+        test_broker_start_as_with_fd_limit(&b, args, IN_FLIGHT_BROKER_UID, SHARE_FD_LIMIT);
+        if (saved) {
+                setenv("MFB_BROKER_WRAPPER", saved, 1);
+                free(saved);
+        }
+        baseline_take(&b, &base);
+        victim = connect_as(&b, UID_B);
+        ck_assert_int_eq(create(victim, "bait", PAGE, 0644, 0, NULL, &fd), 0);
+        close(fd);
+
+        /* Replies with fds, unread, well within the uid's share of the room in flight. */
+        leaver = connect_as(&b, UID_A);
+        send_opens_nowait(leaver, "bait", SHARE_OPENS);
+        wait_consumed_or_dropped(leaver);
+        ck_assert_int_eq(ioctl(leaver, SIOCINQ, &queued), 0);
+        ck_assert_uint_eq((unsigned) queued / OPEN_REPLY_LEN, SHARE_OPENS);
+        ck_assert(!hung_up(leaver));
+
+        /* Then the uid takes every fd of the broker's its share leaves it. */
+        filler = connect_as(&b, UID_A);
+        while (create(filler, NULL, PAGE, 0, 0, NULL, NULL) == 0)
+                ck_assert_uint_lt(regions++, SHARE_FD_LIMIT);
+        ck_assert_uint_gt(regions, 0);
+        ck_assert_uint_eq(uid_used(filler, MFB_WIRE_RESOURCE_REGIONS), regions);
+
+        /* A record that is no request: the broker drops the connection, whose client keeps its end. */
+        ck_assert_int_eq(send(leaver, "bad", 3, MSG_NOSIGNAL), 3);
+        wait_consumed_or_dropped(leaver);
+        close(filler);
+        /* Its client lets go of what it left unread: the room in flight is the uid's again. */
+        close(leaver);
+        ck_assert_msg(test_broker_wait_fd_count(&b, base.fds + 2), "the broker kept %u fds, not %u",
+                      test_broker_fd_count(&b), base.fds + 2);
+
+        later = connect_as(&b, UID_A);
+        send_opens_nowait(later, "bait", SHARE_OPENS);
+        for (unsigned i = 0; i < SHARE_OPENS; i++) {
+                ck_assert_int_eq(raw_reply(later, MFB_WIRE_OP_OPEN, NULL, 0, &fd), 0);
+                close(fd);
+        }
+        close(later);
+        assert_victim_served(victim);
+        close(victim);
+        test_broker_stop(&b);
+}
+END_TEST
+
 Suite *attack_suite(void) {
         Suite *s = suite_create("attack");
         TCase *tc = tcase_create("attack"), *huge = tcase_create("huge pages");
@@ -1232,6 +1326,7 @@ Suite *attack_suite(void) {
         tcase_add_test(tc, default_quotas_fit_the_machine);
         tcase_add_test(tc, co_writers_do_not_share_an_open_file);
         tcase_add_test(tc, unread_fds_cannot_take_fd_passing_from_the_others);
+        tcase_add_test(tc, a_uid_at_its_fd_share_gets_back_its_room_in_flight);
         suite_add_tcase(s, tc);
 
         tcase_set_timeout(huge, 60);
