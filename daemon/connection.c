@@ -40,7 +40,7 @@ struct transport {
 
 /* A record sent with fds, which the peer may not have read yet. */
 struct unread {
-        uint64_t end;           /* the connection's bytes_sent once it was sent */
+        uint64_t start;         /* the connection's bytes_sent before it was sent */
         size_t n_fds;
 };
 
@@ -152,8 +152,10 @@ static struct quota_amount fds_amount(size_t n_fds) {
  * Gives back the charge of the fds sent on c that the peer has read, as far
  * as the socket tells: what it has not read takes at least its own bytes of
  * the send buffer (SIOCOUTQ), kernel overhead on top, and records are read
- * in order, so every record that ended at or before bytes_sent less that is
- * read. A peer that closed its end dropped them all.
+ * in order, so every record that started before bytes_sent less that is
+ * read. A peer that closed its end dropped them all. (Its start, not its
+ * end: the kernel wakes the broker for a record read before it takes the
+ * last unit of the record's charge off the count.)
  */
 static void unread_refresh(struct connection *c) {
         struct quota_amount amount;
@@ -164,7 +166,7 @@ static void unread_refresh(struct connection *c) {
         if (c->fds_unread == 0 || ioctl(c->fd, SIOCOUTQ, &outq) < 0)
                 return;
         read_up_to = c->bytes_sent > (uint64_t) outq ? c->bytes_sent - (uint64_t) outq : 0;
-        while (c->unread_first < c->n_unread && c->unread[c->unread_first].end <= read_up_to)
+        while (c->unread_first < c->n_unread && c->unread[c->unread_first].start < read_up_to)
                 n_read += c->unread[c->unread_first++].n_fds;
         if (c->unread_first == c->n_unread)
                 c->unread_first = c->n_unread = 0;
@@ -215,11 +217,11 @@ static void unread_cancel(struct connection *c, size_t n_fds) {
 
 /* A record of len bytes with n_fds fds (charged, after unread_prepare()) went out on c. */
 static void sent(struct connection *c, size_t len, size_t n_fds) {
+        if (n_fds > 0) {
+                c->unread[c->n_unread++] = (struct unread) { .start = c->bytes_sent, .n_fds = n_fds };
+                c->fds_unread += n_fds;
+        }
         c->bytes_sent += len;
-        if (n_fds == 0)
-                return;
-        c->unread[c->n_unread++] = (struct unread) { .end = c->bytes_sent, .n_fds = n_fds };
-        c->fds_unread += n_fds;
 }
 
 /* Reads c again if nothing stops it, or stops: call it when one of those changed. */

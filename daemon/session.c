@@ -205,8 +205,9 @@ void session_free(struct session *s) {
                 }
                 hashmap_free(s->holds);
         }
-        connection_free(s->connection);
+        /* The connection's charge first: its socket, if kept for fds left unread, is charged anew. */
         uncount_session(s);
+        connection_free(s->connection);
         peer_done(&s->peer);
         free(s);
 }

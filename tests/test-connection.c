@@ -1325,10 +1325,10 @@ Suite *connection_suite(void) {
         suite_add_tcase(s, tc);
 
         /*
-         * Fails: connection.c looks at closing only when a record was handed
-         * up or the socket woke it, so from outside ops->record, with nothing
-         * queued and the client quiet, the owner is never told. In a case of
-         * its own, so that CK_RUN_CASE can run the others without it.
+         * Once failed: connection.c looked at closing only when a record was
+         * handed up or the socket woke it, so from outside ops->record, with
+         * nothing queued and the client quiet, the owner was never told. In a
+         * case of its own, so that CK_RUN_CASE can run the others without it.
          */
         tc = tcase_create("connection-close-outside-record");
         tcase_add_checked_fixture(tc, setup, teardown);
