@@ -578,7 +578,9 @@ mfb_region *mfb_region_free(mfb_region *r);
  * The error and mfb_client_error_message() are those of the first CREATE
  * that failed, in request order. Callbacks of earlier asynchronous requests
  * on c run while it waits. Errors: those of mfb_region_create(), and
- * -EINVAL also for ret_regions NULL with n above 0.
+ * -EINVAL also for ret_regions NULL with n above 0, -EDQUOT also when the
+ * broker would have the caller's uid leave more fds unread in flight than
+ * its share (a broker with a low limit on open files): ask for fewer.
  */
 int mfb_region_create_batch(mfb_client *c, uint64_t size, size_t n, mfb_region **ret_regions);
 

@@ -390,6 +390,11 @@ size_t connection_queued(const struct connection *c) {
         return c->n_queued;
 }
 
+uint64_t connection_fds_sendable(struct connection *c) {
+        unread_refresh(c);
+        return quota_available(c->transport->in_flight, c->uid, MFB_WIRE_RESOURCE_FDS);
+}
+
 uint64_t transport_fds_in_flight(const struct transport *t, uid_t uid) {
         return quota_held(t->in_flight, uid, MFB_WIRE_RESOURCE_FDS);
 }

@@ -92,6 +92,13 @@ int transport_new(struct event_base *base, struct quota *quota, uint64_t fds_in_
  */
 struct transport *transport_free(struct transport *t);
 
+/*
+ * How many fds a record sent on c now could carry without going beyond
+ * its uid's share in flight (what the client read given back first): for
+ * a request whose reply carries many, to refuse it rather than fail c.
+ */
+uint64_t connection_fds_sendable(struct connection *c);
+
 /* The fds sent to uid's connections, live or kept, that may be unread: what uid is charged in flight. */
 uint64_t transport_fds_in_flight(const struct transport *t, uid_t uid);
 

@@ -780,6 +780,10 @@ static int handle_create_batch(struct request *q) {
         if (s->n_references > max_holds || max_holds - s->n_references < req.count)
                 return fail(q, -ENOSPC, "this connection holds %" PRIu32 " references, and the broker's "
                                    "limit is %" PRIu32, s->n_references, max_holds);
+        /* Refused now, rather than the reply failing the connection once the regions exist. */
+        if (connection_fds_sendable(s->connection) < req.count)
+                return fail(q, -EDQUOT, "uid %u may not have %" PRIu32 " more fds unread in flight now: read "
+                                   "the replies sent, or ask for fewer", s->peer.creds.uid, req.count);
 
         for (; n < req.count; n++) {
                 k = region_create(t, req.size, NULL, req.mode ?: MODE_DEFAULT, hugetlb, &s->peer.creds, &regions[n],

@@ -809,6 +809,48 @@ START_TEST(holds_per_connection_stop_at_the_limit) {
 }
 END_TEST
 
+/* A broker whose fd limit leaves the replies a quarter of it unread in flight: fewer than a batch of 253. */
+#define IN_FLIGHT_FD_LIMIT 600U
+#define IN_FLIGHT_ROOM (IN_FLIGHT_FD_LIMIT / 4)
+
+/*
+ * A batch whose fds would go beyond what its uid may leave unread in flight
+ * is refused, whole and before any region is made, rather than its reply
+ * failing the connection; one of exactly that many is sent, and read, the
+ * room is there again.
+ */
+START_TEST(a_batch_takes_no_more_fds_in_flight_than_there_is_room_for) {
+        /* Without a wrapper: valgrind needs fds of its own, which would leave the broker too few. */
+        char *saved = getenv("MFB_BROKER_WRAPPER") ? strdup(getenv("MFB_BROKER_WRAPPER")) : NULL;
+        uint64_t handles[MFB_WIRE_CREATE_BATCH_MAX];
+        int fds[MFB_WIRE_CREATE_BATCH_MAX], fd;
+        struct test_broker limited;
+        union reply_body body;
+        struct mfb_wire_create_batch_request over = { .size = PAGE, .count = IN_FLIGHT_ROOM + 1 };
+
+        unsetenv("MFB_BROKER_WRAPPER");
+        test_broker_start_with_fd_limit(&limited, NULL, IN_FLIGHT_FD_LIMIT);
+        if (saved) {
+                setenv("MFB_BROKER_WRAPPER", saved, 1);
+                free(saved);
+        }
+        fd = raw_connect_hello(&limited);
+        for (int round = 0; round < 2; round++) {
+                ck_assert_int_eq(request(fd, MFB_WIRE_OP_CREATE_BATCH, &over, sizeof(over), &body), -EDQUOT);
+                ck_assert_msg(strstr(body.message, "in flight"), "the refusal '%s' says nothing of fds in flight",
+                              body.message);
+                ck_assert_int_eq(create_batch(fd, IN_FLIGHT_ROOM, PAGE, handles, fds), 0);
+                mfb_close_fds(fds, IN_FLIGHT_ROOM);
+                for (unsigned i = 0; i < IN_FLIGHT_ROOM; i++)
+                        release(fd, handles[i]);
+        }
+        /* The connection goes on. */
+        create(fd, PAGE);
+        close(fd);
+        test_broker_stop(&limited);
+}
+END_TEST
+
 static void per_uid_setup(void) {
         test_fd_leak_setup();
         test_broker_start(&test_broker, per_uid_args);
@@ -857,6 +899,7 @@ Suite *quota_suite(void) {
         tcase_add_test(exempt, the_brokers_bytes_stop_at_the_limit);
         tcase_add_test(exempt, the_brokers_connections_stop_at_the_limit);
         tcase_add_test(exempt, holds_per_connection_stop_at_the_limit);
+        tcase_add_test(exempt, a_batch_takes_no_more_fds_in_flight_than_there_is_room_for);
         suite_add_tcase(s, exempt);
         return s;
 }
