@@ -143,7 +143,7 @@ static void outgoing_free(struct connection *c, struct outgoing *q) {
         free(q);
 }
 
-/* What n_fds fds in flight are charged, to the transport's in_flight. */
+/* n_fds fds, as either accounting counts them: in_flight the unread ones, quota a kept socket. */
 static struct quota_amount fds_amount(size_t n_fds) {
         return (struct quota_amount) { .n = { [MFB_WIRE_RESOURCE_FDS] = n_fds } };
 }
@@ -190,7 +190,8 @@ static int unread_prepare(struct connection *c, size_t n_fds) {
         int r;
 
         if (c->unread_first > 0 && c->n_unread == c->n_unread_allocated) {
-                memmove(c->unread, c->unread + c->unread_first, (c->n_unread - c->unread_first) * sizeof(*c->unread));
+                memmove(c->unread, c->unread + c->unread_first,
+                        (c->n_unread - c->unread_first) * sizeof(*c->unread));
                 c->n_unread -= c->unread_first;
                 c->unread_first = 0;
         }

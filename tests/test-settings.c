@@ -37,7 +37,7 @@ START_TEST(the_fds_in_flight_fit_the_kernel_s_cap_under_the_unit) {
 }
 END_TEST
 
-/* Kept regions set to leave the replies little: they still get a quarter of the limit, and never fewer than the minimum. */
+/* Kept regions that would leave the replies little: they get a quarter of the limit, and the minimum at least. */
 START_TEST(the_fds_in_flight_are_at_least_a_quarter_of_the_limit) {
         ck_assert_uint_eq(derived(UNIT_FD_LIMIT, UNIT_FD_LIMIT - 1000).max_fds_in_flight, UNIT_FD_LIMIT / 4);
         ck_assert_uint_eq(derived(1024, 0).max_fds_in_flight, 256);
