@@ -1125,6 +1125,52 @@ END_TEST
 #define OPEN_REPLY_LEN (sizeof(struct mfb_wire_header) + sizeof(struct mfb_wire_region_reply))
 
 /*
+ * Sends a read-only OPEN of name up to n times without reading a reply, and
+ * without waiting: until the socket is full or the broker gave up on the
+ * connection. Returns how many went.
+ */
+static unsigned send_opens_nowait(int fd, const char *name, unsigned n) {
+        struct {
+                struct mfb_wire_header h;
+                struct mfb_wire_open_request body;
+        } rec = { .body = { .access = MFB_WIRE_ACCESS_READ } };
+        unsigned i = 0;
+
+        ck_assert_int_eq(mfb_wire_name_set(&rec.body.name, name), 0);
+        mfb_wire_header_init(&rec.h, MFB_WIRE_OP_OPEN, RAW_COOKIE, 0, 0, sizeof(rec));
+        while (i < n && mfb_record_send(fd, &rec, sizeof(rec), NULL, 0, MSG_DONTWAIT) == 0)
+                i++;
+        return i;
+}
+
+/*
+ * Starts b as IN_FLIGHT_BROKER_UID with RLIMIT_NOFILE fd_limit, without a
+ * wrapper (valgrind needs fds of its own, which would leave the broker too
+ * few), or says why it cannot and returns false: the test is skipped then.
+ */
+static bool in_flight_broker_start(struct test_broker *b, const char *test, const char *const *args,
+                                   unsigned fd_limit) {
+        char *saved;
+
+        if (!can_switch_users(test))
+                return false;
+        if (!test_uid_can_run_broker(IN_FLIGHT_BROKER_UID)) {
+                fprintf(stderr, "SKIP %s: uid %d cannot run the broker in this build tree\n", test,
+                        IN_FLIGHT_BROKER_UID);
+                return false;
+        }
+        raise_own_fd_limit();
+        saved = getenv("MFB_BROKER_WRAPPER") ? strdup(getenv("MFB_BROKER_WRAPPER")) : NULL;
+        unsetenv("MFB_BROKER_WRAPPER");
+        test_broker_start_as_with_fd_limit(b, args, IN_FLIGHT_BROKER_UID, fd_limit);
+        if (saved) {
+                setenv("MFB_BROKER_WRAPPER", saved, 1);
+                free(saved);
+        }
+        return true;
+}
+
+/*
  * The kernel counts the fds the broker sent that nobody has read against
  * the broker's RLIMIT_NOFILE, and beyond it refuses the broker every fd it
  * sends (ETOOMANYREFS), unless it has CAP_SYS_RESOURCE, which the unit does
@@ -1137,52 +1183,23 @@ END_TEST
 START_TEST(unread_fds_cannot_take_fd_passing_from_the_others) {
         /* Few kept regions, so that most of the room in flight is the replies'. */
         static const char *const args[] = { "--max-kept-regions", "10", NULL };
-        char *saved = getenv("MFB_BROKER_WRAPPER") ? strdup(getenv("MFB_BROKER_WRAPPER")) : NULL;
-        struct mfb_wire_open_request open_req = { .access = MFB_WIRE_ACCESS_READ };
         int conns[IN_FLIGHT_CONNECTIONS], victim, fd;
         unsigned unread_fds = 0, failed = 0;
         struct test_broker b;
         struct baseline base;
 
-        if (!can_switch_users(__func__)) {
-                free(saved);
+        if (!in_flight_broker_start(&b, __func__, args, IN_FLIGHT_FD_LIMIT))
                 return;
-        }
-        if (!test_uid_can_run_broker(IN_FLIGHT_BROKER_UID)) {
-                fprintf(stderr, "SKIP %s: uid %d cannot run the broker in this build tree\n", __func__,
-                        IN_FLIGHT_BROKER_UID);
-                free(saved);
-                return;
-        }
-        raise_own_fd_limit();
-        /* Without a wrapper: valgrind needs fds of its own, which would leave the broker too few. */
-        unsetenv("MFB_BROKER_WRAPPER");
-        test_broker_start_as_with_fd_limit(&b, args, IN_FLIGHT_BROKER_UID, IN_FLIGHT_FD_LIMIT);
-        if (saved) {
-                setenv("MFB_BROKER_WRAPPER", saved, 1);
-                free(saved);
-        }
         baseline_take(&b, &base);
         victim = connect_as(&b, UID_B);
         ck_assert_int_eq(create(victim, "bait", PAGE, 0644, 0, NULL, &fd), 0);
         close(fd);
-        ck_assert_int_eq(mfb_wire_name_set(&open_req.name, "bait"), 0);
 
         for (unsigned i = 0; i < IN_FLIGHT_CONNECTIONS; i++) {
                 int queued;
 
                 conns[i] = connect_as(&b, UID_A);
-                /* Until the socket is full, or the broker gave up on the connection. */
-                for (unsigned k = 0; k < MFB_WIRE_REQUESTS_IN_FLIGHT_MAX; k++) {
-                        struct {
-                                struct mfb_wire_header h;
-                                struct mfb_wire_open_request body;
-                        } rec = { .body = open_req };
-
-                        mfb_wire_header_init(&rec.h, MFB_WIRE_OP_OPEN, RAW_COOKIE, 0, 0, sizeof(rec));
-                        if (mfb_record_send(conns[i], &rec, sizeof(rec), NULL, 0, MSG_DONTWAIT) < 0)
-                                break;
-                }
+                (void) send_opens_nowait(conns[i], "bait", MFB_WIRE_REQUESTS_IN_FLIGHT_MAX);
                 wait_consumed_or_dropped(conns[i]);
                 ck_assert_int_eq(ioctl(conns[i], SIOCINQ, &queued), 0);
                 unread_fds += (unsigned) queued / OPEN_REPLY_LEN;
@@ -1221,18 +1238,6 @@ END_TEST
 #define SHARE_FD_LIMIT 700U
 #define SHARE_OPENS 64U
 
-/* Sends OPEN of name n times without reading a reply. */
-static void send_opens_nowait(int fd, const char *name, unsigned n) {
-        struct {
-                struct mfb_wire_header h;
-                struct mfb_wire_open_request body;
-        } rec = { .body = { .access = MFB_WIRE_ACCESS_READ } };
-
-        ck_assert_int_eq(mfb_wire_name_set(&rec.body.name, name), 0);
-        mfb_wire_header_init(&rec.h, MFB_WIRE_OP_OPEN, RAW_COOKIE, 0, 0, sizeof(rec));
-        for (unsigned i = 0; i < n; i++)
-                ck_assert_int_eq(mfb_record_send(fd, &rec, sizeof(rec), NULL, 0, 0), 0);
-}
 
 /*
  * A connection dropped while its client holds fds unread is kept until the
@@ -1245,30 +1250,13 @@ static void send_opens_nowait(int fd, const char *name, unsigned n) {
  */
 START_TEST(a_uid_at_its_fd_share_gets_back_its_room_in_flight) {
         static const char *const args[] = { "--max-kept-regions", "10", "--max-regions-per-uid", "100000", NULL };
-        char *saved = getenv("MFB_BROKER_WRAPPER") ? strdup(getenv("MFB_BROKER_WRAPPER")) : NULL;
         int victim, filler, leaver, later, fd, queued;
         unsigned regions = 0;
         struct test_broker b;
         struct baseline base;
 
-        if (!can_switch_users(__func__)) {
-                free(saved);
+        if (!in_flight_broker_start(&b, __func__, args, SHARE_FD_LIMIT))
                 return;
-        }
-        if (!test_uid_can_run_broker(IN_FLIGHT_BROKER_UID)) {
-                fprintf(stderr, "SKIP %s: uid %d cannot run the broker in this build tree\n", __func__,
-                        IN_FLIGHT_BROKER_UID);
-                free(saved);
-                return;
-        }
-        raise_own_fd_limit();
-        /* Without a wrapper: valgrind needs fds of its own, which would leave the broker too few. */
-        unsetenv("MFB_BROKER_WRAPPER");
-        test_broker_start_as_with_fd_limit(&b, args, IN_FLIGHT_BROKER_UID, SHARE_FD_LIMIT);
-        if (saved) {
-                setenv("MFB_BROKER_WRAPPER", saved, 1);
-                free(saved);
-        }
         baseline_take(&b, &base);
         victim = connect_as(&b, UID_B);
         ck_assert_int_eq(create(victim, "bait", PAGE, 0644, 0, NULL, &fd), 0);
@@ -1276,7 +1264,7 @@ START_TEST(a_uid_at_its_fd_share_gets_back_its_room_in_flight) {
 
         /* Replies with fds, unread, well within the uid's share of the room in flight. */
         leaver = connect_as(&b, UID_A);
-        send_opens_nowait(leaver, "bait", SHARE_OPENS);
+        ck_assert_uint_eq(send_opens_nowait(leaver, "bait", SHARE_OPENS), SHARE_OPENS);
         wait_consumed_or_dropped(leaver);
         ck_assert_int_eq(ioctl(leaver, SIOCINQ, &queued), 0);
         ck_assert_uint_eq((unsigned) queued / OPEN_REPLY_LEN, SHARE_OPENS);
@@ -1299,7 +1287,7 @@ START_TEST(a_uid_at_its_fd_share_gets_back_its_room_in_flight) {
                       test_broker_fd_count(&b), base.fds + 2);
 
         later = connect_as(&b, UID_A);
-        send_opens_nowait(later, "bait", SHARE_OPENS);
+        ck_assert_uint_eq(send_opens_nowait(later, "bait", SHARE_OPENS), SHARE_OPENS);
         for (unsigned i = 0; i < SHARE_OPENS; i++) {
                 ck_assert_int_eq(raw_reply(later, MFB_WIRE_OP_OPEN, NULL, 0, &fd), 0);
                 close(fd);

@@ -1342,6 +1342,7 @@ Suite *connection_suite(void) {
         tcase_add_test(tc, the_fds_of_a_record_refused_a_place_in_the_queue_are_closed_or_stay_the_caller_s);
         suite_add_tcase(s, tc);
 
+        /* No fd of the broker's to spare for keeping a socket. */
         tc = tcase_create("connection-no-fds");
         tcase_add_checked_fixture(tc, setup_no_fds, teardown);
         tcase_add_test(tc, a_connection_with_no_room_to_be_kept_is_closed_and_its_fds_stay_charged);
