@@ -123,9 +123,11 @@ static void probe_and_close(const struct test_broker *b, int fd) {
 }
 
 /* Starts the broker with fd_limit on its open files unless 0, as uid (and gid uid) unless that is ours. */
+static const char *broker_for(uid_t uid);
+
 static void broker_start(struct test_broker *b, const char *const *extra_args, unsigned fd_limit, uid_t uid) {
         bool switch_user = uid != geteuid();
-        const char *brokerd = getenv("MFB_BROKERD");
+        const char *brokerd = switch_user ? broker_for(uid) : getenv("MFB_BROKERD");
         const char *base = getenv("MFB_TEST_DIR");
         const char *wrapper = getenv("MFB_BROKER_WRAPPER");
         char wrapper_copy[1024] = "";
@@ -133,7 +135,8 @@ static void broker_start(struct test_broker *b, const char *const *extra_args, u
         long long deadline;
         int argc = 0;
 
-        ck_assert_msg(brokerd, "MFB_BROKERD is not set");
+        ck_assert_msg(brokerd, switch_user ? "uid %u can run no copy of $MFB_BROKERD" : "MFB_BROKERD is not set",
+                      (unsigned) uid);
         ck_assert_msg(base, "MFB_TEST_DIR is not set");
 
         memset(b, 0, sizeof(*b));
@@ -210,17 +213,58 @@ void test_broker_start_as_with_fd_limit(struct test_broker *b, const char *const
         broker_start(b, extra_args, fd_limit, uid);
 }
 
-bool test_uid_can_run_broker(uid_t uid) {
-        const char *brokerd = getenv("MFB_BROKERD");
-        pid_t pid;
+static bool uid_can_exec(uid_t uid, const char *path) {
+        pid_t pid = fork();
 
-        ck_assert_ptr_nonnull(brokerd);
-        pid = fork();
         ck_assert_int_ge(pid, 0);
         if (pid == 0)
                 _exit(setgroups(0, NULL) == 0 && setresgid(uid, uid, uid) == 0 && setresuid(uid, uid, uid) == 0 &&
-                      access(brokerd, X_OK) == 0 ? 0 : 1);
+                      access(path, X_OK) == 0 ? 0 : 1);
         return test_wait_child(pid) == 0;
+}
+
+/* Copies from to a new file to, mode 0755. */
+static bool copy_executable(const char *from, const char *to) {
+        int in = open(from, O_RDONLY | O_CLOEXEC), out = -1;
+        bool ok = false;
+        char buf[65536];
+        ssize_t n;
+
+        if (in >= 0)
+                out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0755);
+        if (out >= 0) {
+                while ((n = read(in, buf, sizeof(buf))) > 0)
+                        if (write(out, buf, (size_t) n) != n)
+                                break;
+                ok = n == 0 && fchmod(out, 0755) == 0;
+        }
+        safe_close(out);
+        safe_close(in);
+        return ok;
+}
+
+/*
+ * The broker that uid is to run: $MFB_BROKERD, or, where uid cannot reach
+ * it (a build tree under a private folder, as mktemp -d and many CI
+ * checkouts make them), a copy in the folder of the test run, which every
+ * uid reaches and the run removes. NULL when uid can run neither.
+ */
+static const char *broker_for(uid_t uid) {
+        static char copy[4096];
+        const char *brokerd = getenv("MFB_BROKERD"), *base = getenv("MFB_TEST_DIR");
+
+        ck_assert_ptr_nonnull(brokerd);
+        if (uid == geteuid() || uid_can_exec(uid, brokerd))
+                return brokerd;
+        ck_assert_msg(base, "MFB_TEST_DIR is not set");
+        ck_assert_int_lt(snprintf(copy, sizeof(copy), "%s/memfd-brokerd", base), (int) sizeof(copy));
+        if (access(copy, X_OK) < 0 && !copy_executable(brokerd, copy))
+                return NULL;
+        return uid_can_exec(uid, copy) ? copy : NULL;
+}
+
+bool test_uid_can_run_broker(uid_t uid) {
+        return broker_for(uid) != NULL;
 }
 
 /*

@@ -49,8 +49,10 @@ void test_broker_start_as_with_fd_limit(struct test_broker *b, const char *const
                                         unsigned fd_limit);
 
 /*
- * Whether uid could run $MFB_BROKERD: a build tree under a private folder
- * (mktemp -d makes them 0700) is out of its reach. Needs root.
+ * Whether uid can run $MFB_BROKERD, or a copy the harness makes in the
+ * test run's folder where a build tree under a private folder (mktemp -d
+ * makes them 0700) is out of its reach; test_broker_start_as() runs that
+ * copy then. Needs root.
  */
 bool test_uid_can_run_broker(uid_t uid);
 
