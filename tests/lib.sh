@@ -43,6 +43,27 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# reachable_brokerctl UID: points $MFB_BROKERCTL at a memfd-brokerctl that
+# UID can run. A build tree private to root (a checkout under a 0700 folder)
+# keeps other uids from running it: they run a copy in $dir then, the
+# program and its library, which go with $dir. libtool builds
+# tools/memfd-brokerctl as a script that runs tools/.libs/memfd-brokerctl.
+# Needs root and setpriv; $dir must be reachable by UID.
+reachable_brokerctl() {
+    local uid=$1 top
+    setpriv --reuid="$uid" --regid="$uid" --clear-groups test -x "$MFB_BROKERCTL" && return 0
+    top=$(cd "$(dirname "$MFB_BROKERD")/.." && pwd)
+    [ -x "$top/tools/.libs/memfd-brokerctl" ] || return 0
+    mkdir -p -m 755 "$dir/bin"
+    cp "$top/tools/.libs/memfd-brokerctl" "$dir/bin/memfd-brokerctl.bin"
+    cp -P "$top"/client-lib/.libs/libmemfd-broker.so* "$dir/bin/"
+    printf '#!/bin/sh\nLD_LIBRARY_PATH=%s exec %s "$@"\n' "$dir/bin" "$dir/bin/memfd-brokerctl.bin" \
+        >"$dir/bin/memfd-brokerctl"
+    chmod -R a+rX "$dir/bin"
+    chmod 755 "$dir/bin/memfd-brokerctl"
+    MFB_BROKERCTL=$dir/bin/memfd-brokerctl
+}
+
 # run_broker SOCKET COMMAND...: runs COMMAND in the background as
 # $broker_pid, its stderr in $dir/log, and returns once a client gets an
 # answer on SOCKET. COMMAND is the broker, or something that runs it (a

@@ -22,7 +22,12 @@ as_other() {
 }
 # Whether as_other can run memfd-brokerctl: as root, with setpriv or runuser
 # and a user 65534, from a build tree that uid can reach (a private folder on
-# its path, such as one made by mktemp -d, keeps it out).
+# its path, such as one made by mktemp -d, keeps it out: with setpriv, uid
+# 65534 runs a copy then).
+if [ "$(id -u)" -eq 0 ] && command -v setpriv >/dev/null; then
+    chmod 755 "$dir"
+    reachable_brokerctl 65534
+fi
 can_switch() {
     [ "$(id -u)" -eq 0 ] && { command -v setpriv || { command -v runuser && getent passwd 65534; }; } >/dev/null &&
         as_other test -x "$MFB_BROKERCTL"

@@ -37,23 +37,8 @@ trap '[ -z "$holder" ] || kill -KILL "$holder" 2>/dev/null; [ -z "$ns_broker" ] 
 sock="$dir/broker.sock"
 chmod 755 "$dir"    # so that uids other than root reach the socket
 
-# A build tree private to root (a checkout under a 0700 folder) keeps the
-# test's other uids from running memfd-brokerctl: they run a copy in $dir
-# then, the program and its library, which go with $dir. libtool builds
-# tools/memfd-brokerctl as a script that runs tools/.libs/memfd-brokerctl.
-if ! setpriv --reuid="$uid_a" --regid="$uid_a" --clear-groups test -x "$MFB_BROKERCTL"; then
-    top=$(cd "$(dirname "$MFB_BROKERD")/.." && pwd)
-    if [ -x "$top/tools/.libs/memfd-brokerctl" ]; then
-        mkdir -m 755 "$dir/bin"
-        cp "$top/tools/.libs/memfd-brokerctl" "$dir/bin/memfd-brokerctl.bin"
-        cp -P "$top"/client-lib/.libs/libmemfd-broker.so* "$dir/bin/"
-        printf '#!/bin/sh\nLD_LIBRARY_PATH=%s exec %s "$@"\n' "$dir/bin" "$dir/bin/memfd-brokerctl.bin" \
-            >"$dir/bin/memfd-brokerctl"
-        chmod -R a+rX "$dir/bin"
-        chmod 755 "$dir/bin/memfd-brokerctl"
-        MFB_BROKERCTL=$dir/bin/memfd-brokerctl
-    fi
-fi
+# The test's other uids run memfd-brokerctl, a copy of it if the build tree is private.
+reachable_brokerctl "$uid_a"
 
 ctl() { brokerctl --socket "$sock" "$@"; }
 # as UID COMMAND...: COMMAND as uid and gid UID without other groups. unshare
