@@ -125,11 +125,12 @@ static void probe_and_close(const struct test_broker *b, int fd) {
 /* Starts the broker with fd_limit on its open files unless 0, as uid (and gid uid) unless that is ours. */
 static const char *broker_for(uid_t uid);
 
-static void broker_start(struct test_broker *b, const char *const *extra_args, unsigned fd_limit, uid_t uid) {
+static void broker_start(struct test_broker *b, const char *const *extra_args, unsigned fd_limit, uid_t uid,
+                         bool wrapped) {
         bool switch_user = uid != geteuid();
         const char *brokerd = switch_user ? broker_for(uid) : getenv("MFB_BROKERD");
         const char *base = getenv("MFB_TEST_DIR");
-        const char *wrapper = getenv("MFB_BROKER_WRAPPER");
+        const char *wrapper = wrapped ? getenv("MFB_BROKER_WRAPPER") : NULL;
         char wrapper_copy[1024] = "";
         const char *argv[ARGS_MAX];
         long long deadline;
@@ -197,20 +198,24 @@ static void broker_start(struct test_broker *b, const char *const *extra_args, u
 }
 
 void test_broker_start(struct test_broker *b, const char *const *extra_args) {
-        broker_start(b, extra_args, 0, geteuid());
+        broker_start(b, extra_args, 0, geteuid(), true);
 }
 
 void test_broker_start_with_fd_limit(struct test_broker *b, const char *const *extra_args, unsigned fd_limit) {
-        broker_start(b, extra_args, fd_limit, geteuid());
+        broker_start(b, extra_args, fd_limit, geteuid(), true);
 }
 
 void test_broker_start_as(struct test_broker *b, const char *const *extra_args, uid_t uid) {
-        broker_start(b, extra_args, 0, uid);
+        broker_start(b, extra_args, 0, uid, true);
 }
 
 void test_broker_start_as_with_fd_limit(struct test_broker *b, const char *const *extra_args, uid_t uid,
                                         unsigned fd_limit) {
-        broker_start(b, extra_args, fd_limit, uid);
+        broker_start(b, extra_args, fd_limit, uid, true);
+}
+
+void test_broker_start_unwrapped(struct test_broker *b, const char *const *extra_args, uid_t uid, unsigned fd_limit) {
+        broker_start(b, extra_args, fd_limit, uid, false);
 }
 
 static bool uid_can_exec(uid_t uid, const char *path) {

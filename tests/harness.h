@@ -49,6 +49,13 @@ void test_broker_start_as_with_fd_limit(struct test_broker *b, const char *const
                                         unsigned fd_limit);
 
 /*
+ * As test_broker_start_as_with_fd_limit(), without $MFB_BROKER_WRAPPER: a
+ * wrapper such as valgrind needs fds of its own, which would leave a broker
+ * with a low fd_limit too few. uid may be the test's own.
+ */
+void test_broker_start_unwrapped(struct test_broker *b, const char *const *extra_args, uid_t uid, unsigned fd_limit);
+
+/*
  * Whether uid can run $MFB_BROKERD, or a copy the harness makes in the
  * test run's folder where a build tree under a private folder (mktemp -d
  * makes them 0700) is out of its reach; test_broker_start_as() runs that

@@ -765,8 +765,6 @@ END_TEST
 #define SHORT_FD_LIMIT 256U
 
 START_TEST(one_user_cannot_take_every_fd) {
-        const char *wrapper = getenv("MFB_BROKER_WRAPPER");
-        char *saved = wrapper ? strdup(wrapper) : NULL;
         struct test_broker b;
         struct baseline base;
         int connections[SHORT_FD_LIMIT];
@@ -774,17 +772,9 @@ START_TEST(one_user_cannot_take_every_fd) {
         int32_t k = 0;
         int attacker, victim, root;
 
-        if (!can_switch_users(__func__)) {
-                free(saved);
+        if (!can_switch_users(__func__))
                 return;
-        }
-        /* Without a wrapper: valgrind needs fds of its own, which would leave the broker too few. */
-        unsetenv("MFB_BROKER_WRAPPER");
-        test_broker_start_with_fd_limit(&b, NULL, SHORT_FD_LIMIT);
-        if (saved) {
-                setenv("MFB_BROKER_WRAPPER", saved, 1);
-                free(saved);
-        }
+        test_broker_start_unwrapped(&b, NULL, geteuid(), SHORT_FD_LIMIT);
         baseline_take(&b, &base);
 
         /* Regions until the broker says no, as quota: never because it ran out for everyone. */
@@ -1145,13 +1135,10 @@ static unsigned send_opens_nowait(int fd, const char *name, unsigned n) {
 
 /*
  * Starts b as IN_FLIGHT_BROKER_UID with RLIMIT_NOFILE fd_limit, without a
- * wrapper (valgrind needs fds of its own, which would leave the broker too
- * few), or says why it cannot and returns false: the test is skipped then.
+ * wrapper, or says why it cannot and returns false: the test is skipped then.
  */
 static bool in_flight_broker_start(struct test_broker *b, const char *test, const char *const *args,
                                    unsigned fd_limit) {
-        char *saved;
-
         if (!can_switch_users(test))
                 return false;
         if (!test_uid_can_run_broker(IN_FLIGHT_BROKER_UID)) {
@@ -1160,13 +1147,7 @@ static bool in_flight_broker_start(struct test_broker *b, const char *test, cons
                 return false;
         }
         raise_own_fd_limit();
-        saved = getenv("MFB_BROKER_WRAPPER") ? strdup(getenv("MFB_BROKER_WRAPPER")) : NULL;
-        unsetenv("MFB_BROKER_WRAPPER");
-        test_broker_start_as_with_fd_limit(b, args, IN_FLIGHT_BROKER_UID, fd_limit);
-        if (saved) {
-                setenv("MFB_BROKER_WRAPPER", saved, 1);
-                free(saved);
-        }
+        test_broker_start_unwrapped(b, args, IN_FLIGHT_BROKER_UID, fd_limit);
         return true;
 }
 

@@ -578,7 +578,6 @@ END_TEST
 #define SHORT_FD_LIMIT 80U
 
 START_TEST(pages_are_charged_to_the_owner) {
-        char *saved = getenv("MFB_BROKER_WRAPPER") ? strdup(getenv("MFB_BROKER_WRAPPER")) : NULL;
         uint64_t handles[SHORT_FD_LIMIT];
         struct mfb_wire_notifier_reply reply;
         struct mfb_wire_create_request req = { .size = PAGE };
@@ -589,13 +588,7 @@ START_TEST(pages_are_charged_to_the_owner) {
         int32_t k = 0;
         int c, fd = -1;
 
-        /* Without a wrapper: valgrind needs fds of its own, which would leave the broker too few. */
-        unsetenv("MFB_BROKER_WRAPPER");
-        test_broker_start_with_fd_limit(&b, args, SHORT_FD_LIMIT);
-        if (saved) {
-                setenv("MFB_BROKER_WRAPPER", saved, 1);
-                free(saved);
-        }
+        test_broker_start_unwrapped(&b, args, geteuid(), SHORT_FD_LIMIT);
         c = raw_connect_hello(&b);
         /* Regions until the fds the users share are gone. */
         for (; n < SHORT_FD_LIMIT; n++) {
