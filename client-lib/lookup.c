@@ -191,12 +191,17 @@ _public_ int mfb_chown(mfb_client *c, const char *name, uid_t uid, gid_t gid) {
         return lookup_set(c, name, fields, 0, uid, gid);
 }
 
+/* Where a paged listing (LIST, or ALLOCATED, which follows LIST's rules) stands. */
+struct page_cursor {
+        uint64_t after;                 /* the after_handle of the next request */
+        bool more;                      /* whether there is one */
+};
+
 /* What a listing has gathered so far. */
 struct list_state {
-        uint64_t after;                 /* the after_handle of the next request */
+        struct page_cursor cursor;
         mfb_region_stat *entries;
         size_t n, allocated;
-        bool more;
 };
 
 /*
@@ -206,26 +211,47 @@ struct list_state {
  * cursor tells how far it got; one that does not move on would have us ask
  * forever, and one behind the last entry would list entries twice.
  */
-static int cursor_next(mfb_client *c, uint32_t more, uint64_t next_after, uint64_t last, uint64_t *after,
-                       bool *ret_more) {
-        *ret_more = more;
+static int cursor_next(mfb_client *c, uint32_t more, uint64_t next_after, uint64_t last, struct page_cursor *cursor) {
+        cursor->more = more;
         if (!more)
                 return 0;
-        if (next_after <= *after || next_after < last)
+        if (next_after <= cursor->after || next_after < last)
                 return client_protocol_error(c);
-        *after = next_after;
+        cursor->after = next_after;
         return 0;
 }
 
 /*
- * Appends the entries of one LIST reply, to the request with s->after as
- * after_handle, to s->entries, and moves s->after on to where the next
- * request starts.
+ * Asks with opcode (LIST or ALLOCATED) from after_handle 0 on, each reply
+ * handed to parse with state, which moves *cursor on (cursor_next()),
+ * until the broker says there is no more. Returns 0 or the first failure.
+ */
+static int page_all(mfb_client *c, uint16_t opcode, client_parse parse, struct page_cursor *cursor, void *state) {
+        _Static_assert(offsetof(struct mfb_wire_allocated_request, after_handle) ==
+                               offsetof(struct mfb_wire_list_request, after_handle),
+                       "the two requests start alike");
+
+        client_error_clear(c);
+        do {
+                /* ALLOCATED's max_count 0 asks for a full page; LIST's request is its first field alone. */
+                struct mfb_wire_allocated_request request = { .after_handle = cursor->after };
+                int r = client_call(c, opcode, &request, (size_t) mfb_wire_request_body_size(opcode), parse, state);
+
+                if (r < 0)
+                        return r;
+        } while (cursor->more);
+        return 0;
+}
+
+/*
+ * Appends the entries of one LIST reply, to the request with
+ * s->cursor.after as after_handle, to s->entries, and moves the cursor on
+ * to where the next request starts.
  */
 static int list_parse(mfb_client *c, const struct client_reply *reply, void *userdata) {
         struct list_state *s = userdata;
         struct mfb_wire_list_reply head;
-        uint64_t last = s->after;
+        uint64_t last = s->cursor.after;
 
         /* mfb_wire_reply_check() matched the body's size to count. */
         memcpy(&head, reply->body, sizeof(head));
@@ -244,7 +270,7 @@ static int list_parse(mfb_client *c, const struct client_reply *reply, void *use
                 s->n++;
         }
 
-        return cursor_next(c, head.more, head.next_after, last, &s->after, &s->more);
+        return cursor_next(c, head.more, head.next_after, last, &s->cursor);
 }
 
 _public_ int mfb_list(mfb_client *c, mfb_region_stat **ret_entries, size_t *ret_count) {
@@ -254,17 +280,11 @@ _public_ int mfb_list(mfb_client *c, mfb_region_stat **ret_entries, size_t *ret_
         if (!c || !ret_entries || !ret_count)
                 return -EINVAL;
 
-        client_error_clear(c);
-        do {
-                struct mfb_wire_list_request request = { .after_handle = s.after };
-
-                r = client_call(c, MFB_WIRE_OP_LIST, &request, sizeof(request), list_parse, &s);
-                if (r < 0) {
-                        free(s.entries);
-                        return r;
-                }
-        } while (s.more);
-
+        r = page_all(c, MFB_WIRE_OP_LIST, list_parse, &s.cursor, &s);
+        if (r < 0) {
+                free(s.entries);
+                return r;
+        }
         if (s.n == 0) {
                 free(s.entries);
                 s.entries = NULL;
@@ -276,20 +296,19 @@ _public_ int mfb_list(mfb_client *c, mfb_region_stat **ret_entries, size_t *ret_
 
 /* What a listing of allocated bytes has gathered so far, as struct list_state. */
 struct allocated_state {
-        uint64_t after;                 /* the after_handle of the next request */
+        struct page_cursor cursor;
         mfb_allocation *entries;
         size_t n, allocated;
-        bool more;
 };
 
 /*
  * Appends the entries of one ALLOCATED reply to s->entries and moves
- * s->after on, with the checks of list_parse(): the cursor rules are LIST's.
+ * the cursor on, with the checks of list_parse(): the cursor rules are LIST's.
  */
 static int allocated_parse(mfb_client *c, const struct client_reply *reply, void *userdata) {
         struct allocated_state *s = userdata;
         struct mfb_wire_allocated_reply head;
-        uint64_t last = s->after;
+        uint64_t last = s->cursor.after;
 
         /* The body's size is fixed; only count says how much of it is meant. */
         memcpy(&head, reply->body, offsetof(struct mfb_wire_allocated_reply, entries));
@@ -309,7 +328,7 @@ static int allocated_parse(mfb_client *c, const struct client_reply *reply, void
                 s->entries[s->n++] = (mfb_allocation) { .handle = e.handle, .allocated = e.allocated };
         }
 
-        return cursor_next(c, head.more, head.next_after, last, &s->after, &s->more);
+        return cursor_next(c, head.more, head.next_after, last, &s->cursor);
 }
 
 _public_ int mfb_list_allocated(mfb_client *c, mfb_allocation **ret_entries, size_t *ret_count) {
@@ -319,17 +338,11 @@ _public_ int mfb_list_allocated(mfb_client *c, mfb_allocation **ret_entries, siz
         if (!c || !ret_entries || !ret_count)
                 return -EINVAL;
 
-        client_error_clear(c);
-        do {
-                struct mfb_wire_allocated_request request = { .after_handle = s.after };
-
-                r = client_call(c, MFB_WIRE_OP_ALLOCATED, &request, sizeof(request), allocated_parse, &s);
-                if (r < 0) {
-                        free(s.entries);
-                        return r;
-                }
-        } while (s.more);
-
+        r = page_all(c, MFB_WIRE_OP_ALLOCATED, allocated_parse, &s.cursor, &s);
+        if (r < 0) {
+                free(s.entries);
+                return r;
+        }
         if (s.n == 0) {
                 free(s.entries);
                 s.entries = NULL;
@@ -342,7 +355,7 @@ _public_ int mfb_list_allocated(mfb_client *c, mfb_allocation **ret_entries, siz
 _public_ int mfb_allocated_handle(mfb_client *c, uint64_t handle, uint64_t *ret_bytes) {
         /* One entry at most, from the region's own handle: the first the broker examines, if it is there. */
         struct mfb_wire_allocated_request request = { .after_handle = handle - 1, .max_count = 1 };
-        struct allocated_state s = { .after = handle - 1 };
+        struct allocated_state s = { .cursor.after = handle - 1 };
         int r;
 
         if (!c || handle == 0 || !ret_bytes)
