@@ -67,7 +67,7 @@ def _lookup(target, handle):
     return target, handle
 
 
-class Client:
+class Client(_wire.Closing):
     """A connection to memfd-brokerd.
 
     Client() connects to the default socket, as the C library does: $MEMFD_BROKER_SOCKET if set, else
@@ -118,12 +118,6 @@ class Client:
         w, self._wire = self._wire, None
         if w is not None:
             w.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def __repr__(self):
         return "<%s %s%s>" % (type(self).__name__, self.path, " closed" if self.closed else "")
@@ -260,7 +254,7 @@ class Client:
             self._releases.append(handle)
 
 
-class Region:
+class Region(_wire.Closing):
     """A region held by a Client's connection, with a shared mapping of it as buf (a memoryview).
 
     The mapping is made on first use of buf: writable when the region was created or opened read-write
@@ -375,12 +369,6 @@ class Region:
         os.close(self._region.fd)
         self._region.fd = -1
         self._client._release(self.handle)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def __del__(self):
         # A Region dropped without close(): unmap (if nothing exports buf) and give the hold back later, as

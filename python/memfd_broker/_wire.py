@@ -177,7 +177,17 @@ def _info(raw):
     return info
 
 
-class Region:
+class Closing:
+    """A context manager that closes what it made: `with x:` calls x.close() at the end."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Region(Closing):
     """An fd the broker gave us, verified, with its info; close() releases it."""
 
     def __init__(self, client, fd, access, info):
@@ -205,14 +215,8 @@ class Region:
             self.fd = -1
             self.client.release(self.handle)
 
-    def __enter__(self):
-        return self
 
-    def __exit__(self, *exc):
-        self.close()
-
-
-class Notifier:
+class Notifier(Closing):
     """A region's control page from NOTIFIER: its fd, the access granted, and a read-only shared mapping through
     which seq and watchers are read. Python has no atomic add on shared memory, so this client never writes the
     page: it notifies with NOTIFY and NOTIFY_ADVANCE (Client.notify), and waits through a Watch."""
@@ -244,14 +248,8 @@ class Notifier:
             os.close(self.fd)
             self.fd = -1
 
-    def __enter__(self):
-        return self
 
-    def __exit__(self, *exc):
-        self.close()
-
-
-class Watch:
+class Watch(Closing):
     """The pipe's read end of NOTIFY_WATCH: readable after notifications of the region. The broker ends it when
     the connection lets go of the region, or closes: the pipe is at end of file then (ended). close() closes only
     this process's fd."""
@@ -293,14 +291,8 @@ class Watch:
             os.close(self.fd)
             self.fd = -1
 
-    def __enter__(self):
-        return self
 
-    def __exit__(self, *exc):
-        self.close()
-
-
-class Client:
+class Client(Closing):
     """One connection to the broker, after HELLO. Not thread-safe: one request at a time, replies matched by
     cookie in order. version, capabilities (CAP_* bits) and region_size_max come from HELLO."""
 
@@ -333,12 +325,6 @@ class Client:
     def close(self):
         """Closes the connection: the broker releases everything it held."""
         self.sock.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def _call(self, opcode, body, want_fds=0):
         """Sends one request and returns the reply's body (and fds if want_fds)."""
