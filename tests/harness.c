@@ -218,6 +218,21 @@ void test_broker_start_unwrapped(struct test_broker *b, const char *const *extra
         broker_start(b, extra_args, fd_limit, uid, false);
 }
 
+ssize_t test_read_text(const char *path, char *buf, size_t size) {
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        ssize_t n;
+
+        ck_assert_uint_gt(size, 0);
+        if (fd < 0)
+                return -errno;
+        n = read(fd, buf, size - 1);
+        if (n < 0)
+                n = -errno;
+        close(fd);
+        buf[n < 0 ? 0 : n] = '\0';
+        return n;
+}
+
 static bool uid_can_exec(uid_t uid, const char *path) {
         pid_t pid = fork();
 

@@ -66,6 +66,13 @@ bool test_uid_can_run_broker(uid_t uid);
 /* SIGTERM, waits for a clean exit (status 0) and checks that the socket file and the folder are gone. */
 void test_broker_stop(struct test_broker *b);
 
+/*
+ * Reads the start of the file at path, a small one such as those of /proc,
+ * into buf (size bytes), NUL-terminated. Returns the bytes read, 0 for an
+ * empty file, or -errno.
+ */
+ssize_t test_read_text(const char *path, char *buf, size_t size);
+
 /* How many fds the broker process has open now. */
 unsigned test_broker_fd_count(const struct test_broker *b);
 

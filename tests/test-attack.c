@@ -186,16 +186,9 @@ static uint64_t broker_cpu_ticks(const struct test_broker *b) {
         char path[64], buf[1024];
         unsigned long long user, system;
         const char *p;
-        ssize_t n;
-        int fd;
 
         snprintf(path, sizeof(path), "/proc/%d/stat", (int) b->pid);
-        fd = open(path, O_RDONLY | O_CLOEXEC);
-        ck_assert_int_ge(fd, 0);
-        n = read(fd, buf, sizeof(buf) - 1);
-        close(fd);
-        ck_assert_int_gt(n, 0);
-        buf[n] = '\0';
+        ck_assert_int_gt(test_read_text(path, buf, sizeof(buf)), 0);
         /* After the command name, which may hold anything but ends at the last ')': fields 3 to 15. */
         p = strrchr(buf, ')');
         ck_assert_ptr_nonnull(p);

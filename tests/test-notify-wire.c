@@ -303,18 +303,10 @@ static void *futex_wait_thread(void *arg) {
 /* Whether thread tid of this process sleeps now (state S in its stat). */
 static bool thread_sleeps(pid_t tid) {
         char path[64], buf[256], *p;
-        ssize_t n;
-        int fd;
 
         snprintf(path, sizeof(path), "/proc/self/task/%d/stat", (int) tid);
-        fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
+        if (test_read_text(path, buf, sizeof(buf)) <= 0)
                 return false;
-        n = read(fd, buf, sizeof(buf) - 1);
-        close(fd);
-        if (n <= 0)
-                return false;
-        buf[n] = 0;
         p = strrchr(buf, ')');
         return p && p[1] == ' ' && p[2] == 'S';
 }

@@ -91,18 +91,10 @@ static int wait_woken(mfb_region *r, uint64_t *seen) {
 /* Whether pid is blocked in futex() now: in the library's wait, for the single-threaded processes here. */
 static bool in_futex(pid_t pid) {
         char path[64], buf[128];
-        ssize_t n;
-        int fd;
 
         snprintf(path, sizeof(path), "/proc/%d/syscall", (int) pid);
-        fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
+        if (test_read_text(path, buf, sizeof(buf)) <= 0)
                 return false;
-        n = read(fd, buf, sizeof(buf) - 1);
-        close(fd);
-        if (n <= 0)
-                return false;
-        buf[n] = '\0';
         /* "running" while on a CPU; else the number of the syscall it sleeps in, and its arguments. */
         return buf[0] >= '0' && buf[0] <= '9' && strtol(buf, NULL, 10) == SYS_futex;
 }
