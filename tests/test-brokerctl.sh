@@ -268,14 +268,19 @@ while read -r h; do expect_error "handle $h" stat --handle "$h"; done <"$dir/hel
 # create --transient --hold: a named region that lasts while someone holds it, and goes with its
 # last holder. Without --hold the command's own exit would end it at once: a usage error.
 mkfifo "$dir/hold-transient"
-brokerctl create fleeting 4K --transient --hold --mode 0644 <"$dir/hold-transient" >"$dir/held-transient" &
-holder=$!
-exec 3>"$dir/hold-transient"
-deadline=$((SECONDS + TIMEOUT))
-until [ "$(wc -l <"$dir/held-transient")" -eq 1 ]; do
-    [ "$SECONDS" -lt "$deadline" ] || fail "create --transient --hold printed '$(cat "$dir/held-transient")'"
-    sleep 0.01
-done
+# hold COMMAND...: runs COMMAND, a create --hold, in the background as $holder,
+# its standard input the fifo held open on fd 3, and waits for the handle it prints.
+hold() {
+    "$@" <"$dir/hold-transient" >"$dir/held-transient" &
+    holder=$!
+    exec 3>"$dir/hold-transient"
+    local deadline=$((SECONDS + TIMEOUT))
+    until [ "$(wc -l <"$dir/held-transient")" -eq 1 ]; do
+        [ "$SECONDS" -lt "$deadline" ] || fail "$* printed '$(cat "$dir/held-transient")'"
+        sleep 0.01
+    done
+}
+hold brokerctl create fleeting 4K --transient --hold --mode 0644
 handle=$(cat "$dir/held-transient")
 ctl stat fleeting --json | python3 -c '
 import json, sys
@@ -292,15 +297,9 @@ exec 3>&-
 reap "$holder" || fail "create --transient --hold exited $?"
 expect_error fleeting stat fleeting
 expect_error "handle $handle" stat --handle "$handle"
-# A holder killed with SIGKILL lets go as surely: the name comes free.
-"$MFB_BROKERCTL" create fleeting 4K --transient --hold <"$dir/hold-transient" >"$dir/held-transient" &
-holder=$!
-exec 3>"$dir/hold-transient"
-deadline=$((SECONDS + TIMEOUT))
-until [ "$(wc -l <"$dir/held-transient")" -eq 1 ]; do
-    [ "$SECONDS" -lt "$deadline" ] || fail "create --transient --hold printed '$(cat "$dir/held-transient")'"
-    sleep 0.01
-done
+# A holder killed with SIGKILL lets go as surely: the name comes free. (Not
+# through brokerctl's timeout, whose kill would not reach it.)
+hold "$MFB_BROKERCTL" create fleeting 4K --transient --hold
 kill -KILL "$holder"
 # Quiet: bash would report the kill this test made on purpose.
 status=0; reap "$holder" 2>/dev/null || status=$?
