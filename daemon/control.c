@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/queue.h>
 #include <sys/stat.h>
@@ -21,7 +22,7 @@
 #include "macro.h"
 #include "quota.h"
 
-/* What a watch's pipe is cut to: one page of the kernel's, however long its watcher does not read. */
+/* What a watch's pipe is cut to: one slot of a page, the least the kernel allows. */
 #define WATCH_PIPE_SIZE 4096
 
 #define PAGE_SEALS (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)
@@ -302,6 +303,21 @@ uint32_t control_page_signal(struct watch_table *t, struct control_page *p) {
         return p->watchers;
 }
 
+/*
+ * Whether w's pipe holds nothing, so that its watcher needs a byte to wake.
+ * One byte is all it ever needs (the bytes carry nothing but readiness), and
+ * writing only to an empty pipe keeps what a watcher that never reads holds
+ * in the kernel to that byte: the client may grow the pipe with
+ * F_SETPIPE_SZ on its read end, up to /proc/sys/fs/pipe-max-size, and the
+ * pages would be the broker's, who made the pipe. If the ioctl fails, write:
+ * a full pipe refuses the byte harmlessly.
+ */
+static bool watch_pipe_empty(const struct control_watch *w) {
+        int queued;
+
+        return ioctl(w->write_fd, FIONREAD, &queued) < 0 || queued == 0;
+}
+
 void watch_table_flush(struct watch_table *t) {
         static const uint8_t one = 1;
         struct control_page *p;
@@ -311,7 +327,10 @@ void watch_table_flush(struct watch_table *t) {
 
                 page_unmark(t, p);
                 LIST_FOREACH(w, &p->watches, link) {
-                        /* EAGAIN: the pipe is full, so readable already; nothing is lost. */
+                        /* A byte waits: readable already, nothing is lost. */
+                        if (!watch_pipe_empty(w))
+                                continue;
+                        /* EAGAIN: full after all (the ioctl failed), so readable already too. */
                         if (write(w->write_fd, &one, sizeof(one)) >= 0 || errno == EAGAIN)
                                 continue;
                         /* Not EPIPE: the broker keeps the read end. Nothing else is expected of a pipe. */

@@ -22,9 +22,11 @@
  * The broker keeps both ends and gives out only copies of the read end.
  * The write end is an open file description of its own, non-blocking, that
  * no client ever gets, so no client can make the broker's writes block:
- * a full pipe (a watcher that never reads) fails them with EAGAIN, and
- * is readable already. The pipe is cut to one page, which bounds what a
- * watcher that never reads keeps in the kernel.
+ * a full pipe fails them with EAGAIN, and is readable already. A pipe
+ * that holds a byte is readable already too, and is not written: a watcher
+ * that never reads keeps one byte in the kernel, whatever size its client
+ * made the pipe (F_SETPIPE_SZ works on the read end too). The pipe is cut
+ * to one page besides.
  *
  * This module knows pages and watches, not regions or sessions: the region
  * table owns a region's page (region.h), and a session's hold its watch.

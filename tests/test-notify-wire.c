@@ -485,7 +485,7 @@ START_TEST(a_watcher_that_never_reads_blocks_nobody) {
         size = fcntl(lazy_fd, F_GETPIPE_SZ);
         ck_assert_int_eq(size, one_page());
 
-        /* Past the pipe's size: the broker's writes to the full pipe fail, and nothing else does. */
+        /* Past the pipe's size: the broker writes it once, since a byte waits, and nothing else fails. */
         n = size + 100;
         for (int i = 1; i <= n; i++) {
                 ck_assert_int_eq(notify(writer, handle, MFB_WIRE_NOTIFY_ADVANCE, &seq), 0);
@@ -495,8 +495,7 @@ START_TEST(a_watcher_that_never_reads_blocks_nobody) {
                         ck_assert_uint_ge(pipe_take(reader_fd), 1);
                 }
         }
-        ck_assert_uint_le(pipe_queued(lazy_fd), (size_t) size);
-        ck_assert_uint_ge(pipe_queued(lazy_fd), 1);
+        ck_assert_uint_eq(pipe_queued(lazy_fd), 1);
 
         /* Everyone is still served: the lazy watcher's connection, the others, and a newcomer. */
         ck_assert_int_eq(notifier(lazy, handle, &reply, &fd), 0);
@@ -507,12 +506,67 @@ START_TEST(a_watcher_that_never_reads_blocks_nobody) {
         ck_assert(readable(reader_fd));
         ck_assert_uint_eq(pipe_take(reader_fd), 1);
         close(raw_connect_hello(&test_broker));
-        ck_assert_uint_le(pipe_queued(lazy_fd), (size_t) size);
+        ck_assert_uint_eq(pipe_queued(lazy_fd), 1);
 
         close(lazy_fd);
         close(reader_fd);
         close(reader);
         close(lazy);
+        close(writer);
+}
+END_TEST
+
+/* In a child that became OTHER_ID (when the test may switch): grows the watch's pipe to 16 pages. */
+static int grow_pipe_as_other(void *arg) {
+        int fd = *(int *) arg;
+
+        if (geteuid() == 0) {
+                TEST_CHILD_CHECK(setgroups(0, NULL) == 0);
+                TEST_CHILD_CHECK(setresgid(OTHER_ID, OTHER_ID, OTHER_ID) == 0);
+                TEST_CHILD_CHECK(setresuid(OTHER_ID, OTHER_ID, OTHER_ID) == 0);
+        }
+        TEST_CHILD_CHECK(fcntl(fd, F_SETPIPE_SZ, 16 * one_page()) >= 16 * one_page());
+        return 0;
+}
+
+/*
+ * A watcher of another uid that grows its pipe (F_SETPIPE_SZ works on the
+ * read end, for anyone, up to /proc/sys/fs/pipe-max-size) and never reads:
+ * the pipe's pages are the broker's, who made it, yet it holds one byte,
+ * not one per notification up to its new size.
+ */
+START_TEST(a_watcher_cannot_grow_what_the_broker_keeps) {
+        int writer = raw_connect_hello(&test_broker), other = -1, other_fd = -1;
+        uint64_t handle, seq = 0;
+        struct mfb_wire_hello_request hello = { .version_min = MFB_WIRE_VERSION, .version_max = MFB_WIRE_VERSION };
+        int n;
+
+        /* As root, the watcher is another uid; as anyone else, the test's own is unprivileged already. */
+        if (geteuid() == 0) {
+                raw_connect_as(&test_broker, OTHER_ID, 0, 1, &other);
+                ck_assert_int_eq(raw_request(other, MFB_WIRE_OP_HELLO, &hello, sizeof(hello), NULL, 0), 0);
+        } else
+                other = raw_connect_hello(&test_broker);
+        handle = create(writer, NULL);
+        open_handle(other, handle, MFB_WIRE_ACCESS_READ);
+        ck_assert_int_eq(watch(other, handle, &other_fd), 0);
+        test_child_succeeded(test_fork(grow_pipe_as_other, &other_fd));
+        ck_assert_int_ge(fcntl(other_fd, F_GETPIPE_SZ), 16 * one_page());
+
+        /* More notifications than a page would hold, each in a pass of its own (a NOTIFY is answered after it). */
+        n = one_page() + 100;
+        for (int i = 1; i <= n; i++)
+                ck_assert_int_eq(notify(writer, handle, MFB_WIRE_NOTIFY_ADVANCE, &seq), 0);
+        ck_assert_uint_eq(seq, (uint64_t) n);
+        ck_assert_uint_eq(pipe_queued(other_fd), 1);
+        /* Read, it is written again at the next notification. */
+        ck_assert_uint_eq(pipe_take(other_fd), 1);
+        ck_assert_int_eq(notify(writer, handle, MFB_WIRE_NOTIFY_ADVANCE, &seq), 0);
+        ck_assert(readable(other_fd));
+        ck_assert_uint_eq(pipe_take(other_fd), 1);
+
+        close(other_fd);
+        close(other);
         close(writer);
 }
 END_TEST
@@ -651,19 +705,21 @@ START_TEST(a_burst_is_one_write_per_pass) {
         ck_assert_uint_eq(pipe_take(efd[0]), 0);
 
         /*
-         * A client that makes its copy blocking and never reads: its pipe
-         * fills up to its size, and then the passes go on without blocking,
-         * for the others too. The broker cut the pipe to a page.
+         * A client that makes its copy blocking, grows the pipe (the broker
+         * cut it to a page) and never reads: its pipe holds the one byte the
+         * first pass wrote, since the broker writes only to an empty pipe,
+         * and the passes go on without blocking, for the others too.
          */
         ck_assert_int_eq(fcntl(efd[0], F_SETFL, 0), 0);
-        size = fcntl(efd[0], F_GETPIPE_SZ);
-        ck_assert_int_eq(size, one_page());
+        ck_assert_int_eq(fcntl(efd[0], F_GETPIPE_SZ), one_page());
+        size = fcntl(efd[0], F_SETPIPE_SZ, 16 * one_page());
+        ck_assert_int_ge(size, 16 * one_page());
         for (int i = 0; i < size + 10; i++) {
                 ck_assert_uint_eq(control_page_signal(t, page), 2);
                 watch_table_flush(t);
                 ck_assert_uint_eq(pipe_take(efd[1]), 1);
         }
-        ck_assert_uint_eq(pipe_queued(efd[0]), size);
+        ck_assert_uint_eq(pipe_queued(efd[0]), 1);
         ck_assert_uint_eq(control_page_watchers(page), 2);
         ck_assert_uint_eq(quota_held(q, 1000, MFB_WIRE_RESOURCE_FDS), 2);
 
@@ -698,6 +754,7 @@ Suite *notify_wire_suite(void) {
         tcase_add_test(tc, watches_end_with_the_hold);
         tcase_add_test(tc, a_watched_region_goes_with_its_page);
         tcase_add_test(tc, a_watcher_that_never_reads_blocks_nobody);
+        tcase_add_test(tc, a_watcher_cannot_grow_what_the_broker_keeps);
         tcase_add_test(tc, a_gone_broker_ends_the_pollable_fd);
         tcase_add_test(tc, pages_are_charged_to_the_owner);
         suite_add_tcase(s, tc);
