@@ -157,7 +157,7 @@ int broker_new(const struct settings *settings, struct broker **ret) {
         r = region_table_new(settings->max_region_size, sv->quota, &sv->regions);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the region table: %m");
-        r = wait_table_new(b->base, sv->quota, request_wait_answer, NULL, &sv->waits);
+        r = wait_table_new(b->base, sv->quota, sv->regions, request_wait_answer, NULL, &sv->waits);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the table of waiters: %m");
         r = watch_table_new(b->base, sv->quota, &sv->watches);

@@ -11,6 +11,7 @@
 
 #include "access.h"
 #include "hashmap.h"
+#include "macro.h"
 #include "quota.h"
 #include "region.h"
 #include "wait.h"
@@ -27,8 +28,9 @@ struct wait_list {
 
 struct waiter {
         struct wait_table *table;
-        struct wait_list *list;
-        TAILQ_ENTRY(waiter) link;       /* in its list; then among those taken to be answered */
+        struct wait_list *list;         /* NULL once taken out of it */
+        TAILQ_ENTRY(waiter) link;       /* in its list; then among those taken to be answered, or due */
+        char *due_name;                 /* owned: taken to be answered WAIT_REMOVED in a later pass, the name */
         const struct peer *peer;        /* the owner's credentials, borrowed */
         void *owner;
         struct mfb_wire_header request; /* to answer with its cookie */
@@ -44,13 +46,22 @@ static const struct quota_amount waiter_amount = { .n = { [MFB_WIRE_RESOURCE_WAI
 struct wait_table {
         struct event_base *base;
         struct quota *quota;
+        const struct region_table *regions;
         struct hashmap *by_name;        /* name → struct wait_list */
         wait_answer_t answer;
         void *userdata;
+        /* What later passes answer (WAIT_ANSWERS_PER_PASS): */
+        struct waiter_queue due;        /* taken, to be answered WAIT_REMOVED, oldest first */
+        uint64_t *resume;               /* handles of sealed regions whose readers wait still */
+        size_t n_resume, n_resume_allocated;
+        struct event *more_event;
+        bool more_scheduled;
 };
 
-int wait_table_new(struct event_base *base, struct quota *quota, wait_answer_t answer, void *userdata,
-                   struct wait_table **ret) {
+static void on_more(evutil_socket_t fd, short what, void *userdata);
+
+int wait_table_new(struct event_base *base, struct quota *quota, const struct region_table *regions,
+                   wait_answer_t answer, void *userdata, struct wait_table **ret) {
         struct wait_table *t;
         int r;
 
@@ -59,10 +70,18 @@ int wait_table_new(struct event_base *base, struct quota *quota, wait_answer_t a
                 return -ENOMEM;
         t->base = base;
         t->quota = quota;
+        t->regions = regions;
         t->answer = answer;
         t->userdata = userdata;
+        TAILQ_INIT(&t->due);
         r = hashmap_new(&hashmap_string_ops, &t->by_name);
+        if (r >= 0) {
+                t->more_event = evtimer_new(base, on_more, t);
+                if (!t->more_event)
+                        r = -ENOMEM;
+        }
         if (r < 0) {
+                hashmap_free(t->by_name);
                 free(t);
                 return r;
         }
@@ -74,7 +93,11 @@ struct wait_table *wait_table_free(struct wait_table *t) {
         if (!t)
                 return NULL;
         assert(hashmap_size(t->by_name) == 0);
+        assert(TAILQ_EMPTY(&t->due));
         hashmap_free(t->by_name);
+        if (t->more_event)
+                event_free(t->more_event);
+        free(t->resume);
         free(t);
         return NULL;
 }
@@ -99,6 +122,7 @@ static void waiter_unlink(struct waiter *w) {
 static void waiter_free(struct waiter *w) {
         assert(!w->list);
         quota_discharge(w->table->quota, w->peer->creds.uid, &waiter_amount);
+        free(w->due_name);
         free(w);
 }
 
@@ -203,45 +227,115 @@ int wait_start(struct wait_table *t, const struct peer *peer, void *owner, const
 void wait_forget(struct waiter *w) {
         if (!w)
                 return;
-        waiter_unlink(w);
+        if (w->due_name)
+                TAILQ_REMOVE(&w->table->due, w, link);
+        else
+                waiter_unlink(w);
         waiter_free(w);
 }
 
+/* Asks for a pass of on_more(), after the loop has looked for input: a zero timeout fires only then. */
+static void more_schedule(struct wait_table *t) {
+        static const struct timeval now = { 0, 0 };
+
+        if (t->more_scheduled)
+                return;
+        /* Fails only for want of memory in libevent's timer heap: what is left then waits for the next wake-up. */
+        t->more_scheduled = evtimer_add(t->more_event, &now) >= 0;
+}
+
+/* Remembers that r's readers are not all answered yet; false when out of memory. */
+static bool resume_add(struct wait_table *t, const struct region *r) {
+        for (size_t i = 0; i < t->n_resume; i++)
+                if (t->resume[i] == r->handle)
+                        return true;
+        if (GREEDY_REALLOC(t->resume, t->n_resume_allocated, t->n_resume + 1) < 0)
+                return false;
+        t->resume[t->n_resume++] = r->handle;
+        return true;
+}
+
 /*
- * Takes the waiters on name for which pick(w, r) holds out of the table,
- * oldest first, and hands each back to be answered with outcome. All are
- * taken before the first is answered, so that answering (which may start
- * or end other WAITs) cannot disturb the walk.
+ * Takes up to max of the waiters on name for which pick(w, r) holds out of
+ * the table, oldest first, and hands each back to be answered with
+ * outcome. Those beyond max: with WAIT_REMOVED they are taken too, into
+ * the due queue that later passes answer (r will not be found again);
+ * otherwise they stay, and *ret_more says so. All are taken before the
+ * first is answered, so that answering (which may start or end other
+ * WAITs) cannot disturb the walk. Returns how many were answered, and
+ * in *ret_total (unless NULL) how many pick chose, answered now or not.
  */
-static void wake(struct wait_table *t, const char *name, struct region *r, enum wait_outcome outcome,
-                 bool (*pick)(const struct waiter *w, const struct region *r)) {
+static unsigned wake(struct wait_table *t, const char *name, struct region *r, enum wait_outcome outcome,
+                     bool (*pick)(const struct waiter *w, const struct region *r), unsigned max, bool *ret_more,
+                     unsigned *ret_total) {
         struct waiter_queue taken = TAILQ_HEAD_INITIALIZER(taken);
         struct wait_list *l = hashmap_get(t->by_name, name);
         struct waiter *w, *next;
+        unsigned n = 0, total = 0;
 
+        *ret_more = false;
         if (!l)
-                return;
+                goto done;
         /* The list goes with its last waiter, which has no next then. */
         for (w = TAILQ_FIRST(&l->waiters); w; w = next) {
                 next = TAILQ_NEXT(w, link);
                 if (!pick(w, r))
                         continue;
+                total++;
+                if (n < max) {
+                        waiter_unlink(w);
+                        TAILQ_INSERT_TAIL(&taken, w, link);
+                        n++;
+                        continue;
+                }
+                if (outcome != WAIT_REMOVED) {
+                        *ret_more = true;
+                        /* Counted only when asked: a later pass walks this far again. */
+                        if (!ret_total)
+                                break;
+                        continue;
+                }
+                /* Out of memory for its name: answered now rather than never. */
+                w->due_name = strdup(name);
                 waiter_unlink(w);
-                TAILQ_INSERT_TAIL(&taken, w, link);
+                TAILQ_INSERT_TAIL(w->due_name ? &t->due : &taken, w, link);
         }
+        if (!TAILQ_EMPTY(&t->due))
+                more_schedule(t);
         while ((w = TAILQ_FIRST(&taken))) {
                 TAILQ_REMOVE(&taken, w, link);
-                waiter_answer(w, outcome, r, name);
+                waiter_answer(w, outcome, outcome == WAIT_SEALED ? r : NULL, name);
         }
+done:
+        if (ret_total)
+                *ret_total = total;
+        return n;
 }
 
 static bool may_read(const struct waiter *w, const struct region *r) {
         return access_may(w->peer, r, MFB_WIRE_ACCESS_READ);
 }
 
-void wait_wake_readers(struct wait_table *t, struct region *r) {
+/* What wait_wake_readers() does, answering at most max; returns how many it answered. */
+static unsigned wake_readers(struct wait_table *t, struct region *r, unsigned max, bool *ret_more,
+                             unsigned *ret_total) {
+        *ret_more = false;
+        if (ret_total)
+                *ret_total = 0;
         if (r->name && region_is_sealed(r))
-                wake(t, r->name, r, WAIT_SEALED, may_read);
+                return wake(t, r->name, r, WAIT_SEALED, may_read, max, ret_more, ret_total);
+        return 0;
+}
+
+unsigned wait_wake_readers(struct wait_table *t, struct region *r) {
+        unsigned total;
+        bool more;
+
+        (void) wake_readers(t, r, WAIT_ANSWERS_PER_PASS, &more, &total);
+        /* Out of memory to remember r: the rest wait for its next wake-up (a SET of it, say). */
+        if (more && resume_add(t, r))
+                more_schedule(t);
+        return total;
 }
 
 /* Waiters that cannot see a region go on waiting as if it had never been there. */
@@ -249,7 +343,53 @@ static bool may_see(const struct waiter *w, const struct region *r) {
         return access_may_see(w->peer, r);
 }
 
-void wait_wake_removed(struct wait_table *t, struct region *r) {
+unsigned wait_wake_removed(struct wait_table *t, struct region *r) {
+        unsigned total = 0;
+        bool more;
+
         if (r->name)
-                wake(t, r->name, r, WAIT_REMOVED, may_see);
+                (void) wake(t, r->name, r, WAIT_REMOVED, may_see, WAIT_ANSWERS_PER_PASS, &more, &total);
+        return total;
+}
+
+/*
+ * A pass's share of the answers that wake-ups left for later: the removed
+ * first, then the readers of each remembered region, looked up again by
+ * handle. A region gone since was removed, and its waiters that could see
+ * it were answered then; those that could not go on waiting, as they would
+ * had they come after it. Asks for another pass while any are left.
+ */
+static void on_more(evutil_socket_t fd, short what, void *userdata) {
+        struct wait_table *t = userdata;
+        unsigned budget = WAIT_ANSWERS_PER_PASS;
+        struct waiter *w;
+        size_t kept = 0;
+
+        t->more_scheduled = false;
+        while (budget > 0 && (w = TAILQ_FIRST(&t->due))) {
+                char *name = TAKE_PTR(w->due_name);
+
+                TAILQ_REMOVE(&t->due, w, link);
+                waiter_answer(w, WAIT_REMOVED, NULL, name);
+                free(name);
+                budget--;
+        }
+        /* Kept while their readers are not all answered; answering remembers none, so compacting in place is safe. */
+        for (size_t i = 0; i < t->n_resume; i++) {
+                uint64_t handle = t->resume[i];
+                bool more = true;
+
+                if (budget > 0) {
+                        struct region *r = region_get_by_handle(t->regions, handle);
+
+                        more = false;
+                        if (r)
+                                budget -= wake_readers(t, r, budget, &more, NULL);
+                }
+                if (more)
+                        t->resume[kept++] = handle;
+        }
+        t->n_resume = kept;
+        if (!TAILQ_EMPTY(&t->due) || t->n_resume > 0)
+                more_schedule(t);
 }

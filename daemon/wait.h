@@ -11,6 +11,15 @@
  * region is removed, with -ETIMEDOUT when its time is up; or it is
  * forgotten, unanswered, when its connection goes. The table decides
  * which; answering is its owner's (wait_answer_t).
+ *
+ * A wake-up answers at most WAIT_ANSWERS_PER_PASS WAITs at once, and the
+ * passes of the event loop after it as many each, oldest first: a WAIT
+ * costs a reopen and a reply with an fd, and one uid may have one pending
+ * on each of its connections, so a SEAL that answered them all in its
+ * turn would hold every other user up for milliseconds. The caller
+ * charges its uid for them, a turn per WAIT_ANSWERS_PER_PASS (schedule.h),
+ * as a batch is. A region removed before its readers were all answered
+ * answers the rest -EIDRM, as though the removal had come first.
  */
 
 #include <stdint.h>
@@ -21,8 +30,17 @@ struct event_base;
 struct peer;
 struct quota;
 struct region;
+struct region_table;
 struct wait_table;
 struct waiter;
+
+/*
+ * WAITs answered by one wake-up, and then by each pass of the event loop,
+ * until all are: each is a reopen and a reply with an fd, about 10 µs on
+ * the machine of docs/PERFORMANCE.md, so a pass's worth holds another user
+ * up for about what a CREATE_BATCH of 40 regions does.
+ */
+#define WAIT_ANSWERS_PER_PASS 16U
 
 /* Why a WAIT is answered. */
 enum wait_outcome {
@@ -34,21 +52,23 @@ enum wait_outcome {
 /*
  * Answers one WAIT, which left the table already: owner is what
  * wait_start() was given, which must forget its waiter now; request is
- * the WAIT's header (for its cookie); r is the region for WAIT_SEALED and
- * WAIT_REMOVED, NULL for WAIT_TIMED_OUT; name and timeout_ns are what was
- * waited for. The table hands every wake-up back this way and answers no
+ * the WAIT's header (for its cookie); r is the region for WAIT_SEALED,
+ * NULL for the others (a removed region may be gone by the answer); name
+ * and timeout_ns are what was waited for. The table hands every wake-up back this way and answers no
  * client itself.
  */
 typedef void (*wait_answer_t)(void *owner, const struct mfb_wire_header *request, enum wait_outcome outcome,
                               struct region *r, const char *name, uint64_t timeout_ns, void *userdata);
 
 /*
- * Returns 0 and an empty table whose timers run on base, which charges
- * each pending WAIT to its uid in quota (both borrowed) and hands its
- * wake-ups to answer with userdata; or -ENOMEM.
+ * Returns 0 and an empty table whose timers and later passes run on base,
+ * which charges each pending WAIT to its uid in quota, finds again in
+ * regions the sealed regions whose readers a wake-up left for later (all
+ * three borrowed), and hands its wake-ups to answer with userdata; or
+ * -ENOMEM.
  */
-int wait_table_new(struct event_base *base, struct quota *quota, wait_answer_t answer, void *userdata,
-                   struct wait_table **ret);
+int wait_table_new(struct event_base *base, struct quota *quota, const struct region_table *regions,
+                   wait_answer_t answer, void *userdata, struct wait_table **ret);
 
 /* Frees the table, which must be empty (forget every waiter first). Accepts NULL; returns NULL. */
 struct wait_table *wait_table_free(struct wait_table *t);
@@ -70,15 +90,19 @@ void wait_forget(struct waiter *w);
 
 /*
  * If r is named and sealed (seals read live), hands back the WAITs pending
- * on its name whose owners may read r (WAIT_SEALED); the others keep
- * waiting. Call it when r was sealed or its owner or mode changed.
+ * on its name whose owners may read r (WAIT_SEALED), up to
+ * WAIT_ANSWERS_PER_PASS now and the rest in later passes; the others keep
+ * waiting. Call it when r was sealed or its owner or mode changed. Returns
+ * how many it hands back, now or later: what the caller's turn cost.
  */
-void wait_wake_readers(struct wait_table *t, struct region *r);
+unsigned wait_wake_readers(struct wait_table *t, struct region *r);
 
 /*
  * If r is named, hands back the WAITs pending on its name whose owners
- * may see r (access_may_see()) as WAIT_REMOVED; the others go on waiting,
- * as they would had r never existed. Call it when r is about to be
- * removed, while it still has its name.
+ * may see r (access_may_see()) as WAIT_REMOVED, up to
+ * WAIT_ANSWERS_PER_PASS now and the rest, taken out of the table already,
+ * in later passes; the others go on waiting, as they would had r never
+ * existed. Call it when r is about to be removed, while it still has its
+ * name. Returns how many it hands back, now or later.
  */
-void wait_wake_removed(struct wait_table *t, struct region *r);
+unsigned wait_wake_removed(struct wait_table *t, struct region *r);

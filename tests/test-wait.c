@@ -11,14 +11,21 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <event2/event.h>
+
+#include "access.h"
 #include "codec.h"
 #include "harness.h"
 #include "macro.h"
 #include "memfd-broker.h"
+#include "quota.h"
 #include "raw.h"
+#include "region.h"
 #include "suites.h"
+#include "wait.h"
 
-#define WAITERS 100
+/* More than three passes' worth of answers (WAIT_ANSWERS_PER_PASS), and a few over. */
+#define WAITERS ((int) (3 * WAIT_ANSWERS_PER_PASS + 5))
 
 static mfb_client *connect_or_fail(void) {
         mfb_client *c = NULL;
@@ -184,6 +191,31 @@ START_TEST(remove_wakes_waiters_with_an_error) {
 }
 END_TEST
 
+/* As many waiters as the broker answers over several passes, and a removal: each hears -EIDRM, once. */
+START_TEST(remove_wakes_many_waiters_with_an_error) {
+        mfb_client *c = connect_or_fail();
+        mfb_region *r = NULL;
+        int waiters[WAITERS];
+
+        ck_assert_int_eq(mfb_region_create(c, "doomed", 4096, &r), 0);
+        for (int i = 0; i < WAITERS; i++) {
+                waiters[i] = raw_connect_hello(&test_broker);
+                send_wait(waiters[i], "doomed", MFB_WIRE_WAIT_FOREVER);
+        }
+        ck_assert_int_eq(mfb_remove(c, "doomed"), 0);
+        for (int i = 0; i < WAITERS; i++) {
+                struct pollfd p = { .fd = waiters[i], .events = POLLIN };
+
+                ck_assert_int_eq(raw_reply(waiters[i], MFB_WIRE_OP_WAIT, NULL, 0, NULL), -EIDRM);
+                /* Once: nothing follows, and the connection serves again. */
+                ck_assert_int_eq(poll(&p, 1, 0), 0);
+                close(waiters[i]);
+        }
+        mfb_region_free(r);
+        mfb_client_free(c);
+}
+END_TEST
+
 START_TEST(a_vanished_waiter_is_forgotten) {
         unsigned baseline = test_broker_fd_count(&test_broker);
         mfb_client *c;
@@ -261,6 +293,147 @@ START_TEST(waiters_stop_at_the_limit) {
 }
 END_TEST
 
+/*
+ * The wait table alone (daemon/wait.h), on an event loop of the test's
+ * own, for what a socket cannot show exactly: how many WAITs a wake-up and
+ * each pass after it answer, and in what order.
+ */
+struct unit {
+        struct event_base *base;
+        struct quota *quota;
+        struct region_table *regions;
+        struct wait_table *waits;
+        struct peer peer;                       /* every waiter's: uid 1000, who may read a region of mode 0644 */
+        struct waiter *waiter[WAITERS];
+        unsigned answered[WAITERS];             /* per waiter: how many times */
+        enum wait_outcome outcome[WAITERS];
+        unsigned order[WAITERS], n_answered;    /* waiters in the order answered */
+};
+
+static void unit_answer(void *owner, const struct mfb_wire_header *request, enum wait_outcome outcome,
+                        struct region *r, const char *name, uint64_t timeout_ns, void *userdata) {
+        struct unit *u = userdata;
+        unsigned i = (unsigned) (uintptr_t) owner;
+
+        ck_assert_uint_lt(i, WAITERS);
+        ck_assert_str_eq(name, "many");
+        ck_assert(outcome == WAIT_SEALED ? r != NULL : r == NULL);
+        u->waiter[i] = NULL;
+        u->answered[i]++;
+        u->outcome[i] = outcome;
+        u->order[u->n_answered++] = i;
+}
+
+static void unit_setup(struct unit *u, struct region **ret) {
+        struct quota_limits limits = {};
+        struct ucred creator = { .pid = getpid(), .uid = 0, .gid = 0 };
+        struct mfb_wire_header request = { .opcode = MFB_WIRE_OP_WAIT };
+        enum mfb_wire_resource refused;
+
+        *u = (struct unit) { .peer.creds = { .pid = getpid(), .uid = 1000, .gid = 1000 } };
+        for (unsigned i = 0; i < MFB_WIRE_RESOURCE_COUNT; i++)
+                limits.broker_max.n[i] = limits.uid_max.n[i] = MFB_WIRE_LIMIT_NONE;
+        u->base = event_base_new();
+        ck_assert_ptr_nonnull(u->base);
+        ck_assert_int_eq(quota_new(&limits, 0, &u->quota), 0);
+        ck_assert_int_eq(region_table_new(UINT64_MAX, u->quota, &u->regions), 0);
+        ck_assert_int_eq(wait_table_new(u->base, u->quota, u->regions, unit_answer, u, &u->waits), 0);
+        ck_assert_int_eq(region_create(u->regions, 4096, "many", 0644, false, &creator, ret, &refused), 0);
+        for (unsigned i = 0; i < WAITERS; i++) {
+                request.cookie = i;
+                ck_assert_int_eq(wait_start(u->waits, &u->peer, (void *) (uintptr_t) i, &request, "many",
+                                            MFB_WIRE_WAIT_FOREVER, &refused, &u->waiter[i]), 0);
+        }
+        ck_assert_uint_eq(quota_held(u->quota, 1000, MFB_WIRE_RESOURCE_WAITERS), WAITERS);
+}
+
+/* One pass of the loop, which must not block: what a wake-up left is due at once. */
+static void unit_pass(struct unit *u) {
+        ck_assert_int_ge(event_base_loop(u->base, EVLOOP_ONCE | EVLOOP_NONBLOCK), 0);
+}
+
+static void unit_teardown(struct unit *u) {
+        for (unsigned i = 0; i < WAITERS; i++)
+                wait_forget(u->waiter[i]);
+        ck_assert_uint_eq(quota_held(u->quota, 1000, MFB_WIRE_RESOURCE_WAITERS), 0);
+        wait_table_free(u->waits);
+        region_table_free(u->regions);
+        quota_free(u->quota);
+        event_base_free(u->base);
+}
+
+START_TEST(a_seal_answers_a_pass_worth_at_a_time) {
+        struct unit u;
+        struct region *r;
+        unsigned passes = 0;
+
+        unit_setup(&u, &r);
+        ck_assert_int_eq(region_seal(r, F_SEAL_WRITE), 0);
+        /* All of them counted, for the sealer's turns; a pass's worth answered. */
+        ck_assert_uint_eq(wait_wake_readers(u.waits, r), WAITERS);
+        ck_assert_uint_eq(u.n_answered, WAIT_ANSWERS_PER_PASS);
+        while (u.n_answered < WAITERS) {
+                unsigned before = u.n_answered;
+
+                unit_pass(&u);
+                passes++;
+                /* Each pass as many as it may, until the last, which has what is left. */
+                ck_assert_uint_eq(u.n_answered - before, (WAITERS - before < WAIT_ANSWERS_PER_PASS ? WAITERS - before : WAIT_ANSWERS_PER_PASS));
+        }
+        ck_assert_uint_eq(passes, (WAITERS - 1) / WAIT_ANSWERS_PER_PASS);
+        /* Oldest first, each once, each with the region. */
+        for (unsigned i = 0; i < WAITERS; i++) {
+                ck_assert_uint_eq(u.order[i], i);
+                ck_assert_uint_eq(u.answered[i], 1);
+                ck_assert_int_eq(u.outcome[i], WAIT_SEALED);
+        }
+        /* Nothing is left for a pass to do. */
+        unit_pass(&u);
+        ck_assert_uint_eq(u.n_answered, WAITERS);
+        unit_teardown(&u);
+}
+END_TEST
+
+/*
+ * Removed before its readers were all answered: the rest hear -EIDRM, as
+ * though the removal had come first, a pass's worth at a time; a waiter
+ * that goes meanwhile is never answered, and gives back its charge.
+ */
+START_TEST(a_removal_between_passes_answers_the_rest_with_an_error) {
+        struct unit u;
+        struct region *r;
+        unsigned gone = WAITERS - 1;
+
+        unit_setup(&u, &r);
+        ck_assert_int_eq(region_seal(r, F_SEAL_WRITE), 0);
+        ck_assert_uint_eq(wait_wake_readers(u.waits, r), WAITERS);
+        ck_assert_uint_eq(u.n_answered, WAIT_ANSWERS_PER_PASS);
+        ck_assert_uint_eq(wait_wake_removed(u.waits, r), WAITERS - WAIT_ANSWERS_PER_PASS);
+        ck_assert_uint_eq(u.n_answered, 2 * WAIT_ANSWERS_PER_PASS);
+        /* Taken out of the table to be answered later, and gone first. */
+        wait_forget(u.waiter[gone]);
+        u.waiter[gone] = NULL;
+        ck_assert_uint_eq(quota_held(u.quota, 1000, MFB_WIRE_RESOURCE_WAITERS),
+                          WAITERS - 2 * WAIT_ANSWERS_PER_PASS - 1);
+        while (u.n_answered < WAITERS - 1) {
+                unsigned before = u.n_answered;
+
+                unit_pass(&u);
+                ck_assert_uint_gt(u.n_answered, before);
+                ck_assert_uint_le(u.n_answered - before, WAIT_ANSWERS_PER_PASS);
+        }
+        unit_pass(&u);
+        ck_assert_uint_eq(u.n_answered, WAITERS - 1);
+        for (unsigned i = 0; i < WAITERS; i++) {
+                ck_assert_uint_eq(u.answered[i], i == gone ? 0 : 1);
+                if (i != gone)
+                        ck_assert_int_eq(u.outcome[i], i < WAIT_ANSWERS_PER_PASS ? WAIT_SEALED : WAIT_REMOVED);
+        }
+        ck_assert_uint_eq(quota_held(u.quota, 1000, MFB_WIRE_RESOURCE_WAITERS), 0);
+        unit_teardown(&u);
+}
+END_TEST
+
 Suite *wait_suite(void) {
         Suite *s = suite_create("wait");
         TCase *tc = tcase_create("wait");
@@ -275,6 +448,13 @@ Suite *wait_suite(void) {
         tcase_add_test(tc, a_vanished_waiter_is_forgotten);
         tcase_add_test(tc, a_waiter_times_out);
         tcase_add_test(tc, waiters_stop_at_the_limit);
+        tcase_add_test(tc, remove_wakes_many_waiters_with_an_error);
         suite_add_tcase(s, tc);
+
+        TCase *unit = tcase_create("wait-unit");
+        tcase_add_checked_fixture(unit, test_fd_leak_setup, test_fd_leak_teardown);
+        tcase_add_test(unit, a_seal_answers_a_pass_worth_at_a_time);
+        tcase_add_test(unit, a_removal_between_passes_answers_the_rest_with_an_error);
+        suite_add_tcase(s, unit);
         return s;
 }
