@@ -409,16 +409,6 @@ static int handle_open(struct request *q) {
         return grant(q, r, writable);
 }
 
-/*
- * The answers to WAITs that a request's wake-up hands back, in this pass
- * and the next ones, are its work: as for a batch, many cost its uid turns,
- * one per pass's worth (wait.h).
- */
-static void charge_answers(struct session *s, unsigned answers) {
-        if (answers >= WAIT_ANSWERS_PER_PASS)
-                connection_charge(s->connection, 1 + answers / WAIT_ANSWERS_PER_PASS);
-}
-
 static int handle_seal(struct request *q) {
         struct session *s = q->session;
         struct mfb_wire_seal_request req;
@@ -463,7 +453,7 @@ static int handle_seal(struct request *q) {
          */
         if (!r->seal_announced) {
                 r->seal_announced = true;
-                charge_answers(s, wait_wake_readers(s->services->waits, r));
+                wait_wake_readers(s->services->waits, r);
         }
         return 0;
 }
@@ -614,7 +604,7 @@ static int handle_remove(struct request *q) {
         log_debug("REMOVE of pid %d uid %u: region %" PRIu64, (int) s->peer.creds.pid, s->peer.creds.uid,
                   r->handle);
         /* While r still has its name, which the waiters are listed by. */
-        charge_answers(s, wait_wake_removed(s->services->waits, r));
+        wait_wake_removed(s->services->waits, r);
         persist_region_removed(s->services->persist, r);
         region_remove(s->services->regions, r);
         (void) reply_empty(s->connection, &q->header);
@@ -690,7 +680,7 @@ static int handle_set(struct request *q) {
         (void) reply_info(s->connection, &q->header, r);
         /* Waiters that could not read the region before may now, if anything changed. */
         if (r->uid != old_uid || r->gid != old_gid || r->mode != old_mode)
-                charge_answers(s, wait_wake_readers(s->services->waits, r));
+                wait_wake_readers(s->services->waits, r);
         return 0;
 }
 
@@ -1205,6 +1195,14 @@ void request_wait_answer(void *owner, const struct mfb_wire_header *request, enu
         int k;
 
         session_wait_done(q.session);
+        /*
+         * Answered outside the waiter's turns, in whoever's turn or pass woke
+         * it: the work (for a region, a reopen and an fd sent) is one request's
+         * more of the waiter's uid, which sits out a round for it while
+         * another uid has requests waiting. So many WAITs cost those who
+         * asked, not the user whose SEAL answered them.
+         */
+        connection_charge(q.session->connection, 2);
         switch (outcome) {
         case WAIT_SEALED:
                 k = grant(&q, r, false);

@@ -262,26 +262,23 @@ static bool resume_add(struct wait_table *t, const struct region *r) {
  * the due queue that later passes answer (r will not be found again);
  * otherwise they stay, and *ret_more says so. All are taken before the
  * first is answered, so that answering (which may start or end other
- * WAITs) cannot disturb the walk. Returns how many were answered, and
- * in *ret_total (unless NULL) how many pick chose, answered now or not.
+ * WAITs) cannot disturb the walk. Returns how many were answered.
  */
 static unsigned wake(struct wait_table *t, const char *name, struct region *r, enum wait_outcome outcome,
-                     bool (*pick)(const struct waiter *w, const struct region *r), unsigned max, bool *ret_more,
-                     unsigned *ret_total) {
+                     bool (*pick)(const struct waiter *w, const struct region *r), unsigned max, bool *ret_more) {
         struct waiter_queue taken = TAILQ_HEAD_INITIALIZER(taken);
         struct wait_list *l = hashmap_get(t->by_name, name);
         struct waiter *w, *next;
-        unsigned n = 0, total = 0;
+        unsigned n = 0;
 
         *ret_more = false;
         if (!l)
-                goto done;
+                return 0;
         /* The list goes with its last waiter, which has no next then. */
         for (w = TAILQ_FIRST(&l->waiters); w; w = next) {
                 next = TAILQ_NEXT(w, link);
                 if (!pick(w, r))
                         continue;
-                total++;
                 if (n < max) {
                         waiter_unlink(w);
                         TAILQ_INSERT_TAIL(&taken, w, link);
@@ -290,10 +287,7 @@ static unsigned wake(struct wait_table *t, const char *name, struct region *r, e
                 }
                 if (outcome != WAIT_REMOVED) {
                         *ret_more = true;
-                        /* Counted only when asked: a later pass walks this far again. */
-                        if (!ret_total)
-                                break;
-                        continue;
+                        break;
                 }
                 /* Out of memory for its name: answered now rather than never. */
                 w->due_name = strdup(name);
@@ -306,9 +300,6 @@ static unsigned wake(struct wait_table *t, const char *name, struct region *r, e
                 TAILQ_REMOVE(&taken, w, link);
                 waiter_answer(w, outcome, outcome == WAIT_SEALED ? r : NULL, name);
         }
-done:
-        if (ret_total)
-                *ret_total = total;
         return n;
 }
 
@@ -317,25 +308,20 @@ static bool may_read(const struct waiter *w, const struct region *r) {
 }
 
 /* What wait_wake_readers() does, answering at most max; returns how many it answered. */
-static unsigned wake_readers(struct wait_table *t, struct region *r, unsigned max, bool *ret_more,
-                             unsigned *ret_total) {
+static unsigned wake_readers(struct wait_table *t, struct region *r, unsigned max, bool *ret_more) {
         *ret_more = false;
-        if (ret_total)
-                *ret_total = 0;
         if (r->name && region_is_sealed(r))
-                return wake(t, r->name, r, WAIT_SEALED, may_read, max, ret_more, ret_total);
+                return wake(t, r->name, r, WAIT_SEALED, may_read, max, ret_more);
         return 0;
 }
 
-unsigned wait_wake_readers(struct wait_table *t, struct region *r) {
-        unsigned total;
+void wait_wake_readers(struct wait_table *t, struct region *r) {
         bool more;
 
-        (void) wake_readers(t, r, WAIT_ANSWERS_PER_PASS, &more, &total);
+        (void) wake_readers(t, r, WAIT_ANSWERS_PER_PASS, &more);
         /* Out of memory to remember r: the rest wait for its next wake-up (a SET of it, say). */
         if (more && resume_add(t, r))
                 more_schedule(t);
-        return total;
 }
 
 /* Waiters that cannot see a region go on waiting as if it had never been there. */
@@ -343,13 +329,11 @@ static bool may_see(const struct waiter *w, const struct region *r) {
         return access_may_see(w->peer, r);
 }
 
-unsigned wait_wake_removed(struct wait_table *t, struct region *r) {
-        unsigned total = 0;
+void wait_wake_removed(struct wait_table *t, struct region *r) {
         bool more;
 
         if (r->name)
-                (void) wake(t, r->name, r, WAIT_REMOVED, may_see, WAIT_ANSWERS_PER_PASS, &more, &total);
-        return total;
+                (void) wake(t, r->name, r, WAIT_REMOVED, may_see, WAIT_ANSWERS_PER_PASS, &more);
 }
 
 /*
@@ -384,7 +368,7 @@ static void on_more(evutil_socket_t fd, short what, void *userdata) {
 
                         more = false;
                         if (r)
-                                budget -= wake_readers(t, r, budget, &more, NULL);
+                                budget -= wake_readers(t, r, budget, &more);
                 }
                 if (more)
                         t->resume[kept++] = handle;

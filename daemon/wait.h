@@ -16,10 +16,10 @@
  * passes of the event loop after it as many each, oldest first: a WAIT
  * costs a reopen and a reply with an fd, and one uid may have one pending
  * on each of its connections, so a SEAL that answered them all in its
- * turn would hold every other user up for milliseconds. The caller
- * charges its uid for them, a turn per WAIT_ANSWERS_PER_PASS (schedule.h),
- * as a batch is. A region removed before its readers were all answered
- * answers the rest -EIDRM, as though the removal had come first.
+ * turn would hold every other user up for milliseconds. A region removed
+ * before its readers were all answered answers the rest -EIDRM, as though
+ * the removal had come first. Answering is work outside the waiter's
+ * turns: its owner charges it to the waiter's uid (wait_answer_t).
  */
 
 #include <stdint.h>
@@ -40,7 +40,7 @@ struct waiter;
  * the machine of docs/PERFORMANCE.md, so a pass's worth holds another user
  * up for about what a CREATE_BATCH of 40 regions does.
  */
-#define WAIT_ANSWERS_PER_PASS 16U
+#define WAIT_ANSWERS_PER_PASS 4U
 
 /* Why a WAIT is answered. */
 enum wait_outcome {
@@ -50,8 +50,9 @@ enum wait_outcome {
 };
 
 /*
- * Answers one WAIT, which left the table already: owner is what
- * wait_start() was given, which must forget its waiter now; request is
+ * Answers one WAIT, which left the table already, outside its owner's
+ * turns: owner is what wait_start() was given, which must forget its
+ * waiter now, and should charge the work to it; request is
  * the WAIT's header (for its cookie); r is the region for WAIT_SEALED,
  * NULL for the others (a removed region may be gone by the answer); name
  * and timeout_ns are what was waited for. The table hands every wake-up back this way and answers no
@@ -92,10 +93,9 @@ void wait_forget(struct waiter *w);
  * If r is named and sealed (seals read live), hands back the WAITs pending
  * on its name whose owners may read r (WAIT_SEALED), up to
  * WAIT_ANSWERS_PER_PASS now and the rest in later passes; the others keep
- * waiting. Call it when r was sealed or its owner or mode changed. Returns
- * how many it hands back, now or later: what the caller's turn cost.
+ * waiting. Call it when r was sealed or its owner or mode changed.
  */
-unsigned wait_wake_readers(struct wait_table *t, struct region *r);
+void wait_wake_readers(struct wait_table *t, struct region *r);
 
 /*
  * If r is named, hands back the WAITs pending on its name whose owners
@@ -103,6 +103,6 @@ unsigned wait_wake_readers(struct wait_table *t, struct region *r);
  * WAIT_ANSWERS_PER_PASS now and the rest, taken out of the table already,
  * in later passes; the others go on waiting, as they would had r never
  * existed. Call it when r is about to be removed, while it still has its
- * name. Returns how many it hands back, now or later.
+ * name.
  */
-unsigned wait_wake_removed(struct wait_table *t, struct region *r);
+void wait_wake_removed(struct wait_table *t, struct region *r);
