@@ -294,27 +294,34 @@ static int broken(const struct connection *c) {
         return c->error < 0 ? c->error : c->told ? -ENOTCONN : 0;
 }
 
-static int send_record(struct connection *c, const void *record, size_t len, const int *fds, size_t n_fds) {
-        return mfb_record_send(c->fd, record, len, fds, n_fds, MSG_DONTWAIT);
-}
-
 /*
- * Sends a record at once, nothing being queued before it, its fds charged
- * as unread. Returns 0 when it went, -EAGAIN when the socket is full (to be
- * queued), or the -errno that failed c.
+ * Sends a record with its fds charged as unread (unread_prepare()), or
+ * nothing charged if it does not go. Returns 0, -EAGAIN when the socket is
+ * full, or the -errno that breaks c, which the caller acts on.
  */
-static int send_now(struct connection *c, const void *record, size_t len, const int *fds, size_t n_fds) {
+static int send_charged(struct connection *c, const void *record, size_t len, const int *fds, size_t n_fds) {
         int r = n_fds > 0 ? unread_prepare(c, n_fds) : 0;
 
         if (r < 0)
-                return fail(c, r);
-        r = send_record(c, record, len, fds, n_fds);
+                return r;
+        r = mfb_record_send(c->fd, record, len, fds, n_fds, MSG_DONTWAIT);
         if (r < 0) {
                 unread_cancel(c, n_fds);
-                return r == -EAGAIN ? r : fail(c, r);
+                return r;
         }
         sent(c, len, n_fds);
         return 0;
+}
+
+/*
+ * Sends a record at once, nothing being queued before it. Returns 0 when it
+ * went, -EAGAIN when the socket is full (to be queued), or the -errno that
+ * failed c.
+ */
+static int send_now(struct connection *c, const void *record, size_t len, const int *fds, size_t n_fds) {
+        int r = send_charged(c, record, len, fds, n_fds);
+
+        return r == 0 || r == -EAGAIN ? r : fail(c, r);
 }
 
 int connection_send(struct connection *c, const void *record, size_t len) {
@@ -405,21 +412,13 @@ static int queue_flush(struct connection *c) {
         struct outgoing *q;
 
         while ((q = STAILQ_FIRST(&c->queue))) {
-                int r = q->n_fds > 0 ? unread_prepare(c, q->n_fds) : 0;
+                int r = send_charged(c, q->record, q->len, q->fds, q->n_fds);
 
+                if (r == -EAGAIN)
+                        break;
                 if (r < 0)
                         return r;
-                r = send_record(c, q->record, q->len, q->fds, q->n_fds);
-                if (r == -EAGAIN) {
-                        unread_cancel(c, q->n_fds);
-                        break;
-                }
-                if (r < 0) {
-                        unread_cancel(c, q->n_fds);
-                        return r;
-                }
                 STAILQ_REMOVE_HEAD(&c->queue, link);
-                sent(c, q->len, q->n_fds);
                 outgoing_free(c, q);
         }
         update_reading(c);
