@@ -1128,10 +1128,14 @@ static unsigned send_opens_nowait(int fd, const char *name, unsigned n) {
 
 /*
  * Starts b as IN_FLIGHT_BROKER_UID with RLIMIT_NOFILE fd_limit, without a
- * wrapper, or says why it cannot and returns false: the test is skipped then.
+ * wrapper, takes its baseline, and connects the victim as UID_B, which
+ * creates "bait", a page others may open read-only. Or says why it cannot
+ * and returns false: the test is skipped then.
  */
 static bool in_flight_broker_start(struct test_broker *b, const char *test, const char *const *args,
-                                   unsigned fd_limit) {
+                                   unsigned fd_limit, struct baseline *ret_base, int *ret_victim) {
+        int fd;
+
         if (!can_switch_users(test))
                 return false;
         if (!test_uid_can_run_broker(IN_FLIGHT_BROKER_UID)) {
@@ -1141,6 +1145,10 @@ static bool in_flight_broker_start(struct test_broker *b, const char *test, cons
         }
         raise_own_fd_limit();
         test_broker_start_unwrapped(b, args, IN_FLIGHT_BROKER_UID, fd_limit);
+        baseline_take(b, ret_base);
+        *ret_victim = connect_as(b, UID_B);
+        ck_assert_int_eq(create(*ret_victim, "bait", PAGE, 0644, 0, NULL, &fd), 0);
+        close(fd);
         return true;
 }
 
@@ -1157,17 +1165,13 @@ static bool in_flight_broker_start(struct test_broker *b, const char *test, cons
 START_TEST(unread_fds_cannot_take_fd_passing_from_the_others) {
         /* Few kept regions, so that most of the room in flight is the replies'. */
         static const char *const args[] = { "--max-kept-regions", "10", NULL };
-        int conns[IN_FLIGHT_CONNECTIONS], victim, fd;
+        int conns[IN_FLIGHT_CONNECTIONS], victim;
         unsigned unread_fds = 0, failed = 0;
         struct test_broker b;
         struct baseline base;
 
-        if (!in_flight_broker_start(&b, __func__, args, IN_FLIGHT_FD_LIMIT))
+        if (!in_flight_broker_start(&b, __func__, args, IN_FLIGHT_FD_LIMIT, &base, &victim))
                 return;
-        baseline_take(&b, &base);
-        victim = connect_as(&b, UID_B);
-        ck_assert_int_eq(create(victim, "bait", PAGE, 0644, 0, NULL, &fd), 0);
-        close(fd);
 
         for (unsigned i = 0; i < IN_FLIGHT_CONNECTIONS; i++) {
                 int queued;
@@ -1229,12 +1233,8 @@ START_TEST(a_uid_at_its_fd_share_gets_back_its_room_in_flight) {
         struct test_broker b;
         struct baseline base;
 
-        if (!in_flight_broker_start(&b, __func__, args, SHARE_FD_LIMIT))
+        if (!in_flight_broker_start(&b, __func__, args, SHARE_FD_LIMIT, &base, &victim))
                 return;
-        baseline_take(&b, &base);
-        victim = connect_as(&b, UID_B);
-        ck_assert_int_eq(create(victim, "bait", PAGE, 0644, 0, NULL, &fd), 0);
-        close(fd);
 
         /* Replies with fds, unread, well within the uid's share of the room in flight. */
         leaver = connect_as(&b, UID_A);
