@@ -36,11 +36,10 @@ struct waiter;
 
 /*
  * WAITs answered by one wake-up, and then by each pass of the event loop,
- * until all are: each is a reopen and a reply with an fd, about 10 µs on
- * the machine of docs/PERFORMANCE.md, so a pass's worth holds another user
- * up for about 40 µs. Measured with bench-fairness (1000 WAITs a SEAL, the
- * victim on the broker's CPU): 16 a pass left the victim a p99 of 0.5-1.8
- * ms, 4 a pass 0.26 ms, at the cost of a pass of the loop per 4 answers.
+ * until all are: each is a reopen and a reply with an fd. Measured with
+ * bench-fairness (1000 WAITs a SEAL, the victim on the broker's CPU): all
+ * at once left the victim a p99 of 45x its idle one, 16 a pass about 10x,
+ * 4 a pass 1.4-1.7x, at the cost of a pass of the loop per 4 answers.
  */
 #define WAIT_ANSWERS_PER_PASS 4U
 
