@@ -54,8 +54,7 @@ struct wait_table {
         struct waiter_queue due;        /* taken, to be answered WAIT_REMOVED, oldest first */
         uint64_t *resume;               /* handles of sealed regions whose readers wait still */
         size_t n_resume, n_resume_allocated;
-        struct event *more_event;
-        bool more_scheduled;
+        struct event *more_event;       /* a zero timeout while later passes have answers to give */
 };
 
 static void on_more(evutil_socket_t fd, short what, void *userdata);
@@ -234,14 +233,16 @@ void wait_forget(struct waiter *w) {
         waiter_free(w);
 }
 
-/* Asks for a pass of on_more(), after the loop has looked for input: a zero timeout fires only then. */
+/*
+ * Asks for a pass of on_more(), after the loop has looked for input: a zero
+ * timeout fires only then. Asking again while it is pending changes
+ * nothing. Fails only for want of memory in libevent's timer heap: what is
+ * left then waits for the next wake-up.
+ */
 static void more_schedule(struct wait_table *t) {
         static const struct timeval now = { 0, 0 };
 
-        if (t->more_scheduled)
-                return;
-        /* Fails only for want of memory in libevent's timer heap: what is left then waits for the next wake-up. */
-        t->more_scheduled = evtimer_add(t->more_event, &now) >= 0;
+        (void) evtimer_add(t->more_event, &now);
 }
 
 /* Remembers that r's readers are not all answered yet; false when out of memory. */
@@ -349,7 +350,6 @@ static void on_more(evutil_socket_t fd, short what, void *userdata) {
         struct waiter *w;
         size_t kept = 0;
 
-        t->more_scheduled = false;
         while (budget > 0 && (w = TAILQ_FIRST(&t->due))) {
                 char *name = TAKE_PTR(w->due_name);
 
