@@ -45,18 +45,36 @@ static unsigned rounds_of(const struct bench_ctx *ctx, unsigned full, unsigned q
 
 /* sync --------------------------------------------------------------------- */
 
+/*
+ * Per placement, the raw server and the broker for each operation, and the
+ * raw server again with a RELEASE record after each operation (its fd kept
+ * until then), as a client of the broker sends one: the broker against that
+ * is what the broker's own work costs, that against the raw server what the
+ * protocol's release does.
+ */
+enum {
+        SYNC_RAW_CREATE,
+        SYNC_BROKER_CREATE,
+        SYNC_RAW_RELEASE_CREATE,
+        SYNC_RAW_OPEN,
+        SYNC_BROKER_OPEN,
+        SYNC_RAW_RELEASE_OPEN,
+        SYNC_STATES,
+};
+
 void bench_scenario_sync(struct bench_ctx *ctx) {
         static const char *const ops[] = { "create+map+touch+free", "open by name (read-only)+map+free" };
-        static const char *const names[2][4] = {
-                { "raw create, same CPU", "broker create, same CPU", "raw open, same CPU", "broker open, same CPU" },
-                { "raw create, other CPU", "broker create, other CPU", "raw open, other CPU",
-                  "broker open, other CPU" },
+        static const char *const names[2][SYNC_STATES] = {
+                { "raw create, same CPU", "broker create, same CPU", "raw create with release, same CPU",
+                  "raw open, same CPU", "broker open, same CPU", "raw open with release, same CPU" },
+                { "raw create, other CPU", "broker create, other CPU", "raw create with release, other CPU",
+                  "raw open, other CPU", "broker open, other CPU", "raw open with release, other CPU" },
         };
         struct bench_broker broker = { 0 };
         struct bench_raw_server raw = { 0 };
-        struct bench_raw_op_args raw_args;
+        struct bench_raw_op_args raw_args, raw_release_args;
         struct bench_lib_op lib_create, lib_open;
-        struct bench_state states[8];
+        struct bench_state states[2 * SYNC_STATES];
         int cpus[2] = { ctx->server_cpu, ctx->other_cpu };
         size_t n = 0, placements = ctx->two_cpus ? 2 : 1;
         unsigned rounds = rounds_of(ctx, 40, 5), per_round = 100;
@@ -66,6 +84,8 @@ void bench_scenario_sync(struct bench_ctx *ctx) {
         bench_ctx_broker(ctx, &broker, NULL);
         raw_args = (struct bench_raw_op_args) { .sock = bench_ctx_raw_connect(raw.socket_path),
                                                 .size = BENCH_PAGE_REGION };
+        raw_release_args = raw_args;
+        raw_release_args.release = true;
         lib_create = (struct bench_lib_op) { .client = bench_ctx_client(broker.socket_path), .size = BENCH_PAGE_REGION };
         lib_open = lib_create;
         lib_open.name = OPEN_NAME;
@@ -75,30 +95,57 @@ void bench_scenario_sync(struct bench_ctx *ctx) {
 
         for (size_t p = 0; p < placements; p++) {
                 int cpu = ctx->two_cpus ? cpus[p] : -1;
+                struct bench_state *s = states + n;
 
-                states[n++] = (struct bench_state) { .name = names[p][0], .cpu = cpu, .op = bench_raw_create,
-                                                     .userdata = &raw_args, .server = raw.pid };
-                states[n++] = (struct bench_state) { .name = names[p][1], .cpu = cpu, .op = bench_lib_create,
-                                                     .userdata = &lib_create, .server = broker.pid };
-                states[n++] = (struct bench_state) { .name = names[p][2], .cpu = cpu, .op = bench_raw_open,
-                                                     .userdata = &raw_args, .server = raw.pid };
-                states[n++] = (struct bench_state) { .name = names[p][3], .cpu = cpu, .op = bench_lib_open,
-                                                     .userdata = &lib_open, .server = broker.pid };
+                s[SYNC_RAW_CREATE] = (struct bench_state) { .op = bench_raw_create, .userdata = &raw_args };
+                s[SYNC_BROKER_CREATE] = (struct bench_state) { .op = bench_lib_create, .userdata = &lib_create };
+                s[SYNC_RAW_RELEASE_CREATE] = (struct bench_state) { .op = bench_raw_create,
+                                                                    .userdata = &raw_release_args };
+                s[SYNC_RAW_OPEN] = (struct bench_state) { .op = bench_raw_open, .userdata = &raw_args };
+                s[SYNC_BROKER_OPEN] = (struct bench_state) { .op = bench_lib_open, .userdata = &lib_open };
+                s[SYNC_RAW_RELEASE_OPEN] = (struct bench_state) { .op = bench_raw_open,
+                                                                  .userdata = &raw_release_args };
+                for (size_t i = 0; i < SYNC_STATES; i++) {
+                        s[i].name = names[p][i];
+                        s[i].cpu = cpu;
+                        s[i].server = i == SYNC_BROKER_CREATE || i == SYNC_BROKER_OPEN ? broker.pid : raw.pid;
+                }
+                n += SYNC_STATES;
         }
         bench_report_text("  %u samples of each, in %u interleaved rounds", rounds * per_round, rounds);
         bench_interleave(states, n, rounds, per_round, 50);
 
-        for (size_t i = 0; i < n; i += 2) {
-                const char *where = bench_ctx_placement(ctx, states[i].cpu);
-                struct bench_row row = {
-                        .scenario = "sync", .target = BENCH_TARGET_RATIO_MAX, .target_value = 1.15,
-                        .summary = true,
-                };
+        for (size_t p = 0; p < placements; p++) {
+                struct bench_state *s = states + p * SYNC_STATES;
+                const char *where = bench_ctx_placement(ctx, s->cpu);
 
-                snprintf(row.what, sizeof(row.what), "%s, 4 KiB, %s", ops[i / 2 % 2], where);
-                snprintf(row.baseline, sizeof(row.baseline), "raw server, %s", where);
-                bench_row_from_states(&row, &states[i], &states[i + 1]);
-                bench_report_row(&row);
+                for (size_t o = 0; o < 2; o++) {
+                        struct bench_state *raw_state = &s[o * 3], *broker_state = raw_state + 1,
+                                           *release_state = raw_state + 2;
+                        struct bench_row row = {
+                                .scenario = "sync", .target = BENCH_TARGET_RATIO_MAX, .target_value = 1.15,
+                                .summary = true,
+                        };
+
+                        snprintf(row.what, sizeof(row.what), "%s, 4 KiB, %s", ops[o], where);
+                        snprintf(row.baseline, sizeof(row.baseline), "raw server, %s", where);
+                        bench_row_from_states(&row, raw_state, broker_state);
+                        bench_report_row(&row);
+
+                        /* The same broker against the raw server doing the protocol's release too: no target. */
+                        row = (struct bench_row) { .scenario = "sync", .summary = true };
+                        snprintf(row.what, sizeof(row.what), "%s, 4 KiB, %s", ops[o], where);
+                        snprintf(row.baseline, sizeof(row.baseline), "raw + RELEASE, %s", where);
+                        bench_row_from_states(&row, release_state, broker_state);
+                        bench_report_row(&row);
+
+                        row = (struct bench_row) { .scenario = "sync" };
+                        snprintf(row.what, sizeof(row.what), "%s, 4 KiB, %s, raw server: + RELEASE against none",
+                                 ops[o], where);
+                        snprintf(row.baseline, sizeof(row.baseline), "raw server, %s", where);
+                        bench_row_from_states(&row, raw_state, release_state);
+                        bench_report_row(&row);
+                }
         }
         for (size_t i = 0; i < n; i++)
                 bench_state_note("sync", &states[i]);

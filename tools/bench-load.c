@@ -384,7 +384,7 @@ static _Noreturn void client_run(struct clients_shared *sh, unsigned index, bool
                                 mfb_region_free(r);
                         }
                 } else
-                        k = bench_raw_op(sock, BENCH_RAW_CREATE, BENCH_PAGE_REGION, true);
+                        k = bench_raw_op(sock, BENCH_RAW_CREATE, BENCH_PAGE_REGION, true, false);
                 t1 = bench_now_ns();
                 /*
                  * Throughput is what completes within the window: with 1000

@@ -121,7 +121,7 @@ void bench_lib_open(void *userdata) {
 
 void bench_raw_create(void *userdata) {
         struct bench_raw_op_args *o = userdata;
-        int k = bench_raw_op(o->sock, BENCH_RAW_CREATE, o->size, !o->no_map);
+        int k = bench_raw_op(o->sock, BENCH_RAW_CREATE, o->size, !o->no_map, o->release);
 
         if (k < 0)
                 bench_die("the raw server's CREATE failed: %s", strerror(-k));
@@ -129,7 +129,7 @@ void bench_raw_create(void *userdata) {
 
 void bench_raw_open(void *userdata) {
         struct bench_raw_op_args *o = userdata;
-        int k = bench_raw_op(o->sock, BENCH_RAW_OPEN, o->size, !o->no_map);
+        int k = bench_raw_op(o->sock, BENCH_RAW_OPEN, o->size, !o->no_map, o->release);
 
         if (k < 0)
                 bench_die("the raw server's OPEN failed: %s", strerror(-k));

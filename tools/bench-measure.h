@@ -64,6 +64,7 @@ struct bench_raw_op_args {
         int sock;
         uint64_t size;
         bool no_map;
+        bool release;                   /* the server keeps its fd until a RELEASE, as the broker does */
 };
 
 /* bench_raw_op() CREATE and OPEN, as the library's two above. */

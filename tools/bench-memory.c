@@ -82,17 +82,17 @@ static void measure_raw(struct bench_ctx *ctx, struct measured *m, unsigned roun
 
         bench_ctx_raw(ctx, &raw);
         control = bench_raw_connect(raw.socket_path);
-        if (control < 0 || bench_raw_op(control, BENCH_RAW_PING, 0, false) < 0)
+        if (control < 0 || bench_raw_op(control, BENCH_RAW_PING, 0, false, false) < 0)
                 bench_die("the raw server does not answer");
         start = footprint_of(raw.pid);
         for (unsigned i = 0; i < MEMORY_REGIONS; i++)
-                if (bench_raw_op(control, BENCH_RAW_HOLD, BENCH_PAGE_REGION, false) < 0)
+                if (bench_raw_op(control, BENCH_RAW_HOLD, BENCH_PAGE_REGION, false, false) < 0)
                         bench_die("the raw server could not keep region %u", i);
         regions = footprint_of(raw.pid);
         for (unsigned i = 0; i < MEMORY_CONNECTIONS; i++) {
                 conns[i] = bench_raw_connect(raw.socket_path);
                 /* Answered: so it has been accepted. */
-                if (conns[i] < 0 || bench_raw_op(conns[i], BENCH_RAW_PING, 0, false) < 0)
+                if (conns[i] < 0 || bench_raw_op(conns[i], BENCH_RAW_PING, 0, false, false) < 0)
                         bench_die("idle connection %u to the raw server failed", i);
         }
         connections = footprint_of(raw.pid);

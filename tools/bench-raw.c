@@ -16,11 +16,12 @@
 #include "fdpass.h"
 #include "macro.h"
 
-/* A request, and the same record back as its reply, with status set. */
+/* A request, and the same record back as its reply, with status (and for a kept fd, handle) set. */
 struct raw_record {
         uint32_t op;
         int32_t status;
         uint64_t size;
+        uint64_t handle;        /* BENCH_RAW_KEEP: the fd's in the replies, and RELEASE's */
 };
 
 /* The memfds OPEN reopens, one per size asked for. */
@@ -39,10 +40,29 @@ static int reopen_read_only(int fd) {
 }
 
 /* Answers one request on sock. Returns 0, or -1 when the connection is done. */
+/* Keeps fd until a RELEASE of the handle it returns, as the broker keeps a region for each holder. */
+static uint64_t keep_until_released(int fd, int **held, size_t *n_held, size_t *held_cap) {
+        if (GREEDY_REALLOC(*held, *held_cap, *n_held + 1) < 0)
+                _exit(1);
+        (*held)[*n_held] = fd;
+        return (*n_held)++;
+}
+
+static void release(uint64_t handle, int *held, size_t *n_held) {
+        if (handle >= *n_held || held[handle] < 0)
+                _exit(1);       /* the benchmark's own client never does this */
+        close(held[handle]);
+        held[handle] = -1;
+        /* One at a time, as the sync scenario goes: the table stays as short as what is kept. */
+        while (*n_held > 0 && held[*n_held - 1] < 0)
+                (*n_held)--;
+}
+
 static int serve_one(int sock, struct raw_kept *kept, int **held, size_t *n_held, size_t *held_cap) {
         struct raw_record rec;
         int fds[MFB_FDS_RECV_MAX], fd = -1, k;
         size_t nfds = 0;
+        uint32_t flags;
         ssize_t n;
 
         n = mfb_record_recv(sock, &rec, sizeof(rec), fds, &nfds, MSG_DONTWAIT);
@@ -53,6 +73,8 @@ static int serve_one(int sock, struct raw_kept *kept, int **held, size_t *n_held
                 return -1;
 
         rec.status = 0;
+        flags = rec.op & BENCH_RAW_KEEP;
+        rec.op &= ~BENCH_RAW_KEEP;
         switch (rec.op) {
         case BENCH_RAW_CREATE:
                 fd = bench_memfd("bench-raw", rec.size);
@@ -80,6 +102,9 @@ static int serve_one(int sock, struct raw_kept *kept, int **held, size_t *n_held
                 return mfb_record_send(sock, &rec, sizeof(rec), NULL, 0, 0) < 0 ? -1 : 0;
         case BENCH_RAW_PING:
                 return mfb_record_send(sock, &rec, sizeof(rec), NULL, 0, 0) < 0 ? -1 : 0;
+        case BENCH_RAW_RELEASE:
+                release(rec.handle, *held, n_held);
+                return 0;       /* no reply, as the broker sends none */
         default:
                 errno = EOPNOTSUPP;
                 break;
@@ -88,8 +113,11 @@ static int serve_one(int sock, struct raw_kept *kept, int **held, size_t *n_held
                 rec.status = negative_errno();
                 return mfb_record_send(sock, &rec, sizeof(rec), NULL, 0, 0) < 0 ? -1 : 0;
         }
+        if (flags & BENCH_RAW_KEEP)
+                rec.handle = keep_until_released(fd, held, n_held, held_cap);
         k = mfb_record_send(sock, &rec, sizeof(rec), &fd, 1, 0);
-        close(fd);
+        if (!(flags & BENCH_RAW_KEEP))
+                close(fd);
         return k < 0 ? -1 : 0;
 }
 
@@ -185,8 +213,15 @@ int bench_raw_connect(const char *socket_path) {
         return fd;
 }
 
-int bench_raw_op(int sock, enum bench_raw_op op, uint64_t size, bool map) {
-        struct raw_record rec = { .op = op, .size = size };
+/* Sends RELEASE of a kept fd, not waiting: the broker sends no reply to one either. */
+static int send_release(int sock, uint64_t handle) {
+        struct raw_record rec = { .op = BENCH_RAW_RELEASE, .handle = handle };
+
+        return mfb_record_send(sock, &rec, sizeof(rec), NULL, 0, 0);
+}
+
+int bench_raw_op(int sock, enum bench_raw_op op, uint64_t size, bool map, bool release) {
+        struct raw_record rec = { .op = op | (release ? BENCH_RAW_KEEP : 0), .size = size };
         int fds[MFB_FDS_RECV_MAX], fd, seals, k;
         size_t nfds = 0;
         struct stat st;
@@ -212,7 +247,7 @@ int bench_raw_op(int sock, enum bench_raw_op op, uint64_t size, bool map) {
         }
         if (!map) {
                 close(fd);
-                return 0;
+                return release ? send_release(sock, rec.handle) : 0;
         }
         if (op == BENCH_RAW_CREATE) {
                 p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
@@ -227,5 +262,7 @@ int bench_raw_op(int sock, enum bench_raw_op op, uint64_t size, bool map) {
         if (p != MAP_FAILED)
                 munmap(p, size);
         close(fd);
+        if (k == 0 && release)
+                k = send_release(sock, rec.handle);
         return k;
 }

@@ -14,6 +14,11 @@
  * for a read-only open; for HOLD it makes a memfd and keeps it, answering
  * without an fd (for the memory a region costs); PING only answers. It
  * handles any number of connections, each served in turn.
+ *
+ * CREATE or OPEN with BENCH_RAW_KEEP keeps the fd it sent until the client
+ * sends RELEASE of the handle in the reply, which gets no reply: the
+ * exchange of the protocol, where a client gives back each region it was
+ * handed (mfb_region_free()), with none of the broker's work around it.
  */
 
 #include <stdbool.h>
@@ -27,6 +32,8 @@ enum bench_raw_op {
         BENCH_RAW_OPEN = 2,
         BENCH_RAW_HOLD = 3,
         BENCH_RAW_PING = 4,
+        BENCH_RAW_RELEASE = 5,
+        BENCH_RAW_KEEP = 1U << 16,      /* or'ed to CREATE or OPEN */
 };
 
 struct bench_raw_server {
@@ -48,7 +55,8 @@ int bench_raw_connect(const char *socket_path);
  * and OPEN, what a client then does with the fd, as through the library:
  * checks it as PROTOCOL.md asks (fstat, F_GET_SEALS); with map, maps it
  * (read-write for CREATE, read-only for OPEN), writes or reads its first
- * byte and unmaps it; closes it. HOLD and PING get no fd. Returns 0, or
- * -errno when the server failed.
+ * byte and unmaps it; closes it; with release, has the server keep its fd
+ * until then and sends RELEASE after closing, not waiting. HOLD and PING
+ * get no fd. Returns 0, or -errno when the server failed.
  */
-int bench_raw_op(int sock, enum bench_raw_op op, uint64_t size, bool map);
+int bench_raw_op(int sock, enum bench_raw_op op, uint64_t size, bool map, bool release);
