@@ -30,7 +30,7 @@ _Static_assert(sizeof(struct mfb_wire_create_batch_request) <= REQUEST_BODY_MAX,
 
 struct request_record {
         struct mfb_wire_header header;
-        uint8_t body[REQUEST_BODY_MAX];
+        uint8_t body[REQUEST_BODY_MAX + MFB_WIRE_RELEASES_CARRIED_MAX * sizeof(uint64_t)];   /* then releases */
 };
 
 /* One request from the moment it is made until its handler ran. */
@@ -211,6 +211,16 @@ int client_request(mfb_client *c, uint16_t opcode, const void *body, size_t body
         /* An empty body (LIMITS) may come as NULL, which memcpy() must not be given even for 0 bytes. */
         if (body_size > 0)
                 memcpy(q->record.body, body, body_size);
+        /* Deferred releases ride in this record, released by the broker before it carries out the request. */
+        if (c->n_releases_waiting > 0) {
+                size_t carried = c->n_releases_waiting * sizeof(uint64_t);
+
+                memcpy(q->record.body + body_size, c->releases_waiting, carried);
+                q->size += (uint32_t) carried;
+                q->record.header.size = q->size;
+                q->record.header.flags |= MFB_WIRE_FLAG_RELEASES;
+                c->n_releases_waiting = 0;
+        }
         /* Nobody waits for the answer: have the broker send one only for a failure, where the protocol allows. */
         if (!handler && mfb_wire_request_info(opcode)->quiet && (c->hello.capabilities & MFB_WIRE_CAP_QUIET)) {
                 q->record.header.flags |= MFB_WIRE_FLAG_QUIET;
@@ -231,6 +241,38 @@ int client_request(mfb_client *c, uint16_t opcode, const void *body, size_t body
         if (try_send)
                 (void) requests_send(c);
         return 0;
+}
+
+void client_release(mfb_client *c, uint64_t handle) {
+        struct mfb_wire_release_request request = { .handle = handle };
+
+        if (!client_usable(c))
+                return;
+        if (c->releases_deferred && c->n_releases_waiting < ELEMENTSOF(c->releases_waiting)) {
+                c->releases_waiting[c->n_releases_waiting++] = handle;
+                return;
+        }
+        /* Not deferred, or as many wait as one record carries: this one goes now, with them. */
+        (void) client_request(c, MFB_WIRE_OP_RELEASE, &request, sizeof(request), NULL, 0, NULL);
+}
+
+/*
+ * Queues the deferred releases, if any, in a record of their own: one
+ * RELEASE that carries the others. Returns 0, or -ENOMEM with them all
+ * still waiting.
+ */
+static int releases_queue(mfb_client *c) {
+        struct mfb_wire_release_request request;
+        int r;
+
+        if (c->n_releases_waiting == 0 || !client_usable(c))
+                return 0;
+        request.handle = c->releases_waiting[--c->n_releases_waiting];
+        r = client_request(c, MFB_WIRE_OP_RELEASE, &request, sizeof(request), NULL, 0, NULL);
+        /* Refused before it took the others along. */
+        if (r < 0)
+                c->releases_waiting[c->n_releases_waiting++] = request.handle;
+        return r;
 }
 
 /*
@@ -623,6 +665,9 @@ _public_ int mfb_client_flush(mfb_client *c) {
         if (!c || c->freed)
                 return -EINVAL;
 
+        r = releases_queue(c);
+        if (r < 0)
+                return r;
         client_ref(c);
         while (client_usable(c) && !TAILQ_EMPTY(&c->unsent)) {
                 if (requests_send(c) < 0 || TAILQ_EMPTY(&c->unsent))
@@ -634,12 +679,24 @@ _public_ int mfb_client_flush(mfb_client *c) {
         return r;
 }
 
+_public_ int mfb_client_set_deferred_releases(mfb_client *c, int deferred) {
+        if (!c || c->freed)
+                return -EINVAL;
+        if (deferred && !(c->hello.capabilities & MFB_WIRE_CAP_CARRIED_RELEASES))
+                return -EOPNOTSUPP;
+        c->releases_deferred = deferred != 0;
+        return deferred ? 0 : releases_queue(c);
+}
+
 _public_ int mfb_client_roundtrip(mfb_client *c) {
         int r;
 
         if (!c || c->freed)
                 return -EINVAL;
 
+        r = releases_queue(c);
+        if (r < 0)
+                return r;
         /*
          * A quiet request says nothing when it works: when the newest request is
          * one, only the answer to one more, made after it, tells it was done.

@@ -35,6 +35,9 @@ struct mfb_client {
         struct request_queue sent;      /* written, their replies not read yet; all older than the unsent */
         uint64_t last_quiet;            /* cookie of the newest quiet request (answered only on failure), or 0 */
         uint64_t last_answered;         /* cookie of the newest reply read, or 0 */
+        bool releases_deferred;         /* mfb_client_set_deferred_releases() */
+        size_t n_releases_waiting;      /* deferred releases, to ride in the next request */
+        uint64_t releases_waiting[MFB_WIRE_RELEASES_CARRIED_MAX];
         struct mfb_wire_hello_reply hello;      /* the broker's version, limits and capabilities */
         char error_message[MFB_WIRE_ERROR_MESSAGE_MAX + 1];
         uint8_t *record;                /* MFB_WIRE_RECORD_MAX bytes: the last reply received */
@@ -94,6 +97,15 @@ int client_call(mfb_client *c, uint16_t opcode, const void *body, size_t body_si
  * where a handler sets it).
  */
 int client_wait(mfb_client *c, const bool *done);
+
+/*
+ * Gives one reference back without waiting for the answer, which is read
+ * and dropped before any later reply: a RELEASE queued at once, or with
+ * deferred releases, a handle the client's next request carries. Nothing
+ * to give back once the connection is gone: the broker let go of
+ * everything with it.
+ */
+void client_release(mfb_client *c, uint64_t handle);
 
 /* Whether requests can still be made: connected, not failed, not freed. */
 bool client_usable(const mfb_client *c);

@@ -553,7 +553,9 @@ int mfb_region_fd(const mfb_region *r);
  * this file), and other connections see it once the broker got to it
  * (mfb_client_roundtrip() waits for that). The RELEASE is written at once
  * if the socket has room, else queued until the client next sends
- * (mfb_client_flush(), mfb_client_dispatch(), any request); skipped once
+ * (mfb_client_flush(), mfb_client_dispatch(), any request); with deferred
+ * releases (mfb_client_set_deferred_releases()) it rides in the client's
+ * next request, or goes at the next mfb_client_flush(); skipped once
  * the connection is gone, which released the region already. Safe in a
  * callback, also for a region of another request's callback. Frees a
  * client given to mfb_client_free() with its last region. Unmaps the
@@ -739,14 +741,42 @@ int mfb_client_dispatch(mfb_client *c);
 
 /*
  * Blocks until every queued request is written to the socket (not
- * answered), reading answers and running callbacks meanwhile when the
- * socket is full. Returns 0, or the connection's error as
+ * answered), deferred releases included (mfb_client_set_deferred_releases()),
+ * reading answers and running callbacks meanwhile when the socket is full. Returns 0, or the connection's error as
  * mfb_client_dispatch() does (a poll() that fails, other than with EINTR,
  * fails the connection with its error). When a callback freed the client,
  * returns 0, and c must not be used again. Errors: -EINVAL (NULL, or
  * freed).
  */
 int mfb_client_flush(mfb_client *c);
+
+/*
+ * With deferred nonzero, mfb_region_free() sends nothing: its release waits in
+ * the client and rides in the next request record this client sends, of
+ * any kind, synchronous or not; the broker carries out the releases before
+ * that request. That saves a record, a write and a read on each side, and
+ * a wakeup of the broker, for each region given back (docs/PERFORMANCE.md
+ * has what it saves a create+map+free). At most 16 releases wait; the
+ * seventeenth free sends them all at once. mfb_client_flush() and
+ * mfb_client_roundtrip() send the waiting ones too, and so does turning
+ * deferral off.
+ *
+ * The price: until the release reaches the broker, the client still holds
+ * the region there. Other connections see it among the holders (STAT's
+ * nattch), an anonymous or removed region's memory stays allocated, and
+ * the uid's quota stays charged, for as long as the client sends nothing.
+ * So defer releases in a client that keeps talking to the broker (one that
+ * creates and frees regions in a loop), or flush where it falls quiet.
+ * Closing the connection releases everything, waiting or not.
+ *
+ * Off by default. Returns 0, or -EINVAL (NULL, or freed), -EOPNOTSUPP
+ * (deferred on, and the broker predates it: its HELLO reply lacks
+ * MFB_WIRE_CAP_CARRIED_RELEASES), or when turning it off, -ENOMEM from
+ * queuing the waiting releases (they stay waiting then, and deferral is
+ * off). Once the connection is gone, which released everything, nothing
+ * waits and nothing fails here.
+ */
+int mfb_client_set_deferred_releases(mfb_client *c, int deferred);
 
 /*
  * Blocks until the broker has answered every request of this client, those

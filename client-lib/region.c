@@ -55,18 +55,6 @@ static bool fd_verify(int fd, uint64_t size, int access) {
         return flags >= 0 && (flags & O_ACCMODE) == access;
 }
 
-/*
- * Gives one reference back without waiting for the answer, which is read
- * and dropped before any later reply. Nothing to give back once the
- * connection is gone: the broker let go of everything with it.
- */
-static void region_release(mfb_client *c, uint64_t handle) {
-        struct mfb_wire_release_request request = { .handle = handle };
-
-        if (client_usable(c))
-                (void) client_request(c, MFB_WIRE_OP_RELEASE, &request, sizeof(request), NULL, 0, NULL);
-}
-
 /* A CREATE, OPEN or WAIT on its way: what its reply must say, and whom to give the region. */
 struct region_call {
         mfb_region_callback callback;
@@ -100,7 +88,7 @@ int region_init(mfb_region *r, mfb_client *c, uint64_t handle, uint64_t size, in
 
         if (!fd_verify(fd, size, access)) {
                 safe_close(fd);
-                region_release(c, handle);
+                client_release(c, handle);
                 return -EBADMSG;
         }
 
@@ -612,7 +600,7 @@ _public_ mfb_region *mfb_region_free(mfb_region *r) {
         region_notify_done(&r->notify);
         safe_close(r->fd);
         /* Sent, not waited for: the broker has it before the next reply on c is read. */
-        region_release(c, r->handle);
+        client_release(c, r->handle);
         free(r);
         client_unref(c);
         return NULL;

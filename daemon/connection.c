@@ -59,7 +59,9 @@ struct connection {
         uid_t uid;                      /* whose turns it takes, and who pays for its queue */
         const struct connection_ops *ops;
         void *userdata;
-        struct event *event;            /* EV_READ | EV_WRITE | EV_CLOSED, edge-triggered */
+        struct event *event;            /* EV_READ | EV_CLOSED, and EV_WRITE while watched; edge-triggered */
+        bool drain_wakeups;             /* connection_set_drain_wakeups() */
+        bool write_watched;             /* event has EV_WRITE */
         struct scheduler_entry turn;    /* its turns to have a record handed up */
         bool reading;
         bool paused;                    /* by its owner */
@@ -83,6 +85,8 @@ struct connection {
 };
 
 static void connection_serve(struct scheduler_entry *e);
+static void on_event(evutil_socket_t fd, short what, void *userdata);
+static int fail(struct connection *c, int error);
 
 int transport_new(struct event_base *base, struct quota *quota, uint64_t fds_in_flight_max, uid_t exempt_uid,
                   struct transport **ret) {
@@ -225,6 +229,44 @@ static void sent(struct connection *c, size_t len, size_t n_fds) {
         c->bytes_sent += len;
 }
 
+/*
+ * Watches c's socket for room (EV_WRITE) only while that matters: records
+ * queued, a lingering c, or its owner asked for drain wake-ups. Call it when
+ * one of those changed. Returns 0, or -ENOMEM with c unwatched.
+ */
+static int write_watch_update(struct connection *c) {
+        bool want = c->drain_wakeups || c->lingering || !STAILQ_EMPTY(&c->queue);
+        short events = EV_READ | EV_CLOSED | EV_ET | EV_PERSIST | (want ? EV_WRITE : 0);
+
+        if (want == c->write_watched)
+                return 0;
+        /* Not pending after event_del(), so it may be assigned again. */
+        (void) event_del(c->event);
+        c->write_watched = want;
+        if (event_assign(c->event, c->transport->base, c->fd, events, on_event, c) < 0 ||
+            event_add(c->event, NULL) < 0)
+                return -ENOMEM;
+        /*
+         * event_del() dropped an edge this pass of the loop had yet to hand
+         * over, and an edge-triggered one comes only once: look again now.
+         */
+        event_active(c->event, EV_READ | (want ? EV_WRITE : 0), 0);
+        return 0;
+}
+
+/* As write_watch_update(), failing c if it could not. */
+static void write_watch_update_or_fail(struct connection *c) {
+        int r = write_watch_update(c);
+
+        if (r < 0)
+                (void) fail(c, r);
+}
+
+void connection_set_drain_wakeups(struct connection *c, bool on) {
+        c->drain_wakeups = on;
+        write_watch_update_or_fail(c);
+}
+
 /* Reads c again if nothing stops it, or stops: call it when one of those changed. */
 static void update_reading(struct connection *c) {
         bool on = !c->paused && !c->closing && c->error == 0 && !c->told && c->n_queued < MFB_WIRE_REQUESTS_IN_FLIGHT_MAX;
@@ -286,6 +328,7 @@ static int queue_push(struct connection *c, const void *record, size_t len, int 
         STAILQ_INSERT_TAIL(&c->queue, q, link);
         c->n_queued++;
         update_reading(c);
+        write_watch_update_or_fail(c);
         return 0;
 }
 
@@ -422,6 +465,7 @@ static int queue_flush(struct connection *c) {
                 outgoing_free(c, q);
         }
         update_reading(c);
+        write_watch_update_or_fail(c);
         return 0;
 }
 
@@ -482,6 +526,9 @@ static void connection_serve(struct scheduler_entry *e) {
         }
         /* No record carries fds to the broker; the owner refuses it. */
         mfb_close_fds(fds, nfds);
+        /* Not woken when the peer reads: what it read of its replies is given back as it asks again. */
+        if (!c->write_watched)
+                unread_refresh(c);
         c->ops->record(c, c->transport->record, (size_t) n, nfds, c->userdata);
 
         if (c->error < 0)
@@ -575,6 +622,8 @@ int connection_new(struct transport *t, int fd, uid_t uid, const struct connecti
                 .uid = uid,
                 .ops = ops,
                 .userdata = userdata,
+                .drain_wakeups = true,
+                .write_watched = true,
         };
         STAILQ_INIT(&c->queue);
         set_send_buffer(fd);
@@ -638,6 +687,10 @@ void connection_free(struct connection *c) {
                         discard_input(c, SIZE_MAX);
                         c->lingering = true;
                         TAILQ_INSERT_TAIL(&c->transport->lingering, c, lingering_link);
+                        /* Unwatched, it lingers until the broker stops, still charged: no worse than unread. */
+                        if (write_watch_update(c) < 0)
+                                log_warning("Out of memory: a closed connection's socket is kept until the "
+                                            "broker stops");
                         return;
                 }
                 /*

@@ -168,6 +168,18 @@ void connection_pause(struct connection *c, bool paused);
 void connection_close_when_sent(struct connection *c);
 
 /*
+ * Whether the broker is woken when c's peer reads what it was sent, with
+ * nothing queued for it (on at first). Such a wake-up only gives back the
+ * in-flight charge of the fds the peer read, which is done anyway when the
+ * peer next sends a record; it is kept for clients that release each
+ * region with a record of its own, for whom it measured faster on a CPU
+ * shared with the client (docs/PERFORMANCE.md). Woken or not, the broker
+ * is woken for room in the socket while records wait in c's queue, and
+ * while a freed c lingers on fds its peer has not read.
+ */
+void connection_set_drain_wakeups(struct connection *c, bool on);
+
+/*
  * The record being handled costs as much as turns ordinary ones (a batch):
  * see scheduler_charge(). Only from ops->record.
  */

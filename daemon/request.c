@@ -238,7 +238,7 @@ static int handle_hello(struct request *q) {
         rec.body = (struct mfb_wire_hello_reply) {
                 .version = MFB_WIRE_VERSION,
                 .capabilities = region_table_capabilities(t) | MFB_WIRE_CAP_QUIET | MFB_WIRE_CAP_CREATE_BATCH |
-                                MFB_WIRE_CAP_NOTIFY | MFB_WIRE_CAP_TRANSIENT,
+                                MFB_WIRE_CAP_NOTIFY | MFB_WIRE_CAP_TRANSIENT | MFB_WIRE_CAP_CARRIED_RELEASES,
                 .region_size_max = region_table_max_region_size(t),
                 .record_max = MFB_WIRE_RECORD_MAX,
                 .name_max = MFB_WIRE_NAME_MAX,
@@ -587,6 +587,38 @@ static int handle_release(struct request *q) {
         log_debug("RELEASE of pid %d uid %u: region %" PRIu64, (int) s->peer.creds.pid, s->peer.creds.uid,
                   req.handle);
         (void) reply_empty(s->connection, &q->header);
+        return 0;
+}
+
+/*
+ * The releases a request carries (MFB_WIRE_FLAG_RELEASES), in order, before
+ * it is carried out: each as a RELEASE record would be, but the first that
+ * fails fails the request. Each costs a turn, as its own record would.
+ */
+static int release_carried(struct request *q, const void *record) {
+        struct session *s = q->session;
+        const void *handles;
+        size_t n = mfb_wire_request_releases(record, &q->header, &handles);
+
+        if (n == 0)
+                return 0;
+        connection_charge(s->connection, (unsigned) n);
+        /*
+         * A client that carries its releases sends its next request right
+         * after reading a reply: woken in between, the broker only preempts it.
+         */
+        connection_set_drain_wakeups(s->connection, false);
+        for (size_t i = 0; i < n; i++) {
+                uint64_t handle;
+
+                memcpy(&handle, (const uint8_t *) handles + i * sizeof(handle), sizeof(handle));
+                if (session_release(s, handle) < 0)
+                        return fail(q, -ENOENT, "carried release %zu of %zu: this connection holds no reference "
+                                    "to region %" PRIu64, i + 1, n, handle);
+                log_debug("RELEASE (carried by %s) of pid %d uid %u: region %" PRIu64,
+                          mfb_wire_opcode_name(q->header.opcode), (int) s->peer.creds.pid, s->peer.creds.uid,
+                          handle);
+        }
         return 0;
 }
 
@@ -1153,6 +1185,10 @@ static int check_request(struct request *q, int checked, size_t len, size_t nfds
         /* An unknown opcode is answered as such, HELLO or not. */
         if (checked == -EOPNOTSUPP)
                 return fail(q, checked, "unknown opcode 0x%x", (unsigned) q->header.opcode);
+        if (checked == -EMSGSIZE && (q->header.flags & MFB_WIRE_FLAG_RELEASES))
+                return fail(q, checked, "body of %zu bytes, %s takes %d and then 1 to %u handles of 8 bytes to "
+                            "release", len - sizeof(q->header), info->name, info->request_body,
+                            MFB_WIRE_RELEASES_CARRIED_MAX);
         if (checked == -EMSGSIZE)
                 return fail(q, checked, "body of %zu bytes, %s takes %d", len - sizeof(q->header), info->name,
                             info->request_body);
@@ -1182,6 +1218,8 @@ void request_handle(struct session *s, const void *record, size_t len, size_t nf
                 return;
         }
         r = check_request(&q, r, len, nfds);
+        if (r >= 0)
+                r = release_carried(&q, record);
         if (r >= 0)
                 r = handlers[q.header.opcode](&q);
         answer(&q, r);

@@ -65,22 +65,39 @@ int mfb_wire_request_body_size(uint16_t opcode) {
 
 int mfb_wire_request_check(const void *record, size_t len, struct mfb_wire_header *ret_header) {
         struct mfb_wire_header h;
+        size_t carried;
         int body;
 
         if (len < sizeof(h) || len > MFB_WIRE_RECORD_MAX)
                 return -EBADMSG;
         memcpy(&h, record, sizeof(h));
-        if (h.size != len || (h.flags & ~MFB_WIRE_FLAG_QUIET) != 0 || h.status != 0 || h.nfds != 0 ||
-            h.reserved != 0)
+        if (h.size != len || (h.flags & ~(MFB_WIRE_FLAG_QUIET | MFB_WIRE_FLAG_RELEASES)) != 0 || h.status != 0 ||
+            h.nfds != 0 || h.reserved != 0)
                 return -EBADMSG;
 
         *ret_header = h;
         body = mfb_wire_request_body_size(h.opcode);
         if (body < 0)
                 return body;
-        if (len - sizeof(h) != (size_t) body)
+        if (!(h.flags & MFB_WIRE_FLAG_RELEASES))
+                return len - sizeof(h) == (size_t) body ? 0 : -EMSGSIZE;
+        if (len - sizeof(h) < (size_t) body)
+                return -EMSGSIZE;
+        carried = len - sizeof(h) - (size_t) body;
+        if (carried % sizeof(uint64_t) != 0 || carried == 0 ||
+            carried > MFB_WIRE_RELEASES_CARRIED_MAX * sizeof(uint64_t))
                 return -EMSGSIZE;
         return 0;
+}
+
+size_t mfb_wire_request_releases(const void *record, const struct mfb_wire_header *header, const void **ret) {
+        size_t start;
+
+        if (!(header->flags & MFB_WIRE_FLAG_RELEASES))
+                return 0;
+        start = sizeof(*header) + (size_t) mfb_wire_request_body_size(header->opcode);
+        *ret = (const uint8_t *) record + start;
+        return (header->size - start) / sizeof(uint64_t);
 }
 
 int mfb_wire_reply_check(const void *record, size_t len, size_t nfds, struct mfb_wire_header *ret_header) {

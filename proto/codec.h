@@ -56,14 +56,25 @@ int mfb_wire_request_body_size(uint16_t opcode);
 
 /*
  * Checks a received request record of len bytes: a well-formed header (size
- * matches len, flags, status, nfds and reserved zero) whose body size fits
- * its opcode. On success copies the header to ret_header and returns 0.
- * Errors: -EBADMSG when no trustworthy header could be read (ret_header
- * untouched); -EOPNOTSUPP for an unknown opcode and -EMSGSIZE for a body of
- * the wrong size, in both cases with ret_header filled so that the caller
- * can answer with the request's cookie.
+ * matches len; flags only MFB_WIRE_FLAG_QUIET and MFB_WIRE_FLAG_RELEASES;
+ * status, nfds and reserved zero) whose body size fits its opcode, followed
+ * by 1 to MFB_WIRE_RELEASES_CARRIED_MAX handles with MFB_WIRE_FLAG_RELEASES
+ * and by nothing without. On success copies the header to ret_header and
+ * returns 0. Errors: -EBADMSG when no trustworthy header could be read
+ * (ret_header untouched); -EOPNOTSUPP for an unknown opcode and -EMSGSIZE
+ * for a body of the wrong size, or carried handles of the wrong size, in
+ * both cases with ret_header filled so that the caller can answer with the
+ * request's cookie.
  */
 int mfb_wire_request_check(const void *record, size_t len, struct mfb_wire_header *ret_header);
+
+/*
+ * The handles a request record that passed mfb_wire_request_check() carries
+ * to release (MFB_WIRE_FLAG_RELEASES): returns their number, 0 without the
+ * flag, and points *ret at the first, inside record: u64 after u64, to be
+ * read with memcpy() whatever the alignment of record.
+ */
+size_t mfb_wire_request_releases(const void *record, const struct mfb_wire_header *header, const void **ret);
 
 /*
  * Checks a received reply record of len bytes that came with nfds file

@@ -143,6 +143,7 @@ struct mfb_wire_hello_request {
 #define MFB_WIRE_CAP_CREATE_BATCH      0x10U /* CREATE_BATCH is served */
 #define MFB_WIRE_CAP_NOTIFY            0x20U /* NOTIFIER, NOTIFY_WATCH and NOTIFY are served */
 #define MFB_WIRE_CAP_TRANSIENT         0x40U /* CREATE accepts MFB_WIRE_CREATE_TRANSIENT */
+#define MFB_WIRE_CAP_CARRIED_RELEASES  0x80U /* requests may carry MFB_WIRE_FLAG_RELEASES */
 
 /*
  * Request header flags. MFB_WIRE_FLAG_QUIET: answer only a failure. For
@@ -154,6 +155,17 @@ struct mfb_wire_hello_request {
  * MFB_WIRE_REQUESTS_IN_FLIGHT_MAX as any other.
  */
 #define MFB_WIRE_FLAG_QUIET 0x1U
+
+/*
+ * MFB_WIRE_FLAG_RELEASES: the record ends, after the opcode's body, with 1
+ * to MFB_WIRE_RELEASES_CARRIED_MAX u64 handles, each released (as by a
+ * RELEASE) in order before the request is carried out. A client that gives
+ * regions back often saves a record for each: a record costs both ends far
+ * more than the 8 bytes. If one fails, the request is answered with its
+ * error and not carried out; the releases before it stand.
+ */
+#define MFB_WIRE_FLAG_RELEASES 0x2U
+#define MFB_WIRE_RELEASES_CARRIED_MAX 16U
 
 struct mfb_wire_hello_reply {
         uint32_t version;

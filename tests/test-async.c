@@ -373,6 +373,88 @@ START_TEST(freed_reference_is_released_before_the_next_reply) {
 }
 END_TEST
 
+/*
+ * Waits, asking with STAT on c, until the region name has want holders:
+ * for what another connection sent and nobody waits for. Fails the test
+ * after 10 s.
+ */
+static void wait_for_nattch(mfb_client *c, const char *name, uint32_t want) {
+        mfb_region_stat st;
+
+        for (int i = 0; i < 10000; i++) {
+                ck_assert_int_eq(mfb_stat(c, name, &st), 0);
+                if (st.nattch == want)
+                        return;
+                (void) poll(NULL, 0, 1);
+        }
+        ck_abort_msg("%s still has %u holders, not %u", name, (unsigned) st.nattch, (unsigned) want);
+}
+
+/*
+ * With deferred releases, mfb_region_free() sends nothing: the release
+ * rides in the client's next request, and is carried out before it; or
+ * goes with mfb_client_roundtrip(), the seventeenth free, turning deferral
+ * off, or the end of the connection.
+ */
+START_TEST(deferred_releases_ride_in_the_next_request) {
+        mfb_client *owner = connect_to(&test_broker), *c = connect_to(&test_broker);
+        mfb_region *shared = NULL, *r = NULL, *many[MFB_WIRE_RELEASES_CARRIED_MAX + 1];
+        mfb_region_stat st;
+
+        ck_assert_int_eq(mfb_region_create(owner, "deferred", 4096, &shared), 0);
+        ck_assert_int_eq(mfb_client_set_deferred_releases(NULL, 1), -EINVAL);
+        ck_assert_int_eq(mfb_client_set_deferred_releases(c, 1), 0);
+
+        /* Freed, nothing sent: the broker still counts c among the holders, however long it waits. */
+        ck_assert_int_eq(mfb_region_open(c, "deferred", O_RDONLY, &r), 0);
+        mfb_region_free(r);
+        ck_assert_int_eq(mfb_stat(owner, "deferred", &st), 0);
+        ck_assert_uint_eq(st.nattch, 2);
+        ck_assert_int_eq(mfb_client_dispatch(c), 0);
+        ck_assert_int_eq(mfb_stat(owner, "deferred", &st), 0);
+        ck_assert_uint_eq(st.nattch, 2);
+        /* c's next request carries it, released before that request's own reply. */
+        ck_assert_int_eq(mfb_stat(c, "deferred", &st), 0);
+        ck_assert_uint_eq(st.nattch, 1);
+
+        /* mfb_client_roundtrip() sends what waits, and sees it done for every connection. */
+        ck_assert_int_eq(mfb_region_open(c, "deferred", O_RDONLY, &r), 0);
+        mfb_region_free(r);
+        ck_assert_int_eq(mfb_client_roundtrip(c), 0);
+        ck_assert_int_eq(mfb_stat(owner, "deferred", &st), 0);
+        ck_assert_uint_eq(st.nattch, 1);
+
+        /* At most 16 wait: the seventeenth free sends them all, itself among them. */
+        for (size_t i = 0; i < ELEMENTSOF(many); i++)
+                ck_assert_int_eq(mfb_region_open(c, "deferred", O_RDONLY, &many[i]), 0);
+        for (size_t i = 0; i + 1 < ELEMENTSOF(many); i++)
+                mfb_region_free(many[i]);
+        ck_assert_int_eq(mfb_stat(owner, "deferred", &st), 0);
+        ck_assert_uint_eq(st.nattch, 2);
+        mfb_region_free(many[ELEMENTSOF(many) - 1]);
+        wait_for_nattch(owner, "deferred", 1);
+
+        /* Turning deferral off sends what waits. */
+        ck_assert_int_eq(mfb_region_open(c, "deferred", O_RDONLY, &r), 0);
+        mfb_region_free(r);
+        ck_assert_int_eq(mfb_client_set_deferred_releases(c, 0), 0);
+        wait_for_nattch(owner, "deferred", 1);
+
+        /* So does the end of the connection, which releases everything. */
+        ck_assert_int_eq(mfb_client_set_deferred_releases(c, 1), 0);
+        ck_assert_int_eq(mfb_region_open(c, "deferred", O_RDONLY, &r), 0);
+        mfb_region_free(r);
+        ck_assert_int_eq(mfb_stat(owner, "deferred", &st), 0);
+        ck_assert_uint_eq(st.nattch, 2);
+        mfb_client_free(c);
+        wait_for_nattch(owner, "deferred", 1);
+
+        ck_assert_int_eq(mfb_remove(owner, "deferred"), 0);
+        mfb_region_free(shared);
+        mfb_client_free(owner);
+}
+END_TEST
+
 #define FREEING_REQUESTS 20
 #define FREEING_AT 3
 
@@ -1011,6 +1093,7 @@ Suite *async_suite(void) {
         tcase_add_test(tc, sync_call_runs_earlier_callbacks_first);
         tcase_add_test(tc, callbacks_may_make_synchronous_calls);
         tcase_add_test(tc, freed_reference_is_released_before_the_next_reply);
+        tcase_add_test(tc, deferred_releases_ride_in_the_next_request);
         tcase_add_test(tc, callbacks_may_free_the_client);
         tcase_add_test(tc, sync_call_canceled_by_a_callback_that_frees_the_client);
         tcase_add_test(tc, lost_connection_ends_every_callback);

@@ -268,8 +268,94 @@ START_TEST(quiet_requests_answer_only_failures) {
         ck_assert_int_eq(status, -EINVAL);
 
         /* A flag this broker does not know breaks the protocol. */
-        raw_send_flags(fd, MFB_WIRE_OP_STAT, 0x2, &by_name, sizeof(by_name), NULL, 0);
+        raw_send_flags(fd, MFB_WIRE_OP_STAT, 0x4, &by_name, sizeof(by_name), NULL, 0);
         assert_dropped(fd);
+        close(fd);
+}
+END_TEST
+
+/* A STAT of a handle, carrying n handles to release (MFB_WIRE_FLAG_RELEASES). */
+static void send_stat_carrying(int fd, uint64_t handle, const uint64_t *released, size_t n) {
+        struct {
+                struct mfb_wire_lookup_request stat;
+                uint64_t released[MFB_WIRE_RELEASES_CARRIED_MAX + 1];
+        } body = { .stat = { .handle = handle } };
+
+        ck_assert_uint_le(n, ELEMENTSOF(body.released));
+        memcpy(body.released, released, n * sizeof(uint64_t));
+        raw_send_flags(fd, MFB_WIRE_OP_STAT, MFB_WIRE_FLAG_RELEASES, &body,
+                       sizeof(body.stat) + n * sizeof(uint64_t), NULL, 0);
+}
+
+/* A new anonymous region of the connection's, its fd closed: its handle. */
+static uint64_t create_anonymous(int fd) {
+        struct mfb_wire_create_request create = { .size = 4096 };
+        struct mfb_wire_region_reply region;
+        int memfd;
+
+        raw_send(fd, MFB_WIRE_OP_CREATE, &create, sizeof(create), NULL, 0);
+        ck_assert_int_eq(raw_reply(fd, MFB_WIRE_OP_CREATE, &region, sizeof(region), &memfd), 0);
+        safe_close(memfd);
+        return region.info.handle;
+}
+
+/*
+ * Handles carried after a request's body (MFB_WIRE_FLAG_RELEASES) are
+ * released, in order, before the request is carried out; the first that
+ * fails fails the request, which is then not carried out, and the ones
+ * before it stand.
+ */
+START_TEST(carried_releases_come_before_their_request) {
+        struct mfb_wire_hello_request hello = { .version_min = MFB_WIRE_VERSION, .version_max = MFB_WIRE_VERSION };
+        struct mfb_wire_hello_reply hello_reply;
+        struct mfb_wire_region_info info;
+        uint64_t a, b, kept, released[MFB_WIRE_RELEASES_CARRIED_MAX + 1];
+        int fd = test_raw_connect(&test_broker);
+        int32_t status;
+
+        ck_assert_int_ge(fd, 0);
+        raw_send(fd, MFB_WIRE_OP_HELLO, &hello, sizeof(hello), NULL, 0);
+        ck_assert_int_eq(raw_reply(fd, MFB_WIRE_OP_HELLO, &hello_reply, sizeof(hello_reply), NULL), 0);
+        ck_assert(hello_reply.capabilities & MFB_WIRE_CAP_CARRIED_RELEASES);
+
+        /* Released before the STAT that carries it is answered: the region is gone for it. */
+        a = create_anonymous(fd);
+        send_stat_carrying(fd, a, &a, 1);
+        ck_assert_int_eq(raw_reply(fd, MFB_WIRE_OP_STAT, &info, sizeof(info), NULL), -ENOENT);
+
+        /* Two holds of a region, one carried away: the other still holds it. */
+        kept = create_anonymous(fd);
+        b = create_anonymous(fd);
+        released[0] = b;
+        send_stat_carrying(fd, kept, released, 1);
+        ck_assert_int_eq(raw_reply(fd, MFB_WIRE_OP_STAT, &info, sizeof(info), NULL), 0);
+        ck_assert_uint_eq(info.handle, kept);
+        ck_assert_uint_eq(info.nattch, 1);
+
+        /* A handle not held fails the request; the releases before it were made. */
+        a = create_anonymous(fd);
+        released[0] = a;
+        released[1] = 999999;
+        send_stat_carrying(fd, kept, released, 2);
+        ck_assert_uint_eq(next_reply(fd, &status), MFB_WIRE_OP_STAT);
+        ck_assert_int_eq(status, -ENOENT);
+        {
+                struct mfb_wire_lookup_request by_handle = { .handle = a };
+
+                raw_send(fd, MFB_WIRE_OP_STAT, &by_handle, sizeof(by_handle), NULL, 0);
+                ck_assert_int_eq(raw_reply(fd, MFB_WIRE_OP_STAT, &info, sizeof(info), NULL), -ENOENT);
+        }
+
+        /* More than a record may carry is the wrong size, answered as such. */
+        for (size_t i = 0; i < ELEMENTSOF(released); i++)
+                released[i] = create_anonymous(fd);
+        send_stat_carrying(fd, released[0], released, ELEMENTSOF(released));
+        ck_assert_uint_eq(next_reply(fd, &status), MFB_WIRE_OP_STAT);
+        ck_assert_int_eq(status, -EMSGSIZE);
+        /* Nothing of it was released, and the connection goes on. */
+        send_stat_carrying(fd, released[0], released + 1, MFB_WIRE_RELEASES_CARRIED_MAX);
+        ck_assert_int_eq(raw_reply(fd, MFB_WIRE_OP_STAT, &info, sizeof(info), NULL), 0);
+        ck_assert_uint_eq(info.nattch, 1);
         close(fd);
 }
 END_TEST
@@ -390,6 +476,7 @@ Suite *bad_input_suite(void) {
         tcase_add_test(tc, bad_names_are_refused);
         tcase_add_test(tc, release_of_what_is_not_held);
         tcase_add_test(tc, quiet_requests_answer_only_failures);
+        tcase_add_test(tc, carried_releases_come_before_their_request);
         tcase_add_test(tc, fds_in_flight_to_a_client_that_never_reads_are_bounded);
         tcase_add_test(tc, a_client_that_never_reads);
         suite_add_tcase(s, tc);

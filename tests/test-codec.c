@@ -87,11 +87,13 @@ START_TEST(request_bad_header) {
         rec.h.size = sizeof(rec) + 8; /* the size field lies */
         ck_assert_int_eq(mfb_wire_request_check(&rec, sizeof(rec), &h), -EBADMSG);
 
-        /* The one flag there is, the broker's to refuse on any opcode but RELEASE and REMOVE; no other. */
+        /* QUIET, the broker's to refuse on any opcode but RELEASE, REMOVE and NOTIFY; RELEASES; no other. */
         init_create(&rec);
         rec.h.flags = MFB_WIRE_FLAG_QUIET;
         ck_assert_int_eq(mfb_wire_request_check(&rec, sizeof(rec), &h), 0);
-        rec.h.flags = 0x2;
+        rec.h.flags = 0x4;
+        ck_assert_int_eq(mfb_wire_request_check(&rec, sizeof(rec), &h), -EBADMSG);
+        rec.h.flags = 0x8000;
         ck_assert_int_eq(mfb_wire_request_check(&rec, sizeof(rec), &h), -EBADMSG);
 
         init_create(&rec);
@@ -105,6 +107,53 @@ START_TEST(request_bad_header) {
         init_create(&rec);
         rec.h.status = -1;
         ck_assert_int_eq(mfb_wire_request_check(&rec, sizeof(rec), &h), -EBADMSG);
+}
+END_TEST
+
+/* A CREATE that carries handles to release after its body: 1 to MFB_WIRE_RELEASES_CARRIED_MAX of them. */
+START_TEST(request_carried_releases) {
+        struct {
+                struct create_record r;
+                uint64_t handles[MFB_WIRE_RELEASES_CARRIED_MAX + 1];
+        } rec;
+        struct mfb_wire_header h;
+        const void *at;
+        uint64_t first, last;
+
+        for (size_t n = 1; n <= MFB_WIRE_RELEASES_CARRIED_MAX; n++) {
+                size_t len = sizeof(rec.r) + n * sizeof(uint64_t);
+
+                init_create(&rec.r);
+                rec.r.h.flags = MFB_WIRE_FLAG_RELEASES;
+                rec.r.h.size = (uint32_t) len;
+                for (size_t i = 0; i < n; i++)
+                        rec.handles[i] = 100 + i;
+                ck_assert_int_eq(mfb_wire_request_check(&rec, len, &h), 0);
+                ck_assert_uint_eq(mfb_wire_request_releases(&rec, &h, &at), n);
+                memcpy(&first, at, sizeof(first));
+                memcpy(&last, (const uint8_t *) at + (n - 1) * sizeof(last), sizeof(last));
+                ck_assert_uint_eq(first, 100);
+                ck_assert_uint_eq(last, 100 + n - 1);
+        }
+
+        /* Without the flag, nothing is carried: extra bytes are a body of the wrong size. */
+        init_create(&rec.r);
+        ck_assert_int_eq(mfb_wire_request_check(&rec, sizeof(rec.r), &h), 0);
+        ck_assert_uint_eq(mfb_wire_request_releases(&rec, &h, &at), 0);
+        rec.r.h.size = sizeof(rec.r) + 8;
+        ck_assert_int_eq(mfb_wire_request_check(&rec, sizeof(rec.r) + 8, &h), -EMSGSIZE);
+
+        /* With it: none, one too many, a part of one, or a body cut short are all the wrong size. */
+        init_create(&rec.r);
+        rec.r.h.flags = MFB_WIRE_FLAG_RELEASES;
+        ck_assert_int_eq(mfb_wire_request_check(&rec, sizeof(rec.r), &h), -EMSGSIZE);
+        rec.r.h.size = sizeof(rec.r) + (MFB_WIRE_RELEASES_CARRIED_MAX + 1) * 8;
+        ck_assert_int_eq(mfb_wire_request_check(&rec, rec.r.h.size, &h), -EMSGSIZE);
+        rec.r.h.size = sizeof(rec.r) + 4;
+        ck_assert_int_eq(mfb_wire_request_check(&rec, rec.r.h.size, &h), -EMSGSIZE);
+        rec.r.h.size = sizeof(rec.r.h) + 8;
+        ck_assert_int_eq(mfb_wire_request_check(&rec, rec.r.h.size, &h), -EMSGSIZE);
+        ck_assert_uint_eq(h.cookie, 42);
 }
 END_TEST
 
@@ -254,6 +303,7 @@ Suite *codec_suite(void) {
         tcase_add_test(tc, request_valid);
         tcase_add_test(tc, request_bad_header);
         tcase_add_test(tc, request_bad_opcode_or_body);
+        tcase_add_test(tc, request_carried_releases);
         tcase_add_test(tc, reply_shapes);
         tcase_add_test(tc, reply_list_count);
         tcase_add_test(tc, reply_list_cursor);

@@ -1182,6 +1182,93 @@ START_TEST(fds_sent_stay_charged_until_the_client_has_read_them) {
 END_TEST
 
 /*
+ * Without drain wake-ups (connection_set_drain_wakeups()), a client's read
+ * wakes nobody: the fds it read stay charged until it sends again, and then
+ * are given back before its record is handed up.
+ */
+START_TEST(without_drain_wakeups_read_fds_come_back_when_the_client_next_sends) {
+        struct peer *p = peer_new(UID_A);
+        int got[MFB_FDS_RECV_MAX], fd = memfd_new();
+        size_t n_got;
+
+        connection_set_drain_wakeups(p->c, false);
+        run_idle();
+        ck_assert_int_eq(server_send_consume(p, 64, &fd, 1), 0);
+        ck_assert_int_eq(client_read_fds(p, got, &n_got), 64);
+        ck_assert_uint_eq(n_got, 1);
+        mfb_close_fds(got, n_got);
+        run_idle();
+        ck_assert_uint_eq(transport_fds_in_flight(transport, UID_A), 1);
+
+        client_send(p, 16);
+        RUN_UNTIL(p->n_records == 1);
+        ck_assert_uint_eq(transport_fds_in_flight(transport, UID_A), 0);
+
+        /* Wanted again, the next read is seen from the loop as before. */
+        connection_set_drain_wakeups(p->c, true);
+        fd = memfd_new();
+        ck_assert_int_eq(server_send_consume(p, 64, &fd, 1), 0);
+        ck_assert_int_eq(client_read_fds(p, got, &n_got), 64);
+        mfb_close_fds(got, n_got);
+        RUN_UNTIL(transport_fds_in_flight(transport, UID_A) == 0);
+        ck_assert_uint_eq(p->n_gone, 0);
+}
+END_TEST
+
+/*
+ * Without drain wake-ups, a full socket still wakes the broker for room:
+ * what waits in the queue goes out, in order, as the client reads, and
+ * nothing it sends meanwhile is lost.
+ */
+START_TEST(without_drain_wakeups_a_queue_still_goes_out_as_the_client_reads) {
+        struct peer *p = peer_new(UID_A);
+        int got[MFB_FDS_RECV_MAX], fd;
+        size_t n_got;
+
+        connection_set_drain_wakeups(p->c, false);
+        fill_queue(p, BIG_REPLY_LEN, 1);
+        fd = memfd_new();
+        ck_assert_int_eq(server_send_consume(p, 8, &fd, 1), 0);
+        ck_assert_uint_eq(connection_queued(p->c), 2);
+        client_send(p, 16);
+        run_idle();
+        ck_assert_uint_eq(connection_queued(p->c), 2);
+        ck_assert_uint_eq(p->n_records, 1);
+
+        while (p->next_read < p->next_reply) {
+                client_read_next(p, got, &n_got);
+                mfb_close_fds(got, n_got);
+        }
+        RUN_UNTIL(connection_queued(p->c) == 0);
+        /* All read, the last with its fd: given back once the client sends again. */
+        client_send(p, 16);
+        RUN_UNTIL(p->n_records == 2);
+        ck_assert_uint_eq(transport_fds_in_flight(transport, UID_A), 0);
+        assert_uncharged(UID_A);
+        ck_assert_uint_eq(p->n_gone, 0);
+}
+END_TEST
+
+/* Freed without drain wake-ups, a connection with fds unread still goes once they are read. */
+START_TEST(without_drain_wakeups_a_freed_connection_goes_once_its_fds_are_read) {
+        struct peer *p = peer_new(UID_A);
+        int got[MFB_FDS_RECV_MAX], fd = memfd_new();
+        size_t n_got;
+
+        connection_set_drain_wakeups(p->c, false);
+        ck_assert_int_eq(server_send_consume(p, 32, &fd, 1), 0);
+        connection_free(p->c);
+        p->c = NULL;
+        run_idle();
+        ck_assert_uint_eq(transport_fds_in_flight(transport, UID_A), 1);
+        ck_assert_int_eq(client_read_fds(p, got, &n_got), 32);
+        mfb_close_fds(got, n_got);
+        RUN_UNTIL(transport_fds_in_flight(transport, UID_A) == 0);
+        ck_assert_uint_eq(quota_held(quota, UID_A, MFB_WIRE_RESOURCE_FDS), 0);
+}
+END_TEST
+
+/*
  * A connection its owner freed while its client holds fds unread: the
  * kernel counts them against the broker until they are read or dropped,
  * whatever the broker closes. So its socket and its charge stay until then.
@@ -1303,6 +1390,9 @@ Suite *connection_suite(void) {
         tcase_add_test(tc, a_reply_of_the_largest_record_size_is_sent_whole);
         tcase_add_test(tc, borrowed_fds_stay_the_caller_s_and_a_queued_record_gets_copies);
         tcase_add_test(tc, records_queue_while_the_client_does_not_read_and_go_out_in_order);
+        tcase_add_test(tc, without_drain_wakeups_read_fds_come_back_when_the_client_next_sends);
+        tcase_add_test(tc, without_drain_wakeups_a_queue_still_goes_out_as_the_client_reads);
+        tcase_add_test(tc, without_drain_wakeups_a_freed_connection_goes_once_its_fds_are_read);
         tcase_add_test(tc, no_record_is_handed_up_while_the_in_flight_limit_is_queued);
         tcase_add_test(tc, a_uid_with_many_connections_does_not_starve_one_with_one);
         tcase_add_test(tc, a_charged_record_makes_its_uid_sit_out_rounds);

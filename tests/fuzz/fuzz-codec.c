@@ -37,12 +37,14 @@ static bool poisoned(const struct mfb_wire_header *h) {
 
 /* Whether the header fields a request must have zero are zero, and size is len: a header to trust. */
 static bool request_header_trustworthy(const struct mfb_wire_header *h, size_t len) {
-        return h->size == len && (h->flags & ~MFB_WIRE_FLAG_QUIET) == 0 && h->status == 0 && h->nfds == 0 &&
-               h->reserved == 0;
+        return h->size == len && (h->flags & ~(MFB_WIRE_FLAG_QUIET | MFB_WIRE_FLAG_RELEASES)) == 0 &&
+               h->status == 0 && h->nfds == 0 && h->reserved == 0;
 }
 
 static void fuzz_request(const uint8_t *record, size_t len) {
         struct mfb_wire_header h, in;
+        size_t carried = 0;
+        bool carried_ok;
         int r, body;
 
         memset(&h, POISON, sizeof(h));
@@ -61,17 +63,31 @@ static void fuzz_request(const uint8_t *record, size_t len) {
         /* From here on the caller answers with the request's cookie, so the header is the record's. */
         check(memcmp(&h, &in, sizeof(h)) == 0, "the header returned is not the record's");
         body = mfb_wire_request_body_size(in.opcode);
+        /* The bytes after the body: with MFB_WIRE_FLAG_RELEASES, 1 to MFB_WIRE_RELEASES_CARRIED_MAX handles. */
+        if (body >= 0 && len - HEADER_SIZE >= (size_t) body)
+                carried = len - HEADER_SIZE - (size_t) body;
+        carried_ok = body >= 0 && len - HEADER_SIZE >= (size_t) body &&
+                     ((in.flags & MFB_WIRE_FLAG_RELEASES) ?
+                              carried > 0 && carried % 8 == 0 && carried / 8 <= MFB_WIRE_RELEASES_CARRIED_MAX :
+                              carried == 0);
         switch (r) {
         case 0:
-                check(body >= 0 && len - HEADER_SIZE == (size_t) body, "a request passed with a wrong body size");
+                check(carried_ok, "a request passed with a wrong body size");
                 check(in.opcode != 0 && !(in.opcode & MFB_WIRE_REPLY), "a request passed with a reply opcode");
                 check(strcmp(mfb_wire_opcode_name(in.opcode), "UNKNOWN") != 0, "a request passed with no name");
+                {
+                        const void *at = NULL;
+                        size_t n = mfb_wire_request_releases(record, &h, &at);
+
+                        check(n == carried / 8, "the carried handles miscounted");
+                        check(n == 0 || at == record + HEADER_SIZE + body, "the carried handles misplaced");
+                }
                 break;
         case -EOPNOTSUPP:
                 check(body == -EOPNOTSUPP, "a known opcode was refused -EOPNOTSUPP");
                 break;
         case -EMSGSIZE:
-                check(body >= 0 && len - HEADER_SIZE != (size_t) body, "a body of the right size was refused");
+                check(body >= 0 && !carried_ok, "a body of the right size was refused");
                 break;
         default:
                 fuzz_fail("mfb_wire_request_check() returned an error it does not document");

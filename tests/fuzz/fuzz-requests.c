@@ -7,7 +7,8 @@
  * The script is a sequence of steps, each a byte naming what to do and the
  * bytes that say how (see run_step()): send a request on one connection
  * (built from a few bytes and mostly well-formed, so that the fuzzer gets
- * past the checks; or raw; sometimes with an fd attached), read the
+ * past the checks; or raw; sometimes with an fd attached, or handles to
+ * release carried after the body, up to one more than allowed), read the
  * replies, run the loop until the broker is idle, close or shut down a
  * connection (also with a WAIT pending or replies unread), open another,
  * let a little time pass for short WAIT timeouts.
@@ -1273,6 +1274,18 @@ static void step_send(struct input *in, unsigned kind) {
                 if ((opcode == MFB_WIRE_OP_RELEASE || opcode == MFB_WIRE_OP_REMOVE || opcode == MFB_WIRE_OP_STAT ||
                      opcode == MFB_WIRE_OP_NOTIFY) && take_u8(in) >= 0x80)
                         h.flags = MFB_WIRE_FLAG_QUIET;
+                /* Now and then handles to release, carried after the body: mostly ones the broker gave out. */
+                if (take_u8(in) >= 0xe0) {
+                        size_t n = 1 + take_u8(in) % (MFB_WIRE_RELEASES_CARRIED_MAX + 1);
+
+                        for (size_t i = 0; i < n; i++, len += sizeof(uint64_t)) {
+                                uint64_t handle = pick_handle(in);
+
+                                memcpy(record + len, &handle, sizeof(handle));
+                        }
+                        h.size = (uint32_t) len;
+                        h.flags |= MFB_WIRE_FLAG_RELEASES;
+                }
                 memcpy(record, &h, sizeof(h));
         }
         if (how & SEND_MUTATE && len > 0) {
