@@ -46,34 +46,36 @@ static unsigned rounds_of(const struct bench_ctx *ctx, unsigned full, unsigned q
 /* sync --------------------------------------------------------------------- */
 
 /*
- * Per placement, the raw server and the broker for each operation, and the
- * raw server again with a RELEASE record after each operation (its fd kept
- * until then), as a client of the broker sends one: the broker against that
- * is what the broker's own work costs, that against the raw server what the
- * protocol's release does.
+ * Per placement and operation: the raw server; the broker; the raw server
+ * again with a RELEASE record after each operation (its fd kept until
+ * then), as a client of the broker sends one; and the broker with deferred
+ * releases, carried by the next request (mfb_client_set_deferred_releases()).
+ * The broker against raw + RELEASE is what the broker's own work costs, that
+ * against the raw server what the protocol's release record does.
  */
 enum {
-        SYNC_RAW_CREATE,
-        SYNC_BROKER_CREATE,
-        SYNC_RAW_RELEASE_CREATE,
-        SYNC_RAW_OPEN,
-        SYNC_BROKER_OPEN,
-        SYNC_RAW_RELEASE_OPEN,
-        SYNC_STATES,
+        SYNC_RAW,
+        SYNC_BROKER,
+        SYNC_RAW_RELEASE,
+        SYNC_BROKER_DEFERRED,
+        SYNC_WAYS,
 };
+#define SYNC_STATES (2 * SYNC_WAYS)     /* create, then open */
 
 void bench_scenario_sync(struct bench_ctx *ctx) {
         static const char *const ops[] = { "create+map+touch+free", "open by name (read-only)+map+free" };
         static const char *const names[2][SYNC_STATES] = {
                 { "raw create, same CPU", "broker create, same CPU", "raw create with release, same CPU",
-                  "raw open, same CPU", "broker open, same CPU", "raw open with release, same CPU" },
+                  "broker create, deferred releases, same CPU", "raw open, same CPU", "broker open, same CPU",
+                  "raw open with release, same CPU", "broker open, deferred releases, same CPU" },
                 { "raw create, other CPU", "broker create, other CPU", "raw create with release, other CPU",
-                  "raw open, other CPU", "broker open, other CPU", "raw open with release, other CPU" },
+                  "broker create, deferred releases, other CPU", "raw open, other CPU", "broker open, other CPU",
+                  "raw open with release, other CPU", "broker open, deferred releases, other CPU" },
         };
         struct bench_broker broker = { 0 };
         struct bench_raw_server raw = { 0 };
         struct bench_raw_op_args raw_args, raw_release_args;
-        struct bench_lib_op lib_create, lib_open;
+        struct bench_lib_op lib_create, lib_open, deferred_create, deferred_open;
         struct bench_state states[2 * SYNC_STATES];
         int cpus[2] = { ctx->server_cpu, ctx->other_cpu };
         size_t n = 0, placements = ctx->two_cpus ? 2 : 1;
@@ -89,6 +91,12 @@ void bench_scenario_sync(struct bench_ctx *ctx) {
         lib_create = (struct bench_lib_op) { .client = bench_ctx_client(broker.socket_path), .size = BENCH_PAGE_REGION };
         lib_open = lib_create;
         lib_open.name = OPEN_NAME;
+        deferred_create = lib_create;
+        deferred_create.client = bench_ctx_client(broker.socket_path);
+        if (mfb_client_set_deferred_releases(deferred_create.client, 1) < 0)
+                bench_die("the broker does not take deferred releases");
+        deferred_open = deferred_create;
+        deferred_open.name = OPEN_NAME;
         make_named(lib_create.client, OPEN_NAME, BENCH_PAGE_REGION);
         if (!ctx->two_cpus)
                 bench_report_note("sync", "fewer than 2 CPUs: one placement only, left to the kernel");
@@ -97,18 +105,23 @@ void bench_scenario_sync(struct bench_ctx *ctx) {
                 int cpu = ctx->two_cpus ? cpus[p] : -1;
                 struct bench_state *s = states + n;
 
-                s[SYNC_RAW_CREATE] = (struct bench_state) { .op = bench_raw_create, .userdata = &raw_args };
-                s[SYNC_BROKER_CREATE] = (struct bench_state) { .op = bench_lib_create, .userdata = &lib_create };
-                s[SYNC_RAW_RELEASE_CREATE] = (struct bench_state) { .op = bench_raw_create,
-                                                                    .userdata = &raw_release_args };
-                s[SYNC_RAW_OPEN] = (struct bench_state) { .op = bench_raw_open, .userdata = &raw_args };
-                s[SYNC_BROKER_OPEN] = (struct bench_state) { .op = bench_lib_open, .userdata = &lib_open };
-                s[SYNC_RAW_RELEASE_OPEN] = (struct bench_state) { .op = bench_raw_open,
-                                                                  .userdata = &raw_release_args };
+                s[SYNC_RAW] = (struct bench_state) { .op = bench_raw_create, .userdata = &raw_args };
+                s[SYNC_BROKER] = (struct bench_state) { .op = bench_lib_create, .userdata = &lib_create };
+                s[SYNC_RAW_RELEASE] = (struct bench_state) { .op = bench_raw_create, .userdata = &raw_release_args };
+                s[SYNC_BROKER_DEFERRED] = (struct bench_state) { .op = bench_lib_create,
+                                                                 .userdata = &deferred_create };
+                s[SYNC_WAYS + SYNC_RAW] = (struct bench_state) { .op = bench_raw_open, .userdata = &raw_args };
+                s[SYNC_WAYS + SYNC_BROKER] = (struct bench_state) { .op = bench_lib_open, .userdata = &lib_open };
+                s[SYNC_WAYS + SYNC_RAW_RELEASE] = (struct bench_state) { .op = bench_raw_open,
+                                                                         .userdata = &raw_release_args };
+                s[SYNC_WAYS + SYNC_BROKER_DEFERRED] = (struct bench_state) { .op = bench_lib_open,
+                                                                             .userdata = &deferred_open };
                 for (size_t i = 0; i < SYNC_STATES; i++) {
+                        bool broker_state = i % SYNC_WAYS == SYNC_BROKER || i % SYNC_WAYS == SYNC_BROKER_DEFERRED;
+
                         s[i].name = names[p][i];
                         s[i].cpu = cpu;
-                        s[i].server = i == SYNC_BROKER_CREATE || i == SYNC_BROKER_OPEN ? broker.pid : raw.pid;
+                        s[i].server = broker_state ? broker.pid : raw.pid;
                 }
                 n += SYNC_STATES;
         }
@@ -120,8 +133,10 @@ void bench_scenario_sync(struct bench_ctx *ctx) {
                 const char *where = bench_ctx_placement(ctx, s->cpu);
 
                 for (size_t o = 0; o < 2; o++) {
-                        struct bench_state *raw_state = &s[o * 3], *broker_state = raw_state + 1,
-                                           *release_state = raw_state + 2;
+                        struct bench_state *raw_state = &s[o * SYNC_WAYS + SYNC_RAW],
+                                           *broker_state = &s[o * SYNC_WAYS + SYNC_BROKER],
+                                           *release_state = &s[o * SYNC_WAYS + SYNC_RAW_RELEASE],
+                                           *deferred_state = &s[o * SYNC_WAYS + SYNC_BROKER_DEFERRED];
                         struct bench_row row = {
                                 .scenario = "sync", .target = BENCH_TARGET_RATIO_MAX, .target_value = 1.15,
                                 .summary = true,
@@ -130,6 +145,11 @@ void bench_scenario_sync(struct bench_ctx *ctx) {
                         snprintf(row.what, sizeof(row.what), "%s, 4 KiB, %s", ops[o], where);
                         snprintf(row.baseline, sizeof(row.baseline), "raw server, %s", where);
                         bench_row_from_states(&row, raw_state, broker_state);
+                        bench_report_row(&row);
+
+                        /* The same target, with the release riding in the next request. */
+                        snprintf(row.what, sizeof(row.what), "%s, 4 KiB, deferred releases, %s", ops[o], where);
+                        bench_row_from_states(&row, raw_state, deferred_state);
                         bench_report_row(&row);
 
                         /* The same broker against the raw server doing the protocol's release too: no target. */
@@ -152,6 +172,7 @@ void bench_scenario_sync(struct bench_ctx *ctx) {
 
         remove_named(lib_create.client, OPEN_NAME);
         mfb_client_free(lib_create.client);
+        mfb_client_free(deferred_create.client);
         close(raw_args.sock);
         bench_states_free(states, n);
         if (!bench_broker_stop(&broker) || !bench_raw_stop(&raw))
