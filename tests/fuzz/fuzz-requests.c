@@ -128,6 +128,7 @@ struct expected {
         uint16_t opcode;
         bool must_fail;         /* sent with an fd, refused by the codec, or quiet where it cannot be */
         bool quiet;             /* a RELEASE or REMOVE with MFB_WIRE_FLAG_QUIET: answered only if it fails */
+        bool carries;           /* handles to release (MFB_WIRE_FLAG_RELEASES): one not held fails it -ENOENT */
         bool may_stay;          /* a WAIT that may be pending */
         uint32_t access;        /* CREATE, OPEN, WAIT: what a region reply grants */
         uint64_t handle;        /* by handle (OPEN, STAT, SEAL, SET), LIST's after_handle */
@@ -689,7 +690,7 @@ static void check_reply(struct slot *s, const uint8_t *rec, size_t len, const in
                 check(len > sizeof(h), "a refusal has no message", s);
         } else if (h.status < 0) {
                 check(e->opcode != MFB_WIRE_OP_HELLO || s->hello_done || e->must_fail || h.status == -EPROTONOSUPPORT ||
-                      h.status == -EBADMSG || h.status == -EMSGSIZE,
+                      h.status == -EBADMSG || h.status == -EMSGSIZE || (e->carries && h.status == -ENOENT),
                       "a first HELLO was refused for no reason", s);
                 check_error_message(s, rec + sizeof(h), len - sizeof(h));
         } else
@@ -1060,6 +1061,7 @@ static void expect(struct slot *s, const uint8_t *rec, size_t len, bool with_fd)
         }
         e->cookie = h.cookie;
         e->opcode = h.opcode;
+        e->carries = r == 0 && (h.flags & MFB_WIRE_FLAG_RELEASES);
         e->quiet = (h.flags & MFB_WIRE_FLAG_QUIET) &&
                    (h.opcode == MFB_WIRE_OP_RELEASE || h.opcode == MFB_WIRE_OP_REMOVE || h.opcode == MFB_WIRE_OP_NOTIFY);
         e->must_fail = with_fd || r < 0 || ((h.flags & MFB_WIRE_FLAG_QUIET) && !e->quiet);
