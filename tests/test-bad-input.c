@@ -361,6 +361,57 @@ START_TEST(carried_releases_come_before_their_request) {
 END_TEST
 
 /*
+ * Carried releases let go only of what the caller's own connection holds:
+ * uid 65534, carrying the handle of root's region twice, gives back its own
+ * reference and fails on the second, and root keeps its own.
+ */
+START_TEST(carried_releases_let_go_only_of_the_caller_s_own) {
+        struct mfb_wire_hello_request hello = { .version_min = MFB_WIRE_VERSION, .version_max = MFB_WIRE_VERSION };
+        struct mfb_wire_create_request create = { .size = 4096, .mode = 0644 };
+        struct mfb_wire_open_request open_req = { .access = MFB_WIRE_ACCESS_READ };
+        struct mfb_wire_lookup_request by_handle = {};
+        struct mfb_wire_region_reply region;
+        struct mfb_wire_region_info info;
+        uint64_t twice[2];
+        int owner, other, memfd;
+        int32_t status;
+
+        if (geteuid() != 0) {
+                fprintf(stderr, "SKIP %s: needs root to connect as uid 65534\n", __func__);
+                return;
+        }
+        owner = raw_connect_hello(&test_broker);
+        ck_assert_int_eq(mfb_wire_name_set(&create.name, "carried-shared"), 0);
+        raw_send(owner, MFB_WIRE_OP_CREATE, &create, sizeof(create), NULL, 0);
+        ck_assert_int_eq(raw_reply(owner, MFB_WIRE_OP_CREATE, &region, sizeof(region), &memfd), 0);
+        safe_close(memfd);
+
+        raw_connect_as(&test_broker, 65534, 0, 1, &other);
+        raw_send(other, MFB_WIRE_OP_HELLO, &hello, sizeof(hello), NULL, 0);
+        ck_assert_int_eq(raw_reply(other, MFB_WIRE_OP_HELLO, NULL, 0, NULL), 0);
+        open_req.name = create.name;
+        raw_send(other, MFB_WIRE_OP_OPEN, &open_req, sizeof(open_req), NULL, 0);
+        ck_assert_int_eq(raw_reply(other, MFB_WIRE_OP_OPEN, NULL, 0, &memfd), 0);
+        safe_close(memfd);
+
+        twice[0] = twice[1] = region.info.handle;
+        send_stat_carrying(other, region.info.handle, twice, 2);
+        ck_assert_uint_eq(next_reply(other, &status), MFB_WIRE_OP_STAT);
+        ck_assert_int_eq(status, -ENOENT);
+
+        by_handle.handle = region.info.handle;
+        raw_send(owner, MFB_WIRE_OP_STAT, &by_handle, sizeof(by_handle), NULL, 0);
+        ck_assert_int_eq(raw_reply(owner, MFB_WIRE_OP_STAT, &info, sizeof(info), NULL), 0);
+        ck_assert_uint_eq(info.nattch, 1);
+
+        by_handle = (struct mfb_wire_lookup_request) { .name = create.name };
+        ck_assert_int_eq(raw_request(owner, MFB_WIRE_OP_REMOVE, &by_handle, sizeof(by_handle), NULL, 0), 0);
+        close(other);
+        close(owner);
+}
+END_TEST
+
+/*
  * Replies with an fd that one connection can hold unread at most: its send
  * buffer of 128 KiB (SO_SNDBUF 64 KiB, which the kernel doubles), each
  * reply taking over 1 KiB of it. The default buffer would let through more.
@@ -477,6 +528,7 @@ Suite *bad_input_suite(void) {
         tcase_add_test(tc, release_of_what_is_not_held);
         tcase_add_test(tc, quiet_requests_answer_only_failures);
         tcase_add_test(tc, carried_releases_come_before_their_request);
+        tcase_add_test(tc, carried_releases_let_go_only_of_the_caller_s_own);
         tcase_add_test(tc, fds_in_flight_to_a_client_that_never_reads_are_bounded);
         tcase_add_test(tc, a_client_that_never_reads);
         suite_add_tcase(s, tc);
