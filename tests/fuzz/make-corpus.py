@@ -207,9 +207,16 @@ def handle(number):
     return 0xE0 | number
 
 
-def send(slot, op, *fields, how=SEND_RUN | SEND_READ, quiet=False):
+def carried(handles):
+    """The byte after the body (and the quiet byte) that carries handles to release from 0xE0 on, then theirs."""
+    if not handles:
+        return b"\x00"
+    return bytes([0xE0, len(handles) - 1, *handles])
+
+
+def send(slot, op, *fields, how=SEND_RUN | SEND_READ, quiet=False, carry=()):
     quiet_byte = bytes([0x80 if quiet else 0]) if op in QUIET_BYTE else b""
-    return bytes([STEP_SEND, slot | how, OP[op], *fields]) + quiet_byte
+    return bytes([STEP_SEND, slot | how, OP[op], *fields]) + quiet_byte + carried(carry)
 
 
 def hello(slot):
@@ -248,8 +255,8 @@ def requests_seeds():
         # Replies left unread, then records the broker must refuse or drop for: with an fd, of an unknown
         # opcode (HELLO's, bits flipped), too short, and last, a body of the wrong size, the rest of the script.
         "bad-records": hello(0) + send(0, "LIST", 0, how=0) * 8
-        + bytes([STEP_SEND, 0 | SEND_WITH_FD | SEND_MEMFD | SEND_RUN, OP["HELLO"], 0])
-        + bytes([STEP_SEND, 0 | SEND_MUTATE | SEND_RUN, OP["HELLO"], 0, 4, 0, 0x0f])
+        + bytes([STEP_SEND, 0 | SEND_WITH_FD | SEND_MEMFD | SEND_RUN, OP["HELLO"], 0]) + carried(())
+        + bytes([STEP_SEND, 0 | SEND_MUTATE | SEND_RUN, OP["HELLO"], 0]) + carried(()) + bytes([4, 0, 0x0f])
         + bytes([STEP_SEND_RAW, 1 | SEND_RUN | SEND_READ, 4, 0]) + b"\x10" * 4
         + bytes([STEP_SEND_FIXED, 0 | SEND_RUN, OP["CREATE"], 0xf4]),
         # Batches: of 3 read by another user, of 2 by root; one transient, one above the uid's regions, one above
@@ -293,6 +300,14 @@ def requests_seeds():
         + send(2, "NOTIFY", handle(9), 0) + send(1, "NOTIFIER", handle(1), 0xF0, ADVANCE)
         + send(2, "RELEASE", handle(1)) + send(1, "NOTIFY", handle(1), ADVANCE, quiet=True)
         + send(2, "NOTIFY_WATCH", handle(1), 0) + bytes([STEP_CLOSE, 2, STEP_RUN]) + send(1, "NOTIFY", handle(1), 0),
+        # Releases carried after a request's body: a STAT that lets go of a region first, a reader that carries
+        # its own hold and then one more (the request fails), a quiet RELEASE carrying a handle nobody gave out,
+        # 17 handles (one too many: the wrong size), and a first HELLO that carries one (it holds nothing yet).
+        "carried": bytes([STEP_SEND, 0 | SEND_RUN | SEND_READ, OP["HELLO"], 0]) + carried((handle(1),))
+        + everyone + create(1, MODE_0644, NAME_A) + create(1, MODE_DEFAULT)
+        + send(2, "OPEN", BY_NAME, NAME_A, READ) + send(1, "STAT", BY_HANDLE, 1, carry=(1,))
+        + send(2, "LIMITS", carry=(0, 0)) + send(1, "RELEASE", 0, quiet=True, carry=(handle(9),))
+        + send(0, "LIST", 0, carry=tuple(range(17))) + send(1, "LIST", 0) + send(2, "STAT", BY_NAME, NAME_A),
         # A transient region lives while someone holds it: its creator leaves, the reader that opened it keeps
         # it and its name; once the reader lets go, the name is free for root's transient region, which a
         # waiter gets when sealed, and which ends when both leave. A transient region needs a name.
