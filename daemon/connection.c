@@ -61,7 +61,6 @@ struct connection {
         void *userdata;
         struct event *event;            /* EV_READ | EV_CLOSED, and EV_WRITE while watched; edge-triggered */
         bool drain_wakeups;             /* connection_set_drain_wakeups() */
-        bool write_watched;             /* event has EV_WRITE */
         struct scheduler_entry turn;    /* its turns to have a record handed up */
         bool reading;
         bool paused;                    /* by its owner */
@@ -229,6 +228,11 @@ static void sent(struct connection *c, size_t len, size_t n_fds) {
         c->bytes_sent += len;
 }
 
+/* Whether c's event includes EV_WRITE. */
+static bool write_watched(const struct connection *c) {
+        return event_get_events(c->event) & EV_WRITE;
+}
+
 /*
  * Watches c's socket for room (EV_WRITE) only while that matters: records
  * queued, a lingering c, or its owner asked for drain wake-ups. Call it when
@@ -238,11 +242,10 @@ static int write_watch_update(struct connection *c) {
         bool want = c->drain_wakeups || c->lingering || !STAILQ_EMPTY(&c->queue);
         short events = EV_READ | EV_CLOSED | EV_ET | EV_PERSIST | (want ? EV_WRITE : 0);
 
-        if (want == c->write_watched)
+        if (want == write_watched(c))
                 return 0;
         /* Not pending after event_del(), so it may be assigned again. */
         (void) event_del(c->event);
-        c->write_watched = want;
         if (event_assign(c->event, c->transport->base, c->fd, events, on_event, c) < 0 ||
             event_add(c->event, NULL) < 0)
                 return -ENOMEM;
@@ -527,7 +530,7 @@ static void connection_serve(struct scheduler_entry *e) {
         /* No record carries fds to the broker; the owner refuses it. */
         mfb_close_fds(fds, nfds);
         /* Not woken when the peer reads: what it read of its replies is given back as it asks again. */
-        if (!c->write_watched)
+        if (!write_watched(c))
                 unread_refresh(c);
         c->ops->record(c, c->transport->record, (size_t) n, nfds, c->userdata);
 
@@ -623,7 +626,6 @@ int connection_new(struct transport *t, int fd, uid_t uid, const struct connecti
                 .ops = ops,
                 .userdata = userdata,
                 .drain_wakeups = true,
-                .write_watched = true,
         };
         STAILQ_INIT(&c->queue);
         set_send_buffer(fd);

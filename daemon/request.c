@@ -575,18 +575,26 @@ static int handle_list(struct request *q) {
         return 0;
 }
 
-static int handle_release(struct request *q) {
+/* Drops one reference q's connection holds to handle: a RELEASE, or one that q carries. */
+static int release_one(struct request *q, uint64_t handle) {
         struct session *s = q->session;
+
+        if (session_release(s, handle) < 0)
+                return fail(q, -ENOENT, "this connection holds no reference to region %" PRIu64, handle);
+        log_debug("RELEASE (%s) of pid %d uid %u: region %" PRIu64, mfb_wire_opcode_name(q->header.opcode),
+                  (int) s->peer.creds.pid, s->peer.creds.uid, handle);
+        return 0;
+}
+
+static int handle_release(struct request *q) {
         struct mfb_wire_release_request req;
+        int r;
 
         memcpy(&req, q->body, sizeof(req));
-        if (session_release(s, req.handle) < 0)
-                return fail(q, -ENOENT, "this connection holds no reference to region %" PRIu64,
-                                   req.handle);
-
-        log_debug("RELEASE of pid %d uid %u: region %" PRIu64, (int) s->peer.creds.pid, s->peer.creds.uid,
-                  req.handle);
-        (void) reply_empty(s->connection, &q->header);
+        r = release_one(q, req.handle);
+        if (r < 0)
+                return r;
+        (void) reply_empty(q->session->connection, &q->header);
         return 0;
 }
 
@@ -610,14 +618,12 @@ static int release_carried(struct request *q, const void *record) {
         connection_set_drain_wakeups(s->connection, false);
         for (size_t i = 0; i < n; i++) {
                 uint64_t handle;
+                int r;
 
                 memcpy(&handle, (const uint8_t *) handles + i * sizeof(handle), sizeof(handle));
-                if (session_release(s, handle) < 0)
-                        return fail(q, -ENOENT, "carried release %zu of %zu: this connection holds no reference "
-                                    "to region %" PRIu64, i + 1, n, handle);
-                log_debug("RELEASE (carried by %s) of pid %d uid %u: region %" PRIu64,
-                          mfb_wire_opcode_name(q->header.opcode), (int) s->peer.creds.pid, s->peer.creds.uid,
-                          handle);
+                r = release_one(q, handle);
+                if (r < 0)
+                        return r;
         }
         return 0;
 }
