@@ -101,30 +101,29 @@ void bench_scenario_sync(struct bench_ctx *ctx) {
         if (!ctx->two_cpus)
                 bench_report_note("sync", "fewer than 2 CPUs: one placement only, left to the kernel");
 
-        for (size_t p = 0; p < placements; p++) {
-                int cpu = ctx->two_cpus ? cpus[p] : -1;
-                struct bench_state *s = states + n;
+        /* By operation (create, open), then way. */
+        void (*const op_of[2][SYNC_WAYS])(void *) = {
+                { bench_raw_create, bench_lib_create, bench_raw_create, bench_lib_create },
+                { bench_raw_open, bench_lib_open, bench_raw_open, bench_lib_open },
+        };
+        void *const args_of[2][SYNC_WAYS] = {
+                { &raw_args, &lib_create, &raw_release_args, &deferred_create },
+                { &raw_args, &lib_open, &raw_release_args, &deferred_open },
+        };
 
-                s[SYNC_RAW] = (struct bench_state) { .op = bench_raw_create, .userdata = &raw_args };
-                s[SYNC_BROKER] = (struct bench_state) { .op = bench_lib_create, .userdata = &lib_create };
-                s[SYNC_RAW_RELEASE] = (struct bench_state) { .op = bench_raw_create, .userdata = &raw_release_args };
-                s[SYNC_BROKER_DEFERRED] = (struct bench_state) { .op = bench_lib_create,
-                                                                 .userdata = &deferred_create };
-                s[SYNC_WAYS + SYNC_RAW] = (struct bench_state) { .op = bench_raw_open, .userdata = &raw_args };
-                s[SYNC_WAYS + SYNC_BROKER] = (struct bench_state) { .op = bench_lib_open, .userdata = &lib_open };
-                s[SYNC_WAYS + SYNC_RAW_RELEASE] = (struct bench_state) { .op = bench_raw_open,
-                                                                         .userdata = &raw_release_args };
-                s[SYNC_WAYS + SYNC_BROKER_DEFERRED] = (struct bench_state) { .op = bench_lib_open,
-                                                                             .userdata = &deferred_open };
-                for (size_t i = 0; i < SYNC_STATES; i++) {
-                        bool broker_state = i % SYNC_WAYS == SYNC_BROKER || i % SYNC_WAYS == SYNC_BROKER_DEFERRED;
+        for (size_t p = 0; p < placements; p++)
+                for (size_t i = 0; i < SYNC_STATES; i++, n++) {
+                        size_t way = i % SYNC_WAYS;
+                        bool broker_state = way == SYNC_BROKER || way == SYNC_BROKER_DEFERRED;
 
-                        s[i].name = names[p][i];
-                        s[i].cpu = cpu;
-                        s[i].server = broker_state ? broker.pid : raw.pid;
+                        states[n] = (struct bench_state) {
+                                .name = names[p][i],
+                                .cpu = ctx->two_cpus ? cpus[p] : -1,
+                                .op = op_of[i / SYNC_WAYS][way],
+                                .userdata = args_of[i / SYNC_WAYS][way],
+                                .server = broker_state ? broker.pid : raw.pid,
+                        };
                 }
-                n += SYNC_STATES;
-        }
         bench_report_text("  %u samples of each, in %u interleaved rounds", rounds * per_round, rounds);
         bench_interleave(states, n, rounds, per_round, 50);
 
