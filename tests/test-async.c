@@ -22,6 +22,7 @@
 #include "harness.h"
 #include "macro.h"
 #include "memfd-broker.h"
+#include "raw.h"
 #include "suites.h"
 
 static mfb_client *connect_to(const struct test_broker *b) {
@@ -373,21 +374,36 @@ START_TEST(freed_reference_is_released_before_the_next_reply) {
 }
 END_TEST
 
-/*
- * Waits, asking with STAT on c, until the region name has want holders:
- * for what another connection sent and nobody waits for. Fails the test
- * after 10 s.
- */
-static void wait_for_nattch(mfb_client *c, const char *name, uint32_t want) {
+/* The holders of region name, as c's STAT says. */
+static uint32_t nattch_of(mfb_client *c, const char *name) {
         mfb_region_stat st;
 
+        ck_assert_int_eq(mfb_stat(c, name, &st), 0);
+        return st.nattch;
+}
+
+/*
+ * The holders of region name once the broker has read all that c wrote,
+ * as owner's STAT says: the broker handles what it reads at once, so a
+ * release c sent has been carried out by then, and one c holds back has not.
+ */
+static uint32_t nattch_after(mfb_client *owner, mfb_client *c, const char *name) {
+        raw_wait_consumed(mfb_client_get_fd(c));
+        return nattch_of(owner, name);
+}
+
+/*
+ * Waits, asking with STAT on owner, until the region name has want holders:
+ * for the end of a connection, which no socket of the test can be asked
+ * about any more. Fails the test after 10 s.
+ */
+static void wait_for_nattch(mfb_client *owner, const char *name, uint32_t want) {
         for (int i = 0; i < 10000; i++) {
-                ck_assert_int_eq(mfb_stat(c, name, &st), 0);
-                if (st.nattch == want)
+                if (nattch_of(owner, name) == want)
                         return;
                 (void) poll(NULL, 0, 1);
         }
-        ck_abort_msg("%s still has %u holders, not %u", name, (unsigned) st.nattch, (unsigned) want);
+        ck_abort_msg("%s still has %u holders, not %u", name, (unsigned) nattch_of(owner, name), (unsigned) want);
 }
 
 /*
@@ -399,53 +415,46 @@ static void wait_for_nattch(mfb_client *c, const char *name, uint32_t want) {
 START_TEST(deferred_releases_ride_in_the_next_request) {
         mfb_client *owner = connect_to(&test_broker), *c = connect_to(&test_broker);
         mfb_region *shared = NULL, *r = NULL, *many[MFB_WIRE_RELEASES_CARRIED_MAX + 1];
-        mfb_region_stat st;
 
         ck_assert_int_eq(mfb_region_create(owner, "deferred", 4096, &shared), 0);
         ck_assert_int_eq(mfb_client_set_deferred_releases(NULL, 1), -EINVAL);
         ck_assert_int_eq(mfb_client_set_deferred_releases(c, 1), 0);
 
-        /* Freed, nothing sent: the broker still counts c among the holders, however long it waits. */
+        /* Freed, nothing sent: the broker, having read all c wrote, still counts c among the holders. */
         ck_assert_int_eq(mfb_region_open(c, "deferred", O_RDONLY, &r), 0);
         mfb_region_free(r);
-        ck_assert_int_eq(mfb_stat(owner, "deferred", &st), 0);
-        ck_assert_uint_eq(st.nattch, 2);
         ck_assert_int_eq(mfb_client_dispatch(c), 0);
-        ck_assert_int_eq(mfb_stat(owner, "deferred", &st), 0);
-        ck_assert_uint_eq(st.nattch, 2);
+        ck_assert_uint_eq(nattch_after(owner, c, "deferred"), 2);
         /* c's next request carries it, released before that request's own reply. */
-        ck_assert_int_eq(mfb_stat(c, "deferred", &st), 0);
-        ck_assert_uint_eq(st.nattch, 1);
+        ck_assert_uint_eq(nattch_of(c, "deferred"), 1);
 
         /* mfb_client_roundtrip() sends what waits, and sees it done for every connection. */
         ck_assert_int_eq(mfb_region_open(c, "deferred", O_RDONLY, &r), 0);
         mfb_region_free(r);
         ck_assert_int_eq(mfb_client_roundtrip(c), 0);
-        ck_assert_int_eq(mfb_stat(owner, "deferred", &st), 0);
-        ck_assert_uint_eq(st.nattch, 1);
+        ck_assert_uint_eq(nattch_of(owner, "deferred"), 1);
 
         /* At most 16 wait: the seventeenth free sends them all, itself among them. */
         for (size_t i = 0; i < ELEMENTSOF(many); i++)
                 ck_assert_int_eq(mfb_region_open(c, "deferred", O_RDONLY, &many[i]), 0);
         for (size_t i = 0; i + 1 < ELEMENTSOF(many); i++)
                 mfb_region_free(many[i]);
-        ck_assert_int_eq(mfb_stat(owner, "deferred", &st), 0);
-        ck_assert_uint_eq(st.nattch, 2);
+        ck_assert_uint_eq(nattch_after(owner, c, "deferred"), 2);
         mfb_region_free(many[ELEMENTSOF(many) - 1]);
-        wait_for_nattch(owner, "deferred", 1);
+        ck_assert_uint_eq(nattch_after(owner, c, "deferred"), 1);
 
         /* Turning deferral off sends what waits. */
         ck_assert_int_eq(mfb_region_open(c, "deferred", O_RDONLY, &r), 0);
         mfb_region_free(r);
+        ck_assert_uint_eq(nattch_after(owner, c, "deferred"), 2);
         ck_assert_int_eq(mfb_client_set_deferred_releases(c, 0), 0);
-        wait_for_nattch(owner, "deferred", 1);
+        ck_assert_uint_eq(nattch_after(owner, c, "deferred"), 1);
 
         /* So does the end of the connection, which releases everything. */
         ck_assert_int_eq(mfb_client_set_deferred_releases(c, 1), 0);
         ck_assert_int_eq(mfb_region_open(c, "deferred", O_RDONLY, &r), 0);
         mfb_region_free(r);
-        ck_assert_int_eq(mfb_stat(owner, "deferred", &st), 0);
-        ck_assert_uint_eq(st.nattch, 2);
+        ck_assert_uint_eq(nattch_after(owner, c, "deferred"), 2);
         mfb_client_free(c);
         wait_for_nattch(owner, "deferred", 1);
 
@@ -886,6 +895,8 @@ static void run_against_fake(uint64_t capabilities) {
         pid = fake_start(&f, &sa, fake_broker);
 
         ck_assert_int_eq(mfb_client_connect(sa.sun_path, &c), 0);
+        /* A broker that does not take carried releases: the release below goes as a record of its own. */
+        ck_assert_int_eq(mfb_client_set_deferred_releases(c, 1), -EOPNOTSUPP);
         ck_assert_int_eq(mfb_region_create(c, NULL, 4096, &r), 0);
         ck_assert_uint_eq(mfb_region_handle(r), FAKE_HANDLE);
         mfb_region_free(r);
