@@ -274,17 +274,34 @@ START_TEST(quiet_requests_answer_only_failures) {
 }
 END_TEST
 
-/* A STAT of a handle, carrying n handles to release (MFB_WIRE_FLAG_RELEASES). */
-static void send_stat_carrying(int fd, uint64_t handle, const uint64_t *released, size_t n) {
-        struct {
-                struct mfb_wire_lookup_request stat;
-                uint64_t released[MFB_WIRE_RELEASES_CARRIED_MAX + 1];
-        } body = { .stat = { .handle = handle } };
+/* A request of opcode with body (len bytes), carrying n handles to release (MFB_WIRE_FLAG_RELEASES). */
+static void send_carrying(int fd, uint16_t opcode, const void *body, size_t len, const uint64_t *released,
+                          size_t n) {
+        uint8_t record[sizeof(struct mfb_wire_create_request) + (MFB_WIRE_RELEASES_CARRIED_MAX + 1) * 8];
 
-        ck_assert_uint_le(n, ELEMENTSOF(body.released));
-        memcpy(body.released, released, n * sizeof(uint64_t));
-        raw_send_flags(fd, MFB_WIRE_OP_STAT, MFB_WIRE_FLAG_RELEASES, &body,
-                       sizeof(body.stat) + n * sizeof(uint64_t), NULL, 0);
+        ck_assert_uint_le(len, sizeof(struct mfb_wire_create_request));
+        ck_assert_uint_le(n, MFB_WIRE_RELEASES_CARRIED_MAX + 1);
+        memcpy(record, body, len);
+        memcpy(record + len, released, n * sizeof(uint64_t));
+        raw_send_flags(fd, opcode, MFB_WIRE_FLAG_RELEASES, record, len + n * sizeof(uint64_t), NULL, 0);
+}
+
+/* A STAT of a handle, carrying n handles to release. */
+static void send_stat_carrying(int fd, uint64_t handle, const uint64_t *released, size_t n) {
+        struct mfb_wire_lookup_request stat = { .handle = handle };
+
+        send_carrying(fd, MFB_WIRE_OP_STAT, &stat, sizeof(stat), released, n);
+}
+
+/* STAT of a handle, or of a name when name is not NULL: its status, its info in *ret_info (may be NULL). */
+static int32_t stat_of(int fd, uint64_t handle, const char *name, struct mfb_wire_region_info *ret_info) {
+        struct mfb_wire_lookup_request stat = { .handle = handle };
+        struct mfb_wire_region_info info;
+
+        if (name)
+                ck_assert_int_eq(mfb_wire_name_set(&stat.name, name), 0);
+        raw_send(fd, MFB_WIRE_OP_STAT, &stat, sizeof(stat), NULL, 0);
+        return raw_reply(fd, MFB_WIRE_OP_STAT, ret_info ?: &info, sizeof(info), NULL);
 }
 
 /* A new anonymous region of the connection's, its fd closed: its handle. */
@@ -307,6 +324,7 @@ static uint64_t create_anonymous(int fd) {
  */
 START_TEST(carried_releases_come_before_their_request) {
         struct mfb_wire_hello_request hello = { .version_min = MFB_WIRE_VERSION, .version_max = MFB_WIRE_VERSION };
+        struct mfb_wire_create_request create = { .size = 4096 };
         struct mfb_wire_hello_reply hello_reply;
         struct mfb_wire_region_info info;
         uint64_t a, b, kept, released[MFB_WIRE_RELEASES_CARRIED_MAX + 1];
@@ -323,28 +341,26 @@ START_TEST(carried_releases_come_before_their_request) {
         send_stat_carrying(fd, a, &a, 1);
         ck_assert_int_eq(raw_reply(fd, MFB_WIRE_OP_STAT, &info, sizeof(info), NULL), -ENOENT);
 
-        /* Two holds of a region, one carried away: the other still holds it. */
+        /* Carried by a STAT of another region: that one answers for itself, the carried one is gone. */
         kept = create_anonymous(fd);
         b = create_anonymous(fd);
-        released[0] = b;
-        send_stat_carrying(fd, kept, released, 1);
+        send_stat_carrying(fd, kept, &b, 1);
         ck_assert_int_eq(raw_reply(fd, MFB_WIRE_OP_STAT, &info, sizeof(info), NULL), 0);
         ck_assert_uint_eq(info.handle, kept);
         ck_assert_uint_eq(info.nattch, 1);
+        ck_assert_int_eq(stat_of(fd, b, NULL, NULL), -ENOENT);
 
-        /* A handle not held fails the request; the releases before it were made. */
+        /* A handle not held fails the request, a CREATE here, which makes nothing; the release before stands. */
         a = create_anonymous(fd);
         released[0] = a;
         released[1] = 999999;
-        send_stat_carrying(fd, kept, released, 2);
-        ck_assert_uint_eq(next_reply(fd, &status), MFB_WIRE_OP_STAT);
+        ck_assert_int_eq(mfb_wire_name_set(&create.name, "not-made"), 0);
+        send_carrying(fd, MFB_WIRE_OP_CREATE, &create, sizeof(create), released, 2);
+        ck_assert_uint_eq(next_reply(fd, &status), MFB_WIRE_OP_CREATE);
         ck_assert_int_eq(status, -ENOENT);
-        {
-                struct mfb_wire_lookup_request by_handle = { .handle = a };
-
-                raw_send(fd, MFB_WIRE_OP_STAT, &by_handle, sizeof(by_handle), NULL, 0);
-                ck_assert_int_eq(raw_reply(fd, MFB_WIRE_OP_STAT, &info, sizeof(info), NULL), -ENOENT);
-        }
+        ck_assert_int_eq(stat_of(fd, 0, "not-made", NULL), -ENOENT);
+        ck_assert_int_eq(stat_of(fd, a, NULL, NULL), -ENOENT);
+        ck_assert_int_eq(stat_of(fd, kept, NULL, NULL), 0);
 
         /* More than a record may carry is the wrong size, answered as such. */
         for (size_t i = 0; i < ELEMENTSOF(released); i++)
@@ -408,6 +424,60 @@ START_TEST(carried_releases_let_go_only_of_the_caller_s_own) {
         ck_assert_int_eq(raw_request(owner, MFB_WIRE_OP_REMOVE, &by_handle, sizeof(by_handle), NULL, 0), 0);
         close(other);
         close(owner);
+}
+END_TEST
+
+/* The handle of the region a CREATE sent earlier on fd made. */
+static uint64_t created_handle(int fd) {
+        struct mfb_wire_region_reply region;
+        int memfd;
+
+        ck_assert_int_eq(raw_reply(fd, MFB_WIRE_OP_CREATE, &region, sizeof(region), &memfd), 0);
+        safe_close(memfd);
+        return region.info.handle;
+}
+
+#define ROOT_CREATES 3
+
+/*
+ * Each carried release costs its uid a turn, as a RELEASE record of its own
+ * would. With the broker stopped, uid 65534 queues a STAT carrying 16
+ * releases and then a CREATE, root 3 CREATEs; once the broker runs, root's
+ * CREATEs all come before the other's, which sits out the rounds its
+ * releases cost. Were they free, it would come in the second round, before
+ * root's third. Handles are given out in order, so they tell the order.
+ */
+START_TEST(carried_releases_cost_their_uid_turns) {
+        struct mfb_wire_hello_request hello = { .version_min = MFB_WIRE_VERSION, .version_max = MFB_WIRE_VERSION };
+        struct mfb_wire_create_request create = { .size = 4096 };
+        uint64_t held[MFB_WIRE_RELEASES_CARRIED_MAX], kept, root_last = 0, other_handle;
+        int root, other;
+
+        if (geteuid() != 0) {
+                fprintf(stderr, "SKIP %s: needs root to connect as uid 65534\n", __func__);
+                return;
+        }
+        root = raw_connect_hello(&test_broker);
+        raw_connect_as(&test_broker, 65534, 0, 1, &other);
+        ck_assert_int_eq(raw_request(other, MFB_WIRE_OP_HELLO, &hello, sizeof(hello), NULL, 0), 0);
+        for (size_t i = 0; i < ELEMENTSOF(held); i++)
+                held[i] = create_anonymous(other);
+        kept = create_anonymous(other);
+
+        ck_assert_int_eq(kill(test_broker.pid, SIGSTOP), 0);
+        send_stat_carrying(other, kept, held, ELEMENTSOF(held));
+        raw_send(other, MFB_WIRE_OP_CREATE, &create, sizeof(create), NULL, 0);
+        for (int i = 0; i < ROOT_CREATES; i++)
+                raw_send(root, MFB_WIRE_OP_CREATE, &create, sizeof(create), NULL, 0);
+        ck_assert_int_eq(kill(test_broker.pid, SIGCONT), 0);
+
+        ck_assert_int_eq(raw_reply(other, MFB_WIRE_OP_STAT, NULL, 0, NULL), 0);
+        other_handle = created_handle(other);
+        for (int i = 0; i < ROOT_CREATES; i++)
+                root_last = created_handle(root);
+        ck_assert_uint_lt(root_last, other_handle);
+        close(other);
+        close(root);
 }
 END_TEST
 
@@ -529,6 +599,7 @@ Suite *bad_input_suite(void) {
         tcase_add_test(tc, quiet_requests_answer_only_failures);
         tcase_add_test(tc, carried_releases_come_before_their_request);
         tcase_add_test(tc, carried_releases_let_go_only_of_the_caller_s_own);
+        tcase_add_test(tc, carried_releases_cost_their_uid_turns);
         tcase_add_test(tc, fds_in_flight_to_a_client_that_never_reads_are_bounded);
         tcase_add_test(tc, a_client_that_never_reads);
         suite_add_tcase(s, tc);
