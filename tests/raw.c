@@ -136,6 +136,21 @@ int32_t raw_request(int fd, uint16_t opcode, const void *body, size_t len, const
         return raw_reply(fd, opcode, NULL, 0, NULL);
 }
 
+void raw_send_create(int fd) {
+        struct mfb_wire_create_request req = { .size = 4096 };
+
+        raw_send(fd, MFB_WIRE_OP_CREATE, &req, sizeof(req), NULL, 0);
+}
+
+uint64_t raw_created_handle(int fd) {
+        struct mfb_wire_region_reply reply;
+        int region_fd = -1;
+
+        ck_assert_int_eq(raw_reply(fd, MFB_WIRE_OP_CREATE, &reply, sizeof(reply), &region_fd), 0);
+        close(region_fd);
+        return reply.info.handle;
+}
+
 void raw_wait_consumed(int fd) {
         struct timespec pause = { .tv_nsec = 1000 * 1000 };
         int queued;

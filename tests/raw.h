@@ -52,6 +52,12 @@ int32_t raw_reply(int fd, uint16_t opcode, void *body, size_t body_size, int *re
 /* raw_send() and raw_reply(), closing any fd the reply carries. */
 int32_t raw_request(int fd, uint16_t opcode, const void *body, size_t len, const int *fds, size_t nfds);
 
+/* Sends CREATE of an anonymous 4 KiB region on fd, whose reply raw_created_handle() reads. */
+void raw_send_create(int fd);
+
+/* Reads the reply to a CREATE sent on fd, which must succeed, closes its fd, and returns the region's handle. */
+uint64_t raw_created_handle(int fd);
+
 /*
  * Waits until the broker has read everything sent on fd (SIOCOUTQ is 0):
  * since it handles a request as it reads it, the request has then been

@@ -306,14 +306,8 @@ static int32_t stat_of(int fd, uint64_t handle, const char *name, struct mfb_wir
 
 /* A new anonymous region of the connection's, its fd closed: its handle. */
 static uint64_t create_anonymous(int fd) {
-        struct mfb_wire_create_request create = { .size = 4096 };
-        struct mfb_wire_region_reply region;
-        int memfd;
-
-        raw_send(fd, MFB_WIRE_OP_CREATE, &create, sizeof(create), NULL, 0);
-        ck_assert_int_eq(raw_reply(fd, MFB_WIRE_OP_CREATE, &region, sizeof(region), &memfd), 0);
-        safe_close(memfd);
-        return region.info.handle;
+        raw_send_create(fd);
+        return raw_created_handle(fd);
 }
 
 /*
@@ -427,16 +421,6 @@ START_TEST(carried_releases_let_go_only_of_the_caller_s_own) {
 }
 END_TEST
 
-/* The handle of the region a CREATE sent earlier on fd made. */
-static uint64_t created_handle(int fd) {
-        struct mfb_wire_region_reply region;
-        int memfd;
-
-        ck_assert_int_eq(raw_reply(fd, MFB_WIRE_OP_CREATE, &region, sizeof(region), &memfd), 0);
-        safe_close(memfd);
-        return region.info.handle;
-}
-
 #define ROOT_CREATES 3
 
 /*
@@ -449,7 +433,6 @@ static uint64_t created_handle(int fd) {
  */
 START_TEST(carried_releases_cost_their_uid_turns) {
         struct mfb_wire_hello_request hello = { .version_min = MFB_WIRE_VERSION, .version_max = MFB_WIRE_VERSION };
-        struct mfb_wire_create_request create = { .size = 4096 };
         uint64_t held[MFB_WIRE_RELEASES_CARRIED_MAX], kept, root_last = 0, other_handle;
         int root, other;
 
@@ -466,15 +449,15 @@ START_TEST(carried_releases_cost_their_uid_turns) {
 
         ck_assert_int_eq(kill(test_broker.pid, SIGSTOP), 0);
         send_stat_carrying(other, kept, held, ELEMENTSOF(held));
-        raw_send(other, MFB_WIRE_OP_CREATE, &create, sizeof(create), NULL, 0);
+        raw_send_create(other);
         for (int i = 0; i < ROOT_CREATES; i++)
-                raw_send(root, MFB_WIRE_OP_CREATE, &create, sizeof(create), NULL, 0);
+                raw_send_create(root);
         ck_assert_int_eq(kill(test_broker.pid, SIGCONT), 0);
 
         ck_assert_int_eq(raw_reply(other, MFB_WIRE_OP_STAT, NULL, 0, NULL), 0);
-        other_handle = created_handle(other);
+        other_handle = raw_created_handle(other);
         for (int i = 0; i < ROOT_CREATES; i++)
-                root_last = created_handle(root);
+                root_last = raw_created_handle(root);
         ck_assert_uint_lt(root_last, other_handle);
         close(other);
         close(root);

@@ -1181,22 +1181,42 @@ START_TEST(fds_sent_stay_charged_until_the_client_has_read_them) {
 }
 END_TEST
 
-/*
- * Without drain wake-ups (connection_set_drain_wakeups()), a client's read
- * wakes nobody: the fds it read stay charged until it sends again, and then
- * are given back before its record is handed up.
- */
-START_TEST(without_drain_wakeups_read_fds_come_back_when_the_client_next_sends) {
+/* A peer of UID_A whose connection has drain wake-ups off (connection_set_drain_wakeups()). */
+static struct peer *peer_without_drain_wakeups(void) {
         struct peer *p = peer_new(UID_A);
-        int got[MFB_FDS_RECV_MAX], fd = memfd_new();
-        size_t n_got;
 
         connection_set_drain_wakeups(p->c, false);
-        run_idle();
-        ck_assert_int_eq(server_send_consume(p, 64, &fd, 1), 0);
-        ck_assert_int_eq(client_read_fds(p, got, &n_got), 64);
+        return p;
+}
+
+/* The transport sends p a record of len bytes with a new memfd, which it takes. */
+static void send_memfd(struct peer *p, size_t len) {
+        int fd = memfd_new();
+
+        ck_assert_int_eq(server_send_consume(p, len, &fd, 1), 0);
+}
+
+/* p's client reads the next reply, which must be len bytes with one fd, and closes the fd. */
+static void client_read_memfd(struct peer *p, size_t len) {
+        int got[MFB_FDS_RECV_MAX];
+        size_t n_got;
+
+        ck_assert_int_eq(client_read_fds(p, got, &n_got), (ssize_t) len);
         ck_assert_uint_eq(n_got, 1);
         mfb_close_fds(got, n_got);
+}
+
+/*
+ * Without drain wake-ups, a client's read wakes nobody: the fds it read
+ * stay charged until it sends again, and then are given back before its
+ * record is handed up.
+ */
+START_TEST(without_drain_wakeups_read_fds_come_back_when_the_client_next_sends) {
+        struct peer *p = peer_without_drain_wakeups();
+
+        run_idle();
+        send_memfd(p, 64);
+        client_read_memfd(p, 64);
         run_idle();
         ck_assert_uint_eq(transport_fds_in_flight(transport, UID_A), 1);
 
@@ -1206,10 +1226,8 @@ START_TEST(without_drain_wakeups_read_fds_come_back_when_the_client_next_sends) 
 
         /* Wanted again, the next read is seen from the loop as before. */
         connection_set_drain_wakeups(p->c, true);
-        fd = memfd_new();
-        ck_assert_int_eq(server_send_consume(p, 64, &fd, 1), 0);
-        ck_assert_int_eq(client_read_fds(p, got, &n_got), 64);
-        mfb_close_fds(got, n_got);
+        send_memfd(p, 64);
+        client_read_memfd(p, 64);
         RUN_UNTIL(transport_fds_in_flight(transport, UID_A) == 0);
         ck_assert_uint_eq(p->n_gone, 0);
 }
@@ -1221,14 +1239,12 @@ END_TEST
  * nothing it sends meanwhile is lost.
  */
 START_TEST(without_drain_wakeups_a_queue_still_goes_out_as_the_client_reads) {
-        struct peer *p = peer_new(UID_A);
-        int got[MFB_FDS_RECV_MAX], fd;
+        struct peer *p = peer_without_drain_wakeups();
+        int got[MFB_FDS_RECV_MAX];
         size_t n_got;
 
-        connection_set_drain_wakeups(p->c, false);
         fill_queue(p, BIG_REPLY_LEN, 1);
-        fd = memfd_new();
-        ck_assert_int_eq(server_send_consume(p, 8, &fd, 1), 0);
+        send_memfd(p, 8);
         ck_assert_uint_eq(connection_queued(p->c), 2);
         client_send(p, 16);
         run_idle();
@@ -1251,18 +1267,14 @@ END_TEST
 
 /* Freed without drain wake-ups, a connection with fds unread still goes once they are read. */
 START_TEST(without_drain_wakeups_a_freed_connection_goes_once_its_fds_are_read) {
-        struct peer *p = peer_new(UID_A);
-        int got[MFB_FDS_RECV_MAX], fd = memfd_new();
-        size_t n_got;
+        struct peer *p = peer_without_drain_wakeups();
 
-        connection_set_drain_wakeups(p->c, false);
-        ck_assert_int_eq(server_send_consume(p, 32, &fd, 1), 0);
+        send_memfd(p, 32);
         connection_free(p->c);
         p->c = NULL;
         run_idle();
         ck_assert_uint_eq(transport_fds_in_flight(transport, UID_A), 1);
-        ck_assert_int_eq(client_read_fds(p, got, &n_got), 32);
-        mfb_close_fds(got, n_got);
+        client_read_memfd(p, 32);
         RUN_UNTIL(transport_fds_in_flight(transport, UID_A) == 0);
         ck_assert_uint_eq(quota_held(quota, UID_A, MFB_WIRE_RESOURCE_FDS), 0);
 }

@@ -220,23 +220,6 @@ START_TEST(remove_wakes_many_waiters_with_an_error) {
 }
 END_TEST
 
-/* Sends CREATE of an anonymous page on fd, of which the next record is the reply. */
-static void send_create(int fd) {
-        struct mfb_wire_create_request req = { .size = 4096 };
-
-        raw_send(fd, MFB_WIRE_OP_CREATE, &req, sizeof(req), NULL, 0);
-}
-
-/* Reads the reply to send_create() on fd: the region's handle. */
-static uint64_t created_handle(int fd) {
-        struct mfb_wire_region_reply reply;
-        int region_fd = -1;
-
-        ck_assert_int_eq(raw_reply(fd, MFB_WIRE_OP_CREATE, &reply, sizeof(reply), &region_fd), 0);
-        close(region_fd);
-        return reply.info.handle;
-}
-
 #define PAYING_WAITERS 4
 
 /*
@@ -275,15 +258,15 @@ START_TEST(answered_waits_cost_the_waiters_uid_turns) {
 
         ck_assert_int_eq(kill(test_broker.pid, SIGSTOP), 0);
         raw_send(sealer, MFB_WIRE_OP_SEAL, &seal, sizeof(seal), NULL, 0);
-        send_create(others[PAYING_WAITERS]);
-        send_create(root);
+        raw_send_create(others[PAYING_WAITERS]);
+        raw_send_create(root);
         ck_assert_int_eq(kill(test_broker.pid, SIGCONT), 0);
 
         ck_assert_int_eq(raw_reply(sealer, MFB_WIRE_OP_SEAL, NULL, 0, NULL), 0);
         for (int i = 0; i < PAYING_WAITERS; i++)
                 assert_woken_with(others[i], "");
-        other_handle = created_handle(others[PAYING_WAITERS]);
-        root_handle = created_handle(root);
+        other_handle = raw_created_handle(others[PAYING_WAITERS]);
+        root_handle = raw_created_handle(root);
         ck_assert_uint_lt(root_handle, other_handle);
 
         for (int i = 0; i <= PAYING_WAITERS; i++)
