@@ -742,11 +742,12 @@ int mfb_client_dispatch(mfb_client *c);
 /*
  * Blocks until every queued request is written to the socket (not
  * answered), deferred releases included (mfb_client_set_deferred_releases()),
- * reading answers and running callbacks meanwhile when the socket is full. Returns 0, or the connection's error as
- * mfb_client_dispatch() does (a poll() that fails, other than with EINTR,
- * fails the connection with its error). When a callback freed the client,
- * returns 0, and c must not be used again. Errors: -EINVAL (NULL, or
- * freed).
+ * reading answers and running callbacks meanwhile when the socket is full.
+ * Returns 0, or the connection's error as mfb_client_dispatch() does (a
+ * poll() that fails, other than with EINTR, fails the connection with its
+ * error). When a callback freed the client, returns 0, and c must not be
+ * used again. Errors: -EINVAL (NULL, or freed), -ENOMEM (no room to queue
+ * the deferred releases, which stay waiting).
  */
 int mfb_client_flush(mfb_client *c);
 
