@@ -170,12 +170,13 @@ void connection_close_when_sent(struct connection *c);
 /*
  * Whether the broker is woken when c's peer reads what it was sent, with
  * nothing queued for it (on at first). Such a wake-up only gives back the
- * in-flight charge of the fds the peer read, which is done anyway when the
- * peer next sends a record; it is kept for clients that release each
- * region with a record of its own, for whom it measured faster on a CPU
- * shared with the client (docs/PERFORMANCE.md). Woken or not, the broker
- * is woken for room in the socket while records wait in c's queue, and
- * while a freed c lingers on fds its peer has not read.
+ * in-flight charge of the fds the peer read, at once: without it, when the
+ * peer next sends a record. Turn it off for a peer bound to send again
+ * right after reading, which the wake-up would only preempt on a shared
+ * CPU (docs/PERFORMANCE.md); leave it on where a peer may fall quiet with
+ * its charge stale. Woken or not, the broker is woken for room in the
+ * socket while records wait in c's queue, and while a freed c lingers on
+ * fds its peer has not read.
  */
 void connection_set_drain_wakeups(struct connection *c, bool on);
 
