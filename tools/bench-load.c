@@ -341,7 +341,7 @@ struct clients_shared {
         uint64_t duration_ns;
         unsigned cap;                   /* samples each client keeps */
         struct {
-                uint64_t ops, errors, end_ns;
+                uint64_t ops, errors;   /* ops: read while the run goes, so stored whole */
         } client[1000];
         uint64_t samples[SAMPLES_PER_RUN];
 };
@@ -365,7 +365,6 @@ static _Noreturn void client_run(struct clients_shared *sh, unsigned index, bool
                 _exit(1);
         if (k < 0) {
                 sh->client[index].errors++;
-                sh->client[index].end_ns = bench_now_ns();
                 _exit(0);
         }
         end = sh->go_ns + sh->duration_ns;
@@ -399,26 +398,29 @@ static _Noreturn void client_run(struct clients_shared *sh, unsigned index, bool
                         if (k == -ENOTCONN || k == -EPIPE || k == -ECONNRESET || !broker)
                                 break;
                 } else {
-                        if (sh->client[index].ops < sh->cap)
-                                samples[sh->client[index].ops] = t1 - t;
-                        sh->client[index].ops++;
+                        uint64_t done = sh->client[index].ops;
+
+                        if (done < sh->cap)
+                                samples[done] = t1 - t;
+                        __atomic_store_n(&sh->client[index].ops, done + 1, __ATOMIC_RELAXED);
                 }
                 t = t1;
         }
-        sh->client[index].end_ns = bench_now_ns();
         mfb_client_free(c);
         safe_close(sock);
         _exit(0);
 }
 
+/* What the runs of one count against one server gave. CPU is counted within the runs' windows only. */
 struct clients_result {
         uint64_t errors;
-        uint64_t server_cpu_ns, wall_ns;        /* the server's CPU time while the clients ran, and how long */
+        uint64_t server_cpu_ns, window_ns;      /* the server's CPU time, and how long the windows were */
         uint64_t client_cpu_busy, client_cpu_all;       /* ticks of the clients' CPU: busy, and in all */
         uint64_t *samples;
         size_t n_samples, cap_samples;
-        uint64_t *rates;                /* ops per second, one per run */
-        size_t n_rates;
+        /* One per run: operations per second; the server's, and the clients' CPU, per operation (ns). */
+        uint64_t *rates, *server_per_op, *clients_per_op;
+        size_t n_runs;
 };
 
 /* Ticks of cpu so far (/proc/stat): busy ones, and all of them. */
@@ -448,7 +450,7 @@ static void clients_once(struct bench_ctx *ctx, struct clients_shared *sh, unsig
                          const char *socket_path, pid_t server, uint64_t duration_ns, struct clients_result *res) {
         pid_t *pids = bench_check_alloc(calloc(n, sizeof(pid_t)));
         int ready[2], go[2];
-        uint64_t last = 0, ops = 0, cpu, busy, all, busy_end, all_end;
+        uint64_t ops = 0, window_ops = 0, cpu, busy, all, busy_end, all_end;
         unsigned got = 0;
 
         memset(sh, 0, sizeof(*sh));
@@ -487,12 +489,21 @@ static void clients_once(struct bench_ctx *ctx, struct clients_shared *sh, unsig
         cpu_ticks(ctx->other_cpu, &busy, &all);
         sh->go_ns = bench_now_ns();
         close(go[1]);
+        /*
+         * The CPU used when the window closes, and the operations counted by
+         * then: what those cost, not the last operations that end after it,
+         * nor the exits of 1000 processes and the end of their connections.
+         */
+        bench_sleep_until(sh->go_ns + duration_ns);
+        cpu = bench_cpu_ns(server) - cpu;
+        cpu_ticks(ctx->other_cpu, &busy_end, &all_end);
+        for (unsigned i = 0; i < n; i++)
+                window_ops += __atomic_load_n(&sh->client[i].ops, __ATOMIC_RELAXED);
         for (unsigned i = 0; i < n; i++)
                 if (bench_reap(pids[i], BENCH_TIMEOUT_MS + (int) (duration_ns / 1000000)) != 0)
                         bench_die("a client process failed");
-        /* Up to the last client's end: the server has nothing to do after that. */
-        res->server_cpu_ns += bench_cpu_ns(server) - cpu;
-        cpu_ticks(ctx->other_cpu, &busy_end, &all_end);
+        res->server_cpu_ns += cpu;
+        res->window_ns += duration_ns;
         res->client_cpu_busy += busy_end - busy;
         res->client_cpu_all += all_end - all;
         free(pids);
@@ -500,8 +511,6 @@ static void clients_once(struct bench_ctx *ctx, struct clients_shared *sh, unsig
         for (unsigned i = 0; i < n; i++) {
                 uint64_t kept = sh->client[i].ops < sh->cap ? sh->client[i].ops : sh->cap;
 
-                if (sh->client[i].end_ns > last)
-                        last = sh->client[i].end_ns;
                 ops += sh->client[i].ops;
                 res->errors += sh->client[i].errors;
                 if (GREEDY_REALLOC(res->samples, res->cap_samples, res->n_samples + kept) < 0)
@@ -509,19 +518,41 @@ static void clients_once(struct bench_ctx *ctx, struct clients_shared *sh, unsig
                 memcpy(res->samples + res->n_samples, sh->samples + (size_t) i * sh->cap, kept * sizeof(uint64_t));
                 res->n_samples += kept;
         }
-        res->wall_ns += last - sh->go_ns;
-        res->rates = bench_check_alloc(realloc(res->rates, (res->n_rates + 1) * sizeof(uint64_t)));
-        res->rates[res->n_rates++] = (uint64_t) ((double) ops * 1e9 / (double) sh->duration_ns);
+        if (window_ops == 0)
+                bench_die("no operation of %u clients completed in %.1f s", n, (double) duration_ns / 1e9);
+        res->rates = bench_check_alloc(realloc(res->rates, (res->n_runs + 1) * sizeof(uint64_t)));
+        res->server_per_op = bench_check_alloc(realloc(res->server_per_op, (res->n_runs + 1) * sizeof(uint64_t)));
+        res->clients_per_op = bench_check_alloc(realloc(res->clients_per_op, (res->n_runs + 1) * sizeof(uint64_t)));
+        res->rates[res->n_runs] = (uint64_t) ((double) ops * 1e9 / (double) sh->duration_ns);
+        res->server_per_op[res->n_runs] = cpu / window_ops;
+        res->clients_per_op[res->n_runs] = (uint64_t) ((double) (busy_end - busy) * 1e9 /
+                                                       (double) sysconf(_SC_CLK_TCK) / (double) window_ops);
+        res->n_runs++;
 }
 
 /* A row of throughput: the median over runs, and the slowest run's as its p99. */
 static void throughput_row(struct bench_row *row, struct clients_result *base, struct clients_result *broker) {
-        bench_stats(base->rates, base->n_rates, &row->base_median, &row->base_p99);
-        bench_stats(broker->rates, broker->n_rates, &row->median, &row->p99);
+        bench_stats(base->rates, base->n_runs, &row->base_median, &row->base_p99);
+        bench_stats(broker->rates, broker->n_runs, &row->median, &row->p99);
         /* For a rate the bad end is the low one. */
         row->base_p99 = (double) base->rates[0];
         row->p99 = (double) broker->rates[0];
         row->unit = BENCH_UNIT_RATE;
+}
+
+/*
+ * A row of what one operation cost in CPU with 1000 clients against 10, one
+ * value per run (sorted): which of the two sides grows, the server's or the
+ * clients', is what bounds the throughput.
+ */
+static void cost_row(const char *what, const char *baseline, uint64_t *at_10, uint64_t *at_1000, size_t n_runs) {
+        struct bench_row row = { .scenario = "clients", .unit = BENCH_UNIT_NS, .summary = true };
+
+        snprintf(row.what, sizeof(row.what), "%s", what);
+        snprintf(row.baseline, sizeof(row.baseline), "%s", baseline);
+        bench_stats(at_10, n_runs, &row.base_median, &row.base_p99);
+        bench_stats(at_1000, n_runs, &row.median, &row.p99);
+        bench_report_row(&row);
 }
 
 void bench_scenario_clients(struct bench_ctx *ctx) {
@@ -601,19 +632,32 @@ void bench_scenario_clients(struct bench_ctx *ctx) {
                 bench_report_row(&row);
         }
 
+        cost_row("raw server: its CPU per operation, 1000 clients against 10", "raw server, 10 clients",
+                 results[0][0].server_per_op, results[2][0].server_per_op, rounds);
+        cost_row("the broker's CPU per operation, 1000 clients against 10", "the broker, 10 clients",
+                 results[0][1].server_per_op, results[2][1].server_per_op, rounds);
+        if (ctx->two_cpus) {
+                cost_row("raw server: its clients' CPU per operation, 1000 against 10", "raw server, 10 clients",
+                         results[0][0].clients_per_op, results[2][0].clients_per_op, rounds);
+                cost_row("the clients' CPU per operation, 1000 against 10", "the broker, 10 clients",
+                         results[0][1].clients_per_op, results[2][1].clients_per_op, rounds);
+        }
+
         for (size_t i = 0; i < ELEMENTSOF(client_counts) && ctx->two_cpus; i++)
                 bench_report_note("clients", "%u clients: the server busy %.0f%% of the time, the clients' CPU %.0f%% "
                                   "(raw server); %.0f%% and %.0f%% (broker)", client_counts[i],
-                                  100.0 * (double) results[i][0].server_cpu_ns / (double) results[i][0].wall_ns,
+                                  100.0 * (double) results[i][0].server_cpu_ns / (double) results[i][0].window_ns,
                                   100.0 * (double) results[i][0].client_cpu_busy /
                                   (double) (results[i][0].client_cpu_all ? results[i][0].client_cpu_all : 1),
-                                  100.0 * (double) results[i][1].server_cpu_ns / (double) results[i][1].wall_ns,
+                                  100.0 * (double) results[i][1].server_cpu_ns / (double) results[i][1].window_ns,
                                   100.0 * (double) results[i][1].client_cpu_busy /
                                   (double) (results[i][1].client_cpu_all ? results[i][1].client_cpu_all : 1));
         for (size_t i = 0; i < ELEMENTSOF(client_counts); i++)
                 for (unsigned b = 0; b < 2; b++) {
                         free(results[i][b].samples);
                         free(results[i][b].rates);
+                        free(results[i][b].server_per_op);
+                        free(results[i][b].clients_per_op);
                 }
         munmap(sh, sizeof(*sh));
         if (!bench_broker_stop(&broker) || !bench_raw_stop(&raw))
