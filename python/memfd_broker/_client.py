@@ -86,7 +86,7 @@ class Client(_wire.Closing):
         self.timeout = timeout
         self._lock = threading.Lock()
         self._pid = os.getpid()
-        self._releases = []  # handles of Regions dropped unclosed, RELEASEd before the next request
+        self._releases = []  # handles of Regions dropped unclosed, RELEASEd (quiet) before the next request
         try:
             self._wire = _wire.Client(self.path, timeout)
         except (FileNotFoundError, ConnectionRefusedError, socket.timeout) as e:
@@ -130,10 +130,11 @@ class Client(_wire.Closing):
         if os.getpid() != self._pid:
             raise RuntimeError("a Client made before fork() cannot be used in the child: make a new one")
         with self._lock:
+            # Quiet where the broker offers it: no answer to wait for, and a refusal is dropped.
             while self._releases:
                 handle = self._releases.pop()
                 try:
-                    self._wire.release(handle)
+                    self._wire.release_quiet(handle)
                 except BrokerError:
                     pass  # given back already, with its connection's end or a REMOVE: nothing to do
             try:
@@ -249,7 +250,8 @@ class Client(_wire.Closing):
                 pass  # the broker is gone, and has let go of everything
 
     def _release_later(self, handle):
-        """A RELEASE from a finalizer, which may run in the middle of another request: sent before the next."""
+        """A RELEASE from a finalizer, which may run in the middle of another request: sent before the next,
+        quiet (Client._call())."""
         if self._wire is not None and os.getpid() == self._pid:
             self._releases.append(handle)
 

@@ -302,6 +302,8 @@ class Client(Closing):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.sock.settimeout(timeout)
         self.cookie = 0
+        self.last_quiet = 0  # cookie of the newest quiet request, answered only if it fails
+        self.last_answered = 0  # cookie of the newest request whose reply was read
         try:
             self.sock.connect(path or default_socket_path())
             try:
@@ -330,15 +332,21 @@ class Client(Closing):
         """Sends one request and returns the reply's body (and fds if want_fds)."""
         return self._receive(opcode, self._send(opcode, body), want_fds)
 
-    def _send(self, opcode, body):
+    def _send(self, opcode, body, flags=0):
         """Sends one request and returns its cookie."""
         self.cookie += 1
-        self.sock.sendmsg([HEADER.pack(HEADER.size + len(body), opcode, 0, self.cookie, 0, 0, 0) + body])
+        self.sock.sendmsg([HEADER.pack(HEADER.size + len(body), opcode, flags, self.cookie, 0, 0, 0) + body])
         return self.cookie
 
     def _receive(self, opcode, cookie, want_fds=0):
-        """The reply to the request sent with cookie, the next one to arrive: its body (and fds if want_fds)."""
+        """The reply to the request sent with cookie, the next one to arrive but for the failures of quiet
+        requests sent before it, which are dropped: its body (and fds if want_fds)."""
         data, fds, flags = self._recv()
+        while self._quiet_failure(data, cookie):
+            for fd in fds:
+                os.close(fd)
+            data, fds, flags = self._recv()
+        self.last_answered = cookie
         try:
             if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
                 raise ProtocolError("truncated reply")
@@ -365,6 +373,15 @@ class Client(Closing):
     def _recv(self):
         """One record from the socket (a hook for tests that break records on purpose)."""
         return recv_record(self.sock)
+
+    def _quiet_failure(self, data, cookie):
+        """Whether data is the failure of a quiet RELEASE (release_quiet()) sent after the last reply read and
+        before cookie's: the only reply a quiet request gets, which nobody waits for."""
+        if len(data) < HEADER.size:
+            return False
+        _, rop, _, rcookie, status, _, _ = HEADER.unpack_from(data)
+        return rop == RELEASE | REPLY and status < 0 and rcookie != cookie and \
+            self.last_answered < rcookie <= self.last_quiet
 
     def unread(self):
         """Bytes sent on this connection that the broker has not read yet: 0 once it holds a WAIT."""
@@ -601,6 +618,15 @@ class Client(Closing):
     def release(self, handle):
         """RELEASE one reference this connection holds to the region."""
         self._call(RELEASE, RELEASE_REQUEST.pack(handle))
+
+    def release_quiet(self, handle):
+        """RELEASE without waiting for the answer, where the broker answers a quiet one only if it fails
+        (CAP_QUIET): the broker has it before the reply to the next request, and a refusal is dropped ahead
+        of that reply. Without the capability, as release()."""
+        if not self.capabilities & CAP_QUIET:
+            return self.release(handle)
+        self.last_quiet = self._send(RELEASE, RELEASE_REQUEST.pack(handle), FLAG_QUIET)
+        return None
 
     def notifier(self, handle):
         """NOTIFIER: the control page of a region this connection holds, as a Notifier; read-write if the hold is

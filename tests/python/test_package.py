@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from testlib import PACKAGE_PARENT, TIMEOUT  # noqa: E402
 
 import memfd_broker  # noqa: E402
-from memfd_broker import _shared_memory  # noqa: E402
+from memfd_broker import _shared_memory, _wire  # noqa: E402
 
 try:
     import numpy
@@ -446,6 +446,51 @@ class ClientTest(PackageTest):
             self.assertEqual(r.notify(), first + 1)
             self.assertEqual(w.wait(TIMEOUT), 1)
             self.assertEqual(n.seq(), first + 1)
+
+    def count_records(self):
+        """Counts the records self.client reads from now on: returns a function that tells how many so far."""
+        wire, count = self.client._wire, [0]
+        recv = wire._recv
+
+        def counting():
+            count[0] += 1
+            return recv()
+        wire._recv = counting
+        self.addCleanup(setattr, wire, "_recv", recv)
+        return lambda: count[0]
+
+    def drop_regions_and_ask(self, n):
+        """Makes n regions and drops them without close(); returns the regions the broker holds afterwards, as
+        the Client's next request tells, and the records read since the drop."""
+        baseline = self.regions_used()
+        regions = [self.client.create(4096) for _ in range(n)]
+        self.assertEqual(self.regions_used(), baseline + n)
+        records = self.count_records()
+        del regions  # their finalizers run now, each leaving its handle for the next request
+        return self.regions_used() - baseline, records()
+
+    def test_dropped_regions_go_back_quiet(self):
+        """Regions dropped without close() are given back before the Client's next request, without an answer
+        to wait for each: the only record read is that request's answer."""
+        self.assertTrue(self.client.capabilities & _wire.CAP_QUIET)
+        self.assertEqual(self.drop_regions_and_ask(20), (0, 1))
+
+    def test_dropped_regions_without_quiet_requests(self):
+        """Against a broker without quiet requests (this one, its capability hidden), each release is a
+        request answered in turn, and they are given back all the same."""
+        self.client._wire.capabilities &= ~_wire.CAP_QUIET
+        self.assertEqual(self.drop_regions_and_ask(3), (0, 4))
+
+    def test_refused_quiet_release_is_dropped(self):
+        """A quiet RELEASE the broker refuses (of a handle this connection does not hold) is answered, and that
+        answer is read and dropped ahead of the next request's, which is not mistaken for it."""
+        with self.client.create(4096) as r:
+            records = self.count_records()
+            self.client._wire.release_quiet(r.handle + 1000)
+            self.assertEqual(r.stat().nattch, 1)
+            self.assertEqual(records(), 2)  # the refusal, then STAT's answer
+            self.assertEqual(self.regions_used(), 1)
+        self.assertEqual(self.regions_used(), 0)
 
 
 if __name__ == "__main__":
