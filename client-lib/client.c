@@ -13,6 +13,7 @@
 #include "codec.h"
 #include "fdpass.h"
 #include "macro.h"
+#include "releasequeue.h"
 #include "socket-path.h"
 
 /* The largest errno the kernel defines; a status below its negation is no errno. */
@@ -37,6 +38,7 @@ struct request_record {
 struct client_request {
         TAILQ_ENTRY(client_request) link;       /* in the client's unsent or sent queue */
         client_handler handler;         /* NULL: nobody waits for the reply */
+        uint64_t queue_mark;            /* with MFB_WIRE_FLAG_QUEUED: the queue's entries written by then */
         uint32_t size;                  /* of the record */
         struct request_record record;   /* as it goes on the wire; the header has the cookie and opcode */
         max_align_t data[];             /* the handler's data area */
@@ -112,6 +114,7 @@ void client_ref(mfb_client *c) {
 
 static void client_destroy(mfb_client *c) {
         assert(TAILQ_EMPTY(&c->sent) && TAILQ_EMPTY(&c->unsent));
+        release_queue_unmap(c);
         safe_close(c->fd);
         free(c->record);
         free(c);
@@ -123,6 +126,11 @@ void client_unref(mfb_client *c) {
 
         if (--c->n_refs == 0)
                 client_destroy(c);
+}
+
+/* Whether a caller waits for q's answer, which is then the client's error message: not for the release queue's. */
+static bool request_speaks(const struct client_request *q) {
+        return q->handler && q->record.header.opcode != MFB_WIRE_OP_RELEASE_QUEUE;
 }
 
 static bool request_quiet(const struct client_request *q) {
@@ -140,6 +148,8 @@ static int requests_send(mfb_client *c) {
                         return 0;
                 if (r < 0)
                         return client_fail(c, r);
+                /* What the release queue's window counts from (releasequeue.h). */
+                c->last_send_usec = client_now_usec();
                 TAILQ_REMOVE(&c->unsent, q, link);
                 /* Nothing comes back for a quiet request that works, and its failure is dropped. */
                 if (request_quiet(q))
@@ -221,6 +231,8 @@ int client_request(mfb_client *c, uint16_t opcode, const void *body, size_t body
                 q->record.header.flags |= MFB_WIRE_FLAG_RELEASES;
                 c->n_releases_waiting = 0;
         }
+        /* What was stored in the release queue since the last request: the broker takes it before this one. */
+        release_queue_flag(c, &q->record.header, &q->queue_mark);
         /* Nobody waits for the answer: have the broker send one only for a failure, where the protocol allows. */
         if (!handler && mfb_wire_request_info(opcode)->quiet && (c->hello.capabilities & MFB_WIRE_CAP_QUIET)) {
                 q->record.header.flags |= MFB_WIRE_FLAG_QUIET;
@@ -248,7 +260,12 @@ void client_release(mfb_client *c, uint64_t handle) {
 
         if (!client_usable(c))
                 return;
-        if (c->releases_deferred && c->n_releases_waiting < ELEMENTSOF(c->releases_waiting)) {
+        if (c->release_mode != RELEASE_EAGER) {
+                if (release_queue_put(c, handle))
+                        return;
+                release_queue_ask(c);
+        }
+        if (c->release_mode == RELEASE_DEFERRED && c->n_releases_waiting < ELEMENTSOF(c->releases_waiting)) {
                 c->releases_waiting[c->n_releases_waiting++] = handle;
                 return;
         }
@@ -273,6 +290,17 @@ static int releases_queue(mfb_client *c) {
         if (r < 0)
                 c->releases_waiting[c->n_releases_waiting++] = request.handle;
         return r;
+}
+
+/*
+ * Has the broker take what was stored in the release queue since the last
+ * request, now rather than within MFB_WIRE_RELEASE_QUEUE_SWEEP_MS: a quiet
+ * SYNC, flagged. Returns 0, or the error of client_request().
+ */
+static int queue_kick(mfb_client *c) {
+        if (!c->queue.unflagged || !client_usable(c))
+                return 0;
+        return client_request(c, MFB_WIRE_OP_SYNC, NULL, 0, NULL, 0, NULL);
 }
 
 /*
@@ -326,14 +354,17 @@ static int reply_read(mfb_client *c, bool block) {
         }
         TAILQ_REMOVE(&c->sent, q, link);
         c->last_answered = header.cookie;
+        /* Answered, the request had the broker take the queue first; refused, perhaps not. */
+        if (header.status == 0)
+                release_queue_answered(c, q->queue_mark);
 
-        /* Only a reply somebody waits for speaks for the last call: a dropped one must not. */
+        /* Only a reply a caller waits for speaks for the last call: a dropped one, or the library's own, must not. */
         if (header.status < 0) {
-                if (q->handler)
+                if (request_speaks(q))
                         error_message_store(c, c->record + sizeof(header), (size_t) n - sizeof(header));
                 return request_finish(c, q, header.status, NULL);
         }
-        if (q->handler)
+        if (request_speaks(q))
                 client_error_clear(c);
         reply = (struct client_reply) {
                 .body = c->record + sizeof(header),
@@ -668,6 +699,9 @@ _public_ int mfb_client_flush(mfb_client *c) {
         r = releases_queue(c);
         if (r < 0)
                 return r;
+        r = queue_kick(c);
+        if (r < 0)
+                return r;
         client_ref(c);
         while (client_usable(c) && !TAILQ_EMPTY(&c->unsent)) {
                 if (requests_send(c) < 0 || TAILQ_EMPTY(&c->unsent))
@@ -680,12 +714,17 @@ _public_ int mfb_client_flush(mfb_client *c) {
 }
 
 _public_ int mfb_client_set_deferred_releases(mfb_client *c, int deferred) {
+        int r;
+
         if (!c || c->freed)
                 return -EINVAL;
-        if (deferred && !(c->hello.capabilities & MFB_WIRE_CAP_CARRIED_RELEASES))
+        if (deferred && !(c->hello.capabilities & (MFB_WIRE_CAP_CARRIED_RELEASES | MFB_WIRE_CAP_RELEASE_QUEUE)))
                 return -EOPNOTSUPP;
-        c->releases_deferred = deferred != 0;
-        return deferred ? 0 : releases_queue(c);
+        c->release_mode = deferred ? RELEASE_DEFERRED : RELEASE_EAGER;
+        if (deferred)
+                return 0;
+        r = releases_queue(c);
+        return r < 0 ? r : queue_kick(c);
 }
 
 _public_ int mfb_client_roundtrip(mfb_client *c) {
@@ -701,7 +740,8 @@ _public_ int mfb_client_roundtrip(mfb_client *c) {
          * A quiet request says nothing when it works: when the newest request is
          * one, only the answer to one more, made after it, tells it was done.
          */
-        if (client_usable(c) && c->last_quiet == c->next_cookie - 1 && c->last_quiet > c->last_answered) {
+        if (client_usable(c) && (c->queue.unflagged ||
+                                 (c->last_quiet == c->next_cookie - 1 && c->last_quiet > c->last_answered))) {
                 r = client_request(c, MFB_WIRE_OP_LIMITS, NULL, 0, NULL, 0, NULL);
                 if (r < 0)
                         return r;

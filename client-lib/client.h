@@ -25,6 +25,28 @@
 /* Requests in the order they were made. */
 TAILQ_HEAD(request_queue, client_request);
 
+/* How releases go (mfb_client_set_deferred_releases()). */
+enum release_mode {
+        RELEASE_AUTO,           /* the default: in the release queue when the broker offers one, else at once */
+        RELEASE_DEFERRED,       /* in the queue, else carried by the next request */
+        RELEASE_EAGER,          /* each a RELEASE record, at once */
+};
+
+/* The client's side of its release queue (releasequeue.c). */
+struct client_queue {
+        enum {
+                QUEUE_NONE,             /* not asked for */
+                QUEUE_ASKED,            /* RELEASE_QUEUE sent, its answer not read */
+                QUEUE_READY,
+                QUEUE_REFUSED,          /* the broker has none, or gave none: not asked for again */
+        } state;
+        struct mfb_wire_release_queue_entry *slots;     /* the page's, mapped read-write while ready */
+        void *page;                     /* that mapping, MFB_WIRE_RELEASE_QUEUE_SIZE bytes */
+        uint64_t written;               /* entries written */
+        uint64_t taken;                 /* entries the broker took, as far as its answers tell */
+        bool unflagged;                 /* written since the last request made: the next carries FLAG_QUEUED */
+};
+
 struct mfb_client {
         int fd;                         /* the connection; -1 once mfb_client_free() closed it */
         int error;                      /* 0, or why the connection is unusable (then shut down) */
@@ -35,9 +57,11 @@ struct mfb_client {
         struct request_queue sent;      /* written, their replies not read yet; all older than the unsent */
         uint64_t last_quiet;            /* cookie of the newest quiet request (answered only on failure), or 0 */
         uint64_t last_answered;         /* cookie of the newest reply read, or 0 */
-        bool releases_deferred;         /* mfb_client_set_deferred_releases() */
+        enum release_mode release_mode; /* mfb_client_set_deferred_releases() */
         size_t n_releases_waiting;      /* deferred releases, to ride in the next request */
         uint64_t releases_waiting[MFB_WIRE_RELEASES_CARRIED_MAX];
+        struct client_queue queue;      /* the release queue (releasequeue.h) */
+        uint64_t last_send_usec;        /* when the last request was written (CLOCK_MONOTONIC) */
         struct mfb_wire_hello_reply hello;      /* the broker's version, limits and capabilities */
         char error_message[MFB_WIRE_ERROR_MESSAGE_MAX + 1];
         uint8_t *record;                /* MFB_WIRE_RECORD_MAX bytes: the last reply received */

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -101,6 +102,15 @@ static struct event_base *event_base_new_early_close(void) {
         return base;
 }
 
+static void on_queue_sweep(evutil_socket_t fd, short what, void *userdata) {
+        uint64_t expirations;
+
+        /* Nonblocking: a sweep set again since it went off has not gone off yet (EAGAIN). */
+        if (read(fd, &expirations, sizeof(expirations)) != sizeof(expirations))
+                return;
+        session_sweep_queues(userdata);
+}
+
 int broker_new(const struct settings *settings, struct broker **ret) {
         _cleanup_(broker_freep) struct broker *b = NULL;
         _cleanup_(closep) int listen_fd = -1;
@@ -115,6 +125,8 @@ int broker_new(const struct settings *settings, struct broker **ret) {
         sv = &b->services;
         sv->settings = settings;
         TAILQ_INIT(&sv->sessions);
+        TAILQ_INIT(&sv->sweeping);
+        sv->queue_sweep_fd = -1;
         sv->handle_request = request_handle;
 
         event_set_log_callback(log_libevent);
@@ -166,6 +178,12 @@ int broker_new(const struct settings *settings, struct broker **ret) {
         r = transport_new(b->base, sv->quota, settings->max_fds_in_flight, geteuid(), &sv->transport);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the connections' transport: %m");
+        sv->queue_sweep_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+        if (sv->queue_sweep_fd < 0)
+                return log_error_errno(errno, "Failed to set up the sweep of release queues: %m");
+        b->queue_sweep = event_new(b->base, sv->queue_sweep_fd, EV_READ | EV_PERSIST, on_queue_sweep, sv);
+        if (!b->queue_sweep || event_add(b->queue_sweep, NULL) < 0)
+                return log_error_errno(ENOMEM, "Failed to set up the sweep of release queues: %m");
 
         r = activation_take_fds(&listen_fd, &passed, &n_passed);
         if (r < 0)
@@ -218,6 +236,9 @@ struct broker *broker_free(struct broker *b) {
         /* Sessions first: they release their references to regions and forget their WAITs. */
         while (!TAILQ_EMPTY(&sv->sessions))
                 session_free(TAILQ_FIRST(&sv->sessions));
+        if (b->queue_sweep)
+                event_free(b->queue_sweep);
+        safe_close(sv->queue_sweep_fd);
         /* With the times of those releases, for the next broker. */
         persist_flush(sv->persist);
         persist_free(sv->persist);

@@ -20,6 +20,7 @@ struct broker {
         struct services services;               /* what the sessions and requests share */
         struct listener *listener;
         struct event *signal_events[3];
+        struct event *queue_sweep;              /* reads services.queue_sweep_fd */
 };
 
 /*

@@ -33,6 +33,8 @@ static void help(void) {
                "  --max-queued-bytes BYTES      most bytes of replies queued for clients that do not read\n"
                "                                them (default %" PRIu64 "M)\n"
                "  --max-waiters N               most pending WAITs (default: --max-connections)\n"
+               "  --max-release-queues N        most connections with a release queue (default: at most\n"
+               "                                %u, --max-connections)\n"
                "  --max-kept-regions N          most named regions kept across restarts under systemd\n"
                "                                (default: half the limit on open files, at most\n"
                "                                --max-regions)\n"
@@ -50,7 +52,7 @@ static void help(void) {
                "BYTES take an optional K, M, G or T suffix. Besides its limits, a uid may take only a\n"
                "share of what is left of each; root and the broker's own uid are exempt.\n",
                program_invocation_short_name, SETTINGS_MAX_REGION_SIZE_DEFAULT >> 30, SETTINGS_MAX_REGIONS_CAP,
-               SETTINGS_MAX_CONNECTIONS_CAP, SETTINGS_MAX_QUEUED_BYTES_DEFAULT >> 20,
+               SETTINGS_MAX_CONNECTIONS_CAP, SETTINGS_MAX_QUEUED_BYTES_DEFAULT >> 20, SETTINGS_MAX_RELEASE_QUEUES_CAP,
                SETTINGS_HOLDS_PER_REGION,
                SETTINGS_MAX_HOLDS_PER_CONNECTION_DEFAULT, SETTINGS_MAX_CONNECTIONS_PER_UID_DEFAULT);
 }
@@ -84,6 +86,7 @@ static int parse_args(int argc, char *argv[], struct settings *c) {
                 ARG_MAX_CONNECTIONS,
                 ARG_MAX_QUEUED_BYTES,
                 ARG_MAX_WAITERS,
+                ARG_MAX_RELEASE_QUEUES,
                 ARG_MAX_KEPT_REGIONS,
                 ARG_MAX_HOLDS,
                 ARG_MAX_HOLDS_PER_CONNECTION,
@@ -101,6 +104,7 @@ static int parse_args(int argc, char *argv[], struct settings *c) {
                 { "max-connections", required_argument, NULL, ARG_MAX_CONNECTIONS },
                 { "max-queued-bytes", required_argument, NULL, ARG_MAX_QUEUED_BYTES },
                 { "max-waiters", required_argument, NULL, ARG_MAX_WAITERS },
+                { "max-release-queues", required_argument, NULL, ARG_MAX_RELEASE_QUEUES },
                 { "max-kept-regions", required_argument, NULL, ARG_MAX_KEPT_REGIONS },
                 { "max-holds", required_argument, NULL, ARG_MAX_HOLDS },
                 { "max-holds-per-connection", required_argument, NULL, ARG_MAX_HOLDS_PER_CONNECTION },
@@ -145,6 +149,9 @@ static int parse_args(int argc, char *argv[], struct settings *c) {
                         break;
                 case ARG_MAX_WAITERS:
                         r = parse_count_option(name, optarg, &c->max_waiters);
+                        break;
+                case ARG_MAX_RELEASE_QUEUES:
+                        r = parse_count_option(name, optarg, &c->max_release_queues);
                         break;
                 case ARG_MAX_KEPT_REGIONS:
                         r = parse_count_option(name, optarg, &c->max_kept_regions);
@@ -246,9 +253,11 @@ static void derive_limits(struct settings *c) {
                            c->max_regions);
         log_debug("Limits: %" PRIu32 " regions (%" PRIu32 " per uid), %" PRIu64 " bytes (%" PRIu64 " per uid), %"
                   PRIu64 " fds, %" PRIu32 " connections (%" PRIu32 " per uid), %" PRIu64 " queued bytes, %" PRIu32
-                  " waiters, %" PRIu32 " kept regions, %" PRIu64 " holds, %" PRIu64 " fds in flight unread",
+                  " waiters, %" PRIu32 " release queues, %" PRIu32 " kept regions, %" PRIu64 " holds, %" PRIu64
+                  " fds in flight unread",
                   c->max_regions, c->max_regions_per_uid, c->max_bytes, c->max_bytes_per_uid, c->max_fds,
                   c->max_connections, c->max_connections_per_uid, c->max_queued_bytes, c->max_waiters,
+                  c->max_release_queues,
                   c->max_kept_regions, c->max_holds, c->max_fds_in_flight);
 }
 

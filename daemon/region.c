@@ -175,6 +175,10 @@ uint64_t region_table_capabilities(const struct region_table *t) {
                (t->hugetlb_page_size > 0 ? MFB_WIRE_CAP_HUGETLB : 0);
 }
 
+unsigned region_table_memfd_flags(const struct region_table *t) {
+        return t->memfd_flags;
+}
+
 uint64_t region_table_hugetlb_page_size(const struct region_table *t) {
         return t->hugetlb_page_size;
 }

@@ -101,6 +101,9 @@ uint64_t region_table_max_region_size(const struct region_table *t);
 /* MFB_WIRE_CAP_* bits for the HELLO reply. */
 uint64_t region_table_capabilities(const struct region_table *t);
 
+/* The flags regions' memfds are made with (memfd_create()), for the broker's other memfds. */
+unsigned region_table_memfd_flags(const struct region_table *t);
+
 /* The size of the huge pages hugetlb regions are made of, or 0 when the kernel cannot make them. */
 uint64_t region_table_hugetlb_page_size(const struct region_table *t);
 

@@ -238,7 +238,8 @@ static int handle_hello(struct request *q) {
         rec.body = (struct mfb_wire_hello_reply) {
                 .version = MFB_WIRE_VERSION,
                 .capabilities = region_table_capabilities(t) | MFB_WIRE_CAP_QUIET | MFB_WIRE_CAP_CREATE_BATCH |
-                                MFB_WIRE_CAP_NOTIFY | MFB_WIRE_CAP_TRANSIENT | MFB_WIRE_CAP_CARRIED_RELEASES,
+                                MFB_WIRE_CAP_NOTIFY | MFB_WIRE_CAP_TRANSIENT | MFB_WIRE_CAP_CARRIED_RELEASES |
+                                MFB_WIRE_CAP_RELEASE_QUEUE,
                 .region_size_max = region_table_max_region_size(t),
                 .record_max = MFB_WIRE_RECORD_MAX,
                 .name_max = MFB_WIRE_NAME_MAX,
@@ -1170,6 +1171,59 @@ static int handle_notify(struct request *q) {
         return 0;
 }
 
+static int handle_release_queue(struct request *q) {
+        struct session *s = q->session;
+        struct {
+                struct mfb_wire_header header;
+                struct mfb_wire_release_queue_reply body;
+        } rec;
+        int fd;
+
+        fd = session_open_queue(s);
+        if (fd == -EEXIST)
+                return fail(q, fd, "this connection has its release queue already");
+        if (fd == -ENOSPC)
+                return fail(q, fd, "the broker has %" PRIu32 " release queues, its limit (--max-release-queues)",
+                            s->services->n_queues);
+        if (fd < 0)
+                return fail_kernel(q, fd, "making the release queue failed");
+        rec.body = (struct mfb_wire_release_queue_reply) { .slots = MFB_WIRE_RELEASE_QUEUE_SLOTS };
+        log_debug("RELEASE_QUEUE of pid %d uid %u", (int) s->peer.creds.pid, s->peer.creds.uid);
+        (void) reply_record_consume_fd(s->connection, &q->header, &rec.header, sizeof(rec), fd);
+        return 0;
+}
+
+static int handle_sync(struct request *q) {
+        if (!(q->header.flags & MFB_WIRE_FLAG_QUIET))
+                (void) reply_empty(q->session->connection, &q->header);
+        return 0;
+}
+
+/*
+ * What the connection's release queue holds, taken before a request with
+ * MFB_WIRE_FLAG_QUEUED; then, with or without it, the failure of a queued
+ * release taken since the last request (here or by the sweep), which fails
+ * this one: the client learns of it at its next request, as of one it
+ * carried (release_carried()).
+ */
+static int release_queued(struct request *q) {
+        struct session *s = q->session;
+
+        if (q->header.flags & MFB_WIRE_FLAG_QUEUED) {
+                if (!s->queue)
+                        return fail(q, -EINVAL, "MFB_WIRE_FLAG_QUEUED on a connection without a release queue");
+                (void) session_take_queue(s);
+                /* As for a client that carries its releases: it reads a reply and sends again at once. */
+                connection_set_drain_wakeups(s->connection, false);
+        }
+        if (s->queue_refusing) {
+                s->queue_refusing = false;
+                return fail(q, -ENOENT, "the release queue gave back region %" PRIu64 ", which this connection "
+                            "holds no reference to", s->queue_refused);
+        }
+        return 0;
+}
+
 /* One handler per request of MFB_WIRE_REQUESTS, by opcode. */
 static const request_handler_t handlers[] = {
 #define HANDLER(NAME, name, opcode, ...) [opcode] = handle_##name,
@@ -1204,7 +1258,7 @@ static int check_request(struct request *q, int checked, size_t len, size_t nfds
                 return fail(q, -EPROTO, "HELLO must come first");
         /* Only where success has nothing to say; any other reply would be lost to a client not waiting for it. */
         if ((q->header.flags & MFB_WIRE_FLAG_QUIET) && !info->quiet)
-                return fail(q, -EINVAL, "%s cannot be quiet: only RELEASE, REMOVE and NOTIFY can", info->name);
+                return fail(q, -EINVAL, "%s cannot be quiet: only RELEASE, REMOVE, NOTIFY and SYNC can", info->name);
         return 0;
 }
 
@@ -1224,6 +1278,8 @@ void request_handle(struct session *s, const void *record, size_t len, size_t nf
                 return;
         }
         r = check_request(&q, r, len, nfds);
+        if (r >= 0)
+                r = release_queued(&q);
         if (r >= 0)
                 r = release_carried(&q, record);
         if (r >= 0)

@@ -9,6 +9,7 @@
  * module that knows them all.
  */
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/queue.h>
@@ -18,6 +19,7 @@ struct notifier;
 struct persist;
 struct quota;
 struct region_table;
+struct event;
 struct session;
 struct transport;
 struct wait_table;
@@ -36,6 +38,16 @@ struct services {
         struct persist *persist;                /* NULL when not under a service manager */
         struct session_list sessions;           /* every client's, newest first */
         uint32_t n_sessions;
+        /*
+         * Sessions with a release queue whose client may have written to it
+         * since it last sent: by their last request, oldest first. The timer
+         * queue_sweep takes each MFB_WIRE_RELEASE_QUEUE_SWEEP_MS after that
+         * (session_sweep_queues()); nothing runs while none is there.
+         */
+        struct session_list sweeping;
+        int queue_sweep_fd;                     /* a timerfd (CLOCK_MONOTONIC), owned by the broker */
+        bool queue_sweep_armed;
+        uint32_t n_queues;                      /* sessions with a release queue */
         /*
          * Handles a record of s (request_handle()): the broker sets it, so
          * that sessions hand records up without depending on what handles

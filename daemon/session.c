@@ -1,9 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
+
+#include <sys/timerfd.h>
 
 #include "codec.h"
 #include "settings.h"
@@ -16,6 +20,7 @@
 #include "notify.h"
 #include "quota.h"
 #include "region.h"
+#include "releasequeue.h"
 #include "services.h"
 #include "session.h"
 #include "wait.h"
@@ -29,9 +34,73 @@ static const struct quota_amount session_amount = { .n = {
         [MFB_WIRE_RESOURCE_FDS] = 1,
 } };
 
+#define SWEEP_USEC ((uint64_t) MFB_WIRE_RELEASE_QUEUE_SWEEP_MS * 1000)
+
+/* CLOCK_MONOTONIC in microseconds: a vDSO call, no syscall. */
+static uint64_t now_usec(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000;
+}
+
+/*
+ * Sets the sweep's timer for when the oldest of the sweeping sessions is
+ * due, or stops it when none is. A timerfd of its own, set at most once a
+ * sweep: as a timeout of the event loop, it would arm a timer in the kernel
+ * at every sleep of the broker, which costs a virtual machine more than
+ * the release it saves.
+ */
+static void sweep_schedule(struct services *sv) {
+        struct session *first = TAILQ_FIRST(&sv->sweeping);
+        struct itimerspec when = {};
+
+        if (!first && !sv->queue_sweep_armed)
+                return;
+        if (first) {
+                uint64_t due = first->last_request_usec + SWEEP_USEC;
+
+                /* Absolute, on the clock of now_usec(); never 0, which would disarm it. */
+                when.it_value = (struct timespec) { .tv_sec = (time_t) (due / 1000000),
+                                                    .tv_nsec = (long) (due % 1000000) * 1000 + 1 };
+        }
+        if (timerfd_settime(sv->queue_sweep_fd, TFD_TIMER_ABSTIME, &when, NULL) < 0) {
+                /* With EINVAL or ENOMEM, which it cannot have: the queues are taken at the next requests then. */
+                log_warning_errno(errno, "Failed to set the sweep of release queues: %m");
+                return;
+        }
+        sv->queue_sweep_armed = first != NULL;
+}
+
+static void sweep_leave(struct session *s) {
+        if (!s->sweeping)
+                return;
+        TAILQ_REMOVE(&s->services->sweeping, s, sweep_link);
+        s->sweeping = false;
+}
+
+/*
+ * s sent a request: its client may write to its queue from now on, which
+ * the sweep takes SWEEP_USEC after the last request, when no request takes
+ * it before. The timer, once set, stays: it comes early for a session that
+ * sent again, and is set again then.
+ */
+static void sweep_touch(struct session *s) {
+        struct services *sv = s->services;
+
+        s->last_request_usec = now_usec();
+        sweep_leave(s);
+        TAILQ_INSERT_TAIL(&sv->sweeping, s, sweep_link);
+        s->sweeping = true;
+        if (!sv->queue_sweep_armed)
+                sweep_schedule(sv);
+}
+
 static void on_record(struct connection *c, const void *record, size_t len, size_t nfds, void *userdata) {
         struct session *s = userdata;
 
+        if (s->queue)
+                sweep_touch(s);
         s->services->handle_request(s, record, len, nfds);
         notifier_status_changed(s->services->notifier);
 }
@@ -205,6 +274,13 @@ void session_free(struct session *s) {
                 }
                 hashmap_free(s->holds);
         }
+        sweep_leave(s);
+        if (TAILQ_EMPTY(&s->services->sweeping))
+                sweep_schedule(s->services);
+        if (s->queue) {
+                s->queue = release_queue_free(s->queue);
+                s->services->n_queues--;
+        }
         /* The connection's charge first: its socket, if kept for fds left unread, is charged anew. */
         uncount_session(s);
         connection_free(s->connection);
@@ -262,6 +338,56 @@ int session_release(struct session *s, uint64_t handle) {
                 hold_free(s, h);
         }
         return 0;
+}
+
+int session_open_queue(struct session *s) {
+        struct services *sv = s->services;
+        int k, fd;
+
+        if (s->queue)
+                return -EEXIST;
+        if (sv->n_queues >= sv->settings->max_release_queues)
+                return -ENOSPC;
+        k = release_queue_new(region_table_memfd_flags(sv->regions), &s->queue, &fd);
+        if (k < 0)
+                return k;
+        sv->n_queues++;
+        /* From the answer on, its client may write to it. */
+        sweep_touch(s);
+        return fd;
+}
+
+size_t session_take_queue(struct session *s) {
+        uint64_t handles[MFB_WIRE_RELEASE_QUEUE_SLOTS];
+        size_t n = release_queue_take(s->queue, handles, ELEMENTSOF(handles));
+
+        if (n == 0)
+                return 0;
+        connection_charge(s->connection, (unsigned) n);
+        for (size_t i = 0; i < n; i++) {
+                if (session_release(s, handles[i]) < 0) {
+                        if (!s->queue_refusing) {
+                                s->queue_refusing = true;
+                                s->queue_refused = handles[i];
+                        }
+                        continue;
+                }
+                log_debug("RELEASE (queued) of pid %d uid %u: region %" PRIu64, (int) s->peer.creds.pid,
+                          s->peer.creds.uid, handles[i]);
+        }
+        return n;
+}
+
+void session_sweep_queues(struct services *sv) {
+        uint64_t now = now_usec();
+        struct session *s;
+
+        sv->queue_sweep_armed = false;          /* it went off */
+        while ((s = TAILQ_FIRST(&sv->sweeping)) && s->last_request_usec + SWEEP_USEC <= now) {
+                sweep_leave(s);
+                (void) session_take_queue(s);
+        }
+        sweep_schedule(sv);
 }
 
 void session_wait(struct session *s, struct waiter *w) {

@@ -20,6 +20,7 @@ struct connection;
 struct control_watch;
 struct hashmap;
 struct region;
+struct release_queue;
 struct services;
 struct waiter;
 
@@ -48,6 +49,12 @@ struct session {
         struct waiter *waiter;                  /* its pending WAIT (the wait table's); NULL when none */
         struct hashmap *holds;                  /* handle → struct hold */
         uint32_t n_references;                  /* the sum of every hold's count */
+        struct release_queue *queue;            /* RELEASE_QUEUE's, or NULL */
+        bool queue_refusing;                    /* a handle taken from the queue was not held: tell the next request */
+        uint64_t queue_refused;                 /* ... which one */
+        uint64_t last_request_usec;             /* when its last record was read (CLOCK_MONOTONIC), with a queue */
+        bool sweeping;                          /* in services->sweeping */
+        TAILQ_ENTRY(session) sweep_link;
 };
 
 /*
@@ -97,6 +104,30 @@ int session_hold(struct session *s, struct region *r, bool writable, enum mfb_wi
  * the session holds no reference to handle.
  */
 int session_release(struct session *s, uint64_t handle);
+
+/*
+ * RELEASE_QUEUE: gives s its release queue (releasequeue.h), one of the
+ * broker's --max-release-queues. Returns a new read-write fd of the page
+ * for the client, owned by the caller; or -EEXIST (s has one), -ENOSPC
+ * (the broker has as many as it may), or the -errno of making the page.
+ */
+int session_open_queue(struct session *s);
+
+/*
+ * Takes what s's client wrote to its queue: each entry released as by
+ * session_release(), one turn of its uid each (connection_charge()). The
+ * first handle s does not hold is kept in s->queue_refused (and
+ * s->queue_refusing set), for the next request to fail with, if none is
+ * kept already. Returns the entries taken.
+ */
+size_t session_take_queue(struct session *s);
+
+/*
+ * Takes the queues of the sessions that have sent nothing for
+ * MFB_WIRE_RELEASE_QUEUE_SWEEP_MS, and sets services->queue_sweep for the
+ * next one due; run by that timer.
+ */
+void session_sweep_queues(struct services *services);
 
 /* w, a WAIT just started for s, is pending: s is not read until session_wait_done(). */
 void session_wait(struct session *s, struct waiter *w);

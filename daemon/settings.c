@@ -85,9 +85,11 @@ void settings_derive_limits(struct settings *c, uint64_t fd_limit, uint64_t phys
         c->max_regions_per_uid = (uint32_t) min_u64(c->max_regions_per_uid, c->max_regions);
         c->max_bytes_per_uid = min_u64(c->max_bytes_per_uid, c->max_bytes);
         c->max_connections_per_uid = (uint32_t) min_u64(c->max_connections_per_uid, c->max_connections);
-        /* A connection has at most one pending WAIT. */
+        /* A connection has at most one pending WAIT, and one release queue. */
         if (c->max_waiters == 0)
                 c->max_waiters = c->max_connections;
+        if (c->max_release_queues == 0)
+                c->max_release_queues = (uint32_t) min_u64(SETTINGS_MAX_RELEASE_QUEUES_CAP, c->max_connections);
         /*
          * The kernel's cap on the fds a user has in flight is its
          * RLIMIT_NOFILE (unless it has CAP_SYS_RESOURCE): shared by the

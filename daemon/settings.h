@@ -11,6 +11,8 @@
 #define SETTINGS_MAX_HOLDS_PER_CONNECTION_DEFAULT 65536U
 #define SETTINGS_MAX_CONNECTIONS_PER_UID_DEFAULT  1024U
 #define SETTINGS_MAX_QUEUED_BYTES_DEFAULT         (UINT64_C(64) << 20)
+/* The default --max-release-queues, at most --max-connections: each is a mapping, of vm.max_map_count (65530). */
+#define SETTINGS_MAX_RELEASE_QUEUES_CAP           16384U
 /* The default --max-kept-regions is fd_limit over this: parked memfds count against the fd limit (park.h). */
 #define SETTINGS_KEPT_REGIONS_DIVISOR             2U
 #define SETTINGS_SHARE_PER_UID_DIVISOR            4U      /* per-uid defaults: a quarter of the broker's */
@@ -49,6 +51,7 @@ struct settings {
         uint32_t max_connections_per_uid;
         uint64_t max_queued_bytes;
         uint32_t max_waiters;
+        uint32_t max_release_queues;
         uint32_t max_kept_regions;
         uint64_t max_holds;
         uint64_t max_fds;                       /* derived only: the fds the users share */

@@ -71,8 +71,8 @@ int mfb_wire_request_check(const void *record, size_t len, struct mfb_wire_heade
         if (len < sizeof(h) || len > MFB_WIRE_RECORD_MAX)
                 return -EBADMSG;
         memcpy(&h, record, sizeof(h));
-        if (h.size != len || (h.flags & ~(MFB_WIRE_FLAG_QUIET | MFB_WIRE_FLAG_RELEASES)) != 0 || h.status != 0 ||
-            h.nfds != 0 || h.reserved != 0)
+        if (h.size != len || (h.flags & ~(MFB_WIRE_FLAG_QUIET | MFB_WIRE_FLAG_RELEASES | MFB_WIRE_FLAG_QUEUED)) != 0 ||
+            h.status != 0 || h.nfds != 0 || h.reserved != 0)
                 return -EBADMSG;
 
         *ret_header = h;

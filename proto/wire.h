@@ -88,7 +88,9 @@
         X(USAGE, usage, 0x0010, sizeof(struct mfb_wire_usage_request),                                     \
           sizeof(struct mfb_wire_usage_reply), 0, false, true)                                            \
         X(ALLOCATED, allocated, 0x0011, sizeof(struct mfb_wire_allocated_request),                         \
-          sizeof(struct mfb_wire_allocated_reply), 0, false, true)
+          sizeof(struct mfb_wire_allocated_reply), 0, false, true)                                        \
+        X(RELEASE_QUEUE, release_queue, 0x0012, 0, sizeof(struct mfb_wire_release_queue_reply), 1, false, true) \
+        X(SYNC, sync, 0x0013, 0, 0, 0, true, true)
 
 /* Opcodes. A reply carries its request's opcode with MFB_WIRE_REPLY set. */
 enum mfb_wire_opcode {
@@ -144,6 +146,7 @@ struct mfb_wire_hello_request {
 #define MFB_WIRE_CAP_NOTIFY            0x20U /* NOTIFIER, NOTIFY_WATCH and NOTIFY are served */
 #define MFB_WIRE_CAP_TRANSIENT         0x40U /* CREATE accepts MFB_WIRE_CREATE_TRANSIENT */
 #define MFB_WIRE_CAP_CARRIED_RELEASES  0x80U /* requests may carry MFB_WIRE_FLAG_RELEASES */
+#define MFB_WIRE_CAP_RELEASE_QUEUE     0x100U /* RELEASE_QUEUE and SYNC are served, MFB_WIRE_FLAG_QUEUED taken */
 
 /*
  * Request header flags. MFB_WIRE_FLAG_QUIET: answer only a failure. For
@@ -166,6 +169,13 @@ struct mfb_wire_hello_request {
  */
 #define MFB_WIRE_FLAG_RELEASES 0x2U
 #define MFB_WIRE_RELEASES_CARRIED_MAX 16U
+
+/*
+ * MFB_WIRE_FLAG_QUEUED: before anything else of the request, the broker
+ * takes the connection's release queue (see RELEASE_QUEUE below). Refused
+ * with -EINVAL on a connection that has none.
+ */
+#define MFB_WIRE_FLAG_QUEUED 0x4U
 
 struct mfb_wire_hello_reply {
         uint32_t version;
@@ -520,6 +530,50 @@ struct mfb_wire_notify_reply {
         uint64_t seq;
 };
 
+/*
+ * Release queues (PROTOCOL.md, "Release queue"). RELEASE_QUEUE (no body)
+ * gives the connection a page of MFB_WIRE_RELEASE_QUEUE_SIZE bytes, a memfd
+ * that the broker made (sealed against resizing and further seals) and the
+ * client writes the handles it lets go of into: the reply carries its one
+ * read-write fd; a second RELEASE_QUEUE is refused with -EEXIST. The
+ * broker takes what the client wrote (each entry released as by a RELEASE)
+ * before a request with MFB_WIRE_FLAG_QUEUED, and on its own once the
+ * connection has sent nothing for MFB_WIRE_RELEASE_QUEUE_SWEEP_MS after
+ * its last request. So a release costs the client a store, and the broker
+ * neither a record nor a wakeup, while it still ends within that time.
+ *
+ * Entry n (counted from 0 over the queue's life) goes in slot n % slots:
+ * first its handle, then (a store with release ordering) its seq, n + 1,
+ * which completes it. The broker takes entries in order, from the first it
+ * has not taken, and stops at a slot whose seq is not the one due. The
+ * client may write entry n only once the broker has taken entry n - slots:
+ * it knows that every entry it wrote before a request with
+ * MFB_WIRE_FLAG_QUEUED is taken once that request is answered. A client
+ * that writes an entry MFB_WIRE_RELEASE_QUEUE_WINDOW_MS or more after it
+ * last sent a request (time read again after the store) sends a request
+ * with MFB_WIRE_FLAG_QUEUED, such as a quiet SYNC, for it to be taken soon.
+ * An entry of a handle the connection does not hold fails the next request
+ * read after it was taken with -ENOENT.
+ *
+ * SYNC (no body): does nothing; its empty reply tells that the broker has
+ * handled everything the connection sent before it. May be quiet.
+ */
+#define MFB_WIRE_RELEASE_QUEUE_SIZE 4096U
+#define MFB_WIRE_RELEASE_QUEUE_HEADER 64U       /* bytes before slot 0: reserved, zero */
+#define MFB_WIRE_RELEASE_QUEUE_SLOTS 252U       /* (4096 - 64) / 16 */
+#define MFB_WIRE_RELEASE_QUEUE_SWEEP_MS 10U
+#define MFB_WIRE_RELEASE_QUEUE_WINDOW_MS 5U
+
+struct mfb_wire_release_queue_entry {
+        uint64_t handle;
+        uint64_t seq;           /* n + 1 once entry n is complete */
+};
+
+struct mfb_wire_release_queue_reply {
+        uint32_t slots;         /* MFB_WIRE_RELEASE_QUEUE_SLOTS */
+        uint32_t reserved;
+};
+
 /* Errors: status < 0, no fds, and the body is up to MFB_WIRE_ERROR_MESSAGE_MAX bytes of UTF-8 text, no NUL. */
 
 _Static_assert(sizeof(struct mfb_wire_header) == 24, "header layout");
@@ -553,6 +607,12 @@ _Static_assert(sizeof(struct mfb_wire_allocated_request) == 16, "allocated reque
 _Static_assert(sizeof(struct mfb_wire_allocated_entry) == 16, "allocated entry layout");
 _Static_assert(sizeof(struct mfb_wire_allocated_reply) == 16 + 16 * MFB_WIRE_ALLOCATED_ENTRIES_MAX,
                "allocated reply layout");
+_Static_assert(sizeof(struct mfb_wire_release_queue_entry) == 16, "release queue entry layout");
+_Static_assert(sizeof(struct mfb_wire_release_queue_reply) == 8, "release queue reply layout");
+_Static_assert(MFB_WIRE_RELEASE_QUEUE_HEADER + MFB_WIRE_RELEASE_QUEUE_SLOTS * sizeof(struct mfb_wire_release_queue_entry)
+               == MFB_WIRE_RELEASE_QUEUE_SIZE, "release queue layout");
+_Static_assert(MFB_WIRE_RELEASE_QUEUE_WINDOW_MS < MFB_WIRE_RELEASE_QUEUE_SWEEP_MS,
+               "a client writes within the window only what the broker takes on its own");
 _Static_assert(sizeof(struct mfb_wire_header) + sizeof(struct mfb_wire_list_reply)
                + MFB_WIRE_LIST_ENTRIES_MAX * sizeof(struct mfb_wire_region_info) <= MFB_WIRE_RECORD_MAX,
                "a full LIST reply fits in one record");

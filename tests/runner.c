@@ -67,6 +67,7 @@ int main(void) {
         srunner_add_suite(sr, locks_suite());
         srunner_add_suite(sr, notify_suite());
         srunner_add_suite(sr, transient_suite());
+        srunner_add_suite(sr, release_queue_suite());
         srunner_run_all(sr, CK_NORMAL);
         failed = srunner_ntests_failed(sr);
         srunner_free(sr);

@@ -29,3 +29,4 @@ Suite *notify_wire_suite(void);
 Suite *locks_suite(void);
 Suite *notify_suite(void);
 Suite *transient_suite(void);
+Suite *release_queue_suite(void);

@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -406,21 +408,95 @@ static void wait_for_nattch(mfb_client *owner, const char *name, uint32_t want) 
         ck_abort_msg("%s still has %u holders, not %u", name, (unsigned) nattch_of(owner, name), (unsigned) want);
 }
 
+/* Bytes c wrote that the broker has not read yet (SIOCOUTQ). */
+static int unread_of(mfb_client *c) {
+        int n = -1;
+
+        ck_assert_int_eq(ioctl(mfb_client_get_fd(c), SIOCOUTQ, &n), 0);
+        return n;
+}
+
+/* Keeps the region an asynchronous open gave in *userdata. */
+static void opened_kept(mfb_client *c, int error, mfb_region *region, void *userdata) {
+        ck_assert_int_eq(error, 0);
+        *(mfb_region **) userdata = region;
+}
+
 /*
- * With deferred releases, mfb_region_free() sends nothing: the release
- * rides in the client's next request, and is carried out before it; or
- * goes with mfb_client_roundtrip(), the seventeenth free, turning deferral
- * off, or the end of the connection.
+ * By default, where the broker offers a release queue, mfb_region_free()
+ * stores the handle in it and writes nothing: the broker takes it before
+ * the client's next request, or on its own within 10 ms of the client's
+ * last one. The first release goes as a record, and asks for the queue.
  */
-START_TEST(deferred_releases_ride_in_the_next_request) {
+START_TEST(releases_go_through_the_queue) {
         mfb_client *owner = connect_to(&test_broker), *c = connect_to(&test_broker);
+        mfb_region *queued = NULL, *other = NULL, *r = NULL, *async = NULL;
+        int unread;
+
+        ck_assert_int_eq(mfb_region_create(owner, "queued", 4096, &queued), 0);
+        ck_assert_int_eq(mfb_region_create(owner, "other", 4096, &other), 0);
+        ck_assert_int_eq(mfb_region_open(c, "queued", O_RDONLY, &r), 0);
+        mfb_region_free(r);
+        ck_assert_int_eq(mfb_client_roundtrip(c), 0);
+        ck_assert_uint_eq(nattch_of(owner, "queued"), 1);
+
+        /*
+         * The broker stopped: an OPEN goes out, then a release right after it,
+         * within the queue's window, adds nothing to what waits in the socket.
+         */
+        ck_assert_int_eq(mfb_region_open(c, "queued", O_RDONLY, &r), 0);
+        ck_assert_int_eq(kill(test_broker.pid, SIGSTOP), 0);
+        ck_assert_int_eq(mfb_region_open_async(c, "other", O_RDONLY, opened_kept, &async), 0);
+        unread = unread_of(c);
+        ck_assert_int_gt(unread, 0);
+        mfb_region_free(r);
+        ck_assert_int_eq(unread_of(c), unread);
+        ck_assert_int_eq(kill(test_broker.pid, SIGCONT), 0);
+        /* That OPEN was made before the release, so it does not have the broker take it: the sweep does. */
+        wait_for_nattch(owner, "queued", 1);
+        ck_assert_int_eq(mfb_client_roundtrip(c), 0);
+        ck_assert_ptr_nonnull(async);
+        ck_assert_uint_eq(nattch_of(owner, "other"), 2);
+
+        /* Stored or sent, a release is taken before the client's next request: its STAT no longer counts c. */
+        mfb_region_free(async);
+        ck_assert_uint_eq(nattch_of(c, "other"), 1);
+
+        ck_assert_int_eq(mfb_remove(owner, "queued"), 0);
+        ck_assert_int_eq(mfb_remove(owner, "other"), 0);
+        mfb_region_free(queued);
+        mfb_region_free(other);
+        mfb_client_free(c);
+        mfb_client_free(owner);
+}
+END_TEST
+
+/*
+ * With deferred releases and no release queue (the broker has none left
+ * to give: --max-release-queues 1, taken), mfb_region_free() sends
+ * nothing: the release rides in the client's next request, and is carried
+ * out before it; or goes with mfb_client_roundtrip(), the seventeenth
+ * free, turning deferral off, or the end of the connection.
+ */
+START_TEST(deferred_releases_ride_in_the_next_request_without_a_queue) {
+        static const char *const args[] = { "--max-release-queues", "1", NULL };
+        struct test_broker b;
+        mfb_client *owner, *c;
         mfb_region *shared = NULL, *r = NULL, *many[MFB_WIRE_RELEASES_CARRIED_MAX + 1];
 
+        test_broker_start(&b, args);
+        owner = connect_to(&b);
+        c = connect_to(&b);
         ck_assert_int_eq(mfb_region_create(owner, "deferred", 4096, &shared), 0);
+        /* owner's first release asks for the only queue, and gets it. */
+        ck_assert_int_eq(mfb_region_open(owner, "deferred", O_RDONLY, &r), 0);
+        mfb_region_free(r);
+        ck_assert_int_eq(mfb_client_roundtrip(owner), 0);
+
         ck_assert_int_eq(mfb_client_set_deferred_releases(NULL, 1), -EINVAL);
         ck_assert_int_eq(mfb_client_set_deferred_releases(c, 1), 0);
 
-        /* Freed, nothing sent: the broker, having read all c wrote, still counts c among the holders. */
+        /* Freed, nothing sent but the ask for a queue: the broker, having read all c wrote, counts c still. */
         ck_assert_int_eq(mfb_region_open(c, "deferred", O_RDONLY, &r), 0);
         mfb_region_free(r);
         ck_assert_int_eq(mfb_client_dispatch(c), 0);
@@ -461,6 +537,7 @@ START_TEST(deferred_releases_ride_in_the_next_request) {
         ck_assert_int_eq(mfb_remove(owner, "deferred"), 0);
         mfb_region_free(shared);
         mfb_client_free(owner);
+        test_broker_stop(&b);
 }
 END_TEST
 
@@ -1104,7 +1181,8 @@ Suite *async_suite(void) {
         tcase_add_test(tc, sync_call_runs_earlier_callbacks_first);
         tcase_add_test(tc, callbacks_may_make_synchronous_calls);
         tcase_add_test(tc, freed_reference_is_released_before_the_next_reply);
-        tcase_add_test(tc, deferred_releases_ride_in_the_next_request);
+        tcase_add_test(tc, releases_go_through_the_queue);
+        tcase_add_test(tc, deferred_releases_ride_in_the_next_request_without_a_queue);
         tcase_add_test(tc, callbacks_may_free_the_client);
         tcase_add_test(tc, sync_call_canceled_by_a_callback_that_frees_the_client);
         tcase_add_test(tc, lost_connection_ends_every_callback);

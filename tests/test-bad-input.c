@@ -268,7 +268,7 @@ START_TEST(quiet_requests_answer_only_failures) {
         ck_assert_int_eq(status, -EINVAL);
 
         /* A flag this broker does not know breaks the protocol. */
-        raw_send_flags(fd, MFB_WIRE_OP_STAT, 0x4, &by_name, sizeof(by_name), NULL, 0);
+        raw_send_flags(fd, MFB_WIRE_OP_STAT, 0x8, &by_name, sizeof(by_name), NULL, 0);
         assert_dropped(fd);
         close(fd);
 }

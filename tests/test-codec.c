@@ -87,11 +87,13 @@ START_TEST(request_bad_header) {
         rec.h.size = sizeof(rec) + 8; /* the size field lies */
         ck_assert_int_eq(mfb_wire_request_check(&rec, sizeof(rec), &h), -EBADMSG);
 
-        /* QUIET, the broker's to refuse on any opcode but RELEASE, REMOVE and NOTIFY; RELEASES; no other. */
+        /* QUIET, the broker's to refuse on any opcode but RELEASE, REMOVE, NOTIFY and SYNC; RELEASES; QUEUED. */
         init_create(&rec);
         rec.h.flags = MFB_WIRE_FLAG_QUIET;
         ck_assert_int_eq(mfb_wire_request_check(&rec, sizeof(rec), &h), 0);
-        rec.h.flags = 0x4;
+        rec.h.flags = MFB_WIRE_FLAG_QUEUED;
+        ck_assert_int_eq(mfb_wire_request_check(&rec, sizeof(rec), &h), 0);
+        rec.h.flags = 0x8;
         ck_assert_int_eq(mfb_wire_request_check(&rec, sizeof(rec), &h), -EBADMSG);
         rec.h.flags = 0x8000;
         ck_assert_int_eq(mfb_wire_request_check(&rec, sizeof(rec), &h), -EBADMSG);
