@@ -46,16 +46,21 @@
  * returns.
  *
  * Calls whose answer the caller does not need do not wait for it:
- * mfb_region_free() sends its RELEASE and returns. The answer is read, and
- * dropped, before any later answer on the client, and the broker handles
- * a client's requests in order; so the broker has seen the release before
- * the answer to the client's next request is read (a mfb_region_stat_get()
- * on the same client no longer counts that reference in nattch). Other
- * connections see it once the broker got to it: call
- * mfb_client_roundtrip() to be sure it has. A release the broker refused
- * is dropped (it cannot be, for references the library holds); a lost
- * connection shows on the next call (-ENOTCONN), and took every reference
- * with it anyway.
+ * mfb_region_free() gives the region back and returns. Where the broker
+ * offers a release queue (PROTOCOL.md, "Release queue"), it stores the
+ * handle in a page the broker takes it from, before the client's next
+ * request or on its own within 10 ms of the client's last one: no record,
+ * no wakeup of the broker. Else, and for the first release (which asks
+ * for the queue), it sends a RELEASE, whose answer is read, and dropped,
+ * before any later answer on the client. Either way the broker has seen
+ * the release before the answer to the client's next request is read (a
+ * mfb_region_stat_get() on the same client no longer counts that
+ * reference in nattch). Other connections see it once the broker got to
+ * it, within about 10 ms: call mfb_client_roundtrip() to be sure it has
+ * (say, before telling another process that a transient name is free). A
+ * release the broker refused is dropped (it cannot be, for references the
+ * library holds); a lost connection shows on the next call (-ENOTCONN),
+ * and took every reference with it anyway.
  *
  * Threads: nothing is thread-safe on one client. A client, its regions and
  * its callbacks belong to one thread at a time (mfb_region_free() and
@@ -550,13 +555,17 @@ int mfb_region_fd(const mfb_region *r);
  * Unmaps the region, closes its fd and tells the broker this client no
  * longer holds it, without waiting for its answer: the broker has it
  * before the answer to the client's next request is read (see the top of
- * this file), and other connections see it once the broker got to it
- * (mfb_client_roundtrip() waits for that). The RELEASE is written at once
- * if the socket has room, else queued until the client next sends
- * (mfb_client_flush(), mfb_client_dispatch(), any request); with deferred
- * releases (mfb_client_set_deferred_releases()) it rides in the client's
- * next request, or goes at the next mfb_client_flush(); skipped once
- * the connection is gone, which released the region already. Safe in a
+ * this file), and other connections see it once the broker got to it,
+ * within about 10 ms (mfb_client_roundtrip() waits for that). By default
+ * the handle goes in the client's release queue; where there is none, or
+ * no room, or the client sent nothing for 5 ms (the broker may have swept
+ * its queue for the last time), a RELEASE is written at once if the
+ * socket has room, else queued until the client next sends
+ * (mfb_client_flush(), mfb_client_dispatch(), any request). With deferred
+ * releases on and no queue, it rides in the client's next request, or
+ * goes at the next mfb_client_flush(); off, it is a RELEASE each time (see
+ * mfb_client_set_deferred_releases()). Skipped once the connection is
+ * gone, which released the region already. Safe in a
  * callback, also for a region of another request's callback. Frees a
  * client given to mfb_client_free() with its last region. Unmaps the
  * region's control page and closes its notification fd, if it had them.
@@ -743,6 +752,8 @@ int mfb_client_dispatch(mfb_client *c);
  * Blocks until every queued request is written to the socket (not
  * answered), deferred releases included (mfb_client_set_deferred_releases()),
  * reading answers and running callbacks meanwhile when the socket is full.
+ * Releases stored in the release queue since the last request get a quiet
+ * SYNC, which has the broker take them now rather than within 10 ms.
  * Returns 0, or the connection's error as mfb_client_dispatch() does (a
  * poll() that fails, other than with EINTR, fails the connection with its
  * error). When a callback freed the client, returns 0, and c must not be
@@ -752,30 +763,39 @@ int mfb_client_dispatch(mfb_client *c);
 int mfb_client_flush(mfb_client *c);
 
 /*
- * With deferred nonzero, mfb_region_free() sends nothing: its release waits in
- * the client and rides in the next request record this client sends, of
- * any kind, synchronous or not; the broker carries out the releases before
- * that request. That saves a record, a write and a read on each side, and
- * a wakeup of the broker, for each region given back (docs/PERFORMANCE.md
- * has what it saves a create+map+free). At most 16 releases wait; the
- * seventeenth free sends them all at once. mfb_client_flush() and
- * mfb_client_roundtrip() send the waiting ones too, and so does turning
- * deferral off.
+ * How mfb_region_free() gives regions back: deferred (nonzero) or at once
+ * (0). Every RELEASE record costs a write and a read on each side and a
+ * wakeup of the broker, more than the broker's own work for the release
+ * (docs/PERFORMANCE.md has what that is for a create+map+free); deferring
+ * saves them.
+ *
+ * Deferred, each release goes in the client's release queue where the
+ * broker offers one: the broker takes it before the client's next request,
+ * or on its own within 10 ms of the client's last request. Where there is
+ * no queue (the broker predates it, or has as many as its
+ * --max-release-queues), the release waits in the client instead and rides
+ * in the next request record this client sends, of any kind, synchronous
+ * or not; the broker carries it out before that request. At most 16 wait
+ * so; the seventeenth free sends them all at once. mfb_client_flush() and
+ * mfb_client_roundtrip() send what waits, and have the broker take the
+ * queue, and so does turning deferral off.
  *
  * The price: until the release reaches the broker, the client still holds
  * the region there. Other connections see it among the holders (STAT's
- * nattch), an anonymous or removed region's memory stays allocated, and
- * the uid's quota stays charged, for as long as the client sends nothing.
- * So defer releases in a client that keeps talking to the broker (one that
- * creates and frees regions in a loop), or flush where it falls quiet.
- * Closing the connection releases everything, waiting or not.
+ * nattch), an anonymous or removed region's memory stays allocated, a
+ * transient region keeps its name, and the uid's quota stays charged: for
+ * up to 10 ms with the queue, for as long as the client sends nothing
+ * without it. At once, a release is a record sent with the free, which the
+ * broker handles as soon as it gets to it.
  *
- * Off by default. Returns 0, or -EINVAL (NULL, or freed), -EOPNOTSUPP
- * (deferred on, and the broker predates it: its HELLO reply lacks
+ * The default is deferred where the broker offers a release queue (its
+ * HELLO reply has MFB_WIRE_CAP_RELEASE_QUEUE), at once where it does not.
+ * Returns 0, or -EINVAL (NULL, or freed), -EOPNOTSUPP (deferred on, and
+ * the broker has neither a queue nor carried releases:
  * MFB_WIRE_CAP_CARRIED_RELEASES), or when turning it off, -ENOMEM from
- * queuing the waiting releases (they stay waiting then, and deferral is
- * off). Once the connection is gone, which released everything, nothing
- * waits and nothing fails here.
+ * queuing what waits (it stays waiting then, and deferral is off). Once
+ * the connection is gone, which released everything, nothing waits and
+ * nothing fails here.
  */
 int mfb_client_set_deferred_releases(mfb_client *c, int deferred);
 

@@ -552,8 +552,8 @@ struct mfb_wire_notify_reply {
  * that writes an entry MFB_WIRE_RELEASE_QUEUE_WINDOW_MS or more after it
  * last sent a request (time read again after the store) sends a request
  * with MFB_WIRE_FLAG_QUEUED, such as a quiet SYNC, for it to be taken soon.
- * An entry of a handle the connection does not hold fails the next request
- * read after it was taken with -ENOENT.
+ * An entry of a handle the connection does not hold fails, with -ENOENT,
+ * the request it was taken for, or else the connection's next request.
  *
  * SYNC (no body): does nothing; its empty reply tells that the broker has
  * handled everything the connection sent before it. May be quiet.
