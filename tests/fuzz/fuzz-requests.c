@@ -7,11 +7,13 @@
  * The script is a sequence of steps, each a byte naming what to do and the
  * bytes that say how (see run_step()): send a request on one connection
  * (built from a few bytes and mostly well-formed, so that the fuzzer gets
- * past the checks; or raw; sometimes with an fd attached, or handles to
- * release carried after the body, up to one more than allowed), read the
- * replies, run the loop until the broker is idle, close or shut down a
- * connection (also with a WAIT pending or replies unread), open another,
- * let a little time pass for short WAIT timeouts.
+ * past the checks; or raw; sometimes with an fd attached, handles to
+ * release carried after the body, up to one more than allowed, or the flag
+ * that has the broker take the release queue first), write an entry to a
+ * connection's release queue (mostly complete, with a handle the broker
+ * gave out), read the replies, run the loop until the broker is idle,
+ * close or shut down a connection (also with a WAIT pending or replies
+ * unread), open another, let a little time pass for short WAIT timeouts.
  *
  * What every input must satisfy, else abort():
  * - every reply is valid by PROTOCOL.md (mfb_wire_reply_check(), with an
@@ -94,6 +96,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define LIMIT_CONNECTIONS               12U
 #define LIMIT_CONNECTIONS_PER_UID       2U
 #define LIMIT_WAITERS                   4U
+#define LIMIT_RELEASE_QUEUES            3U
 #define FD_LIMIT                        (UINT64_C(1) << 20)
 #define PHYSICAL_MEMORY                 (UINT64_C(1) << 30)
 
@@ -129,6 +132,7 @@ struct expected {
         bool must_fail;         /* sent with an fd, refused by the codec, or quiet where it cannot be */
         bool quiet;             /* a RELEASE or REMOVE with MFB_WIRE_FLAG_QUIET: answered only if it fails */
         bool carries;           /* handles to release (MFB_WIRE_FLAG_RELEASES): one not held fails it -ENOENT */
+        bool queued;            /* MFB_WIRE_FLAG_QUEUED: refused -EINVAL without a queue */
         bool may_stay;          /* a WAIT that may be pending */
         uint32_t access;        /* CREATE, OPEN, WAIT: what a region reply grants */
         uint64_t handle;        /* by handle (OPEN, STAT, SEAL, SET), LIST's after_handle */
@@ -153,6 +157,8 @@ struct slot {
         bool replied;           /* a reply came */
         bool hello_done;        /* a HELLO succeeded */
         pid_t pid;              /* as the broker was told: finds the connection */
+        struct mfb_wire_release_queue_entry *queue;     /* its release queue's slots, mapped; NULL for none */
+        uint64_t queue_written;
         const struct identity *id;
         struct expected pending[PENDING_MAX];
         size_t head, n;
@@ -254,6 +260,8 @@ static void slot_reset(struct slot *s) {
         s->pid = 0;
         s->id = NULL;
         s->head = s->n = 0;
+        s->queue = NULL;        /* unmapped when the client closed */
+        s->queue_written = 0;
 }
 
 static void slot_open(struct slot *s, const struct identity *id) {
@@ -288,6 +296,10 @@ static void slot_open(struct slot *s, const struct identity *id) {
 static void slot_close(struct slot *s) {
         s->fd = safe_close(s->fd);
         s->open = false;
+        if (s->queue)
+                check(munmap((uint8_t *) s->queue - MFB_WIRE_RELEASE_QUEUE_HEADER, MFB_WIRE_RELEASE_QUEUE_SIZE) == 0,
+                      "munmap() failed", s);
+        s->queue = NULL;
 }
 
 /* ---- What a reply must be ---- */
@@ -461,6 +473,27 @@ static void check_page_reply(struct slot *s, const uint8_t *body, int fd) {
 }
 
 /* A CREATE_BATCH reply: the count asked for, each fd a new region's of the size asked for, read-write. */
+/* A release queue: a page sealed against resizing, read-write, mapped for the script to write to. */
+static void check_queue_reply(struct slot *s, const uint8_t *body, int fd) {
+        struct mfb_wire_release_queue_reply reply;
+        int seals = fcntl(fd, F_GET_SEALS), flags = fcntl(fd, F_GETFL);
+        struct stat st;
+        void *page;
+
+        memcpy(&reply, body, sizeof(reply));
+        check(reply.slots == MFB_WIRE_RELEASE_QUEUE_SLOTS && reply.reserved == 0,
+              "a RELEASE_QUEUE reply has another number of slots", s);
+        check(fstat(fd, &st) == 0 && st.st_size == MFB_WIRE_RELEASE_QUEUE_SIZE && flags >= 0 &&
+              (flags & O_ACCMODE) == O_RDWR && seals >= 0 &&
+              (seals & (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)) == (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL),
+              "RELEASE_QUEUE gave no sealed read-write page", s);
+        check(!s->queue, "a second RELEASE_QUEUE succeeded", s);
+        page = mmap(NULL, MFB_WIRE_RELEASE_QUEUE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        check(page != MAP_FAILED, "mapping a release queue failed", s);
+        s->queue = (struct mfb_wire_release_queue_entry *) ((uint8_t *) page + MFB_WIRE_RELEASE_QUEUE_HEADER);
+        s->queue_written = 0;
+}
+
 static void check_batch_reply(struct slot *s, const struct expected *e, const uint8_t *body, const int *fds,
                               size_t nfds) {
         struct mfb_wire_create_batch_reply reply;
@@ -655,6 +688,12 @@ static void check_success(struct slot *s, const struct expected *e, const uint8_
         case MFB_WIRE_OP_NOTIFY:
                 check(body_len == sizeof(struct mfb_wire_notify_reply), "a NOTIFY reply has another body", s);
                 return;
+        case MFB_WIRE_OP_RELEASE_QUEUE:
+                check_queue_reply(s, body, fd);
+                return;
+        case MFB_WIRE_OP_SYNC:
+                check(body_len == 0, "a SYNC reply has a body", s);
+                return;
         default:
                 fail("an opcode that is no request succeeded", s);
         }
@@ -690,7 +729,8 @@ static void check_reply(struct slot *s, const uint8_t *rec, size_t len, const in
                 check(len > sizeof(h), "a refusal has no message", s);
         } else if (h.status < 0) {
                 check(e->opcode != MFB_WIRE_OP_HELLO || s->hello_done || e->must_fail || h.status == -EPROTONOSUPPORT ||
-                      h.status == -EBADMSG || h.status == -EMSGSIZE || (e->carries && h.status == -ENOENT),
+                      h.status == -EBADMSG || h.status == -EMSGSIZE || (e->carries && h.status == -ENOENT) ||
+                      (e->queued && h.status == -EINVAL),
                       "a first HELLO was refused for no reason", s);
                 check_error_message(s, rec + sizeof(h), len - sizeof(h));
         } else
@@ -805,7 +845,7 @@ static const uint16_t opcodes[] = {
         MFB_WIRE_OP_HELLO, MFB_WIRE_OP_CREATE, MFB_WIRE_OP_OPEN, MFB_WIRE_OP_SEAL, MFB_WIRE_OP_STAT, MFB_WIRE_OP_LIST, MFB_WIRE_OP_RELEASE,
         MFB_WIRE_OP_REMOVE, MFB_WIRE_OP_SET, MFB_WIRE_OP_WAIT, MFB_WIRE_OP_LIMITS, MFB_WIRE_OP_CREATE, MFB_WIRE_OP_OPEN, MFB_WIRE_OP_SEAL, MFB_WIRE_OP_WAIT,
         MFB_WIRE_OP_CREATE_BATCH, MFB_WIRE_OP_NOTIFIER, MFB_WIRE_OP_NOTIFY_WATCH, MFB_WIRE_OP_NOTIFY,
-        MFB_WIRE_OP_NOTIFY, MFB_WIRE_OP_USAGE, MFB_WIRE_OP_ALLOCATED,
+        MFB_WIRE_OP_NOTIFY, MFB_WIRE_OP_USAGE, MFB_WIRE_OP_ALLOCATED, MFB_WIRE_OP_RELEASE_QUEUE, MFB_WIRE_OP_SYNC,
         0,      /* an opcode that is no request */
 };
 
@@ -998,6 +1038,8 @@ static size_t build_body(struct input *in, uint16_t opcode, uint8_t *body) {
                 return sizeof(req);
         }
         case MFB_WIRE_OP_LIMITS:
+        case MFB_WIRE_OP_RELEASE_QUEUE:
+        case MFB_WIRE_OP_SYNC:
                 return 0;
         case MFB_WIRE_OP_USAGE: {
                 struct mfb_wire_usage_request req = {};
@@ -1062,8 +1104,10 @@ static void expect(struct slot *s, const uint8_t *rec, size_t len, bool with_fd)
         e->cookie = h.cookie;
         e->opcode = h.opcode;
         e->carries = r == 0 && (h.flags & MFB_WIRE_FLAG_RELEASES);
+        e->queued = r == 0 && (h.flags & MFB_WIRE_FLAG_QUEUED);
         e->quiet = (h.flags & MFB_WIRE_FLAG_QUIET) &&
-                   (h.opcode == MFB_WIRE_OP_RELEASE || h.opcode == MFB_WIRE_OP_REMOVE || h.opcode == MFB_WIRE_OP_NOTIFY);
+                   (h.opcode == MFB_WIRE_OP_RELEASE || h.opcode == MFB_WIRE_OP_REMOVE || h.opcode == MFB_WIRE_OP_NOTIFY ||
+                    h.opcode == MFB_WIRE_OP_SYNC);
         e->must_fail = with_fd || r < 0 || ((h.flags & MFB_WIRE_FLAG_QUIET) && !e->quiet);
         if (e->must_fail)
                 return;
@@ -1235,6 +1279,7 @@ enum {
         STEP_SHUTDOWN,          /* the client shuts down its sending side */
         STEP_CONNECT,           /* a new connection */
         STEP_TIME,              /* a few microseconds pass: short WAIT timeouts end */
+        STEP_QUEUE,             /* write an entry to a connection's release queue */
         STEP_COUNT,
 };
 
@@ -1251,6 +1296,7 @@ static void step_send(struct input *in, unsigned kind) {
         struct mfb_wire_header h;
         uint16_t opcode;
         size_t len;
+        uint8_t b;
 
         if (kind == STEP_SEND_RAW) {
                 uint16_t n = take_u16(in);
@@ -1266,18 +1312,24 @@ static void step_send(struct input *in, unsigned kind) {
                         len = sizeof(h) + build_body(in, opcode, record + sizeof(h));
                 else {
                         int body = mfb_wire_request_body_size(opcode);
-                        uint8_t b = take_u8(in);
 
+                        b = take_u8(in);
                         len = sizeof(h) + (body >= 0 && b < 0xf0 ? (size_t) body : b % 64);
                         take_bytes(in, record + sizeof(h), len - sizeof(h));
                 }
                 mfb_wire_header_init(&h, opcode, ++f.cookie, 0, 0, (uint32_t) len);
                 /* Quiet, mostly where it may be: a RELEASE or REMOVE answered only if it fails. */
                 if ((opcode == MFB_WIRE_OP_RELEASE || opcode == MFB_WIRE_OP_REMOVE || opcode == MFB_WIRE_OP_STAT ||
-                     opcode == MFB_WIRE_OP_NOTIFY) && take_u8(in) >= 0x80)
+                     opcode == MFB_WIRE_OP_NOTIFY || opcode == MFB_WIRE_OP_SYNC) && take_u8(in) >= 0x80)
                         h.flags = MFB_WIRE_FLAG_QUIET;
-                /* Now and then handles to release, carried after the body: mostly ones the broker gave out. */
-                if (take_u8(in) >= 0xe0) {
+                /*
+                 * Now and then handles to release, carried after the body: mostly ones
+                 * the broker gave out; or the release queue taken first.
+                 */
+                b = take_u8(in);
+                if (b >= 0xc0 && b < 0xe0)
+                        h.flags |= MFB_WIRE_FLAG_QUEUED;
+                if (b >= 0xe0) {
                         size_t n = 1 + take_u8(in) % (MFB_WIRE_RELEASES_CARRIED_MAX + 1);
 
                         for (size_t i = 0; i < n; i++, len += sizeof(uint64_t)) {
@@ -1301,6 +1353,27 @@ static void step_send(struct input *in, unsigned kind) {
                 run_until_idle();
         if (how & SEND_READ)
                 slot_read(s);
+}
+
+/*
+ * An entry in a connection's release queue, as a client writes it, if it
+ * has one: a handle, then its seq, mostly the one that completes it; or
+ * one it is not, or any: the broker must take what it may and no more.
+ */
+static void step_queue(struct input *in) {
+        struct slot *s = &f.slots[take_u8(in) % SLOTS_MAX];
+        uint64_t handle = pick_handle(in), seq;
+        uint8_t how = take_u8(in);
+        struct mfb_wire_release_queue_entry *e;
+
+        if (!s->queue)
+                return;
+        e = &s->queue[s->queue_written % MFB_WIRE_RELEASE_QUEUE_SLOTS];
+        seq = how < 0xe0 ? s->queue_written + 1 : how < 0xf0 ? s->queue_written : take_u64(in);
+        e->handle = handle;
+        __atomic_store_n(&e->seq, seq, __ATOMIC_RELEASE);
+        if (how < 0xe0)
+                s->queue_written++;
 }
 
 static void run_step(struct input *in) {
@@ -1341,6 +1414,9 @@ static void run_step(struct input *in) {
                 nanosleep(&(struct timespec) { .tv_nsec = 5000 }, NULL);
                 run_until_idle();
                 return;
+        case STEP_QUEUE:
+                step_queue(in);
+                return;
         }
 }
 
@@ -1357,6 +1433,7 @@ static void broker_start(void) {
         f.config.max_connections = LIMIT_CONNECTIONS;
         f.config.max_connections_per_uid = LIMIT_CONNECTIONS_PER_UID;
         f.config.max_waiters = LIMIT_WAITERS;
+        f.config.max_release_queues = LIMIT_RELEASE_QUEUES;
         settings_derive_limits(&f.config, FD_LIMIT, PHYSICAL_MEMORY);
         check(settings_set_socket_path(&f.config, socket_path) == 0, "out of memory", NULL);
         check(broker_new(&f.config, &f.broker) == 0, "the broker did not start", NULL);

@@ -20,8 +20,9 @@ HEADER = struct.Struct("=IHHQiHH")
 NAME_MAX = 255
 REPLY = 0x8000
 FLAG_QUIET = 0x1
+FLAG_QUEUED = 0x4
 (HELLO, CREATE, OPEN, SEAL, STAT, LIST, RELEASE, REMOVE, SET, WAIT, LIMITS, CREATE_BATCH, NOTIFIER, NOTIFY_WATCH,
- NOTIFY, USAGE, ALLOCATED) = range(1, 18)
+ NOTIFY, USAGE, ALLOCATED, RELEASE_QUEUE, SYNC) = range(1, 20)
 VERSION = 2
 REGION_INFO = struct.Struct("=QQIIIIIIIIIIQQQQ256s")
 F_SEAL_SHRINK, F_SEAL_GROW, F_SEAL_WRITE = 0x2, 0x4, 0x8
@@ -120,6 +121,10 @@ def codec_seeds():
         "usage-reply": FDS_NONE + record(USAGE | REPLY, usage),
         "allocated-request": FDS_NONE + record(ALLOCATED, struct.pack("=QII", 0, 1, 0)),
         "allocated-reply": FDS_NONE + record(ALLOCATED | REPLY, allocated),
+        "release-queue-request": FDS_NONE + record(RELEASE_QUEUE),
+        "release-queue-reply": FDS_ONE + record(RELEASE_QUEUE | REPLY, struct.pack("=II", 252, 0), nfds=1),
+        "sync-request": FDS_NONE + record(SYNC, flags=FLAG_QUIET | FLAG_QUEUED),
+        "sync-reply": FDS_NONE + record(SYNC | REPLY),
     })
     return seeds
 
@@ -177,13 +182,15 @@ def state_seeds():
 
 # tests/fuzz/fuzz-requests.c: steps and the indexes of its tables.
 (STEP_SEND, STEP_SEND_FIXED, STEP_SEND_RAW, STEP_READ, STEP_RUN, STEP_CLOSE, STEP_SHUTDOWN, STEP_CONNECT,
- STEP_TIME) = range(9)
+ STEP_TIME, STEP_QUEUE) = range(10)
 SEND_WITH_FD, SEND_MEMFD, SEND_MUTATE, SEND_RUN, SEND_READ = 0x08, 0x10, 0x20, 0x40, 0x80
 OP = {"HELLO": 0, "CREATE": 1, "OPEN": 2, "SEAL": 3, "STAT": 4, "LIST": 5, "RELEASE": 6, "REMOVE": 7,
       "SET": 8, "WAIT": 9, "LIMITS": 10, "CREATE_BATCH": 15, "NOTIFIER": 16, "NOTIFY_WATCH": 17, "NOTIFY": 18,
-      "USAGE": 20, "ALLOCATED": 21}
+      "USAGE": 20, "ALLOCATED": 21, "RELEASE_QUEUE": 22, "SYNC": 23}
 # Requests whose body is followed by a byte that makes them quiet from 0x80 on.
-QUIET_BYTE = ("RELEASE", "REMOVE", "STAT", "NOTIFY")
+QUIET_BYTE = ("RELEASE", "REMOVE", "STAT", "NOTIFY", "SYNC")
+QUEUED = 0xC0               # the byte after the quiet byte: the release queue taken first (0xC0 to 0xDF)
+ENTRY_COMPLETE, ENTRY_NOT_YET = 0, 0xE0         # STEP_QUEUE's byte after the handle: its seq
 NAME_A, NAME_B, NAME_SHARED = 0, 1, 2
 MODE_DEFAULT, MODE_0600, MODE_0644, MODE_0660 = 0, 1, 3, 4
 BY_HANDLE, BY_NAME = 0, 4
@@ -214,9 +221,15 @@ def carried(handles):
     return bytes([0xE0, len(handles) - 1, *handles])
 
 
-def send(slot, op, *fields, how=SEND_RUN | SEND_READ, quiet=False, carry=()):
+def send(slot, op, *fields, how=SEND_RUN | SEND_READ, quiet=False, carry=(), queued=False):
     quiet_byte = bytes([0x80 if quiet else 0]) if op in QUIET_BYTE else b""
-    return bytes([STEP_SEND, slot | how, OP[op], *fields]) + quiet_byte + carried(carry)
+    return bytes([STEP_SEND, slot | how, OP[op], *fields]) + quiet_byte + (bytes([QUEUED]) if queued
+                                                                           else carried(carry))
+
+
+def queue_entry(slot, handle_byte, seq=ENTRY_COMPLETE):
+    """An entry in slot's release queue: a handle byte (as handle() or an index of those seen), then its seq."""
+    return bytes([STEP_QUEUE, slot, handle_byte, seq])
 
 
 def hello(slot):
@@ -311,6 +324,20 @@ def requests_seeds():
         # A transient region lives while someone holds it: its creator leaves, the reader that opened it keeps
         # it and its name; once the reader lets go, the name is free for root's transient region, which a
         # waiter gets when sealed, and which ends when both leave. A transient region needs a name.
+        # Release queues: a reader's, with its hold in it, taken by a flagged STAT; a second RELEASE_QUEUE
+        # (refused), an entry not complete yet, then complete, taken by a quiet SYNC; an entry of a handle it
+        # does not hold (the next request fails); the flag without a queue; a third and a fourth queue, over
+        # the fuzzer's limit of three.
+        "queue": everyone + create(1, MODE_0644, NAME_A) + send(2, "RELEASE_QUEUE")
+        + send(2, "OPEN", BY_NAME, NAME_A, READ) + queue_entry(2, handle(1))
+        + send(2, "STAT", BY_NAME, NAME_A, queued=True) + send(2, "RELEASE_QUEUE")
+        + send(2, "OPEN", BY_NAME, NAME_A, READ) + queue_entry(2, handle(1), ENTRY_NOT_YET)
+        + send(2, "SYNC", queued=True) + queue_entry(2, handle(1))
+        + send(2, "SYNC", quiet=True, queued=True) + send(1, "STAT", BY_NAME, NAME_A)
+        + queue_entry(2, handle(9)) + send(2, "LIMITS", queued=True) + send(2, "LIMITS")
+        + send(0, "LIMITS", queued=True) + send(0, "RELEASE_QUEUE") + send(1, "RELEASE_QUEUE")
+        + bytes([STEP_CONNECT, 3]) + hello(3) + send(3, "RELEASE_QUEUE") + bytes([STEP_CLOSE, 2, STEP_RUN])
+        + send(3, "RELEASE_QUEUE"),
         "transient": everyone + send(1, "CREATE", 0, CREATE_FLAGS_TRANSIENT, MODE_0644, 1, NAME_A)
         + send(2, "OPEN", BY_NAME, NAME_A, READ) + send(2, "NOTIFY_WATCH", handle(1), 0)
         + bytes([STEP_CLOSE, 1, STEP_RUN]) + send(2, "STAT", BY_NAME, NAME_A) + send(0, "LIST", 0)
