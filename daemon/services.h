@@ -47,6 +47,7 @@ struct services {
         struct session_list sweeping;
         int queue_sweep_fd;                     /* a timerfd (CLOCK_MONOTONIC), owned by the broker */
         bool queue_sweep_armed;
+        uint64_t queue_sweep_last_usec;         /* when it last went off */
         uint32_t n_queues;                      /* sessions with a release queue */
         /*
          * Handles a record of s (request_handle()): the broker sets it, so

@@ -34,7 +34,16 @@ static const struct quota_amount session_amount = { .n = {
         [MFB_WIRE_RESOURCE_FDS] = 1,
 } };
 
-#define SWEEP_USEC ((uint64_t) MFB_WIRE_RELEASE_QUEUE_SWEEP_MS * 1000)
+/*
+ * A session's queue is due for the sweep once its client's window has
+ * passed (PROTOCOL.md: what it writes after that, it has taken itself), and
+ * the sweep runs at most once a TICK, taking every queue due: at most
+ * WINDOW + TICK, the protocol's MFB_WIRE_RELEASE_QUEUE_SWEEP_MS, after the
+ * last request. A timer set for each session's own time would go off
+ * every few microseconds with a thousand clients.
+ */
+#define WINDOW_USEC ((uint64_t) MFB_WIRE_RELEASE_QUEUE_WINDOW_MS * 1000)
+#define TICK_USEC ((uint64_t) (MFB_WIRE_RELEASE_QUEUE_SWEEP_MS - MFB_WIRE_RELEASE_QUEUE_WINDOW_MS) * 1000)
 
 /* CLOCK_MONOTONIC in microseconds: a vDSO call, no syscall. */
 static uint64_t now_usec(void) {
@@ -58,8 +67,10 @@ static void sweep_schedule(struct services *sv) {
         if (!first && !sv->queue_sweep_armed)
                 return;
         if (first) {
-                uint64_t due = first->last_request_usec + SWEEP_USEC;
+                uint64_t due = first->last_request_usec + WINDOW_USEC;
 
+                if (due < sv->queue_sweep_last_usec + TICK_USEC)
+                        due = sv->queue_sweep_last_usec + TICK_USEC;
                 /* Absolute, on the clock of now_usec(); never 0, which would disarm it. */
                 when.it_value = (struct timespec) { .tv_sec = (time_t) (due / 1000000),
                                                     .tv_nsec = (long) (due % 1000000) * 1000 + 1 };
@@ -81,9 +92,10 @@ static void sweep_leave(struct session *s) {
 
 /*
  * s sent a request: its client may write to its queue from now on, which
- * the sweep takes SWEEP_USEC after the last request, when no request takes
- * it before. The timer, once set, stays: it comes early for a session that
- * sent again, and is set again then.
+ * the sweep takes WINDOW_USEC to MFB_WIRE_RELEASE_QUEUE_SWEEP_MS after the
+ * last request, when no request takes it before. The timer, once set,
+ * stays: it comes early for a session that sent again, and is set again
+ * then.
  */
 static void sweep_touch(struct session *s) {
         struct services *sv = s->services;
@@ -383,7 +395,8 @@ void session_sweep_queues(struct services *sv) {
         struct session *s;
 
         sv->queue_sweep_armed = false;          /* it went off */
-        while ((s = TAILQ_FIRST(&sv->sweeping)) && s->last_request_usec + SWEEP_USEC <= now) {
+        sv->queue_sweep_last_usec = now;
+        while ((s = TAILQ_FIRST(&sv->sweeping)) && s->last_request_usec + WINDOW_USEC <= now) {
                 sweep_leave(s);
                 (void) session_take_queue(s);
         }

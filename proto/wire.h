@@ -538,8 +538,8 @@ struct mfb_wire_notify_reply {
  * read-write fd; a second RELEASE_QUEUE is refused with -EEXIST. The
  * broker takes what the client wrote (each entry released as by a RELEASE)
  * before a request with MFB_WIRE_FLAG_QUEUED, and on its own once the
- * connection has sent nothing for MFB_WIRE_RELEASE_QUEUE_SWEEP_MS after
- * its last request. So a release costs the client a store, and the broker
+ * connection has sent nothing since its last request for between
+ * MFB_WIRE_RELEASE_QUEUE_WINDOW_MS and MFB_WIRE_RELEASE_QUEUE_SWEEP_MS. So a release costs the client a store, and the broker
  * neither a record nor a wakeup, while it still ends within that time.
  *
  * Entry n (counted from 0 over the queue's life) goes in slot n % slots:
