@@ -13,7 +13,6 @@
 #include "codec.h"
 #include "fdpass.h"
 #include "macro.h"
-#include "releasequeue.h"
 #include "socket-path.h"
 
 /* The largest errno the kernel defines; a status below its negation is no errno. */
@@ -114,7 +113,7 @@ void client_ref(mfb_client *c) {
 
 static void client_destroy(mfb_client *c) {
         assert(TAILQ_EMPTY(&c->sent) && TAILQ_EMPTY(&c->unsent));
-        release_queue_unmap(c);
+        release_queue_unmap(&c->queue);
         safe_close(c->fd);
         free(c->record);
         free(c);
@@ -149,7 +148,7 @@ static int requests_send(mfb_client *c) {
                 if (r < 0)
                         return client_fail(c, r);
                 /* What the release queue's window counts from (releasequeue.h). */
-                c->last_send_usec = client_now_usec();
+                c->last_send_usec = release_queue_now_usec();
                 TAILQ_REMOVE(&c->unsent, q, link);
                 /* Nothing comes back for a quiet request that works, and its failure is dropped. */
                 if (request_quiet(q))
@@ -232,7 +231,7 @@ int client_request(mfb_client *c, uint16_t opcode, const void *body, size_t body
                 c->n_releases_waiting = 0;
         }
         /* What was stored in the release queue since the last request: the broker takes it before this one. */
-        release_queue_flag(c, &q->record.header, &q->queue_mark);
+        release_queue_flag(&c->queue, &q->record.header, &q->queue_mark);
         /* Nobody waits for the answer: have the broker send one only for a failure, where the protocol allows. */
         if (!handler && mfb_wire_request_info(opcode)->quiet && (c->hello.capabilities & MFB_WIRE_CAP_QUIET)) {
                 q->record.header.flags |= MFB_WIRE_FLAG_QUIET;
@@ -255,15 +254,51 @@ int client_request(mfb_client *c, uint16_t opcode, const void *body, size_t body
         return 0;
 }
 
+/*
+ * Has the broker take what was stored in the release queue since the last
+ * request, now rather than within MFB_WIRE_RELEASE_QUEUE_SWEEP_MS: a quiet
+ * SYNC, flagged. Returns 0, or the error of client_request().
+ */
+static int queue_kick(mfb_client *c) {
+        if (!c->queue.unflagged || !client_usable(c))
+                return 0;
+        return client_request(c, MFB_WIRE_OP_SYNC, NULL, 0, NULL, 0, NULL);
+}
+
+static int queue_answered(mfb_client *c, void *data, int status, const struct client_reply *reply) {
+        if (status < 0) {
+                c->queue.state = QUEUE_REFUSED;
+                return 0;
+        }
+        release_queue_answered(&c->queue, reply->body, reply->fds[0]);
+        mfb_close_fds(reply->fds, reply->nfds);
+        return 0;
+}
+
+/* Asks for the release queue, once, at a release that could not go in it, where the broker offers one. */
+static void queue_ask(mfb_client *c) {
+        if (!release_queue_wanted(&c->queue))
+                return;
+        if (!(c->hello.capabilities & MFB_WIRE_CAP_RELEASE_QUEUE))
+                c->queue.state = QUEUE_REFUSED;
+        else if (client_request(c, MFB_WIRE_OP_RELEASE_QUEUE, NULL, 0, queue_answered, 0, NULL) == 0)
+                c->queue.state = QUEUE_ASKED;
+}
+
 void client_release(mfb_client *c, uint64_t handle) {
         struct mfb_wire_release_request request = { .handle = handle };
 
         if (!client_usable(c))
                 return;
         if (c->release_mode != RELEASE_EAGER) {
-                if (release_queue_put(c, handle))
+                bool late;
+
+                if (release_queue_put(&c->queue, handle, c->last_send_usec, &late)) {
+                        if (late)
+                                (void) queue_kick(c);
                         return;
-                release_queue_ask(c);
+                }
+                queue_ask(c);
         }
         if (c->release_mode == RELEASE_DEFERRED && c->n_releases_waiting < ELEMENTSOF(c->releases_waiting)) {
                 c->releases_waiting[c->n_releases_waiting++] = handle;
@@ -290,17 +325,6 @@ static int releases_queue(mfb_client *c) {
         if (r < 0)
                 c->releases_waiting[c->n_releases_waiting++] = request.handle;
         return r;
-}
-
-/*
- * Has the broker take what was stored in the release queue since the last
- * request, now rather than within MFB_WIRE_RELEASE_QUEUE_SWEEP_MS: a quiet
- * SYNC, flagged. Returns 0, or the error of client_request().
- */
-static int queue_kick(mfb_client *c) {
-        if (!c->queue.unflagged || !client_usable(c))
-                return 0;
-        return client_request(c, MFB_WIRE_OP_SYNC, NULL, 0, NULL, 0, NULL);
 }
 
 /*
@@ -356,7 +380,7 @@ static int reply_read(mfb_client *c, bool block) {
         c->last_answered = header.cookie;
         /* Answered, the request had the broker take the queue first; refused, perhaps not. */
         if (header.status == 0)
-                release_queue_answered(c, q->queue_mark);
+                release_queue_taken(&c->queue, q->queue_mark);
 
         /* Only a reply a caller waits for speaks for the last call: a dropped one, or the library's own, must not. */
         if (header.status < 0) {

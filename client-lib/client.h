@@ -20,6 +20,7 @@
 #include <sys/queue.h>
 
 #include "memfd-broker.h"
+#include "releasequeue.h"
 #include "wire.h"
 
 /* Requests in the order they were made. */
@@ -32,20 +33,6 @@ enum release_mode {
         RELEASE_EAGER,          /* each a RELEASE record, at once */
 };
 
-/* The client's side of its release queue (releasequeue.c). */
-struct client_queue {
-        enum {
-                QUEUE_NONE,             /* not asked for */
-                QUEUE_ASKED,            /* RELEASE_QUEUE sent, its answer not read */
-                QUEUE_READY,
-                QUEUE_REFUSED,          /* the broker has none, or gave none: not asked for again */
-        } state;
-        struct mfb_wire_release_queue_entry *slots;     /* the page's, mapped read-write while ready */
-        void *page;                     /* that mapping, MFB_WIRE_RELEASE_QUEUE_SIZE bytes */
-        uint64_t written;               /* entries written */
-        uint64_t taken;                 /* entries the broker took, as far as its answers tell */
-        bool unflagged;                 /* written since the last request made: the next carries FLAG_QUEUED */
-};
 
 struct mfb_client {
         int fd;                         /* the connection; -1 once mfb_client_free() closed it */
@@ -60,7 +47,7 @@ struct mfb_client {
         enum release_mode release_mode; /* mfb_client_set_deferred_releases() */
         size_t n_releases_waiting;      /* deferred releases, to ride in the next request */
         uint64_t releases_waiting[MFB_WIRE_RELEASES_CARRIED_MAX];
-        struct client_queue queue;      /* the release queue (releasequeue.h) */
+        struct release_queue queue;     /* releasequeue.h */
         uint64_t last_send_usec;        /* when the last request was written (CLOCK_MONOTONIC) */
         struct mfb_wire_hello_reply hello;      /* the broker's version, limits and capabilities */
         char error_message[MFB_WIRE_ERROR_MESSAGE_MAX + 1];

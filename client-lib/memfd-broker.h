@@ -50,8 +50,9 @@
  * offers a release queue (PROTOCOL.md, "Release queue"), it stores the
  * handle in a page the broker takes it from, before the client's next
  * request or on its own within 10 ms of the client's last one: no record,
- * no wakeup of the broker. Else, and for the first release (which asks
- * for the queue), it sends a RELEASE, whose answer is read, and dropped,
+ * no wakeup of the broker. Else, and for a client's first two releases
+ * (the second asks for the queue: a client that frees one region and
+ * leaves never has one made), it sends a RELEASE, whose answer is read, and dropped,
  * before any later answer on the client. Either way the broker has seen
  * the release before the answer to the client's next request is read (a
  * mfb_region_stat_get() on the same client no longer counts that

@@ -426,7 +426,8 @@ static void opened_kept(mfb_client *c, int error, mfb_region *region, void *user
  * By default, where the broker offers a release queue, mfb_region_free()
  * stores the handle in it and writes nothing: the broker takes it before
  * the client's next request, or on its own within 10 ms of the client's
- * last one. The first release goes as a record, and asks for the queue.
+ * last one. The first release goes as a record; so does the second, which
+ * asks for the queue (a client that releases once never has one made).
  */
 START_TEST(releases_go_through_the_queue) {
         mfb_client *owner = connect_to(&test_broker), *c = connect_to(&test_broker);
@@ -435,8 +436,10 @@ START_TEST(releases_go_through_the_queue) {
 
         ck_assert_int_eq(mfb_region_create(owner, "queued", 4096, &queued), 0);
         ck_assert_int_eq(mfb_region_create(owner, "other", 4096, &other), 0);
-        ck_assert_int_eq(mfb_region_open(c, "queued", O_RDONLY, &r), 0);
-        mfb_region_free(r);
+        for (int i = 0; i < 2; i++) {
+                ck_assert_int_eq(mfb_region_open(c, "queued", O_RDONLY, &r), 0);
+                mfb_region_free(r);
+        }
         ck_assert_int_eq(mfb_client_roundtrip(c), 0);
         ck_assert_uint_eq(nattch_of(owner, "queued"), 1);
 
@@ -488,15 +491,17 @@ START_TEST(deferred_releases_ride_in_the_next_request_without_a_queue) {
         owner = connect_to(&b);
         c = connect_to(&b);
         ck_assert_int_eq(mfb_region_create(owner, "deferred", 4096, &shared), 0);
-        /* owner's first release asks for the only queue, and gets it. */
-        ck_assert_int_eq(mfb_region_open(owner, "deferred", O_RDONLY, &r), 0);
-        mfb_region_free(r);
+        /* owner's second release asks for the only queue, and gets it. */
+        for (int i = 0; i < 2; i++) {
+                ck_assert_int_eq(mfb_region_open(owner, "deferred", O_RDONLY, &r), 0);
+                mfb_region_free(r);
+        }
         ck_assert_int_eq(mfb_client_roundtrip(owner), 0);
 
         ck_assert_int_eq(mfb_client_set_deferred_releases(NULL, 1), -EINVAL);
         ck_assert_int_eq(mfb_client_set_deferred_releases(c, 1), 0);
 
-        /* Freed, nothing sent but the ask for a queue: the broker, having read all c wrote, counts c still. */
+        /* Freed, nothing sent: the broker, having read all c wrote, still counts c among the holders. */
         ck_assert_int_eq(mfb_region_open(c, "deferred", O_RDONLY, &r), 0);
         mfb_region_free(r);
         ck_assert_int_eq(mfb_client_dispatch(c), 0);
