@@ -52,8 +52,8 @@
  * request or on its own within 10 ms of the client's last one: no record,
  * no wakeup of the broker. Else, and for a client's first two releases
  * (the second asks for the queue: a client that frees one region and
- * leaves never has one made), it sends a RELEASE, whose answer is read, and dropped,
- * before any later answer on the client. Either way the broker has seen
+ * leaves never has one made), it sends a RELEASE, whose answer is read,
+ * and dropped, before any later answer on the client. Either way the broker has seen
  * the release before the answer to the client's next request is read (a
  * mfb_region_stat_get() on the same client no longer counts that
  * reference in nattch). Other connections see it once the broker got to
