@@ -382,7 +382,7 @@ static int reply_read(mfb_client *c, bool block) {
         if (header.status == 0)
                 release_queue_taken(&c->queue, q->queue_mark);
 
-        /* Only a reply a caller waits for speaks for the last call: a dropped one, or the library's own, must not. */
+        /* Only a reply a caller waits for speaks for the last call: not a dropped one, nor the library's own. */
         if (header.status < 0) {
                 if (request_speaks(q))
                         error_message_store(c, c->record + sizeof(header), (size_t) n - sizeof(header));
