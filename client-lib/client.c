@@ -333,6 +333,7 @@ static int releases_queue(mfb_client *c) {
  * connection's error once it failed.
  */
 static int reply_read(mfb_client *c, bool block) {
+        const struct mfb_wire_request_info *info;
         int fds[MFB_FDS_RECV_MAX];
         struct mfb_wire_header header;
         struct client_request *q;
@@ -365,9 +366,9 @@ static int reply_read(mfb_client *c, bool block) {
          * asked.
          */
         q = TAILQ_FIRST(&c->sent);
+        info = mfb_wire_request_info(header.opcode);
         if (header.status < 0 && header.cookie > c->last_answered && header.cookie <= c->last_quiet &&
-            (!q || header.cookie < q->record.header.cookie) &&
-            (header.opcode == (MFB_WIRE_OP_RELEASE | MFB_WIRE_REPLY) || header.opcode == (MFB_WIRE_OP_REMOVE | MFB_WIRE_REPLY))) {
+            (!q || header.cookie < q->record.header.cookie) && info && info->quiet) {
                 c->last_answered = header.cookie;
                 return 0;
         }

@@ -1006,6 +1006,86 @@ START_TEST(release_answered_by_an_older_broker) {
 }
 END_TEST
 
+/* A page as a broker's release queue is: 4096 bytes, sealed against resizing and further seals. */
+static int fake_queue_page(void) {
+        int fd = memfd_create("fake-queue", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+
+        if (fd < 0 || ftruncate(fd, MFB_WIRE_RELEASE_QUEUE_SIZE) < 0 ||
+            fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0)
+                return -1;
+        return fd;
+}
+
+/*
+ * A broker with release queues: three CREATEs, two RELEASEs (the second
+ * after a RELEASE_QUEUE, answered with a page) and a third release stored
+ * in the page; then the quiet SYNC of mfb_client_flush(), flagged, refused
+ * all the same (as a broker refuses a queue with a release of a handle not
+ * held), and a STAT.
+ */
+static int fake_queue_broker(void *arg) {
+        const struct fake *f = arg;
+        struct mfb_wire_region_info info = { .handle = FAKE_HANDLE, .size = 4096, .nattch = FAKE_NATTCH };
+        struct mfb_wire_release_queue_reply queue = { .slots = MFB_WIRE_RELEASE_QUEUE_SLOTS };
+        struct mfb_wire_header h;
+        int fd, page, r;
+
+        fd = fake_accept(f);
+        TEST_CHILD_CHECK(fd >= 0);
+        for (int i = 0; i < 2; i++) {
+                TEST_CHILD_CHECK(fake_read(fd, MFB_WIRE_OP_CREATE, &h) == 0);
+                TEST_CHILD_CHECK(fake_region_reply(fd, &h, FAKE_HANDLE + i) == 0);
+                /* The second release asks for the queue first. */
+                if (i == 1) {
+                        TEST_CHILD_CHECK(fake_read(fd, MFB_WIRE_OP_RELEASE_QUEUE, &h) == 0);
+                        page = fake_queue_page();
+                        TEST_CHILD_CHECK(page >= 0);
+                        r = fake_reply(fd, &h, h.cookie, 0, &queue, sizeof(queue), page);
+                        close(page);
+                        TEST_CHILD_CHECK(r == 0);
+                }
+                TEST_CHILD_CHECK(fake_read(fd, MFB_WIRE_OP_RELEASE, &h) == 0);
+                TEST_CHILD_CHECK(h.flags == MFB_WIRE_FLAG_QUIET);
+        }
+        TEST_CHILD_CHECK(fake_read(fd, MFB_WIRE_OP_CREATE, &h) == 0);
+        TEST_CHILD_CHECK(fake_region_reply(fd, &h, FAKE_HANDLE + 2) == 0);
+
+        TEST_CHILD_CHECK(fake_read(fd, MFB_WIRE_OP_SYNC, &h) == 0);
+        TEST_CHILD_CHECK(h.flags == (MFB_WIRE_FLAG_QUIET | MFB_WIRE_FLAG_QUEUED));
+        TEST_CHILD_CHECK(fake_reply(fd, &h, h.cookie, -ENOENT, "refused", 7, -1) == 0);
+        TEST_CHILD_CHECK(fake_read(fd, MFB_WIRE_OP_STAT, &h) == 0);
+        TEST_CHILD_CHECK(fake_reply(fd, &h, h.cookie, 0, &info, sizeof(info), -1) == 0);
+        close(fd);
+        return 0;
+}
+
+/* The refusal of the quiet SYNC that has the broker take the queue is read and dropped, as a RELEASE's is. */
+START_TEST(refused_quiet_sync_is_dropped) {
+        struct fake f = { .capabilities = MFB_WIRE_CAP_QUIET | MFB_WIRE_CAP_RELEASE_QUEUE };
+        struct sockaddr_un sa;
+        mfb_client *c = NULL;
+        mfb_region *r = NULL;
+        mfb_region_stat st;
+        pid_t pid;
+
+        pid = fake_start(&f, &sa, fake_queue_broker);
+        ck_assert_int_eq(mfb_client_connect(sa.sun_path, &c), 0);
+        for (int i = 0; i < 2; i++) {
+                ck_assert_int_eq(mfb_region_create(c, NULL, 4096, &r), 0);
+                mfb_region_free(r);
+        }
+        /* The answer to RELEASE_QUEUE comes before this CREATE's: the third release goes in the page. */
+        ck_assert_int_eq(mfb_region_create(c, NULL, 4096, &r), 0);
+        mfb_region_free(r);
+        ck_assert_int_eq(mfb_client_flush(c), 0);
+        ck_assert_int_eq(mfb_stat_handle(c, FAKE_HANDLE, &st), 0);
+        ck_assert_uint_eq(st.nattch, FAKE_NATTCH);
+        ck_assert_str_eq(mfb_client_error_message(c), "");
+        mfb_client_free(c);
+        fake_stop(&f, &sa, pid);
+}
+END_TEST
+
 #define PIPELINED_MADE 100     /* CREATEs the fake answers with a region before it refuses */
 #define PIPELINED_ASKED 300
 
@@ -1196,6 +1276,7 @@ Suite *async_suite(void) {
         tcase_add_test(tc, batch_that_fails_halfway_leaves_nothing);
         tcase_add_test(tc, quiet_release_and_its_failure);
         tcase_add_test(tc, release_answered_by_an_older_broker);
+        tcase_add_test(tc, refused_quiet_sync_is_dropped);
         tcase_add_test(tc, pipelined_batch_that_fails_halfway_gives_back_what_it_made);
         tcase_add_test(tc, the_libevent_example_runs);
         tcase_add_test(tc, the_man_page_shows_the_tested_example);
