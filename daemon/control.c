@@ -73,21 +73,32 @@ static int watchers_store(const struct control_page *p) {
         return n == sizeof(p->watchers) ? 0 : -EIO;
 }
 
-int control_page_new(unsigned memfd_flags, struct control_page **ret) {
-        _cleanup_(closep) int fd = -1;
-        struct control_page *p;
+_Static_assert(MFB_WIRE_NOTIFY_PAGE_SIZE == MFB_WIRE_RELEASE_QUEUE_SIZE, "one size of page");
 
-        fd = memfd_create("mfb:control", memfd_flags);
+int control_page_memfd(const char *name, unsigned memfd_flags, mode_t mode) {
+        _cleanup_(closep) int fd = -1;
+
+        fd = memfd_create(name, memfd_flags);
         if (fd < 0)
                 return negative_errno();
         if (ftruncate(fd, MFB_WIRE_NOTIFY_PAGE_SIZE) < 0)
                 return negative_errno();
         /* Owned by the broker's uid: others cannot reopen a read-only fd of it read-write through /proc. */
-        if (fchmod(fd, 0644) < 0)
+        if (fchmod(fd, mode) < 0)
                 return negative_errno();
         /* So that no fd that leaves can resize it (SIGBUS for every mapping), nor seal it against writers. */
         if (fcntl(fd, F_ADD_SEALS, PAGE_SEALS) < 0)
                 return negative_errno();
+        return TAKE_FD(fd);
+}
+
+int control_page_new(unsigned memfd_flags, struct control_page **ret) {
+        _cleanup_(closep) int fd = -1;
+        struct control_page *p;
+
+        fd = control_page_memfd("mfb:control", memfd_flags, 0644);
+        if (fd < 0)
+                return fd;
 
         p = calloc(1, sizeof(*p));
         if (!p)

@@ -48,6 +48,14 @@ struct quota;
 struct watch_table;
 
 /*
+ * A page the broker shares with clients: a memfd named name, made with
+ * memfd_flags, of MFB_WIRE_NOTIFY_PAGE_SIZE (= MFB_WIRE_RELEASE_QUEUE_SIZE)
+ * bytes, owned by the broker's uid with mode, sealed against resizing and
+ * further seals. Returns the fd, the caller's, or -errno.
+ */
+int control_page_memfd(const char *name, unsigned memfd_flags, mode_t mode);
+
+/*
  * Makes a control page: a memfd made with memfd_flags (the region table's:
  * MFD_CLOEXEC | MFD_ALLOW_SEALING, and MFD_NOEXEC_SEAL when the kernel has
  * it), sized, 0644, sealed, and mapped. Returns 0 and the page, or -errno

@@ -4,9 +4,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
+#include "control.h"
 #include "macro.h"
 #include "releasequeue.h"
 #include "wire.h"
@@ -32,16 +32,10 @@ int release_queue_new(unsigned memfd_flags, struct release_queue **ret, int *ret
         struct release_queue *q;
         void *page;
 
-        fd = memfd_create("mfb:release-queue", memfd_flags);
-        if (fd < 0)
-                return negative_errno();
-        if (ftruncate(fd, MFB_WIRE_RELEASE_QUEUE_SIZE) < 0)
-                return negative_errno();
-        if (fchmod(fd, 0600) < 0)
-                return negative_errno();
         /* Shrunk, the page would be a SIGBUS for the broker's reads; sealed, nothing can shrink it. */
-        if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0)
-                return negative_errno();
+        fd = control_page_memfd("mfb:release-queue", memfd_flags, 0600);
+        if (fd < 0)
+                return fd;
         client_fd = reopen_read_write(fd);
         if (client_fd < 0)
                 return client_fd;

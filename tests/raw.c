@@ -2,6 +2,7 @@
 #include <grp.h>
 #include <linux/sockios.h>
 #include <poll.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -84,7 +85,9 @@ void raw_send_flags(int fd, uint16_t opcode, uint16_t flags, const void *body, s
         ck_assert_uint_le(sizeof(rec.h) + len, sizeof(rec));
         mfb_wire_header_init(&rec.h, opcode, RAW_COOKIE, 0, 0, sizeof(rec.h) + len);
         rec.h.flags = flags;
-        memcpy(rec.bytes + sizeof(rec.h), body, len);
+        /* An empty body (SYNC, RELEASE_QUEUE) may come as NULL, which memcpy() must not be given. */
+        if (len > 0)
+                memcpy(rec.bytes + sizeof(rec.h), body, len);
         ck_assert_int_eq(mfb_record_send(fd, &rec, sizeof(rec.h) + len, fds, nfds, 0), 0);
 }
 
@@ -162,4 +165,25 @@ void raw_wait_consumed(int fd) {
                 ck_assert_msg(waited_ms < TEST_TIMEOUT_MS, "the broker did not read the request");
                 nanosleep(&pause, NULL);
         }
+}
+
+/* CREATEs root queues against the other uid's requests in raw_assert_root_served_first(). */
+#define ROOT_CREATES 3
+
+void raw_assert_root_served_first(const struct test_broker *b, int root, int other, uint16_t opcode,
+                                  void (*send)(int fd, void *userdata), void *userdata) {
+        uint64_t root_last = 0, other_handle;
+
+        ck_assert_int_eq(kill(b->pid, SIGSTOP), 0);
+        send(other, userdata);
+        raw_send_create(other);
+        for (int i = 0; i < ROOT_CREATES; i++)
+                raw_send_create(root);
+        ck_assert_int_eq(kill(b->pid, SIGCONT), 0);
+
+        ck_assert_int_eq(raw_reply(other, opcode, NULL, 0, NULL), 0);
+        other_handle = raw_created_handle(other);
+        for (int i = 0; i < ROOT_CREATES; i++)
+                root_last = raw_created_handle(root);
+        ck_assert_uint_lt(root_last, other_handle);
 }

@@ -64,3 +64,15 @@ uint64_t raw_created_handle(int fd);
  * handled, or is pending as a WAIT.
  */
 void raw_wait_consumed(int fd);
+
+/*
+ * Whether a uid pays for what its request does in turns: with b stopped,
+ * send() writes on other (of a uid other than root's) a request of
+ * opcode, which must succeed, and then a CREATE follows it, while root
+ * queues 3 CREATEs; once b runs again, root's must all have been served
+ * before the other's CREATE. Handles are given out in order, so they tell
+ * the order. With the request costing one turn only, the other's CREATE
+ * would come in the second round, before root's third.
+ */
+void raw_assert_root_served_first(const struct test_broker *b, int root, int other, uint16_t opcode,
+                                  void (*send)(int fd, void *userdata), void *userdata);

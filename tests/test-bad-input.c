@@ -421,19 +421,25 @@ START_TEST(carried_releases_let_go_only_of_the_caller_s_own) {
 }
 END_TEST
 
-#define ROOT_CREATES 3
+/* A STAT of the region kept, carrying the releases of those held. */
+struct carrying {
+        uint64_t kept, held[MFB_WIRE_RELEASES_CARRIED_MAX];
+};
+
+static void send_carrying_stat(int fd, void *userdata) {
+        struct carrying *c = userdata;
+
+        send_stat_carrying(fd, c->kept, c->held, ELEMENTSOF(c->held));
+}
 
 /*
  * Each carried release costs its uid a turn, as a RELEASE record of its own
- * would. With the broker stopped, uid 65534 queues a STAT carrying 16
- * releases and then a CREATE, root 3 CREATEs; once the broker runs, root's
- * CREATEs all come before the other's, which sits out the rounds its
- * releases cost. Were they free, it would come in the second round, before
- * root's third. Handles are given out in order, so they tell the order.
+ * would: uid 65534's STAT carrying 16 releases makes it sit out the rounds
+ * they cost, and root's CREATEs come first (raw_assert_root_served_first()).
  */
 START_TEST(carried_releases_cost_their_uid_turns) {
         struct mfb_wire_hello_request hello = { .version_min = MFB_WIRE_VERSION, .version_max = MFB_WIRE_VERSION };
-        uint64_t held[MFB_WIRE_RELEASES_CARRIED_MAX], kept, root_last = 0, other_handle;
+        struct carrying carrying;
         int root, other;
 
         if (geteuid() != 0) {
@@ -443,22 +449,10 @@ START_TEST(carried_releases_cost_their_uid_turns) {
         root = raw_connect_hello(&test_broker);
         raw_connect_as(&test_broker, 65534, 0, 1, &other);
         ck_assert_int_eq(raw_request(other, MFB_WIRE_OP_HELLO, &hello, sizeof(hello), NULL, 0), 0);
-        for (size_t i = 0; i < ELEMENTSOF(held); i++)
-                held[i] = create_anonymous(other);
-        kept = create_anonymous(other);
-
-        ck_assert_int_eq(kill(test_broker.pid, SIGSTOP), 0);
-        send_stat_carrying(other, kept, held, ELEMENTSOF(held));
-        raw_send_create(other);
-        for (int i = 0; i < ROOT_CREATES; i++)
-                raw_send_create(root);
-        ck_assert_int_eq(kill(test_broker.pid, SIGCONT), 0);
-
-        ck_assert_int_eq(raw_reply(other, MFB_WIRE_OP_STAT, NULL, 0, NULL), 0);
-        other_handle = raw_created_handle(other);
-        for (int i = 0; i < ROOT_CREATES; i++)
-                root_last = raw_created_handle(root);
-        ck_assert_uint_lt(root_last, other_handle);
+        for (size_t i = 0; i < ELEMENTSOF(carrying.held); i++)
+                carrying.held[i] = create_anonymous(other);
+        carrying.kept = create_anonymous(other);
+        raw_assert_root_served_first(&test_broker, root, other, MFB_WIRE_OP_STAT, send_carrying_stat, &carrying);
         close(other);
         close(root);
 }

@@ -9,7 +9,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
-#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -347,18 +346,21 @@ START_TEST(release_queues_are_limited) {
 }
 END_TEST
 
-#define ROOT_CREATES 3
+static void send_flagged_stat(int fd, void *userdata) {
+        const struct mfb_wire_lookup_request *stat = userdata;
+
+        raw_send_flags(fd, MFB_WIRE_OP_STAT, MFB_WIRE_FLAG_QUEUED, stat, sizeof(*stat), NULL, 0);
+}
 
 /*
  * Each queued release costs its uid a turn, as a RELEASE record would:
- * with the broker stopped, uid 65534 queues 16 releases, a STAT that has
- * them taken and a CREATE, root 3 CREATEs; root's all come first, handles
- * being given out in order.
+ * uid 65534's STAT that has 16 queued releases taken makes it sit out the
+ * rounds they cost, and root's CREATEs come first
+ * (raw_assert_root_served_first()).
  */
 START_TEST(queued_releases_cost_their_uid_turns) {
         struct mfb_wire_hello_request hello = { .version_min = MFB_WIRE_VERSION, .version_max = MFB_WIRE_VERSION };
         struct mfb_wire_lookup_request stat = {};
-        uint64_t root_last = 0, other_handle;
         struct queue q;
         int root, other;
 
@@ -373,19 +375,7 @@ START_TEST(queued_releases_cost_their_uid_turns) {
         for (int i = 0; i < 16; i++)
                 queue_put(&q, create_anonymous(other));
         stat.handle = create_anonymous(other);
-
-        ck_assert_int_eq(kill(test_broker.pid, SIGSTOP), 0);
-        raw_send_flags(other, MFB_WIRE_OP_STAT, MFB_WIRE_FLAG_QUEUED, &stat, sizeof(stat), NULL, 0);
-        raw_send_create(other);
-        for (int i = 0; i < ROOT_CREATES; i++)
-                raw_send_create(root);
-        ck_assert_int_eq(kill(test_broker.pid, SIGCONT), 0);
-
-        ck_assert_int_eq(raw_reply(other, MFB_WIRE_OP_STAT, NULL, 0, NULL), 0);
-        other_handle = raw_created_handle(other);
-        for (int i = 0; i < ROOT_CREATES; i++)
-                root_last = raw_created_handle(root);
-        ck_assert_uint_lt(root_last, other_handle);
+        raw_assert_root_served_first(&test_broker, root, other, MFB_WIRE_OP_STAT, send_flagged_stat, &stat);
         queue_close(&q);
         close(other);
         close(root);
