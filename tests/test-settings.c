@@ -55,6 +55,22 @@ START_TEST(an_unlimited_fd_limit_is_the_kernel_s_cap_on_open_files) {
 }
 END_TEST
 
+/*
+ * Release queues, one mapping each in the broker, stay well below the
+ * kernel's vm.max_map_count (65530 by default) under the unit, whose
+ * connections' limit is higher; with few connections, one each at most.
+ */
+START_TEST(release_queues_stay_below_the_kernel_s_mappings) {
+        struct settings c = derived(UNIT_FD_LIMIT, 0);
+
+        ck_assert_uint_eq(c.max_connections, SETTINGS_MAX_CONNECTIONS_CAP);
+        ck_assert_uint_eq(c.max_release_queues, SETTINGS_MAX_RELEASE_QUEUES_CAP);
+        ck_assert_uint_lt(c.max_release_queues, 65530 / 2);
+        c = derived(1024, 0);
+        ck_assert_uint_eq(c.max_release_queues, c.max_connections);
+}
+END_TEST
+
 Suite *settings_suite(void) {
         Suite *s = suite_create("settings");
         TCase *tc = tcase_create("settings");
@@ -62,6 +78,7 @@ Suite *settings_suite(void) {
         tcase_add_test(tc, the_fds_in_flight_fit_the_kernel_s_cap_under_the_unit);
         tcase_add_test(tc, the_fds_in_flight_are_at_least_a_quarter_of_the_limit);
         tcase_add_test(tc, an_unlimited_fd_limit_is_the_kernel_s_cap_on_open_files);
+        tcase_add_test(tc, release_queues_stay_below_the_kernel_s_mappings);
         suite_add_tcase(s, tc);
         return s;
 }
