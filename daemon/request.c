@@ -1212,7 +1212,7 @@ static int release_queued(struct request *q) {
         if (q->header.flags & MFB_WIRE_FLAG_QUEUED) {
                 if (!s->queue)
                         return fail(q, -EINVAL, "MFB_WIRE_FLAG_QUEUED on a connection without a release queue");
-                (void) session_take_queue(s);
+                (void) session_take_queue(s, MFB_WIRE_RELEASE_QUEUE_SLOTS);
                 /* As for a client that carries its releases: it reads a reply and sends again at once. */
                 connection_set_drain_wakeups(s->connection, false);
         }

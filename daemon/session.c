@@ -369,9 +369,9 @@ int session_open_queue(struct session *s) {
         return fd;
 }
 
-size_t session_take_queue(struct session *s) {
+size_t session_take_queue(struct session *s, size_t max) {
         uint64_t handles[MFB_WIRE_RELEASE_QUEUE_SLOTS];
-        size_t n = release_queue_take(s->queue, handles, ELEMENTSOF(handles));
+        size_t n = release_queue_take(s->queue, handles, max < ELEMENTSOF(handles) ? max : ELEMENTSOF(handles));
 
         if (n == 0)
                 return 0;
@@ -392,13 +392,19 @@ size_t session_take_queue(struct session *s) {
 
 void session_sweep_queues(struct services *sv) {
         uint64_t now = now_usec();
+        size_t budget = SESSION_SWEEP_ENTRIES_MAX;
         struct session *s;
 
         sv->queue_sweep_armed = false;          /* it went off */
         sv->queue_sweep_last_usec = now;
         while ((s = TAILQ_FIRST(&sv->sweeping)) && s->last_request_usec + WINDOW_USEC <= now) {
+                size_t taken = session_take_queue(s, budget);
+
+                budget -= taken;
+                /* Out of budget, s may have more: it stays first, for the next sweep. */
+                if (budget == 0)
+                        break;
                 sweep_leave(s);
-                (void) session_take_queue(s);
         }
         sweep_schedule(sv);
 }

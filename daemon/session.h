@@ -114,18 +114,27 @@ int session_release(struct session *s, uint64_t handle);
 int session_open_queue(struct session *s);
 
 /*
- * Takes what s's client wrote to its queue: each entry released as by
+ * Takes up to max entries (at most MFB_WIRE_RELEASE_QUEUE_SLOTS) of what
+ * s's client wrote to its queue: each entry released as by
  * session_release(), one turn of its uid each (connection_charge()). The
  * first handle s does not hold is kept in s->queue_refused (and
  * s->queue_refusing set), for the next request to fail with, if none is
  * kept already. Returns the entries taken.
  */
-size_t session_take_queue(struct session *s);
+size_t session_take_queue(struct session *s, size_t max);
 
 /*
- * Takes the queues of the sessions that have sent nothing for
- * MFB_WIRE_RELEASE_QUEUE_SWEEP_MS, and sets services->queue_sweep for the
- * next one due; run by that timer.
+ * Entries one sweep takes in all: it runs outside every uid's turns, and
+ * the clients of one uid can fill a queue each with what they do not even
+ * hold. Queues left over wait for the next sweep, 5 ms on.
+ */
+#define SESSION_SWEEP_ENTRIES_MAX 1024U
+
+/*
+ * Takes the queues of the sessions that have sent nothing since their
+ * client's window (MFB_WIRE_RELEASE_QUEUE_WINDOW_MS) passed, up to
+ * SESSION_SWEEP_ENTRIES_MAX entries, and sets services->queue_sweep_fd for
+ * the next sweep; run when that timer goes off.
  */
 void session_sweep_queues(struct services *services);
 

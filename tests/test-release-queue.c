@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -267,6 +268,62 @@ START_TEST(the_broker_takes_a_quiet_connection_s_queue) {
 }
 END_TEST
 
+/* Regions the caller's uid owns, as LIMITS says. */
+static uint64_t regions_used(int fd) {
+        struct mfb_wire_limits_reply limits;
+
+        raw_send(fd, MFB_WIRE_OP_LIMITS, NULL, 0, NULL, 0);
+        ck_assert_int_eq(raw_reply(fd, MFB_WIRE_OP_LIMITS, &limits, sizeof(limits), NULL), 0);
+        return limits.resources[MFB_WIRE_RESOURCE_REGIONS].uid_used;
+}
+
+#define FULL_QUEUES 5U
+
+/*
+ * A sweep takes at most 1024 entries in all; what is left over, the next
+ * one takes. With the broker stopped, 5 connections each send a SYNC and
+ * then fill their page with releases (1260 in all): their queues fall due
+ * together, once the broker has read the SYNCs, and every region is
+ * released with no request more.
+ */
+START_TEST(the_sweep_takes_what_is_due_a_budget_at_a_time) {
+        uint64_t handles[FULL_QUEUES][MFB_WIRE_RELEASE_QUEUE_SLOTS];
+        int fds[FULL_QUEUES], control = raw_connect_hello(&test_broker);
+        struct queue q[FULL_QUEUES];
+        uint64_t before = regions_used(control), used = 0;
+
+        for (size_t i = 0; i < FULL_QUEUES; i++) {
+                fds[i] = raw_connect_hello(&test_broker);
+                ck_assert_int_eq(queue_open(fds[i], &q[i]), 0);
+                for (size_t k = 0; k < MFB_WIRE_RELEASE_QUEUE_SLOTS; k++)
+                        handles[i][k] = create_anonymous(fds[i]);
+        }
+        ck_assert_uint_eq(regions_used(control), before + FULL_QUEUES * MFB_WIRE_RELEASE_QUEUE_SLOTS);
+
+        ck_assert_int_eq(kill(test_broker.pid, SIGSTOP), 0);
+        for (size_t i = 0; i < FULL_QUEUES; i++) {
+                raw_send(fds[i], MFB_WIRE_OP_SYNC, NULL, 0, NULL, 0);
+                for (size_t k = 0; k < MFB_WIRE_RELEASE_QUEUE_SLOTS; k++)
+                        queue_put(&q[i], handles[i][k]);
+        }
+        ck_assert_int_eq(kill(test_broker.pid, SIGCONT), 0);
+        for (size_t i = 0; i < FULL_QUEUES; i++)
+                ck_assert_int_eq(raw_reply(fds[i], MFB_WIRE_OP_SYNC, NULL, 0, NULL), 0);
+        for (int i = 0; i < TEST_TIMEOUT_MS; i++) {
+                used = regions_used(control);
+                if (used == before)
+                        break;
+                (void) poll(NULL, 0, 1);
+        }
+        ck_assert_uint_eq(used, before);
+        for (size_t i = 0; i < FULL_QUEUES; i++) {
+                queue_close(&q[i]);
+                close(fds[i]);
+        }
+        close(control);
+}
+END_TEST
+
 /*
  * A queue lets go only of what its own connection holds: uid 65534, having
  * opened root's region, puts its handle in its queue twice; it gives back
@@ -392,6 +449,7 @@ Suite *release_queue_suite(void) {
         tcase_add_test(tc, queued_releases_come_before_a_flagged_request);
         tcase_add_test(tc, a_queued_release_of_what_is_not_held_fails_the_next_request);
         tcase_add_test(tc, the_broker_takes_a_quiet_connection_s_queue);
+        tcase_add_test(tc, the_sweep_takes_what_is_due_a_budget_at_a_time);
         tcase_add_test(tc, queued_releases_let_go_only_of_the_caller_s_own);
         tcase_add_test(tc, release_queues_are_limited);
         tcase_add_test(tc, queued_releases_cost_their_uid_turns);
