@@ -37,8 +37,9 @@ static bool poisoned(const struct mfb_wire_header *h) {
 
 /* Whether the header fields a request must have zero are zero, and size is len: a header to trust. */
 static bool request_header_trustworthy(const struct mfb_wire_header *h, size_t len) {
-        return h->size == len && (h->flags & ~(MFB_WIRE_FLAG_QUIET | MFB_WIRE_FLAG_RELEASES)) == 0 &&
-               h->status == 0 && h->nfds == 0 && h->reserved == 0;
+        uint16_t flags = MFB_WIRE_FLAG_QUIET | MFB_WIRE_FLAG_RELEASES | MFB_WIRE_FLAG_QUEUED;
+
+        return h->size == len && (h->flags & ~flags) == 0 && h->status == 0 && h->nfds == 0 && h->reserved == 0;
 }
 
 static void fuzz_request(const uint8_t *record, size_t len) {
@@ -115,8 +116,14 @@ static bool reply_shape(uint16_t opcode, size_t *ret_body, size_t *ret_nfds) {
                 return true;
         case MFB_WIRE_OP_RELEASE:
         case MFB_WIRE_OP_REMOVE:
+        case MFB_WIRE_OP_SYNC:
                 *ret_body = 0;
                 *ret_nfds = 0;
+                return true;
+        case MFB_WIRE_OP_RELEASE_QUEUE:
+                /* slots, reserved; the page */
+                *ret_body = 8;
+                *ret_nfds = 1;
                 return true;
         case MFB_WIRE_OP_LIMITS:
                 *ret_body = sizeof(struct mfb_wire_limits_reply);
