@@ -5,9 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
-
 #include <sys/timerfd.h>
+#include <time.h>
 
 #include "codec.h"
 #include "settings.h"
@@ -400,6 +399,9 @@ void session_sweep_queues(struct services *sv) {
         while ((s = TAILQ_FIRST(&sv->sweeping)) && s->last_request_usec + WINDOW_USEC <= now) {
                 size_t taken = session_take_queue(s, budget);
 
+                /* Regions freed: the status the service manager shows says so. */
+                if (taken > 0)
+                        notifier_status_changed(sv->notifier);
                 budget -= taken;
                 /* Out of budget, s may have more: it stays first, for the next sweep. */
                 if (budget == 0)
