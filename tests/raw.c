@@ -14,12 +14,18 @@
 #include "fdpass.h"
 #include "raw.h"
 
+/* HELLO on fd, which must succeed. */
+static void hello(int fd) {
+        struct mfb_wire_hello_request req = { .version_min = MFB_WIRE_VERSION, .version_max = MFB_WIRE_VERSION };
+
+        ck_assert_int_eq(raw_request(fd, MFB_WIRE_OP_HELLO, &req, sizeof(req), NULL, 0), 0);
+}
+
 int raw_connect_hello(const struct test_broker *b) {
-        struct mfb_wire_hello_request hello = { .version_min = MFB_WIRE_VERSION, .version_max = MFB_WIRE_VERSION };
         int fd = test_raw_connect(b);
 
         ck_assert_int_ge(fd, 0);
-        ck_assert_int_eq(raw_request(fd, MFB_WIRE_OP_HELLO, &hello, sizeof(hello), NULL, 0), 0);
+        hello(fd);
         return fd;
 }
 
@@ -73,6 +79,14 @@ void raw_connect_as(const struct test_broker *b, uid_t uid, gid_t extra_group, u
         }
         close(pair[0]);
         test_child_succeeded(pid);
+}
+
+int raw_connect_hello_as(const struct test_broker *b, uid_t uid) {
+        int fd;
+
+        raw_connect_as(b, uid, 0, 1, &fd);
+        hello(fd);
+        return fd;
 }
 
 void raw_send_flags(int fd, uint16_t opcode, uint16_t flags, const void *body, size_t len, const int *fds,

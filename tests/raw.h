@@ -28,6 +28,9 @@ int raw_connect_hello(const struct test_broker *b);
  */
 void raw_connect_as(const struct test_broker *b, uid_t uid, gid_t extra_group, unsigned n, int *ret_fds);
 
+/* A connection to b of uid (raw_connect_as()) that has done HELLO. */
+int raw_connect_hello_as(const struct test_broker *b, uid_t uid);
+
 /* Sends a request of opcode with body (len bytes) and nfds borrowed fds attached. */
 void raw_send(int fd, uint16_t opcode, const void *body, size_t len, const int *fds, size_t nfds);
 

@@ -376,7 +376,6 @@ END_TEST
  * reference and fails on the second, and root keeps its own.
  */
 START_TEST(carried_releases_let_go_only_of_the_caller_s_own) {
-        struct mfb_wire_hello_request hello = { .version_min = MFB_WIRE_VERSION, .version_max = MFB_WIRE_VERSION };
         struct mfb_wire_create_request create = { .size = 4096, .mode = 0644 };
         struct mfb_wire_open_request open_req = { .access = MFB_WIRE_ACCESS_READ };
         struct mfb_wire_lookup_request by_handle = {};
@@ -396,9 +395,7 @@ START_TEST(carried_releases_let_go_only_of_the_caller_s_own) {
         ck_assert_int_eq(raw_reply(owner, MFB_WIRE_OP_CREATE, &region, sizeof(region), &memfd), 0);
         safe_close(memfd);
 
-        raw_connect_as(&test_broker, 65534, 0, 1, &other);
-        raw_send(other, MFB_WIRE_OP_HELLO, &hello, sizeof(hello), NULL, 0);
-        ck_assert_int_eq(raw_reply(other, MFB_WIRE_OP_HELLO, NULL, 0, NULL), 0);
+        other = raw_connect_hello_as(&test_broker, 65534);
         open_req.name = create.name;
         raw_send(other, MFB_WIRE_OP_OPEN, &open_req, sizeof(open_req), NULL, 0);
         ck_assert_int_eq(raw_reply(other, MFB_WIRE_OP_OPEN, NULL, 0, &memfd), 0);
@@ -438,7 +435,6 @@ static void send_carrying_stat(int fd, void *userdata) {
  * they cost, and root's CREATEs come first (raw_assert_root_served_first()).
  */
 START_TEST(carried_releases_cost_their_uid_turns) {
-        struct mfb_wire_hello_request hello = { .version_min = MFB_WIRE_VERSION, .version_max = MFB_WIRE_VERSION };
         struct carrying carrying;
         int root, other;
 
@@ -447,8 +443,7 @@ START_TEST(carried_releases_cost_their_uid_turns) {
                 return;
         }
         root = raw_connect_hello(&test_broker);
-        raw_connect_as(&test_broker, 65534, 0, 1, &other);
-        ck_assert_int_eq(raw_request(other, MFB_WIRE_OP_HELLO, &hello, sizeof(hello), NULL, 0), 0);
+        other = raw_connect_hello_as(&test_broker, 65534);
         for (size_t i = 0; i < ELEMENTSOF(carrying.held); i++)
                 carrying.held[i] = create_anonymous(other);
         carrying.kept = create_anonymous(other);

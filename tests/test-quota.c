@@ -68,12 +68,7 @@ static bool can_switch_users(const char *test) {
 
 /* A connection of uid to b that has done HELLO. */
 static int connect_as(const struct test_broker *b, uid_t uid) {
-        struct mfb_wire_hello_request hello = { .version_min = MFB_WIRE_VERSION, .version_max = MFB_WIRE_VERSION };
-        int fd;
-
-        raw_connect_as(b, uid, 0, 1, &fd);
-        ck_assert_int_eq(raw_request(fd, MFB_WIRE_OP_HELLO, &hello, sizeof(hello), NULL, 0), 0);
-        return fd;
+        return raw_connect_hello_as(b, uid);
 }
 
 /* A reply's body: a region, or the text of a refusal (NUL-terminated, as the body is shorter). */

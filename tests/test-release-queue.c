@@ -331,7 +331,6 @@ END_TEST
  * root keeps its own.
  */
 START_TEST(queued_releases_let_go_only_of_the_caller_s_own) {
-        struct mfb_wire_hello_request hello = { .version_min = MFB_WIRE_VERSION, .version_max = MFB_WIRE_VERSION };
         struct mfb_wire_open_request open_req = { .access = MFB_WIRE_ACCESS_READ };
         int owner, other, memfd;
         uint64_t handle;
@@ -344,8 +343,7 @@ START_TEST(queued_releases_let_go_only_of_the_caller_s_own) {
         }
         owner = raw_connect_hello(&test_broker);
         handle = create_named(owner, "queued-shared");
-        raw_connect_as(&test_broker, 65534, 0, 1, &other);
-        ck_assert_int_eq(raw_request(other, MFB_WIRE_OP_HELLO, &hello, sizeof(hello), NULL, 0), 0);
+        other = raw_connect_hello_as(&test_broker, 65534);
         ck_assert_int_eq(queue_open(other, &q), 0);
         ck_assert_int_eq(mfb_wire_name_set(&open_req.name, "queued-shared"), 0);
         raw_send(other, MFB_WIRE_OP_OPEN, &open_req, sizeof(open_req), NULL, 0);
@@ -416,7 +414,6 @@ static void send_flagged_stat(int fd, void *userdata) {
  * (raw_assert_root_served_first()).
  */
 START_TEST(queued_releases_cost_their_uid_turns) {
-        struct mfb_wire_hello_request hello = { .version_min = MFB_WIRE_VERSION, .version_max = MFB_WIRE_VERSION };
         struct mfb_wire_lookup_request stat = {};
         struct queue q;
         int root, other;
@@ -426,8 +423,7 @@ START_TEST(queued_releases_cost_their_uid_turns) {
                 return;
         }
         root = raw_connect_hello(&test_broker);
-        raw_connect_as(&test_broker, 65534, 0, 1, &other);
-        ck_assert_int_eq(raw_request(other, MFB_WIRE_OP_HELLO, &hello, sizeof(hello), NULL, 0), 0);
+        other = raw_connect_hello_as(&test_broker, 65534);
         ck_assert_int_eq(queue_open(other, &q), 0);
         for (int i = 0; i < 16; i++)
                 queue_put(&q, create_anonymous(other));

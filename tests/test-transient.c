@@ -346,7 +346,6 @@ static int32_t raw_by_name(int fd, uint16_t opcode, const char *name) {
  * remove it.
  */
 START_TEST(other_users_cannot_keep_end_or_take_it) {
-        struct mfb_wire_hello_request hello = { .version_min = MFB_WIRE_VERSION, .version_max = MFB_WIRE_VERSION };
         mfb_client *c;
         mfb_region *r = NULL;
         mfb_region_stat st;
@@ -355,8 +354,7 @@ START_TEST(other_users_cannot_keep_end_or_take_it) {
         if (!can_switch_users("other_users_cannot_keep_end_or_take_it"))
                 return;
         c = connect_or_fail();
-        raw_connect_as(&test_broker, OTHER_ID, 0, 1, &other);
-        ck_assert_int_eq(raw_request(other, MFB_WIRE_OP_HELLO, &hello, sizeof(hello), NULL, 0), 0);
+        other = raw_connect_hello_as(&test_broker, OTHER_ID);
 
         /* Private: the other uid cannot hold it, remove it or create over it. */
         ck_assert_int_eq(mfb_region_create_with(c, "guarded", 4096, 0600, MFB_CREATE_TRANSIENT, &r), 0);
