@@ -14,6 +14,7 @@
 #include "broker.h"
 #include "connection.h"
 #include "control.h"
+#include "hashmap.h"
 #include "listener.h"
 #include "log.h"
 #include "macro.h"
@@ -178,6 +179,9 @@ int broker_new(const struct settings *settings, struct broker **ret) {
         r = transport_new(b->base, sv->quota, settings->max_fds_in_flight, geteuid(), &sv->transport);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the connections' transport: %m");
+        r = hashmap_new(&hashmap_u64_ops, &sv->queue_owners);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the count of release queues: %m");
         sv->queue_sweep_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
         if (sv->queue_sweep_fd < 0)
                 return log_error_errno(errno, "Failed to set up the sweep of release queues: %m");
@@ -239,6 +243,8 @@ struct broker *broker_free(struct broker *b) {
         if (b->queue_sweep)
                 event_free(b->queue_sweep);
         safe_close(sv->queue_sweep_fd);
+        /* Empty: every session that counted in it is gone. */
+        hashmap_free(sv->queue_owners);
         /* With the times of those releases, for the next broker. */
         persist_flush(sv->persist);
         persist_free(sv->persist);

@@ -253,11 +253,11 @@ static void derive_limits(struct settings *c) {
                            c->max_regions);
         log_debug("Limits: %" PRIu32 " regions (%" PRIu32 " per uid), %" PRIu64 " bytes (%" PRIu64 " per uid), %"
                   PRIu64 " fds, %" PRIu32 " connections (%" PRIu32 " per uid), %" PRIu64 " queued bytes, %" PRIu32
-                  " waiters, %" PRIu32 " release queues, %" PRIu32 " kept regions, %" PRIu64 " holds, %" PRIu64
-                  " fds in flight unread",
+                  " waiters, %" PRIu32 " release queues (%" PRIu32 " per uid), %" PRIu32 " kept regions, %" PRIu64
+                  " holds, %" PRIu64 " fds in flight unread",
                   c->max_regions, c->max_regions_per_uid, c->max_bytes, c->max_bytes_per_uid, c->max_fds,
                   c->max_connections, c->max_connections_per_uid, c->max_queued_bytes, c->max_waiters,
-                  c->max_release_queues,
+                  c->max_release_queues, c->max_release_queues_per_uid,
                   c->max_kept_regions, c->max_holds, c->max_fds_in_flight);
 }
 

@@ -1185,6 +1185,10 @@ static int handle_release_queue(struct request *q) {
         if (fd == -ENOSPC)
                 return fail(q, fd, "the broker has %" PRIu32 " release queues, its limit (--max-release-queues)",
                             s->services->n_queues);
+        if (fd == -EDQUOT)
+                return fail(q, fd, "uid %u has %" PRIu32 " release queues, its share (a quarter of "
+                            "--max-release-queues)", s->peer.creds.uid,
+                            s->services->settings->max_release_queues_per_uid);
         if (fd < 0)
                 return fail_kernel(q, fd, "making the release queue failed");
         rec.body = (struct mfb_wire_release_queue_reply) { .slots = MFB_WIRE_RELEASE_QUEUE_SLOTS };

@@ -18,8 +18,8 @@ struct settings;
 struct notifier;
 struct persist;
 struct quota;
+struct hashmap;
 struct region_table;
-struct event;
 struct session;
 struct transport;
 struct wait_table;
@@ -40,15 +40,17 @@ struct services {
         uint32_t n_sessions;
         /*
          * Sessions with a release queue whose client may have written to it
-         * since it last sent: by their last request, oldest first. The timer
-         * queue_sweep takes each MFB_WIRE_RELEASE_QUEUE_SWEEP_MS after that
-         * (session_sweep_queues()); nothing runs while none is there.
+         * since it last sent: by their last request, oldest first. The
+         * timerfd queue_sweep_fd has the sweep take each once its client's
+         * window has passed (session_sweep_queues()); nothing runs while
+         * none is there.
          */
         struct session_list sweeping;
         int queue_sweep_fd;                     /* a timerfd (CLOCK_MONOTONIC), owned by the broker */
         bool queue_sweep_armed;
         uint64_t queue_sweep_last_usec;         /* when it last went off */
         uint32_t n_queues;                      /* sessions with a release queue */
+        struct hashmap *queue_owners;           /* uid → its sessions with one (session.c), while any */
         /*
          * Handles a record of s (request_handle()): the broker sets it, so
          * that sessions hand records up without depending on what handles

@@ -12,6 +12,7 @@
 #include "settings.h"
 #include "connection.h"
 #include "control.h"
+#include "hashmap.h"
 #include "fdpass.h"
 #include "hashmap.h"
 #include "log.h"
@@ -41,6 +42,12 @@ static const struct quota_amount session_amount = { .n = {
  * last request. A timer set for each session's own time would go off
  * every few microseconds with a thousand clients.
  */
+/* A uid's sessions with a release queue, while it has any (services->queue_owners). */
+struct queue_owner {
+        uint64_t uid;           /* the key: hashmap_u64_ops wants 64 bits */
+        uint32_t n;
+};
+
 #define WINDOW_USEC ((uint64_t) MFB_WIRE_RELEASE_QUEUE_WINDOW_MS * 1000)
 #define TICK_USEC ((uint64_t) (MFB_WIRE_RELEASE_QUEUE_SWEEP_MS - MFB_WIRE_RELEASE_QUEUE_WINDOW_MS) * 1000)
 
@@ -289,8 +296,13 @@ void session_free(struct session *s) {
         if (TAILQ_EMPTY(&s->services->sweeping))
                 sweep_schedule(s->services);
         if (s->queue) {
+                uint64_t key = s->peer.creds.uid;
+                struct queue_owner *o = hashmap_get(s->services->queue_owners, &key);
+
                 s->queue = release_queue_free(s->queue);
                 s->services->n_queues--;
+                if (--o->n == 0)
+                        free(hashmap_remove(s->services->queue_owners, &key));
         }
         /* The connection's charge first: its socket, if kept for fds left unread, is charged anew. */
         uncount_session(s);
@@ -353,15 +365,34 @@ int session_release(struct session *s, uint64_t handle) {
 
 int session_open_queue(struct session *s) {
         struct services *sv = s->services;
+        uint64_t key = s->peer.creds.uid;
+        struct queue_owner *o = hashmap_get(sv->queue_owners, &key);
         int k, fd;
 
         if (s->queue)
                 return -EEXIST;
         if (sv->n_queues >= sv->settings->max_release_queues)
                 return -ENOSPC;
+        if (o && o->n >= sv->settings->max_release_queues_per_uid && !quota_is_exempt(sv->quota, s->peer.creds.uid))
+                return -EDQUOT;
+        if (!o) {
+                o = calloc(1, sizeof(*o));
+                if (!o)
+                        return -ENOMEM;
+                o->uid = key;
+                k = hashmap_put(sv->queue_owners, &o->uid, o);
+                if (k < 0) {
+                        free(o);
+                        return k;
+                }
+        }
         k = release_queue_new(region_table_memfd_flags(sv->regions), &s->queue, &fd);
-        if (k < 0)
+        if (k < 0) {
+                if (o->n == 0)
+                        free(hashmap_remove(sv->queue_owners, &key));
                 return k;
+        }
+        o->n++;
         sv->n_queues++;
         /* From the answer on, its client may write to it. */
         sweep_touch(s);

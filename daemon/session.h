@@ -107,9 +107,11 @@ int session_release(struct session *s, uint64_t handle);
 
 /*
  * RELEASE_QUEUE: gives s its release queue (releasequeue.h), one of the
- * broker's --max-release-queues. Returns a new read-write fd of the page
- * for the client, owned by the caller; or -EEXIST (s has one), -ENOSPC
- * (the broker has as many as it may), or the -errno of making the page.
+ * broker's --max-release-queues, and of its uid's share of them (a
+ * quarter; root and the broker's uid exempt). Returns a new read-write fd
+ * of the page for the client, owned by the caller; or -EEXIST (s has one),
+ * -ENOSPC (the broker has as many as it may), -EDQUOT (so has s's uid),
+ * -ENOMEM, or the -errno of making the page.
  */
 int session_open_queue(struct session *s);
 

@@ -90,6 +90,8 @@ void settings_derive_limits(struct settings *c, uint64_t fd_limit, uint64_t phys
                 c->max_waiters = c->max_connections;
         if (c->max_release_queues == 0)
                 c->max_release_queues = (uint32_t) min_u64(SETTINGS_MAX_RELEASE_QUEUES_CAP, c->max_connections);
+        /* A fair share: one uid's connections do not take every queue from the others. */
+        c->max_release_queues_per_uid = (uint32_t) quarter_of(c->max_release_queues);
         /*
          * The kernel's cap on the fds a user has in flight is its
          * RLIMIT_NOFILE (unless it has CAP_SYS_RESOURCE): shared by the

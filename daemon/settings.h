@@ -52,6 +52,7 @@ struct settings {
         uint64_t max_queued_bytes;
         uint32_t max_waiters;
         uint32_t max_release_queues;
+        uint32_t max_release_queues_per_uid;    /* derived only: a quarter of max_release_queues */
         uint32_t max_kept_regions;
         uint64_t max_holds;
         uint64_t max_fds;                       /* derived only: the fds the users share */

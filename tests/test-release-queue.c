@@ -365,6 +365,18 @@ START_TEST(queued_releases_let_go_only_of_the_caller_s_own) {
 }
 END_TEST
 
+/* Asks for fd's queue until the broker stops refusing it for refused, which it does once it saw a connection end. */
+static int32_t queue_open_once_freed(int fd, struct queue *ret, int32_t refused) {
+        int32_t status = refused;
+
+        for (int i = 0; i < TEST_TIMEOUT_MS && status == refused; i++) {
+                status = queue_open(fd, ret);
+                if (status == refused)
+                        (void) poll(NULL, 0, 1);
+        }
+        return status;
+}
+
 /*
  * --max-release-queues: with 2, a third connection is refused one with
  * ENOSPC, and gets one once another connection with a queue has ended.
@@ -374,7 +386,6 @@ START_TEST(release_queues_are_limited) {
         struct test_broker b;
         struct queue q[3];
         int fds[3];
-        int32_t status = 0;
 
         test_broker_start(&b, args);
         for (size_t i = 0; i < ELEMENTSOF(fds); i++)
@@ -385,18 +396,55 @@ START_TEST(release_queues_are_limited) {
 
         queue_close(&q[0]);
         close(fds[0]);
-        /* The broker sees the end of that connection in its own time: ask until it has. */
-        for (int i = 0; i < TEST_TIMEOUT_MS; i++) {
-                status = queue_open(fds[2], &q[2]);
-                if (status != -ENOSPC)
-                        break;
-                (void) poll(NULL, 0, 1);
-        }
-        ck_assert_int_eq(status, 0);
+        /* The broker sees the end of that connection in its own time. */
+        ck_assert_int_eq(queue_open_once_freed(fds[2], &q[2], -ENOSPC), 0);
         queue_close(&q[1]);
         queue_close(&q[2]);
         close(fds[1]);
         close(fds[2]);
+        test_broker_stop(&b);
+}
+END_TEST
+
+#define SHARED_QUEUES 4
+
+/*
+ * One uid cannot take the others' queues: with --max-release-queues 4,
+ * uid 65534 gets one, a quarter, and its second connection is refused
+ * -EDQUOT, while root (exempt from the shares) takes the rest, up to the
+ * broker's limit. Once uid 65534's first connection ends, its second gets
+ * one.
+ */
+START_TEST(one_uid_takes_only_its_share_of_queues) {
+        static const char *const args[] = { "--max-release-queues", "4", NULL };
+        struct queue q[2], root_q[SHARED_QUEUES];
+        int other[2], root[SHARED_QUEUES];
+        struct test_broker b;
+
+        if (geteuid() != 0) {
+                fprintf(stderr, "SKIP %s: needs root to connect as uid 65534\n", __func__);
+                return;
+        }
+        test_broker_start(&b, args);
+        for (size_t i = 0; i < ELEMENTSOF(other); i++)
+                other[i] = raw_connect_hello_as(&b, 65534);
+        ck_assert_int_eq(queue_open(other[0], &q[0]), 0);
+        ck_assert_int_eq(queue_open(other[1], &q[1]), -EDQUOT);
+        for (size_t i = 0; i < ELEMENTSOF(root); i++)
+                root[i] = raw_connect_hello(&b);
+        for (size_t i = 0; i + 1 < ELEMENTSOF(root); i++)
+                ck_assert_int_eq(queue_open(root[i], &root_q[i]), 0);
+        ck_assert_int_eq(queue_open(root[SHARED_QUEUES - 1], &root_q[SHARED_QUEUES - 1]), -ENOSPC);
+
+        queue_close(&q[0]);
+        close(other[0]);
+        ck_assert_int_eq(queue_open_once_freed(other[1], &q[1], -EDQUOT), 0);
+        queue_close(&q[1]);
+        close(other[1]);
+        for (size_t i = 0; i + 1 < ELEMENTSOF(root); i++)
+                queue_close(&root_q[i]);
+        for (size_t i = 0; i < ELEMENTSOF(root); i++)
+                close(root[i]);
         test_broker_stop(&b);
 }
 END_TEST
@@ -448,6 +496,7 @@ Suite *release_queue_suite(void) {
         tcase_add_test(tc, the_sweep_takes_what_is_due_a_budget_at_a_time);
         tcase_add_test(tc, queued_releases_let_go_only_of_the_caller_s_own);
         tcase_add_test(tc, release_queues_are_limited);
+        tcase_add_test(tc, one_uid_takes_only_its_share_of_queues);
         tcase_add_test(tc, queued_releases_cost_their_uid_turns);
         suite_add_tcase(s, tc);
         return s;

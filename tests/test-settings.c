@@ -66,8 +66,10 @@ START_TEST(release_queues_stay_below_the_kernel_s_mappings) {
         ck_assert_uint_eq(c.max_connections, SETTINGS_MAX_CONNECTIONS_CAP);
         ck_assert_uint_eq(c.max_release_queues, SETTINGS_MAX_RELEASE_QUEUES_CAP);
         ck_assert_uint_lt(c.max_release_queues, 65530 / 2);
+        ck_assert_uint_eq(c.max_release_queues_per_uid, SETTINGS_MAX_RELEASE_QUEUES_CAP / 4);
         c = derived(1024, 0);
         ck_assert_uint_eq(c.max_release_queues, c.max_connections);
+        ck_assert_uint_eq(c.max_release_queues_per_uid, c.max_connections / 4);
 }
 END_TEST
 
