@@ -33,7 +33,6 @@ enum release_mode {
         RELEASE_EAGER,          /* each a RELEASE record, at once */
 };
 
-
 struct mfb_client {
         int fd;                         /* the connection; -1 once mfb_client_free() closed it */
         int error;                      /* 0, or why the connection is unusable (then shut down) */
@@ -111,8 +110,9 @@ int client_wait(mfb_client *c, const bool *done);
 
 /*
  * Gives one reference back without waiting for the answer, which is read
- * and dropped before any later reply: a RELEASE queued at once, or with
- * deferred releases, a handle the client's next request carries. Nothing
+ * and dropped before any later reply: a handle stored in the release
+ * queue, a RELEASE queued at once, or with deferred releases and no queue,
+ * a handle the client's next request carries (see enum release_mode). Nothing
  * to give back once the connection is gone: the broker let go of
  * everything with it.
  */

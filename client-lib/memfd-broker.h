@@ -759,7 +759,8 @@ int mfb_client_dispatch(mfb_client *c);
  * poll() that fails, other than with EINTR, fails the connection with its
  * error). When a callback freed the client, returns 0, and c must not be
  * used again. Errors: -EINVAL (NULL, or freed), -ENOMEM (no room to queue
- * the deferred releases, which stay waiting).
+ * the deferred releases or the SYNC, which then stay waiting for the next
+ * request, or the sweep).
  */
 int mfb_client_flush(mfb_client *c);
 
@@ -805,7 +806,8 @@ int mfb_client_set_deferred_releases(mfb_client *c, int deferred);
  * the callbacks make meanwhile included, and their callbacks ran. After it
  * every connection sees what this client did, its releases included. When
  * the newest request is a release, which the broker answers only if it
- * fails, this asks one more question to learn that it was done. Returns 0,
+ * fails, or releases wait in the release queue, this asks one more
+ * question to learn that they were done. Returns 0,
  * or the connection's error as mfb_client_flush() does. When a callback
  * freed the client, returns -ENOTCONN (not -ECANCELED), and c must not be
  * used again. Errors: -EINVAL (NULL, or freed), -ENOMEM.

@@ -181,8 +181,9 @@ void connection_close_when_sent(struct connection *c);
 void connection_set_drain_wakeups(struct connection *c, bool on);
 
 /*
- * The record being handled costs as much as turns ordinary ones (a batch):
- * see scheduler_charge(). Only from ops->record.
+ * The record being handled costs as much as turns ordinary ones (a batch),
+ * or work done for c outside its turns does (a WAIT answered, a release
+ * queue swept): see scheduler_charge().
  */
 void connection_charge(struct connection *c, unsigned turns);
 

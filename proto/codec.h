@@ -56,14 +56,14 @@ int mfb_wire_request_body_size(uint16_t opcode);
 
 /*
  * Checks a received request record of len bytes: a well-formed header (size
- * matches len; flags only MFB_WIRE_FLAG_QUIET and MFB_WIRE_FLAG_RELEASES;
- * status, nfds and reserved zero) whose body size fits its opcode, followed
- * by 1 to MFB_WIRE_RELEASES_CARRIED_MAX handles with MFB_WIRE_FLAG_RELEASES
- * and by nothing without. On success copies the header to ret_header and
- * returns 0. Errors: -EBADMSG when no trustworthy header could be read
- * (ret_header untouched); -EOPNOTSUPP for an unknown opcode and -EMSGSIZE
- * for a body of the wrong size, or carried handles of the wrong size, in
- * both cases with ret_header filled so that the caller can answer with the
+ * matches len; flags only MFB_WIRE_FLAG_QUIET, MFB_WIRE_FLAG_RELEASES and
+ * MFB_WIRE_FLAG_QUEUED; status, nfds and reserved zero) whose body size fits
+ * its opcode, followed by 1 to MFB_WIRE_RELEASES_CARRIED_MAX handles with
+ * MFB_WIRE_FLAG_RELEASES and by nothing without. On success copies the header
+ * to ret_header and returns 0. Errors: -EBADMSG when no trustworthy header
+ * could be read (ret_header untouched); -EOPNOTSUPP for an unknown opcode and
+ * -EMSGSIZE for a body of the wrong size, or carried handles of the wrong size,
+ * in both cases with ret_header filled so that the caller can answer with the
  * request's cookie.
  */
 int mfb_wire_request_check(const void *record, size_t len, struct mfb_wire_header *ret_header);

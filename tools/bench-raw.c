@@ -39,7 +39,6 @@ static int reopen_read_only(int fd) {
         return open(path, O_RDONLY | O_CLOEXEC);
 }
 
-/* Answers one request on sock. Returns 0, or -1 when the connection is done. */
 /* Keeps fd until a RELEASE of the handle it returns, as the broker keeps a region for each holder. */
 static uint64_t keep_until_released(int fd, int **held, size_t *n_held, size_t *held_cap) {
         if (GREEDY_REALLOC(*held, *held_cap, *n_held + 1) < 0)
@@ -58,6 +57,7 @@ static void release(uint64_t handle, int *held, size_t *n_held) {
                 (*n_held)--;
 }
 
+/* Answers one request on sock. Returns 0, or -1 when the connection is done. */
 static int serve_one(int sock, struct raw_kept *kept, int **held, size_t *n_held, size_t *held_cap) {
         struct raw_record rec;
         int fds[MFB_FDS_RECV_MAX], fd = -1, k;
